@@ -1,0 +1,133 @@
+"""The operator's FIX7 change and its rollback: read, screened, run in one transaction each."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from .errors import EXIT_USAGE, Fix7Error
+from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
+from .server import RehearsalServer, Throwaway
+
+MAX_CHANGE_BYTES = 50 * 1024 * 1024
+
+# Statements a rehearsal never runs: they reach outside the throwaway database.
+_OUTWARD = [
+    ("dblink", re.compile(r"(?i)\bdblink(_\w+)?\s*\(|\bcreate\s+extension\s+(if\s+not\s+exists\s+)?\"?dblink")),
+    ("postgres_fdw", re.compile(r"(?i)\bpostgres_fdw\b|\bcreate\s+(foreign\s+data\s+wrapper|server)\b")),
+    ("user_mapping", re.compile(r"(?i)\bcreate\s+user\s+mapping\b")),
+    ("subscription", re.compile(r"(?i)\bcreate\s+subscription\b")),
+    ("copy_program", re.compile(r"(?i)\bcopy\b[^;]*\b(to|from)\s+program\b")),
+    ("server_file", re.compile(r"(?i)\bcopy\b[^;]*\b(to|from)\s+'|\bpg_(read|write)_(binary_)?file\s*\(|\blo_(import|export)\s*\(")),
+    ("untrusted_language", re.compile(r"(?i)\blanguage\s+(plpython3?u|plperlu|pltclu|c)\b")),
+]
+_TX_CONTROL = re.compile(r"(?im)^\s*(begin(\s+(work|transaction))?|start\s+transaction|commit(\s+(work|transaction))?|"
+                         r"end(\s+(work|transaction))?|rollback(\s+(work|transaction))?)\s*;\s*$")
+_META = re.compile(r"(?m)^\s*\\[a-zA-Z!]")
+
+
+@dataclass(frozen=True)
+class ChangeSQL:
+    label: str
+    path: str
+    sha256: str
+    text: str
+
+    def summary(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "bytes": len(self.text.encode())}
+
+
+def read_change(path: str | Path | None, label: str) -> ChangeSQL:
+    """The change file as UTF-8 text, or a usage error that says what is wrong with it."""
+    if not path:
+        raise Fix7Error(f"No {label} SQL file was given.", EXIT_USAGE, rule="change_file")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} does not exist or is not a regular file.", EXIT_USAGE,
+                        rule="change_file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} cannot be read ({e.strerror}).", EXIT_USAGE,
+                        rule="change_file") from None
+    if len(raw) > MAX_CHANGE_BYTES:
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.", EXIT_USAGE,
+                        rule="change_file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
+                        "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
+    body = re.sub(r"--[^\n]*", "", text)
+    if not body.strip().strip(";").strip():
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
+                        rule="change_file")
+    return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
+
+
+def screen_change(change: ChangeSQL) -> list[Finding]:
+    """Refuse what must not run in a rehearsal: outward connections, server files, transaction control."""
+    findings = []
+    for rule, rx in _OUTWARD:
+        for m in rx.finditer(change.text):
+            line = change.text.count("\n", 0, m.start()) + 1
+            findings.append(Finding(rule=f"change_{rule}", message=f"{change.label} SQL line {line} uses {rule}, "
+                                    "which reaches outside the throwaway database; a rehearsal never runs it"))
+            break
+    if _META.search(change.text):
+        line = change.text.count("\n", 0, _META.search(change.text).start()) + 1
+        findings.append(Finding(rule="change_meta_command",
+                                message=f"{change.label} SQL line {line} is a psql meta-command; give plain SQL"))
+    tx = list(_TX_CONTROL.finditer(change.text))
+    if tx:
+        line = change.text.count("\n", 0, tx[0].start()) + 1
+        findings.append(Finding(rule="change_transaction_control",
+                                message=f"{change.label} SQL line {line} controls the transaction; the rehearsal runs "
+                                        "the whole file in one transaction, so remove BEGIN/COMMIT/ROLLBACK"))
+    return findings
+
+
+def _line_of(text: str, position: str | None) -> int | None:
+    try:
+        return text.count("\n", 0, int(position) - 1) + 1
+    except (TypeError, ValueError):
+        return None
+
+
+def server_error_message(e: psycopg.Error, text: str | None = None) -> str:
+    """The server's primary message, SQLSTATE and line; DETAIL lines are dropped as they can quote row values."""
+    diag = getattr(e, "diag", None)
+    primary = (diag.message_primary if diag else None) or (str(e).splitlines() or [type(e).__name__])[0]
+    state = getattr(e, "sqlstate", None) or ""
+    line = _line_of(text, diag.statement_position) if (diag and text) else None
+    where = f" at line {line}" if line else ""
+    return f"{primary} (SQLSTATE {state}){where}"
+
+
+def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, statement_timeout_s: int = 600,
+               lock_timeout_s: int = 15) -> StageOutcome:
+    """Run the whole file in one transaction as the clone's owner; an error rolls it all back."""
+    refused = screen_change(change)
+    if refused:
+        return StageOutcome.from_findings(refused, details={"change": change.summary()}, fail_status=BLOCKED)
+    started = time.monotonic()
+    try:
+        with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False) as conn:
+            conn.execute(f"set local statement_timeout = '{int(statement_timeout_s)}s'")
+            conn.execute(f"set local lock_timeout = '{int(lock_timeout_s)}s'")
+            conn.execute(f"set local idle_in_transaction_session_timeout = '{int(statement_timeout_s)}s'")
+            conn.execute(change.text)
+            conn.commit()
+    except psycopg.Error as e:
+        msg = server_error_message(e, change.text)
+        return StageOutcome(status=FAILED, reason=f"{change.label} failed and was rolled back: {msg}",
+                            findings=[Finding(rule=f"{change.label}_error", message=msg)],
+                            details={"change": change.summary(), "duration_s": round(time.monotonic() - started, 3)})
+    return StageOutcome(status=PASSED, reason=f"{change.label} committed in one transaction",
+                        details={"change": change.summary(), "duration_s": round(time.monotonic() - started, 3),
+                                 "statement_timeout_s": statement_timeout_s, "lock_timeout_s": lock_timeout_s})

@@ -1,0 +1,371 @@
+"""The rehearsal's stages as plain functions over a small JSON-able state.
+
+The Dagster assets call these one by one; each stage records its outcome, the
+connections it opened and its duration in the evidence packet before returning,
+and a stage that stops the run finalizes the packet and drops the throwaways.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as pysecrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from . import change as change_mod
+from .errors import Fix7Error
+from .hosts import HostPolicy
+from .model import BLOCKED, FAILED, PASSED, SKIPPED, Finding, StageOutcome
+from .paths import project_dir
+from .report import EvidencePacket, default_evidence_dir, utc_now
+from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create_throwaway, drop_database,
+                     drop_throwaway, sweep)
+
+CLONE_GATE_STAGES = {"intake", "isolation", "sanitization", "schema_shape"}
+ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
+
+# Passwords of throwaway roles on an external server live only in this process, never in run storage.
+_PASSWORDS: dict[str, str] = {}
+
+
+@dataclass
+class RehearsalRequest:
+    """What the operator asks for: the run config of the Dagster job and the CLI's arguments."""
+
+    clone_path: str
+    apply_sql: str
+    rollback_sql: str
+    attested_by: str = ""
+    contract: str = ""
+    evidence_dir: str = ""
+    production_hosts: list[str] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
+    server_url: str = ""
+    search_roots: list[str] = field(default_factory=list)
+    allowed_roots: list[str] = field(default_factory=list)
+    statement_timeout_s: int = 600
+    lock_timeout_s: int = 15
+    keep_databases: bool = False
+
+    def policy(self) -> HostPolicy:
+        return HostPolicy(tuple(self.production_hosts), tuple(self.allow_hosts))
+
+    def resolved_server_url(self) -> str:
+        return self.server_url or os.environ.get("FIX7_REHEARSAL_SERVER", "") or "embedded"
+
+
+def open_server(request: RehearsalRequest) -> RehearsalServer:
+    return RehearsalServer.from_url(request.resolved_server_url(), request.policy(), ConnectionLedger())
+
+
+def _throwaway(state: dict) -> Throwaway:
+    t = state["throwaway"]
+    return Throwaway(database=t["database"], login=Login(t["role"], _PASSWORDS.get(t["role"])), tag=t["tag"],
+                     extra_databases=list(t.get("extra_databases", [])))
+
+
+def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
+    status = BLOCKED if stage in CLONE_GATE_STAGES else FAILED
+    if isinstance(e, Fix7Error):
+        msg, rule = e.message, e.rule
+    elif isinstance(e, psycopg.Error):
+        msg, rule = change_mod.server_error_message(e), "server_error"
+    else:
+        msg, rule = f"internal error {type(e).__name__} in stage {stage}; see the Dagster run log", "internal_error"
+    return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
+
+
+def run_stage(state: dict, stage: str, body) -> StageOutcome:
+    """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure."""
+    request = RehearsalRequest(**state["request"])
+    packet = EvidencePacket.load(Path(state["evidence_dir"]))
+    started = time.monotonic()
+    server = None
+    try:
+        server = open_server(request)
+        outcome = body(server, packet, request)
+    except Exception as e:  # every failure becomes a recorded, explained stage outcome
+        outcome = _error_outcome(stage, e)
+    packet.record_stage(stage, outcome, time.monotonic() - started)
+    if outcome.status != PASSED:
+        drop_throwaways(state, packet, server, request)
+    if server is not None:
+        packet.add_connections(server.ledger.as_dicts())
+    if outcome.status != PASSED:
+        packet.finalize()
+    else:
+        packet.save()
+    return outcome
+
+
+def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer | None,
+                    request: RehearsalRequest) -> None:
+    """Drop this run's throwaway databases and role, unless the operator asked to keep them."""
+    if server is not None and state.get("throwaway") and not request.keep_databases:
+        tw = _throwaway(state)
+        try:
+            drop_throwaway(server, tw)
+            packet.data["throwaways"]["dropped"].extend([*tw.extra_databases, tw.database, tw.login.role])
+        except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
+            packet.data["throwaways"]["drop_error"] = type(e).__name__
+    _PASSWORDS.pop(state.get("throwaway", {}).get("role", ""), None)
+
+
+# -- stages ------------------------------------------------------------------------------
+
+def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None = None) -> tuple[dict, StageOutcome]:
+    """Clone intake: hash, format, version, screening, attestation; creates the evidence packet."""
+    from . import dumps
+
+    started = time.monotonic()
+    findings: list[Finding] = []
+    info = None
+    try:
+        roots = [Path(r) for r in request.allowed_roots] or None
+        info = dumps.inspect_dump(Path(request.clone_path), allowed_roots=roots)
+    except Fix7Error as e:
+        findings.append(Finding(rule=e.rule, message=e.message))
+    sha = getattr(info, "sha256", None)
+    root = evidence_root or (project_dir() / "evidence")
+    directory = Path(request.evidence_dir) if request.evidence_dir else default_evidence_dir(root, sha)
+    attestation = {"attested_by": request.attested_by.strip() or None,
+                   "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
+                   "attested_at": utc_now() if request.attested_by.strip() else None}
+    packet = EvidencePacket.start(directory, run_id=run_id, request={
+        **asdict(request), "server": {"url_kind": "embedded" if request.resolved_server_url() == "embedded"
+                                      else "external"}, "attestation": attestation})
+    packet.set(attestation=attestation)
+    clone = {"path": request.clone_path, "present": info is not None}
+    details: dict = {}
+    if info is not None:
+        clone.update({k: v for k, v in dumps.describe(info).items()})
+        findings.extend(dumps.screen_dump(info))
+    if not attestation["attested_by"]:
+        findings.append(Finding(rule="attestation_missing",
+                                message="no operator attestation: name who attests that the dump is a sanitized, "
+                                        "non-production copy (--attested-by NAME)"))
+    for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
+        try:
+            details[f"{label}_sql"] = change_mod.read_change(path, label).summary()
+        except Fix7Error as e:
+            findings.append(Finding(rule="change_file", message=e.message))
+    if request.search_roots:
+        from . import candidates
+
+        packet.set(table_A_candidates=candidates.find_candidates([Path(r) for r in request.search_roots]))
+    packet.set(clone=clone)
+    if any(f.extra.get("isolation") for f in findings if f.is_error):
+        packet.set(isolation_proven=False)
+    outcome = StageOutcome.from_findings(findings, details=details, ok_reason=(
+        f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
+        f"attested by {attestation['attested_by']}"))
+    state = {"request": asdict(request), "run_id": run_id, "evidence_dir": str(directory), "clone": clone}
+    # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
+    try:
+        server = open_server(request)
+        packet.data["throwaways"]["swept"] = sweep(server) if outcome.status == PASSED else []
+        packet.add_connections(server.ledger.as_dicts())
+    except Fix7Error as e:
+        outcome.findings.append(Finding(rule=e.rule, message=e.message))
+        outcome.status, outcome.reason = BLOCKED, e.message
+    if info is not None:
+        state["dump"] = dumps.to_state(info)
+    packet.record_stage("intake", outcome, time.monotonic() - started)
+    if outcome.status != PASSED:
+        packet.finalize()
+    else:
+        packet.save()
+    return state, outcome
+
+
+def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
+    """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
+    from . import dumps, isolation, restore
+    from .server import assert_least_privilege, role_attributes
+
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        tw = create_throwaway(server)
+        if tw.login.password:
+            _PASSWORDS[tw.login.role] = tw.login.password
+        state["throwaway"] = {"database": tw.database, "role": tw.login.role, "tag": tw.tag, "extra_databases": []}
+        packet.data["throwaways"]["created"].extend([tw.database, tw.login.role])
+        attrs = role_attributes(server, tw.login.role)
+        packet.set(restoring_role=attrs)
+        assert_least_privilege(attrs)
+        info = dumps.from_state(state["dump"])
+        restored = restore.restore(server, tw, info)
+        with server.connect(tw.database, purpose="isolation proof") as conn:
+            findings = isolation.prove_isolation(conn, request.policy())
+        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs},
+                                             ok_reason="restored by a least-privileged role; no outward pointer "
+                                                       "to a live host")
+        packet.set(isolation_proven=outcome.status == PASSED)
+        return outcome
+
+    outcome = run_stage(state, "isolation", body)
+    if outcome.status != PASSED:
+        packet = EvidencePacket.load(Path(state["evidence_dir"]))
+        if packet.data["isolation_proven"] is not False:
+            packet.set(isolation_proven=False)
+            packet.save()
+    return state, outcome
+
+
+def sanitization(state: dict) -> StageOutcome:
+    from . import contract as contract_mod
+    from . import gx_gates, secrets
+
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        tw = _throwaway(state)
+        contract = contract_mod.load_contract(request.contract or None)
+        salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
+        findings = secrets.scan_secrets(lambda purpose: server.connect(tw.database, purpose=purpose),
+                                        tw.database, contract, salt)
+        url = server.sqlalchemy_url(tw.database, server.admin, "great expectations: sanitization")
+        suite = gx_gates.run_sanitization_suite(url, contract)
+        findings += gx_gates.findings_from_summary(suite, stage="sanitization")
+        return StageOutcome.from_findings(_dedupe(findings), details={"gx": suite},
+                                          ok_reason="no secret found in any text, json or key column")
+
+    return run_stage(state, "sanitization", body)
+
+
+def schema_shape(state: dict) -> StageOutcome:
+    from . import contract as contract_mod
+    from . import gx_gates, shape
+
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        tw = _throwaway(state)
+        contract = contract_mod.load_contract(request.contract or None)
+        with server.connect(tw.database, purpose="schema shape") as conn:
+            findings = shape.check_shape(conn, contract)
+        details: dict = {}
+        if not any(f.is_error for f in findings):
+            url = server.sqlalchemy_url(tw.database, server.admin, "great expectations: data rules")
+            suite = gx_gates.run_data_rules_suite(url, contract, dump_time=(state.get("clone") or {}).get("dumped_at"))
+            details["gx"] = suite
+            findings += gx_gates.findings_from_summary(suite, stage="schema_shape")
+        return StageOutcome.from_findings(findings, details=details,
+                                          ok_reason="tables, columns, types, keys and data rules match the contract")
+
+    return run_stage(state, "schema_shape", body)
+
+
+def snapshot_anchor(state: dict) -> StageOutcome:
+    from . import fingerprint
+
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        tw = _throwaway(state)
+        anchor_db = f"fix7_anchor_{tw.tag}"
+        with server.connect(purpose="snapshot anchor") as c:
+            from psycopg import sql
+
+            c.execute(sql.SQL("select pg_terminate_backend(pid) from pg_stat_activity where datname = {}").format(
+                sql.Literal(tw.database)))
+            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(anchor_db),
+                                                                   sql.Identifier(tw.database)))
+            c.execute(sql.SQL("comment on database {} is {}").format(
+                sql.Identifier(anchor_db), sql.Literal(_mark_for_anchor())))
+            c.execute(sql.SQL("alter database {} set default_transaction_read_only = on").format(
+                sql.Identifier(anchor_db)))
+        state["throwaway"]["extra_databases"].append(anchor_db)
+        packet.data["throwaways"]["created"].append(anchor_db)
+        with server.connect(anchor_db, purpose="anchor fingerprint") as conn:
+            fp = fingerprint.fingerprint(conn)
+        anchor = fingerprint.anchor_id(fp)
+        state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp}
+        packet.set(anchor_id=anchor)
+        return StageOutcome(status=PASSED, reason=f"anchor {anchor}: physical copy {anchor_db} + logical fingerprint",
+                            details={"anchor_id": anchor, "physical_copy": anchor_db,
+                                     "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
+                                     "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
+
+    return run_stage(state, "snapshot_anchor", body)
+
+
+def _mark_for_anchor() -> str:
+    from .server import _mark
+
+    return _mark()
+
+
+def run_change_stage(state: dict, label: str) -> StageOutcome:
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        path = request.apply_sql if label == "apply" else request.rollback_sql
+        ch = change_mod.read_change(path, label)
+        return change_mod.run_change(server, _throwaway(state), ch, statement_timeout_s=request.statement_timeout_s,
+                                     lock_timeout_s=request.lock_timeout_s)
+
+    return run_stage(state, label, body)
+
+
+def restore_diff(state: dict) -> StageOutcome:
+    from . import diff as diff_mod
+    from . import fingerprint
+
+    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        tw = _throwaway(state)
+        anchor = state["anchor"]
+        with server.connect(tw.database, purpose="restore diff") as after, \
+                server.connect(anchor["database"], purpose="restore diff (anchor)") as anchor_conn:
+            after_fp = fingerprint.fingerprint(after)
+            result = diff_mod.restore_diff(anchor["fingerprint"], after_fp, anchor_conn, after)
+        packet.set(restore_diff=result)
+        findings = [Finding(rule="rows_differ", table=t["table"],
+                            message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
+                                    "changed after rollback") for t in result["tables"]]
+        findings += [Finding(rule="schema_differs", message=f"schema object {o['object']} {o['change']} after rollback")
+                     for o in result["schema"]]
+        findings += [Finding(rule="sequence_moved", severity=s.get("severity", "warning"),
+                             message=f"sequence {s['sequence']} moved from {s['anchor']} to {s['after']}")
+                     for s in result["sequences"]]
+        details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
+        if any(f.is_error for f in findings):
+            details["anchor_restore_path"] = _prove_anchor_restore(server, anchor, tw)
+        return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
+                                          ok_reason="every row and schema object is back as anchored")
+
+    return run_stage(state, "restore_diff", body)
+
+
+def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) -> dict:
+    """When the rollback left a residue, show that restoring from the physical anchor does give the anchor back."""
+    from psycopg import sql
+
+    from . import fingerprint
+
+    probe = f"fix7_probe_{tw.tag}"
+    with server.connect(purpose="anchor restore proof") as c:
+        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(probe),
+                                                               sql.Identifier(anchor["database"])))
+    try:
+        with server.connect(probe, purpose="anchor restore proof") as conn:
+            fp = fingerprint.fingerprint(conn)
+        same = fingerprint.anchor_id(fp) == anchor["anchor_id"]
+        return {"proven": same, "method": "CREATE DATABASE … TEMPLATE <anchor>, fingerprint equals the anchor"
+                if same else "fingerprint of a copy of the anchor differs from the anchor"}
+    finally:
+        drop_database(server, probe)
+
+
+def finish(state: dict) -> str:
+    """The evidence packet's last word: throwaways dropped, verdict fixed."""
+    request = RehearsalRequest(**state["request"])
+    packet = EvidencePacket.load(Path(state["evidence_dir"]))
+    server = open_server(request)
+    drop_throwaways(state, packet, server, request)
+    packet.add_connections(server.ledger.as_dicts())
+    return packet.finalize()
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen, out = set(), []
+    for f in findings:
+        key = (f.rule, f.table, f.column, f.row_key, f.message if not f.row_key else None)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out

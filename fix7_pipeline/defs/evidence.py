@@ -1,0 +1,27 @@
+"""evidence_packet: the auditor's record, finalized when every stage has run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
+from fix7_pipeline.defs.stages import GROUP, OWNERS
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"json"},
+    description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md, written atomically. "
+                "Stages that stop a run write the packet themselves, so it exists whatever happened.",
+)
+def evidence_packet(restore_diff: dict) -> dg.MaterializeResult:
+    state = dict(restore_diff)
+    verdict = rehearsal.finish(state)
+    directory = Path(state["evidence_dir"])
+    return dg.MaterializeResult(metadata={
+        "verdict": verdict,
+        "evidence_dir": dg.MetadataValue.path(str(directory)),
+        **{f"sha256_{name}": sha256_file(directory / name) for name in (REPORT, PROVENANCE, READABLE)},
+    })

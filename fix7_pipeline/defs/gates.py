@@ -1,0 +1,48 @@
+"""The clone gates: restored and isolated, sanitized, production-shaped. Each blocks what follows."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fix7_pipeline.core import rehearsal
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    description="The dump restored into a throwaway database by a role that owns only that database, "
+                "with no superuser or server-file privileges; then proven isolated: no foreign servers, "
+                "user mappings, subscriptions, dblink, or webhook/flow/setting URL pointing at a live host.",
+    check_specs=[gate("rehearsal_clone", "isolation_proven",
+                      "Nothing in the restored clone points at a live host.")],
+)
+def rehearsal_clone(clone_intake: dict):
+    state, outcome = rehearsal.restore_and_isolate(dict(clone_intake))
+    extra = {"restored_database": (state.get("throwaway") or {}).get("database", "")}
+    yield from stage_events("rehearsal_clone", "isolation_proven", outcome, state, extra)
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres", "great_expectations"},
+    description="Secret scan of every text, json and key column of every table, plus the Great Expectations "
+                "sanitization suite (must-be-NULL columns, empty session table). Findings name rule, table, "
+                "column, row key and a salted fingerprint, never a value.",
+    check_specs=[gate("sanitization_check", "no_secrets", "The clone carries no secrets.")],
+)
+def sanitization_check(rehearsal_clone: dict):
+    state = dict(rehearsal_clone)
+    outcome = rehearsal.sanitization(state)
+    yield from stage_events("sanitization_check", "no_secrets", outcome, state)
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres", "great_expectations"},
+    description="The clone's tables, columns, types, keys and constraints against production's shape (the "
+                "contract), and the birth surface's data rules as a Great Expectations suite run in PostgreSQL.",
+    check_specs=[gate("schema_shape_validation", "production_shaped",
+                      "Shape and data rules match production's contract.")],
+)
+def schema_shape_validation(sanitization_check: dict):
+    state = dict(sanitization_check)
+    outcome = rehearsal.schema_shape(state)
+    yield from stage_events("schema_shape_validation", "production_shaped", outcome, state)

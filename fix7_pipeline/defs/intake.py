@@ -1,0 +1,54 @@
+"""clone_intake: the operator's request and the dump, before any database exists."""
+
+
+
+import dagster as dg
+from pydantic import Field
+
+from fix7_pipeline.core import rehearsal
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+
+
+class RehearsalRequestConfig(dg.Config):
+    """The rehearsal request an operator fills in the launchpad (or the CLI passes)."""
+
+    clone_path: str = Field(default=".fix7/demo/birth_surface_clone.dump",
+                            description="Path of the operator's pg_dump (plain, plain.gz, custom, directory or tar).")
+    apply_sql: str = Field(default=".fix7/demo/fix7_apply.sql", description="The FIX7 change, plain SQL.")
+    rollback_sql: str = Field(default=".fix7/demo/fix7_rollback.sql", description="Its rollback, plain SQL.")
+    attested_by: str = Field(default="", description="Who attests the dump is a sanitized, non-production copy. "
+                                                     "Empty = no attestation = blocked.")
+    contract: str = Field(default="", description="Contract YAML or schema-only SQL; empty = the birth surface.")
+    evidence_dir: str = Field(default="", description="Where the evidence packet goes; empty = "
+                                                      "evidence/<utc-timestamp>-<sha8>/.")
+    production_hosts: list[str] = Field(default_factory=list, description="Glob patterns of production hosts.")
+    allow_hosts: list[str] = Field(default_factory=list, description="Glob patterns of hosts known to be isolated.")
+    server_url: str = Field(default="", description="External rehearsal server URL; empty = FIX7_REHEARSAL_SERVER "
+                                                    "or the embedded server.")
+    search_roots: list[str] = Field(default_factory=list, description="Folders to list in Table A as candidates.")
+    allowed_roots: list[str] = Field(default_factory=list, description="If set, the dump must lie under one of these.")
+    statement_timeout_s: int = Field(default=600, description="Statement timeout for apply and rollback.")
+    lock_timeout_s: int = Field(default=15, description="Lock timeout for apply and rollback.")
+    keep_databases: bool = Field(default=False, description="Keep the throwaway databases for inspection.")
+
+    def to_request(self) -> rehearsal.RehearsalRequest:
+        return rehearsal.RehearsalRequest(**self.model_dump())
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"python", "postgres"},
+    description="The operator's dump as received: path, sha256, bytes, format, pg_dump version, screening of "
+                "psql meta-commands and dangerous archive entries, and the operator's attestation.",
+    check_specs=[gate("clone_intake", "intake_safe",
+                      "The dump exists, is what it claims, is safe to restore and is attested as a sanitized "
+                      "non-production copy.")],
+)
+def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
+    state, outcome = rehearsal.intake(config.to_request(), context.run.run_id)
+    clone = state.get("clone", {})
+    extra = {"attested_by": config.attested_by or "(none)", "clone_path": config.clone_path,
+             "clone_bytes": int(clone.get("bytes") or 0)}
+    yield from stage_events("clone_intake", "intake_safe", outcome, state, extra)
+
+
+

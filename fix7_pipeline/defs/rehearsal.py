@@ -1,0 +1,61 @@
+"""snapshot anchor -> apply -> rollback -> restore diff, on the proven clone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    description="A physical copy of the proven clone (CREATE DATABASE … TEMPLATE) and its logical fingerprint "
+                "(schema objects, per-table row counts and content hashes, sequence positions), hashed into an "
+                "anchor id.",
+    check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
+)
+def snapshot_anchor(schema_shape_validation: dict):
+    state = dict(schema_shape_validation)
+    outcome = rehearsal.snapshot_anchor(state)
+    yield from stage_events("snapshot_anchor", "anchor_taken", outcome, state)
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="apply",
+    description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
+                "clone's owner role.",
+    check_specs=[gate("apply", "change_applied", "The FIX7 change commits.")],
+)
+def apply_change(snapshot_anchor: dict):
+    state = dict(snapshot_anchor)
+    outcome = rehearsal.run_change_stage(state, "apply")
+    yield from stage_events("apply", "change_applied", outcome, state)
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="rollback",
+    description="The operator's rollback of the FIX7 change, in one transaction.",
+    check_specs=[gate("rollback", "rollback_applied", "The rollback commits.")],
+)
+def rollback_change(apply: dict):
+    state = dict(apply)
+    outcome = rehearsal.run_change_stage(state, "rollback")
+    yield from stage_events("rollback", "rollback_applied", outcome, state)
+
+
+@dg.asset(
+    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    description="The clone after rollback against the anchor: rows by primary key (added, removed, changed), "
+                "schema objects and sequences. Empty means the rollback put everything back.",
+    check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],
+)
+def restore_diff(rollback: dict):
+    state = dict(rollback)
+    outcome = rehearsal.restore_diff(state)
+    diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff") or {}
+    extra = {"restore_diff": dg.MetadataValue.json(diff)}
+    yield from stage_events("restore_diff", "restore_diff_empty", outcome, state, extra)

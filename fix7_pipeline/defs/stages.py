@@ -1,0 +1,49 @@
+"""How a core stage outcome becomes Dagster events: one output, its gate's check result, metadata."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fix7_pipeline.core.model import PASSED, StageOutcome
+
+GROUP = "fix7_rehearsal"
+OWNERS = ["team:data-platform"]
+
+
+def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
+    md = {
+        "status": outcome.status,
+        "reason": dg.MetadataValue.text(outcome.reason or ""),
+        "findings": dg.MetadataValue.json([f.as_dict() for f in outcome.findings[:100]]),
+        "finding_count": len(outcome.findings),
+        "evidence_dir": dg.MetadataValue.path(state.get("evidence_dir", "")),
+    }
+    clone = state.get("clone") or {}
+    for key in ("sha256", "format", "pg_dump_version"):
+        if clone.get(key):
+            md[f"clone_{key}"] = str(clone[key])
+    if state.get("anchor"):
+        md["anchor_id"] = state["anchor"]["anchor_id"]
+    gx = outcome.details.get("gx")
+    if gx:
+        md["gx_summary"] = dg.MetadataValue.json(gx)
+    return md
+
+
+def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, extra: dict | None = None):
+    """Yield the asset's output and its blocking gate: a failed gate stops every stage after it."""
+    md = {**stage_metadata(outcome, state), **(extra or {})}
+    yield dg.Output(state, metadata=md)
+    yield dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=check,
+        passed=outcome.status == PASSED,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=outcome.reason[:1000] if outcome.reason else None,
+        metadata={"status": outcome.status, "finding_count": len(outcome.findings),
+                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}))},
+    )
+
+
+def gate(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
