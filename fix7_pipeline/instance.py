@@ -1,0 +1,33 @@
+"""The project's Dagster instance on the embedded PostgreSQL server (storage in its own database)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from fix7_pipeline.core.paths import project_dir, state_dir
+from fix7_pipeline.core.server import embedded_dagster_url
+
+
+def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster") -> Path:
+    """Point DAGSTER_HOME at .fix7/dagster_home with the repo's dagster.yaml; start storage on demand."""
+    home = Path(home or os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    src = project_dir() / "dagster.yaml"
+    dst = home / "dagster.yaml"
+    if not dst.exists() or dst.read_bytes() != src.read_bytes():
+        shutil.copyfile(src, dst)
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("FIX7_DAGSTER_PG_URL", embedded_dagster_url(storage_db))
+    os.environ.setdefault("FIX7_DAGSTER_ARTIFACTS", str(home / "storage"))
+    os.environ.setdefault("FIX7_DAGSTER_COMPUTE_LOGS", str(home / "compute_logs"))
+    os.environ.setdefault("FIX7_PROJECT_DIR", str(project_dir()))
+    return home
+
+
+def get_instance():
+    from dagster import DagsterInstance
+
+    prepare_dagster_home()
+    return DagsterInstance.get()
