@@ -150,7 +150,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}
     if info is not None:
-        clone.update({k: v for k, v in dumps.describe(info).items()})
+        clone.update(info.as_dict())
         findings.extend(dumps.screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
@@ -180,8 +180,6 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))
         outcome.status, outcome.reason = BLOCKED, e.message
-    if info is not None:
-        state["dump"] = dumps.to_state(info)
     packet.record_stage("intake", outcome, time.monotonic() - started)
     if outcome.status != PASSED:
         packet.finalize()
@@ -205,7 +203,11 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
         assert_least_privilege(attrs)
-        info = dumps.from_state(state["dump"])
+        info = dumps.inspect_dump(Path(request.clone_path),
+                                  allowed_roots=[Path(r) for r in request.allowed_roots] or None)
+        if info.sha256 != state["clone"].get("sha256"):
+            raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
+                            "that stays put during the rehearsal.", rule="dump_changed")
         restored = restore.restore(server, tw, info)
         with server.connect(tw.database, purpose="isolation proof") as conn:
             findings = isolation.prove_isolation(conn, request.policy())

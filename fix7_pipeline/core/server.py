@@ -208,7 +208,7 @@ def embedded_dagster_url(database: str = "dagster") -> str:
     with psycopg.connect(host=host, port=port, dbname="postgres", user="postgres", autocommit=True) as c:
         if not c.execute("select 1 from pg_database where datname=%s", (database,)).fetchone():
             c.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
-    return f"postgresql://postgres@/{database}?host={host}&port={port}"
+    return f"postgresql+psycopg2://postgres@/{database}?host={host}&port={port}"
 
 
 # -- throwaway databases and roles -----------------------------------------------------

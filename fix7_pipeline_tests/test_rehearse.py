@@ -1,0 +1,207 @@
+"""End to end: the fix7_rehearsal job through a real Dagster instance on real PostgreSQL, real dumps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.server import leftovers
+from fix7_pipeline.demo import builder
+
+DATA = Path(__file__).parent / "data"
+SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory):
+    from dagster import DagsterInstance
+
+    from fix7_pipeline.instance import prepare_dagster_home
+
+    home = tmp_path_factory.mktemp("dagster_home")
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS",
+                                            "FIX7_DAGSTER_COMPUTE_LOGS")}
+    for k in saved:
+        os.environ.pop(k, None)
+    prepare_dagster_home(home, storage_db="dagster_tests")
+    inst = DagsterInstance.get()
+    yield inst
+    inst.dispose()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def source_db():
+    name = "fix7_t_rehearse_src"
+    builder.build_clone(name, registry_rows=400, seed=11)
+    yield name
+    builder.drop_clone(name)
+
+
+@pytest.fixture(scope="session")
+def dumps(source_db, tmp_path_factory):
+    d = tmp_path_factory.mktemp("dumps")
+    return {fmt: builder.dump_clone(source_db, fmt, d / f"clone.{fmt}") for fmt in ("custom", "plain")}
+
+
+@pytest.fixture(scope="session")
+def change(tmp_path_factory):
+    return builder.write_sample_change(tmp_path_factory.mktemp("change"))
+
+
+def _config(clone, apply_sql, rollback_sql, evidence_dir, **kw) -> dict:
+    cfg = {"clone_path": str(clone), "apply_sql": str(apply_sql), "rollback_sql": str(rollback_sql),
+           "attested_by": "test operator", "contract": "", "evidence_dir": str(evidence_dir),
+           "production_hosts": ["*.prod.corp.internal"], "allow_hosts": [], "server_url": "",
+           "search_roots": [], "allowed_roots": [], "keep_databases": False}
+    cfg.update(kw)
+    return cfg
+
+
+def _own_leftovers(server, packet) -> list[str]:
+    created = set(packet["throwaways"]["created"])
+    return [x for x in leftovers(server) if x.split(" ", 1)[1] in created]
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instance, tmp_path, server):
+    out = run_rehearsal(_config(dumps[fmt], *change, tmp_path / "ev"), instance=instance, echo=False)
+    packet = out["packet"]
+    assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:3000]
+    assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
+    assert set(packet["stages"]) == set(STAGES)
+    assert packet["anchor_id"] and packet["restore_diff"]["tables"] == [] and packet["restore_diff"]["schema"] == []
+    assert packet["isolation_proven"] is True
+    assert packet["restoring_role"]["superuser"] is False and packet["restoring_role"]["server_file_privileges"] == []
+    # every connection went to the rehearsal server's socket, and none was left behind
+    hosts = {c["host"] for c in packet["connections"]}
+    assert hosts == {server.host}
+    assert any(c["role"].startswith("fix7_restorer_") for c in packet["connections"])
+    assert _own_leftovers(server, packet) == []
+    prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
+    assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert prov["clone"]["format"] == fmt and len(prov["clone"]["sha256"]) == 64
+    assert (tmp_path / "ev" / "rehearsal-report.md").read_text().startswith("# FIX7 rehearsal — REHEARSAL_PASSED")
+    assert out["run_id"] == packet["run_id"] and instance.get_run_by_id(out["run_id"]) is not None
+
+
+def test_packet_keys_honour_the_seed(dumps, change, instance, tmp_path):
+    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", attested_by=""), instance=instance,
+                        echo=False)
+    prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
+    assert set(SEED) <= set(prov)
+    row_keys = set(SEED["table_A_clone_provenance"][0])
+    assert all(set(r) == row_keys for r in prov["table_A_clone_provenance"])
+    assert set(SEED["exact_operator_input_needed"]) <= set(prov["exact_operator_input_needed"])
+    assert prov["live_production_contact"] is False and prov["production_mutation"] is False
+    assert prov["table_A_clone_provenance"][-1]["candidate_clone"].startswith("live production")
+    assert out["verdict"] == prov["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert any("attestation" in p for p in prov["exact_operator_input_needed"]["problems"])
+    assert out["packet"]["stages"]["intake"]["status"] == "blocked"
+    assert out["packet"]["stages"]["isolation"]["status"] == "skipped"
+
+
+def test_rollback_residue_is_counted_exactly(dumps, instance, tmp_path, server):
+    apply_sql = tmp_path / "apply.sql"
+    apply_sql.write_text(
+        "alter table public.birth_registry add column fix7_flag boolean;\n"
+        "insert into public.system_issues (code, severity, details, opened_at)\n"
+        "  select 'FIX7_T', 'info', '{}'::jsonb, now() from generate_series(1, 3);\n"
+        "update public.birth_registry set row_version = row_version + 1\n"
+        "  where id in (select id from public.birth_registry order by id limit 2);\n"
+        "create index fix7_t_idx on public.system_issues (code);\n")
+    rollback_sql = tmp_path / "rollback.sql"
+    rollback_sql.write_text("alter table public.birth_registry drop column fix7_flag;\n")
+    out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"), instance=instance,
+                        echo=False)
+    packet = out["packet"]
+    assert out["verdict"] == "REHEARSAL_FAILED"
+    assert packet["stages"]["restore_diff"]["status"] == "failed"
+    tables = {t["table"].split(".")[-1]: t for t in packet["restore_diff"]["tables"]}
+    assert set(tables) == {"system_issues", "birth_registry"}
+    assert (tables["system_issues"]["added"], tables["system_issues"]["removed"],
+            tables["system_issues"]["changed"]) == (3, 0, 0)
+    assert (tables["birth_registry"]["added"], tables["birth_registry"]["removed"],
+            tables["birth_registry"]["changed"]) == (0, 0, 2)
+    assert any("fix7_t_idx" in o["object"] for o in packet["restore_diff"]["schema"])
+    assert any(s["severity"] == "warning" for s in packet["restore_diff"]["sequences"])
+    assert packet["stages"]["restore_diff"]["anchor_restore_path"]["proven"] is True
+    assert _own_leftovers(server, packet) == []
+
+
+def test_change_failing_half_way_fails_apply(dumps, change, instance, tmp_path):
+    apply_sql = tmp_path / "apply.sql"
+    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)"
+                         " values ('FIX7_T', 'info', '{}', now());\nselect 1/0;\n")
+    out = run_rehearsal(_config(dumps["custom"], apply_sql, change[1], tmp_path / "ev"), instance=instance,
+                        echo=False)
+    st = out["packet"]["stages"]
+    assert out["verdict"] == "REHEARSAL_FAILED"
+    assert st["apply"]["status"] == "failed" and "division by zero" in st["apply"]["reason"]
+    assert "line 2" in st["apply"]["reason"]
+    assert st["rollback"]["status"] == "skipped" and st["restore_diff"]["status"] == "skipped"
+
+
+def _cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_missing_clone_exits_3_naming_operator_input(change, tmp_path):
+    ev = tmp_path / "ev"
+    r = _cli("rehearse", "--clone", str(tmp_path / "nope.dump"), "--apply", str(change[0]), "--rollback",
+             str(change[1]), "--attested-by", "ops", "--evidence-dir", str(ev))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE" in r.stdout
+    prov = json.loads((ev / "clone-provenance.json").read_text())
+    need = prov["exact_operator_input_needed"]
+    assert prov["isolation_proven"] == "N/A_NO_CLONE_TO_PROVE"
+    assert any("nope.dump" in p for p in need["problems"])
+    assert prov["table_A_clone_provenance"][0]["present"] is False
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    empty = tmp_path / "empty.sql"
+    empty.write_text("-- nothing\n")
+    r = _cli("rehearse", "--clone", "x.dump")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = _cli("rehearse", "--clone", "x.dump", "--apply", str(empty), "--rollback", str(empty), "--attested-by", "a")
+    assert r.returncode == 2 and "empty" in r.stderr and "Traceback" not in r.stderr
+    latin = tmp_path / "latin.sql"
+    latin.write_bytes("select 'caf\xe9';".encode("latin-1"))
+    r = _cli("rehearse", "--clone", "x.dump", "--apply", str(latin), "--rollback", str(latin), "--attested-by", "a")
+    assert r.returncode == 2 and "UTF-8" in r.stderr
+
+
+def test_check_constraint_that_writes_a_server_file_is_contained(change, instance, tmp_path, server):
+    marker = f"/tmp/fix7-marker-{uuid.uuid4().hex}"
+    name = "fix7_t_hostile_check"
+    builder.build_clone(name, registry_rows=50, seed=3)
+    try:
+        builder.run_sql(name, f"""
+            create function public.touch_marker(t text) returns boolean language plpgsql as $$
+            begin execute format('copy (select 1) to %L', '{marker}'); return true; end $$;
+            alter table public.system_issues add constraint system_issues_marker check (public.touch_marker(code));
+        """)
+        dump = builder.dump_clone(name, "custom", tmp_path / "hostile.dump")
+    finally:
+        builder.drop_clone(name)
+    Path(marker).unlink(missing_ok=True)  # building it on the factory ran the check once
+    out = run_rehearsal(_config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    assert out["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert out["packet"]["stages"]["isolation"]["status"] == "blocked"
+    assert not Path(marker).exists()
+    assert _own_leftovers(server, out["packet"]) == []
