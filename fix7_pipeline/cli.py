@@ -154,6 +154,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _finish(out, ns)
 
 
+def cmd_contract(args: argparse.Namespace) -> int:
+    from fix7_pipeline.core import contract
+
+    if args.action == "from-sql":
+        if not args.file:
+            raise UsageError("`fix7 contract from-sql` needs the schema-only SQL file (pg_dump --schema-only).")
+        path = Path(args.file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"Cannot read the schema-only SQL file {str(path)!r} ({type(e).__name__}).") from None
+        out = contract.dump_contract_yaml(contract.contract_from_sql(text, source=str(path)))
+    else:
+        out = contract.dump_contract_yaml(contract.load_contract(args.file))
+    if args.output:
+        from fix7_pipeline.core.report import write_atomic
+
+        write_atomic(Path(args.output), out)
+        print(f"contract written to {args.output}")
+    else:
+        sys.stdout.write(out)
+    return EXIT_PASSED
+
+
+def cmd_candidates(args: argparse.Namespace) -> int:
+    from fix7_pipeline.core import candidates
+
+    rows = candidates.find_candidates([Path(r).expanduser() for r in args.search_root])
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(candidates.format_table(rows))
+    return EXIT_PASSED
+
+
 def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clone", required=True, metavar="PATH", help="the operator's pg_dump (any format)")
     p.add_argument("--apply", required=True, metavar="FILE", help="the FIX7 change (SQL)")
@@ -183,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence-dir", metavar="DIR")
     p.add_argument("--server", metavar="URL")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("contract", help="show the contract, or derive one from a schema-only dump")
+    p.add_argument("action", choices=["from-sql", "show"])
+    p.add_argument("file", nargs="?", help="schema-only SQL (from-sql) or a contract YAML/SQL (show; default: "
+                                          "the birth surface)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here instead of stdout")
+    p.set_defaults(func=cmd_contract)
+    p = sub.add_parser("candidates", help="Table A: classify candidate clones under folders, restoring nothing")
+    p.add_argument("--search-root", action="append", required=True, metavar="DIR")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_candidates)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
