@@ -1,0 +1,138 @@
+"""The anchor fingerprint: stable, equal for a physical copy, blind to dropped columns, alert to everything else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from psycopg import sql
+
+from fix7_pipeline.core.fingerprint import anchor_id, fingerprint, schema_objects, sequence_positions, table_fingerprints
+from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone, wheel_tool
+
+
+@pytest.fixture(scope="module")
+def clone_dump(tmp_path_factory):
+    name = f"demo_fp_{os.getpid()}"
+    build_clone(name, registry_rows=1500, seed=3)
+    out = dump_clone(name, "custom", tmp_path_factory.mktemp("fp") / "clone.dump")
+    drop_clone(name)
+    return out
+
+
+def _restore(server, tw, dump):
+    env = server.tool_env(tw.database, tw.login, "test restore", "pg_restore")
+    r = subprocess.run([wheel_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+                        "-d", tw.database, str(dump)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _copy(server, tw, suffix="anchor") -> str:
+    name = f"{tw.database}_{suffix}"
+    with server.connect(purpose="test anchor") as c:
+        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(tw.database)))
+    tw.extra_databases.append(name)
+    return name
+
+
+def test_stable_and_equal_for_template_copy(server, throwaway, clone_dump):
+    _restore(server, throwaway, clone_dump)
+    with server.connect(throwaway.database, throwaway.login) as c:
+        first, second = fingerprint(c), fingerprint(c)
+    assert first == second and anchor_id(first) == anchor_id(second)
+    assert anchor_id(first).startswith("anc-") and len(anchor_id(first)) == 20
+    reg = first["tables"]["public.birth_registry"]
+    assert reg["rows"] == 1500 and reg["key"] == ["id"] and "status" in reg["columns"]
+    assert first["tables"]["public.os_proposal_approvals"]["rows"] == 1650
+    assert first["sequences"]["public.system_issues_id_seq"] == {"last_value": 300, "is_called": True,
+                                                                 "increment": 1}
+    for key in ("table public.birth_registry", "column public.birth_registry.status",
+                "constraint public.birth_registry.birth_registry_pkey", "index public.birth_registry_status_idx",
+                "sequence public.directus_activity_id_seq",
+                "constraint public.os_proposal_approvals.os_proposal_approvals_birth_registry_id_fkey"):
+        assert key in first["schema"], key
+    anchor = _copy(server, throwaway)
+    with server.connect(anchor) as c:
+        assert anchor_id(fingerprint(c)) == anchor_id(first)
+
+
+def test_content_hash_is_order_independent_and_sensitive(server, throwaway):
+    with server.connect(throwaway.database, throwaway.login) as c:
+        c.execute("create table a (id int primary key, v text); create table b (id int primary key, v text)")
+        c.execute("insert into a select g, 'v' || g from generate_series(1, 500) g")
+        c.execute("insert into b select g, 'v' || g from generate_series(500, 1, -1) g")
+        t = table_fingerprints(c)
+        assert t["public.a"]["hash"] == t["public.b"]["hash"] and t["public.a"]["rows"] == 500
+        c.execute("update b set v = 'w' where id = 250")
+        assert table_fingerprints(c)["public.b"]["hash"] != t["public.a"]["hash"]
+        c.execute("update b set v = 'v250' where id = 250")
+        c.execute("create table nokey (v text)")
+        c.execute("insert into nokey values ('x'), ('x')")
+        t = table_fingerprints(c)
+        assert t["public.b"]["hash"] == t["public.a"]["hash"]
+        assert t["public.nokey"]["key"] is None and t["public.nokey"]["rows"] == 2
+        c.execute("create table ts (id int primary key, at timestamptz, d interval)")
+        c.execute("insert into ts values (1, '2025-01-01 00:00:00+00', '1 day 2 hours')")
+        c.execute("set timezone = 'Pacific/Auckland'; set datestyle = 'SQL, DMY'; set intervalstyle = 'iso_8601'")
+        far = fingerprint(c)["tables"]["public.ts"]["hash"]
+        c.execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'")
+        assert fingerprint(c)["tables"]["public.ts"]["hash"] == far
+
+
+def test_dropped_column_leaves_no_trace(server, throwaway):
+    with server.connect(throwaway.database, throwaway.login) as c:
+        c.execute("create table r (id int primary key, status text not null, note text)")
+        c.execute("insert into r select g, 's' || (g % 3), 'n' || g from generate_series(1, 200) g")
+        before = fingerprint(c)
+        text_before = c.execute("select string_agg(r::text, ';' order by id) from r").fetchone()[0]
+        c.execute("alter table r add column fix7_migrated boolean not null default true")
+        c.execute("update r set status = status")
+        mid = fingerprint(c)
+        assert "column public.r.fix7_migrated" in mid["schema"]
+        assert mid["tables"]["public.r"]["hash"] != before["tables"]["public.r"]["hash"]
+        c.execute("alter table r drop column fix7_migrated")
+        assert c.execute("select count(*) from pg_attribute where attrelid = 'r'::regclass "
+                         "and attisdropped").fetchone()[0] == 1
+        assert c.execute("select string_agg(r::text, ';' order by id) from r").fetchone()[0] == text_before
+        assert fingerprint(c) == before
+        c.execute("create temp table keep as select id, note from r")
+        c.execute("alter table r drop column note")
+        c.execute("alter table r add column note text")
+        c.execute("update r set note = keep.note from keep where keep.id = r.id")
+        assert fingerprint(c) == before
+
+
+def test_schema_objects_cover_the_catalog(server, throwaway):
+    with server.connect(throwaway.database, throwaway.login) as c:
+        c.execute("""
+            create type mood as enum ('calm', 'tense');
+            create domain hex64 as text check (value ~ '^[0-9a-f]{64}$');
+            create table t (id int primary key, m mood, h hex64, n int check (n > 0));
+            create index t_n_idx on t (n);
+            create sequence s;
+            create function f(a int, b text) returns int language sql as 'select a';
+            create view v as select id from t;
+            create function trg() returns trigger language plpgsql as 'begin return new; end';
+            create trigger t_trg before insert on t for each row execute function trg();
+            alter table t enable row level security;
+            create policy p on t using (n > 1);
+            create schema other;
+            create table other.t (id int);
+        """)
+        objects = schema_objects(c)
+        for key in ("type public.mood", "type public.hex64", "constraint public.hex64.hex64_check",
+                    "constraint public.t.t_n_check", "index public.t_n_idx", "sequence public.s",
+                    "function public.f(a integer, b text)", "view public.v", "trigger public.t.t_trg",
+                    "policy public.t.p", "table other.t", "column other.t.id", "schema other",
+                    "function public.trg()"):
+            assert key in objects, key
+        assert not any(k.startswith(("table pg_catalog", "table information_schema")) for k in objects)
+        c.execute("alter type mood add value 'joyful'")
+        c.execute("alter table t drop constraint t_n_check, add constraint t_n_check check (n > 5)")
+        after = schema_objects(c)
+        assert after["type public.mood"] != objects["type public.mood"]
+        assert after["constraint public.t.t_n_check"] != objects["constraint public.t.t_n_check"]
+        assert after["index public.t_n_idx"] == objects["index public.t_n_idx"]
+        c.execute("select nextval('s'), nextval('s')")
+        assert sequence_positions(c)["public.s"] == {"last_value": 2, "is_called": True, "increment": 1}
