@@ -231,6 +231,11 @@ def _hash_file(path: Path, h=None) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def hash_dump(path: Path, fmt: str) -> str:
+    """sha256 as inspect_dump computes it, for re-checking a dump just before it is restored."""
+    return (_hash_directory(path) if fmt == DIRECTORY else _hash_file(path))[0]
+
+
 def _hash_directory(path: Path) -> tuple[str, int]:
     """sha256 over the sorted member names and contents; anything but plain files is refused."""
     h = hashlib.sha256()
@@ -260,8 +265,8 @@ def _hash_directory(path: Path) -> tuple[str, int]:
 class _CappedGunzip(io.RawIOBase):
     """Decompresses a gzip file as a stream, refusing once output exceeds the size or ratio caps."""
 
-    def __init__(self, path: Path, max_bytes: int, max_ratio: int):
-        self._f = open(path, "rb")
+    def __init__(self, path: Path, max_bytes: int, max_ratio: int, fileobj=None):
+        self._f = fileobj if fileobj is not None else open(path, "rb")
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._path, self._max, self._ratio = path, max_bytes, max_ratio
         self._buf = b""
@@ -312,8 +317,30 @@ class _CappedGunzip(io.RawIOBase):
         super().close()
 
 
+class HashingReader(io.RawIOBase):
+    """Reads a file while hashing exactly the bytes read: the restore proves it ran the inspected file."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "rb", buffering=0)
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(b)
+        if n:
+            self.sha.update(memoryview(b)[:n])
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 def open_plain(info_or_path, *, max_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
-               max_ratio: int = DEFAULT_MAX_GZIP_RATIO, gzipped: bool | None = None) -> io.BufferedReader:
+               max_ratio: int = DEFAULT_MAX_GZIP_RATIO, gzipped: bool | None = None,
+               raw: io.RawIOBase | None = None) -> io.BufferedReader:
     """A binary stream of the plain SQL (decompressed on the fly for gzip), capped."""
     if isinstance(info_or_path, DumpInfo):
         path, gzipped = info_or_path.path, info_or_path.format == PLAIN_GZIP
@@ -321,7 +348,10 @@ def open_plain(info_or_path, *, max_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
     else:
         path = Path(info_or_path)
     if gzipped:
-        return io.BufferedReader(_CappedGunzip(path, max_bytes, max_ratio), CHUNK)
+        src = io.BufferedReader(raw, CHUNK) if raw is not None else None
+        return io.BufferedReader(_CappedGunzip(path, max_bytes, max_ratio, fileobj=src), CHUNK)
+    if raw is not None:
+        return io.BufferedReader(raw, CHUNK)
     return open(path, "rb", buffering=CHUNK)
 
 

@@ -1,0 +1,311 @@
+"""Restoring an untrusted dump into a throwaway database, as a role that can harm nothing else.
+
+Archives go through the wheel's pg_restore with a filtered table of contents; plain dumps are
+streamed through the wheel's psql behind a filter that re-screens every line, drops what a
+role-less clone cannot run (owners, grants, comments on extensions), and puts psql into
+restricted mode with a key the dump cannot know, so no meta-command in the dump can ever run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .dumps import (CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo, HashingReader, PlainScreen, Statement,
+                    hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc, wheel_tool)
+from .errors import Fix7Error
+from .server import RehearsalServer, Throwaway, assert_least_privilege, role_attributes
+
+# Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
+_DROP_RULES = [
+    ("owner", re.compile(r"^ALTER\s.*\sOWNER TO (?:\"(?:[^\"]|\"\")+\"|\S+)\s*;$", re.I | re.S)),
+    ("privileges", re.compile(r"^(?:GRANT|REVOKE)\s", re.I)),
+    ("privileges", re.compile(r"^ALTER DEFAULT PRIVILEGES\s", re.I)),
+    ("session_authorization", re.compile(r"^(?:SET|RESET) SESSION AUTHORIZATION\b", re.I)),
+    ("extension_comment", re.compile(r"^COMMENT ON EXTENSION\s", re.I)),
+    ("plpgsql", re.compile(r"^CREATE EXTENSION (?:IF NOT EXISTS )?\"?plpgsql\"?[\s;]", re.I)),
+    ("publication", re.compile(r"^(?:CREATE|ALTER) PUBLICATION\s", re.I)),
+    ("security_label", re.compile(r"^SECURITY LABEL\s", re.I)),
+]
+_DROP_CANDIDATE = re.compile(r"^(?:ALTER|GRANT|REVOKE|SET SESSION|RESET SESSION|COMMENT ON EXTENSION|"
+                             r"CREATE EXTENSION|CREATE PUBLICATION|SECURITY LABEL)\b", re.I)
+MAX_HELD_STATEMENT = 1024 * 1024
+
+# TOC entries left out of an archive restore (in addition to pg_restore's --no-* switches).
+_SKIP_KINDS = {"ACL", "DEFAULT ACL", "SECURITY LABEL", "PUBLICATION", "PUBLICATION TABLE",
+               "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "DATABASE",
+               "DATABASE PROPERTIES"}
+
+_SCREEN_STOP_RULES = {"psql_meta_command", "unsafe_encoding"}
+
+
+def drop_reason(st: Statement) -> str | None:
+    """Why this statement is left out of a plain restore, or None to run it."""
+    for reason, rx in _DROP_RULES:
+        if rx.match(st.text):
+            return reason
+    return None
+
+
+def _skip_entry(kind: str, name: str) -> str | None:
+    if kind in _SKIP_KINDS:
+        return kind.lower()
+    if kind == "EXTENSION" and name == "plpgsql":
+        return "plpgsql"
+    if kind == "COMMENT" and name.startswith("EXTENSION "):
+        return "extension_comment"
+    return None
+
+
+# -- error messages without data ---------------------------------------------------------------
+
+_PSQL_PREFIX = re.compile(r"^psql:<stdin>:(\d+): ")
+
+
+def _clean_error_lines(stderr: str, line_offset: int = 0) -> list[str]:
+    """The server's error lines, with row values and COPY data echoes cut out."""
+    out: list[str] = []
+    for raw in stderr.splitlines():
+        ln = raw.strip()
+        if not ln:
+            continue
+        m = _PSQL_PREFIX.match(ln)
+        if m:
+            ln = f"line {max(int(m.group(1)) - line_offset, 1)}: " + ln[m.end():]
+        body = re.sub(r"^(?:line \d+: |pg_restore: )", "", ln)
+        if body.startswith(("Command was:", "HINT:", "pg_restore: warning", "WARNING:")):
+            continue
+        if body.startswith("DETAIL:"):
+            if re.search(r"Failing row contains|Key \(|=\(", body):
+                ln = re.sub(r"(Failing row contains ).*", r"\1(values withheld).", ln)
+                ln = re.sub(r"(Key \([^)]*\))=\(.*", r"\1=(values withheld).", ln)
+            else:
+                continue
+        if body.startswith("CONTEXT:") or "CONTEXT:" in body:
+            m2 = re.search(r"COPY ([^,]+), line (\d+)", ln)
+            if not m2:
+                continue
+            ln = ln.split("CONTEXT:")[0] + f"CONTEXT: COPY {m2.group(1)}, data line {m2.group(2)} (values withheld)"
+        if "ERROR" in ln or "error:" in ln or "DETAIL" in ln or "CONTEXT" in ln:
+            out.append(ln[:400])
+    return out
+
+
+def _restore_failed(tool: str, lines: list[str], rc: int | None) -> Fix7Error:
+    quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
+    return Fix7Error(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
+                     f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
+                     "what the server reports.", rule="restore_failed")
+
+
+def _changed(info: DumpInfo) -> Fix7Error:
+    return Fix7Error(f"The dump at {info.path} changed after it was inspected (its sha256 no longer matches "
+                     f"{info.sha256[:12]}...); refusing to restore a file that is not the one screened. Leave the "
+                     "dump untouched while the rehearsal runs.", rule="dump_changed")
+
+
+# -- archives -----------------------------------------------------------------------------------
+
+def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float) -> dict:
+    if hash_dump(info.path, info.format) != info.sha256:
+        raise _changed(info)
+    _header, toc = list_archive(info.path, info.format, timeout=min(timeout, 600))
+    refusals = [f for f in screen_toc(toc) if f.is_error]
+    if refusals:
+        raise Fix7Error(refusals[0].message, rule=refusals[0].rule)
+    skipped: dict[str, int] = {}
+    kept = 0
+    with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
+        listing = Path(tmp) / "toc.list"
+        with open(listing, "w", encoding="utf-8", errors="surrogateescape") as f:
+            for e in toc:
+                why = _skip_entry(e.kind, e.name)
+                if why:
+                    skipped[why] = skipped.get(why, 0) + 1
+                    f.write(";" + e.line + "\n")
+                else:
+                    kept += 1
+                    f.write(e.line + "\n")
+        flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
+        args = [wheel_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
+                "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
+                "--single-transaction", "-L", str(listing), "-d", tw.database, str(info.path)]
+        env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
+        errf = Path(tmp) / "stderr"
+        started = time.monotonic()
+        with open(errf, "w+") as err:
+            try:
+                r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                   timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                                "kept.", rule="restore_timeout") from None
+            err.seek(0)
+            stderr = err.read(1024 * 1024)
+        if r.returncode != 0:
+            raise _restore_failed("pg_restore", _clean_error_lines(stderr), r.returncode)
+    summary = ["pg_restore", "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
+               "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
+               "--single-transaction", "-L", "<filtered toc>", "-d", tw.database, "<dump>"]
+    return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
+            "entries_restored": kept, "entries_skipped": skipped}
+
+
+# -- plain --------------------------------------------------------------------------------------
+
+class _PlainFeeder:
+    """Streams the screened, filtered plain dump into psql; aborts (no commit) on anything refused."""
+
+    def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str):
+        self.info, self.proc, self.key = info, proc, key
+        self.screen = PlainScreen()
+        self.held: list[str] | None = None
+        self.held_bytes = 0
+        self.statements = 0
+        self.copy_blocks = 0
+        self.dropped: dict[str, int] = {}
+        self.broken = False
+
+    def _write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.proc.stdin.write(text.encode("latin-1"))
+        except (BrokenPipeError, ValueError):
+            self.broken = True
+
+    def _flush_held(self) -> None:
+        if self.held:
+            self._write("".join(self.held))
+        self.held, self.held_bytes = None, 0
+
+    def _check(self) -> None:
+        stop = [f for f in self.screen.findings if f.rule in _SCREEN_STOP_RULES]
+        if not stop and self.screen.objects:
+            stop = self.screen._object_findings()
+        if stop:
+            raise Fix7Error(stop[0].message, rule=stop[0].rule)
+
+    def run(self) -> None:
+        raw = HashingReader(self.info.path)
+        self._write(f"\\restrict {self.key}\n")
+        with open_plain(self.info.path, gzipped=self.info.format == PLAIN_GZIP, max_bytes=self.info.max_plain_bytes,
+                        max_ratio=self.info.max_gzip_ratio, raw=raw) as stream:
+            for lineno, line, complete in iter_lines(stream):
+                was_in_statement = self.screen.scanner.in_statement()
+                kind, stmts, metas = self.screen.feed(lineno, line, complete)
+                self._check()
+                if self.broken:
+                    return
+                if kind != "sql":
+                    if kind == "copy_end":
+                        self.copy_blocks += 1
+                    self._write(line)
+                    continue
+                if metas:  # only pg_dump's own \restrict / \unrestrict survive screening: ours replaces them
+                    self._write("\n" if line.endswith("\n") else "")
+                    continue
+                self.statements += len(stmts)
+                if self.held is not None:
+                    self.held.append(line)
+                    self.held_bytes += len(line)
+                    self._settle(stmts)
+                    continue
+                if not was_in_statement and line[:1].isalpha() and _DROP_CANDIDATE.match(line):
+                    self.held, self.held_bytes = [line], len(line)
+                    self._settle(stmts)
+                    continue
+                self._write(line)
+        self.screen.finish()
+        self._check()
+        if raw.sha.hexdigest() != self.info.sha256:
+            raise _changed(self.info)
+
+    def _settle(self, stmts: list[Statement]) -> None:
+        """Decide a held statement once it ends: drop it (keeping line numbers) or send it."""
+        if self.screen.scanner.in_statement():
+            if len(stmts) > 0 or self.held_bytes > MAX_HELD_STATEMENT:
+                self._flush_held()
+            return
+        why = drop_reason(stmts[0]) if len(stmts) == 1 else None
+        if why:
+            self.dropped[why] = self.dropped.get(why, 0) + 1
+            self._write("\n" * sum(1 for ln in self.held if ln.endswith("\n")))
+            self.held, self.held_bytes = None, 0
+        else:
+            self._flush_held()
+
+
+def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float) -> dict:
+    key = secrets.token_hex(24)
+    args = [wheel_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", tw.database,
+            "-f", "-"]
+    env = server.tool_env(tw.database, tw.login, "restore", "psql")
+    env["PGOPTIONS"] = "-c client_min_messages=warning"
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
+        errf = open(Path(tmp) / "stderr", "w+")
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
+        feeder = _PlainFeeder(info, proc, key)
+        try:
+            feeder.run()
+            if time.monotonic() - started > timeout:
+                raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                                "kept.", rule="restore_timeout")
+        except BaseException:
+            proc.kill()  # psql never reached end of input, so its single transaction never commits
+            proc.wait()
+            errf.close()
+            raise
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            errf.close()
+            raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was kept.",
+                            rule="restore_timeout") from None
+        errf.seek(0)
+        stderr = errf.read(1024 * 1024)
+        errf.close()
+    if rc != 0 or feeder.broken:
+        raise _restore_failed("psql", _clean_error_lines(stderr, line_offset=1), rc)
+    return {"tool": "psql (wheel)",
+            "command": f"psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d {tw.database} -f - "
+                       "(filtered stream, restricted mode)",
+            "duration_s": round(time.monotonic() - started, 3),
+            "entries_restored": feeder.statements - sum(feeder.dropped.values()),
+            "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped}
+
+
+def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
+            screen: bool = True) -> dict:
+    """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept."""
+    attrs = role_attributes(server, throwaway.login.role)
+    if not attrs.get("role") or "superuser" not in attrs:
+        raise Fix7Error(f"The restoring role {throwaway.login.role} does not exist on the rehearsal server.",
+                        rule="least_privilege")
+    assert_least_privilege(attrs)
+    if screen:
+        refusals = [f for f in screen_dump(info) if f.is_error]
+        if refusals:
+            more = f" (+{len(refusals) - 1} more)" if len(refusals) > 1 else ""
+            raise Fix7Error(refusals[0].message + more, rule=refusals[0].rule)
+    if info.format in (PLAIN, PLAIN_GZIP):
+        details = _restore_plain(server, throwaway, info, timeout)
+    elif info.format in (CUSTOM, DIRECTORY, TAR):
+        details = _restore_archive(server, throwaway, info, timeout)
+    else:
+        raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
+    details.update(database=throwaway.database, role=throwaway.login.role, format=info.format,
+                   sha256=info.sha256, least_privilege=attrs)
+    return details
