@@ -190,7 +190,9 @@ class EvidencePacket:
         else:
             self.data["exact_operator_input_needed"] = None
         self.data["finished_at"] = utc_now()
-        self.save()
+        from .audit import seal
+
+        seal(self)  # saves the packet linked to the previous one (previous_packet_sha256) and chains it
         return verdict
 
     def problems(self) -> list[str]:
