@@ -1,0 +1,239 @@
+"""The audit chain: every finalized evidence packet records the sha256 of the packet sealed before it.
+
+The chain index is `.fix7/audit-chain.jsonl` (or FIX7_AUDIT_CHAIN), one JSON line per sealed packet,
+appended under an exclusive lock. Because each packet's own file carries the previous packet's sha256,
+changing one byte of any packet breaks its hash, and hiding that by rewriting the index would mean
+rewriting every later packet as well. `verify_chain` re-hashes every packet and reports gaps, missing
+files and edits; `fix7 audit --verify` also checks each packet against the sha256 Dagster recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fcntl
+import io
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Fix7Error
+from .paths import state_dir
+from .report import PROVENANCE, READABLE, REPORT
+from .report import sha256_file as _sha256
+
+CHAIN_FILE = "audit-chain.jsonl"
+RENDERED = (PROVENANCE, READABLE)
+COLUMNS = ("run_id", "started_at", "run_status", "source", "clone_sha256", "attested_by", "verdict", "anchor_id",
+           "evidence_dir", "packet_sha256", "chain")
+
+
+def chain_path() -> Path:
+    env = os.environ.get("FIX7_AUDIT_CHAIN")
+    return Path(env) if env else state_dir() / CHAIN_FILE
+
+
+@contextmanager
+def _locked(path: Path):
+    """One writer at a time across processes (the daemon may run two rehearsals at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_chain(path: Path | None = None) -> list[dict]:
+    """The chain's entries in order; an unreadable line is an error, never skipped."""
+    path = Path(path or chain_path())
+    if not path.exists():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or "packet_sha256" not in entry:
+                raise ValueError("not a chain entry")
+        except ValueError:
+            raise Fix7Error(f"The audit chain {path} is damaged at line {n}: it is not a chain entry. "
+                            "Restore the file from a backup; the chain cannot be trusted as it is.",
+                            1, rule="audit_chain_damaged") from None
+        entries.append(entry)
+    return entries
+
+
+def last_packet_sha256(path: Path | None = None) -> str | None:
+    entries = read_chain(path)
+    return entries[-1]["packet_sha256"] if entries else None
+
+
+def _append(path: Path, entry: dict) -> None:
+    line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def seal(packet) -> dict:
+    """Save a finalized EvidencePacket linked to the chain's last packet and append it to the chain.
+
+    Called by EvidencePacket.finalize. A packet finalized again (a re-executed run) gets a new entry
+    that names the sha256 it supersedes, so the history shows both.
+    """
+    path = chain_path()
+    with _locked(path):
+        try:
+            entries = read_chain(path)
+        except Fix7Error:
+            packet.data["previous_packet_sha256"] = None
+            packet.save()
+            raise
+        directory = str(Path(packet.dir).resolve())
+        earlier = [e for e in entries if e.get("evidence_dir") == directory]
+        packet.data["previous_packet_sha256"] = entries[-1]["packet_sha256"] if entries else None
+        packet.save()
+        d = packet.data
+        entry = {
+            "seq": len(entries) + 1,
+            "sealed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_id": d.get("run_id"),
+            "evidence_dir": directory,
+            "verdict": d.get("verdict"),
+            "clone_sha256": (d.get("clone") or {}).get("sha256"),
+            "attested_by": (d.get("attestation") or {}).get("attested_by"),
+            "anchor_id": d.get("anchor_id"),
+            "previous_packet_sha256": d["previous_packet_sha256"],
+            "packet_sha256": _sha256(Path(directory) / REPORT),
+            "rendered_sha256": {name: _sha256(Path(directory) / name) for name in RENDERED
+                                if (Path(directory) / name).exists()},
+            "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
+        }
+        _append(path, entry)
+    return entry
+
+
+@dataclass
+class ChainReport:
+    entries: int = 0
+    verified: int = 0
+    superseded: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_chain(path: Path | None = None) -> ChainReport:
+    """Re-hash every packet of the chain; report gaps, broken links, missing and edited files."""
+    path = Path(path or chain_path())
+    report = ChainReport()
+    try:
+        entries = read_chain(path)
+    except Fix7Error as e:
+        report.problems.append(e.message)
+        return report
+    report.entries = len(entries)
+    latest = {e.get("evidence_dir"): i for i, e in enumerate(entries)}
+    previous = None
+    for i, e in enumerate(entries):
+        where = f"entry {i + 1} (run {e.get('run_id')}, {e.get('evidence_dir')})"
+        if e.get("seq") != i + 1:
+            report.problems.append(f"gap: {where} has sequence number {e.get('seq')}, expected {i + 1}")
+        if e.get("previous_packet_sha256") != previous:
+            report.problems.append(f"gap: {where} links to previous packet {e.get('previous_packet_sha256')}, "
+                                   f"but the packet before it is {previous}")
+        previous = e.get("packet_sha256")
+        if latest.get(e.get("evidence_dir")) != i:
+            report.superseded += 1
+            continue
+        report.problems.extend(f"{where}: {p}" for p in _check_packet(e))
+        report.verified += 1
+    return report
+
+
+def _check_packet(entry: dict) -> list[str]:
+    directory = Path(entry.get("evidence_dir") or "")
+    report = directory / REPORT
+    if not report.is_file():
+        return [f"packet missing: {report} no longer exists"]
+    problems = []
+    actual = _sha256(report)
+    if actual != entry.get("packet_sha256"):
+        problems.append(f"packet edited: {REPORT} hashes to {actual}, the chain sealed {entry.get('packet_sha256')}")
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except ValueError:
+        return problems + [f"packet unreadable: {REPORT} is not JSON"]
+    if data.get("previous_packet_sha256") != entry.get("previous_packet_sha256"):
+        problems.append("packet relinked: its previous_packet_sha256 differs from the chain's")
+    if data.get("run_id") != entry.get("run_id"):
+        problems.append(f"packet swapped: it names run {data.get('run_id')}")
+    for name, sealed in (entry.get("rendered_sha256") or {}).items():
+        f = directory / name
+        if not f.is_file():
+            problems.append(f"packet incomplete: {name} is missing")
+        elif _sha256(f) != sealed:
+            problems.append(f"packet edited: {name} differs from what was sealed")
+    return problems
+
+
+def chain_by_run(path: Path | None = None) -> dict[str, dict]:
+    """The latest chain entry of each run id."""
+    return {e.get("run_id"): e for e in read_chain(path)}
+
+
+def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
+    """What the audit listing shows of one packet: read from disk, hashed now, compared with the chain."""
+    row = {"evidence_dir": evidence_dir or "", "verdict": "", "clone_sha256": "", "attested_by": "",
+           "anchor_id": "", "packet_sha256": "", "chain": "not sealed"}
+    if not evidence_dir:
+        row["chain"] = "no packet"
+        return row
+    report = Path(evidence_dir) / REPORT
+    if not report.is_file():
+        row["chain"] = "packet missing"
+        return row
+    row["packet_sha256"] = _sha256(report)
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except ValueError:
+        row["chain"] = "packet unreadable"
+        return row
+    row.update(verdict=data.get("verdict") or "(unfinished)", clone_sha256=(data.get("clone") or {}).get("sha256") or "",
+               attested_by=(data.get("attestation") or {}).get("attested_by") or "", anchor_id=data.get("anchor_id") or "")
+    if chain_entry:
+        row["chain"] = f"sealed #{chain_entry.get('seq')}" if chain_entry.get("packet_sha256") == row["packet_sha256"] \
+            else "EDITED since sealed"
+    return row
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    """The listing as an aligned table, JSON or CSV."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    if fmt != "table":
+        raise Fix7Error(f"unknown audit format {fmt!r}: use table, json or csv", 2, rule="usage")
+    if not rows:
+        return "no rehearsals recorded in this Dagster instance\n"
+    short = {"run_id": 8, "clone_sha256": 12, "packet_sha256": 12, "anchor_id": 16}
+    cells = [[str(r.get(c) or "")[:short[c]] if c in short else str(r.get(c) or "") for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,74 @@
+"""JUnit XML for CI: one test case per rehearsal stage, so a CI page shows which gate stopped the change."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .model import BLOCKED, FAILED, SKIPPED, STAGES
+from .report import write_atomic
+
+SUITE = "fix7_rehearsal"
+PASSED_VERDICT = "REHEARSAL_PASSED"
+
+
+def _findings_text(stage: dict) -> str:
+    lines = [f"[{f.get('severity', 'error')}] {f.get('rule')}: {f.get('message')}"
+             for f in (stage.get("findings") or [])[:200]]
+    return "\n".join(lines)
+
+
+def junit_xml(packet: dict) -> str:
+    """The packet's stages as a <testsuite>; failed/blocked are failures, skipped are skipped.
+
+    A last case, `verdict`, fails unless the rehearsal passed, so a CI that gates on the JUnit report alone
+    never passes a run that stopped with every stage skipped.
+    """
+    stages: dict = packet.get("stages") or {}
+    names = [s for s in STAGES if s in stages] + [s for s in stages if s not in STAGES]
+    counts = {"failures": 0, "skipped": 0}
+    suite = ET.Element("testsuite", name=SUITE)
+    props = ET.SubElement(suite, "properties")
+    clone = packet.get("clone") or {}
+    for key, value in (("verdict", packet.get("verdict")), ("run_id", packet.get("run_id")),
+                       ("clone_sha256", clone.get("sha256")), ("anchor_id", packet.get("anchor_id"))):
+        ET.SubElement(props, "property", name=key, value=str(value or ""))
+    for name in names:
+        st = stages[name] or {}
+        status = st.get("status") or SKIPPED
+        case = ET.SubElement(suite, "testcase", classname=SUITE,
+                             name=name, time=f"{float(st.get('duration_s') or 0):.3f}")
+        reason = st.get("reason") or ""
+        if status in (FAILED, BLOCKED):
+            counts["failures"] += 1
+            failure = ET.SubElement(case, "failure", message=f"{status}: {reason}"[:1000], type=status)
+            failure.text = _findings_text(st) or reason
+        elif status == SKIPPED:
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=reason[:1000])
+        elif reason:
+            ET.SubElement(case, "system-out").text = reason
+    verdict = packet.get("verdict")
+    case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict", time="0.000")
+    if verdict != PASSED_VERDICT:
+        counts["failures"] += 1
+        stopped = [f"{n}: {(stages[n] or {}).get('reason')}" for n in names
+                   if (stages[n] or {}).get("status") in (FAILED, BLOCKED)]
+        failure = ET.SubElement(case, "failure", type="verdict",
+                                message=f"verdict {verdict or 'none: the run did not finish'}")
+        failure.text = "\n".join(stopped) or "no stage failed, but the rehearsal has no passing verdict"
+    suite.set("tests", str(len(names) + 1))
+    suite.set("failures", str(counts["failures"]))
+    suite.set("errors", "0")
+    suite.set("skipped", str(counts["skipped"]))
+    suite.set("time", f"{sum(float((stages[n] or {}).get('duration_s') or 0) for n in names):.3f}")
+    root = ET.Element("testsuites", name="fix7", tests=suite.get("tests"), failures=suite.get("failures"),
+                      errors="0", skipped=suite.get("skipped"))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(path: Path, packet: dict) -> None:
+    """Write the JUnit report atomically: a CI step never reads half a file."""
+    write_atomic(Path(path), junit_xml(packet))

@@ -1,0 +1,137 @@
+"""The audit chain: sealed packets link to each other, and any edit, gap or missing packet is reported."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.core import audit
+from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.report import READABLE, REPORT, EvidencePacket, sha256_file
+
+
+@pytest.fixture
+def chain(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "audit-chain.jsonl"
+    monkeypatch.setenv("FIX7_AUDIT_CHAIN", str(path))
+    return path
+
+
+def _packet(root: Path, name: str) -> Path:
+    directory = root / name
+    p = EvidencePacket.start(directory, run_id=f"run-{name}", request={"clone_path": f"/drop/{name}.dump",
+                                                                       "attestation": {"attested_by": "ops"}})
+    p.finalize()
+    return directory
+
+
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    i = data.index(b"fix7-rehearsal-report")
+    data[i] = ord("F")
+    path.write_bytes(bytes(data))
+
+
+def test_each_packet_records_the_previous_packets_sha256(tmp_path, chain):
+    dirs = [_packet(tmp_path, n) for n in ("a", "b", "c")]
+    shas = [sha256_file(d / REPORT) for d in dirs]
+    previous = [json.loads((d / REPORT).read_text())["previous_packet_sha256"] for d in dirs]
+    assert previous == [None, shas[0], shas[1]]
+    entries = audit.read_chain(chain)
+    assert [e["packet_sha256"] for e in entries] == shas
+    assert [e["seq"] for e in entries] == [1, 2, 3]
+    report = audit.verify_chain(chain)
+    assert report.ok, report.problems
+    assert report.verified == 3
+
+
+def test_one_changed_byte_in_a_packet_fails_verification(tmp_path, chain):
+    dirs = [_packet(tmp_path, n) for n in ("a", "b", "c")]
+    _flip_one_byte(dirs[1] / REPORT)
+    report = audit.verify_chain(chain)
+    assert not report.ok
+    assert len(report.problems) == 1
+    assert "packet edited" in report.problems[0] and str(dirs[1]) in report.problems[0]
+
+
+def test_an_edited_rendered_report_fails_verification(tmp_path, chain):
+    d = _packet(tmp_path, "a")
+    (d / READABLE).write_text((d / READABLE).read_text() + "\nall good, trust me\n")
+    problems = audit.verify_chain(chain).problems
+    assert any(READABLE in p and "edited" in p for p in problems)
+
+
+def test_a_removed_chain_entry_is_a_gap(tmp_path, chain):
+    for n in ("a", "b", "c"):
+        _packet(tmp_path, n)
+    lines = chain.read_text().splitlines()
+    chain.write_text("\n".join([lines[0], lines[2]]) + "\n")
+    problems = audit.verify_chain(chain).problems
+    assert any(p.startswith("gap:") and "sequence number 3" in p for p in problems)
+    assert any(p.startswith("gap:") and "links to previous packet" in p for p in problems)
+
+
+def test_rewriting_the_chain_to_hide_an_edit_still_breaks_the_next_link(tmp_path, chain):
+    dirs = [_packet(tmp_path, n) for n in ("a", "b", "c")]
+    _flip_one_byte(dirs[1] / REPORT)
+    entries = audit.read_chain(chain)
+    entries[1]["packet_sha256"] = sha256_file(dirs[1] / REPORT)
+    entries[2]["previous_packet_sha256"] = entries[1]["packet_sha256"]
+    chain.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    problems = audit.verify_chain(chain).problems
+    assert any("relinked" in p and str(dirs[2]) in p for p in problems)
+
+
+def test_a_deleted_packet_is_reported_missing(tmp_path, chain):
+    dirs = [_packet(tmp_path, n) for n in ("a", "b")]
+    for f in dirs[0].iterdir():
+        f.unlink()
+    problems = audit.verify_chain(chain).problems
+    assert len(problems) == 1 and "packet missing" in problems[0]
+
+
+def test_a_refinalized_packet_supersedes_its_earlier_seal(tmp_path, chain):
+    d = _packet(tmp_path, "a")
+    first = sha256_file(d / REPORT)
+    EvidencePacket.load(d).finalize(incomplete_reason="re-executed")
+    entries = audit.read_chain(chain)
+    assert entries[1]["supersedes"] == first
+    assert entries[1]["previous_packet_sha256"] == first
+    report = audit.verify_chain(chain)
+    assert report.ok, report.problems
+    assert (report.verified, report.superseded) == (1, 1)
+
+
+def test_a_damaged_chain_stops_sealing_but_keeps_the_packet(tmp_path, chain):
+    _packet(tmp_path, "a")
+    chain.write_text(chain.read_text() + "not json\n")
+    with pytest.raises(Fix7Error, match="damaged at line 2"):
+        _packet(tmp_path, "b")
+    assert json.loads((tmp_path / "b" / REPORT).read_text())["verdict"]
+    assert "damaged" in audit.verify_chain(chain).problems[0]
+
+
+def test_listing_rows_compare_the_packet_on_disk_with_its_seal(tmp_path, chain):
+    d = _packet(tmp_path, "a")
+    entry = audit.chain_by_run(chain)["run-a"]
+    row = audit.packet_row(str(d), entry)
+    assert row["chain"] == "sealed #1" and row["packet_sha256"] == entry["packet_sha256"]
+    assert row["attested_by"] == "ops" and row["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    _flip_one_byte(d / REPORT)
+    assert audit.packet_row(str(d), entry)["chain"] == "EDITED since sealed"
+    assert audit.packet_row(str(tmp_path / "gone"), None)["chain"] == "packet missing"
+
+
+def test_render_formats(tmp_path, chain):
+    rows = [audit.packet_row(str(_packet(tmp_path, n)), None) | {"run_id": f"run-{n}"} for n in ("a", "b")]
+    parsed = list(csv.DictReader(io.StringIO(audit.render(rows, "csv"))))
+    assert [r["run_id"] for r in parsed] == ["run-a", "run-b"] and list(parsed[0]) == list(audit.COLUMNS)
+    assert json.loads(audit.render(rows, "json"))[1]["evidence_dir"] == str(tmp_path / "b")
+    table = audit.render(rows, "table").splitlines()
+    assert table[0].split()[0] == "run_id" and len(table) == 3
+    with pytest.raises(Fix7Error):
+        audit.render(rows, "xml")
