@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.defs.automation import clone_drop_sensor, nightly_rehearsal
 from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import rehearsal_clone, sanitization_check, schema_shape_validation
 from fix7_pipeline.defs.intake import clone_intake
@@ -19,4 +20,5 @@ fix7_rehearsal = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-defs = dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[fix7_rehearsal])
+defs = dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
+                      sensors=[clone_drop_sensor])
