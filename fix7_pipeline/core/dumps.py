@@ -890,7 +890,7 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
                 uncompressed += len(line)
                 if lineno <= 64 and not seen_dump_banner:
                     if "\x00" in line:
-                        raise _refuse(path, "it holds binary data, not SQL text", rule="dump_not_pg_dump")
+                        raise _refuse(path, "it holds binary data, so it is not a pg_dump output", rule="dump_not_pg_dump")
                     if line.startswith("-- PostgreSQL database dump"):
                         seen_dump_banner = True
                 elif lineno > 64 and not seen_dump_banner:

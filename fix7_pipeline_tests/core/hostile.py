@@ -109,22 +109,26 @@ grant select on public.directus_webhooks to birth_app;
 """
 
 
-def fdw_and_prod_webhook(tmp: Path) -> tuple[Path, Path]:
-    """(whole dump with FDW + user mapping to a production-looking host, -t dump of just the webhooks table)."""
+def fdw_and_prod_webhook(tmp: Path) -> dict[str, Path]:
+    """Dumps of a database with FDW + user mapping to a production-looking host and a webhook to production:
+    the whole of it (custom and plain) and, with -t, just the webhooks table (what a non-superuser can restore)."""
     name = f"fix7h_fdw_{secrets.token_hex(3)}"
     factory_db(name, FDW_SQL)
     try:
-        whole = pg_dump(name, tmp / "fdw.dump", "-Fc")
-        part = pg_dump(name, tmp / "webhooks only.dump", "-Fc", "-t", "public.directus_webhooks")
-        return whole, part
+        return {"custom": pg_dump(name, tmp / "fdw.dump", "-Fc"),
+                "plain": pg_dump(name, tmp / "fdw.sql", "-Fp"),
+                "webhooks": pg_dump(name, tmp / "webhooks only.dump", "-Fc", "-t", "public.directus_webhooks")}
     finally:
         builder.drop_clone(name)
 
 
 def gzip_bomb(path: Path, expanded_bytes: int) -> Path:
-    """A gzip file of zeros that expands ~1000:1."""
-    block = b"\0" * (1024 * 1024)
-    with gzip.open(path, "wb", compresslevel=1) as f:
+    """A gzip'd 'plain dump' with a real header whose COPY data is one row repeated: it expands ~1000:1."""
+    block = b"x" * 1023 + b"\n"
+    block *= 1024
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(b"--\n-- PostgreSQL database dump\n--\n\n-- Dumped from database version 18.6\n"
+                b"-- Dumped by pg_dump version 18.6\n\nCOPY public.t (x) FROM stdin;\n")
         for _ in range(expanded_bytes // len(block)):
             f.write(block)
     return path
