@@ -287,6 +287,19 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
             "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped}
 
 
+def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> None:
+    """A NOINHERIT role can still SET ROLE to any role it belongs to, so any membership at all is refused."""
+    with server.connect(purpose="role memberships") as c:
+        reachable = [r[0] for r in c.execute(
+            "select g.rolname from pg_roles g where g.rolname <> %s and pg_has_role(%s, g.oid, 'MEMBER') "
+            "order by 1", (role, role))]
+    if reachable or attrs.get("member_of"):
+        names = sorted(set(reachable) | set(attrs.get("member_of") or []))
+        raise Fix7Error(f"The restoring role {role} is a member of {', '.join(names)} and could switch to "
+                        "it during the restore; refusing to restore. The restoring role must belong to no role.",
+                        rule="least_privilege")
+
+
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
             screen: bool = True) -> dict:
     """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept."""
@@ -295,6 +308,7 @@ def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, ti
         raise Fix7Error(f"The restoring role {throwaway.login.role} does not exist on the rehearsal server.",
                         rule="least_privilege")
     assert_least_privilege(attrs)
+    _assert_no_memberships(server, throwaway.login.role, attrs)
     if screen:
         refusals = [f for f in screen_dump(info) if f.is_error]
         if refusals:

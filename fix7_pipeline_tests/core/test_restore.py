@@ -1,0 +1,129 @@
+"""Restoring untrusted dumps as a least-privileged role: real dumps restore, hostile ones are contained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from fix7_pipeline.core.dumps import Fix7Error, inspect_dump, screen_dump
+from fix7_pipeline.core.restore import restore
+from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.core import hostile
+
+ROWS = 25
+
+
+@pytest.fixture(scope="module")
+def demo_dumps(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("restore")
+    name = "fix7h_restore_demo"
+    builder.build_clone(name, registry_rows=ROWS, seed=5)
+    try:
+        return {fmt: builder.dump_clone(name, fmt, d / f"demo.{fmt}") for fmt in builder.DUMP_FORMATS}
+    finally:
+        builder.drop_clone(name)
+
+
+def _tables(server, tw) -> dict:
+    with server.connect(tw.database, purpose="test") as c:
+        return dict(c.execute("select relname, pg_get_userbyid(relowner) from pg_class "
+                              "where relnamespace = 'public'::regnamespace and relkind = 'r'").fetchall())
+
+
+@pytest.mark.parametrize("fmt", builder.DUMP_FORMATS)
+def test_every_format_restores_as_the_throwaway_role(server, throwaway, demo_dumps, fmt):
+    info = inspect_dump(demo_dumps[fmt])
+    details = restore(server, throwaway, info, timeout=120)
+    assert details["role"] == throwaway.login.role and details["least_privilege"]["superuser"] is False
+    assert details["entries_restored"] > 20
+    skipped = details["entries_skipped"]
+    assert (skipped.get("owner", 0) >= 10 and skipped.get("privileges", 0) >= 3) if not info.is_archive \
+        else skipped.get("acl", 0) >= 3
+    assert "PGPASSWORD" not in details["command"]
+    tables = _tables(server, throwaway)
+    assert set(tables.values()) == {throwaway.login.role}
+    assert {"birth_registry", "directus_webhooks", "system_issues"} <= set(tables)
+    with server.connect(throwaway.database, purpose="test") as c:
+        assert c.execute("select count(*) from public.birth_registry").fetchone()[0] == ROWS
+        comment = c.execute("select obj_description('public.birth_registry'::regclass)").fetchone()[0]
+        assert comment and comment.startswith("One row per object")
+        assert c.execute("select last_value > 1 from public.system_issues_id_seq").fetchone()[0]
+        assert not c.execute("select 1 from pg_roles where rolname in ('directus', 'birth_app')").fetchone()
+
+
+@pytest.mark.parametrize("fmt", ["plain", "custom"])
+def test_check_constraint_writing_a_server_file_is_contained(server, throwaway, tmp_path, fmt):
+    marker = hostile.marker_path()
+    dump = hostile.check_constraint_file_writer(tmp_path, marker, fmt)
+    info = inspect_dump(dump)
+    assert [f for f in screen_dump(info) if f.is_error] == []
+    with pytest.raises(Fix7Error) as e:
+        restore(server, throwaway, info, timeout=60)
+    assert e.value.rule == "restore_failed"
+    assert "permission denied" in e.value.message or "must be superuser" in e.value.message.lower() \
+        or "pg_write_server_files" in e.value.message
+    assert not marker.exists()
+    assert _tables(server, throwaway) == {}  # single transaction: nothing kept
+
+
+def test_restrict_escape_is_refused_before_anything_runs(server, throwaway, demo_dumps, tmp_path):
+    marker = hostile.marker_path()
+    dump = hostile.with_lines_after_unrestrict(demo_dumps["plain"], tmp_path / "escape.sql",
+                                               [f"\\! touch {marker}"])
+    info = inspect_dump(dump)
+    with pytest.raises(Fix7Error) as e:
+        restore(server, throwaway, info, timeout=60)
+    assert e.value.rule == "psql_meta_command" and str(marker) not in e.value.message
+    assert not marker.exists() and _tables(server, throwaway) == {}
+    # Even unscreened, the streaming filter refuses it and psql never commits.
+    with pytest.raises(Fix7Error) as e:
+        restore(server, throwaway, info, timeout=60, screen=False)
+    assert e.value.rule == "psql_meta_command"
+    assert not marker.exists() and _tables(server, throwaway) == {}
+
+
+def test_restore_refuses_a_role_with_server_file_privileges(server, throwaway, demo_dumps):
+    with server.connect(purpose="test") as c:
+        c.execute(sql.SQL("grant pg_write_server_files to {}").format(sql.Identifier(throwaway.login.role)))
+    with pytest.raises(Fix7Error) as e:
+        restore(server, throwaway, inspect_dump(demo_dumps["custom"]), timeout=60)
+    assert e.value.rule == "least_privilege" and "pg_write_server_files" in e.value.message
+    assert _tables(server, throwaway) == {}
+
+
+def test_restore_error_quotes_the_server_but_not_the_row(server, throwaway, tmp_path):
+    secret = "hunter2-do-not-echo"
+    name = "fix7h_restore_err"
+    hostile.factory_db(name, f"""
+        create table public.t (id int primary key, note text);
+        insert into public.t values (1, 'fine'), (2, '{secret}');
+        alter table public.t add constraint short_note check (length(note) < 10) not valid;
+        update pg_constraint set convalidated = true where conname = 'short_note';
+        alter table public.t owner to directus;""")
+    try:
+        dumps = {fmt: hostile.pg_dump(name, tmp_path / f"err.{fmt}", flag) for fmt, flag in
+                 (("plain", "-Fp"), ("custom", "-Fc"))}
+    finally:
+        builder.drop_clone(name)
+    for fmt, path in dumps.items():
+        with pytest.raises(Fix7Error) as e:
+            restore(server, throwaway, inspect_dump(path), timeout=60)
+        msg = e.value.message
+        assert e.value.rule == "restore_failed" and "short_note" in msg, msg
+        assert secret not in msg and "hunter2" not in msg, msg
+        assert _tables(server, throwaway) == {}
+
+
+def test_a_dump_changed_after_inspection_is_not_restored(server, throwaway, demo_dumps, tmp_path):
+    for fmt in ("plain", "custom"):
+        p = tmp_path / f"moving.{fmt}"
+        p.write_bytes(demo_dumps[fmt].read_bytes())
+        info = inspect_dump(p)
+        with open(p, "ab") as f:
+            f.write(b"\n-- appended later\n" if fmt == "plain" else b"\0")
+        with pytest.raises(Fix7Error) as e:
+            restore(server, throwaway, info, timeout=60)
+        assert e.value.rule == "dump_changed"
+        assert _tables(server, throwaway) == {}
