@@ -159,7 +159,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
     drop = _resolve(base, _typed(path, "drop_folder", raw["drop_folder"], str)) if raw.get("drop_folder") else ""
     if not clone and not drop:
         raise _bad(path, "name `clone_path` (for the schedule), `drop_folder` (for the sensor), or both")
-    return AutomationConfig(source=path, request=request, clone_path=clone, drop_folder=drop,
+    return AutomationConfig(source=path.resolve(), request=request, clone_path=clone, drop_folder=drop,
                             schedule=_schedule(path, raw.get("schedule")), sensor=_sensor(path, raw.get("sensor")))
 
 
