@@ -134,7 +134,8 @@ def _contract_name(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
 
 
-def _plan(conn: psycopg.Connection, contract: Contract) -> list[_TablePlan]:
+def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[_TablePlan]:
+    """Per user table: the text-like columns to scan (hash columns left out), must-be-null and header columns."""
     rows = conn.execute(_TEXT_COLUMNS_SQL).fetchall()
     oids = sorted({r[0] for r in rows})
     pks = dict(conn.execute(_PK_SQL, {"oids": oids}).fetchall())
@@ -281,7 +282,7 @@ def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], datab
     if not salt:
         raise ValueError("a per-run salt is required")
     with server_conn_factory(database) as conn:
-        plans = _plan(conn, contract)
+        plans = scan_plan(conn, contract)
         findings = scan_catalog(conn)
     if not plans:
         return findings

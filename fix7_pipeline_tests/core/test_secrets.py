@@ -13,7 +13,8 @@ from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 
 PLANTS = {
     "connection_string_password": "postgresql://app_rw:Sup3rS3cretPw@db1.prod.internal:5432/births",
-    "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----",
+    "private_key": ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+                    "-----END RSA PRIVATE KEY-----"),
     "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "aws_access_key": "AKIAIOSFODNN7QWERTYZ",
     "github_token": "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",

@@ -1,0 +1,125 @@
+"""Great Expectations suites run inside PostgreSQL, summarised without values.
+
+An ephemeral GX context (analytics and progress bars off) gets one PostgreSQL data source per run,
+one table asset and whole-table batch per table, and one suite per table. Expectations execute as
+SQL in the server. The result format is BASIC with `partial_unexpected_count: 0`, so GX fetches no
+example values, and the summary keeps only rule, table, expectation type, success and counts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Fix7Error
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+_ENV_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RuleExpectation:
+    """A GX expectation with the operator's rule name and the table it runs on."""
+
+    rule: str
+    table: str
+    expectation: Any  # great_expectations.expectations.Expectation
+
+
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                            ProgressBarsConfig)
+
+    config = DataContextConfig(analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
+                               store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, _, name = table.rpartition(".")
+    return schema or "public", name
+
+
+def _count(result: dict) -> int | None:
+    for key in ("unexpected_count", "observed_value"):
+        v = (result or {}).get(key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _raised(info: object) -> bool:
+    if not isinstance(info, dict):
+        return False
+    if "raised_exception" in info:
+        return bool(info["raised_exception"])
+    return any(_raised(v) for v in info.values())
+
+
+def run_suite(url: str, suite_name: str, expectations: list[RuleExpectation]) -> dict:
+    """Run `expectations` against the database at SQLAlchemy `url`; a value-free summary.
+
+    Returns {"suite", "success", "evaluated", "failed", "expectations": [{"rule", "table", "expectation",
+    "success", "unexpected_count"?, "error"?}]}. Any GX error on an expectation counts as a failure.
+    """
+    import great_expectations as gx
+
+    env_name = f"FIX7_GX_URL_{_secrets.token_hex(6).upper()}"
+    summary: list[dict] = []
+    with _ENV_LOCK:
+        os.environ[env_name] = url  # the URL (and any password) stays out of GX's config: a ${VAR} reference
+    try:
+        try:
+            context = _context()
+            source = context.data_sources.add_postgres(name="clone", connection_string="${" + env_name + "}")
+        except Exception as e:  # GX raises assorted types for a bad URL or driver
+            raise Fix7Error(f"Great Expectations could not open the clone for suite {suite_name} "
+                            f"({type(e).__name__}).", rule=f"gx_{suite_name}") from None
+        by_table: dict[str, list[RuleExpectation]] = {}
+        for r in expectations:
+            by_table.setdefault(r.table, []).append(r)
+        for n, (table, items) in enumerate(by_table.items()):
+            schema, name = _split(table)
+            try:
+                asset = source.add_table_asset(name=f"t{n}_{name}"[:60], table_name=name, schema_name=schema)
+                batch = asset.add_batch_definition_whole_table(name="whole table")
+                suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}.{n}"))
+                for r in items:
+                    r.expectation.meta = {**(r.expectation.meta or {}), "rule": r.rule}
+                    suite.add_expectation(r.expectation)
+                vd = context.validation_definitions.add(
+                    gx.ValidationDefinition(name=f"{suite_name}.{n}", data=batch, suite=suite))
+                result = vd.run(result_format=RESULT_FORMAT)
+                results = list(result.results)
+            except Exception as e:
+                summary.extend({"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__,
+                                "success": False, "error": f"{type(e).__name__} while validating the table"}
+                               for r in items)
+                continue
+            by_rule = {(res.expectation_config.meta or {}).get("rule"): res for res in results}
+            for r in items:
+                res = by_rule.get(r.rule)
+                row: dict = {"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__}
+                if res is None:
+                    row.update(success=False, error="no result")
+                else:
+                    raised = _raised(res.exception_info)
+                    row["success"] = bool(res.success) and not raised
+                    count = _count(res.result)
+                    if count is not None:
+                        row["unexpected_count"] = count
+                    if raised:
+                        row["error"] = "the expectation raised an error in GX"
+                summary.append(row)
+    finally:
+        with _ENV_LOCK:
+            os.environ.pop(env_name, None)
+    failed = [s for s in summary if not s["success"]]
+    return {"suite": suite_name, "success": bool(summary) and not failed, "evaluated": len(summary),
+            "failed": len(failed), "expectations": summary}

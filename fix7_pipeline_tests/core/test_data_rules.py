@@ -1,0 +1,106 @@
+"""GX data_rules and sanitization suites on a real clone: pass on valid data, fail with counts on violations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from psycopg.types.json import Jsonb
+
+from fix7_pipeline.core.contract import load_contract
+from fix7_pipeline.core.data_rules import (KNOWN_DATA_RULES, data_rules_expectations, data_rules_findings,
+                                           run_data_rules, run_sanitization)
+from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline_tests.core.test_shape import PROPOSAL, REGISTRY, USERS, make_birth_surface
+
+DUMP_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def clone(server, throwaway):
+    make_birth_surface(server, throwaway.database)
+    return throwaway
+
+
+def _url(server, tw):
+    return server.sqlalchemy_url(tw.database, server.admin, "gx test")
+
+
+def test_default_contract_names_every_known_rule():
+    assert set(load_contract(None).data_rules) == set(KNOWN_DATA_RULES)
+
+
+def test_data_rules_pass_on_valid_data(server, clone):
+    summary = run_data_rules(_url(server, clone), load_contract(None), DUMP_TIME)
+    assert summary["success"], [e for e in summary["expectations"] if not e["success"]]
+    assert summary["evaluated"] == len(KNOWN_DATA_RULES)
+    assert data_rules_findings(summary) == []
+
+
+def test_data_rules_fail_with_counts(server, clone):
+    with server.connect(clone.database) as c:
+        c.execute("alter table birth_registry drop constraint birth_registry_status_check")
+        c.execute("alter table os_proposal_approvals drop constraint os_proposal_approvals_decision_check, "
+                  "drop constraint os_proposal_approvals_proposal_id_approver_id_key, "
+                  "drop constraint os_proposal_approvals_birth_registry_id_fkey")
+        c.execute("alter table system_issues drop constraint system_issues_severity_check")
+        c.execute(f"update birth_registry set content_hash = upper(content_hash), status = 'hatched', "
+                  f"row_version = 0, previous_status = 'limbo' where id = '{REGISTRY[0]}'")
+        c.execute(f"update birth_registry set born_at = null, updated_at = created_at - interval '1 day' "
+                  f"where id = '{REGISTRY[2]}'")
+        c.execute(f"update birth_registry set updated_at = '2031-01-01' where id = '{REGISTRY[1]}'")
+        c.execute(f"""insert into os_proposal_approvals (proposal_id, birth_registry_id, approver_id, decision,
+                      decided_at, approval_hash) values
+                      ('{PROPOSAL}', '{REGISTRY[1]}', '{USERS[0]}', 'maybe', now(), 'nothex'),
+                      ('{PROPOSAL}', '99999999-0000-4000-8000-000000000000', '{USERS[1]}', 'approved', now(),
+                       '{"e" * 64}')""")
+        c.execute("insert into directus_activity (id, action, collection, item) values (50, 'update', 'x', 'y')")
+        c.execute("insert into directus_revisions (activity, collection, item) values "
+                  "(50, 'birth_registry', '99999999-0000-4000-8000-00000000dead')")
+        c.execute("insert into system_issues (code, severity, opened_at, resolved_at) "
+                  "values ('x', 'catastrophic', '2025-01-02', '2025-01-01')")
+    summary = run_data_rules(_url(server, clone), load_contract(None), DUMP_TIME)
+    got = {e["rule"]: e for e in summary["expectations"]}
+    assert not summary["success"]
+    failed = {r: e.get("unexpected_count") for r, e in got.items() if not e["success"]}
+    assert failed == {
+        "content_hash_sha256": 1, "status_valid": 1, "row_version_positive": 1, "previous_status_valid": 1,
+        "born_has_certificate": 1, "updated_after_created": 1, "no_future_timestamps": 1,
+        "approval_hash_sha256": 1, "decision_valid": 1, "one_approval_per_approver": 4,
+        "approval_registry_exists": 1, "revision_registry_exists": 1, "severity_valid": 1,
+        "resolved_after_opened": 1}
+    assert got["approval_approver_exists"]["success"] and got["birth_certificate_hash_sha256"]["success"]
+    findings = data_rules_findings(summary)
+    assert {f.rule for f in findings} == {f"data_rules.{r}" for r in failed}
+    f = next(f for f in findings if f.rule == "data_rules.one_approval_per_approver")
+    assert f.extra["unexpected_count"] == 4 and f.table == "os_proposal_approvals"
+
+
+def test_unknown_rule_fails_closed():
+    contract = load_contract(None)
+    contract.annotations["data_rules"]["teleport_ok"] = {"table": "birth_registry"}
+    with pytest.raises(Fix7Error):
+        data_rules_expectations(contract, DUMP_TIME)
+
+
+PLANTED = "AKIAQWERTYUIOPASDFGH"
+PLANTED_HASH = "$2b$12$" + "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+
+
+def test_sanitization_suite_and_no_values_in_results(server, clone):
+    with server.connect(clone.database) as c:
+        assert run_sanitization(_url(server, clone), c, load_contract(None))["success"]
+        c.execute("update directus_users set password = %s where id = %s", (PLANTED_HASH, USERS[0]))
+        c.execute("insert into directus_sessions (token, expires) values ('tok-zzzzzzzzzzzz', now())")
+        c.execute("create table scratch (id int primary key, body jsonb)")
+        c.execute("insert into scratch values (1, %s)", (Jsonb({"aws": PLANTED}),))
+        c.execute("update system_issues set details = %s", (Jsonb({"note": f"key {PLANTED}"}),))
+        summary = run_sanitization(_url(server, clone), c, load_contract(None))
+    failed = {e["rule"]: e.get("unexpected_count") for e in summary["expectations"] if not e["success"]}
+    assert failed == {"must_be_null:directus_users.password": 1, "must_be_empty:directus_sessions": 1,
+                      "secret:aws_access_key": 2, "secret:password_hash": 1}
+    text = json.dumps(summary) + str(data_rules_findings(summary))
+    for value in (PLANTED, PLANTED_HASH, "tok-zzzzzzzzzzzz"):
+        assert value not in text
+        assert not [value[i:i + 8] for i in range(len(value) - 7) if value[i:i + 8] in text]

@@ -1,0 +1,85 @@
+"""The GX runner: value-free summaries, failures fail closed, analytics off."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import great_expectations.expectations as gxe
+import pytest
+
+from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, run_suite
+
+PLANTED = "Zx81-PlantedValue-Qw77"
+
+
+@pytest.fixture
+def table_db(server, throwaway):
+    with server.connect(throwaway.database) as c:
+        c.execute("create table items (id int primary key, label text, n int)")
+        c.execute("insert into items values (1, 'ok', 1), (2, 'ok', 2), (3, %s, 3)", (PLANTED,))
+    return server.sqlalchemy_url(throwaway.database, server.admin, "gx test")
+
+
+def test_summary_has_counts_and_no_values(table_db):
+    summary = run_suite(table_db, "demo", [
+        RuleExpectation("label_ok", "items", gxe.ExpectColumnValuesToBeInSet(column="label", value_set=["ok"])),
+        RuleExpectation("label_short", "items", gxe.ExpectColumnValueLengthsToBeBetween(column="label", max_value=5)),
+        RuleExpectation("n_positive", "public.items", gxe.ExpectColumnValuesToBeBetween(column="n", min_value=1)),
+        RuleExpectation("no_plants", "items", gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query="select id from {batch} where label ~ '^Zx'")),
+    ])
+    rows = {e["rule"]: e for e in summary["expectations"]}
+    assert summary["success"] is False and summary["evaluated"] == 4 and summary["failed"] == 3
+    assert rows["label_ok"] == {"rule": "label_ok", "table": "items", "expectation": "ExpectColumnValuesToBeInSet",
+                                "success": False, "unexpected_count": 1}
+    assert rows["n_positive"]["success"] and rows["n_positive"]["unexpected_count"] == 0
+    assert rows["no_plants"]["unexpected_count"] == 1
+    text = json.dumps(summary)
+    assert PLANTED not in text
+    assert not [PLANTED[i:i + 8] for i in range(len(PLANTED) - 7) if PLANTED[i:i + 8] in text]
+
+
+def test_raw_gx_result_in_our_format_carries_no_values(table_db):
+    """Not only our summary: GX itself fetches and reports no example values in RESULT_FORMAT."""
+    import great_expectations as gx
+
+    os.environ["FIX7_GX_TEST_URL"] = table_db
+    try:
+        ctx = _context()
+        assert ctx.config.analytics_enabled is False
+        ds = ctx.data_sources.add_postgres(name="t", connection_string="${FIX7_GX_TEST_URL}")
+        batch = ds.add_table_asset(name="items", table_name="items").add_batch_definition_whole_table(name="all")
+        suite = ctx.suites.add(gx.ExpectationSuite(name="s"))
+        suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=["ok"]))
+        suite.add_expectation(gxe.ExpectColumnValuesToNotMatchRegex(column="label", regex="Planted"))
+        suite.add_expectation(gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query="select label from {batch} where label <> 'ok'"))
+        result = ctx.validation_definitions.add(gx.ValidationDefinition(name="v", data=batch, suite=suite)).run(
+            result_format=RESULT_FORMAT)
+    finally:
+        os.environ.pop("FIX7_GX_TEST_URL")
+    assert not result.success
+    assert PLANTED not in json.dumps(result.to_json_dict(), default=str)
+    assert table_db not in json.dumps(result.to_json_dict(), default=str)
+
+
+def test_errors_fail_closed(table_db):
+    summary = run_suite(table_db, "demo", [
+        RuleExpectation("ghost_column", "items", gxe.ExpectColumnValuesToNotBeNull(column="nope")),
+        RuleExpectation("ghost_table", "nowhere", gxe.ExpectTableRowCountToEqual(value=0)),
+    ])
+    assert summary["success"] is False
+    assert all(not e["success"] and "error" in e for e in summary["expectations"])
+    assert run_suite(table_db, "empty", [])["success"] is False
+
+
+def test_unreachable_clone_is_a_fix7_error(server):
+    url = server.sqlalchemy_url("fix7_no_such_db", server.admin, "gx test")
+    summary = None
+    try:
+        summary = run_suite(url, "demo", [RuleExpectation("x", "items", gxe.ExpectTableRowCountToEqual(value=0))])
+    except Fix7Error:
+        return
+    assert summary["success"] is False
