@@ -201,7 +201,7 @@ def _pointer_findings(conn, policy: HostPolicy, pointers) -> tuple[list[Finding]
         for host, count, keys, statuses, sample in rows:
             statuses = sorted(s for s in statuses if s)
             extra = {"isolation": True, "host": host, "rows": count, "row_keys": keys, "url": display_url(sample)
-                     if host else None}
+                     if host else None, "source_column": p["column"]}
             if statuses:
                 extra["status"] = statuses
             what = f"{table}.{column}"
@@ -277,7 +277,9 @@ def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
     findings = _catalog_findings(conn, policy)
     pointer_findings, _checked = _pointer_findings(conn, policy, pointers)
     findings += pointer_findings
-    findings += _production_scan(conn, policy)
+    covered = {(f.table, f.extra.get("source_column"), f.extra.get("host")) for f in pointer_findings if f.is_error}
+    findings += [f for f in _production_scan(conn, policy)
+                 if (f.table, f.column, f.extra.get("host")) not in covered]
     return findings
 
 

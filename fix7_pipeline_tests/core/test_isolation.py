@@ -1,0 +1,136 @@
+"""The post-restore isolation proof, on a real restored clone; hostile pointers are planted per test and
+rolled back, so every test sees the same clean clone."""
+
+from __future__ import annotations
+
+import pytest
+
+from fix7_pipeline.core.dumps import inspect_dump, screen_dump
+from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.isolation import display_url, isolation_proven, production_regex, prove_isolation
+from fix7_pipeline.core.restore import restore
+from fix7_pipeline.core.server import create_throwaway, drop_throwaway
+from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.core import hostile
+
+PROD = HostPolicy(production_patterns=("*.corp.internal",))
+
+
+@pytest.fixture(scope="module")
+def clone(server, tmp_path_factory):
+    name = "fix7h_isolation_demo"
+    builder.build_clone(name, registry_rows=20, seed=11)
+    try:
+        dump = builder.dump_clone(name, "custom", tmp_path_factory.mktemp("iso") / "demo.dump")
+    finally:
+        builder.drop_clone(name)
+    tw = create_throwaway(server)
+    try:
+        restore(server, tw, inspect_dump(dump), timeout=120)
+        yield tw
+    finally:
+        drop_throwaway(server, tw)
+
+
+@pytest.fixture
+def conn(server, clone):
+    c = server.connect(clone.database, purpose="isolation test", autocommit=False)
+    yield c
+    c.rollback()
+    c.close()
+
+
+def errors(findings):
+    return [f for f in findings if f.is_error]
+
+
+def test_clean_demo_clone_is_isolated(conn):
+    findings = prove_isolation(conn, PROD)
+    assert errors(findings) == [] and isolation_proven(findings)
+    notes = {(f.table, f.column) for f in findings if f.rule == "outward_pointer"}
+    assert notes == {("directus_webhooks", "url"), ("directus_operations", "options->>'url'"),
+                     ("directus_settings", "project_url")}
+
+
+def test_active_webhook_to_production_is_found(conn):
+    conn.execute("insert into directus_webhooks (id, name, url, status, actions, collections) values "
+                 "(77, 'prod', 'https://alice:s3cr3t@hooks.prod.corp.internal/services/T0/B0/XXXXXXXXXXXX?token=abc',"
+                 " 'active', 'create', 'birth_registry')")
+    findings = errors(prove_isolation(conn, PROD))
+    assert len(findings) == 1
+    f = findings[0]
+    assert (f.rule, f.table, f.column, f.row_key) == ("outward_pointer", "directus_webhooks", "url", "77")
+    assert f.extra["host"] == "hooks.prod.corp.internal" and f.extra["status"] == ["active"]
+    blob = f.message + repr(f.extra)
+    assert "s3cr3t" not in blob and "alice" not in blob and "token=abc" not in blob and "XXXXXXXXXXXX" not in blob
+    assert "*.corp.internal" in f.message
+
+
+def test_inactive_or_unlisted_hosts_fail_closed_without_production_patterns(conn):
+    conn.execute("update directus_webhooks set url = 'https://hooks.partner.com/x' where status = 'inactive'")
+    conn.execute("update directus_settings set project_url = 'cms.internal-company.net'")
+    findings = errors(prove_isolation(conn, HostPolicy()))
+    by_table = {f.table: f for f in findings}
+    assert by_table["directus_webhooks"].extra["status"] == ["inactive"]
+    assert "hooks.partner.com" in by_table["directus_webhooks"].message
+    assert by_table["directus_settings"].extra["host"] is None  # no scheme: cannot be proven, so it fails
+    allowed = HostPolicy(allow_patterns=("hooks.partner.com",))
+    assert {f.table for f in errors(prove_isolation(conn, allowed))} == {"directus_settings"}
+
+
+def test_request_operation_and_free_text_production_hosts(conn):
+    conn.execute("""update directus_operations
+                    set options = json_build_object('url', 'https://api.prod.corp.internal/announce')
+                    where type = 'request'""")
+    conn.execute("""update system_issues set details = details || '{"seen_at": "psql -h db7.prod.corp.internal"}'
+                    where id = 4""")
+    conn.execute("update directus_activity set ip = 'gw.prod.corp.internal' where id = 1")
+    findings = prove_isolation(conn, PROD)
+    errs = {(f.table, f.column): f for f in errors(findings)}
+    assert set(errs) == {("directus_operations", "options->>'url'"), ("system_issues", "details")}
+    assert errs[("system_issues", "details")].row_key == "4"
+    assert errs[("system_issues", "details")].extra["host"] == "db7.prod.corp.internal"
+    history = [f for f in findings if f.rule == "production_host_in_history"]
+    assert history and history[0].severity == "note" and history[0].column == "ip"
+    other = errors(prove_isolation(conn, HostPolicy(production_patterns=("*.other.example.net",))))
+    assert [(f.table, f.extra["host"]) for f in other] == [("directus_operations", "api.prod.corp.internal")]
+
+
+def test_catalog_pointers_are_found_without_printing_credentials(conn):
+    conn.execute("create extension postgres_fdw")
+    conn.execute("create server prod_db foreign data wrapper postgres_fdw "
+                 "options (host 'db.prod.corp.internal', dbname 'directus')")
+    conn.execute("create user mapping for public server prod_db options (user 'u', password 'pw-never-print')")
+    conn.execute("create foreign table public.remote_registry (id uuid) server prod_db")
+    conn.execute("create view public.v_remote as select * from public.remote_registry")
+    conn.execute("""create function public.pull() returns int language plpgsql as $f$
+                    begin perform dblink_connect('host=db.prod.corp.internal'); return 1; end $f$""")
+    findings = errors(prove_isolation(conn, PROD))
+    rules = {f.rule for f in findings}
+    assert {"foreign_data_wrapper", "foreign_server", "user_mapping", "foreign_table", "extension_not_allowed",
+            "remote_call"} <= rules
+    server = next(f for f in findings if f.rule == "foreign_server")
+    assert server.extra["host"] == "db.prod.corp.internal" and "production pattern" in server.message
+    assert "pw-never-print" not in " ".join(f.message + repr(f.extra) for f in findings)
+    assert all(f.extra.get("isolation") for f in findings)
+
+
+def test_fdw_dump_is_refused_and_the_restorable_part_still_fails_the_proof(server, throwaway, tmp_path):
+    made = hostile.fdw_and_prod_webhook(tmp_path)
+    whole = [f for f in screen_dump(inspect_dump(made["custom"])) if f.is_error]
+    assert {"foreign_server", "user_mapping"} <= {f.rule for f in whole}
+    assert all(f.extra.get("isolation") for f in whole if f.rule in ("foreign_server", "user_mapping"))
+    part = inspect_dump(made["webhooks"])
+    assert [f for f in screen_dump(part) if f.is_error] == []
+    restore(server, throwaway, part, timeout=60)
+    with server.connect(throwaway.database, purpose="isolation test") as c:
+        findings = errors(prove_isolation(c, PROD))
+    assert [(f.table, f.row_key, f.extra["host"]) for f in findings] == [
+        ("directus_webhooks", "1", "hooks.prod.corp.internal")]
+
+
+def test_pattern_translation_and_url_display():
+    rx = production_regex(PROD)
+    assert rx and "corp\\.internal" in rx
+    assert production_regex(HostPolicy()) is None
+    assert display_url("https://u:p@h.example.test/services/T0/B0/abc?x=1") == "https://<redacted>@h.example.test/services/…"
