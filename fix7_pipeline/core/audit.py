@@ -1,7 +1,7 @@
 """The audit chain: every finalized evidence packet records the sha256 of the packet sealed before it.
 
-The chain index is `.fix7/audit-chain.jsonl` (or FIX7_AUDIT_CHAIN), one JSON line per sealed packet,
-appended under an exclusive lock. Because each packet's own file carries the previous packet's sha256,
+The chain index is `audit-chain.jsonl` beside the Dagster instance (.fix7/dagster_home/, or
+FIX7_AUDIT_CHAIN), one JSON line per sealed packet, appended under an exclusive lock. Because each packet's own file carries the previous packet's sha256,
 changing one byte of any packet breaks its hash, and hiding that by rewriting the index would mean
 rewriting every later packet as well. `verify_chain` re-hashes every packet and reports gaps, missing
 files and edits; `fix7 audit --verify` also checks each packet against the sha256 Dagster recorded.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Fix7Error
-from .paths import state_dir
+from .paths import dagster_home
 from .report import PROVENANCE, READABLE, REPORT
 from .report import sha256_file as _sha256
 
@@ -31,8 +31,10 @@ COLUMNS = ("run_id", "started_at", "run_status", "source", "clone_sha256", "atte
 
 
 def chain_path() -> Path:
+    """FIX7_AUDIT_CHAIN, else beside the Dagster instance (DAGSTER_HOME, default .fix7/dagster_home):
+    one chain per instance, so a temporary test instance never mixes into the project's history."""
     env = os.environ.get("FIX7_AUDIT_CHAIN")
-    return Path(env) if env else state_dir() / CHAIN_FILE
+    return Path(env) if env else dagster_home() / CHAIN_FILE
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""`fix7` subcommands beyond rehearse/demo; each module adds itself with register(subparsers)."""

@@ -1,0 +1,144 @@
+"""`fix7 audit`: every rehearsal the Dagster instance recorded, and `--verify` of the audit chain."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from fix7_pipeline.core import audit
+from fix7_pipeline.core.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.report import REPORT
+
+JOB = "fix7_rehearsal"
+DAGSTER_SHA_KEY = f"sha256_{REPORT}"
+UNFINISHED = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"}
+
+
+def parse_since(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Fix7Error(f"--since {text!r} is not a date: use YYYY-MM-DD or an ISO time such as "
+                        "2025-06-01T02:00:00Z", EXIT_USAGE, rule="usage") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _value(md) -> object:
+    return getattr(md, "value", md)
+
+
+def _run_metadata(instance, run_id: str) -> dict:
+    """What the run's materializations recorded, merged over all stage assets (later stages win)."""
+    from dagster import DagsterEventType
+
+    merged: dict = {}
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.asset_materialization
+        if mat is None:
+            continue
+        for key, md in (mat.metadata or {}).items():
+            v = _value(md)
+            if v not in (None, ""):
+                merged[key] = str(v)
+        if mat.asset_key.to_user_string() == "evidence_packet":
+            merged["evidence_packet_materialized"] = "yes"
+    return merged
+
+
+def _source(tags: dict) -> str:
+    if tags.get("fix7/source"):
+        return tags["fix7/source"]
+    if tags.get("dagster/schedule_name"):
+        return "schedule"
+    if tags.get("dagster/sensor_name"):
+        return "sensor"
+    return "launchpad"
+
+
+def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) -> list[dict]:
+    """One row per run of the fix7_rehearsal job, oldest first, with its packet hashed now."""
+    from dagster import RunsFilter
+
+    by_run = audit.chain_by_run(chain_path)
+    rows = []
+    for record in instance.get_run_records(filters=RunsFilter(job_name=JOB, created_after=since), ascending=True):
+        run = record.dagster_run
+        md = _run_metadata(instance, run.run_id)
+        started = record.start_time or record.create_timestamp.timestamp()
+        chained = by_run.get(run.run_id)
+        config = ((run.run_config or {}).get("ops", {}).get("clone_intake", {}) or {}).get("config", {}) or {}
+        evidence = md.get("evidence_dir") or (chained or {}).get("evidence_dir") or config.get("evidence_dir") or ""
+        row = {"run_id": run.run_id,
+               "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+               "run_status": run.status.value, "source": _source(dict(run.tags or {})),
+               **audit.packet_row(evidence, chained),
+               "dagster_packet_sha256": md.get(DAGSTER_SHA_KEY, "")}
+        for key, fallback in (("clone_sha256", md.get("clone_sha256")), ("anchor_id", md.get("anchor_id")),
+                              ("verdict", md.get("verdict")), ("attested_by", config.get("attested_by"))):
+            if not row.get(key) and fallback:
+                row[key] = fallback
+        if row["dagster_packet_sha256"] and row["packet_sha256"] and row["dagster_packet_sha256"] != row["packet_sha256"]:
+            row["chain"] = "EDITED since Dagster recorded it"
+        rows.append(row)
+    return rows
+
+
+def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
+    """The chain's own verification, plus every finished run checked against the chain and Dagster's record."""
+    report = audit.verify_chain(chain_path)
+    warnings: list[str] = []
+    for row in collect_rows(instance, chain_path=chain_path):
+        if row["run_status"] in UNFINISHED:
+            continue
+        where = f"run {row['run_id']} ({row['evidence_dir'] or 'no evidence dir'})"
+        if row["dagster_packet_sha256"] and row["packet_sha256"] and \
+                row["dagster_packet_sha256"] != row["packet_sha256"]:
+            report.problems.append(f"{where}: packet edited: {REPORT} hashes to {row['packet_sha256']}, Dagster "
+                                   f"recorded {row['dagster_packet_sha256']} when the run finished")
+        elif row["chain"] == "packet missing" and row["dagster_packet_sha256"]:
+            report.problems.append(f"{where}: packet missing, but Dagster recorded one with sha256 "
+                                   f"{row['dagster_packet_sha256']}")
+        elif row["chain"] == "not sealed" and row["verdict"] not in ("", "(unfinished)"):
+            report.problems.append(f"{where}: gap: the finalized packet is not in the audit chain")
+        elif row["chain"] in ("packet missing", "no packet"):
+            warnings.append(f"{where}: no evidence packet on disk (the run stopped before writing one, or it "
+                            "was written elsewhere)")
+    return report, warnings
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from fix7_pipeline.instance import get_instance
+
+    since = parse_since(args.since)
+    instance = get_instance()
+    if args.verify:
+        report, warnings = verify(instance)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if not report.ok:
+            print(f"AUDIT CHAIN BROKEN: {audit.chain_path()}", file=sys.stderr)
+            for problem in report.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            raise Fix7Error(f"audit verification failed with {len(report.problems)} problem(s), listed above; "
+                            "the evidence history cannot be trusted until each is explained.",
+                            EXIT_REHEARSAL_FAILED, rule="audit_chain_broken")
+        print(f"audit chain verified: {report.verified} packet(s) re-hashed, {report.entries} link(s) checked"
+              f"{f', {report.superseded} superseded' if report.superseded else ''} ({audit.chain_path()})")
+        return 0
+    rows = collect_rows(instance, since)
+    sys.stdout.write(audit.render(rows, args.format))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("audit", help="list every rehearsal recorded in the Dagster instance; "
+                                            "--verify re-hashes every evidence packet")
+    p.add_argument("--since", metavar="DATE", help="only rehearsals started on or after DATE (YYYY-MM-DD or ISO "
+                                                   "time; UTC unless a zone is given)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--verify", action="store_true", help="re-hash every packet of the audit chain and check it "
+                                                         "against Dagster's record; exit 1 on a gap or an edit")
+    p.set_defaults(func=cmd_audit)
