@@ -82,6 +82,8 @@ def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) ->
                 row[key] = fallback
         if row["dagster_packet_sha256"] and row["packet_sha256"] and row["dagster_packet_sha256"] != row["packet_sha256"]:
             row["chain"] = "EDITED since Dagster recorded it"
+        if row.get("packet_run_id") and row["packet_run_id"] != run.run_id:
+            row["chain"] = f"overwritten by run {row['packet_run_id'][:8]}"
         rows.append(row)
     return rows
 
@@ -90,6 +92,11 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
     """The chain's own verification, plus every finished run checked against the chain and Dagster's record."""
     report = audit.verify_chain(chain_path)
     warnings: list[str] = []
+    try:
+        entries = audit.read_chain(chain_path)
+    except Fix7Error:
+        entries = []
+    genesis = entries[0].get("sealed_at", "") if entries else ""
     for row in collect_rows(instance, chain_path=chain_path):
         if row["run_status"] in UNFINISHED:
             continue
@@ -102,7 +109,13 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
             report.problems.append(f"{where}: packet missing, but Dagster recorded one with sha256 "
                                    f"{row['dagster_packet_sha256']}")
         elif row["chain"] == "not sealed" and row["verdict"] not in ("", "(unfinished)"):
-            report.problems.append(f"{where}: gap: the finalized packet is not in the audit chain")
+            if genesis and row["started_at"] < genesis:
+                warnings.append(f"{where}: finalized before the audit chain began ({genesis}); not chained")
+            else:
+                report.problems.append(f"{where}: gap: the finalized packet is not in the audit chain")
+        elif row["chain"].startswith("overwritten"):
+            warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
+                            f"({row['chain']})")
         elif row["chain"] in ("packet missing", "no packet"):
             warnings.append(f"{where}: no evidence packet on disk (the run stopped before writing one, or it "
                             "was written elsewhere)")

@@ -211,7 +211,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
     except ValueError:
         row["chain"] = "packet unreadable"
         return row
-    row.update(verdict=data.get("verdict") or "(unfinished)", clone_sha256=(data.get("clone") or {}).get("sha256") or "",
+    row.update(packet_run_id=data.get("run_id") or "", verdict=data.get("verdict") or "(unfinished)", clone_sha256=(data.get("clone") or {}).get("sha256") or "",
                attested_by=(data.get("attestation") or {}).get("attested_by") or "", anchor_id=data.get("anchor_id") or "")
     if chain_entry:
         row["chain"] = f"sealed #{chain_entry.get('seq')}" if chain_entry.get("packet_sha256") == row["packet_sha256"] \
