@@ -323,6 +323,7 @@ class HashingReader(io.RawIOBase):
     def __init__(self, path: Path):
         self._f = open(path, "rb", buffering=0)
         self.sha = hashlib.sha256()
+        self.n = 0
 
     def readable(self) -> bool:
         return True
@@ -331,6 +332,7 @@ class HashingReader(io.RawIOBase):
         n = self._f.readinto(b)
         if n:
             self.sha.update(memoryview(b)[:n])
+            self.n += n
         return n or 0
 
     def close(self) -> None:
@@ -880,7 +882,8 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
     seen_dump_banner = False
     uncompressed = 0
     try:
-        stream = open_plain(path, gzipped=gzipped, max_bytes=max_bytes, max_ratio=max_ratio)
+        raw = HashingReader(path)
+        stream = open_plain(path, gzipped=gzipped, max_bytes=max_bytes, max_ratio=max_ratio, raw=raw)
     except OSError as e:
         raise _refuse(path, f"it cannot be read ({e.strerror})", rule="dump_unreadable") from None
     scanner = PlainScanner()
@@ -918,7 +921,8 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
     if not seen_dump_banner:
         raise _refuse(path, "it is not a pg_dump output (no '-- PostgreSQL database dump' header in its first "
                       "lines)", rule="dump_not_pg_dump")
-    return {"header": header, "toc": toc, "copies": copies, "uncompressed": uncompressed}
+    return {"header": header, "toc": toc, "copies": copies, "uncompressed": uncompressed,
+            "sha256": raw.sha.hexdigest(), "bytes": raw.n}
 
 
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
@@ -953,7 +957,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                           rule="dump_unsupported_compression")
         if kind == "sqlite":
             raise _refuse(real, "it is a SQLite database, not a PostgreSQL dump", rule="dump_not_pg_dump")
-        digest, size = _hash_file(real)
+        digest, size = (None, st.st_size) if kind in ("gzip", "text?") else _hash_file(real)
         if kind == "pgdmp":
             if len(head) < 11:
                 raise _refuse(real, "its archive header is truncated", rule="dump_truncated")
@@ -986,6 +990,10 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                     max_gzip_ratio=max_gzip_ratio)
     if fmt in (PLAIN, PLAIN_GZIP):
         got = _inspect_plain(real, fmt == PLAIN_GZIP, max_plain_bytes, max_gzip_ratio)
+        info.sha256, info.bytes = got["sha256"], got["bytes"]
+        if info.bytes != st.st_size:
+            raise _refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
+                          "rehearsal runs.", rule="dump_changed")
         info.pg_dump_version = got["header"].get("pg_dump_version")
         info.server_version = got["header"].get("server_version")
         info.toc = got["toc"]

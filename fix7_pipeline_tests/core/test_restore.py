@@ -127,3 +127,21 @@ def test_a_dump_changed_after_inspection_is_not_restored(server, throwaway, demo
             restore(server, throwaway, info, timeout=60)
         assert e.value.rule == "dump_changed"
         assert _tables(server, throwaway) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", builder.DUMP_FORMATS)
+def test_dumps_from_an_older_major_restore(server, throwaway, tmp_path, fmt):
+    """Production runs older majors: a system PostgreSQL 15 factory and its own pg_dump, when installed."""
+    if builder.system_pg_dump(15) is None:
+        pytest.skip("no system PostgreSQL 15 installed")
+    name = "fix7h_restore_pg15"
+    builder.build_clone(name, registry_rows=10, major=15)
+    try:
+        dump = builder.dump_clone(name, fmt, tmp_path / f"pg15.{fmt}", major=15)
+    finally:
+        builder.drop_clone(name, major=15)
+    info = inspect_dump(dump)
+    assert info.pg_dump_version.startswith("15.") and [f for f in screen_dump(info) if f.is_error] == []
+    restore(server, throwaway, info, timeout=120)
+    assert set(_tables(server, throwaway).values()) == {throwaway.login.role}
