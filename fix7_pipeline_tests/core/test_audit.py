@@ -135,3 +135,79 @@ def test_render_formats(tmp_path, chain):
     assert table[0].split()[0] == "run_id" and len(table) == 3
     with pytest.raises(Fix7Error):
         audit.render(rows, "xml")
+
+
+# -- the listing and --verify over a real Dagster instance ------------------------------------------
+
+@pytest.fixture(scope="module")
+def rehearsed(tmp_path_factory):
+    """Two real rehearsals through the job: one passing on a small demo clone, one blocked (no attestation)."""
+    import dagster as dg
+
+    from fix7_pipeline.cli import run_rehearsal
+    from fix7_pipeline.demo import builder
+
+    root = tmp_path_factory.mktemp("audit_runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FIX7_AUDIT_CHAIN", str(root / "audit-chain.jsonl"))
+    builder.build_clone("fix7_t_audit_src", registry_rows=200, seed=5)
+    try:
+        dump = builder.dump_clone("fix7_t_audit_src", "custom", root / "clone.dump")
+        apply_sql, rollback_sql = builder.write_sample_change(root)
+        base = {"clone_path": str(dump), "apply_sql": str(apply_sql), "rollback_sql": str(rollback_sql),
+                "production_hosts": ["*.prod.corp.internal"]}
+        (root / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            passed = run_rehearsal({**base, "attested_by": "auditor test", "evidence_dir": str(root / "ev1")},
+                                   instance=instance, echo=False, tags={"fix7/source": "test"})
+            blocked = run_rehearsal({**base, "attested_by": "", "evidence_dir": str(root / "ev2")},
+                                    instance=instance, echo=False)
+            yield {"instance": instance, "passed": passed, "blocked": blocked, "chain": root / "audit-chain.jsonl"}
+    finally:
+        builder.drop_clone("fix7_t_audit_src")
+        mp.undo()
+
+
+def test_audit_lists_every_rehearsal_from_the_instance(rehearsed):
+    from fix7_pipeline.commands.audit import collect_rows, parse_since, verify
+
+    rows = collect_rows(rehearsed["instance"], chain_path=rehearsed["chain"])
+    assert [r["run_id"] for r in rows] == [rehearsed["passed"]["run_id"], rehearsed["blocked"]["run_id"]]
+    ok, blocked = rows
+    assert ok["verdict"] == "REHEARSAL_PASSED" and ok["run_status"] == "SUCCESS" and ok["source"] == "test"
+    assert ok["attested_by"] == "auditor test" and ok["anchor_id"].startswith("anc-")
+    assert ok["clone_sha256"] == rehearsed["passed"]["packet"]["clone"]["sha256"]
+    assert ok["packet_sha256"] == ok["dagster_packet_sha256"] == sha256_file(Path(ok["evidence_dir"]) / REPORT)
+    assert ok["chain"] == "sealed #1" and blocked["chain"] == "sealed #2"
+    assert blocked["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE" and blocked["attested_by"] == ""
+    assert collect_rows(rehearsed["instance"], since=parse_since("2999-01-01"), chain_path=rehearsed["chain"]) == []
+    report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
+    assert report.ok, report.problems
+
+
+def test_audit_verify_catches_one_changed_byte_even_with_a_rewritten_chain(rehearsed, tmp_path):
+    from fix7_pipeline.commands.audit import verify
+
+    packet = Path(rehearsed["passed"]["evidence_dir"]) / REPORT
+    original = packet.read_bytes()
+    chain_text = rehearsed["chain"].read_text()
+    try:
+        _flip_one_byte(packet)
+        report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
+        assert any("packet edited" in p and "chain sealed" in p for p in report.problems)
+        assert any("packet edited" in p and "Dagster recorded" in p for p in report.problems)
+        entries = audit.read_chain(rehearsed["chain"])
+        entries[0]["packet_sha256"] = sha256_file(packet)  # a forger rewrites the whole index...
+        entries[1]["previous_packet_sha256"] = entries[0]["packet_sha256"]
+        rehearsed["chain"].write_text("".join(json.dumps(e) + "\n" for e in entries))
+        report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
+        assert any("relinked" in p for p in report.problems)  # ...and the next packet still names the old hash
+        assert any("Dagster recorded" in p for p in report.problems)
+        rehearsed["chain"].write_text("\n".join(chain_text.splitlines()[:1]) + "\n")
+        packet.write_bytes(original)
+        report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
+        assert report.problems == [f"run {rehearsed['blocked']['run_id']} ({rehearsed['blocked']['evidence_dir']}): "
+                                   "gap: the finalized packet is not in the audit chain"]
+    finally:
+        packet.write_bytes(original)
+        rehearsed["chain"].write_text(chain_text)
