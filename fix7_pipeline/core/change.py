@@ -99,14 +99,49 @@ def _line_of(text: str, position: str | None) -> int | None:
         return None
 
 
-def server_error_message(e: psycopg.Error, text: str | None = None) -> str:
+class _AtLine(Exception):
+    def __init__(self, error: psycopg.Error, first_line: int, statement_line: int, chunk: str):
+        self.error, self.first_line, self.statement_line, self.chunk = error, first_line, statement_line, chunk
+
+
+def server_error_message(e: psycopg.Error, text: str | None = None, *, first_line: int = 1,
+                         statement_line: int | None = None) -> str:
     """The server's primary message, SQLSTATE and line; DETAIL lines are dropped as they can quote row values."""
     diag = getattr(e, "diag", None)
     primary = (diag.message_primary if diag else None) or (str(e).splitlines() or [type(e).__name__])[0]
     state = getattr(e, "sqlstate", None) or ""
-    line = _line_of(text, diag.statement_position) if (diag and text) else None
+    at = _line_of(text, diag.statement_position) if (diag and text) else None
+    line = (first_line + at - 1) if at else statement_line
     where = f" at line {line}" if line else ""
     return f"{primary} (SQLSTATE {state}){where}"
+
+
+def statement_chunks(text: str) -> list[tuple[int, int, str]]:
+    """(first line, statement line, SQL) pieces that concatenate back to the file, one per statement start line.
+
+    Uses the psql-compatible lexer of the dump screening, so quotes, comments and dollar
+    quotes never split a statement; running piece by piece tells which statement failed.
+    """
+    from .dumps import PlainScanner
+
+    scanner = PlainScanner()
+    lines = text.splitlines(keepends=True)
+    starts: list[int] = []
+    for lineno, line in enumerate(lines, start=1):
+        _, statements, _ = scanner.feed(lineno, line, True)
+        for st in statements:
+            if st.line and (not starts or st.line > starts[-1]):
+                starts.append(st.line)
+    if not starts:
+        return [(1, 1, text)]
+    real_first = starts[0]
+    starts[0] = 1
+    bounds = [*starts, len(lines) + 1]
+    chunks = []
+    for i in range(len(starts)):
+        chunk = "".join(lines[bounds[i] - 1:bounds[i + 1] - 1])
+        chunks.append((bounds[i], real_first if i == 0 else bounds[i], chunk))
+    return chunks
 
 
 def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, statement_timeout_s: int = 600,
@@ -121,10 +156,15 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
             conn.execute(f"set local statement_timeout = '{int(statement_timeout_s)}s'")
             conn.execute(f"set local lock_timeout = '{int(lock_timeout_s)}s'")
             conn.execute(f"set local idle_in_transaction_session_timeout = '{int(statement_timeout_s)}s'")
-            conn.execute(change.text)
+            for first_line, statement_line, chunk in statement_chunks(change.text):
+                try:
+                    conn.execute(chunk)
+                except psycopg.Error as e:
+                    raise _AtLine(e, first_line, statement_line, chunk) from None
             conn.commit()
-    except psycopg.Error as e:
-        msg = server_error_message(e, change.text)
+    except (_AtLine, psycopg.Error) as e:
+        msg = (server_error_message(e.error, e.chunk, first_line=e.first_line, statement_line=e.statement_line)
+               if isinstance(e, _AtLine) else server_error_message(e))
         return StageOutcome(status=FAILED, reason=f"{change.label} failed and was rolled back: {msg}",
                             findings=[Finding(rule=f"{change.label}_error", message=msg)],
                             details={"change": change.summary(), "duration_s": round(time.monotonic() - started, 3)})

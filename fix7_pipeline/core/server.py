@@ -259,7 +259,7 @@ def role_attributes(server: RehearsalServer, role: str) -> dict:
             "select g.rolname from pg_auth_members m join pg_roles g on g.oid=m.roleid "
             "join pg_roles u on u.oid=m.member where u.rolname=%s order by 1", (role,))]
         effective = [r[0] for r in c.execute(
-            "select rolname from pg_roles where rolname = any(%s) and pg_has_role(%s, oid, 'USAGE')",
+            "select rolname from pg_roles where rolname = any(%s) and pg_has_role(%s, oid, 'MEMBER')",
             (list(FORBIDDEN_MEMBERSHIPS), role))]
     keys = ["superuser", "createrole", "createdb", "replication", "bypassrls", "inherit"]
     attrs = dict(zip(keys, row)) if row else {}
