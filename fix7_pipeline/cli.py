@@ -54,6 +54,18 @@ def _print_stage(stage, outcome, duration, evidence_dir) -> None:
     print(f"  {STAGE_LABELS.get(stage, stage):<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
 
 
+def _server_url(url: str | None) -> str:
+    """The server URL for run config; a password in it moves to the process environment, never to storage."""
+    from fix7_pipeline.core.server import PASSWORD_ENV, split_server_password
+
+    if not url:
+        return ""
+    clean, password = split_server_password(url)
+    if password:
+        os.environ[PASSWORD_ENV] = password
+    return clean
+
+
 def request_config(args: argparse.Namespace) -> dict:
     """The job's run config for clone_intake, from the CLI arguments."""
     return {
@@ -65,7 +77,7 @@ def request_config(args: argparse.Namespace) -> dict:
         "evidence_dir": str(Path(args.evidence_dir).expanduser().resolve()) if args.evidence_dir else "",
         "production_hosts": args.production_host or [],
         "allow_hosts": args.allow_host or [],
-        "server_url": args.server or "",
+        "server_url": _server_url(args.server),
         "search_roots": [str(Path(r).expanduser()) for r in (args.search_root or [])],
         "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
         "keep_databases": bool(getattr(args, "keep_databases", False)),

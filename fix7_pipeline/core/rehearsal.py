@@ -18,7 +18,7 @@ import psycopg
 
 from . import change as change_mod
 from .errors import Fix7Error
-from .hosts import HostPolicy
+from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, PASSED, SKIPPED, Finding, StageOutcome
 from .paths import project_dir
 from .report import EvidencePacket, default_evidence_dir, utc_now
@@ -144,9 +144,10 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
                    "attested_at": utc_now() if request.attested_by.strip() else None}
-    packet = EvidencePacket.start(directory, run_id=run_id, request={
-        **asdict(request), "server": {"url_kind": "embedded" if request.resolved_server_url() == "embedded"
-                                      else "external"}, "attestation": attestation})
+    recorded = {**asdict(request), "server_url": redact_url(request.server_url) if request.server_url else "",
+                "server": {"kind": "embedded" if request.resolved_server_url() == "embedded" else "external"},
+                "attestation": attestation}
+    packet = EvidencePacket.start(directory, run_id=run_id, request=recorded)
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}

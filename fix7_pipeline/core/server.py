@@ -30,6 +30,7 @@ THROWAWAY_PREFIX = "fix7_"
 THROWAWAY_MARK = "fix7-throwaway"
 FORBIDDEN_MEMBERSHIPS = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
 STALE_FOREIGN_HOST_HOURS = 12
+PASSWORD_ENV = "FIX7_REHEARSAL_SERVER_PASSWORD"
 
 
 def bin_dir() -> Path:
@@ -110,7 +111,8 @@ class RehearsalServer:
                 "postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE.", EXIT_USAGE, rule="server_url") from None
         if not host:
             raise Fix7Error("The rehearsal server URL names no host.", EXIT_USAGE, rule="server_url")
-        admin = Login(unquote(parts.username or "postgres"), unquote(parts.password) if parts.password else None)
+        password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV) or None
+        admin = Login(unquote(parts.username or "postgres"), password)
         return cls(kind="external", host=host, port=port, admin=admin, policy=policy, ledger=ledger,
                    admin_db=(parts.path.lstrip("/") or "postgres"))
 
@@ -346,6 +348,19 @@ def run_tool(args: list[str], env: dict, *, stdin=None, timeout: float = 3600) -
     """Run a wheel client tool; stderr captured for the operator, never a shell."""
     return subprocess.run(args, env=env, stdin=stdin, capture_output=True, text=True, timeout=timeout,
                           errors="replace")
+
+
+def split_server_password(url: str) -> tuple[str, str | None]:
+    """The server URL without its password, and the password: run config and evidence never hold it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if not parts.password:
+        return url, None
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}@{host}" if user else host).geturl(), unquote(parts.password)
 
 
 def is_local_server_url(url: str | None) -> bool:

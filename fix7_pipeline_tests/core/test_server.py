@@ -1,0 +1,130 @@
+"""The host guard, throwaway databases and roles, and the sweep of crashed runs' leftovers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from psycopg import sql
+
+from fix7_pipeline.core.errors import Fix7Error, HostRefused
+from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.server import (RehearsalServer, assert_least_privilege, create_throwaway, drop_throwaway,
+                                       leftovers, role_attributes, sweep)
+
+
+class Listener:
+    """A loopback TCP listener that records every connection it accepts."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+def test_guard_opens_a_socket_to_an_allowed_host(listener):
+    srv = RehearsalServer.from_url(f"postgresql://u@127.0.0.1:{listener.port}/postgres", HostPolicy())
+    with pytest.raises(Fix7Error):
+        srv.connect(purpose="probe")
+    assert listener.accepted >= 1  # the control: this listener does see connections
+
+
+def test_production_pattern_server_is_refused_before_any_socket(listener):
+    with pytest.raises(HostRefused):
+        RehearsalServer.from_url(f"postgresql://u@127.0.0.1:{listener.port}/postgres",
+                                 HostPolicy(production_patterns=("127.0.0.*",)))
+    assert listener.accepted == 0
+
+
+def test_external_host_must_be_reserved_or_allowed():
+    with pytest.raises(HostRefused):
+        RehearsalServer.from_url("postgresql://u@db.corp.com:5432/postgres", HostPolicy())
+    srv = RehearsalServer.from_url("postgresql://u@db.corp.com:5432/postgres",
+                                   HostPolicy(allow_patterns=("db.corp.com",)))
+    assert srv.kind == "external" and srv.host == "db.corp.com"
+    with pytest.raises(HostRefused):  # production wins over allow
+        RehearsalServer.from_url("postgresql://u@db.corp.com/postgres",
+                                 HostPolicy(("*.corp.com",), ("db.corp.com",)))
+
+
+def test_cli_server_at_production_host_exits_3_without_contact(listener, tmp_path):
+    change = tmp_path / "c.sql"
+    change.write_text("select 1;\n")
+    dump = tmp_path / "clone.sql"
+    dump.write_text("-- PostgreSQL database dump\n")
+    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "rehearse", "--clone", str(dump), "--apply",
+                        str(change), "--rollback", str(change), "--attested-by", "ops", "--evidence-dir",
+                        str(tmp_path / "ev"), "--server", f"postgresql://u:pw-not-printed@127.0.0.1:{listener.port}/p",
+                        "--production-host", "127.0.0.1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert listener.accepted == 0
+    assert "Traceback" not in r.stdout + r.stderr and "pw-not-printed" not in r.stdout + r.stderr
+    report = (tmp_path / "ev" / "rehearsal-report.json").read_text()
+    assert "production host pattern" in report and "pw-not-printed" not in report
+
+
+def test_throwaway_role_is_least_privileged_and_owns_only_its_database(server):
+    tw = create_throwaway(server)
+    try:
+        attrs = role_attributes(server, tw.login.role)
+        assert_least_privilege(attrs)
+        assert not any(attrs[k] for k in ("superuser", "createrole", "createdb", "replication", "bypassrls"))
+        with server.connect(purpose="test") as c:
+            owned = [r[0] for r in c.execute(
+                "select datname from pg_database d join pg_roles r on r.oid = d.datdba where r.rolname = %s",
+                (tw.login.role,))]
+            assert owned == [tw.database]
+            c.execute(sql.SQL("grant pg_write_server_files to {}").format(sql.Identifier(tw.login.role)))
+        with pytest.raises(Fix7Error):  # NOINHERIT does not hide a membership the role could SET ROLE into
+            assert_least_privilege(role_attributes(server, tw.login.role))
+    finally:
+        drop_throwaway(server, tw)
+    assert f"database {tw.database}" not in leftovers(server)
+
+
+def test_sweep_drops_leftovers_of_dead_runs_only(server):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, live = create_throwaway(server), create_throwaway(server)
+    try:
+        with server.connect(purpose="test") as c:
+            mark = f"fix7-throwaway pid={dead.pid} host={socket.gethostname()} created=2026-01-01T00:00:00+00:00"
+            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(stale.database), sql.Literal(mark)))
+            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(stale.login.role), sql.Literal(mark)))
+        dropped = sweep(server)
+        assert f"database {stale.database}" in dropped and f"role {stale.login.role}" in dropped
+        assert f"database {live.database}" not in dropped
+        assert f"database {live.database}" in leftovers(server)
+    finally:
+        drop_throwaway(server, live)
+        drop_throwaway(server, stale)
