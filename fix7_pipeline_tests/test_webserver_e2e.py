@@ -1,0 +1,223 @@
+"""End to end as an operator meets it: `fix7 ui` (webserver + daemon) on a temporary instance whose storage is
+its own database on the embedded PostgreSQL; the graph over GraphQL; a rehearsal of a demo clone launched
+through GraphQL (queued, dequeued by the daemon) until it succeeds; then `fix7 audit` and `--verify`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.core.report import REPORT
+from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
+from fix7_pipeline.demo import builder
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STORAGE_DB = "fix7_dagster_e2e"
+STAGE_ASSETS = {"clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation",
+                "snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet"}
+STAGE_CHECKS = {("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_proven"),
+                ("sanitization_check", "no_secrets"), ("schema_shape_validation", "production_shaped"),
+                ("snapshot_anchor", "anchor_taken"), ("apply", "change_applied"), ("rollback", "rollback_applied"),
+                ("restore_diff", "restore_diff_empty")}
+
+GRAPH_QUERY = """
+{
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        jobs { name }
+        assetNodes {
+          assetKey { path }
+          description
+          groupName
+          assetChecksOrError { ... on AssetChecks { checks { name blocking description } } }
+        }
+        schedules { name cronSchedule scheduleState { status } }
+        sensors { name sensorState { status } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on PipelineNotFoundError { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } } }
+"""
+
+MATERIALIZATION = """
+query M($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries { label ... on TextMetadataEntry { text } } } }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _drop_storage_db() -> None:
+    import psycopg
+
+    info = start_embedded()
+    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres", user="postgres",
+                         autocommit=True) as c:
+        c.execute(f'drop database if exists "{STORAGE_DB}" with (force)')
+
+
+class GraphQL:
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}/graphql"
+
+    def __call__(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out = json.loads(resp.read())
+        assert not out.get("errors"), out["errors"]
+        return out["data"]
+
+
+@pytest.fixture(scope="module")
+def demo_clone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e_clone")
+    builder.build_clone("fix7_t_e2e_src", registry_rows=300, seed=3)
+    try:
+        dump = builder.dump_clone("fix7_t_e2e_src", "custom", root / "birth_surface_clone.dump")
+    finally:
+        builder.drop_clone("fix7_t_e2e_src")
+    apply_sql, rollback_sql = builder.write_sample_change(root)
+    return {"clone": dump, "apply": apply_sql, "rollback": rollback_sql, "root": root}
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """`fix7 ui` on a free loopback port, with DAGSTER_HOME and its storage database of its own."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    _drop_storage_db()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
+    env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(STORAGE_DB),
+               FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
+               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "no-rehearsal.yaml"),
+               DAGSTER_DISABLE_TELEMETRY="1", GX_ANALYTICS_ENABLED="False")
+    port = _free_port()
+    log = open(home / "ui.log", "w")
+    proc = subprocess.Popen([str(BIN / "fix7"), "ui", "--port", str(port), "--host", "127.0.0.1"], cwd=PROJECT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    gql = GraphQL(port)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (home / "ui.log").read_text()[-3000:]
+            try:
+                data = gql(GRAPH_QUERY)
+                if data["repositoriesOrError"]["__typename"] == "RepositoryConnection" and \
+                        data["repositoriesOrError"]["nodes"]:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the webserver did not come up:\n" + (home / "ui.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {"gql": gql, "env": env, "home": home, "graph": data}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        _drop_storage_db()
+
+
+def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
+    repo = ui["graph"]["repositoriesOrError"]["nodes"][0]
+    assert repo["location"]["name"] == "fix7_pipeline"
+    assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
+    assert set(assets) == STAGE_ASSETS
+    assert all(a["description"] and a["groupName"] == "fix7_rehearsal" for a in assets.values())
+    checks = {(name, c["name"]) for name, a in assets.items() for c in a["assetChecksOrError"]["checks"]}
+    assert checks == STAGE_CHECKS
+    assert all(c["blocking"] for a in assets.values() for c in a["assetChecksOrError"]["checks"])
+    assert {j["name"] for j in repo["jobs"]} >= {"fix7_rehearsal"}
+    assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [("nightly_rehearsal", "STOPPED")]
+    assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [("clone_drop_sensor", "STOPPED")]
+
+
+def test_a_rehearsal_launched_from_the_ui_succeeds_and_is_audited(ui, demo_clone):
+    gql, evidence = ui["gql"], demo_clone["root"] / "evidence"
+    config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(demo_clone["apply"]),
+              "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
+              "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
+    params = {"selector": {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__",
+                           "jobName": "fix7_rehearsal"},
+              "runConfigData": {"ops": {"clone_intake": {"config": config}}},
+              "executionMetadata": {"tags": [{"key": "fix7/source", "value": "launchpad"}]}}
+    launched = gql(LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + 400
+    while True:
+        status = gql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(2)
+    packet = json.loads((evidence / REPORT).read_text())
+    assert status == "SUCCESS", packet.get("stages")
+    assert packet["verdict"] == "REHEARSAL_PASSED" and packet["run_id"] == run_id
+
+    mats = gql(MATERIALIZATION, {"key": {"path": ["evidence_packet"]}})["assetOrError"]["assetMaterializations"]
+    mine = [m for m in mats if m["runId"] == run_id]
+    assert mine and {"label": "verdict", "text": "REHEARSAL_PASSED"} in mine[0]["metadataEntries"]
+
+    def fix7(*args):
+        return subprocess.run([str(BIN / "fix7"), *args], cwd=PROJECT, env=ui["env"], capture_output=True,
+                              text=True, timeout=120)
+
+    listed = fix7("audit", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    row = next(r for r in json.loads(listed.stdout) if r["run_id"] == run_id)
+    assert row["verdict"] == "REHEARSAL_PASSED" and row["source"] == "launchpad"
+    assert row["chain"].startswith("sealed #") and row["packet_sha256"] == row["dagster_packet_sha256"]
+    assert fix7("audit", "--verify").returncode == 0
+    report = evidence / REPORT
+    data = bytearray(report.read_bytes())
+    data[data.index(b"REHEARSAL_PASSED")] = ord("X")
+    report.write_bytes(bytes(data))
+    broken = fix7("audit", "--verify")
+    assert broken.returncode == 1 and "AUDIT CHAIN BROKEN" in broken.stderr and "packet edited" in broken.stderr
