@@ -1,6 +1,9 @@
 """End to end as an operator meets it: `fix7 ui` (webserver + daemon) on a temporary instance whose storage is
 its own database on the embedded PostgreSQL; the graph over GraphQL; a rehearsal of a demo clone launched
-through GraphQL (queued, dequeued by the daemon) until it succeeds; then `fix7 audit` and `--verify`."""
+through GraphQL (queued, dequeued by the daemon) until it succeeds; a dump dropped into the watched folder
+starts exactly one run; `fix7 audit` lists both and `--verify` fails after one byte of a packet changes.
+
+The tests run in file order and share the scenario's state."""
 
 from __future__ import annotations
 
@@ -70,6 +73,20 @@ mutation Launch($params: ExecutionParams!) {
 }
 """
 
+START_SENSOR = """
+mutation Start($sel: SensorSelector!) {
+  startSensor(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status } } ... on PythonError { message } }
+}
+"""
+
+SENSOR_RUNS = """
+{
+  runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: "clone_drop_sensor"}]}) {
+    ... on Runs { results { runId status } }
+  }
+}
+"""
+
 RUN_STATUS = """
 query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } } }
 """
@@ -123,15 +140,25 @@ def demo_clone(tmp_path_factory):
     return {"clone": dump, "apply": apply_sql, "rollback": rollback_sql, "root": root}
 
 
+SCENARIO: dict = {}
+
+
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """`fix7 ui` on a free loopback port, with DAGSTER_HOME and its storage database of its own."""
+def ui(tmp_path_factory, demo_clone):
+    """`fix7 ui` on a free loopback port, with DAGSTER_HOME and its storage database of its own, and a
+    rehearsal.yaml whose drop folder the sensor watches."""
     home = tmp_path_factory.mktemp("dagster_home")
+    (home / "drop").mkdir()
+    (home / "rehearsal.yaml").write_text(json.dumps({
+        "drop_folder": str(home / "drop"), "evidence_root": str(home / "evidence"),
+        "apply_sql": str(demo_clone["apply"]), "rollback_sql": str(demo_clone["rollback"]),
+        "attested_by": "e2e test (synthetic demo clone)", "production_hosts": ["*.prod.invalid-corp.com"],
+        "sensor": {"interval_seconds": 5, "settle_seconds": 1}}))
     _drop_storage_db()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
     env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(STORAGE_DB),
                FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
-               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "no-rehearsal.yaml"),
+               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "rehearsal.yaml"),
                DAGSTER_DISABLE_TELEMETRY="1", GX_ANALYTICS_ENABLED="False")
     port = _free_port()
     log = open(home / "ui.log", "w")
@@ -178,7 +205,7 @@ def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
     assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [("clone_drop_sensor", "STOPPED")]
 
 
-def test_a_rehearsal_launched_from_the_ui_succeeds_and_is_audited(ui, demo_clone):
+def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     gql, evidence = ui["gql"], demo_clone["root"] / "evidence"
     config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(demo_clone["apply"]),
               "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
@@ -190,13 +217,7 @@ def test_a_rehearsal_launched_from_the_ui_succeeds_and_is_audited(ui, demo_clone
     launched = gql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 400
-    while True:
-        status = gql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        assert time.monotonic() < deadline, f"run {run_id} still {status}"
-        time.sleep(2)
+    status = _wait_for_run(gql, run_id)
     packet = json.loads((evidence / REPORT).read_text())
     assert status == "SUCCESS", packet.get("stages")
     assert packet["verdict"] == "REHEARSAL_PASSED" and packet["run_id"] == run_id
@@ -205,17 +226,79 @@ def test_a_rehearsal_launched_from_the_ui_succeeds_and_is_audited(ui, demo_clone
     mine = [m for m in mats if m["runId"] == run_id]
     assert mine and {"label": "verdict", "text": "REHEARSAL_PASSED"} in mine[0]["metadataEntries"]
 
+    SCENARIO["launchpad"] = {"run_id": run_id, "evidence": evidence}
+
+
+def _wait_for_run(gql, run_id: str, timeout: float = 400) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = gql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(2)
+
+
+def test_a_cli_rehearsal_shows_up_in_the_ui_with_its_metadata(ui, demo_clone):
+    res = subprocess.run([str(BIN / "fix7"), "rehearse", "--clone", str(demo_clone["clone"]),
+                          "--apply", str(demo_clone["apply"]), "--rollback", str(demo_clone["rollback"]),
+                          "--attested-by", "e2e test (synthetic demo clone)", "--evidence-dir",
+                          str(ui["home"] / "cli-evidence"), "--production-host", "*.prod.invalid-corp.com",
+                          "--junit", str(ui["home"] / "report.xml"), "--json"],
+                         cwd=PROJECT, env=ui["env"], capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_id = json.loads(res.stdout.strip().splitlines()[-1])["run_id"]
+    assert ui["gql"](RUN_STATUS, {"id": run_id})["runOrError"]["status"] == "SUCCESS"
+    mats = ui["gql"](MATERIALIZATION, {"key": {"path": ["clone_intake"]}})["assetOrError"]["assetMaterializations"]
+    entries = {e["label"]: e.get("text") for m in mats if m["runId"] == run_id for e in m["metadataEntries"]}
+    packet = json.loads((ui["home"] / "cli-evidence" / REPORT).read_text())
+    assert entries["clone_sha256"] == packet["clone"]["sha256"]
+    assert entries["attested_by"] == "e2e test (synthetic demo clone)"
+    assert "<testsuite" in (ui["home"] / "report.xml").read_text()
+
+
+def test_a_dump_dropped_into_the_watched_folder_starts_exactly_one_run(ui, demo_clone):
+    gql, home = ui["gql"], ui["home"]
+    started = gql(START_SENSOR, {"sel": {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__",
+                                         "sensorName": "clone_drop_sensor"}})["startSensor"]
+    assert started["__typename"] == "Sensor" and started["sensorState"]["status"] == "RUNNING", started
+    part = home / "drop" / "nightly_clone.dump.part"
+    part.write_bytes(demo_clone["clone"].read_bytes())
+    stamp = time.time() - 60
+    os.utime(part, (stamp, stamp))
+    part.rename(home / "drop" / "nightly_clone.dump")
+    deadline = time.monotonic() + 120
+    while not (runs := gql(SENSOR_RUNS)["runsOrError"]["results"]):
+        assert time.monotonic() < deadline, "the sensor requested no run:\n" + (home / "ui.log").read_text()[-3000:]
+        time.sleep(2)
+    assert len(runs) == 1
+    run_id = runs[0]["runId"]
+    assert _wait_for_run(gql, run_id) == "SUCCESS"
+    time.sleep(12)  # two more sensor intervals: the same dump must not run again
+    assert [r["runId"] for r in gql(SENSOR_RUNS)["runsOrError"]["results"]] == [run_id]
+    SCENARIO["sensor"] = {"run_id": run_id}
+
+
+def test_audit_lists_both_runs_and_verify_catches_one_changed_byte(ui):
+    assert {"launchpad", "sensor"} <= set(SCENARIO), "runs of the earlier tests are needed"
+
     def fix7(*args):
         return subprocess.run([str(BIN / "fix7"), *args], cwd=PROJECT, env=ui["env"], capture_output=True,
                               text=True, timeout=120)
 
     listed = fix7("audit", "--format", "json")
     assert listed.returncode == 0, listed.stderr
-    row = next(r for r in json.loads(listed.stdout) if r["run_id"] == run_id)
-    assert row["verdict"] == "REHEARSAL_PASSED" and row["source"] == "launchpad"
-    assert row["chain"].startswith("sealed #") and row["packet_sha256"] == row["dagster_packet_sha256"]
-    assert fix7("audit", "--verify").returncode == 0
-    report = evidence / REPORT
+    rows = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    for source in ("launchpad", "sensor"):
+        row = rows[SCENARIO[source]["run_id"]]
+        assert row["verdict"] == "REHEARSAL_PASSED" and row["source"] == source
+        assert row["chain"].startswith("sealed #") and row["packet_sha256"] == row["dagster_packet_sha256"]
+        assert row["attested_by"] == "e2e test (synthetic demo clone)" and row["clone_sha256"]
+    assert rows[SCENARIO["sensor"]["run_id"]]["evidence_dir"].startswith(str(ui["home"] / "evidence"))
+    verified = fix7("audit", "--verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "3 packet(s) re-hashed" in verified.stdout
+    report = SCENARIO["launchpad"]["evidence"] / REPORT
     data = bytearray(report.read_bytes())
     data[data.index(b"REHEARSAL_PASSED")] = ord("X")
     report.write_bytes(bytes(data))

@@ -8,6 +8,7 @@ clone for the schedule, a drop folder for the sensor, or both. See rehearsal.exa
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import fnmatch
 import os
 import re
@@ -25,7 +26,7 @@ CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"
 DEFAULT_PATTERNS = ("*.dump", "*.pgdump", "*.backup", "*.custom", "*.sql", "*.sql.gz", "*.tar")
 IN_FLIGHT_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", ".uploading")
-TOP_KEYS = {"version", "clone_path", "drop_folder", "schedule", "sensor"}
+TOP_KEYS = {"version", "clone_path", "drop_folder", "evidence_root", "schedule", "sensor"}
 REQUEST_KEYS = {"apply_sql", "rollback_sql", "attested_by", "contract", "production_hosts", "allow_hosts",
                 "server_url", "search_roots", "allowed_roots", "statement_timeout_s", "lock_timeout_s",
                 "keep_databases"}
@@ -62,12 +63,21 @@ class AutomationConfig:
     request: dict
     clone_path: str = ""
     drop_folder: str = ""
+    evidence_root: str = ""
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     sensor: SensorSettings = field(default_factory=SensorSettings)
 
-    def request_config(self, clone_path: str) -> dict:
-        """The clone_intake run config (RehearsalRequestConfig fields) for one clone."""
-        return {**self.request, "clone_path": str(clone_path)}
+    def request_config(self, clone_path: str, label: str) -> dict:
+        """The clone_intake run config (RehearsalRequestConfig fields) for one clone.
+
+        With evidence_root set, each run's packet goes to <evidence_root>/<utc-timestamp>-<label>/;
+        otherwise to the project's evidence/ folder as for the CLI.
+        """
+        config = {**self.request, "clone_path": str(clone_path)}
+        if self.evidence_root:
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            config["evidence_dir"] = str(Path(self.evidence_root) / f"{stamp}-{label}")
+        return config
 
     def change_sha256(self) -> tuple[str, str]:
         """sha256 of the apply and rollback files: part of every run key, so a changed change runs again."""
@@ -157,9 +167,12 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
             raise _bad(path, f"`{key}` is required: the change to rehearse and its rollback")
     clone = _resolve(base, _typed(path, "clone_path", raw["clone_path"], str)) if raw.get("clone_path") else ""
     drop = _resolve(base, _typed(path, "drop_folder", raw["drop_folder"], str)) if raw.get("drop_folder") else ""
+    evidence = _resolve(base, _typed(path, "evidence_root", raw["evidence_root"], str)) \
+        if raw.get("evidence_root") else ""
     if not clone and not drop:
         raise _bad(path, "name `clone_path` (for the schedule), `drop_folder` (for the sensor), or both")
     return AutomationConfig(source=path.resolve(), request=request, clone_path=clone, drop_folder=drop,
+                            evidence_root=evidence,
                             schedule=_schedule(path, raw.get("schedule")), sensor=_sensor(path, raw.get("sensor")))
 
 

@@ -58,7 +58,7 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
             clone = max(settled, key=lambda e: e.mtime_ns).path
         tick = context.scheduled_execution_time
         return dg.RunRequest(
-            run_config=_run_config(cfg_now.request_config(clone)),
+            run_config=_run_config(cfg_now.request_config(clone, "nightly")),
             tags={"fix7/source": "schedule", "fix7/clone_file": Path(clone).name,
                   "fix7/scheduled_for": tick.isoformat() if tick else ""},
         )
@@ -137,7 +137,8 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
         except ValueError:
             cursor = {}
         found, notes, next_cursor = evaluate_drop_folder(cfg_now, cursor, time.time())
-        runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(cfg_now.request_config(r["clone_path"])),
+        runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
+                                  cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
                               tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
                                     "fix7/clone_file": Path(r["clone_path"]).name}) for r in found]
         next_json = json.dumps(next_cursor, sort_keys=True)

@@ -113,6 +113,7 @@ def test_a_new_dump_requests_exactly_one_run(operator, dumps_made):
     assert config["clone_path"] == str(dump)
     assert config["apply_sql"] == str(root / "change" / "apply.sql")
     assert config["attested_by"] == "test operator"
+    assert "evidence_dir" not in config
     assert run.tags["fix7/source"] == "sensor" and run.tags["fix7/clone_sha256"] == sha
     job = __import__("fix7_pipeline.definitions", fromlist=["defs"]).defs.resolve_job_def("fix7_rehearsal")
     assert dg.validate_run_config(job, run.run_config)
@@ -216,14 +217,16 @@ def test_a_broken_rehearsal_yaml_fails_the_tick_with_its_reason(operator):
 
 
 def test_schedule_rehearses_the_registered_clone(operator, dumps_made):
-    root = operator(text=YAML.format(settle=0) + "clone_path: clones/registered.dump\n")
+    root = operator(text=YAML.format(settle=0) + "clone_path: clones/registered.dump\nevidence_root: evidence\n")
     (root / "clones").mkdir()
     shutil.copyfile(dumps_made["first"], root / "clones" / "registered.dump")
     when = dt.datetime(2025, 6, 1, 2, 0, tzinfo=dt.timezone.utc)
     data = nightly_rehearsal.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when))
     assert len(data.run_requests) == 1
     run = data.run_requests[0]
-    assert run.run_config["ops"]["clone_intake"]["config"]["clone_path"] == str(root / "clones" / "registered.dump")
+    config = run.run_config["ops"]["clone_intake"]["config"]
+    assert config["clone_path"] == str(root / "clones" / "registered.dump")
+    assert Path(config["evidence_dir"]).parent == root / "evidence" and config["evidence_dir"].endswith("Z-nightly")
     assert run.tags["fix7/source"] == "schedule" and run.tags["fix7/scheduled_for"].startswith("2025-06-01T02:00")
 
 
