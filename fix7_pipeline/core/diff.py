@@ -1,27 +1,23 @@
 """The restore diff: what the clone looks like after apply + rollback, against the snapshot anchor.
 
 Tables whose row count and content hash match the anchor are skipped with no row work. For a table
-that differs, rows are bucketed by a hash of their primary key inside PostgreSQL on both sides; only
-the buckets whose (count, hash) summaries differ are streamed as (key hash, row hash) pairs, one
-bucket at a time, so Python never holds a whole table. Rows are compared over the columns both sides
-have, so a column the change added (and the rollback dropped, or forgot) never makes rows differ:
-the column itself is a schema difference.
+that differs, rows are bucketed by a hash of their primary key (4096 or 65536 buckets) inside PostgreSQL on both sides and
+only the buckets whose (count, hash) summaries differ go further: the anchor's (key hash, row hash)
+pairs of those buckets are relayed by binary COPY into a temporary table of the after side's session,
+where one join gives exact added / removed / changed counts. Python relays bytes and reads counts; it
+never holds rows. Rows are compared over the columns both sides have, so a column the change added
+(and the rollback dropped, or forgot) never makes rows differ: the column is a schema difference.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from itertools import groupby
-
 import psycopg
 from psycopg import sql
 
-from .fingerprint import qualified, row_text, slice_sum, snapshot
+from .fingerprint import qualified, row_hash, row_text, snapshot
 
-BUCKETS = 4096
-BUCKET_BITS = 12
 EXAMPLES = 5
-FETCH_ROWS = 20000
+DIFF_SETTINGS = {"work_mem": "64MB", "enable_sort": "off"}  # hash aggregates: the planner cannot guess 4096 groups
 
 
 def schema_diff(anchor: dict[str, str], after: dict[str, str]) -> list[dict]:
@@ -54,72 +50,75 @@ def sequence_diff(anchor: dict[str, dict], after: dict[str, dict]) -> list[dict]
     return out
 
 
-def _bucket_source(t: dict, columns: list[str], key: list[str] | None) -> sql.Composable:
+def bucket_hex_digits(rows: int) -> int:
+    """4096 buckets for ordinary tables, 65536 for large ones, so a few scattered changes in a
+    million rows touch a small share of the table."""
+    return 3 if rows <= 65536 else 4
+
+
+def _bucket_source(t: dict, columns: list[str], key: list[str] | None, digits: int) -> sql.Composable:
     """(bucket, key hash, row hash) per row; without a primary key the whole row is the key."""
     key_text = row_text("t", key) if key else row_text("t", columns)
     return sql.SQL(
-        "select ('x' || substr(k, 1, 3))::bit({bits})::int as b, k, h from "
-        "(select md5({kt}) as k, md5({rt}) as h from {tab} t) x").format(
-        bits=sql.Literal(BUCKET_BITS), kt=key_text, rt=row_text("t", columns), tab=qualified(t["schema"], t["name"]))
+        "select ('x' || substr(md5({kt}), 1, {digits}))::bit({bits})::int as b, md5({kt})::uuid as k, {h} as h "
+        "from {tab} t").format(digits=sql.Literal(digits), bits=sql.Literal(4 * digits), kt=key_text,
+                               h=row_hash(row_text("t", columns)), tab=qualified(t["schema"], t["name"]))
 
 
 def _bucket_summaries(conn: psycopg.Connection, source: sql.Composable) -> dict[int, tuple]:
-    q = sql.SQL("select b, count(*), {agg} from ({src}) s group by b").format(
-        agg=slice_sum(sql.SQL("h")), src=source)
+    q = sql.SQL("select b, count(*), coalesce(sum(h), 0) from ({src}) s group by b").format(src=source)
     with snapshot(conn):
-        return {b: (n, h) for b, n, h in conn.execute(q).fetchall()}
+        _tune(conn)
+        return {b: (int(n), int(h)) for b, n, h in conn.execute(q).fetchall()}
 
 
-def _stream(conn: psycopg.Connection, source: sql.Composable, buckets: list[int], name: str):
-    """(bucket, key hash, row hash) rows of the given buckets, in bucket order, from a server-side cursor."""
-    q = sql.SQL("select b, k, h from ({src}) s where b = any(%s) order by b").format(src=source)
-    with conn.cursor(name=name) as cur:
-        cur.itersize = FETCH_ROWS
-        cur.execute(q, (buckets,))
-        yield from cur
+def _tune(conn: psycopg.Connection) -> None:
+    for name, value in DIFF_SETTINGS.items():
+        conn.execute("select set_config(%s, %s, true)", (name, value))
 
 
-def _by_bucket(rows):
-    for bucket, group in groupby(rows, key=lambda r: r[0]):
-        yield bucket, [(k, h) for _, k, h in group]
+def _in_buckets(source: sql.Composable, buckets: list[int]) -> sql.Composable:
+    return sql.SQL("select k, h from ({src}) s where b = any({buckets}::int[])").format(
+        src=source, buckets=sql.Literal(buckets))
 
 
-def _compare_streams(anchor_rows, after_rows, keyed: bool, examples: dict[str, list[str]]) -> tuple[int, int, int]:
-    added = removed = changed = 0
-    a_iter, b_iter = _by_bucket(anchor_rows), _by_bucket(after_rows)
-    a_next, b_next = next(a_iter, None), next(b_iter, None)
-    while a_next is not None or b_next is not None:
-        if b_next is None or (a_next is not None and a_next[0] < b_next[0]):
-            a_rows, b_rows, a_next = a_next[1], [], next(a_iter, None)
-        elif a_next is None or b_next[0] < a_next[0]:
-            a_rows, b_rows, b_next = [], b_next[1], next(b_iter, None)
-        else:
-            a_rows, b_rows = a_next[1], b_next[1]
-            a_next, b_next = next(a_iter, None), next(b_iter, None)
-        if keyed:
-            a_map, b_map = dict(a_rows), dict(b_rows)
-            only_b = [k for k in b_map if k not in a_map]
-            only_a = [k for k in a_map if k not in b_map]
-            diff = [k for k in a_map if k in b_map and a_map[k] != b_map[k]]
-            for label, keys in (("added", only_b), ("removed", only_a), ("changed", diff)):
-                examples[label].extend(keys[:EXAMPLES - len(examples[label])])
-            added, removed, changed = added + len(only_b), removed + len(only_a), changed + len(diff)
-        else:
-            a_count, b_count = Counter(k for k, _ in a_rows), Counter(k for k, _ in b_rows)
-            added += sum((b_count - a_count).values())
-            removed += sum((a_count - b_count).values())
-    return added, removed, changed
+def _relay_anchor_rows(anchor_conn: psycopg.Connection, after_conn: psycopg.Connection,
+                       source: sql.Composable, buckets: list[int]) -> None:
+    """Binary COPY of the anchor's (key hash, row hash) pairs into the after session's temp table."""
+    after_conn.execute("create temp table fix7_diff_anchor (k uuid, h bigint) on commit drop")
+    out_q = sql.SQL("copy ({}) to stdout (format binary)").format(_in_buckets(source, buckets))
+    with snapshot(anchor_conn), anchor_conn.cursor().copy(out_q) as out, \
+            after_conn.cursor().copy("copy fix7_diff_anchor (k, h) from stdin (format binary)") as into:
+        for block in out:
+            into.write(block)
+    after_conn.execute("analyze fix7_diff_anchor")
 
 
-def _key_examples(conn: psycopg.Connection, t: dict, key: list[str], key_hashes: list[str]) -> list[str]:
+_KEYED_SQL = """
+create temp table fix7_diff_rows on commit drop as
+select coalesce(s.k, a.k) as k,
+       case when a.k is null then 'added' when s.k is null then 'removed' else 'changed' end as kind
+from fix7_diff_anchor a full join ({after}) s on s.k = a.k
+where a.k is null or s.k is null or a.h <> s.h
+"""
+
+_KEYLESS_SQL = """
+select coalesce(sum(greatest(coalesce(s.n, 0) - coalesce(a.n, 0), 0)), 0),
+       coalesce(sum(greatest(coalesce(a.n, 0) - coalesce(s.n, 0), 0)), 0)
+from (select k, count(*) as n from fix7_diff_anchor group by k) a
+full join (select k, count(*) as n from ({after}) x group by k) s on s.k = a.k
+"""
+
+
+def _key_examples(conn: psycopg.Connection, t: dict, key: list[str], key_hashes: list) -> list[str]:
     """Primary-key values (never other columns) of a few differing rows, for the operator."""
     if not key_hashes:
         return []
-    q = sql.SQL("select {cols} from {tab} t where md5({kt}) = any(%s) limit {n}").format(
+    q = sql.SQL("select {cols} from {tab} t where md5({kt})::uuid = any(%s) limit {n}").format(
         cols=sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in key),
         tab=qualified(t["schema"], t["name"]), kt=row_text("t", key), n=sql.Literal(EXAMPLES))
     with snapshot(conn):
-        rows = conn.execute(q, (key_hashes,)).fetchall()
+        rows = conn.execute(q, (list(key_hashes),)).fetchall()
     if len(key) == 1:
         return sorted(str(r[0]) for r in rows)
     return sorted(", ".join(f"{c}={v}" for c, v in zip(key, r)) for r in rows)
@@ -129,25 +128,34 @@ def table_row_diff(anchor_conn: psycopg.Connection, after_conn: psycopg.Connecti
     """Exact added/removed/changed counts for one table present on both sides."""
     columns = sorted(set(a["columns"]) & set(b["columns"]))
     key = a["key"] if a["key"] and a["key"] == b["key"] and set(a["key"]) <= set(columns) else None
-    source = _bucket_source(a, columns, key)
-    after_source = _bucket_source(b, columns, key)
-    a_sum, b_sum = _bucket_summaries(anchor_conn, source), _bucket_summaries(after_conn, after_source)
+    digits = bucket_hex_digits(max(a["rows"], b["rows"]))
+    anchor_source, after_source = _bucket_source(a, columns, key, digits), _bucket_source(b, columns, key, digits)
+    a_sum, b_sum = _bucket_summaries(anchor_conn, anchor_source), _bucket_summaries(after_conn, after_source)
     buckets = sorted(x for x in set(a_sum) | set(b_sum) if a_sum.get(x) != b_sum.get(x))
     result = {"table": f"{a['schema']}.{a['name']}", "added": 0, "removed": 0, "changed": 0,
               "key": key, "buckets": len(buckets)}
     if not buckets:
         return result
-    examples: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
-    with snapshot(anchor_conn), snapshot(after_conn):
-        added, removed, changed = _compare_streams(
-            _stream(anchor_conn, source, buckets, "fix7_diff_anchor"),
-            _stream(after_conn, after_source, buckets, "fix7_diff_after"), key is not None, examples)
-    result.update(added=added, removed=removed, changed=changed)
-    if key:
+    hashes: dict[str, list] = {}
+    with snapshot(after_conn, read_only=False):
+        _tune(after_conn)
+        _relay_anchor_rows(anchor_conn, after_conn, anchor_source, buckets)
+        after_rows = _in_buckets(after_source, buckets)
+        if key is None:
+            added, removed = after_conn.execute(sql.SQL(_KEYLESS_SQL).format(after=after_rows)).fetchone()
+            result.update(added=int(added), removed=int(removed))
+        else:
+            after_conn.execute(sql.SQL(_KEYED_SQL).format(after=after_rows))
+            counts = dict(after_conn.execute("select kind, count(*) from fix7_diff_rows group by kind").fetchall())
+            result.update({kind: int(counts.get(kind, 0)) for kind in ("added", "removed", "changed")})
+            for kind in ("added", "removed", "changed"):
+                hashes[kind] = [r[0] for r in after_conn.execute(
+                    "select k from fix7_diff_rows where kind = %s order by k limit %s", (kind, EXAMPLES))]
+    if key is not None:
         result["examples"] = {
-            "added": _key_examples(after_conn, b, key, examples["added"]),
-            "removed": _key_examples(anchor_conn, a, key, examples["removed"]),
-            "changed": _key_examples(anchor_conn, a, key, examples["changed"]),
+            "added": _key_examples(after_conn, b, key, hashes["added"]),
+            "removed": _key_examples(anchor_conn, a, key, hashes["removed"]),
+            "changed": _key_examples(anchor_conn, a, key, hashes["changed"]),
         }
     return result
 

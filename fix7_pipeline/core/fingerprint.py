@@ -1,8 +1,9 @@
 """The snapshot anchor's logical fingerprint, computed inside PostgreSQL.
 
 Three parts: every schema object of the user schemas (keyed by name, hashed definition), every
-user table's row count and order-independent content hash, and every sequence's position. The
-fingerprint is small JSON; its sha256 is the anchor id. Rows never leave the server.
+user table's row count and order-independent content hash (a sum of 64-bit row hashes, so no sort),
+and every sequence's position. The fingerprint is small JSON; its sha256 is the anchor id. Rows never
+leave the server.
 """
 
 from __future__ import annotations
@@ -177,10 +178,9 @@ def row_text(alias: str, columns: list[str]) -> sql.Composable:
         sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in cols))
 
 
-def slice_sum(hash_expr: sql.Composable) -> sql.Composable:
-    """Order-independent aggregate of md5 hex hashes: sums of both signed 64-bit halves, as numeric."""
-    return sql.SQL("coalesce(sum(('x' || substr({h}, 1, 16))::bit(64)::bigint::numeric), 0) || ':' || "
-                   "coalesce(sum(('x' || substr({h}, 17, 16))::bit(64)::bigint::numeric), 0)").format(h=hash_expr)
+def row_hash(text_expr: sql.Composable) -> sql.Composable:
+    """A row's 64-bit hash: the first 64 bits of md5 of its text, as a signed bigint."""
+    return sql.SQL("('x' || substr(md5({}), 1, 16))::bit(64)::bigint").format(text_expr)
 
 
 TEXT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "postgres",
@@ -188,7 +188,7 @@ TEXT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "p
 
 
 @contextmanager
-def snapshot(conn: psycopg.Connection):
+def snapshot(conn: psycopg.Connection, read_only: bool = True):
     """One repeatable-read snapshot (when the connection is idle) with fixed text settings, so row text
     and hashes do not depend on the session."""
     def settle():
@@ -197,7 +197,8 @@ def snapshot(conn: psycopg.Connection):
 
     if conn.info.transaction_status == pq.TransactionStatus.IDLE:
         with conn.transaction():
-            conn.execute("set transaction isolation level repeatable read, read only")
+            conn.execute("set transaction isolation level repeatable read, "
+                         + ("read only" if read_only else "read write"))
             settle()
             yield
     else:
@@ -212,8 +213,8 @@ def schema_objects(conn: psycopg.Connection) -> dict[str, str]:
 
 def table_content(conn: psycopg.Connection, schema: str, name: str, columns: list[str]) -> tuple[int, str]:
     """(row count, content hash) of one table over the given columns, computed in the server."""
-    q = sql.SQL("select count(*), md5(count(*) || ':' || {agg}) from (select md5({rt}) as h from {t} t) x").format(
-        agg=slice_sum(sql.SQL("h")), rt=row_text("t", columns), t=qualified(schema, name))
+    q = sql.SQL("select count(*), md5(count(*) || ':' || coalesce(sum({h}), 0)) from {t} t").format(
+        h=row_hash(row_text("t", columns)), t=qualified(schema, name))
     count, digest = conn.execute(q).fetchone()
     return int(count), digest
 
