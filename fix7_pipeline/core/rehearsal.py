@@ -23,7 +23,7 @@ from .model import BLOCKED, FAILED, PASSED, SKIPPED, Finding, StageOutcome
 from .paths import project_dir
 from .report import EvidencePacket, default_evidence_dir, utc_now
 from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create_throwaway, drop_database,
-                     drop_throwaway, sweep)
+                     drop_throwaway, sweep, throwaway_mark)
 
 CLONE_GATE_STAGES = {"intake", "isolation", "sanitization", "schema_shape"}
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
@@ -297,7 +297,7 @@ def snapshot_anchor(state: dict) -> StageOutcome:
             c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(anchor_db),
                                                                    sql.Identifier(tw.database)))
             c.execute(sql.SQL("comment on database {} is {}").format(
-                sql.Identifier(anchor_db), sql.Literal(_mark_for_anchor())))
+                sql.Identifier(anchor_db), sql.Literal(throwaway_mark())))
             c.execute(sql.SQL("alter database {} set default_transaction_read_only = on").format(
                 sql.Identifier(anchor_db)))
         state["throwaway"]["extra_databases"].append(anchor_db)
@@ -313,12 +313,6 @@ def snapshot_anchor(state: dict) -> StageOutcome:
                                      "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
 
     return run_stage(state, "snapshot_anchor", body)
-
-
-def _mark_for_anchor() -> str:
-    from .server import _mark
-
-    return _mark()
 
 
 def run_change_stage(state: dict, label: str) -> StageOutcome:

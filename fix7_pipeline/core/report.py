@@ -260,11 +260,7 @@ class EvidencePacket:
             "date": (d.get("started_at") or utc_now())[:10],
             "macro": "FIX7_P0_PRODUCTION_SHAPED_CLONE_REHEARSAL_AND_CI_GATE",
             "delegated_decision_consumed": "AUTHORIZE_PRODUCTION_SHAPED_CLONE_REHEARSAL_ONLY",
-            "method": "fix7_pipeline Dagster job fix7_rehearsal: the operator-named dump was hashed and screened, "
-                      "restored by a least-privileged role into a throwaway database on the rehearsal server "
-                      f"({(d['request'].get('server') or {}).get('kind', 'embedded')}), and gated for isolation, "
-                      "sanitization and schema shape before snapshot -> apply -> rollback -> restore diff. "
-                      "No live production system was contacted.",
+            "method": self._method(),
             "live_production_contact": False,
             "table_A_clone_provenance": [operator_row, *d.get("table_A_candidates", []), LIVE_PRODUCTION_ROW],
             "verdict": cv,
@@ -282,6 +278,20 @@ class EvidencePacket:
             "rehearsal_verdict": d.get("verdict"),
             "run_id": d.get("run_id"),
         }
+
+    def _method(self) -> str:
+        d = self.data
+        kind = (d["request"].get("server") or {}).get("kind", "embedded")
+        steps = "the operator-named dump was hashed and screened"
+        if d["stages"]["isolation"]["status"] != SKIPPED:
+            steps += (f", restored by a least-privileged role into a throwaway database on the {kind} rehearsal "
+                      "server, and gated for isolation, sanitization and schema shape")
+        if d["stages"]["snapshot_anchor"]["status"] != SKIPPED:
+            steps += " before snapshot anchor -> apply -> rollback -> restore diff"
+        else:
+            steps += "; the run stopped before anything was rehearsed"
+        return (f"fix7_pipeline Dagster job fix7_rehearsal (run {d.get('run_id')}): {steps}. Every connection went "
+                "through one host guard to the rehearsal server only; no live production system was contacted.")
 
     def markdown(self) -> str:
         d = self.data

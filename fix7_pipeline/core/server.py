@@ -228,7 +228,7 @@ class Throwaway:
     extra_databases: list[str] = field(default_factory=list)
 
 
-def _mark() -> str:
+def throwaway_mark() -> str:
     return f"{THROWAWAY_MARK} pid={os.getpid()} host={socket.gethostname()} created={_now()}"
 
 
@@ -243,10 +243,10 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
         c.execute(sql.SQL(
             "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
             "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
-        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(_mark())))
+        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(throwaway_mark())))
         c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
             sql.Identifier(database), sql.Identifier(role)))
-        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(_mark())))
+        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(throwaway_mark())))
         c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
     return Throwaway(database=database, login=Login(role, password), tag=tag)
 
