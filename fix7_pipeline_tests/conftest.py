@@ -18,3 +18,24 @@ def throwaway(server):
     tw = create_throwaway(server)
     yield tw
     drop_throwaway(server, tw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_instance_env(tmp_path_factory):
+    """Tests never write into the project's own Dagster history or audit chain, in-process or in subprocesses."""
+    import os
+
+    from fix7_pipeline.core.server import embedded_dagster_url
+
+    home = tmp_path_factory.mktemp("session_dagster_home")
+    keys = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS",
+            "FIX7_AUDIT_CHAIN")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url("dagster_tests"),
+                      FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"))
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
