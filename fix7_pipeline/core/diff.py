@@ -1,8 +1,9 @@
 """The restore diff: what the clone looks like after apply + rollback, against the snapshot anchor.
 
 Tables whose row count and content hash match the anchor are skipped with no row work. For a table
-that differs, rows are bucketed by a hash of their primary key (4096 or 65536 buckets) inside PostgreSQL on both sides and
-only the buckets whose (count, hash) summaries differ go further: the anchor's (key hash, row hash)
+that differs, rows are bucketed by a hash of their primary key (4096 or 65536 buckets) inside
+PostgreSQL on both sides, and only the buckets whose (count, hash) summaries differ go further: the
+anchor's (key hash, row hash)
 pairs of those buckets are relayed by binary COPY into a temporary table of the after side's session,
 where one join gives exact added / removed / changed counts. Python relays bytes and reads counts; it
 never holds rows. Rows are compared over the columns both sides have, so a column the change added
@@ -17,7 +18,7 @@ from psycopg import sql
 from .fingerprint import qualified, row_hash, row_text, snapshot
 
 EXAMPLES = 5
-DIFF_SETTINGS = {"work_mem": "64MB", "enable_sort": "off"}  # hash aggregates: the planner cannot guess 4096 groups
+DIFF_SETTINGS = {"work_mem": "64MB", "enable_sort": "off"}  # hash aggregates: the planner overestimates groups
 
 
 def schema_diff(anchor: dict[str, str], after: dict[str, str]) -> list[dict]:

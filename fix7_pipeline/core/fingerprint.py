@@ -21,9 +21,17 @@ USER_SCHEMAS = """
       and nspname !~ '^pg_toast' and nspname !~ '^pg_temp_'
 """
 
+def _acl(column: str, kind: str | None, owner: str | None) -> str:
+    """Privileges as a sorted list, NULL read as the owner's defaults (columns: none), so GRANT + REVOKE
+    round trips and ACL item order leave no difference."""
+    base = f"coalesce({column}, acldefault('{kind}', {owner}))" if kind else column
+    return f"(select string_agg(x::text, ',' order by x::text) from unnest({base}) x)"
+
+
 # Each branch yields (object key, definition text); objects that belong to an extension are keyed
 # only as the extension itself. Columns are keyed by name (never attnum) and dropped columns are
-# not objects, so a column added and then dropped leaves no trace.
+# not objects, so a column added and then dropped leaves no trace. Privileges are compared against the
+# owner's defaults, so a GRANT undone by a REVOKE leaves no trace either.
 SCHEMA_OBJECTS_SQL = f"""
 with ns as ({USER_SCHEMAS}),
 ext as (select classid, objid from pg_depend where deptype = 'e'),
@@ -38,7 +46,8 @@ select key, md5(def) from (
   union all
   select case r.relkind when 'f' then 'foreign table ' else 'table ' end || r.nspname || '.' || r.relname,
     concat_ws('|', r.relkind, r.relpersistence, pg_get_partkeydef(r.oid), pg_get_expr(r.relpartbound, r.oid),
-              array_to_string(r.reloptions, ','), r.relrowsecurity, r.relforcerowsecurity, r.relacl::text,
+              array_to_string(r.reloptions, ','), r.relrowsecurity, r.relforcerowsecurity,
+              {_acl('r.relacl', 'r', 'r.relowner')},
               obj_description(r.oid, 'pg_class'),
               (select s.srvname || ':' || coalesce(array_to_string(ft.ftoptions, ','), '')
                from pg_foreign_table ft join pg_foreign_server s on s.oid = ft.ftserver
@@ -47,7 +56,8 @@ select key, md5(def) from (
 
   union all
   select case r.relkind when 'm' then 'materialized view ' else 'view ' end || r.nspname || '.' || r.relname,
-    concat_ws('|', pg_get_viewdef(r.oid), array_to_string(r.reloptions, ','), r.relacl::text,
+    concat_ws('|', pg_get_viewdef(r.oid), array_to_string(r.reloptions, ','),
+              {_acl('r.relacl', 'r', 'r.relowner')},
               obj_description(r.oid, 'pg_class'))
   from rel r where r.relkind in ('v', 'm')
 
@@ -56,7 +66,7 @@ select key, md5(def) from (
     concat_ws('|', format_type(a.atttypid, a.atttypmod), case when a.attnotnull then 'not null' end,
               pg_get_expr(d.adbin, d.adrelid), nullif(a.attgenerated, ''), nullif(a.attidentity, ''),
               case when a.attcollation <> t.typcollation then a.attcollation::regcollation::text end,
-              col_description(r.oid, a.attnum), a.attacl::text)
+              col_description(r.oid, a.attnum), {_acl('a.attacl', None, None)})
   from rel r
   join pg_attribute a on a.attrelid = r.oid and a.attnum > 0 and not a.attisdropped
   join pg_type t on t.oid = a.atttypid
@@ -80,7 +90,7 @@ select key, md5(def) from (
   union all
   select 'sequence ' || r.nspname || '.' || r.relname,
     concat_ws('|', format_type(s.seqtypid, null), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
-              s.seqcycle, r.relacl::text,
+              s.seqcycle, {_acl('r.relacl', 's', 'r.relowner')},
               (select dr.refobjid::regclass::text || '.' || da.attname
                from pg_depend dr join pg_attribute da on da.attrelid = dr.refobjid and da.attnum = dr.refobjsubid
                where dr.classid = 'pg_class'::regclass and dr.objid = r.oid and dr.deptype in ('a', 'i')
@@ -95,7 +105,7 @@ select key, md5(def) from (
                                                g.agginitval, g.aggkind)
                               from pg_aggregate g where g.aggfnoid = p.oid)
                         else pg_get_functiondef(p.oid) end,
-              p.proacl::text, obj_description(p.oid, 'pg_proc'))
+              {_acl('p.proacl', 'f', 'p.proowner')}, obj_description(p.oid, 'pg_proc'))
   from pg_proc p join ns n on n.oid = p.pronamespace
   where not exists (select 1 from ext where ext.classid = 'pg_proc'::regclass and ext.objid = p.oid)
 
@@ -117,7 +127,7 @@ select key, md5(def) from (
         when 'c' then (select string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ','
                                          order by a.attnum)
                        from pg_attribute a where a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped)
-      end, t.typacl::text, obj_description(t.oid, 'pg_type'))
+      end, {_acl('t.typacl', 'T', 't.typowner')}, obj_description(t.oid, 'pg_type'))
   from pg_type t join ns n on n.oid = t.typnamespace
   where (t.typtype in ('e', 'd', 'r')
          or (t.typtype = 'c' and (select c.relkind from pg_class c where c.oid = t.typrelid) = 'c'))

@@ -185,3 +185,36 @@ def test_column_left_behind_is_schema_not_rows(server, throwaway):
     assert result["schema"] == [{"object": "column public.r.migrated", "change": "added"}]
     _change(server, throwaway, "alter table r drop column migrated")
     assert _diff(server, throwaway, anchor, fp)["empty"]
+
+
+@pytest.mark.slow
+def test_million_row_clone_diff_is_exact_and_bounded():
+    """1M registry rows (5M rows in all): fingerprint and diff stay in the server and give exact counts."""
+    import time
+
+    import psycopg
+
+    from fix7_pipeline.demo.builder import factory_conninfo, run_sql
+
+    name, anchor = f"demo_diff_1m_{os.getpid()}", f"demo_diff_1m_{os.getpid()}_anchor"
+    build_clone(name, registry_rows=1_000_000)
+    try:
+        with psycopg.connect(**factory_conninfo(), autocommit=True) as c:
+            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(anchor), sql.Identifier(name)))
+        run_sql(name, "update birth_registry set row_version = row_version + 1 where object_id like '%000';"
+                      "delete from system_issues where id <= 7;"
+                      "insert into directus_activity (action, collection, item) values ('update', 'x', 'y')")
+        with psycopg.connect(**factory_conninfo(anchor), autocommit=True) as a, \
+                psycopg.connect(**factory_conninfo(name), autocommit=True) as b:
+            started = time.monotonic()
+            anchor_fp = fingerprint(a)
+            fingerprinted = time.monotonic() - started
+            result = restore_diff(anchor_fp, fingerprint(b), a, b)
+            total = time.monotonic() - started
+        assert (_table(result, "public.birth_registry")["changed"], _table(result, "public.system_issues")["removed"],
+                _table(result, "public.directus_activity")["added"]) == (1000, 7, 1)
+        assert _table(result, "public.birth_registry")["buckets"] <= 1000
+        assert fingerprinted < 60 and total < 240, (fingerprinted, total)
+    finally:
+        drop_clone(anchor)
+        drop_clone(name)

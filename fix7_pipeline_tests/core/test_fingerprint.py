@@ -134,5 +134,17 @@ def test_schema_objects_cover_the_catalog(server, throwaway):
         assert after["type public.mood"] != objects["type public.mood"]
         assert after["constraint public.t.t_n_check"] != objects["constraint public.t.t_n_check"]
         assert after["index public.t_n_idx"] == objects["index public.t_n_idx"]
+        c.execute("grant select on t to public; grant update (n) on t to public; grant execute on function f to public")
+        granted = schema_objects(c)
+        assert granted["table public.t"] != after["table public.t"]
+        assert granted["column public.t.n"] != after["column public.t.n"]
+        c.execute("revoke select on t from public; revoke update (n) on t from public")
+        c.execute("revoke execute on function f from public")
+        revoked = schema_objects(c)
+        assert revoked["table public.t"] == after["table public.t"]
+        assert revoked["column public.t.n"] == after["column public.t.n"]
+        assert revoked["function public.f(a integer, b text)"] != after["function public.f(a integer, b text)"]
+        c.execute("grant execute on function f to public")
+        assert schema_objects(c) == after
         c.execute("select nextval('s'), nextval('s')")
         assert sequence_positions(c)["public.s"] == {"last_value": 2, "is_called": True, "increment": 1}
