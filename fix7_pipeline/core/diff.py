@@ -4,9 +4,10 @@ Tables whose row count and content hash match the anchor are skipped with no row
 that differs, rows are bucketed by a hash of their primary key (4096 or 65536 buckets) inside
 PostgreSQL on both sides, and only the buckets whose (count, hash) summaries differ go further: the
 anchor's (key hash, row hash) pairs of those buckets are relayed by binary COPY into a temporary
-table of the after side's session, where one join gives exact added / removed / changed counts. Python relays bytes and reads counts; it
-never holds rows. Rows are compared over the columns both sides have, so a column the change added
-(and the rollback dropped, or forgot) never makes rows differ: the column is a schema difference.
+table of the after side's session, where one join gives exact added / removed / changed counts.
+Python relays bytes and reads counts; it never holds rows. Rows are compared over the columns both
+sides have, so a column the change added (and the rollback dropped, or forgot) never makes rows
+differ: the column is a schema difference.
 """
 
 from __future__ import annotations
