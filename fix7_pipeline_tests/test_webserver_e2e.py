@@ -181,11 +181,11 @@ def ui(tmp_path_factory, demo_clone):
         yield {"gql": gql, "env": env, "home": home, "graph": data}
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)  # fix7 ui shuts dagster dev down, escalating by itself
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
         log.close()
         _drop_storage_db()

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
@@ -41,17 +42,39 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"fix7 ui: Dagster UI at http://{args.host}:{args.port} (webserver + daemon)\n"
           f"  instance: {home} (run storage: embedded PostgreSQL, database `dagster`)\n"
           f"  workspace: {project_dir() / 'workspace.yaml'}\n  stop with Ctrl-C", flush=True)
-    proc = subprocess.Popen(command, cwd=project_dir(), env=dict(os.environ))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
+    # Its own process group: a terminal's Ctrl-C reaches only fix7, which forwards it exactly once.
+    proc = subprocess.Popen(command, cwd=project_dir(), env=dict(os.environ), preexec_fn=_interruptible,
+                            process_group=0)
+    stopping = _stop_on_signal(proc)
+    code = proc.wait()
+    return 0 if stopping.is_set() else code
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C must reach dagster dev even when fix7 was started with SIGINT ignored
+    (a background job, a CI step), or the webserver and daemon never get their clean shutdown."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _stop_on_signal(proc: subprocess.Popen, grace_s: float = 30) -> threading.Event:
+    """Ctrl-C or SIGTERM: ask dagster dev to shut down (SIGINT), then insist after grace_s."""
+    stopping = threading.Event()
+
+    def later(delay: float, action) -> None:
+        timer = threading.Timer(delay, lambda: proc.poll() is None and action())
+        timer.daemon = True
+        timer.start()
+
+    def on_signal(signum, frame) -> None:
+        if proc.poll() is not None or stopping.is_set():
+            return
+        stopping.set()
         proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait()
-        return 0
+        later(grace_s, lambda: (proc.terminate(), later(10, proc.kill)))
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stopping
 
 
 def register(subparsers) -> None:
