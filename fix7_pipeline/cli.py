@@ -69,11 +69,11 @@ def _server_url(url: str | None) -> str:
 def request_config(args: argparse.Namespace) -> dict:
     """The job's run config for clone_intake, from the CLI arguments."""
     return {
-        "clone_path": str(Path(args.clone).expanduser()) if args.clone else "",
-        "apply_sql": str(Path(args.apply).expanduser()),
-        "rollback_sql": str(Path(args.rollback).expanduser()),
+        "clone_path": str(Path(args.clone).expanduser().absolute()) if args.clone else "",
+        "apply_sql": str(Path(args.apply).expanduser().absolute()),
+        "rollback_sql": str(Path(args.rollback).expanduser().absolute()),
         "attested_by": args.attested_by or "",
-        "contract": args.contract or "",
+        "contract": str(Path(args.contract).expanduser().absolute()) if args.contract else "",
         "evidence_dir": str(Path(args.evidence_dir).expanduser().resolve()) if args.evidence_dir else "",
         "production_hosts": args.production_host or [],
         "allow_hosts": args.allow_host or [],

@@ -54,6 +54,13 @@ class RehearsalRequest:
     lock_timeout_s: int = 15
     keep_databases: bool = False
 
+    def __post_init__(self):
+        """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
+        for name in ("clone_path", "apply_sql", "rollback_sql", "contract", "evidence_dir"):
+            value = getattr(self, name)
+            if value and not Path(value).expanduser().is_absolute():
+                setattr(self, name, str(project_dir() / value))
+
     def policy(self) -> HostPolicy:
         return HostPolicy(tuple(self.production_hosts), tuple(self.allow_hosts))
 
