@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fix7_pipeline.cli import run_rehearsal
@@ -205,3 +206,18 @@ def test_check_constraint_that_writes_a_server_file_is_contained(change, instanc
     assert out["packet"]["stages"]["isolation"]["status"] == "blocked"
     assert not Path(marker).exists()
     assert _own_leftovers(server, out["packet"]) == []
+
+
+def test_external_rehearsal_server_is_used_for_everything(dumps, change, instance, tmp_path):
+    """--server points the rehearsal at another server we own; nothing touches the embedded one."""
+    info = builder.factory_conninfo()
+    url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
+    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", server_url=url), instance=instance,
+                        echo=False)
+    packet = out["packet"]
+    assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:2000]
+    assert {c["host"] for c in packet["connections"]} == {str(info["host"])}
+    assert packet["request"]["server"]["kind"] == "external"
+    with psycopg.connect(**info) as c:
+        assert not c.execute("select datname from pg_database where datname = any(%s)",
+                             (packet["throwaways"]["created"],)).fetchall()
