@@ -22,7 +22,8 @@ top-level sections so the shape can be compared with its SQL source exactly:
       must_be_empty: [<table>, ...]               # tables a sanitized clone carries empty
       secret_headers: {<table>: [<json column>]}  # Authorization/Cookie/token headers must be absent
       hash_columns:  {<table>: [<column>, ...]}   # sha256 hex columns: data, not secrets
-      pointers:      [{table, column, json_key?, when?}]   # outward pointers (URLs a clone would call)
+      pointers:      [{table, column, json_key?, status_column?, where?: {column: value}}]
+                                                  # outward pointers (URLs a clone would call)
       data_rules:    {<rule name>: {table: ..., description: ...}}
 """
 

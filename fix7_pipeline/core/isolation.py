@@ -16,11 +16,6 @@ from .dumps import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from .hosts import HostPolicy, hosts_in_text, redact_url
 from .model import Finding
 
-DEFAULT_POINTERS = (
-    {"table": "directus_webhooks", "column": "url", "status_column": "status"},
-    {"table": "directus_operations", "column": "options", "json_key": "url", "where": {"type": "request"}},
-    {"table": "directus_settings", "column": "project_url"},
-)
 # Addresses recorded as history, not places anything connects to.
 HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"), ("directus_sessions", "ip"),
                    ("directus_sessions", "origin")}
@@ -273,7 +268,11 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
 def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
                     contract_pointer_columns: list[dict] | tuple[dict, ...] | None = None) -> list[Finding]:
     """All isolation findings for the clone behind `conn` (an admin connection to it)."""
-    pointers = DEFAULT_POINTERS if contract_pointer_columns is None else contract_pointer_columns
+    if contract_pointer_columns is None:  # the birth surface's pointers, from the default contract
+        from .contract import load_contract
+
+        contract_pointer_columns = load_contract().pointers
+    pointers = contract_pointer_columns
     findings = _catalog_findings(conn, policy)
     pointer_findings, _checked = _pointer_findings(conn, policy, pointers)
     findings += pointer_findings

@@ -200,6 +200,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
 def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
+    from . import contract as contract_mod
     from . import dumps, isolation, restore
     from .server import assert_least_privilege, role_attributes
 
@@ -218,8 +219,9 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
             raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
                             "that stays put during the rehearsal.", rule="dump_changed")
         restored = restore.restore(server, tw, info)
+        pointers = contract_mod.load_contract(request.contract or None).pointers or None
         with server.connect(tw.database, purpose="isolation proof") as conn:
-            findings = isolation.prove_isolation(conn, request.policy())
+            findings = isolation.prove_isolation(conn, request.policy(), pointers)
         outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs},
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
