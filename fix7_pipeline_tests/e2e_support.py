@@ -1,0 +1,255 @@
+"""Shared by the end-to-end hostile and no-leak tests: a fresh Dagster home per module or run, the CLI as
+an operator runs it, factory variants of one built source, and a search of everything a run wrote.
+
+No fixtures live here (pytest would register them twice); the test modules wrap these helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.report import REPORT
+from fix7_pipeline.core.server import embedded_dagster_url, leftovers, start_embedded
+from fix7_pipeline.demo import builder
+
+PRODUCTION = "*.prod.corp.internal"
+DAGSTER_ENV = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS")
+
+
+# -- a Dagster home of its own --------------------------------------------------------------
+
+@dataclass
+class DagsterHome:
+    """A temporary DAGSTER_HOME with its own storage database on the embedded server."""
+
+    path: Path
+    storage_db: str
+    env: dict
+
+    @classmethod
+    def create(cls, path: Path, tag: str) -> DagsterHome:
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project_dir() / "dagster.yaml", path / "dagster.yaml")
+        storage_db = f"dagster_e2e_{tag}_{secrets.token_hex(3)}"
+        env = {"DAGSTER_HOME": str(path), "FIX7_DAGSTER_PG_URL": embedded_dagster_url(storage_db),
+               "FIX7_DAGSTER_ARTIFACTS": str(path / "storage"),
+               "FIX7_DAGSTER_COMPUTE_LOGS": str(path / "compute_logs")}
+        return cls(path, storage_db, env)
+
+    @contextmanager
+    def instance(self):
+        """The instance of this home, in this process (the environment is restored afterwards)."""
+        from dagster import DagsterInstance
+
+        saved = {k: os.environ.get(k) for k in DAGSTER_ENV}
+        os.environ.update(self.env)
+        inst = DagsterInstance.from_config(str(self.path))
+        try:
+            yield inst
+        finally:
+            inst.dispose()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """`python -m fix7_pipeline.cli ...` with only this home's Dagster settings."""
+        env = {k: v for k, v in os.environ.items() if k not in DAGSTER_ENV and k != "FIX7_DEBUG"}
+        env.update(self.env)
+        return subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", *args], capture_output=True, text=True,
+                              cwd=str(project_dir()), env=env, timeout=timeout)
+
+    def storage_rows(self) -> bytes:
+        """Every row of every table of the storage database, as text."""
+        info = start_embedded()
+        out = []
+        with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), user="postgres",
+                             dbname=self.storage_db, autocommit=True) as c:
+            tables = c.execute("select schemaname, tablename from pg_tables "
+                               "where schemaname not in ('pg_catalog', 'information_schema')").fetchall()
+            for schema, table in tables:
+                for (row,) in c.execute(sql.SQL("select t::text from {} t").format(sql.Identifier(schema, table))):
+                    out.append(row)
+        return "\n".join(out).encode()
+
+    def drop(self) -> None:
+        info = start_embedded()
+        with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), user="postgres",
+                             dbname="postgres", autocommit=True) as c:
+            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(self.storage_db)))
+
+
+def rehearse_args(clone: Path, change: tuple[Path, Path], evidence_dir: Path, *extra: str) -> list[str]:
+    return ["rehearse", "--clone", str(clone), "--apply", str(change[0]), "--rollback", str(change[1]),
+            "--attested-by", "e2e test operator", "--evidence-dir", str(evidence_dir),
+            "--production-host", PRODUCTION, *extra]
+
+
+def config(clone, apply_sql, rollback_sql, evidence_dir, **kw) -> dict:
+    """The job's run config, as test_rehearse builds it."""
+    cfg = {"clone_path": str(clone), "apply_sql": str(apply_sql), "rollback_sql": str(rollback_sql),
+           "attested_by": "e2e test operator", "contract": "", "evidence_dir": str(evidence_dir),
+           "production_hosts": [PRODUCTION], "allow_hosts": [], "server_url": "",
+           "search_roots": [], "allowed_roots": [], "keep_databases": False}
+    cfg.update(kw)
+    return cfg
+
+
+def load_packet(evidence_dir: Path) -> dict:
+    return json.loads((Path(evidence_dir) / REPORT).read_text())
+
+
+def own_leftovers(server, packet: dict) -> list[str]:
+    """This run's throwaway databases and roles that still exist on the rehearsal server."""
+    created = set(packet["throwaways"]["created"])
+    return [x for x in leftovers(server) if x.split(" ", 1)[1] in created]
+
+
+def findings(packet: dict, stage: str, *, errors_only: bool = True) -> list[dict]:
+    return [f for f in packet["stages"][stage].get("findings", [])
+            if not errors_only or f.get("severity", "error") == "error"]
+
+
+# -- factory variants ------------------------------------------------------------------------
+
+def variant(source: str, name: str, sql_text: str = "", *, major: int | None = None) -> str:
+    """A copy of a built factory database (CREATE DATABASE ... TEMPLATE) with `sql_text` run in it."""
+    builder.drop_clone(name, major=major)
+    with psycopg.connect(**builder.factory_conninfo(major=major), autocommit=True) as c:
+        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(source)))
+    if sql_text:
+        builder.run_sql(name, sql_text, major=major)
+    return name
+
+
+def dumped_variant(source: str, name: str, sql_text: str, out: Path, fmt: str = "custom") -> Path:
+    variant(source, name, sql_text)
+    try:
+        return builder.dump_clone(name, fmt, out)
+    finally:
+        builder.drop_clone(name)
+
+
+# -- planted values and the search for them -------------------------------------------------
+
+def rnd(n: int, alphabet: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A fake secret made of format syntax (fixed) and random material; `parts` is [(text, random?)]."""
+
+    label: str
+    parts: tuple[tuple[str, bool], ...]
+
+    @property
+    def value(self) -> str:
+        return "".join(p for p, _ in self.parts)
+
+    def windows(self, size: int = 8) -> set[str]:
+        """Every `size`-character substring holding at least one random character.
+
+        Windows made only of format syntax (`postgresql://`, `-----BEGIN`) are the same in every such value,
+        so the tool may print them (rule descriptions, its own URLs) without leaking anything. Keep fixed
+        parts next to random ones distinctive (no `.example.test`), or a chance match becomes a false alarm.
+        """
+        value = self.value
+        mask = [r for p, r in self.parts for _ in p]
+        return {value[i:i + size] for i in range(len(value) - size + 1) if any(mask[i:i + size])}
+
+
+def planted(label: str, *parts) -> Planted:
+    """planted('x', 'fixed', ('random', True), ...): plain strings are fixed, (text, True) is random."""
+    return Planted(label, tuple((p, False) if isinstance(p, str) else (p[0], True) for p in parts))
+
+
+def find_leaks(blobs: dict[str, bytes], values: list[Planted]) -> list[str]:
+    """Where any planted value, or any 8-character window of it, occurs: ['<blob>: <label> <how>']."""
+    out = []
+    for name, blob in blobs.items():
+        for p in values:
+            if p.value.encode() in blob:
+                out.append(f"{name}: {p.label} whole value")
+                continue
+            hit = next((w for w in sorted(p.windows()) if w.encode() in blob), None)
+            if hit is not None:
+                at = blob.index(hit.encode())
+                out.append(f"{name}: {p.label} 8-char window {hit!r} (offset {p.value.index(hit)}) in "
+                           f"{blob[max(0, at - 30):at + 38]!r}")
+    return out
+
+
+def files_under(root: Path, prefix: str) -> dict[str, bytes]:
+    out = {}
+    root = Path(root)
+    if root.exists():
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and not f.is_symlink():
+                out[f"{prefix}/{f.relative_to(root)}"] = f.read_bytes()
+    return out
+
+
+def event_log_blobs(inst, run_id: str) -> dict[str, bytes]:
+    """The run and all its events read back through the instance, serialized."""
+    from dagster._serdes import serialize_value
+
+    events = inst.all_logs(run_id)
+    assert events, f"no events in the Dagster event log for run {run_id}"
+    blob = "\n".join(serialize_value(e) for e in events)
+    run = inst.get_run_by_id(run_id)
+    assert run is not None
+    return {"dagster event log": blob.encode(), "dagster run record": serialize_value(run).encode(),
+            "dagster run config": json.dumps(run.run_config, default=str).encode()}
+
+
+class ServerLogTail:
+    """What the embedded PostgreSQL server logged from now on (its log is one shared file)."""
+
+    def __init__(self):
+        self.path = Path(start_embedded()["pgdata"]) / "log"
+        self.start = self.path.stat().st_size if self.path.is_file() else 0
+
+    def read(self) -> bytes:
+        if not self.path.is_file():
+            return b""
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read()
+
+
+def everything_written(home: DagsterHome, run_id: str | None, evidence_dir: Path,
+                       proc: subprocess.CompletedProcess | None = None, server_log: ServerLogTail | None = None
+                       ) -> dict[str, bytes]:
+    """stdout, stderr, evidence files, Dagster home files, event log, storage rows, server log."""
+    blobs: dict[str, bytes] = {}
+    if proc is not None:
+        blobs["stdout"] = proc.stdout.encode()
+        blobs["stderr"] = proc.stderr.encode()
+    blobs.update(files_under(evidence_dir, "evidence"))
+    blobs.update(files_under(home.path, "dagster_home"))
+    if run_id:
+        with home.instance() as inst:
+            blobs.update(event_log_blobs(inst, run_id))
+    blobs["dagster storage rows"] = home.storage_rows()
+    if server_log is not None:
+        blobs["postgresql server log"] = server_log.read()
+    return blobs
+
+
+def run_id_of(evidence_dir: Path) -> str:
+    return load_packet(evidence_dir)["run_id"]
