@@ -319,13 +319,8 @@ def test_pg_dump_15_dumps_rehearse_to_passed(fmt, pg15_source, instance, change,
     assert own_leftovers(server, packet) == []
 
 
-# -- bugs found by these tests, kept failing until production code is fixed --------------------
+# -- leaks and misattributions these tests found, kept fixed ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LEAK: core/isolation.py display_url keeps a URL's first path segment (up to 24 characters) in the "
-    "outward_pointer message and extra.url, and a webhook whose token is its first path segment "
-    "(https://hooks.host/<token>) is printed with 24 characters of that token: a prefix of a credential. "
-    "Fix: show scheme://host[:port] and '/…' only; the host is the evidence, the path is not needed."))
 def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, instance, change, tmp_path):
     token = planted("webhook path token", (rnd(32), True))
     dump = dumped_variant(source, f"fix7h_e2e_path_{_tag()}", f"""
@@ -339,11 +334,6 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
     assert find_leaks(everything_written(home, packet["run_id"], tmp_path / "ev"), [token]) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: core/data_rules.py sanitization_expectations runs each secret family as ONE UnexpectedRowsExpectation "
-    "over all tables, labelled with the first scanned table (`anchor`), so data_rules_findings reports e.g. "
-    "'aaa_notes: secret:github_token failed (1 unexpected row(s))' for a table that holds no secret. Fix: give "
-    "the family findings no table (or the list of tables whose part of the union hit), not the anchor's."))
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
     from fix7_pipeline.core import contract as contract_mod
     from fix7_pipeline.core import data_rules

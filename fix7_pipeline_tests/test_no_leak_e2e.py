@@ -223,11 +223,6 @@ def _rehearse_alone(dump, change, tmp_path):
         home.drop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LEAK: core/secrets.py _scan_table prints the primary key verbatim as row_key (message, stdout, evidence, "
-    "Dagster events, compute log) unless the key column's NAME sounds secret (_redact_keys); a token stored "
-    "in a primary key column named `id` is printed whole. Fix: fingerprint the row key whenever the hit "
-    "column is part of the primary key (or the key text itself matches a rule)."))
 def test_secret_in_a_primary_key_column_is_not_printed_as_row_key(source, change, tmp_path, server):
     token = planted("GitHub token as primary key", "ghp_", (rnd(36), True))
     name = f"fix7h_e2e_pk_{secrets.token_hex(3)}"
@@ -270,23 +265,11 @@ def test_value_that_fails_to_restore_blocks_isolation_and_leaves_nothing(failed_
     assert packet["throwaways"]["created"] and own_leftovers(server, packet) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LEAK: core/restore.py _clean_error_lines keeps ERROR lines whole, and PostgreSQL quotes the offending "
-    "value in type-input errors ('invalid input syntax for type bigint: \"<value>\"'), so a value that does "
-    "not restore reaches the isolation reason, the evidence packet and the Dagster event log. Fix: "
-    "withhold quoted values in ERROR lines too (invalid input syntax/value for type or enum, out of range, "
-    "malformed literal), as DETAIL 'Failing row contains' and 'Key (...)=' already are."))
 def test_value_that_fails_to_restore_is_not_quoted_in_the_error(failed_restore):
     token, _, blobs = failed_restore
     assert find_leaks({k: v for k, v in blobs.items() if k != "postgresql server log"}, [token]) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LEAK: the embedded PostgreSQL server logs every failed restore statement with its CONTEXT (`COPY "
-    "system_issues, line 1, column id: \"<value>\"`) into .fix7/pgdata/log. Fix: core/server.py "
-    "create_throwaway could `ALTER ROLE <restorer> SET log_min_messages = 'fatal'` and "
-    "`log_min_error_statement = 'panic'` (superuser-only settings the role cannot undo), or start the "
-    "embedded server with log_error_verbosity = terse and log_min_error_statement = panic."))
 def test_value_that_fails_to_restore_is_not_in_the_server_log(failed_restore):
     token, _, blobs = failed_restore
     assert find_leaks({"postgresql server log": blobs["postgresql server log"]}, [token]) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from .errors import EXIT_USAGE, Fix7Error
+from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
 from .server import RehearsalServer, Throwaway
 
@@ -113,7 +113,7 @@ def server_error_message(e: psycopg.Error, text: str | None = None, *, first_lin
     at = _line_of(text, diag.statement_position) if (diag and text) else None
     line = (first_line + at - 1) if at else statement_line
     where = f" at line {line}" if line else ""
-    return f"{primary} (SQLSTATE {state}){where}"
+    return f"{withhold_values(primary)} (SQLSTATE {state}){where}"
 
 
 def statement_chunks(text: str) -> list[tuple[int, int, str]]:

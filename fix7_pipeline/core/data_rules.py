@@ -163,7 +163,9 @@ def data_rules_findings(summary: dict) -> list[Finding]:
         column = None
         if rule.startswith("must_be_null:"):
             column = rule.rsplit(".", 1)[-1]
-        out.append(Finding(f"{suite}.{rule}", f"{e['table']}: {rule} failed ({detail})", table=e["table"],
+        # A secret family's expectation spans every table; the secret scan's findings name where it matched.
+        table = None if rule.startswith("secret:") else e["table"]
+        out.append(Finding(f"{suite}.{rule}", f"{table or 'all tables'}: {rule} failed ({detail})", table=table,
                            column=column, extra={k: v for k, v in e.items()
                                                  if k in ("expectation", "unexpected_count", "error")}))
     if not summary.get("expectations"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_PASSED = 0
 EXIT_REHEARSAL_FAILED = 1
 EXIT_USAGE = 2
@@ -23,3 +25,20 @@ class HostRefused(Fix7Error):
 
     def __init__(self, message: str):
         super().__init__(message, EXIT_NO_SAFE_CLONE, rule="host_guard")
+
+
+_TRAILING_VALUE = re.compile(r':\s*"(?:[^"]|"")*"\s*$')
+_NAMED_VALUE = re.compile(r'\b(value|literal|token|input)\s+"(?:[^"]|"")*"', re.IGNORECASE)
+_BYTES = re.compile(r"(invalid byte sequence for encoding \"[^\"]+\":)\s*(0x[0-9a-fA-F]{2}\s*)+")
+
+
+def withhold_values(message: str) -> str:
+    """A server message with the data values it quotes cut out; identifiers (relation "t") are kept.
+
+    PostgreSQL quotes the offending value in type, enum, range and literal errors
+    (`invalid input syntax for type bigint: "…"`, `value "…" is out of range`), and a
+    value that fails a restore or a change can be a secret.
+    """
+    message = _BYTES.sub(r"\1 (bytes withheld)", message)
+    message = _NAMED_VALUE.sub(lambda m: f'{m.group(1)} "(withheld)"', message)
+    return _TRAILING_VALUE.sub(': "(value withheld)"', message)

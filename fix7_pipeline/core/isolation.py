@@ -50,15 +50,12 @@ def production_regex(policy: HostPolicy) -> str | None:
 
 
 def display_url(url: str) -> str:
-    """Userinfo redacted, query dropped, and a long path shortened: a webhook path can itself be a token."""
+    """Only scheme://host[:port]/…: userinfo, path and query can all carry tokens (webhook paths often do)."""
     red = redact_url(url)
-    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/]*)(/[^/]*)?(/.*)?$", red)
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*)(.*)$", red)
     if not m:
-        return red[:80]
-    head, first, rest = m.group(1), m.group(2) or "", m.group(3) or ""
-    if len(first) > 25:
-        first = first[:24] + "…"
-    return head + first + ("/…" if rest.strip("/") else "")
+        return "<unparseable url>"
+    return m.group(1) + ("/…" if m.group(2).strip("/") else "")
 
 
 def _rows(conn: psycopg.Connection, query, params=None) -> list[tuple]:

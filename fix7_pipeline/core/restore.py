@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .dumps import (CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo, HashingReader, PlainScreen, Statement,
                     hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc, wheel_tool)
-from .errors import Fix7Error
+from .errors import Fix7Error, withhold_values
 from .server import RehearsalServer, Throwaway, assert_least_privilege, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
@@ -92,7 +92,7 @@ def _clean_error_lines(stderr: str, line_offset: int = 0) -> list[str]:
                 continue
             ln = ln.split("CONTEXT:")[0] + f"CONTEXT: COPY {m2.group(1)}, data line {m2.group(2)} (values withheld)"
         if "ERROR" in ln or "error:" in ln or "DETAIL" in ln or "CONTEXT" in ln:
-            out.append(ln[:400])
+            out.append(withhold_values(ln)[:400])
     return out
 
 

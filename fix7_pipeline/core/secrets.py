@@ -201,7 +201,13 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
     for j, col in enumerate(p.scan_columns):
         params[f"c{j}"] = col
         col_rows.append(f"(%(c{j})s::text, t.{_qi(col)}::text)")
-    key_out = (f"'fingerprint:' || {_FP.format(x='s.row_key')}" if _redact_keys(p) else "s.row_key")
+    fingerprinted_key = f"'fingerprint:' || {_FP.format(x='s.row_key')}"
+    params["pk"] = list(p.pk or [])
+    # A key is shown only when it cannot itself be the secret: not a matched key column, matching no rule.
+    key_out = fingerprinted_key if _redact_keys(p) else (
+        f"case when s.col = any(%(pk)s::text[]) or exists (select 1 from rules r2 where r2.re is not null and "
+        f"(case when r2.flags = 'i' then s.row_key ~* r2.re else s.row_key ~ r2.re end)) "
+        f"then {fingerprinted_key} else s.row_key end")
     sql = f"""
 with rules(rule, re, flags, only_cols) as (values {', '.join(rule_rows)}),
 hits as (

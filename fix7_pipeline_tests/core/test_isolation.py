@@ -133,4 +133,5 @@ def test_pattern_translation_and_url_display():
     rx = production_regex(PROD)
     assert rx and "corp\\.internal" in rx
     assert production_regex(HostPolicy()) is None
-    assert display_url("https://u:p@h.example.test/services/T0/B0/abc?x=1") == "https://<redacted>@h.example.test/services/…"
+    assert display_url("https://u:p@h.example.test/services/T0/B0/abc?x=1") == "https://<redacted>@h.example.test/…"
+    assert display_url("https://h.example.test") == "https://h.example.test"
