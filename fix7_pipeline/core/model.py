@@ -42,8 +42,11 @@ class StageOutcome:
     def from_findings(cls, findings: list[Finding], details: dict | None = None, fail_status: str = BLOCKED,
                       ok_reason: str = "") -> StageOutcome:
         errors = [f for f in findings if f.is_error]
+        warnings = [f for f in findings if f.severity == "warning"]
         status = fail_status if errors else PASSED
         reason = errors[0].message if errors else ok_reason
+        if not errors and warnings:
+            reason += f"; {len(warnings)} warning(s), e.g. {warnings[0].message}"
         if len(errors) > 1:
             reason += f" (+{len(errors) - 1} more)"
         return cls(status=status, findings=findings, details=details or {}, reason=reason)
