@@ -40,6 +40,12 @@ class SecretRule:
     pattern: str          # PostgreSQL ARE
     case_insensitive: bool = False
     description: str = ""
+    gates: tuple[str, ...] = ()  # lower-case literals one of which every match contains; () = no gate
+
+    @property
+    def like_gates(self) -> list[str] | None:
+        """LIKE patterns tested on the lower-cased value before the regex: cheap, and never stricter."""
+        return [f"%{g}%" for g in self.gates] or None
 
     @property
     def flags(self) -> str:
@@ -57,26 +63,38 @@ SECRET_RULES: tuple[SecretRule, ...] = (
                r"|\m(host|hostaddr|dbname|user)[[:space:]]*=[^=]{0,200}\mpassword[[:space:]]*=[[:space:]]*[^[:space:]]"
                r"|\mpassword[[:space:]]*=[[:space:]]*[^[:space:]'\"]+[^=]{0,200}\m(host|hostaddr|dbname|user)"
                r"[[:space:]]*=",
-               True, "a connection string or libpq conninfo with a password"),
-    SecretRule("private_key", r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----", False, "a PEM private key"),
-    SecretRule("jwt", r"\meyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", False, "a JSON web token"),
-    SecretRule("aws_access_key", r"\m(AKIA|ASIA)[A-Z0-9]{16}\M", False, "an AWS access key id"),
+               True, "a connection string or libpq conninfo with a password",
+               ("://", "password")),
+    SecretRule("private_key", r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----", False, "a PEM private key",
+               ("private key",)),
+    SecretRule("jwt", r"\meyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", False, "a JSON web token",
+               ("eyj",)),
+    SecretRule("aws_access_key", r"\m(AKIA|ASIA)[A-Z0-9]{16}\M", False, "an AWS access key id",
+               ("akia", "asia")),
     SecretRule("github_token", r"\m(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})", False,
-               "a GitHub token"),
-    SecretRule("gitlab_token", r"\mglpat-[A-Za-z0-9_-]{20,}", False, "a GitLab personal access token"),
-    SecretRule("slack_token", r"\mxox[abprs]-[A-Za-z0-9-]{10,}", False, "a Slack token"),
-    SecretRule("stripe_key", r"\m(sk|rk)_live_[A-Za-z0-9]{16,}", False, "a Stripe live key"),
-    SecretRule("openai_key", r"\msk-(proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", False, "an OpenAI API key"),
-    SecretRule("google_api_key", r"\mAIza[0-9A-Za-z_-]{35}", False, "a Google API key"),
+               "a GitHub token",
+               ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+    SecretRule("gitlab_token", r"\mglpat-[A-Za-z0-9_-]{20,}", False, "a GitLab personal access token",
+               ("glpat-",)),
+    SecretRule("slack_token", r"\mxox[abprs]-[A-Za-z0-9-]{10,}", False, "a Slack token",
+               ("xox",)),
+    SecretRule("stripe_key", r"\m(sk|rk)_live_[A-Za-z0-9]{16,}", False, "a Stripe live key",
+               ("_live_",)),
+    SecretRule("openai_key", r"\msk-(proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", False, "an OpenAI API key",
+               ("sk-",)),
+    SecretRule("google_api_key", r"\mAIza[0-9A-Za-z_-]{35}", False, "a Google API key",
+               ("aiza",)),
     SecretRule("password_hash",
                r"\$argon2(id|i|d)\$|\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{50,}"
                r"|\$[156]\$(rounds=[0-9]+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{20,}"
                r"|SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$",
-               False, "a password hash (argon2, bcrypt, crypt, SCRAM)"),
+               False, "a password hash (argon2, bcrypt, crypt, SCRAM)",
+               ("$",)),
     SecretRule("secret_assignment",
                rf"({_ASSIGN_KEYS}){_QUOTES}[[:space:]]*[:=][[:space:]]*{_QUOTES}"
                rf"(?={_VALUE_CH}*[0-9])(?={_VALUE_CH}*[A-Za-z]){_VALUE_CH}{{16,}}",
-               False, "a password/secret/token assignment with a high-entropy value (>= 16 chars, letters and digits)"),
+               False, "a password/secret/token assignment with a high-entropy value (>= 16 chars, letters and digits)",
+               ("password", "passwd", "secret", "token", "api_key", "apikey", "access_key")),
 )
 
 SECRET_HEADER_RULE = SecretRule(
@@ -85,7 +103,8 @@ SECRET_HEADER_RULE = SecretRule(
     r"x-api-key|api-key|apikey|x-auth-token|[a-z0-9_-]*token)\""
     r"|\"(authorization|proxy-authorization|cookie|x-api-key|api-key|apikey|x-auth-token|[a-z0-9_-]*token)\""
     r"[[:space:]]*:[[:space:]]*\"[^\"]",
-    True, "an Authorization, Cookie or token header")
+    True, "an Authorization, Cookie or token header",
+               ("authorization", "cookie", "api-key", "apikey", "token"))
 
 RULE_FAMILIES = {r.name: r for r in (*SECRET_RULES, SECRET_HEADER_RULE)}
 
@@ -186,21 +205,22 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
     if not p.scan_columns:
         return findings
     # rules: (name, pattern or NULL for "any non-null value", flags, only these columns or NULL for all)
-    rules: list[tuple] = [(r.name, "(" + r.pattern + ")", r.flags, None) for r in SECRET_RULES]
+    rules: list[tuple] = [(r.name, "(" + r.pattern + ")", r.flags, None, r.like_gates) for r in SECRET_RULES]
     if p.header_columns:
         rules.append((SECRET_HEADER_RULE.name, "(" + SECRET_HEADER_RULE.pattern + ")", SECRET_HEADER_RULE.flags,
-                      p.header_columns))
+                      p.header_columns, SECRET_HEADER_RULE.like_gates))
     if p.must_be_null:
-        rules.append(("must_be_null", None, "", p.must_be_null))
+        rules.append(("must_be_null", None, "", p.must_be_null, None))
     params: dict = {"salt": salt, "limit": limit}
     rule_rows = []
-    for i, (name, pattern, flags, only) in enumerate(rules):
-        params.update({f"rn{i}": name, f"rp{i}": pattern, f"rf{i}": flags, f"ro{i}": only})
-        rule_rows.append(f"(%(rn{i})s::text, %(rp{i})s::text, %(rf{i})s::text, %(ro{i})s::text[])")
+    for i, (name, pattern, flags, only, gates) in enumerate(rules):
+        params.update({f"rn{i}": name, f"rp{i}": pattern, f"rf{i}": flags, f"ro{i}": only, f"rg{i}": gates})
+        rule_rows.append(f"(%(rn{i})s::text, %(rp{i})s::text, %(rf{i})s::text, %(ro{i})s::text[], "
+                         f"%(rg{i})s::text[])")
     col_rows = []
     for j, col in enumerate(p.scan_columns):
         params[f"c{j}"] = col
-        col_rows.append(f"(%(c{j})s::text, t.{_qi(col)}::text)")
+        col_rows.append(f"(%(c{j})s::text, t.{_qi(col)}::text, lower(t.{_qi(col)}::text))")
     fingerprinted_key = f"'fingerprint:' || {_FP.format(x='s.row_key')}"
     params["pk"] = list(p.pk or [])
     # A key is shown only when it cannot itself be the secret: not a matched key column, matching no rule.
@@ -209,14 +229,15 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
         f"(case when r2.flags = 'i' then s.row_key ~* r2.re else s.row_key ~ r2.re end)) "
         f"then {fingerprinted_key} else s.row_key end")
     sql = f"""
-with rules(rule, re, flags, only_cols) as (values {', '.join(rule_rows)}),
+with rules(rule, re, flags, only_cols, gates) as (values {', '.join(rule_rows)}),
 hits as (
   select {rkey} as row_key, v.col, r.rule,
          case when r.re is null then v.val else (regexp_match(v.val, r.re, r.flags))[1] end as hit
   from {table_sql} t
-  cross join lateral (values {', '.join(col_rows)}) v(col, val)
+  cross join lateral (values {', '.join(col_rows)}) v(col, val, lval)
   join rules r on (r.only_cols is null or v.col = any(r.only_cols))
   where v.val is not null
+    and (r.gates is null or v.lval like any(r.gates))
     and (r.re is null or (case when r.flags = 'i' then v.val ~* r.re else v.val ~ r.re end))
 ),
 ranked as (
