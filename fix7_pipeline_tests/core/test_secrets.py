@@ -8,7 +8,7 @@ import pytest
 from psycopg.types.json import Json, Jsonb
 
 from fix7_pipeline.core.contract import load_contract
-from fix7_pipeline.core.secrets import SECRET_RULES, scan_secrets
+from fix7_pipeline.core.secrets import SECRET_RULES, scan_catalog, scan_secrets
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 
 PLANTS = {
@@ -125,8 +125,8 @@ def test_catalog_user_mapping_password(server, throwaway):
         c.execute("create extension if not exists postgres_fdw")
         c.execute("create server prod_srv foreign data wrapper postgres_fdw options (host 'db.prod.internal')")
         c.execute("create user mapping for public server prod_srv options (user 'app', password 'Hunter2Hunter2x')")
-    findings = scan_secrets(lambda db: server.connect(db, purpose="secret scan"), throwaway.database,
-                            load_contract(None), SALT)
+    with server.connect(throwaway.database, purpose="catalog secrets") as c:
+        findings = scan_catalog(c)
     mapping = [f for f in findings if f.rule == "user_mapping_password"]
     assert len(mapping) == 1 and mapping[0].extra == {"server": "prod_srv", "user": "public"}
     assert "Hunter2" not in str(findings)
