@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -16,6 +15,7 @@ from fix7_pipeline.cli import run_rehearsal
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.server import leftovers
 from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.e2e_support import DagsterHome
 
 DATA = Path(__file__).parent / "data"
 SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
@@ -23,24 +23,10 @@ SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
 
 @pytest.fixture(scope="session")
 def instance(tmp_path_factory):
-    from dagster import DagsterInstance
-
-    from fix7_pipeline.instance import prepare_dagster_home
-
-    home = tmp_path_factory.mktemp("dagster_home")
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS",
-                                            "FIX7_DAGSTER_COMPUTE_LOGS")}
-    for k in saved:
-        os.environ.pop(k, None)
-    prepare_dagster_home(home, storage_db="dagster_tests")
-    inst = DagsterInstance.get()
-    yield inst
-    inst.dispose()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    home = DagsterHome.create(tmp_path_factory.mktemp("dagster_home"), "rehearse")
+    with home.instance() as inst:
+        yield inst
+    home.drop()
 
 
 @pytest.fixture(scope="session")

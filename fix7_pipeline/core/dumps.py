@@ -783,21 +783,11 @@ def parse_toc_line(line: str) -> TocEntry | None:
 
 def list_archive(path: Path, fmt: str | None = None, timeout: float = 300) -> tuple[dict, list[TocEntry]]:
     """Header fields and TOC entries from the wheel's `pg_restore -l`."""
-    args = [wheel_tool("pg_restore"), "-l"]
-    if fmt:
-        args += ["-F", {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[fmt]]
-    args.append(str(path))
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout,
-                           env=_tool_env(), stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise _refuse(path, f"pg_restore could not list its table of contents within {timeout:.0f} s",
-                      rule="dump_unreadable") from None
-    if r.returncode != 0:
-        first = next((ln for ln in r.stderr.splitlines() if ln.strip()), "no reason given")
-        first = first.replace(str(path), "<dump>")[:300]
-        raise _refuse(path, f"pg_restore cannot read it as a {fmt or 'pg_dump'} archive ({first})",
-                      "Supply the complete, unmodified archive as pg_dump wrote it.", rule="dump_corrupt")
+    args = ["-l", *(["-F", {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[fmt]] if fmt else []), str(path)]
+    r = _pg_restore_offline(path, args, timeout, stdout=subprocess.PIPE,
+                            timed_out="pg_restore could not list its table of contents within {t} s",
+                            failed=f"pg_restore cannot read it as a {fmt or 'pg_dump'} archive ({{first}})",
+                            supply="Supply the complete, unmodified archive as pg_dump wrote it.", rule="dump_corrupt")
     header: dict = {}
     entries: list[TocEntry] = []
     for ln in r.stdout.splitlines():
@@ -817,19 +807,25 @@ def list_archive(path: Path, fmt: str | None = None, timeout: float = 300) -> tu
 
 def verify_archive_data(path: Path, fmt: str, timeout: float = 3600) -> None:
     """Read every data block (pg_restore to /dev/null, no server): a truncated archive is refused here."""
-    args = [wheel_tool("pg_restore"), "-F", {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[fmt], "-f", os.devnull,
-            str(path)]
+    _pg_restore_offline(path, ["-F", {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[fmt], "-f", os.devnull, str(path)],
+                        timeout, stdout=subprocess.DEVNULL,
+                        timed_out="its data could not be read through within {t} s",
+                        failed="its data cannot be read to the end ({first}); it is truncated or damaged",
+                        supply="Supply the complete archive as pg_dump wrote it.", rule="dump_truncated")
+
+
+def _pg_restore_offline(path: Path, args: list[str], timeout: float, *, stdout, timed_out: str, failed: str,
+                        supply: str, rule: str) -> subprocess.CompletedProcess:
+    """The wheel's pg_restore with no server (list or read to /dev/null); a failure refuses the dump."""
     try:
-        r = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
-                           timeout=timeout, env=_tool_env(), stdin=subprocess.DEVNULL)
+        r = subprocess.run([wheel_tool("pg_restore"), *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                           errors="replace", timeout=timeout, env=_tool_env(), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise _refuse(path, f"its data could not be read through within {timeout:.0f} s",
-                      rule="dump_unreadable") from None
+        raise _refuse(path, timed_out.format(t=f"{timeout:.0f}"), rule="dump_unreadable") from None
     if r.returncode != 0:
         first = next((ln for ln in r.stderr.splitlines() if ln.strip()), "no reason given")
-        first = first.replace(str(path), "<dump>")[:300]
-        raise _refuse(path, f"its data cannot be read to the end ({first}); it is truncated or damaged",
-                      "Supply the complete archive as pg_dump wrote it.", rule="dump_truncated")
+        raise _refuse(path, failed.format(first=first.replace(str(path), "<dump>")[:300]), supply, rule=rule)
+    return r
 
 
 def _tables_from_toc(toc: list[TocEntry]) -> tuple[list[str], list[str]]:
