@@ -10,7 +10,7 @@ from fix7_pipeline.core.paths import project_dir, state_dir
 from fix7_pipeline.core.server import embedded_dagster_url
 
 
-def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster") -> Path:
+def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster_storage") -> Path:
     """Point DAGSTER_HOME at .fix7/dagster_home with the repo's dagster.yaml; start storage on demand."""
     home = Path(home or os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)

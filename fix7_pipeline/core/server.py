@@ -203,14 +203,26 @@ def start_embedded() -> dict:
     return {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
 
 
-def embedded_dagster_url(database: str = "dagster") -> str:
-    """A SQLAlchemy URL for Dagster's own storage on the embedded server, creating the database once."""
+DAGSTER_STORAGE_ROLE = "dagster_storage"
+
+
+def embedded_dagster_url(database: str = "dagster_storage") -> str:
+    """A SQLAlchemy URL for Dagster's own storage on the embedded server, creating role and database once.
+
+    Storage belongs to its own login role (no superuser, owner of that database only), so it shares
+    no role with any rehearsal database and a rehearsal role cannot reach it.
+    """
     info = start_embedded()
     host, port = str(info["socket_dir"]), int(info["port"])
     with psycopg.connect(host=host, port=port, dbname="postgres", user="postgres", autocommit=True) as c:
+        if not c.execute("select 1 from pg_roles where rolname = %s", (DAGSTER_STORAGE_ROLE,)).fetchone():
+            c.execute(sql.SQL("create role {} login nosuperuser nocreatedb nocreaterole").format(
+                sql.Identifier(DAGSTER_STORAGE_ROLE)))
         if not c.execute("select 1 from pg_database where datname=%s", (database,)).fetchone():
-            c.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
-    return f"postgresql+psycopg2://postgres@/{database}?host={host}&port={port}"
+            c.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database),
+                                                                   sql.Identifier(DAGSTER_STORAGE_ROLE)))
+            c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+    return f"postgresql+psycopg2://{DAGSTER_STORAGE_ROLE}@/{database}?host={host}&port={port}"
 
 
 # -- throwaway databases and roles -----------------------------------------------------

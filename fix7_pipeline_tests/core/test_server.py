@@ -128,3 +128,22 @@ def test_sweep_drops_leftovers_of_dead_runs_only(server):
     finally:
         drop_throwaway(server, live)
         drop_throwaway(server, stale)
+
+
+def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(server, throwaway):
+    from fix7_pipeline.core.server import DAGSTER_STORAGE_ROLE, embedded_dagster_url
+
+    embedded_dagster_url("dagster_t_role_probe")
+    try:
+        with server.connect(purpose="test") as c:
+            row = c.execute("select rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = %s",
+                            (DAGSTER_STORAGE_ROLE,)).fetchone()
+            assert row == (False, False, False)
+            owners = dict(c.execute("select datname, pg_get_userbyid(datdba) from pg_database").fetchall())
+            assert owners["dagster_t_role_probe"] == DAGSTER_STORAGE_ROLE
+            assert owners[throwaway.database] == throwaway.login.role != DAGSTER_STORAGE_ROLE
+        with pytest.raises(Fix7Error):
+            server.connect("dagster_t_role_probe", throwaway.login, purpose="reach storage")
+    finally:
+        with server.connect(purpose="test") as c:
+            c.execute("drop database if exists dagster_t_role_probe with (force)")
