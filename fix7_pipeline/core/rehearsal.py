@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import secrets as pysecrets
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .model import BLOCKED, FAILED, PASSED, SKIPPED, Finding, StageOutcome
 from .paths import project_dir
 from .report import EvidencePacket, default_evidence_dir, utc_now
 from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create_throwaway, drop_database,
-                     drop_throwaway, sweep, throwaway_mark)
+                     drop_throwaway, keep_throwaway, sweep, throwaway_mark)
 
 CLONE_GATE_STAGES = {"intake", "isolation", "sanitization", "schema_shape"}
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
@@ -85,7 +86,12 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     elif isinstance(e, psycopg.Error):
         msg, rule = change_mod.server_error_message(e), "server_error"
     else:
-        msg, rule = f"internal error {type(e).__name__} in stage {stage}; see the Dagster run log", "internal_error"
+        # Where it failed, never the exception's text: a message can quote data.
+        where = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in traceback.extract_tb(e.__traceback__)]
+        msg, rule = f"internal error {type(e).__name__} in stage {stage} (at {where[-1] if where else '?'})", \
+            "internal_error"
+        return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg,
+                            details={"internal_error": {"type": type(e).__name__, "where": where[-8:]}})
     return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
 
 
@@ -121,7 +127,10 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
 def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer | None,
                     request: RehearsalRequest) -> None:
     """Drop this run's throwaway databases and role, unless the operator asked to keep them."""
-    if server is not None and state.get("throwaway") and not request.keep_databases:
+    if server is not None and state.get("throwaway") and request.keep_databases:
+        keep_throwaway(server, _throwaway(state))
+        packet.data["throwaways"]["kept"] = [*_throwaway(state).extra_databases, _throwaway(state).database]
+    elif server is not None and state.get("throwaway"):
         tw = _throwaway(state)
         try:
             drop_throwaway(server, tw)

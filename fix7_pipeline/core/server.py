@@ -310,6 +310,15 @@ def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
         c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(tw.login.role)))
 
 
+def keep_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
+    """Kept for inspection (--keep-databases): re-marked so no sweep drops them; the operator does."""
+    note = f"fix7-kept for inspection since {_now()}; drop by hand"
+    with server.connect(purpose="keep throwaway") as c:
+        for db in [*tw.extra_databases, tw.database]:
+            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(db), sql.Literal(note)))
+        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(tw.login.role), sql.Literal(note)))
+
+
 def _mark_is_stale(comment: str | None) -> bool:
     if not comment or not comment.startswith(THROWAWAY_MARK):
         return False

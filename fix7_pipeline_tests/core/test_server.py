@@ -147,3 +147,22 @@ def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(serve
     finally:
         with server.connect(purpose="test") as c:
             c.execute("drop database if exists dagster_t_role_probe with (force)")
+
+
+def test_kept_throwaways_are_never_swept(server):
+    from fix7_pipeline.core.server import keep_throwaway
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tw = create_throwaway(server)
+    try:
+        with server.connect(purpose="test") as c:  # as a crashed run would have left it
+            mark = f"fix7-throwaway pid={dead.pid} host={socket.gethostname()} created=2026-01-01T00:00:00+00:00"
+            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(tw.database), sql.Literal(mark)))
+            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(tw.login.role), sql.Literal(mark)))
+        keep_throwaway(server, tw)
+        dropped = sweep(server)
+        assert f"database {tw.database}" not in dropped and f"role {tw.login.role}" not in dropped
+        assert f"database {tw.database}" in leftovers(server)
+    finally:
+        drop_throwaway(server, tw)
