@@ -32,7 +32,8 @@ STORAGE_DB = "fix7_dagster_e2e"
 STAGE_ASSETS = {"clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation",
                 "snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet"}
 STAGE_CHECKS = {("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_proven"),
-                ("sanitization_check", "no_secrets"), ("schema_shape_validation", "production_shaped"),
+                ("sanitization_check", "no_secrets"), ("sanitization_check", "sanitization_suite"),
+                ("schema_shape_validation", "production_shaped"), ("schema_shape_validation", "data_rules_suite"),
                 ("snapshot_anchor", "anchor_taken"), ("apply", "change_applied"), ("rollback", "rollback_applied"),
                 ("restore_diff", "restore_diff_empty")}
 

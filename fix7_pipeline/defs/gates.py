@@ -27,12 +27,15 @@ def rehearsal_clone(clone_intake: dict):
     description="Secret scan of every text, json and key column of every table, plus the Great Expectations "
                 "sanitization suite (must-be-NULL columns, empty session table). Findings name rule, table, "
                 "column, row key and a salted fingerprint, never a value.",
-    check_specs=[gate("sanitization_check", "no_secrets", "The clone carries no secrets.")],
+    check_specs=[gate("sanitization_check", "no_secrets", "The clone carries no secrets."),
+                 gate("sanitization_check", "sanitization_suite",
+                      "Great Expectations sanitization suite: must-be-NULL columns are NULL, sessions are empty, "
+                      "no secret family matches in any table.")],
 )
 def sanitization_check(rehearsal_clone: dict):
     state = dict(rehearsal_clone)
     outcome = rehearsal.sanitization(state)
-    yield from stage_events("sanitization_check", "no_secrets", outcome, state)
+    yield from stage_events("sanitization_check", "no_secrets", outcome, state, suite_check="sanitization_suite")
 
 
 @dg.asset(
@@ -40,9 +43,12 @@ def sanitization_check(rehearsal_clone: dict):
     description="The clone's tables, columns, types, keys and constraints against production's shape (the "
                 "contract), and the birth surface's data rules as a Great Expectations suite run in PostgreSQL.",
     check_specs=[gate("schema_shape_validation", "production_shaped",
-                      "Shape and data rules match production's contract.")],
+                      "Shape and data rules match production's contract."),
+                 gate("schema_shape_validation", "data_rules_suite",
+                      "Great Expectations data-rules suite of the birth surface, run inside PostgreSQL.")],
 )
 def schema_shape_validation(sanitization_check: dict):
     state = dict(sanitization_check)
     outcome = rehearsal.schema_shape(state)
-    yield from stage_events("schema_shape_validation", "production_shaped", outcome, state)
+    yield from stage_events("schema_shape_validation", "production_shaped", outcome, state,
+                            suite_check="data_rules_suite")

@@ -30,8 +30,13 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
     return md
 
 
-def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, extra: dict | None = None):
-    """Yield the asset's output and its blocking gate: a failed gate stops every stage after it."""
+def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, extra: dict | None = None,
+                 suite_check: str | None = None):
+    """Yield the asset's output and its blocking gates: a failed gate stops every stage after it.
+
+    `suite_check` names the gate that reports the stage's Great Expectations suite on its own,
+    with per-expectation success and unexpected counts (never values).
+    """
     md = {**stage_metadata(outcome, state), **(extra or {})}
     yield dg.Output(state, metadata=md)
     yield dg.AssetCheckResult(
@@ -42,6 +47,25 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
         description=outcome.reason[:1000] if outcome.reason else None,
         metadata={"status": outcome.status, "finding_count": len(outcome.findings),
                   "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}))},
+    )
+    if suite_check:
+        yield suite_result(asset, suite_check, outcome.details.get("gx"))
+
+
+def suite_result(asset: str, check: str, gx: dict | None) -> dg.AssetCheckResult:
+    if not gx:
+        return dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,
+                                   severity=dg.AssetCheckSeverity.ERROR,
+                                   description="not evaluated: an earlier check of this stage failed",
+                                   metadata={"evaluated": 0})
+    expectations = [{k: e.get(k) for k in ("rule", "table", "expectation", "success", "unexpected_count")}
+                    for e in gx.get("expectations", [])]
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=check, passed=bool(gx.get("success")), severity=dg.AssetCheckSeverity.ERROR,
+        description=f"Great Expectations suite {gx.get('suite')}: {gx.get('evaluated', 0)} expectations, "
+                    f"{gx.get('failed', 0)} failed",
+        metadata={"suite": str(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
+                  "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.json(expectations)},
     )
 
 
