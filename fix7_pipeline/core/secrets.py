@@ -40,7 +40,9 @@ class SecretRule:
     pattern: str          # PostgreSQL ARE
     case_insensitive: bool = False
     description: str = ""
-    gates: tuple[str, ...] = ()  # lower-case literals one of which every match contains; () = no gate
+    # Lower-case LIKE fragments one of which every match contains ('%' between parts = in this order);
+    # () = no gate. A gate may let through more than the rule, never less.
+    gates: tuple[str, ...] = ()
 
     @property
     def like_gates(self) -> list[str] | None:
@@ -64,7 +66,7 @@ SECRET_RULES: tuple[SecretRule, ...] = (
                r"|\mpassword[[:space:]]*=[[:space:]]*[^[:space:]'\"]+[^=]{0,200}\m(host|hostaddr|dbname|user)"
                r"[[:space:]]*=",
                True, "a connection string or libpq conninfo with a password",
-               ("://", "password")),
+               ("://%@", "password")),
     SecretRule("private_key", r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----", False, "a PEM private key",
                ("private key",)),
     SecretRule("jwt", r"\meyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", False, "a JSON web token",
@@ -228,6 +230,12 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
         f"case when s.col = any(%(pk)s::text[]) or exists (select 1 from rules r2 where r2.re is not null and "
         f"(case when r2.flags = 'i' then s.row_key ~* r2.re else s.row_key ~ r2.re end)) "
         f"then {fingerprinted_key} else s.row_key end")
+    # Row gate: a row goes on to the per-column rules only if its text holds some rule's literal
+    # (or a must-be-NULL column is set). One lower() and LIKE per row instead of per column and rule.
+    params["row_gates"] = sorted({g for rule in rules if rule[4] for g in rule[4]})
+    row_text = ", ".join(f"t.{_qi(c)}::text" for c in p.scan_columns)
+    row_filter = " or ".join([f"lower(concat_ws(chr(10), {row_text})) like any(%(row_gates)s::text[])",
+                              *(f"t.{_qi(c)} is not null" for c in p.must_be_null)])
     sql = f"""
 with rules(rule, re, flags, only_cols, gates) as (values {', '.join(rule_rows)}),
 hits as (
@@ -236,7 +244,8 @@ hits as (
   from {table_sql} t
   cross join lateral (values {', '.join(col_rows)}) v(col, val, lval)
   join rules r on (r.only_cols is null or v.col = any(r.only_cols))
-  where v.val is not null
+  where ({row_filter})
+    and v.val is not null
     -- one CASE, so the cheap literal gate is evaluated first (the planner reorders separate quals by cost)
     and (case when r.gates is not null and not (v.lval like any(r.gates)) then false
               when r.re is null then true
