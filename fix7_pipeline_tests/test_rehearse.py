@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.core.audit import verify_chain
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.server import leftovers
 from fix7_pipeline.demo import builder
@@ -190,7 +191,10 @@ def test_check_constraint_that_writes_a_server_file_is_contained(change, instanc
     out = run_rehearsal(_config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     assert out["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert out["packet"]["stages"]["isolation"]["status"] == "blocked"
+    assert out["packet"]["isolation_proven"] is False
     assert not Path(marker).exists()
+    chain = verify_chain()  # the packet was not touched after it was sealed
+    assert not [p for p in chain.problems if str(tmp_path) in p], chain.problems
     assert _own_leftovers(server, out["packet"]) == []
 
 

@@ -214,6 +214,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     from .server import assert_least_privilege, role_attributes
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+        packet.set(isolation_proven=False)  # not proven until the proof below passes
         tw = create_throwaway(server)
         if tw.login.password:
             _PASSWORDS[tw.login.role] = tw.login.password
@@ -237,13 +238,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         packet.set(isolation_proven=outcome.status == PASSED)
         return outcome
 
-    outcome = run_stage(state, "isolation", body)
-    if outcome.status != PASSED:
-        packet = EvidencePacket.load(Path(state["evidence_dir"]))
-        if packet.data["isolation_proven"] is not False:
-            packet.set(isolation_proven=False)
-            packet.save()
-    return state, outcome
+    return state, run_stage(state, "isolation", body)
 
 
 def sanitization(state: dict) -> StageOutcome:
