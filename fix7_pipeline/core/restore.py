@@ -8,7 +8,6 @@ restricted mode with a key the dump cannot know, so no meta-command in the dump 
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -17,9 +16,9 @@ import time
 from pathlib import Path
 
 from .dumps import (CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo, HashingReader, PlainScreen, Statement,
-                    hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc, wheel_tool)
+                    hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc)
 from .errors import Fix7Error, withhold_values
-from .server import RehearsalServer, Throwaway, assert_least_privilege, role_attributes
+from .server import RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [
@@ -132,7 +131,7 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
                     kept += 1
                     f.write(e.line + "\n")
         flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
-        args = [wheel_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
+        args = [pg_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
                 "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
                 "--single-transaction", "-L", str(listing), "-d", tw.database, str(info.path)]
         env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
@@ -243,7 +242,7 @@ class _PlainFeeder:
 
 def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float) -> dict:
     key = secrets.token_hex(24)
-    args = [wheel_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", tw.database,
+    args = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", tw.database,
             "-f", "-"]
     env = server.tool_env(tw.database, tw.login, "restore", "psql")
     env["PGOPTIONS"] = "-c client_min_messages=warning"

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from .errors import EXIT_USAGE, Fix7Error, HostRefused
-from .hosts import HostPolicy, is_reserved_or_local
+from .hosts import HostPolicy
 from .paths import state_dir
 
 THROWAWAY_PREFIX = "fix7_"
@@ -176,9 +176,6 @@ class RehearsalServer:
     def describe(self) -> str:
         return f"{self.kind} server at {self.host}:{self.port}"
 
-    def server_version_num(self) -> int:
-        with self.connect(purpose="server version") as c:
-            return int(c.execute("show server_version_num").fetchone()[0])
 
 
 # -- the embedded server ----------------------------------------------------------------
@@ -392,10 +389,3 @@ def split_server_password(url: str) -> tuple[str, str | None]:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return parts._replace(netloc=f"{user}@{host}" if user else host).geturl(), unquote(parts.password)
-
-
-def is_local_server_url(url: str | None) -> bool:
-    if not url or url == "embedded":
-        return True
-    host = urlsplit(url).hostname or ""
-    return is_reserved_or_local(host)

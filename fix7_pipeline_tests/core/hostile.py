@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.demo import builder
+from fix7_pipeline.core.server import pg_tool
 
 
 def factory_db(name: str, setup_sql: str) -> str:
@@ -37,7 +38,7 @@ def pg_dump(database: str, out: Path, *args: str) -> Path:
     info = builder.factory_conninfo(database)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGHOST=info["host"], PGPORT=str(info["port"]), PGUSER=info["user"], PGDATABASE=database)
-    r = subprocess.run([builder.wheel_tool("pg_dump"), *args, "-f", str(out)], env=env, capture_output=True,
+    r = subprocess.run([pg_tool("pg_dump"), *args, "-f", str(out)], env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return out

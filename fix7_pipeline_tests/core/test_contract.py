@@ -7,8 +7,7 @@ import yaml
 
 from fix7_pipeline.core.contract import contract_from_sql, dump_contract_yaml, load_contract
 from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.server import run_tool
-from fix7_pipeline.demo.builder import wheel_tool
+from fix7_pipeline.core.server import pg_tool, run_tool
 from fix7_pipeline.core.shape import check_shape, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
 
@@ -66,7 +65,7 @@ def test_parser_agrees_with_the_catalog_and_with_pg_dump(server, throwaway, tmp_
     assert hand.tables["Odd Schema Free"].foreign_keys[0].on_delete == "SET NULL"
     out = tmp_path / "schema.sql"
     env = server.tool_env(throwaway.database, server.admin, "test dump", "pg_dump")
-    res = run_tool([wheel_tool("pg_dump"), "--schema-only", "-f", str(out)], env)
+    res = run_tool([pg_tool("pg_dump"), "--schema-only", "-f", str(out)], env)
     assert res.returncode == 0, res.stderr
     dumped = load_contract(out)
     assert dumped.shape_dict()["tables"] == catalog

@@ -10,7 +10,8 @@ from psycopg import sql
 
 from fix7_pipeline.core.diff import restore_diff
 from fix7_pipeline.core.fingerprint import fingerprint
-from fix7_pipeline.demo.builder import build_clone, demo_file, drop_clone, dump_clone, wheel_tool
+from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.demo.builder import build_clone, demo_file, drop_clone, dump_clone
 
 APPLY = demo_file("fix7_apply.sql").read_text()
 ROLLBACK = demo_file("fix7_rollback.sql").read_text()
@@ -29,7 +30,7 @@ def clone_dump(tmp_path_factory):
 def rehearsal(server, throwaway, clone_dump):
     """A restored clone and its anchor (a TEMPLATE copy), fingerprinted."""
     env = server.tool_env(throwaway.database, throwaway.login, "test restore", "pg_restore")
-    r = subprocess.run([wheel_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+    r = subprocess.run([pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                         "-d", throwaway.database, str(clone_dump)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     anchor = _copy(server, throwaway)

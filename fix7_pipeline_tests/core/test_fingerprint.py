@@ -9,7 +9,8 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.core.fingerprint import anchor_id, fingerprint, schema_objects, sequence_positions, table_fingerprints
-from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone, wheel_tool
+from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
+from fix7_pipeline.core.server import pg_tool
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def clone_dump(tmp_path_factory):
 
 def _restore(server, tw, dump):
     env = server.tool_env(tw.database, tw.login, "test restore", "pg_restore")
-    r = subprocess.run([wheel_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+    r = subprocess.run([pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                         "-d", tw.database, str(dump)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

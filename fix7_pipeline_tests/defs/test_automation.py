@@ -14,7 +14,7 @@ import pytest
 from fix7_pipeline.core import dumps
 from fix7_pipeline.core.automation_config import load_automation_config
 from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.server import create_throwaway, drop_throwaway, run_tool
+from fix7_pipeline.core.server import create_throwaway, drop_throwaway, pg_tool, run_tool
 from fix7_pipeline.defs.automation import build_schedule, build_sensor, clone_drop_sensor, nightly_rehearsal
 
 YAML = """\
@@ -31,7 +31,7 @@ sensor:
 
 def _pg_dump(server, database: str, out: Path, fmt: str = "c") -> Path:
     env = server.tool_env(database, server.admin, "test dump", "pg_dump")
-    res = run_tool([dumps.wheel_tool("pg_dump"), f"-F{fmt}", "-f", str(out), database], env)
+    res = run_tool([pg_tool("pg_dump"), f"-F{fmt}", "-f", str(out), database], env)
     assert res.returncode == 0, res.stderr
     return out
 

@@ -9,9 +9,10 @@ import subprocess
 import psycopg
 import pytest
 
+from fix7_pipeline.core.server import pg_tool
 from fix7_pipeline.demo import builder
 from fix7_pipeline.demo.builder import (DUMP_FORMATS, build_clone, drop_clone, dump_clone, factory_conninfo,
-                                        reference_schema_sql, run_sql, system_pg_dump, wheel_tool,
+                                        reference_schema_sql, run_sql, system_pg_dump,
                                         write_sample_change)
 
 HEX64 = "^[0-9a-f]{64}$"
@@ -116,14 +117,14 @@ def test_every_format_is_what_it_says(clone, tmp_path):
         else:
             if fmt == "directory":
                 assert (out / "toc.dat").is_file()
-            toc = subprocess.run([wheel_tool("pg_restore"), "-l", str(out)], capture_output=True, text=True)
+            toc = subprocess.run([pg_tool("pg_restore"), "-l", str(out)], capture_output=True, text=True)
             assert toc.returncode == 0, toc.stderr
             expected = {"custom": "Format: CUSTOM", "tar": "Format: TAR", "directory": "Format: DIRECTORY"}[fmt]
             assert expected in toc.stdout
             assert "TABLE DATA public birth_registry directus" in toc.stdout
             assert "COMMENT public TABLE birth_registry directus" in toc.stdout
     schema = dump_clone(clone, "custom", tmp_path / "schema.custom", schema_only=True)
-    toc = subprocess.run([wheel_tool("pg_restore"), "-l", str(schema)], capture_output=True, text=True).stdout
+    toc = subprocess.run([pg_tool("pg_restore"), "-l", str(schema)], capture_output=True, text=True).stdout
     assert "TABLE public birth_registry" in toc and "TABLE DATA" not in toc
 
 
@@ -169,7 +170,7 @@ def test_dump_made_by_postgresql_15(tmp_path):
     build_clone(name, registry_rows=100, major=15)
     try:
         out = dump_clone(name, "custom", tmp_path / "pg15.custom", major=15)
-        toc = subprocess.run([wheel_tool("pg_restore"), "-l", str(out)], capture_output=True, text=True).stdout
+        toc = subprocess.run([pg_tool("pg_restore"), "-l", str(out)], capture_output=True, text=True).stdout
         assert "Dumped from database version: 15." in toc and "Dumped by pg_dump version: 15." in toc
         plain = dump_clone(name, "plain", tmp_path / "pg15.sql", major=15).read_text()
         assert "-- Dumped by pg_dump version 15." in plain
