@@ -204,7 +204,7 @@ def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rollback", required=True, metavar="FILE", help="its rollback (SQL)")
     p.add_argument("--attested-by", metavar="NAME", help="who attests the dump is a sanitized non-production copy")
     p.add_argument("--contract", metavar="FILE", help="contract YAML or schema-only SQL (default: birth surface)")
-    p.add_argument("--evidence-dir", metavar="DIR", help="default: evidence/<utc-timestamp>-<sha8>/")
+    p.add_argument("--evidence-dir", metavar="DIR", help="default: evidence/<utc-timestamp>-<sha8>-<run8>/")
     p.add_argument("--production-host", action="append", metavar="PATTERN", help="glob of production hosts")
     p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
     p.add_argument("--server", metavar="URL", help="external rehearsal server (default: FIX7_REHEARSAL_SERVER "

@@ -12,6 +12,7 @@ import datetime as dt
 import fnmatch
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +71,13 @@ class AutomationConfig:
     def request_config(self, clone_path: str, label: str) -> dict:
         """The clone_intake run config (RehearsalRequestConfig fields) for one clone.
 
-        With evidence_root set, each run's packet goes to <evidence_root>/<utc-timestamp>-<label>/;
-        otherwise to the project's evidence/ folder as for the CLI.
+        With evidence_root set, each run's packet goes to <evidence_root>/<utc-timestamp>-<label>-<random8>/
+        (two requests in one second never share a folder); otherwise to the project's evidence/ folder.
         """
         config = {**self.request, "clone_path": str(clone_path)}
         if self.evidence_root:
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            config["evidence_dir"] = str(Path(self.evidence_root) / f"{stamp}-{label}")
+            config["evidence_dir"] = str(Path(self.evidence_root) / f"{stamp}-{label}-{secrets.token_hex(4)}")
         return config
 
     def change_sha256(self) -> tuple[str, str]:
@@ -147,7 +148,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
     unknown = sorted(set(raw) - TOP_KEYS - set(kinds))
     if "evidence_dir" in unknown:
         raise _bad(path, "`evidence_dir` cannot be fixed for repeated runs: each run writes its own "
-                         "evidence/<utc-timestamp>-<sha8>/")
+                         "evidence/<utc-timestamp>-<sha8>-<run8>/")
     if unknown:
         raise _bad(path, f"unknown setting(s) {', '.join(unknown)}")
     if raw.get("version", 1) != 1:

@@ -12,7 +12,7 @@ import psycopg
 
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
-from .server import RehearsalServer, Throwaway
+from .server import CHANGE, RehearsalServer, Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 
@@ -152,7 +152,7 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
         return StageOutcome.from_findings(refused, details={"change": change.summary()}, fail_status=BLOCKED)
     started = time.monotonic()
     try:
-        with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False) as conn:
+        with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False, session=CHANGE) as conn:
             conn.execute(f"set local statement_timeout = '{int(statement_timeout_s)}s'")
             conn.execute(f"set local lock_timeout = '{int(lock_timeout_s)}s'")
             conn.execute(f"set local idle_in_transaction_session_timeout = '{int(statement_timeout_s)}s'")

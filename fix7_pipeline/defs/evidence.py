@@ -9,6 +9,7 @@ import dagster as dg
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
 from fix7_pipeline.defs.stages import GROUP, OWNERS
+from fix7_pipeline.defs.storage import discard_run_outputs
 
 
 @dg.asset(
@@ -16,9 +17,10 @@ from fix7_pipeline.defs.stages import GROUP, OWNERS
     description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md, written atomically. "
                 "Stages that stop a run write the packet themselves, so it exists whatever happened.",
 )
-def evidence_packet(restore_diff: dict) -> dg.MaterializeResult:
+def evidence_packet(context, restore_diff: dict) -> dg.MaterializeResult:
     state = dict(restore_diff)
     verdict = rehearsal.finish(state)
+    discard_run_outputs(context.instance, context.run_id)
     directory = Path(state["evidence_dir"])
     return dg.MaterializeResult(metadata={
         "verdict": verdict,

@@ -20,7 +20,7 @@ class RehearsalRequestConfig(dg.Config):
                                                      "Empty = no attestation = blocked.")
     contract: str = Field(default="", description="Contract YAML or schema-only SQL; empty = the birth surface.")
     evidence_dir: str = Field(default="", description="Where the evidence packet goes; empty = "
-                                                      "evidence/<utc-timestamp>-<sha8>/.")
+                                                      "evidence/<utc-timestamp>-<sha8>-<run8>/.")
     production_hosts: list[str] = Field(default_factory=list, description="Glob patterns of production hosts.")
     allow_hosts: list[str] = Field(default_factory=list, description="Glob patterns of hosts known to be isolated.")
     server_url: str = Field(default="", description="External rehearsal server URL; empty = FIX7_REHEARSAL_SERVER "

@@ -1,0 +1,45 @@
+"""Where a stage hands its output to the next: a folder of the run's own, never a path shared by runs.
+
+Dagster's default filesystem IO manager keys asset outputs by asset key alone, so two rehearsals running
+at once read each other's state (and one dropped the other's databases). Here every output lives under
+`<instance storage>/fix7-runs/<run id>/<asset>.json`, and the run's folder is removed when its packet is
+finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+
+def run_folder(instance: dg.DagsterInstance, run_id: str) -> Path:
+    return Path(instance.storage_directory()) / "fix7-runs" / run_id
+
+
+class RunScopedIOManager(dg.ConfigurableIOManager):
+    """JSON outputs under a folder named by the run that produced them."""
+
+    def _path(self, instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> Path:
+        return run_folder(instance, run_id) / f"{'__'.join(asset_key.path)}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        path = self._path(context.step_context.instance, context.run_id, context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, default=str)
+        os.replace(tmp, path)
+
+    def load_input(self, context: dg.InputContext):
+        upstream = context.upstream_output
+        path = self._path(context.instance, upstream.run_id, upstream.asset_key)
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def discard_run_outputs(instance: dg.DagsterInstance, run_id: str) -> None:
+    shutil.rmtree(run_folder(instance, run_id), ignore_errors=True)
