@@ -20,6 +20,7 @@ from fix7_pipeline.core.secrets import SECRET_RULES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
                                              find_leaks, findings, load_packet, own_leftovers, planted,
                                              rehearse_args, rnd)
 
@@ -339,7 +340,7 @@ def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway)
     from fix7_pipeline.core import data_rules
 
     token = "ghp_" + rnd(36)
-    with server.connect(throwaway.database, throwaway.login, purpose="e2e gx attribution") as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table public.aaa_notes (id int primary key, note text); "
                   "insert into public.aaa_notes values (1, 'nothing to see');"
                   "create table public.zzz_keys (id int primary key, note text);")

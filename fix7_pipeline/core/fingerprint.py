@@ -194,7 +194,7 @@ def row_hash(text_expr: sql.Composable) -> sql.Composable:
         text_expr)
 
 
-TEXT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "postgres",
+TEXT_SETTINGS = {"search_path": "pg_catalog, pg_temp", "timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "postgres",
                  "extra_float_digits": "1", "bytea_output": "hex"}
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from fix7_pipeline.core.change import ChangeSQL, read_change, run_change, screen_change, statement_chunks
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 
 def _change(text: str, label: str = "apply") -> ChangeSQL:
@@ -56,21 +57,21 @@ def test_chunks_rejoin_to_the_file_and_never_split_quotes():
 
 
 def test_run_change_commits_or_rolls_back_whole(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login, purpose="test") as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table t (id int primary key, v text)")
     ok = run_change(server, throwaway, _change("insert into t values (1, 'a');\ninsert into t values (2, 'b');\n"))
     assert ok.status == "passed"
     bad = run_change(server, throwaway, _change("insert into t values (3, 'c');\n\ninsert into t values (1, 'dup');\n"))
     assert bad.status == "failed" and "line 3" in bad.reason and "duplicate key" in bad.reason
     assert "Key (id)" not in bad.reason  # DETAIL (the key's value) is never quoted
-    with server.connect(throwaway.database, purpose="test") as c:
-        assert c.execute("select count(*) from t").fetchone()[0] == 2  # row 3 rolled back with the failure
+    with proof(server, throwaway) as c:
+        assert c.execute("select count(*) from public.t").fetchone()[0] == 2  # row 3 rolled back with the failure
 
 
 def test_lock_timeout_fails_the_change_instead_of_hanging(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login, purpose="test") as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table t (id int)")
-    holder = server.connect(throwaway.database, purpose="lock holder", autocommit=False)
+    holder = as_owner(server, throwaway, autocommit=False)
     holder.execute("lock table t in access exclusive mode")
     try:
         done = {}

@@ -10,6 +10,7 @@ from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import pg_tool, run_tool
 from fix7_pipeline.core.shape import check_shape, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
+from fix7_pipeline_tests.pg import as_owner, proof, scratch, superuser
 
 HAND_WRITTEN = """
 CREATE TABLE "Odd Schema Free" (
@@ -48,23 +49,23 @@ def test_default_contract_shape_equals_reference_sql():
 
 def test_parser_agrees_with_the_catalog_and_with_pg_dump(server, throwaway, tmp_path):
     """Reference loaded into PostgreSQL: catalog == parse(reference) == parse(pg_dump --schema-only)."""
-    with server.connect(throwaway.database) as c:
+    with as_owner(server, throwaway) as c:
         c.execute(REFERENCE_SQL.read_text())
         c.execute(HAND_WRITTEN)
         catalog = {n: t.as_dict() for n, t in read_catalog_shape(c).items()}
         hand = contract_from_sql(HAND_WRITTEN)
-        assert check_shape(c, hand) == [f for f in check_shape(c, hand) if f.severity == "note"]
-        assert not [f for f in check_shape(c, hand) if f.severity != "note"]
+        assert check_shape(c, hand, scratch(server, throwaway)) == [f for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity == "note"]
+        assert not [f for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity != "note"]
         # a real difference in a hand-written check stays an error after PostgreSQL deparses it
         hand.tables["child"].checks[0].definition = "CHECK (a > 1 and b > 0)"
-        assert [f.rule for f in check_shape(c, hand) if f.severity == "error"] == ["shape.check"]
+        assert [f.rule for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity == "error"] == ["shape.check"]
     parsed = contract_from_sql(REFERENCE_SQL.read_text()).shape_dict()["tables"]
     assert parsed == {n: t for n, t in catalog.items() if n in parsed}
     assert hand.tables["Odd Schema Free"].column("flags").type == "integer[]"
     assert hand.tables["child"].primary_key.columns == ["a", "b"]
     assert hand.tables["Odd Schema Free"].foreign_keys[0].on_delete == "SET NULL"
     out = tmp_path / "schema.sql"
-    env = server.tool_env(throwaway.database, server.admin, "test dump", "pg_dump")
+    env = server.tool_env(throwaway.database, throwaway.login, "test dump", "pg_dump")
     res = run_tool([pg_tool("pg_dump"), "--schema-only", "-f", str(out)], env)
     assert res.returncode == 0, res.stderr
     dumped = load_contract(out)

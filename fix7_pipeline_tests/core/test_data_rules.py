@@ -13,18 +13,19 @@ from fix7_pipeline.core.data_rules import (KNOWN_DATA_RULES, data_rules_expectat
                                            run_data_rules, run_sanitization)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline_tests.core.test_shape import PROPOSAL, REGISTRY, USERS, make_birth_surface
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 DUMP_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
 def clone(server, throwaway):
-    make_birth_surface(server, throwaway.database)
+    make_birth_surface(server, throwaway)
     return throwaway
 
 
 def _url(server, tw):
-    return server.sqlalchemy_url(tw.database, server.admin, "gx test")
+    return server.sqlalchemy_url(tw.database, tw.login, "gx test")
 
 
 def test_default_contract_names_every_known_rule():
@@ -39,7 +40,7 @@ def test_data_rules_pass_on_valid_data(server, clone):
 
 
 def test_data_rules_fail_with_counts(server, clone):
-    with server.connect(clone.database) as c:
+    with as_owner(server, clone) as c:
         c.execute("alter table birth_registry drop constraint birth_registry_status_check")
         c.execute("alter table os_proposal_approvals drop constraint os_proposal_approvals_decision_check, "
                   "drop constraint os_proposal_approvals_proposal_id_approver_id_key, "
@@ -89,7 +90,7 @@ PLANTED_HASH = "$2b$12$" + "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMU
 
 
 def test_sanitization_suite_and_no_values_in_results(server, clone):
-    with server.connect(clone.database) as c:
+    with as_owner(server, clone) as c:
         assert run_sanitization(_url(server, clone), c, load_contract(None))["success"]
         c.execute("update directus_users set password = %s where id = %s", (PLANTED_HASH, USERS[0]))
         c.execute("insert into directus_sessions (token, expires) values ('tok-zzzzzzzzzzzz', now())")

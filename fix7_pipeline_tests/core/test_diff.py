@@ -12,6 +12,8 @@ from fix7_pipeline.core.diff import restore_diff
 from fix7_pipeline.core.fingerprint import fingerprint
 from fix7_pipeline.core.server import pg_tool
 from fix7_pipeline.demo.builder import build_clone, demo_file, drop_clone, dump_clone
+from fix7_pipeline.core.server import create_database
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 APPLY = demo_file("fix7_apply.sql").read_text()
 ROLLBACK = demo_file("fix7_rollback.sql").read_text()
@@ -34,27 +36,26 @@ def rehearsal(server, throwaway, clone_dump):
                         "-d", throwaway.database, str(clone_dump)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     anchor = _copy(server, throwaway)
-    with server.connect(anchor) as c:
+    with proof(server, throwaway, anchor) as c:
         fp = fingerprint(c)
     return throwaway, anchor, fp
 
 
 def _copy(server, tw) -> str:
     name = f"{tw.database}_anchor"
-    with server.connect(purpose="test anchor") as c:
-        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(tw.database)))
     tw.extra_databases.append(name)
+    create_database(server, name, tw.login, template=tw.database)
     return name
 
 
 def _change(server, tw, text: str) -> None:
-    with server.connect(tw.database, tw.login, purpose="test change", autocommit=False) as c:
+    with as_owner(server, tw, autocommit=False) as c:
         c.execute(text)
         c.commit()
 
 
 def _diff(server, tw, anchor, anchor_fp) -> dict:
-    with server.connect(tw.database, tw.login) as after, server.connect(anchor) as anchor_conn:
+    with proof(server, tw) as after, proof(server, tw, anchor) as anchor_conn:
         return restore_diff(anchor_fp, fingerprint(after), anchor_conn, after)
 
 
@@ -67,7 +68,7 @@ def test_faithful_rollback_is_empty(server, rehearsal):
     assert _diff(server, tw, anchor, fp) == {"tables": [], "schema": [], "sequences": [], "empty": True,
                                              "tables_unchanged": 11, "tables_compared": 0}
     _change(server, tw, APPLY)
-    with server.connect(tw.database, tw.login) as c:
+    with as_owner(server, tw) as c:
         certified = c.execute("select count(*) from fix7_backup_birth_registry").fetchone()[0]
     assert certified > 100
     applied = _diff(server, tw, anchor, fp)
@@ -92,7 +93,7 @@ def test_faithful_rollback_is_empty(server, rehearsal):
 def test_sloppy_rollback_gives_exact_counts(server, rehearsal):
     tw, anchor, fp = rehearsal
     _change(server, tw, APPLY)
-    with server.connect(tw.database, tw.login) as c:
+    with as_owner(server, tw) as c:
         certified = c.execute("select count(*) from fix7_backup_birth_registry").fetchone()[0]
         three = [str(r[0]) for r in c.execute("select id from fix7_backup_birth_registry order by id limit 3")]
     forgetful = ROLLBACK.replace("delete from public.system_issues where code in ('FIX7_CERTIFIED', 'FIX7_SUMMARY');",
@@ -141,7 +142,7 @@ def test_sequence_moved_back_is_an_error(server, rehearsal):
 
 
 def test_every_row_changed_and_keyless_tables(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table wide (id int primary key, v text)")
         c.execute("insert into wide select g, md5(g::text) from generate_series(1, 20000) g")
         c.execute("create table bag (v text)")
@@ -149,7 +150,7 @@ def test_every_row_changed_and_keyless_tables(server, throwaway):
         c.execute("create table pair (a int, b int, v text, primary key (a, b))")
         c.execute("insert into pair select g, g % 7, 'x' from generate_series(1, 100) g")
     anchor = _copy(server, throwaway)
-    with server.connect(anchor) as c:
+    with proof(server, throwaway, anchor) as c:
         fp = fingerprint(c)
     _change(server, throwaway, """
         update wide set v = v || '!';
@@ -174,11 +175,11 @@ def test_every_row_changed_and_keyless_tables(server, throwaway):
 
 
 def test_column_left_behind_is_schema_not_rows(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table r (id int primary key, status text)")
         c.execute("insert into r select g, 'ok' from generate_series(1, 300) g")
     anchor = _copy(server, throwaway)
-    with server.connect(anchor) as c:
+    with proof(server, throwaway, anchor) as c:
         fp = fingerprint(c)
     _change(server, throwaway, "alter table r add column migrated boolean default true")
     result = _diff(server, throwaway, anchor, fp)

@@ -11,6 +11,8 @@ from psycopg import sql
 from fix7_pipeline.core.fingerprint import anchor_id, fingerprint, schema_objects, sequence_positions, table_fingerprints
 from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
 from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.core.server import create_database
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +33,14 @@ def _restore(server, tw, dump):
 
 def _copy(server, tw, suffix="anchor") -> str:
     name = f"{tw.database}_{suffix}"
-    with server.connect(purpose="test anchor") as c:
-        c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(tw.database)))
     tw.extra_databases.append(name)
+    create_database(server, name, tw.login, template=tw.database)
     return name
 
 
 def test_stable_and_equal_for_template_copy(server, throwaway, clone_dump):
     _restore(server, throwaway, clone_dump)
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         first, second = fingerprint(c), fingerprint(c)
     assert first == second and anchor_id(first) == anchor_id(second)
     assert anchor_id(first).startswith("anc-") and len(anchor_id(first)) == 20
@@ -54,12 +55,12 @@ def test_stable_and_equal_for_template_copy(server, throwaway, clone_dump):
                 "constraint public.os_proposal_approvals.os_proposal_approvals_birth_registry_id_fkey"):
         assert key in first["schema"], key
     anchor = _copy(server, throwaway)
-    with server.connect(anchor) as c:
+    with proof(server, throwaway, anchor) as c:
         assert anchor_id(fingerprint(c)) == anchor_id(first)
 
 
 def test_content_hash_is_order_independent_and_sensitive(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table a (id int primary key, v text); create table b (id int primary key, v text)")
         c.execute("insert into a select g, 'v' || g from generate_series(1, 500) g")
         c.execute("insert into b select g, 'v' || g from generate_series(500, 1, -1) g")
@@ -82,7 +83,7 @@ def test_content_hash_is_order_independent_and_sensitive(server, throwaway):
 
 
 def test_dropped_column_leaves_no_trace(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         c.execute("create table r (id int primary key, status text not null, note text)")
         c.execute("insert into r select g, 's' || (g % 3), 'n' || g from generate_series(1, 200) g")
         before = fingerprint(c)
@@ -105,7 +106,7 @@ def test_dropped_column_leaves_no_trace(server, throwaway):
 
 
 def test_schema_objects_cover_the_catalog(server, throwaway):
-    with server.connect(throwaway.database, throwaway.login) as c:
+    with as_owner(server, throwaway) as c:
         c.execute("""
             create type mood as enum ('calm', 'tense');
             create domain hex64 as text check (value ~ '^[0-9a-f]{64}$');

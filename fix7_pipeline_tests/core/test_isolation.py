@@ -12,6 +12,7 @@ from fix7_pipeline.core.restore import restore
 from fix7_pipeline.core.server import create_throwaway, drop_throwaway
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 PROD = HostPolicy(production_patterns=("*.corp.internal",))
 
@@ -34,7 +35,7 @@ def clone(server, tmp_path_factory):
 
 @pytest.fixture
 def conn(server, clone):
-    c = server.connect(clone.database, purpose="isolation test", autocommit=False)
+    c = as_owner(server, clone, autocommit=False)
     yield c
     c.rollback()
     c.close()
@@ -96,7 +97,17 @@ def test_request_operation_and_free_text_production_hosts(conn):
     assert [(f.table, f.extra["host"]) for f in other] == [("directus_operations", "api.prod.corp.internal")]
 
 
-def test_catalog_pointers_are_found_without_printing_credentials(conn):
+def test_catalog_pointers_are_found_without_printing_credentials(server, clone):
+    """Foreign servers and user mappings need a superuser to plant; the proof's queries are what is tested."""
+    conn = superuser(server, clone.database, autocommit=False)
+    try:
+        _catalog_pointers(conn)
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _catalog_pointers(conn):
     conn.execute("create extension postgres_fdw")
     conn.execute("create server prod_db foreign data wrapper postgres_fdw "
                  "options (host 'db.prod.corp.internal', dbname 'directus')")
@@ -123,7 +134,7 @@ def test_fdw_dump_is_refused_and_the_restorable_part_still_fails_the_proof(serve
     part = inspect_dump(made["webhooks"])
     assert [f for f in screen_dump(part) if f.is_error] == []
     restore(server, throwaway, part, timeout=60)
-    with server.connect(throwaway.database, purpose="isolation test") as c:
+    with proof(server, throwaway) as c:
         findings = errors(prove_isolation(c, PROD))
     assert [(f.table, f.row_key, f.extra["host"]) for f in findings] == [
         ("directus_webhooks", "1", "hooks.prod.corp.internal")]

@@ -11,6 +11,7 @@ from fix7_pipeline.core.dumps import Fix7Error, inspect_dump, screen_dump
 from fix7_pipeline.core.restore import restore
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 ROWS = 25
 
@@ -27,7 +28,7 @@ def demo_dumps(tmp_path_factory) -> dict[str, Path]:
 
 
 def _tables(server, tw) -> dict:
-    with server.connect(tw.database, purpose="test") as c:
+    with proof(server, tw) as c:
         return dict(c.execute("select relname, pg_get_userbyid(relowner) from pg_class "
                               "where relnamespace = 'public'::regnamespace and relkind = 'r'").fetchall())
 
@@ -45,7 +46,7 @@ def test_every_format_restores_as_the_throwaway_role(server, throwaway, demo_dum
     tables = _tables(server, throwaway)
     assert set(tables.values()) == {throwaway.login.role}
     assert {"birth_registry", "directus_webhooks", "system_issues"} <= set(tables)
-    with server.connect(throwaway.database, purpose="test") as c:
+    with proof(server, throwaway) as c:
         assert c.execute("select count(*) from public.birth_registry").fetchone()[0] == ROWS
         comment = c.execute("select obj_description('public.birth_registry'::regclass)").fetchone()[0]
         assert comment and comment.startswith("One row per object")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from fix7_pipeline.core.contract import load_contract
 from fix7_pipeline.core.secrets import SECRET_RULES, scan_catalog, scan_secrets
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 PLANTS = {
     "connection_string_password": "postgresql://app_rw:Sup3rS3cretPw@db1.prod.internal:5432/births",
@@ -37,8 +39,8 @@ def _windows(value: str, n: int = 8) -> set[str]:
 
 @pytest.fixture
 def planted(server, throwaway):
-    make_birth_surface(server, throwaway.database)
-    with server.connect(throwaway.database) as c:
+    make_birth_surface(server, throwaway)
+    with as_owner(server, throwaway) as c:
         c.execute("create table extra_notes (id int primary key, t text, v varchar(500), j json, jb jsonb)")
         for i, (rule, secret) in enumerate(PLANTS.items()):
             rid = 100 + i
@@ -61,7 +63,7 @@ def planted(server, throwaway):
 
 
 def _factory(server, tw):
-    return lambda db: server.connect(db, purpose="secret scan")
+    return lambda db: server.connect(db, tw.login, purpose="secret scan")
 
 
 def test_every_rule_found_where_planted(server, planted):
@@ -98,8 +100,8 @@ def test_findings_never_carry_a_value(server, planted):
 
 def test_clean_clone_has_no_findings(server, throwaway):
     """sha256 columns and ordinary rows are data, not secrets."""
-    make_birth_surface(server, throwaway.database)
-    with server.connect(throwaway.database) as c:
+    make_birth_surface(server, throwaway)
+    with as_owner(server, throwaway) as c:
         c.execute("create table notes (id int primary key, body text, meta jsonb)")
         c.execute("""insert into notes values
           (1, 'password=changeme is what the old docs said', '{"token_type": "bearer"}'),
@@ -121,11 +123,15 @@ def test_fingerprints_change_with_the_salt(server, planted):
 
 
 def test_catalog_user_mapping_password(server, throwaway):
-    with server.connect(throwaway.database) as c:
+    with superuser(server, throwaway.database) as c:
         c.execute("create extension if not exists postgres_fdw")
         c.execute("create server prod_srv foreign data wrapper postgres_fdw options (host 'db.prod.internal')")
         c.execute("create user mapping for public server prod_srv options (user 'app', password 'Hunter2Hunter2x')")
-    with server.connect(throwaway.database, purpose="catalog secrets") as c:
+        # as if the dump's role had been given the wrapper: then it owns the server and sees the options
+        c.execute(sql.SQL("grant usage on foreign data wrapper postgres_fdw to {}").format(
+            sql.Identifier(throwaway.login.role)))
+        c.execute(sql.SQL("alter server prod_srv owner to {}").format(sql.Identifier(throwaway.login.role)))
+    with proof(server, throwaway) as c:
         findings = scan_catalog(c)
     mapping = [f for f in findings if f.rule == "user_mapping_password"]
     assert len(mapping) == 1 and mapping[0].extra == {"server": "prod_srv", "user": "public"}

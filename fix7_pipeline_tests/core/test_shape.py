@@ -8,6 +8,7 @@ import pytest
 
 from fix7_pipeline.core.contract import load_contract
 from fix7_pipeline.core.shape import check_shape
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 _SHARED = Path("/work/shared/reference/birth_surface.sql")
 REFERENCE_SQL = _SHARED if _SHARED.exists() else Path(__file__).parents[2] / "fix7_pipeline/demo/birth_surface.sql"
@@ -45,9 +46,9 @@ insert into public.system_issues (code, severity, object_id, details, opened_at,
 """
 
 
-def make_birth_surface(server, database: str, seed: bool = True) -> None:
-    """The reference shape (and a handful of valid rows) in a throwaway database."""
-    with server.connect(database, purpose="test setup") as c:
+def make_birth_surface(server, tw, seed: bool = True) -> None:
+    """The reference shape (and a handful of valid rows) in a throwaway database, owned by its role."""
+    with as_owner(server, tw) as c:
         c.execute(REFERENCE_SQL.read_text())
         if seed:
             c.execute(SEED_SQL)
@@ -55,12 +56,12 @@ def make_birth_surface(server, database: str, seed: bool = True) -> None:
 
 @pytest.fixture
 def clone(server, throwaway):
-    make_birth_surface(server, throwaway.database)
+    make_birth_surface(server, throwaway)
     return throwaway
 
 
 def test_reference_shape_passes(server, clone):
-    with server.connect(clone.database) as c:
+    with proof(server, clone) as c:
         findings = check_shape(c, load_contract(None))
     assert findings == []
 
@@ -77,7 +78,7 @@ def test_drifted_clone_names_each_drift(server, clone):
       alter table birth_registry add column notes text;
       create table audit_extra (id int primary key);
     """
-    with server.connect(clone.database) as c:
+    with as_owner(server, clone) as c:
         c.execute(drift)
         findings = check_shape(c, load_contract(None))
     by_msg = {f.message: f for f in findings}
@@ -101,7 +102,7 @@ def test_drifted_clone_names_each_drift(server, clone):
 def test_missing_tables_required_and_optional(server, throwaway):
     contract = load_contract(None)
     contract.tables["directus_flows"].required = False
-    with server.connect(throwaway.database) as c:
+    with as_owner(server, throwaway) as c:
         c.execute(REFERENCE_SQL.read_text())
         c.execute("drop table directus_operations; drop table directus_flows; drop table system_issues")
         findings = check_shape(c, contract)
@@ -112,7 +113,7 @@ def test_missing_tables_required_and_optional(server, throwaway):
 
 
 def test_changed_check_and_fk_action_are_differences(server, clone):
-    with server.connect(clone.database) as c:
+    with as_owner(server, clone) as c:
         c.execute("""
           alter table system_issues drop constraint system_issues_severity_check;
           alter table system_issues add constraint system_issues_severity_check

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from fix7_pipeline.core.automation_config import load_automation_config
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import create_throwaway, drop_throwaway, pg_tool, run_tool
 from fix7_pipeline.defs.automation import build_schedule, build_sensor, clone_drop_sensor, nightly_rehearsal
+from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 YAML = """\
 version: 1
@@ -29,9 +31,9 @@ sensor:
 """
 
 
-def _pg_dump(server, database: str, out: Path, fmt: str = "c") -> Path:
-    env = server.tool_env(database, server.admin, "test dump", "pg_dump")
-    res = run_tool([pg_tool("pg_dump"), f"-F{fmt}", "-f", str(out), database], env)
+def _pg_dump(server, tw, out: Path, fmt: str = "c") -> Path:
+    env = server.tool_env(tw.database, tw.login, "test dump", "pg_dump")
+    res = run_tool([pg_tool("pg_dump"), f"-F{fmt}", "-f", str(out), tw.database], env)
     assert res.returncode == 0, res.stderr
     return out
 
@@ -42,14 +44,14 @@ def dumps_made(server, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("dumps")
     tw = create_throwaway(server)
     try:
-        with server.connect(tw.database, purpose="test data") as c:
+        with as_owner(server, tw) as c:
             c.execute("create table birth_registry (id int primary key, status text not null)")
             c.execute("insert into birth_registry values (1, 'born'), (2, 'pending')")
-        first = _pg_dump(server, tw.database, out / "first.dump")
-        directory = _pg_dump(server, tw.database, out / "first_dir", fmt="d")
-        with server.connect(tw.database, purpose="test data") as c:
+        first = _pg_dump(server, tw, out / "first.dump")
+        directory = _pg_dump(server, tw, out / "first_dir", fmt="d")
+        with as_owner(server, tw) as c:
             c.execute("insert into birth_registry values (3, 'born')")
-        second = _pg_dump(server, tw.database, out / "second.dump")
+        second = _pg_dump(server, tw, out / "second.dump")
     finally:
         drop_throwaway(server, tw)
     return {"first": first, "second": second, "directory": directory}
@@ -226,7 +228,7 @@ def test_schedule_rehearses_the_registered_clone(operator, dumps_made):
     run = data.run_requests[0]
     config = run.run_config["ops"]["clone_intake"]["config"]
     assert config["clone_path"] == str(root / "clones" / "registered.dump")
-    assert Path(config["evidence_dir"]).parent == root / "evidence" and config["evidence_dir"].endswith("Z-nightly")
+    assert Path(config["evidence_dir"]).parent == root / "evidence" and re.search(r"Z-nightly-[0-9a-f]{8}$", config["evidence_dir"])
     assert run.tags["fix7/source"] == "schedule" and run.tags["fix7/scheduled_for"].startswith("2025-06-01T02:00")
 
 
