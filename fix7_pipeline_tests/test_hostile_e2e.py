@@ -20,9 +20,9 @@ from fix7_pipeline.core.secrets import SECRET_RULES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
                                              find_leaks, findings, load_packet, own_leftovers, planted,
                                              rehearse_args, rnd)
+from fix7_pipeline_tests.pg import as_owner
 
 NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 SOURCE = "fix7_t_e2e_hostile_src"

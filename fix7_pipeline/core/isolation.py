@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from .dumps import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
-from .hosts import HostPolicy, hosts_in_text, redact_url
+from .hosts import HostPolicy, redact_url
 from .model import Finding
 from .proof_sql import as_text
 

@@ -24,8 +24,7 @@ from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
 from .paths import project_dir
 from .report import CLONE_GATES, EvidencePacket, default_evidence_dir, utc_now
 from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, create_database, create_throwaway,
-                     drop_database,
-                     drop_throwaway, keep_throwaway, sweep, throwaway_mark)
+                     drop_database, drop_throwaway, keep_throwaway, sweep)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
@@ -342,7 +341,8 @@ def run_change_stage(state: dict, label: str) -> StageOutcome:
 
 def restore_diff(state: dict) -> StageOutcome:
     from . import diff as diff_mod
-    from . import fingerprint
+    from . import fingerprint, isolation
+    from .server import planted_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
@@ -360,6 +360,10 @@ def restore_diff(state: dict) -> StageOutcome:
         findings += [Finding(rule="sequence_moved", severity=s.get("severity", "warning"),
                              message=f"sequence {s['sequence']} moved from {s['anchor']} to {s['after']}")
                      for s in result["sequences"]]
+        # isolation refused any such setting, so one now was placed by code that ran in apply or rollback
+        for f in isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role)):
+            findings.append(Finding(rule="setting_planted", message="after apply and rollback: " + f.message,
+                                    extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
             details["anchor_restore_path"] = _prove_anchor_restore(server, anchor, tw)
@@ -371,8 +375,6 @@ def restore_diff(state: dict) -> StageOutcome:
 
 def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) -> dict:
     """When the rollback left a residue, show that restoring from the physical anchor does give the anchor back."""
-    from psycopg import sql
-
     from . import fingerprint
 
     probe = f"fix7_probe_{tw.tag}"

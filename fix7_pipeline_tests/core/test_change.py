@@ -8,7 +8,7 @@ import pytest
 
 from fix7_pipeline.core.change import ChangeSQL, read_change, run_change, screen_change, statement_chunks
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import as_owner, proof
 
 
 def _change(text: str, label: str = "apply") -> ChangeSQL:

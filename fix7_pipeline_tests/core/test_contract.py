@@ -10,7 +10,7 @@ from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import pg_tool, run_tool
 from fix7_pipeline.core.shape import check_shape, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
-from fix7_pipeline_tests.pg import as_owner, proof, scratch, superuser
+from fix7_pipeline_tests.pg import as_owner, scratch
 
 HAND_WRITTEN = """
 CREATE TABLE "Odd Schema Free" (

@@ -13,7 +13,7 @@ from fix7_pipeline.core.data_rules import (KNOWN_DATA_RULES, data_rules_expectat
                                            run_data_rules, run_sanitization)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline_tests.core.test_shape import PROPOSAL, REGISTRY, USERS, make_birth_surface
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import as_owner
 
 DUMP_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 

@@ -6,13 +6,12 @@ import os
 import subprocess
 
 import pytest
-from psycopg import sql
 
 from fix7_pipeline.core.fingerprint import anchor_id, fingerprint, schema_objects, sequence_positions, table_fingerprints
 from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
 from fix7_pipeline.core.server import pg_tool
 from fix7_pipeline.core.server import create_database
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import as_owner, proof
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, run_suite
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import as_owner
 
 PLANTED = "Zx81-PlantedValue-Qw77"
 

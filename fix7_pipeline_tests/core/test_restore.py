@@ -11,7 +11,7 @@ from fix7_pipeline.core.dumps import Fix7Error, inspect_dump, screen_dump
 from fix7_pipeline.core.restore import restore
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import proof
 
 ROWS = 25
 

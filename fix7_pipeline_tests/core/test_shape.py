@@ -8,7 +8,7 @@ import pytest
 
 from fix7_pipeline.core.contract import load_contract
 from fix7_pipeline.core.shape import check_shape
-from fix7_pipeline_tests.pg import as_owner, proof, superuser
+from fix7_pipeline_tests.pg import as_owner, proof
 
 _SHARED = Path("/work/shared/reference/birth_surface.sql")
 REFERENCE_SQL = _SHARED if _SHARED.exists() else Path(__file__).parents[2] / "fix7_pipeline/demo/birth_surface.sql"
