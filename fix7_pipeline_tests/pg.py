@@ -38,3 +38,11 @@ def scratch(server: RehearsalServer, tw: Throwaway):
             create_database(server, name, tw.login)
         return server.connect(name, tw.login, purpose="test scratch", session=SCRATCH)
     return open_scratch
+
+
+def server_throwaway_names(server: RehearsalServer) -> set[str]:
+    """What the server itself holds under the project's prefix (pg_database, pg_roles), never our notes."""
+    with superuser(server, server.admin_db) as c:
+        dbs = {f"database {r[0]}" for r in c.execute("select datname from pg_database where datname like 'fix7%'")}
+        roles = {f"role {r[0]}" for r in c.execute("select rolname from pg_roles where rolname like 'fix7%'")}
+    return dbs | roles

@@ -96,6 +96,28 @@ create trigger attack_plant_on_update after update on public.birth_registry
 """
 
 
+# A production webhook in a 'request' operation: the honest clone's isolation proof must find it.
+PROD_OPERATION = """
+update public.directus_operations set type = 'request',
+  options = json_build_object('url', 'https://hooks.prod.corp.internal/birth', 'method', 'POST')
+where id = (select min(id::text)::uuid from public.directus_operations);
+"""
+
+# The same, with `type` an enum whose cast to text answers 'log': a proof that compares
+# type::text = 'request' would never look at the URL.
+LYING_CAST = PROD_OPERATION + LIAR + """
+do $d$ declare labels text; begin
+  select string_agg(quote_literal(t), ',') into labels
+  from (select distinct type::text t from public.directus_operations union select 'log') s;
+  execute 'create type public.op_kind as enum (' || labels || ')';
+end $d$;
+create function public.op_kind_text(public.op_kind) returns text language plpgsql as $f$
+  begin perform public.leave_mark(); return 'log'; end $f$;
+create cast (public.op_kind as text) with function public.op_kind_text(public.op_kind) as assignment;
+alter table public.directus_operations alter column type type public.op_kind using type::text::public.op_kind;
+"""
+
+
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory):
     home = DagsterHome.create(tmp_path_factory.mktemp("dagster_home"), "steer")
@@ -109,7 +131,8 @@ def dumps(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("steer")
     made = {}
     for label, attack in (("honest", ""), ("shadows", SHADOWS), ("at_restore", AT_RESTORE),
-                          ("during_apply", DURING_APPLY)):
+                          ("during_apply", DURING_APPLY), ("prod_operation", PROD_OPERATION),
+                          ("lying_cast", LYING_CAST)):
         name = f"fix7_t_steer_{label}"
         builder.build_clone(name, registry_rows=300, seed=5)
         try:
@@ -184,3 +207,14 @@ def test_a_setting_planted_during_apply_cannot_hide_a_residue(instance, tmp_path
     assert _rows(packet) == _rows(honest["packet"]) and _rows(packet)
     rules = {f["rule"] for f in packet["stages"]["restore_diff"]["findings"]}
     assert {"rows_differ", "setting_planted"} <= rules, rules
+
+
+def test_a_lying_cast_on_a_column_the_isolation_proof_reads_hides_nothing(instance, tmp_path, dumps, changes):
+    def pointers(out):
+        return sorted((f["table"], f["extra"]["host"], f["extra"]["rows"]) for f in out["packet"]["stages"]
+                      ["isolation"]["findings"] if f["rule"] == "outward_pointer" and f.get("severity") != "note")
+
+    honest = _rehearse(instance, tmp_path, dumps["prod_operation"], changes["correct"])
+    lying = _rehearse(instance, tmp_path, dumps["lying_cast"], changes["correct"])
+    assert honest["verdict"] == lying["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert pointers(lying) == pointers(honest) == [("directus_operations", "hooks.prod.corp.internal", 1)]

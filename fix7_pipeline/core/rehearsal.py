@@ -154,7 +154,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
-    root = evidence_root or (project_dir() / "evidence")
+    root = evidence_root or Path(os.environ.get("FIX7_EVIDENCE_ROOT") or project_dir() / "evidence")
     directory = Path(request.evidence_dir) if request.evidence_dir else default_evidence_dir(root, sha, run_id)
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
