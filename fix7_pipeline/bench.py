@@ -40,7 +40,7 @@ from fix7_pipeline.core.dumps import inspect_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.paths import state_dir
 from fix7_pipeline.core.restore import restore
-from fix7_pipeline.core.server import RehearsalServer, create_throwaway, drop_throwaway, pg_tool
+from fix7_pipeline.core.server import CHANGE, RehearsalServer, create_throwaway, drop_throwaway, pg_tool
 from fix7_pipeline.demo import builder
 
 CACHE_VERSION = 1
@@ -318,7 +318,7 @@ def run_scan(server: RehearsalServer, tw, contract) -> list:
     salt = pysecrets.token_hex(16)
     findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                     tw.database, contract, salt)
-    with server.connect(tw.database, purpose="catalog secrets") as conn:
+    with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
         findings += secrets.scan_catalog(conn)
     return findings
 
@@ -475,7 +475,7 @@ def run_bench(rows: int = 1_000_000, seed: int = 7, repeat: int = 3, out: Path |
         _log(f"restoring the custom dump into {tw.database} as {tw.login.role}")
         t_restore, _ = _timed(lambda: restore(server, tw, inspect_dump(cdir / clone["custom_dump"],
                                                                        verify_data=False)))
-        with server.connect(tw.database, purpose="bench settle") as c:
+        with server.connect(tw.database, tw.login, purpose="bench settle", session=CHANGE) as c:
             c.execute("vacuum (analyze)")  # hint bits and visibility set once, as on a settled clone
             pg_version = c.execute("show server_version").fetchone()[0]
             db_bytes = c.execute("select pg_database_size(current_database())").fetchone()[0]

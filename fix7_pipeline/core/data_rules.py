@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+from psycopg import sql as psql
 
 from .contract import Contract
 from .errors import EXIT_USAGE, Fix7Error
 from .gx_gates import RuleExpectation, run_suite
 from .model import Finding
+from .proof_sql import as_text
 from .secrets import RULE_FAMILIES, SECRET_HEADER_RULE, SECRET_RULES, scan_plan
 
 SHA256_HEX = "^[0-9a-f]{64}$"
@@ -130,7 +132,8 @@ def sanitization_expectations(conn: psycopg.Connection, contract: Contract) -> l
             cols = p.header_columns if rule is SECRET_HEADER_RULE else p.scan_columns
             if not cols:
                 continue
-            test = " or ".join(f"{_qi(c)}::text {rule.operator} {_are_literal(rule.pattern)}" for c in cols)
+            test = " or ".join(f"{as_text(psql.Identifier(c), p.types.get(c)).as_string(None)} {rule.operator} "
+                               f"{_are_literal(rule.pattern)}" for c in cols)
             src = "{batch}" if p is anchor else f"only {_qi(p.schema)}.{_qi(p.name)}"
             parts.append(f"select 1 as hit from {src} where {test}")
         if not parts:
