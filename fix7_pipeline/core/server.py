@@ -146,9 +146,12 @@ class RehearsalServer:
         return params
 
     def connect(self, database: str | None = None, login: Login | None = None, purpose: str = "admin",
-                autocommit: bool = True) -> psycopg.Connection:
+                autocommit: bool = True, options: str | None = None) -> psycopg.Connection:
+        """`options` (`-c name=value ...`) become the session's defaults: ROLLBACK and RESET return to them."""
         login = login or self.admin
         params = self.grant(database or self.admin_db, login, purpose, "psycopg")
+        if options:
+            params["options"] = options
         try:
             return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
                                    application_name=f"fix7:{purpose}")
