@@ -1,4 +1,4 @@
-"""Issue 3 and 4 "Done when", end to end: hostile and flawed dumps made outside the repository, each through
+"""Issue 3, 4 and 9 "Done when", end to end: hostile and flawed dumps made outside the repository, each through
 the real job in a Dagster instance (the CLI as an operator runs it where what is printed matters).
 
 Every case checks the verdict and exit code, the stage that stopped the run, `isolation_proven` where
@@ -317,6 +317,43 @@ def test_pg_dump_15_dumps_rehearse_to_passed(fmt, pg15_source, instance, change,
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:3000]
     assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
     assert packet["isolation_proven"] is True
+    assert own_leftovers(server, packet) == []
+
+
+# -- issue 9: a change that would leave its one transaction -----------------------------------
+
+@pytest.fixture(scope="module")
+def clean_dump(source, tmp_path_factory):
+    return builder.dump_clone(source, "custom", tmp_path_factory.mktemp("hostile_clean") / "clean.dump")
+
+
+@pytest.mark.parametrize("label, escape, kind", [
+    ("apply", "update public.system_issues set severity = severity; commit; select pg_sleep(10);", "COMMIT"),
+    ("rollback", "commit and chain;", "COMMIT AND CHAIN"),
+])
+def test_change_leaving_its_transaction_fails_the_stage_naming_the_statement(label, escape, kind, clean_dump, home,
+                                                                               change, tmp_path, server):
+    apply_sql, rollback_sql = change
+    escaping = tmp_path / f"{label}.sql"
+    original = Path(apply_sql if label == "apply" else rollback_sql).read_text()
+    escaping.write_text(f"alter table public.system_issues add column fix7_e2e_mark boolean;\n{escape}\n{original}")
+    files = (escaping, rollback_sql) if label == "apply" else (apply_sql, escaping)
+    ev = tmp_path / "ev"
+    r = home.cli(*rehearse_args(clean_dump, files, ev))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert "REHEARSAL_FAILED" in r.stdout
+    assert f"{label} SQL line 2 is {kind}" in r.stdout
+    packet = load_packet(ev)
+    assert packet["verdict"] == "REHEARSAL_FAILED"
+    stage = packet["stages"][label]
+    assert stage["status"] == "failed" and stage["ran"] is False, json.dumps(stage)[:2000]
+    assert [f["extra"]["line"] for f in stage["findings"] if f["rule"] == "change_transaction_control"] == [2]
+    if label == "rollback":
+        assert packet["stages"]["apply"]["status"] == "passed"
+        assert packet["stages"]["apply"]["one_transaction"] is True
+    assert all(packet["stages"][s]["status"] == "skipped" for s in STAGES[STAGES.index(label) + 1:])
     assert own_leftovers(server, packet) == []
 
 

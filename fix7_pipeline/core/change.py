@@ -1,4 +1,9 @@
-"""The operator's FIX7 change and its rollback: read, screened, run in one transaction each."""
+"""The operator's FIX7 change and its rollback: read, screened, run in one transaction each.
+
+"One transaction" is checked twice: the screen refuses, before anything runs, every statement
+the project's psql-compatible lexer sees ending or leaving the transaction; and the server's own
+transaction id, read at the start and again just before COMMIT, proves the file stayed in it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import pq
 
+from .dumps import Meta, PlainScanner, Statement
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
-from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
+from .model import FAILED, PASSED, Finding, StageOutcome
 from .server import CHANGE, RehearsalServer, Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
@@ -26,9 +33,10 @@ _OUTWARD = [
     ("server_file", re.compile(r"(?i)\bcopy\b[^;]*\b(to|from)\s+'|\bpg_(read|write)_(binary_)?file\s*\(|\blo_(import|export)\s*\(")),
     ("untrusted_language", re.compile(r"(?i)\blanguage\s+(plpython3?u|plperlu|pltclu|c)\b")),
 ]
-_TX_CONTROL = re.compile(r"(?im)^\s*(begin(\s+(work|transaction))?|start\s+transaction|commit(\s+(work|transaction))?|"
-                         r"end(\s+(work|transaction))?|rollback(\s+(work|transaction))?)\s*;\s*$")
-_META = re.compile(r"(?m)^\s*\\[a-zA-Z!]")
+_LEADING_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(?:\s+[A-Za-z_][A-Za-z0-9_$]*)*")
+_DO_ENDS_TRANSACTION = re.compile(r"(?i)\b(commit|rollback|call)\b")
+_STRING_SYNTAX = re.compile(r"(?i)\bstandard_conforming_strings\b")
+MAX_STATEMENT_FINDINGS = 25
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,97 @@ def read_change(path: str | Path | None, label: str) -> ChangeSQL:
     return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
 
 
+@dataclass(frozen=True)
+class Lexed:
+    """A change file as the lexer reads it: every statement (one without a final semicolon too) and meta-command."""
+
+    lines: list[str]
+    statements: list[Statement]
+    metas: list[Meta]
+
+    def source(self, st: Statement) -> str:
+        """The statement exactly as written, comments and all."""
+        if st.line == st.end_line:
+            return self.lines[st.line - 1][st.col:st.end_col]
+        return "".join([self.lines[st.line - 1][st.col:], *self.lines[st.line:st.end_line - 1],
+                        self.lines[st.end_line - 1][:st.end_col]])
+
+
+def lex(text: str) -> Lexed:
+    """One reading of the file for both the screen and the runner's pieces, so the two never disagree."""
+    scanner = PlainScanner()
+    lines = text.splitlines(keepends=True)
+    statements: list[Statement] = []
+    metas: list[Meta] = []
+    for lineno, line in enumerate(lines, start=1):
+        _, sts, ms = scanner.feed(lineno, line, True)
+        statements.extend(st for st in sts if st.text != ";")
+        metas.extend(ms)
+    last = scanner.finish(len(lines), len(lines[-1]) if lines else 0)
+    if last is not None:
+        statements.append(last)
+    return Lexed(lines, statements, metas)
+
+
+def transaction_control(st: Statement, source: str) -> str | None:
+    """The kind of statement that would end or leave the rehearsal's transaction, or None.
+
+    Savepoints (SAVEPOINT, RELEASE, ROLLBACK TO) stay inside it, and SET TRANSACTION and SET SESSION
+    CHARACTERISTICS only describe it, so they pass. A procedure may commit, so every CALL is refused;
+    a DO block is refused when its body says COMMIT, ROLLBACK or CALL anywhere, comments included:
+    the body is PL/pgSQL, which this lexer does not parse, so only a plain word search is sound.
+    """
+    m = _LEADING_WORDS.match(st.text)
+    if not m:
+        return None
+    words = m.group(0).lower().split()
+    first, rest = words[0], [w for w in words[1:] if w not in ("work", "transaction")]
+    if first in ("begin", "end", "abort"):
+        return first.upper()
+    if first == "start":
+        return "START TRANSACTION"
+    if first == "prepare" and words[1:2] == ["transaction"]:
+        return "PREPARE TRANSACTION"
+    if first in ("commit", "rollback"):
+        if rest[:1] == ["prepared"]:
+            return f"{first.upper()} PREPARED"
+        if first == "rollback" and rest[:1] == ["to"]:
+            return None
+        if rest[:2] == ["and", "chain"]:
+            return f"{first.upper()} AND CHAIN"
+        return first.upper()
+    if first == "call":
+        return "CALL"
+    if first == "do" and _DO_ENDS_TRANSACTION.search(source):
+        return "DO"
+    return None
+
+
+def _transaction_finding(label: str, st: Statement, kind: str) -> Finding:
+    if kind == "CALL":
+        what, fix = "CALL, which runs a procedure that may COMMIT or ROLLBACK and so end", \
+            "put the procedure's statements in the file instead"
+    elif kind == "DO":
+        what, fix = "a DO block with COMMIT, ROLLBACK or CALL in its body, which could end", \
+            "take those words out of the block, comments included"
+    else:
+        what, fix = f"{kind}, which would end or leave", ("remove it: the rehearsal begins and commits the "
+                                                          "transaction itself, and SAVEPOINT, RELEASE and ROLLBACK "
+                                                          "TO SAVEPOINT are allowed")
+        if kind == "END":
+            fix += (" (a SQL-standard BEGIN ATOMIC ... END function body is read as separate statements here; "
+                    "write the body as a string, AS $$ ... $$)")
+    return Finding(rule="change_transaction_control", extra={"line": st.line, "statement": kind},
+                   message=f"{label} SQL line {st.line} is {what} the one transaction the rehearsal runs the whole "
+                           f"file in, under its statement and lock timeouts; {fix}")
+
+
 def screen_change(change: ChangeSQL) -> list[Finding]:
-    """Refuse what must not run in a rehearsal: outward connections, server files, transaction control."""
+    """Refuse what must not run in a rehearsal: outward connections, server files, transaction control.
+
+    Transaction control is found in the lexer's statements, so every statement on a line is seen,
+    and quotes, dollar quotes and comments neither hide one nor look like one.
+    """
     findings = []
     for rule, rx in _OUTWARD:
         for m in rx.finditer(change.text):
@@ -79,16 +176,26 @@ def screen_change(change: ChangeSQL) -> list[Finding]:
             findings.append(Finding(rule=f"change_{rule}", message=f"{change.label} SQL line {line} uses {rule}, "
                                     "which reaches outside the throwaway database; a rehearsal never runs it"))
             break
-    if _META.search(change.text):
-        line = change.text.count("\n", 0, _META.search(change.text).start()) + 1
-        findings.append(Finding(rule="change_meta_command",
-                                message=f"{change.label} SQL line {line} is a psql meta-command; give plain SQL"))
-    tx = list(_TX_CONTROL.finditer(change.text))
-    if tx:
-        line = change.text.count("\n", 0, tx[0].start()) + 1
+    lexed = lex(change.text)
+    if lexed.metas:
+        meta = lexed.metas[0]
+        findings.append(Finding(rule="change_meta_command", extra={"line": meta.line},
+                                message=f"{change.label} SQL line {meta.line} is a psql meta-command "
+                                        f"(\\{meta.word}); give plain SQL"))
+    for st in lexed.statements:
+        if _STRING_SYNTAX.search(st.text):
+            findings.append(Finding(rule="change_string_syntax", extra={"line": st.line},
+                                    message=f"{change.label} SQL line {st.line} changes "
+                                            "standard_conforming_strings, which changes where the server sees "
+                                            "quotes end, so the screen could no longer see every statement "
+                                            "it runs; leave the setting alone"))
+            break
+    tx = [(st, kind) for st in lexed.statements if (kind := transaction_control(st, lexed.source(st)))]
+    findings += [_transaction_finding(change.label, st, kind) for st, kind in tx[:MAX_STATEMENT_FINDINGS]]
+    if len(tx) > MAX_STATEMENT_FINDINGS:
         findings.append(Finding(rule="change_transaction_control",
-                                message=f"{change.label} SQL line {line} controls the transaction; the rehearsal runs "
-                                        "the whole file in one transaction, so remove BEGIN/COMMIT/ROLLBACK"))
+                                message=f"{change.label} SQL: {len(tx) - MAX_STATEMENT_FINDINGS} more statements "
+                                        "control the transaction"))
     return findings
 
 
@@ -122,16 +229,12 @@ def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     Uses the psql-compatible lexer of the dump screening, so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
-    from .dumps import PlainScanner
-
-    scanner = PlainScanner()
-    lines = text.splitlines(keepends=True)
+    lexed = lex(text)
+    lines = lexed.lines
     starts: list[int] = []
-    for lineno, line in enumerate(lines, start=1):
-        _, statements, _ = scanner.feed(lineno, line, True)
-        for st in statements:
-            if st.line and (not starts or st.line > starts[-1]):
-                starts.append(st.line)
+    for st in lexed.statements:
+        if st.line and (not starts or st.line > starts[-1]):
+            starts.append(st.line)
     if not starts:
         return [(1, 1, text)]
     real_first = starts[0]
@@ -144,30 +247,122 @@ def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     return chunks
 
 
+class ChangeStopped(Exception):
+    """The server showed the change cannot be reported as rehearsed in one transaction.
+
+    Raised inside the connection's block, so the block rolls back whatever transaction is still open.
+    """
+
+    def __init__(self, rule: str, message: str, transaction_id: str):
+        super().__init__(message)
+        self.rule, self.message, self.transaction_id = rule, message, transaction_id
+
+
+_OPEN_SQL = ("select pg_catalog.pg_current_xact_id()::text, "
+             "(select setting from pg_catalog.pg_settings where name = 'statement_timeout'), "
+             "(select setting from pg_catalog.pg_settings where name = 'lock_timeout')")
+
+
+def session_options(statement_timeout_s: int, lock_timeout_s: int) -> str:
+    """Startup options, the session's own defaults: no COMMIT, ROLLBACK or RESET in the file sheds them."""
+    st, lt = int(statement_timeout_s), int(lock_timeout_s)
+    return (f"-c statement_timeout={st}s -c lock_timeout={lt}s -c idle_in_transaction_session_timeout={st}s "
+            "-c standard_conforming_strings=on")
+
+
+def _strings_as_lexed(conn: psycopg.Connection) -> bool:
+    """The server reads quotes as the screen's lexer did (it reports the setting after every change)."""
+    return conn.info.parameter_status("standard_conforming_strings") == "on"
+
+
+def open_transaction(conn: psycopg.Connection, label: str, statement_timeout_s: int, lock_timeout_s: int) -> str:
+    """Begin the change's transaction; the server's id for it, once the server shows the session is as asked."""
+    xid, statement_ms, lock_ms = conn.execute(_OPEN_SQL).fetchone()
+    expected = (str(int(statement_timeout_s) * 1000), str(int(lock_timeout_s) * 1000))
+    if (statement_ms, lock_ms) != expected or not _strings_as_lexed(conn):
+        raise ChangeStopped("session_not_as_asked", (
+            f"{label} was not run: the server would run it with statement_timeout {statement_ms} ms, lock_timeout "
+            f"{lock_ms} ms and standard_conforming_strings "
+            f"{conn.info.parameter_status('standard_conforming_strings')} instead of the {expected[0]} ms, "
+            f"{expected[1]} ms and on asked for in the connection's startup options, so the rehearsal's "
+            "timeouts and screen would not hold"), xid)
+    return xid
+
+
+def transaction_escape(conn: psycopg.Connection, xid: str, *, ask_server: bool = True) -> str | None:
+    """Why the server says the connection is no longer in transaction `xid`, or None.
+
+    The transaction status comes with every reply at no cost; `ask_server` also compares the
+    server's transaction id, which catches a COMMIT followed by a new BEGIN.
+    """
+    status = conn.info.transaction_status
+    if status != pq.TransactionStatus.INTRANS:
+        return f"the server reports no open transaction (status {status.name})"
+    if ask_server:
+        now = conn.execute("select pg_catalog.pg_current_xact_id()::text").fetchone()[0]
+        if now != xid:
+            return f"the server's transaction id changed from {xid} to {now}"
+    return None
+
+
+def _escaped(label: str, xid: str, why: str) -> ChangeStopped:
+    return ChangeStopped("transaction_escaped", (
+        f"{label} did not stay in one transaction: {why}. What ran before that may have been committed outside "
+        "the rehearsal's transaction, so the change is not reported as rehearsed in one transaction; what was "
+        "still open was rolled back"), xid)
+
+
+def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str) -> None:
+    """Each statement line in turn, checking after each that the server is still in transaction `xid`."""
+    for first_line, statement_line, chunk in statement_chunks(change.text):
+        try:
+            conn.execute(chunk)
+        except psycopg.Error as e:
+            raise _AtLine(e, first_line, statement_line, chunk) from None
+        escape = transaction_escape(conn, xid, ask_server=False)
+        if escape:
+            raise _escaped(change.label, xid, f"{escape} after line {statement_line}")
+        if not _strings_as_lexed(conn):  # the server lexes each piece whole, with the setting it starts with
+            raise ChangeStopped("change_string_syntax", (
+                f"{change.label} was stopped after line {statement_line}: it turned standard_conforming_strings "
+                "off, which changes where the server sees quotes end, so the screen's reading of the rest of the "
+                "file no longer holds; the transaction was rolled back"), xid)
+    escape = transaction_escape(conn, xid)
+    if escape:
+        raise _escaped(change.label, xid, f"{escape} by the end of the file")
+
+
 def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, statement_timeout_s: int = 600,
                lock_timeout_s: int = 15) -> StageOutcome:
-    """Run the whole file in one transaction as the clone's owner; an error rolls it all back."""
+    """Run the whole file in one transaction as the clone's owner; an error rolls it all back.
+
+    It passes only when the server's transaction id at COMMIT is the one it had before the file ran.
+    """
+    summary = {"change": change.summary(), "statement_timeout_s": statement_timeout_s,
+               "lock_timeout_s": lock_timeout_s}
     refused = screen_change(change)
     if refused:
-        return StageOutcome.from_findings(refused, details={"change": change.summary()}, fail_status=BLOCKED)
+        more = f" (+{len(refused) - 1} more)" if len(refused) > 1 else ""
+        return StageOutcome(status=FAILED, findings=refused, details={**summary, "ran": False},
+                            reason=f"{change.label} refused before anything ran: {refused[0].message}{more}")
     started = time.monotonic()
     try:
-        with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False, session=CHANGE) as conn:
-            conn.execute(f"set local statement_timeout = '{int(statement_timeout_s)}s'")
-            conn.execute(f"set local lock_timeout = '{int(lock_timeout_s)}s'")
-            conn.execute(f"set local idle_in_transaction_session_timeout = '{int(statement_timeout_s)}s'")
-            for first_line, statement_line, chunk in statement_chunks(change.text):
-                try:
-                    conn.execute(chunk)
-                except psycopg.Error as e:
-                    raise _AtLine(e, first_line, statement_line, chunk) from None
+        with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False, session=CHANGE,
+                            options=session_options(statement_timeout_s, lock_timeout_s)) as conn:
+            xid = open_transaction(conn, change.label, statement_timeout_s, lock_timeout_s)
+            _run_chunks(conn, change, xid)
             conn.commit()
+    except ChangeStopped as e:
+        return StageOutcome(status=FAILED, reason=e.message, findings=[Finding(rule=e.rule, message=e.message)],
+                            details={**summary, "duration_s": round(time.monotonic() - started, 3),
+                                     "transaction_id": e.transaction_id, "one_transaction": False})
     except (_AtLine, psycopg.Error) as e:
         msg = (server_error_message(e.error, e.chunk, first_line=e.first_line, statement_line=e.statement_line)
                if isinstance(e, _AtLine) else server_error_message(e))
         return StageOutcome(status=FAILED, reason=f"{change.label} failed and was rolled back: {msg}",
                             findings=[Finding(rule=f"{change.label}_error", message=msg)],
-                            details={"change": change.summary(), "duration_s": round(time.monotonic() - started, 3)})
-    return StageOutcome(status=PASSED, reason=f"{change.label} committed in one transaction",
-                        details={"change": change.summary(), "duration_s": round(time.monotonic() - started, 3),
-                                 "statement_timeout_s": statement_timeout_s, "lock_timeout_s": lock_timeout_s})
+                            details={**summary, "duration_s": round(time.monotonic() - started, 3)})
+    return StageOutcome(status=PASSED, reason=f"{change.label} committed in one transaction (xid {xid}, confirmed "
+                                              "by the server)",
+                        details={**summary, "duration_s": round(time.monotonic() - started, 3),
+                                 "transaction_id": xid, "one_transaction": True})

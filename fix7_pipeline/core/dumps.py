@@ -82,6 +82,13 @@ _COPY_FROM_STDIN = re.compile(r"^COPY\b.*\bFROM\s+STDIN\b", re.I | re.S)
 _TOC_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
 _VERSION_NUM = re.compile(r"(\d+)(?:\.(\d+))?")
 _META_WORD = re.compile(r"\\([A-Za-z]+|[^A-Za-z\s]?)")
+# The server's lexer works on bytes: every byte of a non-ASCII character is an identifier character.
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
+
+
+def _ident_char(c: str) -> bool:
+    """Part of an identifier, so a quote right after it starts no new token ("" is a line's start)."""
+    return len(c) == 1 and (c.isascii() and (c.isalnum() or c in "_$") or c >= "\x80")
 
 
 @dataclass
@@ -366,6 +373,9 @@ class Statement:
     line: int
     text: str           # normalised (comments removed, whitespace collapsed), first 4 KiB
     at_line_start: bool
+    col: int = 0        # where it starts on `line` (0-based)
+    end_line: int = 0   # where it ends: the line of its semicolon (or of the end of input) ...
+    end_col: int = 0    # ... and the column just after it
 
 
 @dataclass
@@ -387,6 +397,7 @@ class PlainScanner:
         self.buf: list[str] = []
         self.buf_len = 0
         self.stmt_line: int | None = None
+        self.stmt_col = 0
         self.stmt_at_start = False
         self.pending_copy = False
         self.after_copy_junk = False
@@ -398,14 +409,21 @@ class PlainScanner:
 
     def _start(self, lineno: int, col: int) -> None:
         if self.stmt_line is None:
-            self.stmt_line, self.stmt_at_start = lineno, col == 0
+            self.stmt_line, self.stmt_col, self.stmt_at_start = lineno, col, col == 0
             self.buf, self.buf_len = [], 0
 
-    def _end(self) -> Statement:
+    def _end(self, lineno: int, col: int) -> Statement:
         text = " ".join("".join(self.buf).split())
-        st = Statement(self.stmt_line or 0, text, self.stmt_at_start)
+        st = Statement(self.stmt_line or 0, text, self.stmt_at_start, self.stmt_col, lineno, col)
         self.stmt_line, self.buf, self.buf_len = None, [], 0
         return st
+
+    def finish(self, lineno: int, col: int) -> Statement | None:
+        """The statement left without a semicolon at the end of input, which a server still runs."""
+        if self.stmt_line is None:
+            return None
+        self.q = None
+        return self._end(lineno, col)
 
     def in_statement(self) -> bool:
         return self.stmt_line is not None or self.q is not None
@@ -426,6 +444,8 @@ class PlainScanner:
             q = self.q
             if q is None:
                 if c == "-" and line.startswith("--", i):
+                    if self.stmt_line is not None:
+                        self._add(" ")  # a comment separates words, as the server reads it
                     break
                 if c == "/" and line.startswith("/*", i):
                     self.q, self.depth = "/*", 1
@@ -448,12 +468,12 @@ class PlainScanner:
                 if c == "'":
                     prev = line[i - 1] if i else ""
                     prev2 = line[i - 2] if i > 1 else ""
-                    escaped = prev in "eE" and not (prev2.isalnum() or prev2 in "_$")
+                    escaped = prev in ("e", "E") and not _ident_char(prev2)
                     self.q = "E'" if (escaped or not self.std_strings) else "'"
                 elif c == '"':
                     self.q = '"'
-                elif c == "$" and not (i and (line[i - 1].isalnum() or line[i - 1] in "_$")):
-                    m = re.match(r"\$([A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$", line[i:])
+                elif c == "$" and not (i and _ident_char(line[i - 1])):
+                    m = _DOLLAR_TAG.match(line, i)
                     if m:
                         self.q = m.group(0)
                         self._add(m.group(0))
@@ -461,7 +481,7 @@ class PlainScanner:
                         continue
                 elif c == ";":
                     self._add(";")
-                    st = self._end()
+                    st = self._end(lineno, i + 1)
                     stmts.append(st)
                     self._note_statement(st)
                     if _COPY_FROM_STDIN.match(st.text):

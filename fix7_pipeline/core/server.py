@@ -165,16 +165,20 @@ class RehearsalServer:
         return params
 
     def connect(self, database: str | None = None, login: Login | None = None, purpose: str = "admin",
-                autocommit: bool = True, *, session: str = PROOF) -> psycopg.Connection:
+                autocommit: bool = True, *, session: str = PROOF,
+                options: str | None = None) -> psycopg.Connection:
         """A psycopg connection through the guard.
 
         The admin reaches only the maintenance database (CREATE/DROP DATABASE and ROLE); every session in
         a clone, anchor or scratch database is a non-superuser login whose settings are pinned in the
         startup packet, where no `ALTER DATABASE/ROLE … SET` carried by the dump can override them.
+        `options` (`-c name=value ...`) add to those: ROLLBACK and RESET return to them.
         """
         login = login or self.admin
         database = database or self.admin_db
         params = self.grant(database, login, purpose, "psycopg", session=session)
+        if options:
+            params["options"] = f"{params.get('options', '')} {options}".strip()
         try:
             return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
                                    application_name=f"fix7:{purpose}")

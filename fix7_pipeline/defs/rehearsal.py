@@ -28,7 +28,7 @@ def snapshot_anchor(schema_shape_validation: dict):
     group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="apply",
     description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
                 "clone's owner role.",
-    check_specs=[gate("apply", "change_applied", "The FIX7 change commits.")],
+    check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms.")],
 )
 def apply_change(snapshot_anchor: dict):
     state = dict(snapshot_anchor)
@@ -39,7 +39,7 @@ def apply_change(snapshot_anchor: dict):
 @dg.asset(
     group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="rollback",
     description="The operator's rollback of the FIX7 change, in one transaction.",
-    check_specs=[gate("rollback", "rollback_applied", "The rollback commits.")],
+    check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms.")],
 )
 def rollback_change(apply: dict):
     state = dict(apply)
