@@ -45,14 +45,20 @@ def _quiet() -> None:
 
 
 def _print_stage(stage, outcome, duration, evidence_dir) -> None:
-    reason = (outcome.reason or "").replace("\n", " ")
+    from fix7_pipeline.core.escape import visible
+
+    reason = visible(outcome.reason)
     if len(reason) > 160:
         reason = reason[:157] + "..."
     print(f"  {stage:<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
 
 
 def _server_url(url: str | None) -> str:
-    """The server URL for run config; a password in it moves to the process environment, never to storage."""
+    """The server URL for run config; a password in it moves to the process environment, never to storage.
+
+    The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
+    that cannot be read is a usage error (exit 2) before any run, and its message never quotes the URL.
+    """
     from fix7_pipeline.core.server import PASSWORD_ENV, split_server_password
 
     if not url:
@@ -61,6 +67,24 @@ def _server_url(url: str | None) -> str:
     if password:
         os.environ[PASSWORD_ENV] = password
     return clean
+
+
+def validate_request(config: dict, *, junit: str | None = None) -> None:
+    """Usage errors (exit 2) found before any Dagster run is created: change files and the evidence directory.
+
+    An operator-named evidence directory must be a writable directory holding no packet file (and not the
+    JUnit report about to be written): a sealed packet is never overwritten.
+    """
+    from fix7_pipeline.core import change
+    from fix7_pipeline.core.report import evidence_dir_problem
+
+    for label in ("apply", "rollback"):
+        change.read_change(config[f"{label}_sql"], label)
+    if config.get("evidence_dir"):
+        also = (Path(junit).expanduser().resolve(),) if junit else ()
+        problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
+        if problem:
+            raise UsageError(problem)
 
 
 def request_config(args: argparse.Namespace) -> dict:
@@ -81,13 +105,13 @@ def request_config(args: argparse.Namespace) -> dict:
     }
 
 
-def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None) -> dict:
+def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
+                  junit: str | None = None) -> dict:
     """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id."""
-    from fix7_pipeline.core import change, rehearsal
+    from fix7_pipeline.core import rehearsal
     from fix7_pipeline.core.report import EvidencePacket
 
-    for label in ("apply", "rollback"):
-        change.read_change(config[f"{label}_sql"], label)  # a bad change file is a usage error, before any run
+    validate_request(config, junit=junit)  # a usage error is found before any run
 
     if instance is None:
         from fix7_pipeline.instance import get_instance
@@ -122,10 +146,12 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
+    from fix7_pipeline.core.escape import visible
+
     config = request_config(args)
     if not args.json:
-        print(f"fix7 rehearse: {config['clone_path'] or '(no clone)'}", flush=True)
-    out = run_rehearsal(config, echo=not args.json)
+        print(f"fix7 rehearse: {visible(config['clone_path']) or '(no clone)'}", flush=True)
+    out = run_rehearsal(config, echo=not args.json, junit=args.junit)
     return _finish(out, args)
 
 
@@ -138,8 +164,10 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:
+        from fix7_pipeline.core.escape import visible
+
         print(f"verdict: {verdict}")
-        print(f"evidence: {out['evidence_dir']}")
+        print(f"evidence: {visible(out['evidence_dir'])}")
         print(f"dagster run: {out['run_id']}")
     return VERDICT_EXIT.get(verdict, EXIT_NO_SAFE_CLONE)
 

@@ -253,3 +253,48 @@ def everything_written(home: DagsterHome, run_id: str | None, evidence_dir: Path
 
 def run_id_of(evidence_dir: Path) -> str:
     return load_packet(evidence_dir)["run_id"]
+
+
+# -- dumps that stop early -------------------------------------------------------------------
+
+MINIMAL_PLAIN_DUMP = """--
+-- PostgreSQL database dump
+--
+
+-- Dumped from database version 18.0
+-- Dumped by pg_dump version 18.0
+
+SET statement_timeout = 0;
+
+--
+-- PostgreSQL database dump complete
+--
+
+"""
+
+
+def minimal_plain_dump(path: Path) -> Path:
+    """A plain dump that intake accepts (header and trailer of pg_dump 18, no objects): a run that uses it
+    gets past the dump checks at once, so what is tested happens within seconds."""
+    Path(path).write_text(MINIMAL_PLAIN_DUMP)
+    return Path(path)
+
+
+def tiny_change(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    apply_sql, rollback_sql = directory / "apply.sql", directory / "rollback.sql"
+    apply_sql.write_text("select 1;\n")
+    rollback_sql.write_text("select 1;\n")
+    return apply_sql, rollback_sql
+
+
+def files_below(root: Path, prefix: str) -> dict[str, bytes]:
+    """Like files_under, for a tree other processes may be writing (the embedded server's data directory)."""
+    out = {}
+    for f in sorted(Path(root).rglob("*")):
+        try:
+            if f.is_file() and not f.is_symlink():
+                out[f"{prefix}/{f.relative_to(root)}"] = f.read_bytes()
+        except OSError:  # removed or rotated while we read
+            continue
+    return out

@@ -77,6 +77,9 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     hosts = {c["host"] for c in packet["connections"]}
     assert hosts == {server.host}
     assert any(c["role"].startswith("fix7_restorer_") for c in packet["connections"])
+    storage = [c for c in packet["connections"] if c["purpose"] == "dagster storage"]
+    assert [(c["role"], c["database"]) for c in storage] == [
+        ("dagster_storage", instance.run_storage.postgres_url.split("?")[0].rsplit("/", 1)[1])]
     assert _own_leftovers(server, packet) == []
     prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
     assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -206,7 +209,11 @@ def test_external_rehearsal_server_is_used_for_everything(dumps, change, instanc
                         echo=False)
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:2000]
-    assert {c["host"] for c in packet["connections"]} == {str(info["host"])}
+    rehearsal = [c for c in packet["connections"] if c["purpose"] != "dagster storage"]
+    assert rehearsal and {c["host"] for c in rehearsal} == {str(info["host"])}
+    # Dagster's own storage (on the embedded server) is in the ledger too, so the packet names every connection
+    storage = [c for c in packet["connections"] if c["purpose"] == "dagster storage"]
+    assert len(storage) == 1 and storage[0]["role"] == "dagster_storage"
     assert packet["request"]["server"]["kind"] == "external"
     with psycopg.connect(**info) as c:
         assert not c.execute("select datname from pg_database where datname = any(%s)",

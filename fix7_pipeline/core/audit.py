@@ -234,7 +234,10 @@ def render(rows: list[dict], fmt: str) -> str:
     if not rows:
         return "no rehearsals recorded in this Dagster instance\n"
     short = {"run_id": 8, "clone_sha256": 12, "packet_sha256": 12, "anchor_id": 16}
-    cells = [[str(r.get(c) or "")[:short[c]] if c in short else str(r.get(c) or "") for c in COLUMNS] for r in rows]
+    from .escape import visible
+
+    cells = [[visible(r.get(c) or "")[:short[c]] if c in short else visible(r.get(c) or "") for c in COLUMNS]
+             for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]

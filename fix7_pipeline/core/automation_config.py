@@ -163,6 +163,12 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
             elif key in PATH_LIST_KEYS:
                 value = [_resolve(base, v) for v in value]
             request[key] = value
+    if request.get("server_url"):
+        from .server import config_server_url
+
+        _, refusal = config_server_url(request["server_url"])
+        if refusal is not None:  # its message names FIX7_REHEARSAL_SERVER_PASSWORD and never quotes the URL
+            raise _bad(path, f"`server_url`: {refusal.message.rstrip('.')}")
     for key in ("apply_sql", "rollback_sql"):
         if not request.get(key):
             raise _bad(path, f"`{key}` is required: the change to rehearse and its rollback")

@@ -184,7 +184,9 @@ def _classify_path(path: Path) -> dict | None:
 
 
 def _cell(v) -> str:
-    return str(v).replace("\n", " ")
+    from .escape import visible
+
+    return visible(v)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -14,8 +14,11 @@ class Fix7Error(Exception):
     """An expected failure, explained in operator words; never shown as a traceback."""
 
     def __init__(self, message: str, exit_code: int = EXIT_NO_SAFE_CLONE, rule: str = "error"):
+        from .escape import visible
+
         super().__init__(message)
-        self.message = " ".join(message.split())
+        # one paragraph, and a quoted name can neither hide characters nor drive a terminal
+        self.message = visible(" ".join(message.split()))
         self.exit_code = exit_code
         self.rule = rule
 

@@ -1,10 +1,15 @@
-"""JUnit XML for CI: one test case per rehearsal stage, so a CI page shows which gate stopped the change."""
+"""JUnit XML for CI: one test case per rehearsal stage, so a CI page shows which gate stopped the change.
+
+Every value passes through escape.xml (characters XML 1.0 cannot carry become visible escapes);
+ElementTree escapes markup characters, so a name from the dump round-trips as text.
+"""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from .escape import xml as _x
 from .model import BLOCKED, FAILED, SKIPPED, STAGES
 from .report import write_atomic
 
@@ -15,7 +20,7 @@ PASSED_VERDICT = "REHEARSAL_PASSED"
 def _findings_text(stage: dict) -> str:
     lines = [f"[{f.get('severity', 'error')}] {f.get('rule')}: {f.get('message')}"
              for f in (stage.get("findings") or [])[:200]]
-    return "\n".join(lines)
+    return _x("\n".join(lines))
 
 
 def junit_xml(packet: dict) -> str:
@@ -31,17 +36,18 @@ def junit_xml(packet: dict) -> str:
     props = ET.SubElement(suite, "properties")
     clone = packet.get("clone") or {}
     for key, value in (("verdict", packet.get("verdict")), ("run_id", packet.get("run_id")),
-                       ("clone_sha256", clone.get("sha256")), ("anchor_id", packet.get("anchor_id"))):
-        ET.SubElement(props, "property", name=key, value=str(value or ""))
+                       ("clone_path", clone.get("path")), ("clone_sha256", clone.get("sha256")),
+                       ("anchor_id", packet.get("anchor_id"))):
+        ET.SubElement(props, "property", name=key, value=_x(value or ""))
     for name in names:
         st = stages[name] or {}
         status = st.get("status") or SKIPPED
         case = ET.SubElement(suite, "testcase", classname=SUITE,
-                             name=name, time=f"{float(st.get('duration_s') or 0):.3f}")
-        reason = st.get("reason") or ""
+                             name=_x(name), time=f"{float(st.get('duration_s') or 0):.3f}")
+        reason = _x(st.get("reason") or "")
         if status in (FAILED, BLOCKED):
             counts["failures"] += 1
-            failure = ET.SubElement(case, "failure", message=f"{status}: {reason}"[:1000], type=status)
+            failure = ET.SubElement(case, "failure", message=f"{_x(status)}: {reason}"[:1000], type=_x(status))
             failure.text = _findings_text(st) or reason
         elif status == SKIPPED:
             counts["skipped"] += 1
@@ -52,10 +58,10 @@ def junit_xml(packet: dict) -> str:
     case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict", time="0.000")
     if verdict != PASSED_VERDICT:
         counts["failures"] += 1
-        stopped = [f"{n}: {(stages[n] or {}).get('reason')}" for n in names
+        stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
                    if (stages[n] or {}).get("status") in (FAILED, BLOCKED)]
         failure = ET.SubElement(case, "failure", type="verdict",
-                                message=f"verdict {verdict or 'none: the run did not finish'}")
+                                message=_x(f"verdict {verdict or 'none: the run did not finish'}"))
         failure.text = "\n".join(stopped) or "no stage failed, but the rehearsal has no passing verdict"
     suite.set("tests", str(len(names) + 1))
     suite.set("failures", str(counts["failures"]))

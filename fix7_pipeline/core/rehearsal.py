@@ -22,9 +22,10 @@ from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
 from .paths import project_dir
-from .report import CLONE_GATES, EvidencePacket, default_evidence_dir, utc_now
-from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, create_database, create_throwaway,
-                     drop_database, drop_throwaway, keep_throwaway, sweep)
+from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
+                     utc_now)
+from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
+                     create_throwaway, drop_database, drop_throwaway, keep_throwaway, storage_connection, sweep)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
@@ -69,6 +70,10 @@ class RehearsalRequest:
 
 
 def open_server(request: RehearsalRequest) -> RehearsalServer:
+    """The request's server; a run-config server URL holding a password (or unreadable) is refused (exit 2)."""
+    _, refusal = config_server_url(request.server_url)
+    if refusal is not None:
+        raise refusal
     return RehearsalServer.from_url(request.resolved_server_url(), request.policy(), ConnectionLedger())
 
 
@@ -141,8 +146,37 @@ def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer
 
 # -- stages ------------------------------------------------------------------------------
 
-def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None = None) -> tuple[dict, StageOutcome]:
-    """Clone intake: hash, format, version, screening, attestation; creates the evidence packet."""
+def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
+                  recorded: dict) -> tuple[EvidencePacket, Finding | None]:
+    """The packet, started in the operator-named directory if that can take one, else in a fresh one.
+
+    A named directory that already holds a packet (or is claimed by another run meanwhile: the packet file
+    is created exclusively), is not a directory or is not writable is never written into; the packet goes
+    to `fallback` and the refusal comes back as the intake finding that blocks the run.
+    """
+    problem = evidence_dir_problem(directory) if named else None
+    if problem is None:
+        try:
+            return EvidencePacket.start(directory, run_id=run_id, request=recorded), None
+        except EvidenceDirRefused as e:
+            if not named:
+                raise
+            problem = e.message
+        except OSError as e:
+            if not named:
+                raise
+            problem = f"The evidence directory {directory} cannot be written ({e.strerror or type(e).__name__})."
+    return (EvidencePacket.start(fallback, run_id=run_id, request=recorded),
+            Finding(rule="evidence_dir", message=problem))
+
+
+def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None = None,
+           storage_url: str | None = None) -> tuple[dict, StageOutcome]:
+    """Clone intake: hash, format, version, screening, attestation; creates the evidence packet.
+
+    `storage_url` is the Dagster instance's storage (default FIX7_DAGSTER_PG_URL): the packet's connection
+    ledger names it too. A server URL with a password never reaches the packet or the stage's output.
+    """
     from . import dumps
 
     started = time.monotonic()
@@ -155,14 +189,20 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
     root = evidence_root or Path(os.environ.get("FIX7_EVIDENCE_ROOT") or project_dir() / "evidence")
-    directory = Path(request.evidence_dir) if request.evidence_dir else default_evidence_dir(root, sha, run_id)
+    fallback = default_evidence_dir(root, sha, run_id)
+    directory = Path(request.evidence_dir) if request.evidence_dir else fallback
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
                    "attested_at": utc_now() if request.attested_by.strip() else None}
-    recorded = {**asdict(request), "server_url": redact_url(request.server_url) if request.server_url else "",
+    server_url, _ = config_server_url(request.server_url)  # a refusal is raised by open_server below
+    recorded = {**asdict(request), "server_url": redact_url(server_url) if server_url else "",
                 "server": {"kind": "embedded" if request.resolved_server_url() == "embedded" else "external"},
                 "attestation": attestation}
-    packet = EvidencePacket.start(directory, run_id=run_id, request=recorded)
+    packet, refused = _start_packet(directory, fallback, bool(request.evidence_dir), run_id, recorded)
+    directory = packet.dir
+    if refused is not None:
+        findings.append(refused)
+    packet.add_connections([storage_connection(storage_url or os.environ.get("FIX7_DAGSTER_PG_URL"))])
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}
@@ -188,7 +228,8 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     outcome = StageOutcome.from_findings(findings, details=details, ok_reason=(
         f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
         f"attested by {attestation['attested_by']}"))
-    state = {"request": asdict(request), "run_id": run_id, "evidence_dir": str(directory), "clone": clone}
+    state = {"request": {**asdict(request), "server_url": server_url}, "run_id": run_id,
+             "evidence_dir": str(directory), "clone": clone}
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = open_server(request)

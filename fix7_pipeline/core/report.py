@@ -15,11 +15,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import EXIT_USAGE, Fix7Error
+from .escape import md, md_code
 from .model import BLOCKED, FAILED, PASSED, SKIPPED, STAGES, StageOutcome
 
 REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
 READABLE = "rehearsal-report.md"
+PACKET_FILES = (REPORT, PROVENANCE, READABLE)
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
@@ -89,6 +92,84 @@ def default_evidence_dir(root: Path, sha256: str | None, run_id: str) -> Path:
     return root / f"{stamp}-{(sha256 or 'noclone')[:8]}-{run_id[:8]}"
 
 
+class EvidenceDirRefused(Fix7Error):
+    """The evidence directory cannot take a new packet: one sentence, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_USAGE, rule="evidence_dir")
+
+
+def _packet_file_names(names) -> list[str]:
+    """The names among `names` that a packet writes: its files and their temp files (write_atomic)."""
+    temp = tuple(f".{name}." for name in PACKET_FILES)
+    return sorted(n for n in names if n in PACKET_FILES or n.startswith(temp))
+
+
+def _writable_dir(directory: Path) -> bool:
+    """Really writable, root included: a probe file is created and removed (os.access alone trusts root)."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fix7-write-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str | None:
+    """Why `directory` cannot take a new evidence packet, in one sentence; None when it can.
+
+    A directory holding any file a packet writes, or a file in `also` (the JUnit report the CLI will write
+    there, which may not be named like a packet file at all), is refused: a sealed packet is never
+    overwritten. So is a path that is not a directory or cannot be written. Nothing is written into a
+    refused directory (the write probe of a usable one is created and removed).
+    """
+    d = Path(directory)
+    fresh = "name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a fresh one"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(d)):
+        return f"The evidence directory name {str(d)!r} holds a control character; {fresh}."
+    try:
+        here = d.resolve()
+        also = tuple(p.resolve() for p in also)
+        clash = sorted(p.name for p in also if p.parent == here and p.name in PACKET_FILES)
+        if clash:
+            return f"The JUnit report would overwrite the packet's {clash[0]} in {d}; write it to another file."
+        if d.exists() or d.is_symlink():
+            if not d.is_dir():
+                return f"The evidence directory {d} is not a directory; {fresh}."
+            held = _packet_file_names(os.listdir(d))
+            held += sorted(p.name for p in also if p.parent == here and p.name not in held
+                           and (p.exists() or p.is_symlink()))
+            if held:
+                return (f"The evidence directory {d} already holds an evidence packet ({', '.join(held[:4])}), "
+                        f"and a packet is never overwritten; {fresh}.")
+            if not _writable_dir(d):
+                return f"The evidence directory {d} is not writable by this user; make it writable or {fresh}."
+            return None
+        parent = d.parent
+        while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"The evidence directory {d} cannot be created: {parent} is not a directory; {fresh}."
+        if not _writable_dir(parent):
+            return (f"The evidence directory {d} cannot be created: {parent} is not writable by this user; "
+                    f"make it writable or {fresh}.")
+    except (OSError, RuntimeError) as e:
+        why = getattr(e, "strerror", None) or type(e).__name__
+        return f"The evidence directory {d} cannot be checked ({why}); {fresh}."
+    return None
+
+
+_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS"})
+
+
+def _word(value) -> str:
+    """One of the packet's own verdict words as written, anything else escaped."""
+    return value if isinstance(value, str) and value in _WORDS else md(value)
+
+
 class EvidencePacket:
     """Load-update-render of the packet in one evidence directory."""
 
@@ -124,8 +205,21 @@ class EvidencePacket:
             "previous_packet_sha256": None,
         }
         packet = cls(directory, data)
+        packet._claim()
         packet.save()
         return packet
+
+    def _claim(self) -> None:
+        """Create rehearsal-report.json exclusively (O_EXCL): of two runs naming one directory, one writes."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.dir / REPORT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise EvidenceDirRefused(
+                f"The evidence directory {self.dir} already holds an evidence packet ({REPORT}), and a packet is "
+                "never overwritten; name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a "
+                "fresh one.") from None
+        os.close(fd)
 
     @classmethod
     def load(cls, directory: Path) -> EvidencePacket:
@@ -295,35 +389,40 @@ class EvidencePacket:
                 "through one host guard to the rehearsal server only; no live production system was contacted.")
 
     def markdown(self) -> str:
+        """rehearsal-report.md. Every value is escaped (core.escape): names from the dump or the operator
+        cannot split a line, add a table cell or become markup."""
         d = self.data
-        lines = [f"# FIX7 rehearsal — {d.get('verdict') or 'IN PROGRESS'}", "",
-                 f"- run: `{d.get('run_id')}`  started {d.get('started_at')}  finished {d.get('finished_at')}",
-                 f"- clone: `{(d.get('clone') or {}).get('path')}` sha256 `{(d.get('clone') or {}).get('sha256')}` "
-                 f"format {(d.get('clone') or {}).get('format')} pg_dump {(d.get('clone') or {}).get('pg_dump_version')}",
-                 f"- attestation: {json.dumps(d.get('attestation'))}",
-                 f"- anchor: `{d.get('anchor_id')}`; isolation proven: {d.get('isolation_proven')}",
+        clone = d.get("clone") or {}
+        lines = [f"# FIX7 rehearsal — {_word(d.get('verdict') or 'IN PROGRESS')}", "",
+                 f"- run: {md_code(d.get('run_id'))}  started {md(d.get('started_at'))}  "
+                 f"finished {md(d.get('finished_at'))}",
+                 f"- clone: {md_code(clone.get('path'))} sha256 {md_code(clone.get('sha256'))} "
+                 f"format {md(clone.get('format'))} pg_dump {md(clone.get('pg_dump_version'))}",
+                 f"- attestation: {md(json.dumps(d.get('attestation')))}",
+                 f"- anchor: {md_code(d.get('anchor_id'))}; isolation proven: {_word(d.get('isolation_proven'))}",
                  "", "| stage | status | duration | reason |", "|---|---|---|---|"]
         for s in STAGES:
             st = d["stages"][s]
-            reason = (st.get("reason") or "").replace("|", "\\|")
-            lines.append(f"| {s} | {st['status']} | {st.get('duration_s', '')} | {reason} |")
+            lines.append(f"| {s} | {md(st['status'])} | {md(st.get('duration_s', ''))} | {md(st.get('reason'))} |")
         diff = d.get("restore_diff") or {}
         if diff.get("tables") or diff.get("schema") or diff.get("sequences"):
             lines += ["", "## Restore diff", "", "| table | added | removed | changed |", "|---|---|---|---|"]
-            lines += [f"| {t['table']} | {t['added']} | {t['removed']} | {t['changed']} |" for t in diff.get("tables", [])]
-            lines += [f"- schema: {o}" for o in diff.get("schema", [])]
-            lines += [f"- sequence: {o}" for o in diff.get("sequences", [])]
+            lines += [f"| {md(t['table'])} | {md(t['added'])} | {md(t['removed'])} | {md(t['changed'])} |"
+                      for t in diff.get("tables", [])]
+            lines += [f"- schema: {md(o)}" for o in diff.get("schema", [])]
+            lines += [f"- sequence: {md(o)}" for o in diff.get("sequences", [])]
         for s in STAGES:
             fs = d["stages"][s].get("findings") or []
             if fs:
                 lines += ["", f"## Findings: {s}", ""]
-                lines += [f"- [{f.get('severity', 'error')}] {f.get('rule')}: {f.get('message')}" for f in fs[:200]]
+                lines += [f"- \\[{md(f.get('severity', 'error'))}\\] {md(f.get('rule'))}: {md(f.get('message'))}"
+                          for f in fs[:200]]
         need = d.get("exact_operator_input_needed")
         if need:
-            lines += ["", "## What the operator must supply", "", need["item"], ""]
-            lines += [f"- {p}" for p in need.get("problems", [])]
+            lines += ["", "## What the operator must supply", "", md(need["item"]), ""]
+            lines += [f"- {md(p)}" for p in need.get("problems", [])]
         lines += ["", "## Connections opened", "", "| host | port | database | role | purpose |", "|---|---|---|---|---|"]
-        lines += [f"| {c['host']} | {c['port']} | {c['database']} | {c['role']} | {c['purpose']} |"
+        lines += [f"| {md(c['host'])} | {md(c['port'])} | {md(c['database'])} | {md(c['role'])} | {md(c['purpose'])} |"
                   for c in d.get("connections", [])]
         return "\n".join(lines) + "\n"
 

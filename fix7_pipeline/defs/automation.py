@@ -15,6 +15,7 @@ import dagster as dg
 from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, config_path, dump_sha256,
                                                   load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.escape import visible
 
 JOB = "fix7_rehearsal"
 KEEP_REQUESTED = 500
@@ -59,7 +60,7 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
         tick = context.scheduled_execution_time
         return dg.RunRequest(
             run_config=_run_config(cfg_now.request_config(clone, "nightly")),
-            tags={"fix7/source": "schedule", "fix7/clone_file": Path(clone).name,
+            tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name),
                   "fix7/scheduled_for": tick.isoformat() if tick else ""},
         )
 
@@ -140,12 +141,12 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
         runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
                                   cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
                               tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
-                                    "fix7/clone_file": Path(r["clone_path"]).name}) for r in found]
+                                    "fix7/clone_file": visible(Path(r["clone_path"]).name)}) for r in found]
         next_json = json.dumps(next_cursor, sort_keys=True)
         if runs:
             return dg.SensorResult(run_requests=runs, cursor=next_json)
         reason = "; ".join(notes) if notes else f"no dump in {cfg_now.drop_folder}"
-        return dg.SensorResult(skip_reason=reason[:2000], cursor=next_json)
+        return dg.SensorResult(skip_reason=visible(reason)[:2000], cursor=next_json)
 
     return clone_drop_sensor
 

@@ -6,6 +6,8 @@ import dagster as dg
 from pydantic import Field
 
 from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.escape import visible
+from fix7_pipeline.core.server import PASSWORD_ENV
 from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
 
 
@@ -23,8 +25,10 @@ class RehearsalRequestConfig(dg.Config):
                                                       "evidence/<utc-timestamp>-<sha8>-<run8>/.")
     production_hosts: list[str] = Field(default_factory=list, description="Glob patterns of production hosts.")
     allow_hosts: list[str] = Field(default_factory=list, description="Glob patterns of hosts known to be isolated.")
-    server_url: str = Field(default="", description="External rehearsal server URL; empty = FIX7_REHEARSAL_SERVER "
-                                                    "or the embedded server.")
+    server_url: str = Field(default="", description="External rehearsal server URL, postgresql://USER@HOST:PORT/DB "
+                                                    "WITHOUT a password (run config is stored; a password here is "
+                                                    f"refused): set {PASSWORD_ENV} for the webserver and daemon. "
+                                                    "Empty = FIX7_REHEARSAL_SERVER or the embedded server.")
     search_roots: list[str] = Field(default_factory=list, description="Folders to list in Table A as candidates.")
     allowed_roots: list[str] = Field(default_factory=list, description="If set, the dump must lie under one of these.")
     statement_timeout_s: int = Field(default=600, description="Statement timeout for apply and rollback.")
@@ -44,9 +48,10 @@ class RehearsalRequestConfig(dg.Config):
                       "non-production copy.")],
 )
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
-    state, outcome = rehearsal.intake(config.to_request(), context.run.run_id)
+    state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
+                                      storage_url=getattr(context.instance.run_storage, "postgres_url", None))
     clone = state.get("clone", {})
-    extra = {"attested_by": config.attested_by or "(none)", "clone_path": config.clone_path,
+    extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
     yield from stage_events("clone_intake", "intake_safe", outcome, state, extra)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import PASSED, StageOutcome
 
 GROUP = "fix7_rehearsal"
@@ -11,9 +12,10 @@ OWNERS = ["team:data-platform"]
 
 
 def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
+    """Text metadata passes through escape.visible: a name from the dump cannot split a line or hide."""
     md = {
         "status": outcome.status,
-        "reason": dg.MetadataValue.text(outcome.reason or ""),
+        "reason": dg.MetadataValue.text(visible(outcome.reason)),
         "findings": dg.MetadataValue.json([f.as_dict() for f in outcome.findings[:100]]),
         "finding_count": len(outcome.findings),
         "evidence_dir": dg.MetadataValue.path(state.get("evidence_dir", "")),
@@ -21,7 +23,7 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
     clone = state.get("clone") or {}
     for key in ("sha256", "format", "pg_dump_version"):
         if clone.get(key):
-            md[f"clone_{key}"] = str(clone[key])
+            md[f"clone_{key}"] = visible(clone[key])
     if state.get("anchor"):
         md["anchor_id"] = state["anchor"]["anchor_id"]
     gx = outcome.details.get("gx")
@@ -44,7 +46,7 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
         check_name=check,
         passed=outcome.status == PASSED,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=outcome.reason[:1000] if outcome.reason else None,
+        description=visible(outcome.reason)[:1000] if outcome.reason else None,
         metadata={"status": outcome.status, "finding_count": len(outcome.findings),
                   "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}))},
     )
@@ -64,7 +66,7 @@ def suite_result(asset: str, check: str, gx: dict | None) -> dg.AssetCheckResult
         asset_key=asset, check_name=check, passed=bool(gx.get("success")), severity=dg.AssetCheckSeverity.ERROR,
         description=f"Great Expectations suite {gx.get('suite')}: {gx.get('evaluated', 0)} expectations, "
                     f"{gx.get('failed', 0)} failed",
-        metadata={"suite": str(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
+        metadata={"suite": visible(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
                   "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.json(expectations)},
     )
 

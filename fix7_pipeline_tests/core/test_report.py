@@ -10,8 +10,8 @@ from fix7_pipeline.core.model import BLOCKED, FAILED, PASSED, STAGES, Finding, S
 from fix7_pipeline.core.report import (NO_SAFE_CLONE, PROVENANCE, READABLE, REHEARSAL_FAILED, REHEARSAL_PASSED,
                                        REPORT, SAFE_CLONE, EvidencePacket, write_atomic)
 
-def _packet(tmp_path, **statuses) -> EvidencePacket:
-    p = EvidencePacket.start(tmp_path / "ev", run_id="run-1", request={"clone_path": "/x.dump"})
+def _packet(tmp_path, name="ev", **statuses) -> EvidencePacket:
+    p = EvidencePacket.start(tmp_path / name, run_id="run-1", request={"clone_path": "/x.dump"})
     for stage, status in statuses.items():
         findings = [] if status == PASSED else [Finding(rule="r", message=f"{stage} went wrong")]
         p.record_stage(stage, StageOutcome(status=status, findings=findings, reason="because"))
@@ -43,7 +43,7 @@ def test_a_run_that_stopped_without_a_decision_never_passes(tmp_path):
     p = _packet(tmp_path, **{s: PASSED for s in STAGES[:6]})  # rollback and restore_diff never ran
     assert p.finalize(incomplete_reason="the worker died") == REHEARSAL_FAILED
     assert "the worker died" in p.data["stages"]["rollback"]["reason"]
-    p = _packet(tmp_path, intake=PASSED)
+    p = _packet(tmp_path, "ev2", intake=PASSED)  # a packet starts in a directory of its own
     assert p.finalize() == NO_SAFE_CLONE
 
 def test_every_file_is_rewritten_whole_and_readable(tmp_path):
