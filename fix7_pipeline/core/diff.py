@@ -41,17 +41,30 @@ def _next_value(p: dict) -> int:
 
 
 def sequence_diff(anchor: dict[str, dict], after: dict[str, dict]) -> list[dict]:
-    """Sequences present on both sides; forward moves are warnings (a rollback cannot un-draw values)."""
+    """Positions of sequences present on both sides; forward moves are warnings (a rollback cannot un-draw
+    values). A changed definition (increment, bounds) is a schema difference, reported there once."""
     out = []
     for key in sorted(set(anchor) & set(after)):
         a, b = anchor[key], after[key]
-        if _next_value(a) == _next_value(b) and a.get("increment") == b.get("increment"):
+        if a.get("increment") != b.get("increment"):
+            if (a["last_value"], a["is_called"]) == (b["last_value"], b["is_called"]):
+                continue
+            out.append({"sequence": key, "anchor": a["last_value"], "after": b["last_value"], "severity": "error"})
             continue
-        step = a.get("increment", 1)
-        forward = a.get("increment") == b.get("increment") and (_next_value(b) - _next_value(a)) * step > 0
+        if _next_value(a) == _next_value(b):
+            continue
+        forward = (_next_value(b) - _next_value(a)) * a.get("increment", 1) > 0
         out.append({"sequence": key, "anchor": a["last_value"], "after": b["last_value"],
                     "severity": "warning" if forward else "error"})
     return out
+
+
+def large_object_diff(anchor: dict[str, dict], after: dict[str, dict]) -> dict:
+    """Large objects by oid: added, removed, or with other content (never the content)."""
+    added = sorted(set(after) - set(anchor), key=int)
+    removed = sorted(set(anchor) - set(after), key=int)
+    changed = sorted((k for k in set(anchor) & set(after) if anchor[k] != after[k]), key=int)
+    return {"added": added, "removed": removed, "changed": changed}
 
 
 def bucket_hex_digits(rows: int) -> int:
@@ -206,6 +219,7 @@ def restore_diff(anchor_fp: dict, after_fp: dict, anchor_conn: psycopg.Connectio
             if d["added"] or d["removed"] or d["changed"]:
                 tables.append(d)
     errors = [s for s in sequences if s["severity"] == "error"]
-    return {"tables": tables, "schema": schema, "sequences": sequences,
-            "empty": not tables and not schema and not errors,
+    blobs = large_object_diff(anchor_fp.get("large_objects", {}), after_fp.get("large_objects", {}))
+    return {"tables": tables, "schema": schema, "sequences": sequences, "large_objects": blobs,
+            "empty": not tables and not schema and not errors and not any(blobs.values()),
             "tables_unchanged": skipped, "tables_compared": compared}

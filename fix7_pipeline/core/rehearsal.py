@@ -25,7 +25,7 @@ from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
 from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
-                     create_throwaway, drop_database, drop_throwaway, keep_throwaway, storage_connection, sweep)
+                     create_throwaway, database_properties, drop_database, drop_throwaway, keep_throwaway, storage_connection, sweep)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
@@ -356,11 +356,13 @@ def snapshot_anchor(state: dict) -> StageOutcome:
         anchor_db = f"fix7_anchor_{tw.tag}"
         state["throwaway"]["extra_databases"].append(anchor_db)
         packet.data["throwaways"]["created"].append(anchor_db)
+        properties = database_properties(server, tw.database)
         create_database(server, anchor_db, tw.login, template=tw.database, read_only=True)
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn:
             fp = fingerprint.fingerprint(conn)
         anchor = fingerprint.anchor_id(fp)
-        state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp}
+        state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp,
+                           "database_properties": properties}
         packet.set(anchor_id=anchor)
         return StageOutcome(status=PASSED, reason=f"anchor {anchor}: physical copy {anchor_db} + logical fingerprint",
                             details={"anchor_id": anchor, "physical_copy": anchor_db,
@@ -382,8 +384,8 @@ def run_change_stage(state: dict, label: str) -> StageOutcome:
 
 def restore_diff(state: dict) -> StageOutcome:
     from . import diff as diff_mod
-    from . import fingerprint, isolation
-    from .server import planted_settings
+    from . import fingerprint, isolation, schema_text
+    from .server import database_properties, planted_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
@@ -401,6 +403,21 @@ def restore_diff(state: dict) -> StageOutcome:
         findings += [Finding(rule="sequence_moved", severity=s.get("severity", "warning"),
                              message=f"sequence {s['sequence']} moved from {s['anchor']} to {s['after']}")
                      for s in result["sequences"]]
+        for name in sorted(k for k, v in database_properties(server, tw.database).items()
+                           if v != anchor.get("database_properties", {}).get(k)):
+            result["schema"].append({"object": f"database {name}", "change": "changed"})
+            findings.append(Finding(rule="schema_differs", message=f"the clone database's {name} changed after "
+                                    "rollback"))
+        blobs = result.get("large_objects") or {}
+        findings += [Finding(rule="large_object_differs", message=f"large object {oid} {kind} after rollback")
+                     for kind in ("added", "removed", "changed") for oid in blobs.get(kind, [])[:20]]
+        text_differs = schema_text.differing(schema_text.schema_sections(server, anchor["database"], tw.login),
+                                             schema_text.schema_sections(server, tw.database, tw.login))
+        result["schema_text_differs"] = text_differs
+        if text_differs and not result["schema"]:
+            findings += [Finding(rule="fingerprint_blind_spot", message=f"pg_dump --schema-only differs in {s} "
+                                 "where the catalog fingerprint saw no difference; the rollback left something "
+                                 "the fingerprint does not read") for s in text_differs]
         # isolation refused any such setting, so one now was placed by code that ran in apply or rollback
         for f in isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role)):
             findings.append(Finding(rule="setting_planted", message="after apply and rollback: " + f.message,

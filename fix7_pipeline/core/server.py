@@ -10,6 +10,7 @@ what it granted in the connection ledger that goes into the evidence.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import secrets
@@ -283,18 +284,19 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
 
 
 def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,
-                    read_only: bool = False) -> None:
+                    read_only: bool = False, owned: bool = False) -> None:
     """A throwaway database of the admin's that only `login` may connect to.
 
-    With `template` it is a physical copy (the anchor, a probe); without, an empty scratch database
-    from template0, owned by `login` so that it may create temporary tables there and nowhere else.
+    With `template` it is a physical copy (the anchor, a probe), the admin's unless `owned`; without, an
+    empty scratch database from template0, owned by `login` so that it may create temporary tables there.
     """
     with server.connect(purpose=f"create {name}") as c:
         if template:
             c.execute(sql.SQL("select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity "
                               "where datname = {}").format(sql.Literal(template)))
-            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name),
-                                                                   sql.Identifier(template)))
+            c.execute(sql.SQL("create database {} template {}{}").format(
+                sql.Identifier(name), sql.Identifier(template),
+                sql.SQL(" owner {}").format(sql.Identifier(login.role)) if owned else sql.SQL("")))
         else:
             c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
                 sql.Identifier(name), sql.Identifier(login.role)))
@@ -337,6 +339,18 @@ def planted_settings(server: RehearsalServer, databases: list[str], role: str) -
             order by 1, 2, 3""", (list(databases), role)).fetchall()
     return [{"database": db, "role": rl, "name": setting.partition("=")[0]}
             for db, rl, setting in rows if setting not in OWN_SETTINGS]
+
+
+def database_properties(server: RehearsalServer, database: str) -> dict[str, str]:
+    """What the database itself carries that its owner (the dump's role) can change: comment, connection
+    limit, privileges, template and connection flags. Hashed: a comment can hold anything."""
+    with server.connect(purpose="database properties") as c:
+        row = c.execute("""
+            select pg_catalog.shobj_description(d.oid, 'pg_database'), d.datconnlimit::text, d.datallowconn::text,
+                   d.datistemplate::text, d.datacl::text
+            from pg_catalog.pg_database d where d.datname = %s""", (database,)).fetchone()
+    names = ("comment", "connection limit", "allow connections", "is template", "privileges")
+    return {n: hashlib.sha256(str(v).encode()).hexdigest()[:16] for n, v in zip(names, row or [None] * 5)}
 
 
 def role_attributes(server: RehearsalServer, role: str) -> dict:
