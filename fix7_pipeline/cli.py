@@ -293,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_SAFE_CLONE
 
 
-from fix7_pipeline.commands import audit as _audit, ui as _ui  # noqa: E402
+from fix7_pipeline.commands import audit as _audit, diff as _diff, ui as _ui  # noqa: E402
 
-_EXTRA_COMMANDS.extend([_ui.register, _audit.register])
+_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _diff.register])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -162,3 +162,37 @@ def test_pg_dump_text_sees_what_the_fingerprint_was_told_not_to(server, base, mo
         fp = fingerprint(c)
     result, differs = _after(server, (tw, fp, text), "blind", "comment on index public.t_p_idx is 'x'")
     assert result["schema"] == [] and differs == ["COMMENT public.INDEX t_p_idx"], (result["schema"], differs)
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    from fix7_pipeline.core.paths import project_dir
+
+    return subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "diff", *args], capture_output=True,
+                          text=True, cwd=str(project_dir()), timeout=120)
+
+
+def test_fix7_diff_names_what_differs_and_exits_by_it(server, base):
+    tw, _, _ = base
+    same = f"{tw.database}_{len(tw.extra_databases)}"
+    tw.extra_databases.append(same)
+    create_database(server, same, tw.login, template=tw.database, owned=True)
+    changed = f"{tw.database}_{len(tw.extra_databases)}"
+    tw.extra_databases.append(changed)
+    create_database(server, changed, tw.login, template=tw.database, owned=True)
+    with as_owner(server, tw, changed) as c:
+        c.execute("delete from public.t where id <= 3; create publication pub_left for table public.t")
+    r = _cli(tw.database, same)
+    assert r.returncode == 0 and "are equal" in r.stdout, r.stdout + r.stderr
+    r = _cli(tw.database, changed, "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = __import__("json").loads(r.stdout)
+    assert {"object": "publication pub_left", "change": "added"} in out["schema"]
+    assert [(t["table"], t["removed"]) for t in out["tables"]] == [("public.t", 3)]
+    assert out["role"] == tw.login.role
+    r = _cli(tw.database, "fix7_no_such_database")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("postgres", tw.database)
+    assert r.returncode == 2 and "superuser" in r.stderr
