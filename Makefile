@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fix7-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: install demo test test-slow bench ui clean
+.PHONY: install demo test test-slow bench bench-diff ui clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test-slow: install
 
 bench: install
 	$(BIN)/python -m fix7_pipeline.bench
+	$(BIN)/python -m fix7_pipeline.bench_diff
+
+bench-diff: install
+	$(BIN)/python -m fix7_pipeline.bench_diff
 
 ui: install
 	$(BIN)/fix7 ui

@@ -63,7 +63,8 @@ def render(result: dict, db_a: str, db_b: str) -> str:
     if result["equal"]:
         return f"{db_a} and {db_b} are equal: schema objects, rows, sequences, large objects and pg_dump schema text"
     lines = [f"{db_a} -> {db_b}:"]
-    lines += [f"  schema  {o['object']}: {o['change']}" for o in result["schema"]]
+    lines += [f"  schema  {o['object']}: {o['change']}"
+              + (f" ({', '.join(o['attributes'])})" if o.get("attributes") else "") for o in result["schema"]]
     for t in result["tables"]:
         keys = "; ".join(f"{k} {', '.join(v)}" for k, v in (t.get("examples") or {}).items() if v)
         lines.append(f"  rows    {t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} changed"

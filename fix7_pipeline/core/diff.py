@@ -24,7 +24,8 @@ STREAM_ROWS = 20000
 DIFF_SETTINGS = {"work_mem": "64MB", "enable_sort": "off"}  # hash aggregates: the planner overestimates groups
 
 
-def schema_diff(anchor: dict[str, str], after: dict[str, str]) -> list[dict]:
+def schema_diff(anchor: dict[str, dict], after: dict[str, dict]) -> list[dict]:
+    """Objects added, removed or changed, a changed one with the attributes that differ (never values)."""
     out = []
     for key in sorted(set(anchor) | set(after)):
         if key not in after:
@@ -32,7 +33,9 @@ def schema_diff(anchor: dict[str, str], after: dict[str, str]) -> list[dict]:
         elif key not in anchor:
             out.append({"object": key, "change": "added"})
         elif anchor[key] != after[key]:
-            out.append({"object": key, "change": "changed"})
+            a, b = anchor[key], after[key]
+            out.append({"object": key, "change": "changed",
+                        "attributes": sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))})
     return out
 
 

@@ -83,9 +83,13 @@ def snapshot(conn: psycopg.Connection, read_only: bool = True):
         yield
 
 
-def schema_objects(conn: psycopg.Connection) -> dict[str, str]:
-    rows = conn.execute(SCHEMA_OBJECTS_SQL).fetchall()
-    return dict(sorted((k, h) for k, h in rows))
+def schema_objects(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
+    """{object key: {attribute: short hash}} of every schema object."""
+    out: dict[str, dict[str, str]] = {}
+    for key, attrs in conn.execute(SCHEMA_OBJECTS_SQL).fetchall():
+        parsed = dict(a.split(":", 1) for a in attrs)
+        out[key] = {k: v[:12] for k, v in sorted(parsed.items())}
+    return dict(sorted(out.items()))
 
 
 def table_content(conn: psycopg.Connection, schema: str, name: str, columns: list[str]) -> tuple[int, str]:

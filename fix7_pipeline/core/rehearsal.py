@@ -398,7 +398,9 @@ def restore_diff(state: dict) -> StageOutcome:
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
-        findings += [Finding(rule="schema_differs", message=f"schema object {o['object']} {o['change']} after rollback")
+        findings += [Finding(rule="schema_differs", message=f"schema object {o['object']} {o['change']} after rollback"
+                             + (f" ({', '.join(o['attributes'])})" if o.get("attributes") else ""),
+                             extra={"attributes": o["attributes"]} if o.get("attributes") else {})
                      for o in result["schema"]]
         findings += [Finding(rule="sequence_moved", severity=s.get("severity", "warning"),
                              message=f"sequence {s['sequence']} moved from {s['anchor']} to {s['after']}")

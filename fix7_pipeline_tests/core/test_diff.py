@@ -66,6 +66,7 @@ def _table(result, name):
 def test_faithful_rollback_is_empty(server, rehearsal):
     tw, anchor, fp = rehearsal
     assert _diff(server, tw, anchor, fp) == {"tables": [], "schema": [], "sequences": [], "empty": True,
+                                             "large_objects": {"added": [], "removed": [], "changed": []},
                                              "tables_unchanged": 11, "tables_compared": 0}
     _change(server, tw, APPLY)
     with as_owner(server, tw) as c:
@@ -125,7 +126,8 @@ def test_schema_residue_and_sequences(server, rehearsal):
     """)
     result = _diff(server, tw, anchor, fp)
     assert result["schema"] == [
-        {"object": "constraint public.system_issues.system_issues_severity_check", "change": "changed"},
+        {"object": "constraint public.system_issues.system_issues_severity_check", "change": "changed",
+         "attributes": ["definition"]},
         {"object": "index public.birth_registry_status_idx", "change": "removed"}]
     assert result["tables"] == [] and not result["empty"]
     assert result["sequences"] == [{"sequence": "public.os_proposal_approvals_id_seq", "anchor": 3300,

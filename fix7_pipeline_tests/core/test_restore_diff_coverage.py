@@ -89,6 +89,14 @@ PAIRS = [
     ("large object privileges", "grant select on large object 424242 to public", "", "large object 424242"),
 ]
 
+# the attribute a changed object must be reported with
+ATTRIBUTE = {"schema privileges": "privileges", "schema owner": "owner", "index comment": "comment",
+             "sequence persistence": "persistence", "sequence increment": "increment", "replica identity": "replica identity",
+             "column storage": "storage", "statistics target": "statistics", "compression": "compression",
+             "attribute options": "options", "column local status": "inherited", "domain collation": "collation",
+             "aggregate combine function": "aggregate", "materialized view populated": "populated",
+             "large object privileges": "privileges", "extension comment": "comment"}
+
 DATA_PAIRS = [
     ("materialized view contents", "update public.src set v = 'z' where id = 1; refresh materialized view public.mv; "
      "update public.src set v = 'a' where id = 1", lambda r: r["tables"] and r["tables"][0]["table"] == "public.mv"),
@@ -142,6 +150,9 @@ def test_each_kind_left_behind_is_named(server, base, name, owner_sql, superuser
     result, text = _after(server, base, name, owner_sql, superuser_sql)
     objects = [o["object"] for o in result["schema"]]
     assert not result["empty"] and any(o == expected or o.startswith(expected) for o in objects), objects
+    if name in ATTRIBUTE:
+        named = next(o for o in result["schema"] if o["object"] == expected)
+        assert ATTRIBUTE[name] in named["attributes"] and len(named["attributes"]) <= 2, named
     assert not [s for s in result["sequences"] if s["severity"] == "error"], result["sequences"]
 
 
