@@ -116,16 +116,18 @@ def run(rows: int, seed: int, out: Path) -> dict:
             tables = _keyed_tables(c)
         with server.connect(anchor, tw.login, purpose="bench settle", session=CHANGE) as c:
             c.execute("vacuum (analyze)")
-        with server.connect(anchor, tw.login, purpose="bench anchor fingerprint") as c:
-            t_fp, anchor_fp = _timed(lambda: fingerprint.fingerprint(c))
+        with server.connect(anchor, tw.login, purpose="bench anchor fingerprint") as c, \
+                server.connect(anchor, tw.login, purpose="bench anchor fingerprint (second core)") as h:
+            t_fp, anchor_fp = _timed(lambda: fingerprint.fingerprint(c, [h]))
         env = server.tool_env(anchor, tw.login, "bench pg_dump", "pg_dump")
         t_dump, r = _timed(lambda: run_tool([pg_tool("pg_dump"), "-Fp", "-f", "/dev/null", "-d", anchor], env))
         assert r.returncode == 0, r.stderr
 
         def ours():
             with server.connect(tw.database, tw.login, purpose="bench diff") as after, \
-                    server.connect(anchor, tw.login, purpose="bench diff (anchor)") as a:
-                return diff_mod.restore_diff(anchor_fp, fingerprint.fingerprint(after), a, after)
+                    server.connect(anchor, tw.login, purpose="bench diff (anchor)") as a, \
+                    server.connect(tw.database, tw.login, purpose="bench diff (second core)") as h:
+                return diff_mod.restore_diff(anchor_fp, fingerprint.fingerprint(after, [h]), a, after)
 
         t_ours, result = _timed(ours)
         ours_found = {t["table"].split(".", 1)[1]: t["added"] + t["removed"] + t["changed"] for t in result["tables"]}

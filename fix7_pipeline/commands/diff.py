@@ -47,8 +47,10 @@ def compare(server, db_a: str, db_b: str, role: str | None = None) -> dict:
     if missing:
         raise Fix7Error(f"Database {missing[0]!r} does not exist on the rehearsal server.", EXIT_USAGE, rule="usage")
     login = Login(_role_for(server, db_a, role), os.environ.get("FIX7_DIFF_PASSWORD") or None)
-    with server.connect(db_a, login, purpose="diff: a") as a, server.connect(db_b, login, purpose="diff: b") as b:
-        fp_a, fp_b = fingerprint.fingerprint(a), fingerprint.fingerprint(b)
+    with server.connect(db_a, login, purpose="diff: a") as a, server.connect(db_b, login, purpose="diff: b") as b, \
+            server.connect(db_a, login, purpose="diff: a (second core)") as ha, \
+            server.connect(db_b, login, purpose="diff: b (second core)") as hb:
+        fp_a, fp_b = fingerprint.fingerprint(a, [ha]), fingerprint.fingerprint(b, [hb])
         result = diff_mod.restore_diff(fp_a, fp_b, a, b)
     text = schema_text.differing(schema_text.schema_sections(server, db_a, login),
                                  schema_text.schema_sections(server, db_b, login))

@@ -13,6 +13,7 @@ differ: the column is a schema difference.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -115,6 +116,13 @@ def _pairs(conn: psycopg.Connection, source: sql.Composable, buckets: list[int])
 _END = object()
 
 
+def _chain(head, rows: Iterator[tuple]) -> Iterator[tuple]:
+    if head is _END:
+        return
+    yield head
+    yield from rows
+
+
 def _merge(anchor_rows: Iterator[tuple], after_rows: Iterator[tuple], keyed: bool) -> tuple[dict, dict]:
     """Exact added/removed/changed counts from two key-ordered streams, with a few key hashes of each kind.
 
@@ -182,14 +190,20 @@ def table_row_diff(anchor_conn: psycopg.Connection, after_conn: psycopg.Connecti
     key = a["key"] if a["key"] and a["key"] == b["key"] and set(a["key"]) <= set(columns) else None
     digits = bucket_hex_digits(max(a["rows"], b["rows"]))
     anchor_source, after_source = _bucket_source(a, columns, key, digits), _bucket_source(b, columns, key, digits)
-    a_sum, b_sum = _bucket_summaries(anchor_conn, anchor_source), _bucket_summaries(after_conn, after_source)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fix7-diff") as pool:  # one side per core
+        a_job = pool.submit(_bucket_summaries, anchor_conn, anchor_source)
+        b_sum = _bucket_summaries(after_conn, after_source)
+        a_sum = a_job.result()
     buckets = sorted(x for x in set(a_sum) | set(b_sum) if a_sum.get(x) != b_sum.get(x))
     result = {"table": f"{a['schema']}.{a['name']}", "added": 0, "removed": 0, "changed": 0,
               "key": key, "buckets": len(buckets)}
     if not buckets:
         return result
-    counts, hashes = _merge(_pairs(anchor_conn, anchor_source, buckets), _pairs(after_conn, after_source, buckets),
-                            keyed=key is not None)
+    a_rows, b_rows = _pairs(anchor_conn, anchor_source, buckets), _pairs(after_conn, after_source, buckets)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fix7-diff") as pool:  # both sides sort at once
+        a_head, b_head = pool.submit(next, a_rows, _END), pool.submit(next, b_rows, _END)
+        a_first, b_first = a_head.result(), b_head.result()
+    counts, hashes = _merge(_chain(a_first, a_rows), _chain(b_first, b_rows), keyed=key is not None)
     result.update(counts)
     if key is not None:
         result["examples"] = {

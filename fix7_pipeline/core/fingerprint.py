@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import psycopg
@@ -25,12 +28,13 @@ select n.nspname, c.relname,
   (select array_agg(a.attname::text order by k.ord)
    from pg_constraint co cross join lateral unnest(co.conkey) with ordinality k(attnum, ord)
    join pg_attribute a on a.attrelid = co.conrelid and a.attnum = k.attnum
-   where co.conrelid = c.oid and co.contype = 'p') as key
+   where co.conrelid = c.oid and co.contype = 'p') as key,
+  pg_catalog.pg_relation_size(c.oid) as size
 from pg_class c join ns n on n.oid = c.relnamespace
 where (c.relkind = 'r' or (c.relkind = 'm' and c.relispopulated))
   and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid
                   and d.deptype = 'e')
-order by 1, 2
+order by size desc, 1, 2
 """
 
 SEQUENCES_SQL = f"""
@@ -65,9 +69,9 @@ TEXT_SETTINGS = {"search_path": "pg_catalog, pg_temp", "timezone": "UTC", "dates
 
 
 @contextmanager
-def snapshot(conn: psycopg.Connection, read_only: bool = True):
+def snapshot(conn: psycopg.Connection, read_only: bool = True, *, imported: str | None = None):
     """One repeatable-read snapshot (when the connection is idle) with fixed text settings, so row text
-    and hashes do not depend on the session."""
+    and hashes do not depend on the session; `imported` is another session's exported snapshot."""
     def settle():
         for name, value in TEXT_SETTINGS.items():
             conn.execute("select set_config(%s, %s, true)", (name, value))
@@ -76,6 +80,8 @@ def snapshot(conn: psycopg.Connection, read_only: bool = True):
         with conn.transaction():
             conn.execute("set transaction isolation level repeatable read, "
                          + ("read only" if read_only else "read write"))
+            if imported:
+                conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(imported)))
             settle()
             yield
     else:
@@ -101,14 +107,41 @@ def table_content(conn: psycopg.Connection, schema: str, name: str, columns: lis
     return int(count), digest
 
 
-def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict]:
+def table_fingerprints(conn: psycopg.Connection, helpers: Sequence[psycopg.Connection] = ()) -> dict[str, dict]:
+    """Every table's (rows, hash), largest first, shared among `conn` and `helpers` (one core each), all
+    reading `conn`'s snapshot (exported to the helpers), so the result is one consistent state."""
+    tables = conn.execute(TABLES_SQL).fetchall()
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for t in tables:
+        todo.put(t)
     out: dict[str, dict] = {}
-    for schema, name, columns, key in conn.execute(TABLES_SQL).fetchall():
-        columns = list(columns or [])
-        rows, digest = table_content(conn, schema, name, columns)
-        out[f"{schema}.{name}"] = {"schema": schema, "name": name, "rows": rows, "hash": digest,
-                                   "key": list(key) if key else None, "columns": columns}
-    return out
+
+    def work(c: psycopg.Connection) -> None:
+        while True:
+            try:
+                schema, name, columns, key, _size = todo.get_nowait()
+            except queue.Empty:
+                return
+            columns = list(columns or [])
+            rows, digest = table_content(c, schema, name, columns)
+            out[f"{schema}.{name}"] = {"schema": schema, "name": name, "rows": rows, "hash": digest,
+                                       "key": list(key) if key else None, "columns": columns}
+
+    if helpers:
+        exported = conn.execute("select pg_catalog.pg_export_snapshot()").fetchone()[0]
+
+        def helper(c: psycopg.Connection) -> None:
+            with snapshot(c, imported=exported):
+                work(c)
+
+        with ThreadPoolExecutor(max_workers=len(helpers), thread_name_prefix="fix7-fingerprint") as pool:
+            jobs = [pool.submit(helper, c) for c in helpers]
+            work(conn)
+            for j in jobs:
+                j.result()
+    else:
+        work(conn)
+    return dict(sorted(out.items()))
 
 
 def sequence_positions(conn: psycopg.Connection) -> dict[str, dict]:
@@ -132,11 +165,11 @@ def large_objects(conn: psycopg.Connection) -> dict[str, dict]:
     return {str(oid): {"bytes": int(n), "hash": h} for oid, n, h in conn.execute(LARGE_OBJECTS_SQL).fetchall()}
 
 
-def fingerprint(conn: psycopg.Connection) -> dict:
+def fingerprint(conn: psycopg.Connection, helpers: Sequence[psycopg.Connection] = ()) -> dict:
     """Schema objects, table and materialized-view contents, sequence positions and large objects, from one
-    snapshot."""
+    snapshot (tables shared with `helpers`, idle sessions on the same database)."""
     with snapshot(conn):
-        return {"schema": schema_objects(conn), "tables": table_fingerprints(conn),
+        return {"schema": schema_objects(conn), "tables": table_fingerprints(conn, helpers),
                 "sequences": sequence_positions(conn), "large_objects": large_objects(conn)}
 
 

@@ -358,8 +358,9 @@ def snapshot_anchor(state: dict) -> StageOutcome:
         packet.data["throwaways"]["created"].append(anchor_db)
         properties = database_properties(server, tw.database)
         create_database(server, anchor_db, tw.login, template=tw.database, read_only=True)
-        with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn:
-            fp = fingerprint.fingerprint(conn)
+        with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
+                server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
+            fp = fingerprint.fingerprint(conn, [helper])
         anchor = fingerprint.anchor_id(fp)
         state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp,
                            "database_properties": properties}
@@ -391,8 +392,9 @@ def restore_diff(state: dict) -> StageOutcome:
         tw = _throwaway(state)
         anchor = state["anchor"]
         with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
-                server.connect(anchor["database"], tw.login, purpose="restore diff (anchor)") as anchor_conn:
-            after_fp = fingerprint.fingerprint(after)
+                server.connect(anchor["database"], tw.login, purpose="restore diff (anchor)") as anchor_conn, \
+                server.connect(tw.database, tw.login, purpose="restore diff (second core)") as helper:
+            after_fp = fingerprint.fingerprint(after, [helper])
             result = diff_mod.restore_diff(anchor["fingerprint"], after_fp, anchor_conn, after)
         packet.set(restore_diff=result)
         findings = [Finding(rule="rows_differ", table=t["table"],

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from fix7_pipeline.core.fingerprint import anchor_id, fingerprint, schema_objects, sequence_positions, table_fingerprints
+from fix7_pipeline.core.fingerprint import (anchor_id, fingerprint, schema_objects, sequence_positions, snapshot,
+                                            table_fingerprints)
 from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
 from fix7_pipeline.core.server import pg_tool
 from fix7_pipeline.core.server import create_database
@@ -149,3 +150,21 @@ def test_schema_objects_cover_the_catalog(server, throwaway):
         assert schema_objects(c) == after
         c.execute("select nextval('s'), nextval('s')")
         assert sequence_positions(c)["public.s"] == {"last_value": 2, "is_called": True, "increment": 1}
+
+
+def test_shared_among_sessions_it_reads_one_snapshot(server, throwaway):
+    """Tables fingerprinted by a second session read the first one's exported snapshot, not a later state."""
+    with as_owner(server, throwaway) as c:
+        c.execute("create table public.big (id int primary key, v text);"
+                  "insert into public.big select g, 'v' || g from generate_series(1, 5000) g;"
+                  "create table public.small (id int primary key)")
+    with proof(server, throwaway) as a, proof(server, throwaway) as helper:
+        alone = fingerprint(a)
+        with snapshot(a):
+            with as_owner(server, throwaway) as w:
+                w.execute("insert into public.big values (5001, 'late'); insert into public.small values (1)")
+            shared = fingerprint(a, [helper])
+    assert shared == alone
+    with proof(server, throwaway) as a, proof(server, throwaway) as helper:
+        later = fingerprint(a, [helper])
+    assert later["tables"]["public.big"]["rows"] == 5001 and later["tables"]["public.small"]["rows"] == 1
