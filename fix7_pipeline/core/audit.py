@@ -119,6 +119,9 @@ def seal(packet) -> dict:
                                 if (Path(directory) / name).exists()},
             "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
         }
+        if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
+            entry["interrupted"] = {k: d["interrupted"].get(k) for k in ("stage", "signal", "at")}
+            entry["judged"] = False
         _append(path, entry)
     return entry
 

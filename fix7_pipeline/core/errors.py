@@ -8,6 +8,7 @@ EXIT_PASSED = 0
 EXIT_REHEARSAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_SAFE_CLONE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM exits 143 (interrupts.exit_code)
 
 
 class Fix7Error(Exception):

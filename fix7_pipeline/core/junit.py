@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .escape import xml as _x
-from .model import BLOCKED, FAILED, SKIPPED, STAGES
+from .model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
 from .report import write_atomic
 
 SUITE = "fix7_rehearsal"
@@ -45,7 +45,7 @@ def junit_xml(packet: dict) -> str:
         case = ET.SubElement(suite, "testcase", classname=SUITE,
                              name=_x(name), time=f"{float(st.get('duration_s') or 0):.3f}")
         reason = _x(st.get("reason") or "")
-        if status in (FAILED, BLOCKED):
+        if status in (FAILED, BLOCKED, INTERRUPTED):
             counts["failures"] += 1
             failure = ET.SubElement(case, "failure", message=f"{_x(status)}: {reason}"[:1000], type=_x(status))
             failure.text = _findings_text(st) or reason
@@ -59,7 +59,7 @@ def junit_xml(packet: dict) -> str:
     if verdict != PASSED_VERDICT:
         counts["failures"] += 1
         stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
-                   if (stages[n] or {}).get("status") in (FAILED, BLOCKED)]
+                   if (stages[n] or {}).get("status") in (FAILED, BLOCKED, INTERRUPTED)]
         failure = ET.SubElement(case, "failure", type="verdict",
                                 message=_x(f"verdict {verdict or 'none: the run did not finish'}"))
         failure.text = "\n".join(stopped) or "no stage failed, but the rehearsal has no passing verdict"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 PASSED, FAILED, BLOCKED, SKIPPED = "passed", "failed", "blocked", "skipped"
+INTERRUPTED = "interrupted"  # SIGINT/SIGTERM/UI termination stopped the stage: it decided nothing
 STAGES = ("intake", "isolation", "sanitization", "schema_shape", "snapshot_anchor", "apply", "rollback",
           "restore_diff")
 

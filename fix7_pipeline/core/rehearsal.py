@@ -3,6 +3,11 @@
 The Dagster assets call these one by one; each stage records its outcome, the
 connections it opened and its duration in the evidence packet before returning,
 and a stage that stops the run finalizes the packet and drops the throwaways.
+
+Interrupted (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records
+`interrupted`, drops the throwaways, seals REHEARSAL_INTERRUPTED and re-raises. Every throwaway
+database and role is named in the packet on disk before it is created, so even kill -9 leaves
+it named; its mark lets the next run's sweep drop it.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from pathlib import Path
 import psycopg
 
 from . import change as change_mod
+from . import interrupts
 from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
-from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
+from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
 from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
-                     create_throwaway, database_properties, drop_database, drop_throwaway, keep_throwaway, storage_connection, sweep)
+                     create_throwaway, database_properties, drop_database, drop_throwaway, keep_throwaway,
+                     storage_connection, sweep, throwaway_names)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
@@ -105,43 +112,173 @@ def _announce(stage: str, outcome: StageOutcome, duration: float, evidence_dir: 
 
 
 def run_stage(state: dict, stage: str, body) -> StageOutcome:
-    """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure."""
+    """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
+
+    An interruption (KeyboardInterrupt, DagsterExecutionInterruptedError: BaseExceptions) is recorded as
+    `interrupted`, never as the stage's judgment; the throwaways are dropped, the packet is sealed
+    REHEARSAL_INTERRUPTED and the interruption is re-raised, so Dagster ends the run.
+    """
     request = RehearsalRequest(**state["request"])
     packet = EvidencePacket.load(Path(state["evidence_dir"]))
     started = time.monotonic()
+    position = interrupts.mark()
     server = None
     try:
-        server = open_server(request)
-        outcome = body(server, packet, request)
-    except Exception as e:  # every failure becomes a recorded, explained stage outcome
-        outcome = _error_outcome(stage, e)
-    packet.record_stage(stage, outcome, time.monotonic() - started)
-    if outcome.status != PASSED:
-        drop_throwaways(state, packet, server, request)
-    if server is not None:
-        packet.add_connections(server.ledger.as_dicts())
-    if outcome.status != PASSED:
-        packet.finalize()
-    else:
-        packet.save()
+        try:
+            server = open_server(request)
+            outcome = body(server, packet, request)
+        except Exception as e:  # every failure becomes a recorded, explained stage outcome
+            outcome = _error_outcome(stage, e)
+        with interrupts.deferred():  # recording, dropping and sealing are never cut short
+            if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
+                raise interrupts.Interrupted(interrupts.signal_of(None, position))
+            packet.record_stage(stage, outcome, time.monotonic() - started)
+            if outcome.status != PASSED:
+                drop_throwaways(state, packet, server, request)
+            if server is not None:
+                packet.add_connections(server.ledger.as_dicts())
+            if outcome.status != PASSED:
+                packet.finalize()
+            else:
+                packet.save()
+    except BaseException as e:
+        if not interrupts.is_interrupt(e):
+            raise
+        interrupted(state, stage, e, packet=packet, server=server, started=started, position=position)
+        raise
     _announce(stage, outcome, time.monotonic() - started, state["evidence_dir"])
     return outcome
 
 
+def interrupted(state: dict, stage: str, error: BaseException | None, *, packet: EvidencePacket,
+                server: RehearsalServer | None = None, started: float | None = None, position: int = 0) -> None:
+    """Record that `stage` was interrupted, drop the throwaways and seal REHEARSAL_INTERRUPTED.
+
+    A packet already sealed (the interruption came after its verdict) is left as sealed; its
+    throwaways are still dropped. Runs with further signals deferred: a second Ctrl-C cannot
+    leave the throwaways behind.
+    """
+    with interrupts.deferred(reraise=False):
+        request = RehearsalRequest(**state["request"])
+        duration = time.monotonic() - started if started is not None else None
+        signame = interrupts.signal_name(interrupts.signal_of(error, position))
+        by = f" by {signame}" if signame else " (the run was terminated)"
+        when = f"during {stage} after {duration:.1f} s" if duration is not None else \
+            f"before {stage} started (between two stages)"
+        outcome = StageOutcome(status=INTERRUPTED, reason=f"interrupted{by} {when}; nothing was judged",
+                               details={"signal": signame})
+        sealed = bool(packet.data.get("verdict"))
+        if not sealed and stage in STAGES and packet.stage_status(stage) == SKIPPED:  # not yet recorded
+            packet.record_stage(stage, outcome, duration)
+        if server is None and state.get("throwaway"):
+            try:
+                server = open_server(request)
+            except Exception:  # noqa: BLE001 - recorded as a drop error below; the next sweep retries
+                server = None
+        if state.get("throwaway") and server is None:
+            packet.data["throwaways"]["drop_error"] = "the rehearsal server could not be reached"
+        drop_throwaways(state, packet, server, request, stop_sessions=True)
+        if not sealed:  # a sealed packet is never edited: that would break its hash in the audit chain
+            if server is not None:
+                packet.add_connections(server.ledger.as_dicts())
+            packet.finalize(interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
+        _announce(stage, outcome, duration or 0.0, state["evidence_dir"])
+
+
 def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer | None,
-                    request: RehearsalRequest) -> None:
-    """Drop this run's throwaway databases and role, unless the operator asked to keep them."""
+                    request: RehearsalRequest, *, stop_sessions: bool = False) -> None:
+    """Drop this run's throwaway databases and role, unless the operator asked to keep them.
+
+    `stop_sessions` (an interruption): kept databases still get their sessions ended, so a statement
+    the interruption left running on the server stops now.
+    """
     if server is not None and state.get("throwaway") and request.keep_databases:
-        keep_throwaway(server, _throwaway(state))
-        packet.data["throwaways"]["kept"] = [*_throwaway(state).extra_databases, _throwaway(state).database]
+        tw = _throwaway(state)
+        try:
+            if stop_sessions:
+                _end_sessions(server, [*tw.extra_databases, tw.database])
+            keep_throwaway(server, tw)
+            packet.data["throwaways"]["kept"] = [*tw.extra_databases, tw.database]
+        except Exception as e:  # noqa: BLE001 - recorded
+            packet.data["throwaways"]["drop_error"] = type(e).__name__
     elif server is not None and state.get("throwaway"):
         tw = _throwaway(state)
         try:
-            drop_throwaway(server, tw)
-            packet.data["throwaways"]["dropped"].extend([*tw.extra_databases, tw.database, tw.login.role])
+            gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
+            dropped = packet.data["throwaways"]["dropped"]
+            dropped.extend([n for n in gone if n not in dropped])
+            packet.data["throwaways"].pop("drop_error", None)
         except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
             packet.data["throwaways"]["drop_error"] = type(e).__name__
     _PASSWORDS.pop(state.get("throwaway", {}).get("role", ""), None)
+
+
+def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
+    with server.connect(purpose="stop interrupted statements") as c:
+        c.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                  "where datname = any(%s) and pid <> pg_backend_pid()", (databases,))
+
+
+def _plan(packet: EvidencePacket, *names: tuple[str, str]) -> None:
+    """Name throwaways ("database"|"role", name) in the packet on disk before they are created."""
+    planned = packet.data["throwaways"].setdefault("planned", [])
+    planned.extend({"kind": kind, "name": name} for kind, name in names)
+    packet.save()
+
+
+def _create_throwaway(server: RehearsalServer, state: dict, packet: EvidencePacket) -> Throwaway:
+    """The clone database and its role: named in state and on disk first, then created."""
+    tag = pysecrets.token_hex(5)
+    role, database = throwaway_names(tag)
+    state["throwaway"] = {"database": database, "role": role, "tag": tag, "extra_databases": []}
+    _plan(packet, ("role", role), ("database", database))
+    tw = create_throwaway(server, tag)
+    if tw.login.password:
+        _PASSWORDS[tw.login.role] = tw.login.password
+    _created(packet, tw.database, tw.login.role)
+    return tw
+
+
+def _created(packet: EvidencePacket, *names: str) -> None:
+    packet.data["throwaways"]["created"].extend(names)
+    packet.save()
+
+
+def _plan_database(state: dict, packet: EvidencePacket, database: str) -> None:
+    """One more throwaway database (anchor, probe): dropped with the rest, named on disk before it exists."""
+    state["throwaway"]["extra_databases"].append(database)
+    _plan(packet, ("database", database))
+
+
+def _throwaway_from_packet(packet: EvidencePacket) -> dict | None:
+    """The state's `throwaway` entry rebuilt from the packet's planned names (what abandon drops)."""
+    planned = packet.data["throwaways"].get("planned") or []
+    roles = [p["name"] for p in planned if p.get("kind") == "role"]
+    dbs = [p["name"] for p in planned if p.get("kind") == "database"]
+    if not roles and not dbs:
+        return None
+    role = roles[0] if roles else ""
+    clone = next((d for d in dbs if d.startswith("fix7_clone_")), dbs[0] if dbs else "")
+    return {"database": clone, "role": role, "tag": role.rsplit("_", 1)[-1],
+            "extra_databases": [d for d in dbs if d != clone]}
+
+
+def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | None) -> dict:
+    """The run was interrupted where no stage could record it (between two stages: Dagster stopped the
+    plan). Drops the throwaways the packet names and seals REHEARSAL_INTERRUPTED, at the stage that was
+    next; returns the packet. A packet already sealed is returned as it is.
+    """
+    packet = EvidencePacket.load(Path(evidence_dir))
+    if packet.data.get("verdict"):
+        return packet.data
+    stage = next((s for s in STAGES if packet.stage_status(s) in (SKIPPED, INTERRUPTED)), "evidence_packet")
+    state = {"request": asdict(request), "evidence_dir": str(evidence_dir)}
+    tw = _throwaway_from_packet(packet)
+    if tw:
+        state["throwaway"] = tw
+    error = interrupts.Interrupted(signum) if signum is not None else None
+    interrupted(state, stage, error, packet=packet)
+    return packet.data
 
 
 # -- stages ------------------------------------------------------------------------------
@@ -176,7 +313,24 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
     `storage_url` is the Dagster instance's storage (default FIX7_DAGSTER_PG_URL): the packet's connection
     ledger names it too. A server URL with a password never reaches the packet or the stage's output.
+    Interrupted once the packet exists, it is sealed REHEARSAL_INTERRUPTED (no throwaway exists yet).
     """
+    progress: dict = {}
+    started = time.monotonic()
+    position = interrupts.mark()
+    try:
+        return _intake(request, run_id, evidence_root=evidence_root, storage_url=storage_url, progress=progress)
+    except BaseException as e:
+        if not interrupts.is_interrupt(e) or not progress.get("evidence_dir"):
+            raise
+        packet = EvidencePacket.load(Path(progress["evidence_dir"]))
+        interrupted({"request": asdict(request), "evidence_dir": progress["evidence_dir"]}, "intake", e,
+                    packet=packet, started=started, position=position)
+        raise
+
+
+def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
+            progress: dict) -> tuple[dict, StageOutcome]:
     from . import dumps
 
     started = time.monotonic()
@@ -200,6 +354,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
                 "attestation": attestation}
     packet, refused = _start_packet(directory, fallback, bool(request.evidence_dir), run_id, recorded)
     directory = packet.dir
+    progress["evidence_dir"] = str(directory)
     if refused is not None:
         findings.append(refused)
     packet.add_connections([storage_connection(storage_url or os.environ.get("FIX7_DAGSTER_PG_URL"))])
@@ -255,11 +410,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the proof below passes
-        tw = create_throwaway(server)
-        if tw.login.password:
-            _PASSWORDS[tw.login.role] = tw.login.password
-        state["throwaway"] = {"database": tw.database, "role": tw.login.role, "tag": tw.tag, "extra_databases": []}
-        packet.data["throwaways"]["created"].extend([tw.database, tw.login.role])
+        tw = _create_throwaway(server, state, packet)
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
         assert_least_privilege(attrs)
@@ -309,9 +460,9 @@ def scratch_database(server: RehearsalServer, state: dict, packet: EvidencePacke
     tw = _throwaway(state)
     name = f"fix7_scratch_{tw.tag}"
     if name not in state["throwaway"]["extra_databases"]:
-        state["throwaway"]["extra_databases"].append(name)
-        packet.data["throwaways"]["created"].append(name)
+        _plan_database(state, packet, name)
         create_database(server, name, tw.login)
+        _created(packet, name)
     return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 
@@ -354,10 +505,10 @@ def snapshot_anchor(state: dict) -> StageOutcome:
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         anchor_db = f"fix7_anchor_{tw.tag}"
-        state["throwaway"]["extra_databases"].append(anchor_db)
-        packet.data["throwaways"]["created"].append(anchor_db)
+        _plan_database(state, packet, anchor_db)
         properties = database_properties(server, tw.database)
         create_database(server, anchor_db, tw.login, template=tw.database, read_only=True)
+        _created(packet, anchor_db)
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])
@@ -428,19 +579,22 @@ def restore_diff(state: dict) -> StageOutcome:
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
-            details["anchor_restore_path"] = _prove_anchor_restore(server, anchor, tw)
+            details["anchor_restore_path"] = _prove_anchor_restore(server, anchor, tw, state, packet)
         return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
                                           ok_reason="every row and schema object is back as anchored")
 
     return run_stage(state, "restore_diff", body)
 
 
-def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) -> dict:
+def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway, state: dict,
+                          packet: EvidencePacket) -> dict:
     """When the rollback left a residue, show that restoring from the physical anchor does give the anchor back."""
     from . import fingerprint
 
     probe = f"fix7_probe_{tw.tag}"
+    _plan_database(state, packet, probe)
     create_database(server, probe, tw.login, template=anchor["database"], read_only=True)
+    _created(packet, probe)
     try:
         with server.connect(probe, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
@@ -449,16 +603,27 @@ def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) 
                 if same else "fingerprint of a copy of the anchor differs from the anchor"}
     finally:
         drop_database(server, probe)
+        packet.data["throwaways"]["dropped"].append(probe)
 
 
 def finish(state: dict) -> str:
     """The evidence packet's last word: throwaways dropped, verdict fixed."""
     request = RehearsalRequest(**state["request"])
     packet = EvidencePacket.load(Path(state["evidence_dir"]))
-    server = open_server(request)
-    drop_throwaways(state, packet, server, request)
-    packet.add_connections(server.ledger.as_dicts())
-    return packet.finalize()
+    position = interrupts.mark()
+    server = None
+    try:
+        server = open_server(request)
+        with interrupts.deferred():
+            drop_throwaways(state, packet, server, request)
+            packet.add_connections(server.ledger.as_dicts())
+            verdict = packet.finalize()
+    except BaseException as e:
+        if not interrupts.is_interrupt(e):
+            raise
+        interrupted(state, "evidence_packet", e, packet=packet, server=server, position=position)
+        raise
+    return verdict
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import EXIT_USAGE, Fix7Error
 from .escape import md, md_code
-from .model import BLOCKED, FAILED, PASSED, SKIPPED, STAGES, StageOutcome
+from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 
 REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
@@ -27,6 +27,8 @@ PACKET_FILES = (REPORT, PROVENANCE, READABLE)
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
 NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+# SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
+REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 NOT_PROVEN = "N/A_NO_CLONE_TO_PROVE"
 
@@ -197,7 +199,8 @@ class EvidencePacket:
             "restore_diff": {"tables": [], "schema": [], "sequences": [], "empty": None},
             "restoring_role": None,
             "connections": [],
-            "throwaways": {"created": [], "dropped": [], "swept": []},
+            # planned: named on disk before each CREATE, so even kill -9 leaves them named (the next sweep drops them)
+            "throwaways": {"planned": [], "created": [], "dropped": [], "swept": []},
             "table_A_candidates": [],
             "live_production_contact": False,
             "production_mutation": False,
@@ -252,7 +255,16 @@ class EvidencePacket:
             return SAFE_CLONE
         return None
 
+    def interruption(self) -> dict | None:
+        """Where the run was interrupted, if it was: {"stage", "signal", "at", ...}."""
+        if self.data.get("interrupted"):
+            return self.data["interrupted"]
+        stage = next((s for s in STAGES if self.stage_status(s) == INTERRUPTED), None)
+        return {"stage": stage, "signal": None} if stage else None
+
     def verdict(self) -> str | None:
+        if self.interruption():
+            return REHEARSAL_INTERRUPTED  # never a judgment, whatever ran before it
         cv = self.clone_verdict()
         if cv == NO_SAFE_CLONE:
             return NO_SAFE_CLONE
@@ -265,8 +277,16 @@ class EvidencePacket:
             return REHEARSAL_PASSED
         return None
 
-    def finalize(self, *, incomplete_reason: str | None = None) -> str:
-        """Fix the verdict; a run that stopped without a gate deciding is a failure, never a pass."""
+    def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None) -> str:
+        """Fix the verdict; a run that stopped without a gate deciding is a failure, never a pass.
+
+        `interrupted` ({"stage", "signal", ...}) seals REHEARSAL_INTERRUPTED: the stages not run say so,
+        and the clone is judged only if every clone gate had already decided before the interruption.
+        """
+        if interrupted is not None:
+            self.data["interrupted"] = {**interrupted, "at": utc_now()}
+        if self.interruption():
+            return self._finalize_interrupted()
         verdict = self.verdict()
         if verdict is None:
             reason = incomplete_reason or "the run stopped before every stage finished"
@@ -289,6 +309,25 @@ class EvidencePacket:
 
         seal(self)  # saves the packet linked to the previous one (previous_packet_sha256) and chains it
         return verdict
+
+    def _finalize_interrupted(self) -> str:
+        info = self.interruption() or {}
+        self.data["interrupted"] = info
+        where = info.get("stage") or "the run"
+        by = f" by {info['signal']}" if info.get("signal") else ""
+        for s in STAGES:
+            st = self.data["stages"][s]
+            if st["status"] == SKIPPED:
+                st["reason"] = f"not run: the rehearsal was interrupted{by} during {where}"
+        self.data["verdict"] = REHEARSAL_INTERRUPTED
+        # SAFE only if all four clone gates passed before the interruption; otherwise not judged (None).
+        self.data["clone_verdict"] = self.clone_verdict() if self.clone_verdict() == SAFE_CLONE else None
+        self.data["exact_operator_input_needed"] = None  # nothing is wrong with the clone as far as is known
+        self.data["finished_at"] = utc_now()
+        from .audit import seal
+
+        seal(self)
+        return REHEARSAL_INTERRUPTED
 
     def problems(self) -> list[str]:
         out = []
@@ -335,10 +374,16 @@ class EvidencePacket:
             return True if s == PASSED else False if s in (FAILED, BLOCKED) else "NOT_CHECKED"
 
         contains = {PASSED: False, FAILED: True, BLOCKED: True}.get(st["sanitization"]["status"], "NOT_CHECKED")
-        cv = d.get("clone_verdict") or self.clone_verdict() or NO_SAFE_CLONE
-        note = "; ".join(self.problems()[:5]) if cv == NO_SAFE_CLONE else (
-            f"Restored into a throwaway database and proven isolated, sanitized and production-shaped; "
-            f"rehearsal verdict {d.get('verdict')}.")
+        interrupted = self.interruption()
+        cv = d.get("clone_verdict") or self.clone_verdict() or (REHEARSAL_INTERRUPTED if interrupted else NO_SAFE_CLONE)
+        if cv == REHEARSAL_INTERRUPTED:
+            by = f" by {interrupted['signal']}" if interrupted.get("signal") else ""
+            note = (f"NOT JUDGED: the rehearsal was interrupted{by} during {interrupted.get('stage') or 'the run'} "
+                    "before the clone gates decided; nothing is known about this clone. Rehearse it again.")
+        else:
+            note = "; ".join(self.problems()[:5]) if cv == NO_SAFE_CLONE else (
+                f"Restored into a throwaway database and proven isolated, sanitized and production-shaped; "
+                f"rehearsal verdict {d.get('verdict')}.")
         operator_row = {
             "candidate_clone": "operator-provided production-shaped DB dump clone",
             "source": f"operator ({(d.get('attestation') or {}).get('attested_by') or 'no attestation'}) at "
@@ -385,6 +430,10 @@ class EvidencePacket:
             steps += " before snapshot anchor -> apply -> rollback -> restore diff"
         else:
             steps += "; the run stopped before anything was rehearsed"
+        interrupted = self.interruption()
+        if interrupted:
+            by = f" by {interrupted['signal']}" if interrupted.get("signal") else ""
+            steps += f"; the run was interrupted{by} during {interrupted.get('stage') or 'the run'}"
         return (f"fix7_pipeline Dagster job fix7_rehearsal (run {d.get('run_id')}): {steps}. Every connection went "
                 "through one host guard to the rehearsal server only; no live production system was contacted.")
 
@@ -400,6 +449,9 @@ class EvidencePacket:
                  f"format {md(clone.get('format'))} pg_dump {md(clone.get('pg_dump_version'))}",
                  f"- attestation: {md(json.dumps(d.get('attestation')))}",
                  f"- anchor: {md_code(d.get('anchor_id'))}; isolation proven: {_word(d.get('isolation_proven'))}",
+                 *([f"- interrupted{' by ' + md(i['signal']) if i.get('signal') else ''} during {md(i.get('stage'))} "
+                    f"at {md(i.get('at'))}: not a judgment of the clone or the change"]
+                   if (i := self.interruption()) else []),
                  "", "| stage | status | duration | reason |", "|---|---|---|---|"]
         for s in STAGES:
             st = d["stages"][s]

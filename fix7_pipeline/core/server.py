@@ -263,18 +263,25 @@ def throwaway_mark() -> str:
     return f"{THROWAWAY_MARK} pid={os.getpid()} host={socket.gethostname()} created={_now()}"
 
 
+def throwaway_names(tag: str) -> tuple[str, str]:
+    """(role, database) of the throwaway with this tag: known, and recorded, before either exists."""
+    if not _NAME_OK.match(tag):
+        raise ValueError("tag must be [a-z0-9_]")
+    return f"fix7_restorer_{tag}", f"fix7_clone_{tag}"
+
+
 def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaway:
     """A fresh database owned by a fresh least-privileged login role."""
     tag = tag or secrets.token_hex(5)
-    if not _NAME_OK.match(tag):
-        raise ValueError("tag must be [a-z0-9_]")
-    role, database = f"fix7_restorer_{tag}", f"fix7_clone_{tag}"
+    role, database = throwaway_names(tag)
     password = secrets.token_urlsafe(24) if server.kind == "external" else None
     with server.connect(purpose="create throwaway") as c:
-        c.execute(sql.SQL(
-            "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
-            "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
-        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(throwaway_mark())))
+        with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
+            c.execute(sql.SQL(
+                "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
+                "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
+            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role),
+                                                                 sql.Literal(throwaway_mark())))
         _quiet_server_log(c, role)
         c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
             sql.Identifier(database), sql.Identifier(role)))
@@ -383,20 +390,29 @@ def drop_database(server: RehearsalServer, database: str) -> None:
         c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
 
 
-def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
+def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> list[str]:
+    """Drop the throwaway's databases (ending their sessions) and role; returns the names that existed."""
+    dropped = []
     with server.connect(purpose="drop throwaway") as c:
         for db in [*tw.extra_databases, tw.database]:
+            if c.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
+                dropped.append(db)
             c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+        if c.execute("select 1 from pg_roles where rolname = %s", (tw.login.role,)).fetchone():
+            dropped.append(tw.login.role)
         c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(tw.login.role)))
+    return dropped
 
 
 def keep_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
     """Kept for inspection (--keep-databases): re-marked so no sweep drops them; the operator does."""
     note = f"fix7-kept for inspection since {_now()}; drop by hand"
     with server.connect(purpose="keep throwaway") as c:
-        for db in [*tw.extra_databases, tw.database]:
-            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(db), sql.Literal(note)))
-        c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(tw.login.role), sql.Literal(note)))
+        for db in [*tw.extra_databases, tw.database]:  # an interrupted run may not have made them all
+            if c.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
+                c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(db), sql.Literal(note)))
+        if c.execute("select 1 from pg_roles where rolname = %s", (tw.login.role,)).fetchone():
+            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(tw.login.role), sql.Literal(note)))
 
 
 def _mark_is_stale(comment: str | None) -> bool:
@@ -425,11 +441,13 @@ def sweep(server: RehearsalServer) -> list[str]:
     """Drop throwaway databases and roles left by runs whose process is gone; returns what was dropped."""
     dropped: list[str] = []
     with server.connect(purpose="sweep leftovers") as c:
+        # A database killed between CREATE DATABASE and its COMMENT has no mark: its owner's mark decides.
         dbs = c.execute(
-            "select datname, shobj_description(oid, 'pg_database') from pg_database "
-            "where datname like 'fix7\\_%%'").fetchall()
-        for name, comment in dbs:
-            if _mark_is_stale(comment):
+            "select d.datname, shobj_description(d.oid, 'pg_database'), shobj_description(r.oid, 'pg_authid') "
+            "from pg_database d join pg_roles r on r.oid = d.datdba "
+            "where d.datname like 'fix7\\_%%'").fetchall()
+        for name, comment, owner_comment in dbs:
+            if _mark_is_stale(comment) or (comment is None and _mark_is_stale(owner_comment)):
                 c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
                 dropped.append(f"database {name}")
         roles = c.execute(
