@@ -3,6 +3,8 @@
 The Dagster assets call these one by one; each stage records its outcome, the
 connections it opened and its duration in the evidence packet before returning,
 and a stage that stops the run finalizes the packet and drops the throwaways.
+Whatever finalizes the packet leaves the seal's witness in `state["witness"]`
+(core.audit.witness) for the Dagster layer to record on the run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from . import change as change_mod
+from .audit import witness
 from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, PASSED, Finding, StageOutcome
@@ -117,6 +120,7 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
         packet.add_connections(server.ledger.as_dicts())
     if outcome.status != PASSED:
         packet.finalize()
+        state["witness"] = witness(packet.sealed)  # the Dagster layer records it on the run
     else:
         packet.save()
     _announce(stage, outcome, time.monotonic() - started, state["evidence_dir"])
@@ -200,6 +204,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     packet.record_stage("intake", outcome, time.monotonic() - started)
     if outcome.status != PASSED:
         packet.finalize()
+        state["witness"] = witness(packet.sealed)
     else:
         packet.save()
     _announce("intake", outcome, time.monotonic() - started, str(directory))
@@ -390,13 +395,15 @@ def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway) 
 
 
 def finish(state: dict) -> str:
-    """The evidence packet's last word: throwaways dropped, verdict fixed."""
+    """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in `state`."""
     request = RehearsalRequest(**state["request"])
     packet = EvidencePacket.load(Path(state["evidence_dir"]))
     server = open_server(request)
     drop_throwaways(state, packet, server, request)
     packet.add_connections(server.ledger.as_dicts())
-    return packet.finalize()
+    verdict = packet.finalize()
+    state["witness"] = witness(packet.sealed)
+    return verdict
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
