@@ -99,7 +99,7 @@ def dagster_records(instance) -> list[dict]:
     for record in instance.get_run_records(filters=RunsFilter(job_name=JOB), ascending=True):
         run = record.dagster_run
         out.append({"run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id,
-                    "created": record.create_timestamp.timestamp(),
+                    "created": record.create_timestamp.timestamp(), "finished": run.status.value not in UNFINISHED,
                     "witness": audit.witness_from_tags(dict(run.tags or {}))})
     return out
 

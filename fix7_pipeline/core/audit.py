@@ -235,9 +235,10 @@ def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], li
     """Every chain entry against Dagster's record of it, and the latest packet of each directory against both.
 
     `records`: one per Dagster run of the job: run_id, root_run_id (the run it re-executes, if any), created
-    (epoch seconds) and witness (witness_from_tags, or None). Returns (problems, warnings, entries compared
-    with a Dagster record); each problem names the run and which witness disagrees. A chain entry of a run whose family in Dagster recorded no witness
-    is only a warning when every such run is older than the first run that did (sealed before witnesses).
+    (epoch seconds), finished (bool) and witness (witness_from_tags, or None). Returns (problems, warnings, entries compared
+    with a Dagster record); each problem names the run and which witness disagrees. A chain entry of a run
+    whose family in Dagster recorded no witness is only a warning when every such run is older than the first
+    run that did (sealed by a fix7 that did not record witnesses yet).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -260,7 +261,10 @@ def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], li
             continue
         recorded = [r for r in runs if r.get("witness")]
         if not recorded:
-            if first_witnessed is None or all(r["created"] < first_witnessed for r in runs):
+            if not all(r.get("finished", True) for r in runs):
+                warnings.append(f"{where}: the run has not finished; it records its packet in Dagster as it "
+                                "seals it")
+            elif first_witnessed is None or all(r["created"] < first_witnessed for r in runs):
                 warnings.append(f"{where}: sealed before runs recorded their packet in Dagster; only the chain's "
                                 "links and the packet files vouch for it")
             else:

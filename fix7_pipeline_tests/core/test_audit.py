@@ -240,6 +240,10 @@ def test_cross_check_names_the_witness_that_is_missing_or_disagrees(tmp_path, ch
     problems, warnings, _ = audit.cross_check([a, b, c], [_record("run-a", 1), _record("run-b", 2, b),
                                                           _record("run-c", 3, c)])
     assert problems == [] and len(warnings) == 1 and "run run-a (chain entry 1," in warnings[0]
+    # sealed a moment ago by a run that is still recording it: not yet a problem
+    problems, warnings, _ = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                          {**_record("run-c", 3), "finished": False}])
+    assert problems == [] and len(warnings) == 1 and "run run-c (chain entry 3," in warnings[0]
     # a re-execution (another run id, same root) that sealed the entry is the record of it
     records = [_record("run-a", 1, a), _record("run-b", 2), _record("rerun-b", 2.5, b, "run-b"), _record("run-c", 3, c)]
     assert audit.cross_check([a, b, c], records) == ([], [], 3)
