@@ -123,6 +123,7 @@ def request_config(args: argparse.Namespace) -> dict:
         "search_roots": [str(Path(r).expanduser()) for r in (args.search_root or [])],
         "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
         "keep_databases": bool(getattr(args, "keep_databases", False)),
+        **{k: getattr(args, k) for k in ("statement_timeout_s", "lock_timeout_s") if getattr(args, k, None)},
     }
 
 
@@ -181,9 +182,17 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
                 rehearsal.abandon(_request(config), evidence_dir, signum)
             packet = EvidencePacket.load(Path(evidence_dir))
             verdict = packet.data.get("verdict")
+        from fix7_pipeline.defs.stages import record_chain_witness
+
+        record_chain_witness(instance, run_id or packet.data.get("run_id"))
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
-    verdict = verdict or packet.finalize(incomplete_reason="the Dagster run ended early")
+    if not verdict:  # no step sealed it: seal it here, and give Dagster its record of the seal as well
+        from fix7_pipeline.core.audit import witness
+        from fix7_pipeline.defs.stages import record_witness
+
+        verdict = packet.finalize(incomplete_reason="the Dagster run ended early")
+        record_witness(instance, run_id, witness(packet.sealed))
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
 
@@ -341,6 +350,17 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
+def _seconds(text: str) -> int:
+    """A whole number of seconds, at least 1: PostgreSQL reads 0 as no timeout at all."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1 second (0 would mean no timeout)")
+    return value
+
+
 def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clone", required=True, metavar="PATH", help="the operator's pg_dump (any format)")
     p.add_argument("--apply", required=True, metavar="FILE", help="the FIX7 change (SQL)")
@@ -355,6 +375,10 @@ def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-root", action="append", metavar="DIR", help="list candidates under DIR in Table A")
     p.add_argument("--allowed-root", action="append", metavar="DIR", help="the dump must lie under DIR")
     p.add_argument("--keep-databases", action="store_true", help="keep the throwaway databases for inspection")
+    p.add_argument("--statement-timeout-s", type=_seconds, metavar="N",
+                   help="statement timeout of apply and rollback, seconds (default 600)")
+    p.add_argument("--lock-timeout-s", type=_seconds, metavar="N",
+                   help="lock timeout of apply and rollback, seconds (default 15)")
     p.add_argument("--junit", metavar="FILE", help="write one JUnit test case per stage")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
 

@@ -71,11 +71,14 @@ def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) ->
         chained = by_run.get(run.run_id)
         config = ((run.run_config or {}).get("ops", {}).get("clone_intake", {}) or {}).get("config", {}) or {}
         evidence = md.get("evidence_dir") or (chained or {}).get("evidence_dir") or config.get("evidence_dir") or ""
+        witness = audit.witness_from_tags(dict(run.tags or {})) or {}
+        evidence = evidence or witness.get("evidence", "")
         row = {"run_id": run.run_id,
                "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
                "run_status": run.status.value, "source": _source(dict(run.tags or {})),
                **audit.packet_row(evidence, chained),
-               "dagster_packet_sha256": md.get(DAGSTER_SHA_KEY, "")}
+               "dagster_packet_sha256": witness.get("packet_sha256") or md.get(DAGSTER_SHA_KEY, ""),
+               "dagster_witness": bool(witness)}
         for key, fallback in (("clone_sha256", md.get("clone_sha256")), ("anchor_id", md.get("anchor_id")),
                               ("verdict", md.get("verdict")), ("attested_by", config.get("attested_by"))):
             if not row.get(key) and fallback:
@@ -88,19 +91,42 @@ def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) ->
     return rows
 
 
+def dagster_records(instance) -> list[dict]:
+    """What Dagster keeps of each run of the job, for audit.cross_check: the witness its tags carry."""
+    from dagster import RunsFilter
+
+    out = []
+    for record in instance.get_run_records(filters=RunsFilter(job_name=JOB), ascending=True):
+        run = record.dagster_run
+        out.append({"run_id": run.run_id, "root_run_id": run.root_run_id or run.run_id,
+                    "created": record.create_timestamp.timestamp(), "finished": run.status.value not in UNFINISHED,
+                    "witness": audit.witness_from_tags(dict(run.tags or {}))})
+    return out
+
+
 def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
-    """The chain's own verification, plus every finished run checked against the chain and Dagster's record."""
+    """Three witnesses, compared: the chain's links, the packet files on disk, and Dagster's record of each
+    sealed packet (every chain entry, the newest included); plus every finished run checked for a gap."""
     report = audit.verify_chain(chain_path)
     warnings: list[str] = []
     try:
         entries = audit.read_chain(chain_path)
     except Fix7Error:
-        entries = []
+        entries = None  # verify_chain reported the damage; nothing below can be matched against it
+    if entries is not None:
+        problems, notes, report.dagster_checked = audit.cross_check(entries, dagster_records(instance))
+        report.problems.extend(problems)
+        warnings.extend(notes)
     genesis = entries[0].get("sealed_at", "") if entries else ""
     for row in collect_rows(instance, chain_path=chain_path):
         if row["run_status"] in UNFINISHED:
             continue
         where = f"run {row['run_id']} ({row['evidence_dir'] or 'no evidence dir'})"
+        if row["dagster_witness"]:
+            if row["chain"].startswith("overwritten"):
+                warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
+                                f"({row['chain']})")
+            continue  # cross_check compared its packet, its chain entry and Dagster's record
         if row["dagster_packet_sha256"] and row["packet_sha256"] and \
                 row["dagster_packet_sha256"] != row["packet_sha256"]:
             report.problems.append(f"{where}: packet edited: {REPORT} hashes to {row['packet_sha256']}, Dagster "
@@ -139,7 +165,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                             "the evidence history cannot be trusted until each is explained.",
                             EXIT_REHEARSAL_FAILED, rule="audit_chain_broken")
         print(f"audit chain verified: {report.verified} packet(s) re-hashed, {report.entries} link(s) checked"
-              f"{f', {report.superseded} superseded' if report.superseded else ''} ({audit.chain_path()})")
+              f"{f', {report.superseded} superseded' if report.superseded else ''}, "
+              f"{report.dagster_checked} entr{'y' if report.dagster_checked == 1 else 'ies'} matched with "
+              f"Dagster's record ({audit.chain_path()})")
         return 0
     rows = collect_rows(instance, since)
     sys.stdout.write(audit.render(rows, args.format))

@@ -4,7 +4,12 @@ The chain index is `audit-chain.jsonl` beside the Dagster instance (.fix7/dagste
 FIX7_AUDIT_CHAIN), one JSON line per sealed packet, appended under an exclusive lock. Because each packet's own file carries the previous packet's sha256,
 changing one byte of any packet breaks its hash, and hiding that by rewriting the index would mean
 rewriting every later packet as well. `verify_chain` re-hashes every packet and reports gaps, missing
-files and edits; `fix7 audit --verify` also checks each packet against the sha256 Dagster recorded.
+files and edits.
+
+The newest packet has no later packet to vouch for it, so the run that seals a packet (whatever its
+verdict) also hands `witness(entry)` (the packet's and the chain entry's sha256) to Dagster, which keeps it
+as run tags; `cross_check` then compares every chain entry, and the packet files on disk, with that
+record (`fix7 audit --verify`). This module imports nothing from Dagster.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -75,8 +81,17 @@ def last_packet_sha256(path: Path | None = None) -> str | None:
     return entries[-1]["packet_sha256"] if entries else None
 
 
+def _canonical(entry: dict) -> str:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
+
+
+def entry_sha256(entry: dict) -> str:
+    """The sha256 of a chain entry as written (canonical JSON): what Dagster keeps of it."""
+    return hashlib.sha256(_canonical(entry).encode("utf-8")).hexdigest()
+
+
 def _append(path: Path, entry: dict) -> None:
-    line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    line = (_canonical(entry) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -131,6 +146,7 @@ class ChainReport:
     entries: int = 0
     verified: int = 0
     superseded: int = 0
+    dagster_checked: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -190,6 +206,111 @@ def _check_packet(entry: dict) -> list[str]:
         elif _sha256(f) != sealed:
             problems.append(f"packet edited: {name} differs from what was sealed")
     return problems
+
+
+# -- the third witness: what Dagster keeps of each sealed packet -------------------------------------
+
+WITNESS_PREFIX = "fix7/"
+WITNESS_KEYS = ("packet_sha256", "chain_entry_sha256", "chain_seq", "verdict", "evidence")
+
+
+def witness(entry: dict | None) -> dict | None:
+    """What the run that sealed a packet hands to Dagster (as run tags): the packet's and the chain entry's
+    sha256, so a packet and its chain line rewritten together still disagree with Dagster's storage."""
+    if not entry:
+        return None
+    return {"packet_sha256": entry["packet_sha256"], "chain_entry_sha256": entry_sha256(entry),
+            "chain_seq": str(entry["seq"]), "verdict": str(entry.get("verdict") or ""),
+            "evidence": str(entry.get("evidence_dir") or "")}
+
+
+def witness_tags(w: dict) -> dict[str, str]:
+    return {WITNESS_PREFIX + k: str(w[k]) for k in WITNESS_KEYS}
+
+
+def witness_from_tags(tags: dict) -> dict | None:
+    """The witness a run's tags carry; None when the run recorded none (incomplete ones are returned as they are)."""
+    found = {k: str(tags.get(WITNESS_PREFIX + k) or "") for k in WITNESS_KEYS}
+    return found if any(found.values()) else None
+
+
+def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], list[str], int]:
+    """Every chain entry against Dagster's record of it, and the latest packet of each directory against both.
+
+    `records`: one per Dagster run of the job: run_id, root_run_id (the run it re-executes, if any), created
+    (epoch seconds), finished (bool) and witness (witness_from_tags, or None). Returns (problems, warnings, entries compared
+    with a Dagster record); each problem names the run and which witness disagrees. A chain entry of a run
+    whose family in Dagster recorded no witness is only a warning when every such run is older than the first
+    run that did (sealed by a fix7 that did not record witnesses yet).
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    family: dict[str, list[dict]] = {}
+    for r in records:
+        for key in {r["run_id"], r.get("root_run_id") or r["run_id"]}:
+            family.setdefault(key, []).append(r)
+    witnessed = [r for r in records if r.get("witness")]
+    first_witnessed = min((r["created"] for r in witnessed), default=None)
+    latest = {e.get("evidence_dir"): i for i, e in enumerate(entries)}
+    matched: set[int] = set()
+    compared = 0
+    for i, e in enumerate(entries):
+        seq = str(i + 1)
+        where = f"run {e.get('run_id')} (chain entry {seq}, {e.get('evidence_dir')})"
+        runs = family.get(e.get("run_id") or "", [])
+        if not runs:
+            problems.append(f"{where}: Dagster has no record of this run: the chain names a run this instance "
+                            "never ran")
+            continue
+        recorded = [r for r in runs if r.get("witness")]
+        if not recorded:
+            if not all(r.get("finished", True) for r in runs):
+                warnings.append(f"{where}: the run has not finished; it records its packet in Dagster as it "
+                                "seals it")
+            elif first_witnessed is None or all(r["created"] < first_witnessed for r in runs):
+                warnings.append(f"{where}: sealed before runs recorded their packet in Dagster; only the chain's "
+                                "links and the packet files vouch for it")
+            else:
+                problems.append(f"{where}: Dagster has no record of this run's packet")
+            continue
+        mine = [r for r in recorded if r["witness"].get("chain_seq") == seq]
+        if not mine:
+            w = recorded[-1]["witness"]
+            problems.append(f"{where}: Dagster's record of this run is chain entry {w.get('chain_seq') or '?'} "
+                            f"(packet sha256 {w.get('packet_sha256') or '?'}), not this one")
+            continue
+        matched.update(id(r) for r in mine)
+        compared += 1
+        w = mine[-1]["witness"]
+        missing = [k for k in WITNESS_KEYS if not w.get(k)]
+        if missing:
+            problems.append(f"{where}: Dagster's record of this run's packet is incomplete (no "
+                            f"{', '.join(WITNESS_PREFIX + k for k in missing)})")
+            continue
+        if entry_sha256(e) != w["chain_entry_sha256"]:
+            what = [f"{k} {e.get(k)!s} where Dagster recorded {w[t]}" for k, t in
+                    (("packet_sha256", "packet_sha256"), ("verdict", "verdict"), ("evidence_dir", "evidence"))
+                    if str(e.get(k) or "") != w[t]]
+            problems.append(f"{where}: chain entry differs from Dagster's record of it (written by the run when it "
+                            f"sealed the packet): the chain line was rewritten"
+                            + (f" ({'; '.join(what)})" if what else ""))
+        if latest.get(e.get("evidence_dir")) != i:
+            continue  # a later entry sealed this directory again; its packet on disk is that entry's
+        report = Path(w["evidence"]) / REPORT
+        if report.is_file():  # a missing packet is reported by verify_chain
+            actual = _sha256(report)
+            if actual != w["packet_sha256"]:
+                problems.append(f"{where}: packet file sha256 {actual} differs from Dagster's record "
+                                f"{w['packet_sha256']} (written by the run when it sealed the packet)"
+                                + ("; the chain entry was rewritten to match the edited file"
+                                   if e.get("packet_sha256") == actual else ""))
+    for r in witnessed:
+        if id(r) not in matched:
+            w = r["witness"]
+            problems.append(f"run {r['run_id']} ({w.get('evidence') or 'no evidence dir'}): gap: the finalized "
+                            f"packet is not in the audit chain (Dagster recorded it as chain entry "
+                            f"{w.get('chain_seq') or '?'}, packet sha256 {w.get('packet_sha256') or '?'})")
+    return problems, warnings, compared
 
 
 def chain_by_run(path: Path | None = None) -> dict[str, dict]:

@@ -8,6 +8,9 @@ Interrupted (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running s
 `interrupted`, drops the throwaways, seals REHEARSAL_INTERRUPTED and re-raises. Every throwaway
 database and role is named in the packet on disk before it is created, so even kill -9 leaves
 it named; its mark lets the next run's sweep drop it.
+
+Whatever finalizes the packet leaves the seal's witness in `state["witness"]`
+(core.audit.witness) for the Dagster layer to record on the run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import psycopg
 
 from . import change as change_mod
 from . import interrupts
+from .audit import witness
 from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
@@ -139,6 +143,7 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
                 packet.add_connections(server.ledger.as_dicts())
             if outcome.status != PASSED:
                 packet.finalize()
+                state["witness"] = witness(packet.sealed)  # the Dagster layer records it on the run
             else:
                 packet.save()
     except BaseException as e:
@@ -396,6 +401,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     packet.record_stage("intake", outcome, time.monotonic() - started)
     if outcome.status != PASSED:
         packet.finalize()
+        state["witness"] = witness(packet.sealed)
     else:
         packet.save()
     _announce("intake", outcome, time.monotonic() - started, str(directory))
@@ -607,7 +613,7 @@ def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway, 
 
 
 def finish(state: dict) -> str:
-    """The evidence packet's last word: throwaways dropped, verdict fixed."""
+    """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in `state`."""
     request = RehearsalRequest(**state["request"])
     packet = EvidencePacket.load(Path(state["evidence_dir"]))
     position = interrupts.mark()
@@ -618,6 +624,7 @@ def finish(state: dict) -> str:
             drop_throwaways(state, packet, server, request)
             packet.add_connections(server.ledger.as_dicts())
             verdict = packet.finalize()
+            state["witness"] = witness(packet.sealed)
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise

@@ -178,6 +178,7 @@ class EvidencePacket:
     def __init__(self, directory: Path, data: dict):
         self.dir = Path(directory)
         self.data = data
+        self.sealed: dict | None = None  # the audit-chain entry finalize() appended
 
     @classmethod
     def start(cls, directory: Path, *, run_id: str, request: dict) -> EvidencePacket:
@@ -307,7 +308,7 @@ class EvidencePacket:
         self.data["finished_at"] = utc_now()
         from .audit import seal
 
-        seal(self)  # saves the packet linked to the previous one (previous_packet_sha256) and chains it
+        self.sealed = seal(self)  # saves the packet linked to the previous one and chains it
         return verdict
 
     def _finalize_interrupted(self) -> str:

@@ -8,7 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
-from fix7_pipeline.defs.stages import GROUP, OWNERS
+from fix7_pipeline.defs.stages import GROUP, OWNERS, record_witness, witnessed_if_interrupted
 from fix7_pipeline.defs.storage import discard_run_outputs
 
 
@@ -19,7 +19,9 @@ from fix7_pipeline.defs.storage import discard_run_outputs
 )
 def evidence_packet(context, restore_diff: dict) -> dg.MaterializeResult:
     state = dict(restore_diff)
-    verdict = rehearsal.finish(state)
+    with witnessed_if_interrupted(context):
+        verdict = rehearsal.finish(state)
+    record_witness(context.instance, context.run_id, state.get("witness"))
     discard_run_outputs(context.instance, context.run_id)
     directory = Path(state["evidence_dir"])
     return dg.MaterializeResult(metadata={

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from fix7_pipeline.core import rehearsal
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
 
 
 @dg.asset(
@@ -16,8 +16,9 @@ from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
     check_specs=[gate("rehearsal_clone", "isolation_proven",
                       "Nothing in the restored clone points at a live host.")],
 )
-def rehearsal_clone(clone_intake: dict):
-    state, outcome = rehearsal.restore_and_isolate(dict(clone_intake))
+def rehearsal_clone(context, clone_intake: dict):
+    with witnessed_if_interrupted(context):
+        state, outcome = rehearsal.restore_and_isolate(dict(clone_intake))
     extra = {"restored_database": (state.get("throwaway") or {}).get("database", "")}
     yield from stage_events("rehearsal_clone", "isolation_proven", outcome, state, extra)
 
@@ -32,9 +33,10 @@ def rehearsal_clone(clone_intake: dict):
                       "Great Expectations sanitization suite: must-be-NULL columns are NULL, sessions are empty, "
                       "no secret family matches in any table.")],
 )
-def sanitization_check(rehearsal_clone: dict):
+def sanitization_check(context, rehearsal_clone: dict):
     state = dict(rehearsal_clone)
-    outcome = rehearsal.sanitization(state)
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.sanitization(state)
     yield from stage_events("sanitization_check", "no_secrets", outcome, state, suite_check="sanitization_suite")
 
 
@@ -47,8 +49,9 @@ def sanitization_check(rehearsal_clone: dict):
                  gate("schema_shape_validation", "data_rules_suite",
                       "Great Expectations data-rules suite of the birth surface, run inside PostgreSQL.")],
 )
-def schema_shape_validation(sanitization_check: dict):
+def schema_shape_validation(context, sanitization_check: dict):
     state = dict(sanitization_check)
-    outcome = rehearsal.schema_shape(state)
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.schema_shape(state)
     yield from stage_events("schema_shape_validation", "production_shaped", outcome, state,
                             suite_check="data_rules_suite")

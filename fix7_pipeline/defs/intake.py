@@ -8,7 +8,7 @@ from pydantic import Field
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.server import PASSWORD_ENV
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
 
 
 class RehearsalRequestConfig(dg.Config):
@@ -48,8 +48,9 @@ class RehearsalRequestConfig(dg.Config):
                       "non-production copy.")],
 )
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
-    state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
-                                      storage_url=getattr(context.instance.run_storage, "postgres_url", None))
+    with witnessed_if_interrupted(context):
+        state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
+                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None))
     clone = state.get("clone", {})
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}

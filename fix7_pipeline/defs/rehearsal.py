@@ -8,7 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import EvidencePacket
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
 
 
 @dg.asset(
@@ -18,9 +18,10 @@ from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events
                 "anchor id.",
     check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
 )
-def snapshot_anchor(schema_shape_validation: dict):
+def snapshot_anchor(context, schema_shape_validation: dict):
     state = dict(schema_shape_validation)
-    outcome = rehearsal.snapshot_anchor(state)
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.snapshot_anchor(state)
     yield from stage_events("snapshot_anchor", "anchor_taken", outcome, state)
 
 
@@ -30,9 +31,10 @@ def snapshot_anchor(schema_shape_validation: dict):
                 "clone's owner role.",
     check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms.")],
 )
-def apply_change(snapshot_anchor: dict):
+def apply_change(context, snapshot_anchor: dict):
     state = dict(snapshot_anchor)
-    outcome = rehearsal.run_change_stage(state, "apply")
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.run_change_stage(state, "apply")
     yield from stage_events("apply", "change_applied", outcome, state)
 
 
@@ -41,9 +43,10 @@ def apply_change(snapshot_anchor: dict):
     description="The operator's rollback of the FIX7 change, in one transaction.",
     check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms.")],
 )
-def rollback_change(apply: dict):
+def rollback_change(context, apply: dict):
     state = dict(apply)
-    outcome = rehearsal.run_change_stage(state, "rollback")
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.run_change_stage(state, "rollback")
     yield from stage_events("rollback", "rollback_applied", outcome, state)
 
 
@@ -53,9 +56,10 @@ def rollback_change(apply: dict):
                 "schema objects and sequences. Empty means the rollback put everything back.",
     check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],
 )
-def restore_diff(rollback: dict):
+def restore_diff(context, rollback: dict):
     state = dict(rollback)
-    outcome = rehearsal.restore_diff(state)
+    with witnessed_if_interrupted(context):
+        outcome = rehearsal.restore_diff(state)
     diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff") or {}
     extra = {"restore_diff": dg.MetadataValue.json(diff)}
     yield from stage_events("restore_diff", "restore_diff_empty", outcome, state, extra)

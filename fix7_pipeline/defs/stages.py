@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import dagster as dg
 
+from fix7_pipeline.core.audit import witness_tags
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import PASSED, StageOutcome
 
@@ -32,13 +35,48 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
     return md
 
 
+def record_witness(instance: dg.DagsterInstance, run_id: str, witness: dict | None) -> None:
+    """Keep the sealed packet's witness (core.audit.witness) as the run's tags: fix7/packet_sha256,
+    fix7/chain_entry_sha256, fix7/chain_seq, fix7/verdict, fix7/evidence. `fix7 audit --verify` compares every
+    chain entry and packet file with them. A failure here fails the step, and verify reports the run."""
+    if witness:
+        instance.add_run_tags(run_id, witness_tags(witness))
+
+
+def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
+    """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
+    (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
+    from fix7_pipeline.core.audit import chain_by_run, witness
+
+    try:
+        run = instance.get_run_by_id(run_id) if run_id else None
+        if run is not None and not run.tags.get("fix7/packet_sha256"):
+            record_witness(instance, run_id, witness(chain_by_run().get(run_id)))
+    except Exception:  # noqa: BLE001 - audit --verify then names the run as unrecorded, failing closed
+        pass
+
+
+@contextmanager
+def witnessed_if_interrupted(context):
+    """Around a stage: interrupted after it sealed the packet, the run still carries the seal's witness."""
+    try:
+        yield
+    except BaseException:
+        record_chain_witness(context.instance, context.run_id)
+        raise
+
+
 def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, extra: dict | None = None,
                  suite_check: str | None = None):
     """Yield the asset's output and its blocking gates: a failed gate stops every stage after it.
 
     `suite_check` names the gate that reports the stage's Great Expectations suite on its own,
-    with per-expectation success and unexpected counts (never values).
+    with per-expectation success and unexpected counts (never values). When the stage stopped the run,
+    the packet it sealed is recorded on the run first (record_witness).
     """
+    if state.get("witness"):
+        context = dg.AssetExecutionContext.get()
+        record_witness(context.instance, context.run_id, state["witness"])
     md = {**stage_metadata(outcome, state), **(extra or {})}
     yield dg.Output(state, metadata=md)
     yield dg.AssetCheckResult(

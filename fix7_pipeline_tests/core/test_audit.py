@@ -195,19 +195,70 @@ def test_audit_verify_catches_one_changed_byte_even_with_a_rewritten_chain(rehea
         _flip_one_byte(packet)
         report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
         assert any("packet edited" in p and "chain sealed" in p for p in report.problems)
-        assert any("packet edited" in p and "Dagster recorded" in p for p in report.problems)
+        assert any("packet file sha256" in p and "differs from Dagster's record" in p for p in report.problems)
         entries = audit.read_chain(rehearsed["chain"])
         entries[0]["packet_sha256"] = sha256_file(packet)  # a forger rewrites the whole index...
         entries[1]["previous_packet_sha256"] = entries[0]["packet_sha256"]
         rehearsed["chain"].write_text("".join(json.dumps(e) + "\n" for e in entries))
         report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
         assert any("relinked" in p for p in report.problems)  # ...and the next packet still names the old hash
-        assert any("Dagster recorded" in p for p in report.problems)
+        assert any("chain entry differs from Dagster's record" in p for p in report.problems)
+        assert any("rewritten to match the edited file" in p for p in report.problems)
         rehearsed["chain"].write_text("\n".join(chain_text.splitlines()[:1]) + "\n")
         packet.write_bytes(original)
         report, _ = verify(rehearsed["instance"], chain_path=rehearsed["chain"])
-        assert report.problems == [f"run {rehearsed['blocked']['run_id']} ({rehearsed['blocked']['evidence_dir']}): "
-                                   "gap: the finalized packet is not in the audit chain"]
+        assert len(report.problems) == 1, report.problems
+        assert report.problems[0].startswith(
+            f"run {rehearsed['blocked']['run_id']} ({rehearsed['blocked']['evidence_dir']}): "
+            "gap: the finalized packet is not in the audit chain (Dagster recorded it as chain entry 2")
     finally:
         packet.write_bytes(original)
         rehearsed["chain"].write_text(chain_text)
+
+
+# -- cross_check: the chain and the packets against Dagster's record (records as the audit command reads them) ----
+
+def _record(run_id: str, created: float, entry: dict | None = None, root: str | None = None) -> dict:
+    return {"run_id": run_id, "root_run_id": root or run_id, "created": created,
+            "witness": audit.witness_from_tags(audit.witness_tags(audit.witness(entry))) if entry else None}
+
+
+def test_cross_check_names_the_witness_that_is_missing_or_disagrees(tmp_path, chain):
+    for n in ("a", "b", "c"):
+        _packet(tmp_path, n)
+    a, b, c = audit.read_chain(chain)
+    problems, warnings, compared = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                                  _record("run-c", 3, c)])
+    assert (problems, warnings, compared) == ([], [], 3)
+    problems, warnings, _ = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2)])
+    assert warnings == []
+    assert any(p.startswith("run run-b (chain entry 2,") and p.endswith("Dagster has no record of this run's packet")
+               for p in problems), problems
+    assert any(p.startswith("run run-c (chain entry 3,") and "Dagster has no record of this run:" in p
+               for p in problems), problems
+    # sealed before the first run that recorded a witness: only the chain vouches, and verify says so
+    problems, warnings, _ = audit.cross_check([a, b, c], [_record("run-a", 1), _record("run-b", 2, b),
+                                                          _record("run-c", 3, c)])
+    assert problems == [] and len(warnings) == 1 and "run run-a (chain entry 1," in warnings[0]
+    # sealed a moment ago by a run that is still recording it: not yet a problem
+    problems, warnings, _ = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                          {**_record("run-c", 3), "finished": False}])
+    assert problems == [] and len(warnings) == 1 and "run run-c (chain entry 3," in warnings[0]
+    # a re-execution (another run id, same root) that sealed the entry is the record of it
+    records = [_record("run-a", 1, a), _record("run-b", 2), _record("rerun-b", 2.5, b, "run-b"), _record("run-c", 3, c)]
+    assert audit.cross_check([a, b, c], records) == ([], [], 3)
+    # a packet Dagster saw sealed that the chain lost is a gap
+    problems, _, compared = audit.cross_check([a, b], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                       _record("run-c", 3, c)])
+    assert compared == 2 and problems == [f"run run-c ({c['evidence_dir']}): gap: the finalized packet is not in "
+                                          f"the audit chain (Dagster recorded it as chain entry 3, packet sha256 "
+                                          f"{c['packet_sha256']})"]
+    w = audit.witness(c) | {"chain_seq": "2"}
+    problems, _, _ = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                   {**_record("run-c", 3), "witness": w}])
+    assert any("run run-c (chain entry 3," in p and "Dagster's record of this run is chain entry 2" in p
+               for p in problems), problems
+    incomplete = audit.witness(c) | {"chain_entry_sha256": ""}
+    problems, _, _ = audit.cross_check([a, b, c], [_record("run-a", 1, a), _record("run-b", 2, b),
+                                                   {**_record("run-c", 3), "witness": incomplete}])
+    assert any("incomplete (no fix7/chain_entry_sha256)" in p for p in problems), problems
