@@ -368,12 +368,23 @@ def role_attributes(server: RehearsalServer, role: str) -> dict:
     return {"role": role, **attrs, "member_of": members, "server_file_privileges": effective}
 
 
+FORBIDDEN_ATTRIBUTES = ("superuser", "createrole", "createdb", "replication", "bypassrls")
+# Which guard refused a restoring role: its attributes or server-file roles here, any membership in restore.py.
+RULE_ATTRIBUTES = "least_privilege.attributes"
+RULE_SERVER_FILES = "least_privilege.server_files"
+RULE_MEMBERSHIP = "least_privilege.membership"
+
+
 def assert_least_privilege(attrs: dict) -> None:
-    bad = [k for k in ("superuser", "createrole", "createdb", "replication", "bypassrls") if attrs.get(k)]
-    if bad or attrs.get("server_file_privileges"):
-        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged "
-                        f"({', '.join(bad + attrs.get('server_file_privileges', []))}); refusing to restore.",
-                        rule="least_privilege")
+    """Refuse a restoring role with a forbidden attribute, or one that reaches a server-file role."""
+    bad = [k for k in FORBIDDEN_ATTRIBUTES if attrs.get(k)]
+    if bad:
+        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged: it has the attribute(s) "
+                        f"{', '.join(b.upper() for b in bad)}; refusing to restore.", rule=RULE_ATTRIBUTES)
+    if attrs.get("server_file_privileges"):
+        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged: it has the server-file "
+                        f"privileges of {', '.join(attrs['server_file_privileges'])}; refusing to restore.",
+                        rule=RULE_SERVER_FILES)
 
 
 def drop_database(server: RehearsalServer, database: str) -> None:

@@ -105,8 +105,9 @@ def test_throwaway_role_is_least_privileged_and_owns_only_its_database(server):
                 (tw.login.role,))]
             assert owned == [tw.database]
             c.execute(sql.SQL("grant pg_write_server_files to {}").format(sql.Identifier(tw.login.role)))
-        with pytest.raises(Fix7Error):  # NOINHERIT does not hide a membership the role could SET ROLE into
+        with pytest.raises(Fix7Error) as e:  # NOINHERIT does not hide a membership the role could SET ROLE into
             assert_least_privilege(role_attributes(server, tw.login.role))
+        assert e.value.rule == "least_privilege.server_files" and "pg_write_server_files" in e.value.message
     finally:
         drop_throwaway(server, tw)
     assert f"database {tw.database}" not in leftovers(server)
