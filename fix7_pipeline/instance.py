@@ -19,7 +19,8 @@ def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster_st
     if not dst.exists() or dst.read_bytes() != src.read_bytes():
         shutil.copyfile(src, dst)
     os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.setdefault("FIX7_DAGSTER_PG_URL", embedded_dagster_url(storage_db))
+    if not os.environ.get("FIX7_DAGSTER_PG_URL"):  # not setdefault: that would connect to create it every time
+        os.environ["FIX7_DAGSTER_PG_URL"] = embedded_dagster_url(storage_db)
     os.environ.setdefault("FIX7_DAGSTER_ARTIFACTS", str(home / "storage"))
     os.environ.setdefault("FIX7_DAGSTER_COMPUTE_LOGS", str(home / "compute_logs"))
     os.environ.setdefault("FIX7_PROJECT_DIR", str(project_dir()))

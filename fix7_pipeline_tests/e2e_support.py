@@ -21,8 +21,9 @@ from psycopg import sql
 
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.core.report import REPORT
-from fix7_pipeline.core.server import embedded_dagster_url, leftovers, start_embedded
+from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.pg import server_throwaway_names
 
 PRODUCTION = "*.prod.corp.internal"
 DAGSTER_ENV = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS")
@@ -113,10 +114,23 @@ def load_packet(evidence_dir: Path) -> dict:
     return json.loads((Path(evidence_dir) / REPORT).read_text())
 
 
-def own_leftovers(server, packet: dict) -> list[str]:
-    """This run's throwaway databases and roles that still exist on the rehearsal server."""
-    created = set(packet["throwaways"]["created"])
-    return [x for x in leftovers(server) if x.split(" ", 1)[1] in created]
+@contextmanager
+def left_on_server(server):
+    """What the block left on the rehearsal server: the server's own database and role names under the
+    project's prefix (pg_database, pg_roles) after the block, less those before it. Never the packet's notes,
+    so a throwaway the run forgot to record is caught as well as one it forgot to drop.
+
+    Tests are serial and fixtures only hold throwaways across a block, never create one inside it, so
+    whatever is new afterwards was made by the block.
+
+        with left_on_server(server) as left:
+            run...
+        assert left == set()
+    """
+    left: set[str] = set()
+    before = server_throwaway_names(server)
+    yield left
+    left.update(server_throwaway_names(server) - before)
 
 
 def findings(packet: dict, stage: str, *, errors_only: bool = True) -> list[dict]:

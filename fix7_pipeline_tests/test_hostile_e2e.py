@@ -20,7 +20,7 @@ from fix7_pipeline.core.secrets import SECRET_RULES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
-                                             find_leaks, findings, load_packet, own_leftovers, planted,
+                                             find_leaks, findings, left_on_server, load_packet, planted,
                                              rehearse_args, rnd)
 from fix7_pipeline_tests.pg import as_owner
 
@@ -88,21 +88,23 @@ def test_plain_dump_escaping_restrict_mode_runs_no_shell_command(where, source, 
     else:
         dump = _early_unrestrict(plain, tmp_path / "escape.sql", marker)
     ev = tmp_path / "ev"
-    r = home.cli(*rehearse_args(dump, change, ev))
+    with left_on_server(server) as left:
+        r = home.cli(*rehearse_args(dump, change, ev))
     packet = _assert_cli_stopped(r, ev, "intake")
     refused = [f for f in findings(packet, "intake") if f["rule"] == "psql_meta_command"]
     assert refused, findings(packet, "intake")
     assert any("\\!" in f["message"] or "\\unrestrict" in f["message"] for f in refused)
     assert not marker.exists()
     assert str(marker) not in r.stdout + r.stderr
-    assert packet["throwaways"]["created"] == [] and own_leftovers(server, packet) == []
+    assert packet["throwaways"]["created"] == [] and left == set()
 
 
 def test_plain_check_constraint_that_writes_a_server_file_is_contained(instance, change, tmp_path, server):
     marker = hostile.marker_path()
     dump = hostile.check_constraint_file_writer(tmp_path, marker, "plain")
     assert not marker.exists()
-    out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     packet = out["packet"]
     assert out["verdict"] == NO_SAFE and VERDICT_EXIT[out["verdict"]] == 3
     assert packet["stages"]["intake"]["status"] == "passed"  # nothing in it is a meta-command or catalog refusal
@@ -111,7 +113,7 @@ def test_plain_check_constraint_that_writes_a_server_file_is_contained(instance,
     assert packet["restoring_role"]["superuser"] is False
     assert packet["restoring_role"]["server_file_privileges"] == []
     assert not marker.exists()
-    assert packet["throwaways"]["created"] and own_leftovers(server, packet) == []
+    assert packet["throwaways"]["created"] and left == set()
 
 
 FDW_PASSWORD_IN_BUILDER = "prod-password-not-for-tests"
@@ -129,7 +131,8 @@ def test_foreign_server_and_user_mapping_to_production(fmt, home, change, tmp_pa
     assert password.value.encode() in Path(dump).read_bytes()  # the dump does carry it
     ev = tmp_path / "ev"
     log = ServerLogTail()
-    r = home.cli(*rehearse_args(dump, change, ev))
+    with left_on_server(server) as left:
+        r = home.cli(*rehearse_args(dump, change, ev))
     packet = _assert_cli_stopped(r, ev, "intake")
     assert packet["isolation_proven"] is False
     assert json.loads((ev / "clone-provenance.json").read_text())["isolation_proven"] is False
@@ -139,7 +142,7 @@ def test_foreign_server_and_user_mapping_to_production(fmt, home, change, tmp_pa
     assert "prod_db" in found["foreign_server"]["message"]
     if fmt == "plain":  # an archive's table of contents names the server, not its options
         assert "db.prod.corp.internal" in found["foreign_server"]["message"]
-    assert own_leftovers(server, packet) == []
+    assert left == set()
     assert find_leaks(everything_written(home, packet["run_id"], ev, r, log), [password]) == []
 
 
@@ -153,7 +156,8 @@ def test_active_webhook_to_production_host(source, home, change, tmp_path, serve
     """, tmp_path / "webhook.dump")
     ev = tmp_path / "ev"
     log = ServerLogTail()
-    r = home.cli(*rehearse_args(dump, change, ev, "--production-host", "hooks.prod.corp.internal"))
+    with left_on_server(server) as left:
+        r = home.cli(*rehearse_args(dump, change, ev, "--production-host", "hooks.prod.corp.internal"))
     packet = _assert_cli_stopped(r, ev, "isolation")
     assert packet["stages"]["intake"]["status"] == "passed"
     assert packet["isolation_proven"] is False
@@ -166,7 +170,7 @@ def test_active_webhook_to_production_host(source, home, change, tmp_path, serve
     assert "directus_webhooks.url" in f["message"] and "hooks.prod.corp.internal" in f["message"]
     assert "<redacted>@hooks.prod.corp.internal" in f["message"]
     assert "directus_webhooks.url" in r.stdout and "hooks.prod.corp.internal" in r.stdout
-    assert packet["throwaways"]["created"] and own_leftovers(server, packet) == []
+    assert packet["throwaways"]["created"] and left == set()
     leaks = find_leaks(everything_written(home, packet["run_id"], ev, r, log), [user, password, token])
     assert leaks == []
 
@@ -203,7 +207,8 @@ def test_secrets_in_four_tables_block_sanitization_and_never_leak(fmt, source, h
         assert all(v.value.encode() in Path(dump).read_bytes() for v in values[:3])
     ev = tmp_path / "ev"
     log = ServerLogTail()
-    r = home.cli(*rehearse_args(dump, change, ev))
+    with left_on_server(server) as left:
+        r = home.cli(*rehearse_args(dump, change, ev))
     packet = _assert_cli_stopped(r, ev, "sanitization")
     assert packet["isolation_proven"] is True
     got = {(f.get("table"), f.get("column"), f["rule"]) for f in findings(packet, "sanitization")}
@@ -219,7 +224,7 @@ def test_secrets_in_four_tables_block_sanitization_and_never_leak(fmt, source, h
     assert len(by_rule["aws_access_key"]["fingerprint"]) == 16
     prov = json.loads((ev / "clone-provenance.json").read_text())
     assert prov["table_A_clone_provenance"][0]["contains_secrets"] is True
-    assert packet["throwaways"]["created"] and own_leftovers(server, packet) == []
+    assert packet["throwaways"]["created"] and left == set()
     assert find_leaks(everything_written(home, packet["run_id"], ev, r, log), values) == []
 
 
@@ -246,7 +251,8 @@ update public.directus_activity
 
 def test_clean_production_shaped_clone_with_sha256_everywhere_passes(source, instance, change, tmp_path, server):
     dump = dumped_variant(source, f"fix7h_e2e_clean_{_tag()}", CLEAN_SHA256_EVERYWHERE, tmp_path / "clean.dump")
-    out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     packet = out["packet"]
     san = packet["stages"]["sanitization"]
     assert san["status"] == "passed", json.dumps(san)[:3000]
@@ -256,7 +262,7 @@ def test_clean_production_shaped_clone_with_sha256_everywhere_passes(source, ins
     assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
     notes = findings(packet, "schema_shape", errors_only=False)
     assert any(f["rule"] == "shape.extra_table" and f["table"] == "file_digests" for f in notes)
-    assert own_leftovers(server, packet) == []
+    assert left == set()
 
 
 DRIFT_SQL = """
@@ -277,7 +283,8 @@ DRIFTS = [
 
 def test_drifted_clone_blocks_schema_shape_naming_each_drift(source, instance, change, tmp_path, server):
     dump = dumped_variant(source, f"fix7h_e2e_drift_{_tag()}", DRIFT_SQL, tmp_path / "drift.dump")
-    out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     packet = out["packet"]
     assert out["verdict"] == NO_SAFE and VERDICT_EXIT[out["verdict"]] == 3
     assert packet["stages"]["sanitization"]["status"] == "passed"
@@ -290,7 +297,7 @@ def test_drifted_clone_blocks_schema_shape_naming_each_drift(source, instance, c
     assert len(errs) == len(DRIFTS), [f["message"] for f in errs]
     problems = packet["exact_operator_input_needed"]["problems"]
     assert all(any(m in p for p in problems) for _, _, m in DRIFTS)
-    assert own_leftovers(server, packet) == []
+    assert left == set()
 
 
 # -- dumps made by an older production's pg_dump -------------------------------------------------
@@ -311,13 +318,14 @@ def pg15_source():
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_pg_dump_15_dumps_rehearse_to_passed(fmt, pg15_source, instance, change, tmp_path, server):
     dump = builder.dump_clone(pg15_source, fmt, tmp_path / f"pg15.{fmt}", major=15)
-    out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     packet = out["packet"]
     assert str(packet["clone"]["pg_dump_version"]).startswith("15"), packet["clone"]
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:3000]
     assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
     assert packet["isolation_proven"] is True
-    assert own_leftovers(server, packet) == []
+    assert left == set()
 
 
 # -- issue 9: a change that would leave its one transaction -----------------------------------
@@ -339,7 +347,8 @@ def test_change_leaving_its_transaction_fails_the_stage_naming_the_statement(lab
     escaping.write_text(f"alter table public.system_issues add column fix7_e2e_mark boolean;\n{escape}\n{original}")
     files = (escaping, rollback_sql) if label == "apply" else (apply_sql, escaping)
     ev = tmp_path / "ev"
-    r = home.cli(*rehearse_args(clean_dump, files, ev))
+    with left_on_server(server) as left:
+        r = home.cli(*rehearse_args(clean_dump, files, ev))
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "Traceback" not in out and "internal error" not in out, out
@@ -354,7 +363,7 @@ def test_change_leaving_its_transaction_fails_the_stage_naming_the_statement(lab
         assert packet["stages"]["apply"]["status"] == "passed"
         assert packet["stages"]["apply"]["one_transaction"] is True
     assert all(packet["stages"][s]["status"] == "skipped" for s in STAGES[STAGES.index(label) + 1:])
-    assert own_leftovers(server, packet) == []
+    assert left == set()
 
 
 # -- leaks and misattributions these tests found, kept fixed ---------------------------------

@@ -20,7 +20,7 @@ import pytest
 from fix7_pipeline.core.secrets import SECRET_HEADER_RULE, SECRET_RULES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import (DagsterHome, Planted, ServerLogTail, everything_written, find_leaks,
-                                             findings, load_packet, own_leftovers, planted, rehearse_args, rnd,
+                                             findings, left_on_server, load_packet, planted, rehearse_args, rnd,
                                              variant)
 
 SOURCE = "fix7_t_e2e_noleak_src"
@@ -173,7 +173,8 @@ def test_no_planted_secret_leaks_anywhere(fmt, source, change, tmp_path, server)
     try:
         ev = tmp_path / "evidence"
         log = ServerLogTail()
-        r = home.cli(*rehearse_args(dump, change, ev, "--junit", str(ev / "junit.xml")))
+        with left_on_server(server) as left:
+            r = home.cli(*rehearse_args(dump, change, ev, "--junit", str(ev / "junit.xml")))
         out = r.stdout + r.stderr
         assert r.returncode == 3, out
         assert "Traceback" not in out and "internal error" not in out, out
@@ -202,7 +203,7 @@ def test_no_planted_secret_leaks_anywhere(fmt, source, change, tmp_path, server)
         assert b"sanitization_check" in blobs["dagster event log"]
         assert any(k.startswith("dagster_home/storage/") for k in blobs), sorted(blobs)
         assert find_leaks(blobs, values) == []
-        assert own_leftovers(server, packet) == []
+        assert left == set()
     finally:
         home.drop()
 
@@ -232,16 +233,17 @@ def test_secret_in_a_primary_key_column_is_not_printed_as_row_key(source, change
         dump = builder.dump_clone(name, "custom", tmp_path / "pk.dump")
     finally:
         builder.drop_clone(name)
-    r, packet, blobs = _rehearse_alone(dump, change, tmp_path)
+    with left_on_server(server) as left:
+        r, packet, blobs = _rehearse_alone(dump, change, tmp_path)
     assert packet["stages"]["sanitization"]["status"] == "blocked"
     assert any(f.get("table") == "issued_credentials" and f["rule"] == "github_token"
                for f in findings(packet, "sanitization"))
-    assert own_leftovers(server, packet) == []
+    assert left == set()
     assert find_leaks(blobs, [token]) == []
 
 
 @pytest.fixture(scope="module")
-def failed_restore(source, change, tmp_path_factory):
+def failed_restore(source, change, tmp_path_factory, server):
     """A plain dump whose first system_issues COPY row has a fake token in its bigint id: the restore fails."""
     tmp = tmp_path_factory.mktemp("bad_row")
     token = planted("GitHub token in a bigint column", "ghp_", (rnd(36), True))
@@ -253,23 +255,24 @@ def failed_restore(source, change, tmp_path_factory):
     lines[i + 1] = "\t".join(fields)
     bad = tmp / "bad-row.sql"
     bad.write_text("".join(lines))
-    r, packet, blobs = _rehearse_alone(bad, change, tmp)
-    return token, packet, blobs
+    with left_on_server(server) as left:
+        r, packet, blobs = _rehearse_alone(bad, change, tmp)
+    return token, packet, blobs, left
 
 
-def test_value_that_fails_to_restore_blocks_isolation_and_leaves_nothing(failed_restore, server):
-    _, packet, _ = failed_restore
+def test_value_that_fails_to_restore_blocks_isolation_and_leaves_nothing(failed_restore):
+    _, packet, _, left = failed_restore
     assert packet["stages"]["isolation"]["status"] == "blocked"
     assert "did not restore" in packet["stages"]["isolation"]["reason"]
     assert packet["isolation_proven"] is False
-    assert packet["throwaways"]["created"] and own_leftovers(server, packet) == []
+    assert packet["throwaways"]["created"] and left == set()
 
 
 def test_value_that_fails_to_restore_is_not_quoted_in_the_error(failed_restore):
-    token, _, blobs = failed_restore
+    token, _, blobs, _ = failed_restore
     assert find_leaks({k: v for k, v in blobs.items() if k != "postgresql server log"}, [token]) == []
 
 
 def test_value_that_fails_to_restore_is_not_in_the_server_log(failed_restore):
-    token, _, blobs = failed_restore
+    token, _, blobs, _ = failed_restore
     assert find_leaks({"postgresql server log": blobs["postgresql server log"]}, [token]) == []

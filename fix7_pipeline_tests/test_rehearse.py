@@ -14,9 +14,10 @@ import pytest
 from fix7_pipeline.cli import run_rehearsal
 from fix7_pipeline.core.audit import verify_chain
 from fix7_pipeline.core.model import STAGES
-from fix7_pipeline.core.server import leftovers
+from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.server import RehearsalServer
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import DagsterHome
+from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server
 
 DATA = Path(__file__).parent / "data"
 SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
@@ -58,14 +59,10 @@ def _config(clone, apply_sql, rollback_sql, evidence_dir, **kw) -> dict:
     return cfg
 
 
-def _own_leftovers(server, packet) -> list[str]:
-    created = set(packet["throwaways"]["created"])
-    return [x for x in leftovers(server) if x.split(" ", 1)[1] in created]
-
-
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instance, tmp_path, server):
-    out = run_rehearsal(_config(dumps[fmt], *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(_config(dumps[fmt], *change, tmp_path / "ev"), instance=instance, echo=False)
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:3000]
     assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
@@ -80,7 +77,7 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     storage = [c for c in packet["connections"] if c["purpose"] == "dagster storage"]
     assert [(c["role"], c["database"]) for c in storage] == [
         ("dagster_storage", instance.run_storage.postgres_url.split("?")[0].rsplit("/", 1)[1])]
-    assert _own_leftovers(server, packet) == []
+    assert left == set()
     prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
     assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert prov["clone"]["format"] == fmt and len(prov["clone"]["sha256"]) == 64
@@ -115,7 +112,8 @@ def test_rollback_residue_is_counted_exactly(dumps, instance, tmp_path, server):
         "create index fix7_t_idx on public.system_issues (code);\n")
     rollback_sql = tmp_path / "rollback.sql"
     rollback_sql.write_text("alter table public.birth_registry drop column fix7_flag;\n")
-    out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"), instance=instance,
+    with left_on_server(server) as left:
+        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"), instance=instance,
                         echo=False)
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_FAILED"
@@ -128,8 +126,61 @@ def test_rollback_residue_is_counted_exactly(dumps, instance, tmp_path, server):
             tables["birth_registry"]["changed"]) == (0, 0, 2)
     assert any("fix7_t_idx" in o["object"] for o in packet["restore_diff"]["schema"])
     assert any(s["severity"] == "warning" for s in packet["restore_diff"]["sequences"])
-    assert packet["stages"]["restore_diff"]["anchor_restore_path"]["proven"] is True
-    assert _own_leftovers(server, packet) == []
+    proof = packet["stages"]["restore_diff"]["anchor_restore_path"]
+    assert proof["proven"] is True and proof["differs"] == [], proof
+    assert "restored again" in proof["method"] and proof["restored_fingerprint_id"] == packet["anchor_id"]
+    rerestored = proof["restore"]["database"]
+    assert rerestored.startswith("fix7_rerestore_") and proof["restore"]["role"] == packet["restoring_role"]["role"]
+    assert rerestored in packet["throwaways"]["created"] and rerestored in packet["throwaways"]["dropped"]
+    assert left == set()
+
+
+def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps, instance, tmp_path, server):
+    """The clone is changed behind the pipeline's back after the gates and before the anchor (a superuser, outside
+    the guard): the anchor then records a state the dump does not give back, and the proof says so by name."""
+    from fix7_pipeline.core import rehearsal
+    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline_tests.pg import superuser
+
+    apply_sql, rollback_sql = tmp_path / "apply.sql", tmp_path / "rollback.sql"
+    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)\n"
+                         "  values ('FIX7_T', 'info', '{}'::jsonb, now());\n")
+    rollback_sql.write_text("update public.system_issues set severity = severity where code = 'NONE';\n")
+    tampered: list[str] = []
+
+    def tamper(stage, outcome, duration, evidence_dir):
+        if stage != "schema_shape":
+            return
+        clone = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
+                     if x.startswith("fix7_clone_"))
+        with superuser(server, clone) as c:
+            c.execute("update public.birth_registry set row_version = row_version + 1 "
+                      "where id = (select min(id::text)::uuid from public.birth_registry)")
+            c.execute("select setval('public.system_issues_id_seq', 900000)")
+        tampered.append(clone)
+
+    rehearsal.STAGE_LISTENERS.append(tamper)
+    try:
+        with left_on_server(server) as left:
+            out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
+                                instance=instance, echo=False)
+    finally:
+        rehearsal.STAGE_LISTENERS.remove(tamper)
+    packet = out["packet"]
+    assert tampered and out["verdict"] == "REHEARSAL_FAILED"
+    stage = packet["stages"]["restore_diff"]
+    assert stage["status"] == "failed"
+    assert [t["table"] for t in packet["restore_diff"]["tables"]] == ["public.system_issues"]  # the residue
+    proof = stage["anchor_restore_path"]
+    assert proof["proven"] is False and "error" not in proof, proof
+    assert proof["differs"] == [
+        {"section": "sequences", "object": "public.system_issues_id_seq", "change": "changed",
+         "fields": ["last_value"]},
+        {"section": "tables", "object": "public.birth_registry", "change": "changed", "fields": ["hash"]},
+    ], proof["differs"]
+    assert proof["restored_fingerprint_id"] != packet["anchor_id"]
+    assert proof["restore"]["database"] in packet["throwaways"]["dropped"]
+    assert left == set()
 
 
 def test_change_failing_half_way_fails_apply(dumps, change, instance, tmp_path):
@@ -191,22 +242,25 @@ def test_check_constraint_that_writes_a_server_file_is_contained(change, instanc
     finally:
         builder.drop_clone(name)
     Path(marker).unlink(missing_ok=True)  # building it on the factory ran the check once
-    out = run_rehearsal(_config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    with left_on_server(server) as left:
+        out = run_rehearsal(_config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
     assert out["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert out["packet"]["stages"]["isolation"]["status"] == "blocked"
     assert out["packet"]["isolation_proven"] is False
     assert not Path(marker).exists()
     chain = verify_chain()  # the packet was not touched after it was sealed
     assert not [p for p in chain.problems if str(tmp_path) in p], chain.problems
-    assert _own_leftovers(server, out["packet"]) == []
+    assert left == set()
 
 
-def test_external_rehearsal_server_is_used_for_everything(dumps, change, instance, tmp_path):
+def test_external_rehearsal_server_is_used_for_everything(dumps, change, instance, tmp_path, server):
     """--server points the rehearsal at another server we own; nothing touches the embedded one."""
     info = builder.factory_conninfo()
     url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
-    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", server_url=url), instance=instance,
-                        echo=False)
+    external = RehearsalServer.from_url(url, HostPolicy())
+    with left_on_server(external) as left, left_on_server(server) as left_on_embedded:
+        out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", server_url=url), instance=instance,
+                            echo=False)
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:2000]
     rehearsal = [c for c in packet["connections"] if c["purpose"] != "dagster storage"]
@@ -218,3 +272,4 @@ def test_external_rehearsal_server_is_used_for_everything(dumps, change, instanc
     with psycopg.connect(**info) as c:
         assert not c.execute("select datname from pg_database where datname = any(%s)",
                              (packet["throwaways"]["created"],)).fetchall()
+    assert left == set() and left_on_embedded == set()

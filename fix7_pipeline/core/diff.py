@@ -240,3 +240,30 @@ def restore_diff(anchor_fp: dict, after_fp: dict, anchor_conn: psycopg.Connectio
     return {"tables": tables, "schema": schema, "sequences": sequences, "large_objects": blobs,
             "empty": not tables and not schema and not errors and not any(blobs.values()),
             "tables_unchanged": skipped, "tables_compared": compared}
+
+
+def fingerprint_differences(expected: dict, actual: dict) -> list[dict]:
+    """Every place two fingerprints differ, by name only: the section (schema, tables, sequences), the object
+    key, whether it is missing or extra, and for a changed entry which of its fields differ (never a value).
+
+    Complete by construction: it walks every section and key of both fingerprints, so two fingerprints with
+    no difference listed here are equal (and have the same anchor id).
+    """
+    out: list[dict] = []
+    for section in sorted(set(expected) | set(actual)):
+        a, b = expected.get(section), actual.get(section)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                out.append({"section": section, "object": None, "change": "section differs"})
+            continue
+        for key in sorted(set(a) | set(b)):
+            if key not in b:
+                out.append({"section": section, "object": key, "change": "missing"})
+            elif key not in a:
+                out.append({"section": section, "object": key, "change": "extra"})
+            elif a[key] != b[key]:
+                entry = {"section": section, "object": key, "change": "changed"}
+                if isinstance(a[key], dict) and isinstance(b[key], dict):
+                    entry["fields"] = sorted(f for f in set(a[key]) | set(b[key]) if a[key].get(f) != b[key].get(f))
+                out.append(entry)
+    return out

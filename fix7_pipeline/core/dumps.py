@@ -242,7 +242,11 @@ def _hash_directory(path: Path) -> tuple[str, int]:
         raise _refuse(path, f"the directory cannot be listed ({e.strerror})", rule="dump_unreadable") from None
     for name in names:
         member = path / name
-        st = member.lstat()
+        try:
+            st = member.lstat()
+        except OSError as e:
+            raise _refuse(path, f"its member {name!r} cannot be read ({e.strerror})",
+                          rule="dump_unreadable") from None
         if not stat.S_ISREG(st.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise _refuse(path, f"the directory-format dump holds {name!r}, which is {kind}; pg_restore would "
@@ -938,12 +942,24 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
     st = os.stat(real)
     if stat.S_ISDIR(st.st_mode):
         toc_file = real / "toc.dat"
-        if not toc_file.is_file() or toc_file.is_symlink():
+        try:
+            toc_st = os.lstat(toc_file)
+        except FileNotFoundError:
+            toc_st = None
+        except OSError as e:
+            raise _refuse(real, f"the directory cannot be read ({e.strerror})", "Make the directory and its files "
+                          "readable by the user running the rehearsal.", rule="dump_unreadable") from None
+        if toc_st is None or not stat.S_ISREG(toc_st.st_mode):
             raise _refuse(real, "it is a directory without a toc.dat, so it is not a pg_dump directory-format "
                           "dump", "Name the directory pg_dump -Fd wrote, or a dump file.", rule="dump_not_pg_dump")
-        with open(toc_file, "rb") as f:
-            if not f.read(5) == b"PGDMP":
-                raise _refuse(real, "its toc.dat is not a pg_dump archive header", rule="dump_corrupt")
+        try:
+            with open(toc_file, "rb") as f:
+                toc_head = f.read(5)
+        except OSError as e:
+            raise _refuse(real, f"its toc.dat cannot be read ({e.strerror})", "Make the directory and its files "
+                          "readable by the user running the rehearsal.", rule="dump_unreadable") from None
+        if toc_head != b"PGDMP":
+            raise _refuse(real, "its toc.dat is not a pg_dump archive header", rule="dump_corrupt")
         digest, size = _hash_directory(real)
         fmt, compressed = DIRECTORY, any(n.endswith((".gz", ".lz4", ".zst")) for n in os.listdir(real))
     elif stat.S_ISREG(st.st_mode):

@@ -585,31 +585,55 @@ def restore_diff(state: dict) -> StageOutcome:
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
-            details["anchor_restore_path"] = _prove_anchor_restore(server, anchor, tw, state, packet)
+            details["anchor_restore_path"] = _prove_anchor_restore(server, state, packet, request)
         return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
                                           ok_reason="every row and schema object is back as anchored")
 
     return run_stage(state, "restore_diff", body)
 
 
-def _prove_anchor_restore(server: RehearsalServer, anchor: dict, tw: Throwaway, state: dict,
-                          packet: EvidencePacket) -> dict:
-    """When the rollback left a residue, show that restoring from the physical anchor does give the anchor back."""
-    from . import fingerprint
+RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha256 taken at intake, restored again "
+                        "the isolation stage's way (screened, as the least-privileged restoring role) into a fresh "
+                        "database; its fingerprint compared with the anchor's recorded fingerprint")
 
-    probe = f"fix7_probe_{tw.tag}"
-    _plan_database(state, packet, probe)
-    create_database(server, probe, tw.login, template=anchor["database"], read_only=True)
-    _created(packet, probe)
+
+def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: EvidencePacket,
+                          request: RehearsalRequest) -> dict:
+    """When the rollback left a residue, show that the way back does not depend on the rollback nor on the anchor
+    copy: the clone's dump, restored again, gives exactly the anchored state (schema, rows, sequence positions).
+
+    The anchor is taken after the gates, which only read, so the re-restored dump must equal it exactly; any
+    difference is listed (by name) and the restore path is not proven.
+    """
+    from . import diff as diff_mod
+    from . import dumps, fingerprint, restore
+
+    tw = _throwaway(state)
+    anchor = state["anchor"]
+    result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
+    name = f"fix7_rerestore_{tw.tag}"
+    _plan_database(state, packet, name)  # named on disk before it exists: dropped with the rest
     try:
-        with server.connect(probe, tw.login, purpose="anchor restore proof") as conn:
+        info = dumps.inspect_dump(Path(request.clone_path),
+                                  allowed_roots=[Path(r) for r in request.allowed_roots] or None)
+        if info.sha256 != state["clone"].get("sha256"):
+            raise Fix7Error("The dump changed since intake (its sha256 differs); the restore path cannot be "
+                            "proven from it.", rule="dump_changed")
+        create_database(server, name, tw.login)
+        _created(packet, name)
+        restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), info)
+        with server.connect(name, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
-        same = fingerprint.anchor_id(fp) == anchor["anchor_id"]
-        return {"proven": same, "method": "CREATE DATABASE … TEMPLATE <anchor>, fingerprint equals the anchor"
-                if same else "fingerprint of a copy of the anchor differs from the anchor"}
-    finally:
-        drop_database(server, probe)
-        packet.data["throwaways"]["dropped"].append(probe)
+    except (Fix7Error, psycopg.Error) as e:
+        result["error"] = _error_outcome("restore_diff", e).reason
+        return result
+    result["differs"] = diff_mod.fingerprint_differences(anchor["fingerprint"], fp)
+    result["restored_fingerprint_id"] = fingerprint.anchor_id(fp)
+    result["restore"] = {k: restored.get(k) for k in ("tool", "database", "role", "sha256", "duration_s")}
+    # the recorded fingerprint must also be the one the anchor id was made of
+    result["proven"] = not result["differs"] and result["restored_fingerprint_id"] == anchor["anchor_id"] \
+        == fingerprint.anchor_id(anchor["fingerprint"])
+    return result
 
 
 def finish(state: dict) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .dumps import (CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo, HashingReader, PlainScreen, Statement,
                     hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc)
 from .errors import Fix7Error, withhold_values
-from .server import RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
+from .server import RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [
@@ -296,7 +296,7 @@ def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> N
         names = sorted(set(reachable) | set(attrs.get("member_of") or []))
         raise Fix7Error(f"The restoring role {role} is a member of {', '.join(names)} and could switch to "
                         "it during the restore; refusing to restore. The restoring role must belong to no role.",
-                        rule="least_privilege")
+                        rule=RULE_MEMBERSHIP)
 
 
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,

@@ -137,15 +137,20 @@ class RehearsalServer:
                 f"Refused to connect to {host!r}: an external rehearsal server must be local, in a reserved "
                 "domain (.test, .invalid, .example, .localhost) or named with --allow-host.")
 
-    def grant(self, database: str, login: Login, purpose: str, client: str, *, session: str = PROOF) -> dict:
-        """The single gate every connection passes; returns libpq parameters."""
+    def grant(self, database: str, login: Login, purpose: str, client: str, *, session: str = PROOF,
+              record: bool = True) -> dict:
+        """The single gate every connection passes; returns libpq parameters.
+
+        `record=False` only for SQLAlchemy URLs, whose every actual connection is recorded as it opens.
+        """
         self.check_host(self.host)
         if login.role == self.admin.role and database != self.admin_db:
             raise Fix7Error(f"Refused an admin connection to database {database!r} ({purpose}): the admin login "
                             "only creates and drops databases and roles from the maintenance database; "
                             "everything inside a clone runs as a least-privileged role.", rule="admin_in_clone")
-        self.ledger.record(host=self.host, port=self.port, database=database, role=login.role,
-                           purpose=purpose, client=client)
+        if record:
+            self.ledger.record(host=self.host, port=self.port, database=database, role=login.role,
+                               purpose=purpose, client=client)
         params = {"host": self.host, "port": self.port, "dbname": database, "user": login.role}
         if login.role != self.admin.role:
             params["options"] = SESSION_OPTIONS[session]
@@ -177,11 +182,22 @@ class RehearsalServer:
                             rule="server_unreachable") from None
 
     def sqlalchemy_url(self, database: str, login: Login, purpose: str) -> str:
-        params = self.grant(database, login, purpose, "sqlalchemy", session=PROOF)
+        """A SQLAlchemy URL through the guard, for Great Expectations.
+
+        GX builds engines of its own (one to test the data source, one to validate), so one URL opens more
+        than one connection. The URL carries a grant token that only `_record_sqlalchemy_connect` removes
+        before libpq sees it: each connection any engine opens from it is checked and recorded in the ledger
+        as it opens, and one opened without that hook fails (libpq refuses the unknown parameter).
+        """
+        params = self.grant(database, login, purpose, "sqlalchemy", session=PROOF, record=False)
+        _install_sqlalchemy_hook()
+        token = secrets.token_hex(12)
+        _SQLALCHEMY_GRANTS[token] = (self, database, login.role, purpose)
         pw = f":{quote(login.password, safe='')}" if login.password else ""
         return (f"postgresql+psycopg://{quote(login.role, safe='')}{pw}@/{quote(database, safe='')}"
                 f"?host={quote(str(params['host']), safe='/')}&port={params['port']}"
-                f"&options={quote(params['options'], safe='')}")
+                f"&options={quote(params['options'], safe='')}"
+                f"&application_name={quote(f'fix7:{purpose}', safe='')}&{SQLALCHEMY_GRANT_PARAM}={token}")
 
     def tool_env(self, database: str, login: Login, purpose: str, client: str) -> dict:
         """Environment for a wheel client tool; the password travels in PGPASSWORD, never argv."""
@@ -198,6 +214,39 @@ class RehearsalServer:
     def describe(self) -> str:
         return f"{self.kind} server at {self.host}:{self.port}"
 
+
+
+SQLALCHEMY_GRANT_PARAM = "fix7_grant"
+_SQLALCHEMY_GRANTS: dict[str, tuple[RehearsalServer, str, str, str]] = {}
+_SQLALCHEMY_HOOK: list = []
+
+
+def _record_sqlalchemy_connect(dialect, conn_rec, cargs, cparams):
+    """SQLAlchemy's do_connect, for every engine: a connection from one of our URLs is re-checked and recorded."""
+    token = cparams.pop(SQLALCHEMY_GRANT_PARAM, None)
+    if token is None:
+        return None  # not a rehearsal URL (Dagster's own storage)
+    grant = _SQLALCHEMY_GRANTS.get(token)
+    if grant is None:
+        raise Fix7Error("Refused a SQLAlchemy connection with an unknown fix7 grant.", rule="host_guard")
+    server, database, role, purpose = grant
+    server.check_host(server.host)
+    if (cparams.get("host"), str(cparams.get("port")), cparams.get("dbname"), cparams.get("user")) != \
+            (str(server.host), str(server.port), database, role):
+        raise Fix7Error(f"Refused a SQLAlchemy connection ({purpose}) whose parameters differ from its grant.",
+                        rule="host_guard")
+    server.ledger.record(host=server.host, port=server.port, database=database, role=role, purpose=purpose,
+                         client="sqlalchemy")
+    return None  # SQLAlchemy connects with the remaining parameters
+
+
+def _install_sqlalchemy_hook() -> None:
+    if not _SQLALCHEMY_HOOK:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "do_connect", _record_sqlalchemy_connect)
+        _SQLALCHEMY_HOOK.append(_record_sqlalchemy_connect)
 
 
 # -- the embedded server ----------------------------------------------------------------
@@ -233,7 +282,8 @@ def embedded_dagster_url(database: str = "dagster_storage") -> str:
     """
     info = start_embedded()
     host, port = str(info["socket_dir"]), int(info["port"])
-    with psycopg.connect(host=host, port=port, dbname="postgres", user="postgres", autocommit=True) as c:
+    with psycopg.connect(host=host, port=port, dbname="postgres", user="postgres", autocommit=True,
+                         application_name="fix7-dagster:storage setup") as c:
         if not c.execute("select 1 from pg_roles where rolname = %s", (DAGSTER_STORAGE_ROLE,)).fetchone():
             c.execute(sql.SQL("create role {} login nosuperuser nocreatedb nocreaterole").format(
                 sql.Identifier(DAGSTER_STORAGE_ROLE)))
@@ -377,12 +427,23 @@ def role_attributes(server: RehearsalServer, role: str) -> dict:
     return {"role": role, **attrs, "member_of": members, "server_file_privileges": effective}
 
 
+FORBIDDEN_ATTRIBUTES = ("superuser", "createrole", "createdb", "replication", "bypassrls")
+# Which guard refused a restoring role: its attributes or server-file roles here, any membership in restore.py.
+RULE_ATTRIBUTES = "least_privilege.attributes"
+RULE_SERVER_FILES = "least_privilege.server_files"
+RULE_MEMBERSHIP = "least_privilege.membership"
+
+
 def assert_least_privilege(attrs: dict) -> None:
-    bad = [k for k in ("superuser", "createrole", "createdb", "replication", "bypassrls") if attrs.get(k)]
-    if bad or attrs.get("server_file_privileges"):
-        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged "
-                        f"({', '.join(bad + attrs.get('server_file_privileges', []))}); refusing to restore.",
-                        rule="least_privilege")
+    """Refuse a restoring role with a forbidden attribute, or one that reaches a server-file role."""
+    bad = [k for k in FORBIDDEN_ATTRIBUTES if attrs.get(k)]
+    if bad:
+        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged: it has the attribute(s) "
+                        f"{', '.join(b.upper() for b in bad)}; refusing to restore.", rule=RULE_ATTRIBUTES)
+    if attrs.get("server_file_privileges"):
+        raise Fix7Error(f"The restoring role {attrs.get('role')} is not least-privileged: it has the server-file "
+                        f"privileges of {', '.join(attrs['server_file_privileges'])}; refusing to restore.",
+                        rule=RULE_SERVER_FILES)
 
 
 def drop_database(server: RehearsalServer, database: str) -> None:

@@ -102,12 +102,77 @@ def test_missing_empty_random_and_special_files(tmp_path):
     assert refused(tmp_path / "z.sql.zst").rule == "dump_unsupported_compression"
 
 
-def test_unreadable_file_is_refused(demo_dumps, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads everything")
-    p = shutil.copy(demo_dumps["custom"], tmp_path / "locked.dump")
-    os.chmod(p, 0)
-    assert refused(p).rule == "dump_unreadable"
+_INSPECT_WITHOUT_DAC_OVERRIDE = """
+import json, sys
+from fix7_pipeline.core.dumps import Fix7Error, inspect_dump
+path, probe = sys.argv[1], sys.argv[2]
+try:
+    open(probe, "rb").close()
+    probe_readable = True
+except PermissionError:
+    probe_readable = False
+try:
+    inspect_dump(path)
+    print(json.dumps({"probe_readable": probe_readable, "rule": None}))
+except Fix7Error as e:
+    print(json.dumps({"probe_readable": probe_readable, "rule": e.rule, "exit_code": e.exit_code}))
+"""
+
+
+def _drop_dac_capabilities() -> None:  # runs in the child before exec
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: what lets root read a mode-000 file
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: the exec'd process never gets them back
+            os._exit(97)
+
+
+def _inspect_unprivileged(path: Path, probe: Path) -> dict:
+    """inspect_dump as a process that file permissions apply to: as root (CI), one that has dropped the
+    capabilities that bypass them; else this process itself."""
+    import json
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        try:
+            open(probe, "rb").close()
+            readable = True
+        except PermissionError:
+            readable = False
+        try:
+            inspect_dump(path)
+            return {"probe_readable": readable, "rule": None}
+        except Fix7Error as e:
+            return {"probe_readable": readable, "rule": e.rule, "exit_code": e.exit_code}
+    r = subprocess.run([sys.executable, "-c", _INSPECT_WITHOUT_DAC_OVERRIDE, str(path), str(probe)],
+                       capture_output=True, text=True, timeout=120, preexec_fn=_drop_dac_capabilities)
+    assert r.returncode != 97, "could not drop CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (prctl PR_CAPBSET_DROP refused)"
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", ["custom file", "directory dump's toc.dat", "directory dump's data file",
+                                  "directory that cannot be listed"])
+def test_unreadable_dump_is_refused(demo_dumps, tmp_path, case):
+    """Runs as root too: the inspection runs in a process without the capabilities that bypass file modes."""
+    if case == "custom file":
+        path = probe = Path(shutil.copy(demo_dumps["custom"], tmp_path / "locked.dump"))
+    else:
+        path = Path(shutil.copytree(demo_dumps["directory"], tmp_path / "locked.dir"))
+        probe = {"directory dump's toc.dat": path / "toc.dat",
+                 "directory dump's data file": max((p for p in path.iterdir() if p.name != "toc.dat"),
+                                                   key=lambda p: p.stat().st_size),
+                 "directory that cannot be listed": path}[case]
+    os.chmod(probe, 0)
+    try:
+        got = _inspect_unprivileged(path, probe if probe.is_file() else probe / "toc.dat")
+    finally:
+        os.chmod(probe, 0o700 if probe.is_dir() else 0o600)
+    assert got["probe_readable"] is False, "the check ran with permission to read the file anyway"
+    assert (got["rule"], got.get("exit_code")) == ("dump_unreadable", 3), got
+    assert inspect_dump(path).format in ("custom", "directory")  # the same dump, readable again, is fine
 
 
 def test_truncated_custom_archive_is_refused(demo_dumps, tmp_path):

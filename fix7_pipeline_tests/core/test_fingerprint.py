@@ -168,3 +168,60 @@ def test_shared_among_sessions_it_reads_one_snapshot(server, throwaway):
     with proof(server, throwaway) as a, proof(server, throwaway) as helper:
         later = fingerprint(a, [helper])
     assert later["tables"]["public.big"]["rows"] == 5001 and later["tables"]["public.small"]["rows"] == 1
+
+
+@pytest.fixture(scope="module")
+def format_dumps(tmp_path_factory):
+    from fix7_pipeline.demo.builder import DUMP_FORMATS
+
+    name = f"demo_fp_fmt_{os.getpid()}"
+    build_clone(name, registry_rows=120, seed=13)
+    try:
+        d = tmp_path_factory.mktemp("fp_formats")
+        return {fmt: dump_clone(name, fmt, d / f"clone.{fmt}") for fmt in DUMP_FORMATS}
+    finally:
+        drop_clone(name)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "plain-gz", "custom", "directory", "tar"])
+def test_a_dump_restored_twice_by_its_role_fingerprints_exactly_the_same(server, throwaway, format_dumps, fmt):
+    """What the restore proof rests on: the same dump, restored again the same way by the same role into a fresh
+    database, has the same fingerprint, sequence positions included; so any difference it reports is real."""
+    from fix7_pipeline.core.diff import fingerprint_differences
+    from fix7_pipeline.core.dumps import inspect_dump
+    from fix7_pipeline.core.restore import restore
+    from fix7_pipeline.core.server import Throwaway
+
+    info = inspect_dump(format_dumps[fmt])
+    restore(server, throwaway, info, timeout=120)
+    again = f"{throwaway.database}_again"
+    throwaway.extra_databases.append(again)
+    create_database(server, again, throwaway.login)
+    restore(server, Throwaway(database=again, login=throwaway.login, tag=throwaway.tag), info, timeout=120)
+    with proof(server, throwaway) as a, proof(server, throwaway, again) as b:
+        first, second = fingerprint(a), fingerprint(b)
+    assert first["sequences"] and all(s["is_called"] for s in first["sequences"].values() if s["last_value"] > 1)
+    assert fingerprint_differences(first, second) == [] and anchor_id(first) == anchor_id(second)
+
+
+def test_fingerprint_differences_name_every_difference_and_no_value(server, throwaway):
+    from fix7_pipeline.core.diff import fingerprint_differences
+
+    with as_owner(server, throwaway) as c:
+        c.execute("create table t (id int primary key, v text); create table gone (id int);"
+                  "insert into t select g, 'v' || g from generate_series(1, 20) g; create sequence s")
+        before = fingerprint(c)
+        c.execute("update t set v = 'hunter2-not-shown' where id = 3; drop table gone; create table extra (id int);"
+                  "select nextval('s'); comment on table t is 'now commented'")
+        after = fingerprint(c)
+    got = fingerprint_differences(before, after)
+    assert {(d["section"], d["object"], d["change"], tuple(d.get("fields", ()))) for d in got} == {
+        ("schema", "table public.t", "changed", ("comment",)),
+        ("schema", "table public.gone", "missing", ()), ("schema", "column public.gone.id", "missing", ()),
+        ("schema", "table public.extra", "extra", ()), ("schema", "column public.extra.id", "extra", ()),
+        ("tables", "public.t", "changed", ("hash",)),
+        ("tables", "public.gone", "missing", ()), ("tables", "public.extra", "extra", ()),
+        ("sequences", "public.s", "changed", ("is_called",)),
+    }, got
+    assert "hunter2" not in repr(got)
+    assert fingerprint_differences(after, after) == [] and fingerprint_differences({}, {"tables": {}}) != []

@@ -9,6 +9,7 @@ from psycopg import sql
 
 from fix7_pipeline.core.dumps import Fix7Error, inspect_dump, screen_dump
 from fix7_pipeline.core.restore import restore
+from fix7_pipeline.core.server import RULE_ATTRIBUTES, RULE_MEMBERSHIP, RULE_SERVER_FILES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.pg import proof
@@ -85,13 +86,45 @@ def test_restrict_escape_is_refused_before_anything_runs(server, throwaway, demo
     assert not marker.exists() and _tables(server, throwaway) == {}
 
 
-def test_restore_refuses_a_role_with_server_file_privileges(server, throwaway, demo_dumps):
+# what the restoring role is given, the guard that must refuse it, a word its message must name
+ESCALATIONS = [
+    pytest.param("alter role {role} superuser", RULE_ATTRIBUTES, "SUPERUSER", id="SUPERUSER"),
+    pytest.param("alter role {role} createdb", RULE_ATTRIBUTES, "CREATEDB", id="CREATEDB"),
+    pytest.param("alter role {role} createrole", RULE_ATTRIBUTES, "CREATEROLE", id="CREATEROLE"),
+    pytest.param("alter role {role} replication", RULE_ATTRIBUTES, "REPLICATION", id="REPLICATION"),
+    pytest.param("alter role {role} bypassrls", RULE_ATTRIBUTES, "BYPASSRLS", id="BYPASSRLS"),
+    pytest.param("grant pg_read_server_files to {role}", RULE_SERVER_FILES, "pg_read_server_files",
+                 id="pg_read_server_files"),
+    pytest.param("grant pg_write_server_files to {role}", RULE_SERVER_FILES, "pg_write_server_files",
+                 id="pg_write_server_files"),
+    pytest.param("grant pg_execute_server_program to {role}", RULE_SERVER_FILES, "pg_execute_server_program",
+                 id="pg_execute_server_program"),
+    pytest.param("grant pg_write_server_files to {ordinary}; grant {ordinary} to {role}", RULE_SERVER_FILES,
+                 "pg_write_server_files", id="pg_write_server_files-through-an-ordinary-role"),
+    pytest.param("grant {ordinary} to {role}", RULE_MEMBERSHIP, "{ordinary}", id="ordinary-role"),
+    pytest.param("grant pg_read_all_data to {role}", RULE_MEMBERSHIP, "pg_read_all_data", id="pg_read_all_data"),
+]
+
+
+@pytest.mark.parametrize("grant, rule, named", ESCALATIONS)
+def test_restore_refuses_a_role_that_is_more_than_least_privileged(server, throwaway, demo_dumps, grant, rule, named):
+    """Each escalation is refused by the guard meant for it: `assert_least_privilege` (attributes, server-file
+    roles, however reached) or the membership guard (any role at all), told apart by the rule, so deleting
+    either guard from restore() turns a case red."""
+    ordinary = f"fix7_t_ordinary_{throwaway.tag}"
+    names = {"role": sql.Identifier(throwaway.login.role), "ordinary": sql.Identifier(ordinary)}
     with server.connect(purpose="test") as c:
-        c.execute(sql.SQL("grant pg_write_server_files to {}").format(sql.Identifier(throwaway.login.role)))
-    with pytest.raises(Fix7Error) as e:
-        restore(server, throwaway, inspect_dump(demo_dumps["custom"]), timeout=60)
-    assert e.value.rule == "least_privilege" and "pg_write_server_files" in e.value.message
-    assert _tables(server, throwaway) == {}
+        c.execute(sql.SQL("create role {} nologin").format(names["ordinary"]))
+        try:
+            for statement in grant.split("; "):
+                c.execute(sql.SQL(statement).format(**names))
+            with pytest.raises(Fix7Error) as e:
+                restore(server, throwaway, inspect_dump(demo_dumps["custom"]), timeout=60)
+            assert (e.value.rule, named.format(ordinary=ordinary) in e.value.message) == (rule, True), \
+                e.value.message
+            assert _tables(server, throwaway) == {}
+        finally:
+            c.execute(sql.SQL("drop role {}").format(names["ordinary"]))
 
 
 def test_restore_error_quotes_the_server_but_not_the_row(server, throwaway, tmp_path):

@@ -105,8 +105,9 @@ def test_throwaway_role_is_least_privileged_and_owns_only_its_database(server):
                 (tw.login.role,))]
             assert owned == [tw.database]
             c.execute(sql.SQL("grant pg_write_server_files to {}").format(sql.Identifier(tw.login.role)))
-        with pytest.raises(Fix7Error):  # NOINHERIT does not hide a membership the role could SET ROLE into
+        with pytest.raises(Fix7Error) as e:  # NOINHERIT does not hide a membership the role could SET ROLE into
             assert_least_privilege(role_attributes(server, tw.login.role))
+        assert e.value.rule == "least_privilege.server_files" and "pg_write_server_files" in e.value.message
     finally:
         drop_throwaway(server, tw)
     assert f"database {tw.database}" not in leftovers(server)
@@ -166,3 +167,34 @@ def test_kept_throwaways_are_never_swept(server):
         assert f"database {tw.database}" in leftovers(server)
     finally:
         drop_throwaway(server, tw)
+
+
+def test_every_sqlalchemy_connection_of_a_url_is_recorded_and_only_through_the_hook(server, throwaway):
+    """One URL, as many ledger entries as connections its engines open; a forged grant or a URL used where the
+    hook is not installed does not connect at all."""
+    import sqlalchemy as sa
+
+    url = server.sqlalchemy_url(throwaway.database, throwaway.login, "sqlalchemy ledger test")
+    before = len(server.ledger.entries)
+    engines = [sa.create_engine(url), sa.create_engine(url, poolclass=sa.pool.NullPool)]
+    try:
+        with engines[0].connect() as a, engines[1].connect() as b:
+            assert a.execute(sa.text("select current_user")).scalar() == throwaway.login.role
+            assert b.execute(sa.text("select current_setting('application_name')")).scalar() == \
+                "fix7:sqlalchemy ledger test"
+        with engines[1].connect():  # NullPool: a new connection, a new entry
+            pass
+        with engines[0].connect():  # pooled: the same connection again, no new entry
+            pass
+    finally:
+        for e in engines:
+            e.dispose()
+    got = [(e.database, e.role, e.purpose, e.client) for e in server.ledger.entries[before:]]
+    assert got == [(throwaway.database, throwaway.login.role, "sqlalchemy ledger test", "sqlalchemy")] * 3
+    forged = url.rsplit("fix7_grant=", 1)[0] + "fix7_grant=" + "0" * 24
+    with pytest.raises(Fix7Error) as e:
+        sa.create_engine(forged).connect()
+    assert e.value.rule == "host_guard" and len(server.ledger.entries) == before + 3
+    r = subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect()",
+                        url], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and 'invalid connection option "fix7_grant"' in r.stderr, r.stderr[-500:]
