@@ -35,7 +35,7 @@ from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
 from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
-                     create_throwaway, database_properties, drop_database, drop_throwaway, keep_throwaway,
+                     create_throwaway, database_properties, drop_throwaway, keep_throwaway,
                      storage_connection, sweep, throwaway_names)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
