@@ -457,7 +457,8 @@ def analyse(meter: Meter, lexed=None) -> dict:
         if note:
             entry["scale"] = note
         locks.append(entry)
-        s.setdefault("locks", []).append({k: entry[k] for k in ("relation", "mode", "held_s", "new_relation")})
+        s.setdefault("locks", []).append({k: entry[k] for k in ("relation", "relkind", "mode", "held_s",
+                                                                "new_relation")})
     for s in st:
         s.setdefault("locks", [])
     for lk, span in zip(locks, meter.lock_spans):
@@ -902,8 +903,12 @@ def _cell(v) -> str:
 
 
 def _locks_cell(locks: list[dict]) -> str:
-    return "; ".join(f"{md(lk['mode'])} {md(lk['relation'])} ({lk['held_s']:.2f} s"
-                       f"{', new' if lk.get('new_relation') else ''})" for lk in locks)
+    """Locks on tables, views and sequences by name; those on indexes counted (all are in the JSON)."""
+    shown = [lk for lk in locks if lk.get("relkind") != "index"]
+    text = "; ".join(f"{md(lk['mode'])} {md(lk['relation'])} ({lk['held_s']:.2f} s"
+                     f"{', new' if lk.get('new_relation') else ''})" for lk in shown)
+    indexes = len(locks) - len(shown)
+    return text + (f"{'; ' if text else ''}+{indexes} on indexes" if indexes else "")
 
 
 def markdown(label: str, impact: dict, *, heading: str = "###") -> list[str]:

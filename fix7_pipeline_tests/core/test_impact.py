@@ -46,7 +46,8 @@ def test_access_exclusive_held_through_a_sleep_is_measured_and_gates(server, thr
             "update public.approvals set n = n + 1 where id <= 10;\n")
     out, imp = _run(server, throwaway, text, hot_tables=frozenset({"public.registry"}),
                     clone_rows={"public.registry": 5000}, production_rows={"public.registry": 40_000_000},
-                    thresholds=Thresholds(max_lock_s=1, max_access_exclusive_s=1.5, max_statement_s=2.5))
+                    thresholds=Thresholds(max_lock_s=1, max_access_exclusive_s=1.5, max_statement_s=2.5,
+                                          max_total_s=1))
     assert out.status == "passed", out.reason  # the change committed; the breach is the verdict's to read
     lock, sleep, update = _statement(imp, 2), _statement(imp, 3), _statement(imp, 4)
     assert lock["kind"] == "LOCK TABLE" and update["kind"] == "UPDATE" and update["rows"] == 10
@@ -61,6 +62,10 @@ def test_access_exclusive_held_through_a_sleep_is_measured_and_gates(server, thr
     assert ("hot_table_access_exclusive", 2, "public.registry") in _rules(imp)
     results = {r["name"]: r for r in imp["thresholds"]["results"]}
     assert results["max_statement_s"]["passed"] is True
+    assert results["max_total_s"]["passed"] is False and results["max_total_s"]["measured"] == imp["total_s"]
+    assert results["max_total_s"]["breaches"][0]["message"].startswith("apply took 2.")
+    assert results["max_total_s"]["breaches"][0]["message"].endswith(" s in all (statements and COMMIT) > "
+                                                                     "max_total_s 1 s")
     for name, limit in (("max_lock_s", "1"), ("max_access_exclusive_s", "1.5")):
         assert results[name]["passed"] is False
         breach = results[name]["breaches"][0]
@@ -78,7 +83,8 @@ def test_column_type_change_that_rewrites_is_named_with_sizes(server, throwaway)
             "alter table public.registry alter column v type varchar(40);\n"
             "alter table public.registry alter column v type text;\n")
     out, imp = _run(server, throwaway, text,
-                    thresholds=Thresholds(no_rewrite_tables=("public.approvals", "public.registry")))
+                    thresholds=Thresholds(no_rewrite_tables=("public.approvals", "public.registry",
+                                                             "public.nope")))
     assert out.status == "passed", out.reason
     rewrites = {r["relation"]: r for r in _statement(imp, 1)["rewrites"]}
     assert set(rewrites) == {"public.approvals", "public.approvals_pkey", "public.approvals_n"}
@@ -97,7 +103,10 @@ def test_column_type_change_that_rewrites_is_named_with_sizes(server, throwaway)
     [result] = imp["thresholds"]["results"]
     assert result["name"] == "no_rewrite_tables" and result["passed"] is False
     assert result["measured"] == ["public.approvals", "public.registry"]
-    assert result["breaches"][0]["message"].startswith("apply line 1 (ALTER TABLE) rewrote public.approvals (")
+    unknown, first = result["breaches"][:2]
+    assert unknown["message"] == ("no_rewrite_tables names public.nope, which the clone does not have before apply: "
+                                  "the threshold cannot be checked")  # a table it cannot see fails closed
+    assert first["message"].startswith("apply line 1 (ALTER TABLE) rewrote public.approvals (")
 
 
 def test_index_without_concurrently_takes_share_and_warns_above_the_size(server, throwaway):
