@@ -72,6 +72,9 @@ def _print_stage(stage, outcome, duration, evidence_dir) -> None:
     if len(reason) > 160:
         reason = reason[:157] + "..."
     print(f"  {stage:<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
+    summary = outcome.details.get("impact_summary") or {}
+    for breach in summary.get("breaches", [])[:5]:  # each breached threshold in full: it fails the rehearsal
+        print(f"  {'':<16} {'breach':<8} {'':>8}  {visible(breach)}", flush=True)
 
 
 def _server_url(url: str | None) -> str:
@@ -124,7 +127,31 @@ def request_config(args: argparse.Namespace) -> dict:
         "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
         "keep_databases": bool(getattr(args, "keep_databases", False)),
         **{k: getattr(args, k) for k in ("statement_timeout_s", "lock_timeout_s") if getattr(args, k, None)},
+        **_impact_config(args),
     }
+
+
+def _impact_config(args: argparse.Namespace) -> dict:
+    """The impact thresholds and warning sizes (core/impact.py); unset thresholds gate nothing."""
+    out = {name: getattr(args, name, None) for name in ("max_statement_s", "max_lock_s", "max_access_exclusive_s",
+                                                         "max_total_s")}
+    out["no_rewrite_tables"] = list(getattr(args, "no_rewrite_table", None) or [])
+    for name in ("index_warn_mb", "index_warn_rows"):
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def _non_negative(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number at or above 0")
+        return value
+    return parse
 
 
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
@@ -379,6 +406,19 @@ def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
                    help="statement timeout of apply and rollback, seconds (default 600)")
     p.add_argument("--lock-timeout-s", type=_seconds, metavar="N",
                    help="lock timeout of apply and rollback, seconds (default 15)")
+    g = p.add_argument_group("impact thresholds (a breach fails the rehearsal; unset, the impact is only reported)")
+    g.add_argument("--max-statement-s", type=_non_negative(float), metavar="S", help="longest one statement may run")
+    g.add_argument("--max-lock-s", type=_non_negative(float), metavar="S",
+                   help="longest any lock (any mode) on an existing table or index may be held")
+    g.add_argument("--max-access-exclusive-s", type=_non_negative(float), metavar="S",
+                   help="longest an ACCESS EXCLUSIVE lock on an existing table or index may be held")
+    g.add_argument("--max-total-s", type=_non_negative(float), metavar="S", help="longest the whole file may take")
+    g.add_argument("--no-rewrite-table", action="append", metavar="TABLE",
+                   help="a table (schema.table, or table for public) the change must not rewrite; repeatable")
+    g.add_argument("--index-warn-mb", type=_non_negative(float), metavar="MB",
+                   help="warn on CREATE INDEX without CONCURRENTLY on a table this large (default 10)")
+    g.add_argument("--index-warn-rows", type=_non_negative(int), metavar="N",
+                   help="... or with this many rows, in the clone or in production (default 100000)")
     p.add_argument("--junit", metavar="FILE", help="write one JUnit test case per stage")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
 

@@ -81,8 +81,22 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
     assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert prov["clone"]["format"] == fmt and len(prov["clone"]["sha256"]) == 64
-    assert (tmp_path / "ev" / "rehearsal-report.md").read_text().startswith("# FIX7 rehearsal — REHEARSAL_PASSED")
+    report = (tmp_path / "ev" / "rehearsal-report.md").read_text()
+    assert report.startswith("# FIX7 rehearsal — REHEARSAL_PASSED")
     assert out["run_id"] == packet["run_id"] and instance.get_run_by_id(out["run_id"]) is not None
+    # the demo change's impact: reported per statement, warned about, gating nothing (no threshold set)
+    apply = packet["impact"]["apply"]
+    assert [s["line"] for s in apply["statements"]] == [8, 17, 19, 21, 32, 50, 57]
+    update = next(s for s in apply["statements"] if s["line"] == 21)
+    assert update["kind"] == "UPDATE" and update["rows"] > 0 and update["wal_bytes"] > 0
+    assert apply["thresholds"] == packet["impact"]["rollback"]["thresholds"] == {
+        "set": False, "passed": True, "results": []}
+    assert [(w["rule"], w["line"], w["relation"]) for w in apply["warnings"]] == [
+        ("hot_table_access_exclusive", 19, "public.birth_registry")]
+    assert [(w["rule"], w["line"], w["relation"]) for w in packet["impact"]["rollback"]["warnings"]] == [
+        ("hot_table_access_exclusive", 22, "public.birth_registry")]
+    assert "### Impact: apply" in report and "### Impact: rollback" in report
+    assert "| 21 | UPDATE |" in report and "No thresholds set: the impact is reported and gates nothing." in report
 
 
 def test_packet_keys_honour_the_seed(dumps, change, instance, tmp_path):

@@ -30,7 +30,8 @@ IN_FLIGHT_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", "
 TOP_KEYS = {"version", "clone_path", "drop_folder", "evidence_root", "schedule", "sensor"}
 REQUEST_KEYS = {"apply_sql", "rollback_sql", "attested_by", "contract", "production_hosts", "allow_hosts",
                 "server_url", "search_roots", "allowed_roots", "statement_timeout_s", "lock_timeout_s",
-                "keep_databases"}
+                "keep_databases", "max_statement_s", "max_lock_s", "max_access_exclusive_s", "max_total_s",
+                "no_rewrite_tables", "index_warn_mb", "index_warn_rows"}
 PATH_KEYS = {"apply_sql", "rollback_sql"}
 PATH_LIST_KEYS = {"search_roots", "allowed_roots"}
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
@@ -108,13 +109,16 @@ def _typed(path: Path, key: str, value, kind):
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
+            return float(value)
     elif kind is str:
         if isinstance(value, str):
             return value
     elif kind is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
-    raise _bad(path, f"`{key}` must be {dict([(bool, 'true or false'), (int, 'a whole number'), (str, 'text'), (list, 'a list of text')])[kind]}")
+    raise _bad(path, f"`{key}` must be {dict([(bool, 'true or false'), (int, 'a whole number'), (float, 'a number at or above 0'), (str, 'text'), (list, 'a list of text')])[kind]}")
 
 
 def _request_kinds() -> dict:
@@ -124,7 +128,8 @@ def _request_kinds() -> dict:
     for f in dataclasses.fields(RehearsalRequest):
         if f.name in REQUEST_KEYS:
             t = str(f.type)
-            kinds[f.name] = bool if t == "bool" else int if t == "int" else list if t.startswith("list") else str
+            kinds[f.name] = (bool if t == "bool" else int if t == "int" else float if t.startswith("float")
+                             else list if t.startswith("list") else str)
     return kinds
 
 

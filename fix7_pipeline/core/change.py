@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
+from . import impact as impact_mod
 from .dumps import Meta, PlainScanner, Statement
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import FAILED, PASSED, Finding, StageOutcome
@@ -312,13 +313,29 @@ def _escaped(label: str, xid: str, why: str) -> ChangeStopped:
         "still open was rolled back"), xid)
 
 
-def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str) -> None:
-    """Each statement line in turn, checking after each that the server is still in transaction `xid`."""
+def _leading_kind(lexed: Lexed, line: int) -> str:
+    st = next((st for st in lexed.statements if st.line == line), None)
+    m = _LEADING_WORDS.match(st.text) if st else None
+    return " ".join(m.group(0).split()[:2]).upper() if m else "?"
+
+
+def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str, meter: impact_mod.Meter | None = None,
+                lexed: Lexed | None = None) -> None:
+    """Each statement line in turn, checking after each that the server is still in transaction `xid`.
+
+    With a meter, each is timed alone and measured after the checks (core/impact.py).
+    """
     for first_line, statement_line, chunk in statement_chunks(change.text):
+        cur = conn.cursor()
+        started = time.perf_counter()
         try:
-            conn.execute(chunk)
+            cur.execute(chunk)
         except psycopg.Error as e:
+            if meter is not None:
+                meter.failed(statement_line, _leading_kind(lexed or lex(change.text), statement_line),
+                             time.perf_counter() - started)
             raise _AtLine(e, first_line, statement_line, chunk) from None
+        duration = time.perf_counter() - started
         escape = transaction_escape(conn, xid, ask_server=False)
         if escape:
             raise _escaped(change.label, xid, f"{escape} after line {statement_line}")
@@ -327,16 +344,21 @@ def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str) -> None:
                 f"{change.label} was stopped after line {statement_line}: it turned standard_conforming_strings "
                 "off, which changes where the server sees quotes end, so the screen's reading of the rest of the "
                 "file no longer holds; the transaction was rolled back"), xid)
+        if meter is not None:
+            meter.statement(conn, statement_line, cur, duration)
     escape = transaction_escape(conn, xid)
     if escape:
         raise _escaped(change.label, xid, f"{escape} by the end of the file")
 
 
 def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, statement_timeout_s: int = 600,
-               lock_timeout_s: int = 15) -> StageOutcome:
+               lock_timeout_s: int = 15, impact: impact_mod.ImpactSettings | None = None) -> StageOutcome:
     """Run the whole file in one transaction as the clone's owner; an error rolls it all back.
 
     It passes only when the server's transaction id at COMMIT is the one it had before the file ran.
+    What each statement did that production would feel is measured as it runs (`details["impact"]`,
+    core/impact.py); thresholds breached there do not change this stage's status (the packet's verdict
+    reads them).
     """
     summary = {"change": change.summary(), "statement_timeout_s": statement_timeout_s,
                "lock_timeout_s": lock_timeout_s}
@@ -346,23 +368,42 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
         return StageOutcome(status=FAILED, findings=refused, details={**summary, "ran": False},
                             reason=f"{change.label} refused before anything ran: {refused[0].message}{more}")
     started = time.monotonic()
+    lexed = lex(change.text)
+    meter = impact_mod.Meter(change.label, impact)
+    measured: dict = {}
+
+    def impact_details() -> dict:
+        return {"impact": meter.result(lexed)} if measured else {}
+
     try:
         with server.connect(tw.database, tw.login, purpose=change.label, autocommit=False, session=CHANGE,
                             options=session_options(statement_timeout_s, lock_timeout_s)) as conn:
+            meter.prepare(conn, impact_mod.function_names(lexed))
             xid = open_transaction(conn, change.label, statement_timeout_s, lock_timeout_s)
-            _run_chunks(conn, change, xid)
-            conn.commit()
+            meter.start(conn)
+            measured["started"] = True
+            _run_chunks(conn, change, xid, meter, lexed)
+            meter.commit(conn)
     except ChangeStopped as e:
         return StageOutcome(status=FAILED, reason=e.message, findings=[Finding(rule=e.rule, message=e.message)],
                             details={**summary, "duration_s": round(time.monotonic() - started, 3),
-                                     "transaction_id": e.transaction_id, "one_transaction": False})
+                                     "transaction_id": e.transaction_id, "one_transaction": False,
+                                     **impact_details()})
+    except impact_mod.MeasurementFailed as e:
+        where = f" after line {e.after_line}" if e.after_line else " before the first statement"
+        msg = (f"{change.label} was stopped: a measurement query of the rehearsal failed{where} "
+               f"({server_error_message(e.error)}), which aborted the transaction; it was rolled back and is not "
+               "reported as rehearsed")
+        return StageOutcome(status=FAILED, reason=msg, findings=[Finding(rule="impact_measurement", message=msg)],
+                            details={**summary, "duration_s": round(time.monotonic() - started, 3)})
     except (_AtLine, psycopg.Error) as e:
         msg = (server_error_message(e.error, e.chunk, first_line=e.first_line, statement_line=e.statement_line)
                if isinstance(e, _AtLine) else server_error_message(e))
         return StageOutcome(status=FAILED, reason=f"{change.label} failed and was rolled back: {msg}",
                             findings=[Finding(rule=f"{change.label}_error", message=msg)],
-                            details={**summary, "duration_s": round(time.monotonic() - started, 3)})
+                            details={**summary, "duration_s": round(time.monotonic() - started, 3),
+                                     **impact_details()})
     return StageOutcome(status=PASSED, reason=f"{change.label} committed in one transaction (xid {xid}, confirmed "
                                               "by the server)",
                         details={**summary, "duration_s": round(time.monotonic() - started, 3),
-                                 "transaction_id": xid, "one_transaction": True})
+                                 "transaction_id": xid, "one_transaction": True, **impact_details()})

@@ -25,6 +25,9 @@ top-level sections so the shape can be compared with its SQL source exactly:
       pointers:      [{table, column, json_key?, status_column?, where?: {column: value}}]
                                                   # outward pointers (URLs a clone would call)
       data_rules:    {<rule name>: {table: ..., description: ...}}
+      hot_tables:    [<table>, ...]               # production reads/writes them all the time: an ACCESS
+                                                  # EXCLUSIVE lock on one is a warning (core/impact.py)
+      production_rows: {<table>: <rows>}          # production's row counts, shown beside the clone's
 """
 
 from __future__ import annotations
@@ -166,6 +169,14 @@ class Contract:
     def data_rules(self) -> dict[str, dict]:
         return dict(self.annotations.get("data_rules") or {})
 
+    @property
+    def hot_tables(self) -> list[str]:
+        return [str(t) for t in self.annotations.get("hot_tables") or []]
+
+    @property
+    def production_rows(self) -> dict[str, int]:
+        return {str(t): int(n) for t, n in (self.annotations.get("production_rows") or {}).items()}
+
     def shape_dict(self) -> dict:
         return {"tables": {n: t.as_dict() for n, t in self.tables.items()}}
 
@@ -222,6 +233,14 @@ def contract_from_dict(data: object, source: str = "<dict>") -> Contract:
     annotations = data.get("annotations") or {}
     if not isinstance(annotations, dict):
         raise _bad(source, "'annotations' is not a mapping")
+    hot = annotations.get("hot_tables")
+    if hot is not None and (not isinstance(hot, list) or not all(isinstance(t, str) and t for t in hot)):
+        raise _bad(source, "'annotations.hot_tables' is not a list of table names")
+    rows = annotations.get("production_rows")
+    if rows is not None and (not isinstance(rows, dict) or not all(
+            isinstance(t, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+            for t, n in rows.items())):
+        raise _bad(source, "'annotations.production_rows' is not a mapping of table names to row counts")
     return Contract(tables=tables, annotations=annotations, source=source)
 
 

@@ -54,16 +54,35 @@ def junit_xml(packet: dict) -> str:
             ET.SubElement(case, "skipped", message=reason[:1000])
         elif reason:
             ET.SubElement(case, "system-out").text = reason
+    impact_cases = 0
+    for label in ("apply", "rollback"):  # one case per impact threshold set (core/impact.py)
+        impact = (packet.get("impact") or {}).get(label) or {}
+        for r in (impact.get("thresholds") or {}).get("results", []):
+            impact_cases += 1
+            case = ET.SubElement(suite, "testcase", classname=f"{SUITE}.impact", name=_x(f"{label} {r['name']}"),
+                                 time="0.000")
+            if r.get("passed"):
+                ET.SubElement(case, "system-out").text = _x(f"measured {r.get('measured')} within {r.get('limit')}")
+            else:
+                counts["failures"] += 1
+                msgs = [b.get("message", "") for b in r.get("breaches", [])]
+                failure = ET.SubElement(case, "failure", type="impact_threshold",
+                                        message=_x(msgs[0] if msgs else r["name"])[:1000])
+                failure.text = _x("\n".join(msgs))
     verdict = packet.get("verdict")
     case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict", time="0.000")
     if verdict != PASSED_VERDICT:
         counts["failures"] += 1
         stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
                    if (stages[n] or {}).get("status") in (FAILED, BLOCKED, INTERRUPTED)]
+        from .impact import breaches
+
+        stopped += [_x(f"impact: {m}") for label in ("apply", "rollback")
+                    for m in breaches((packet.get("impact") or {}).get(label))]
         failure = ET.SubElement(case, "failure", type="verdict",
                                 message=_x(f"verdict {verdict or 'none: the run did not finish'}"))
         failure.text = "\n".join(stopped) or "no stage failed, but the rehearsal has no passing verdict"
-    suite.set("tests", str(len(names) + 1))
+    suite.set("tests", str(len(names) + impact_cases + 1))
     suite.set("failures", str(counts["failures"]))
     suite.set("errors", "0")
     suite.set("skipped", str(counts["skipped"]))

@@ -65,6 +65,14 @@ class RehearsalRequest:
     statement_timeout_s: int = 600
     lock_timeout_s: int = 15
     keep_databases: bool = False
+    # What production will feel (core/impact.py): thresholds that gate (None = not set) and warning sizes.
+    max_statement_s: float | None = None
+    max_lock_s: float | None = None
+    max_access_exclusive_s: float | None = None
+    max_total_s: float | None = None
+    no_rewrite_tables: list[str] = field(default_factory=list)
+    index_warn_mb: float = 10.0
+    index_warn_rows: int = 100_000
 
     def __post_init__(self):
         """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
@@ -378,6 +386,10 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
             details[f"{label}_sql"] = change_mod.read_change(path, label).summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))
+    from .impact import threshold_problems
+
+    findings += [Finding(rule="impact_thresholds", message=f"impact threshold setting: {p}")
+                 for p in threshold_problems(asdict(request))]
     if request.search_roots:
         from . import candidates
 
@@ -531,11 +543,28 @@ def snapshot_anchor(state: dict) -> StageOutcome:
 
 
 def run_change_stage(state: dict, label: str) -> StageOutcome:
+    from . import contract as contract_mod
+    from . import impact as impact_mod
+
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         path = request.apply_sql if label == "apply" else request.rollback_sql
         ch = change_mod.read_change(path, label)
-        return change_mod.run_change(server, _throwaway(state), ch, statement_timeout_s=request.statement_timeout_s,
-                                     lock_timeout_s=request.lock_timeout_s)
+        settings = impact_mod.settings_for(request, contract_mod.load_contract(request.contract or None),
+                                           ((state.get("anchor") or {}).get("fingerprint") or {}).get("tables"))
+        outcome = change_mod.run_change(server, _throwaway(state), ch,
+                                        statement_timeout_s=request.statement_timeout_s,
+                                        lock_timeout_s=request.lock_timeout_s, impact=settings)
+        impact = outcome.details.pop("impact", None)
+        packet.data.setdefault("impact", {})[label] = impact
+        if impact is not None:
+            outcome.details["impact_summary"] = summary = impact_mod.summary(impact)
+            if summary["breaches"]:
+                more = len(impact_mod.breaches(impact)) - 1
+                outcome.reason += (f"; impact threshold breached: {summary['breaches'][0]}"
+                                   f"{f' (+{more} more)' if more else ''}")
+            elif summary["warnings"]:
+                outcome.reason += f"; {summary['warnings']} impact warning(s)"
+        return outcome
 
     return run_stage(state, label, body)
 

@@ -198,6 +198,7 @@ class EvidencePacket:
             "isolation_proven": NOT_PROVEN,
             "anchor_id": None,
             "restore_diff": {"tables": [], "schema": [], "sequences": [], "empty": None},
+            "impact": {},
             "restoring_role": None,
             "connections": [],
             # planned: named on disk before each CREATE, so even kill -9 leaves them named (the next sweep drops them)
@@ -275,8 +276,14 @@ class EvidencePacket:
         if any(s in (FAILED, BLOCKED) for s in statuses):
             return REHEARSAL_FAILED
         if all(s == PASSED for s in statuses):
-            return REHEARSAL_PASSED
+            return REHEARSAL_FAILED if self.impact_breaches() else REHEARSAL_PASSED
         return None
+
+    def impact_breaches(self) -> list[str]:
+        """Every impact threshold breached by apply or rollback (core/impact.py): any one fails the rehearsal."""
+        from .impact import breaches
+
+        return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
     def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None) -> str:
         """Fix the verdict; a run that stopped without a gate deciding is a failure, never a pass.
@@ -464,6 +471,14 @@ class EvidencePacket:
                       for t in diff.get("tables", [])]
             lines += [f"- schema: {md(o)}" for o in diff.get("schema", [])]
             lines += [f"- sequence: {md(o)}" for o in diff.get("sequences", [])]
+        impact = {k: v for k, v in (d.get("impact") or {}).items() if v}
+        if impact:
+            from .impact import markdown as impact_markdown
+
+            lines += ["", "## Impact: what production will feel"]
+            for label in ("apply", "rollback"):
+                if impact.get(label):
+                    lines += ["", *impact_markdown(label, impact[label])]
         for s in STAGES:
             fs = d["stages"][s].get("findings") or []
             if fs:

@@ -34,6 +34,21 @@ class RehearsalRequestConfig(dg.Config):
     statement_timeout_s: int = Field(default=600, description="Statement timeout for apply and rollback.")
     lock_timeout_s: int = Field(default=15, description="Lock timeout for apply and rollback.")
     keep_databases: bool = Field(default=False, description="Keep the throwaway databases for inspection.")
+    max_statement_s: float | None = Field(default=None, description="Impact threshold: the longest one statement "
+                                          "of apply or rollback may run, in seconds. Empty = not gated.")
+    max_lock_s: float | None = Field(default=None, description="Impact threshold: the longest any lock (any mode) "
+                                     "on an existing table or index may be held, in seconds. Empty = not gated.")
+    max_access_exclusive_s: float | None = Field(default=None, description="Impact threshold: the longest an "
+                                                 "ACCESS EXCLUSIVE lock on an existing table or index may be "
+                                                 "held, in seconds. Empty = not gated.")
+    max_total_s: float | None = Field(default=None, description="Impact threshold: the longest the whole apply "
+                                      "or rollback file (statements and COMMIT) may take. Empty = not gated.")
+    no_rewrite_tables: list[str] = Field(default_factory=list, description="Impact threshold: tables "
+                                         "(schema.table, or table for public) apply and rollback must not rewrite.")
+    index_warn_mb: float = Field(default=10.0, description="Warn on CREATE INDEX without CONCURRENTLY on a table "
+                                                           "at least this large (MB) in the clone.")
+    index_warn_rows: int = Field(default=100_000, description="... or with at least this many rows in the clone "
+                                                              "or (contract production_rows) in production.")
 
     def to_request(self) -> rehearsal.RehearsalRequest:
         return rehearsal.RehearsalRequest(**self.model_dump())

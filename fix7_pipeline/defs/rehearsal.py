@@ -8,7 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import EvidencePacket
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, impact_events, stage_events, witnessed_if_interrupted
 
 
 @dg.asset(
@@ -25,29 +25,51 @@ def snapshot_anchor(context, schema_shape_validation: dict):
     yield from stage_events("snapshot_anchor", "anchor_taken", outcome, state)
 
 
+IMPACT_CHECK = "impact_within_thresholds"
+
+
+def _impact_check(asset: str) -> dg.AssetCheckSpec:
+    # Not blocking: a breach fails the rehearsal's verdict, but the rollback and restore diff still run,
+    # so one run shows every breach and still proves the rollback.
+    return dg.AssetCheckSpec(IMPACT_CHECK, asset=asset, blocking=False,
+                             description=f"No impact threshold of the request (max_statement_s, max_lock_s, "
+                                         f"max_access_exclusive_s, max_total_s, no_rewrite_tables) is breached by "
+                                         f"{asset}; a breach fails the rehearsal.")
+
+
+def _change_events(asset: str, gate_name: str, outcome, state: dict):
+    impact = (EvidencePacket.load(Path(state["evidence_dir"])).data.get("impact") or {}).get(asset)
+    extra, check = impact_events(asset, IMPACT_CHECK, impact)
+    yield from stage_events(asset, gate_name, outcome, state, extra)
+    yield check
+
+
 @dg.asset(
     group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="apply",
     description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
-                "clone's owner role.",
-    check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms.")],
+                "clone's owner role; each statement's duration, locks, rewrites, WAL and rows measured.",
+    check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
+                 _impact_check("apply")],
 )
 def apply_change(context, snapshot_anchor: dict):
     state = dict(snapshot_anchor)
     with witnessed_if_interrupted(context):
         outcome = rehearsal.run_change_stage(state, "apply")
-    yield from stage_events("apply", "change_applied", outcome, state)
+    yield from _change_events("apply", "change_applied", outcome, state)
 
 
 @dg.asset(
     group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="rollback",
-    description="The operator's rollback of the FIX7 change, in one transaction.",
-    check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms.")],
+    description="The operator's rollback of the FIX7 change, in one transaction; each statement's duration, "
+                "locks, rewrites, WAL and rows measured.",
+    check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
+                 _impact_check("rollback")],
 )
 def rollback_change(context, apply: dict):
     state = dict(apply)
     with witnessed_if_interrupted(context):
         outcome = rehearsal.run_change_stage(state, "rollback")
-    yield from stage_events("rollback", "rollback_applied", outcome, state)
+    yield from _change_events("rollback", "rollback_applied", outcome, state)
 
 
 @dg.asset(

@@ -111,3 +111,42 @@ def suite_result(asset: str, check: str, gx: dict | None) -> dg.AssetCheckResult
 
 def gate(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+
+
+def impact_events(asset: str, check: str, impact: dict | None) -> tuple[dict, dg.AssetCheckResult]:
+    """The change stage's impact as metadata (a Markdown table, plottable numbers) and its threshold check.
+
+    The check fails when a threshold set in the request is breached, or when the impact could not be
+    measured at all (the change did not run); with no thresholds set it passes and gates nothing.
+    """
+    from fix7_pipeline.core.impact import breaches, markdown
+
+    if not impact:
+        return {}, dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,
+                                       severity=dg.AssetCheckSeverity.ERROR,
+                                       description="not measured: the change did not run",
+                                       metadata={"breaches": 0})
+    th = impact.get("thresholds") or {}
+    md = {
+        "impact": dg.MetadataValue.md("\n".join(markdown(asset, impact))),
+        "impact_statements": int(impact.get("statement_count") or 0),
+        "impact_total_s": float(impact.get("total_s") or 0.0),
+        "impact_max_statement_s": float(impact.get("max_statement_s") or 0.0),
+        "impact_max_lock_s": float(impact.get("max_lock_s") or 0.0),
+        "impact_max_access_exclusive_s": float(impact.get("max_access_exclusive_s") or 0.0),
+        "impact_rewrites": len(impact.get("rewrites") or []),
+        "impact_warnings": len(impact.get("warnings") or []),
+        "impact_breaches": len(breaches(impact)),
+    }
+    if impact.get("wal_bytes") is not None:
+        md["impact_wal_bytes"] = int(impact["wal_bytes"])
+    if impact.get("db_size_change_bytes") is not None:
+        md["impact_db_size_change_bytes"] = int(impact["db_size_change_bytes"])
+    found = breaches(impact)
+    result = dg.AssetCheckResult(
+        asset_key=asset, check_name=check, passed=not found, severity=dg.AssetCheckSeverity.ERROR,
+        description=(visible(found[0])[:1000] if found else "every impact threshold set held" if th.get("set")
+                     else "no impact threshold set: the impact is reported and gates nothing"),
+        metadata={"breaches": len(found), "thresholds": dg.MetadataValue.json(
+            [{k: r[k] for k in ("name", "limit", "measured", "passed")} for r in th.get("results", [])])})
+    return md, result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fix7_pipeline.core.contract import contract_from_sql, dump_contract_yaml, load_contract
+from fix7_pipeline.core.contract import contract_from_dict, contract_from_sql, dump_contract_yaml, load_contract
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import pg_tool, run_tool
 from fix7_pipeline.core.shape import check_shape, read_catalog_shape
@@ -115,3 +115,22 @@ def test_shape_section_is_plain_yaml():
     assert set(data) == {"version", "shape", "annotations"}
     cols = data["shape"]["tables"]["directus_sessions"]["columns"]
     assert {"name": "user", "type": "uuid", "nullable": True} in cols
+
+
+def test_hot_tables_and_production_rows_are_annotations():
+    default = load_contract(None)
+    assert default.hot_tables == ["birth_registry", "os_proposal_approvals"]
+    assert default.production_rows == {}
+    data = default.as_dict()
+    data["annotations"]["production_rows"] = {"birth_registry": 40_000_000}
+    assert contract_from_dict(data).production_rows == {"birth_registry": 40_000_000}
+
+
+@pytest.mark.parametrize("key, value", [("hot_tables", "birth_registry"), ("hot_tables", [1]),
+                                        ("production_rows", {"t": -1}), ("production_rows", {"t": "40M"}),
+                                        ("production_rows", ["t"])])
+def test_unusable_impact_annotations_fail_closed(key, value):
+    data = load_contract(None).as_dict()
+    data["annotations"][key] = value
+    with pytest.raises(Fix7Error, match=key):
+        contract_from_dict(data)

@@ -54,3 +54,21 @@ def test_unfinished_run_never_reads_as_a_pass(tmp_path):
     suite, cases = _cases(path)
     assert suite.get("failures") == "1"
     assert "did not finish" in cases["verdict"].find("failure").get("message")
+
+
+def test_one_case_per_impact_threshold_and_a_breach_fails_the_verdict_case(tmp_path):
+    path = tmp_path / "report.xml"
+    packet = _packet({}, "REHEARSAL_FAILED")
+    message = "apply line 1 (LOCK TABLE) held ACCESS EXCLUSIVE on public.t for 2.00 s > max_lock_s 1 s"
+    packet["impact"] = {"apply": {"thresholds": {"set": True, "passed": False, "results": [
+        {"name": "max_lock_s", "limit": 1.0, "measured": 2.0, "passed": False, "breaches": [{"message": message}]},
+        {"name": "max_total_s", "limit": 9.0, "measured": 2.1, "passed": True, "breaches": []}]}},
+        "rollback": None}
+    write_junit(path, packet)
+    suite, cases = _cases(path)
+    assert list(cases) == [*STAGES, "apply max_lock_s", "apply max_total_s", "verdict"]
+    assert cases["apply max_lock_s"].find("failure").get("message") == message
+    assert cases["apply max_total_s"].find("failure") is None
+    assert cases["apply max_total_s"].find("system-out").text == "measured 2.1 within 9.0"
+    assert f"impact: {message}" in cases["verdict"].find("failure").text
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(STAGES) + 3), "2")

@@ -62,3 +62,17 @@ def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path):
         write_atomic(target, object())  # not text: the write fails half-way
     assert target.read_text() == "old"
     assert [f.name for f in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_a_breached_impact_threshold_fails_a_rehearsal_whose_stages_all_passed(tmp_path):
+    p = _packet(tmp_path, **{s: PASSED for s in STAGES})
+    breach = {"message": "apply line 1 (LOCK TABLE) held ACCESS EXCLUSIVE on public.t for 2.00 s > max_lock_s 1 s"}
+    p.data["impact"] = {"apply": {"thresholds": {"set": True, "passed": False, "results": [
+        {"name": "max_lock_s", "limit": 1.0, "measured": 2.0, "passed": False, "breaches": [breach]}]}},
+        "rollback": {"thresholds": {"set": False, "passed": True, "results": []}}}
+    assert p.impact_breaches() == [breach["message"]]
+    assert p.finalize() == REHEARSAL_FAILED
+    p2 = _packet(tmp_path, "ev2", **{s: PASSED for s in STAGES})
+    p2.data["impact"] = {"apply": {"thresholds": {"set": True, "passed": True, "results": [
+        {"name": "max_lock_s", "limit": 1.0, "measured": 0.2, "passed": True, "breaches": []}]}}}
+    assert p2.finalize() == REHEARSAL_PASSED

@@ -261,6 +261,9 @@ def test_stopped_by_default_and_configurable(operator):
     ("attested_by: [a, b]\n", "`attested_by` must be text"),
     ("schedule:\n  cron: every night\n", "five-field cron"),
     ("sensor:\n  settle: 3\n", "under `sensor`"),
+    ("max_lock_s: -1\n", "`max_lock_s` must be a number at or above 0"),
+    ("max_total_s: soon\n", "`max_total_s` must be a number"),
+    ("no_rewrite_tables: birth_registry\n", "`no_rewrite_tables` must be a list of text"),
 ])
 def test_rehearsal_yaml_refuses_what_it_does_not_understand(operator, extra, message):
     root = operator(text="drop_folder: drop\napply_sql: change/apply.sql\nrollback_sql: change/rollback.sql\n"
@@ -283,3 +286,16 @@ def test_the_committed_example_is_valid():
     cfg = load_automation_config(example)
     assert cfg.request["attested_by"] and cfg.drop_folder and cfg.clone_path
     assert cfg.schedule.enabled is False and cfg.sensor.enabled is False
+
+
+def test_impact_thresholds_in_rehearsal_yaml_reach_the_run_config(operator):
+    root = operator(text="drop_folder: drop\napply_sql: change/apply.sql\nrollback_sql: change/rollback.sql\n"
+                         "max_lock_s: 1\nmax_access_exclusive_s: 0.5\nno_rewrite_tables: [birth_registry]\n"
+                         "index_warn_rows: 500\n")
+    request = load_automation_config(root / "rehearsal.yaml").request_config("/x.dump", "t")
+    assert (request["max_lock_s"], request["max_access_exclusive_s"]) == (1.0, 0.5)
+    assert request["no_rewrite_tables"] == ["birth_registry"] and request["index_warn_rows"] == 500
+    assert "max_statement_s" not in request  # unset: not gated
+    from fix7_pipeline.defs.intake import RehearsalRequestConfig
+
+    assert RehearsalRequestConfig(**request).to_request().max_lock_s == 1.0
