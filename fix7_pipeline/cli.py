@@ -293,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_SAFE_CLONE
 
 
-from fix7_pipeline.commands import audit as _audit, ui as _ui  # noqa: E402
+from fix7_pipeline.commands import audit as _audit, rules as _rules, ui as _ui  # noqa: E402
 
-_EXTRA_COMMANDS.extend([_ui.register, _audit.register])
+_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _rules.register])
 
 if __name__ == "__main__":
     sys.exit(main())
