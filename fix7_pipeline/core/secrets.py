@@ -140,6 +140,7 @@ class TablePlan:
     pk: list[str]
     must_be_empty: bool
     types: dict[str, int] = field(default_factory=dict)
+    render: dict[str, tuple] = field(default_factory=dict)  # column -> ("array",) | ("composite", [(attr, type)])
 
     @property
     def scan_columns(self) -> list[str]:
@@ -172,6 +173,29 @@ def _classify(types: dict[int, tuple], oid: int, depth: int = 0) -> str | None:
     return "text"
 
 
+_COMPOSITE_SQL = """
+select t.oid::pg_catalog.int8, a.attname::text, a.atttypid::pg_catalog.int8
+from pg_catalog.pg_type t join pg_catalog.pg_attribute a on a.attrelid = t.typrelid
+where t.oid = any(%(types)s) and a.attnum > 0 and not a.attisdropped order by t.oid, a.attnum"""
+
+
+def _render_of(types: dict[int, tuple], oid: int) -> tuple | None:
+    """How a value is printed for the scanner: an array one element a line, a composite one attribute a
+    line (PostgreSQL's `{a,b}` and `(a,b)` would glue a token to a brace that no rule accepts as its end)."""
+    t = types.get(oid)
+    for _ in range(8):
+        if t is None or t[1] != "d" or not t[4]:
+            break
+        oid, t = t[4], types.get(t[4])
+    if t is None:
+        return None
+    if t[2] == "A" and t[3]:
+        return ("array",)
+    if t[1] == "c":
+        return ("composite", oid)
+    return None
+
+
 def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[TablePlan]:
     """Per user table (and populated materialized view): what the scan reads."""
     tables = conn.execute(_TABLES_SQL).fetchall()
@@ -199,7 +223,19 @@ def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[TablePlan]:
                 p.header_columns.append(col)
             if (kind == "text" and col not in hashes.get(cname, [])) or (col in p.must_be_null and kind != "bytea"):
                 p.columns.append(col)
+                render = _render_of(types, type_oid)
+                if render:
+                    p.render[col] = render
         plans.append(p)
+    composites = sorted({r[1] for p in plans for r in p.render.values() if r[0] == "composite"})
+    if composites:
+        attrs: dict[int, list[tuple[str, int]]] = {}
+        for toid, attname, atttyp in conn.execute(_COMPOSITE_SQL, {"types": composites}).fetchall():
+            attrs.setdefault(toid, []).append((attname, int(atttyp)))
+        for p in plans:
+            for col, r in list(p.render.items()):
+                if r[0] == "composite":
+                    p.render[col] = ("composite", attrs.get(r[1], []))
     return plans
 
 
@@ -210,7 +246,15 @@ def _qt(p: TablePlan) -> psql.Composable:
 
 
 def _col_text(p: TablePlan, col: str) -> psql.Composable:
-    return as_text(psql.SQL("t.") + psql.Identifier(col), p.types.get(col))
+    ref = psql.SQL("t.") + psql.Identifier(col)
+    render = p.render.get(col)
+    if render and render[0] == "array":
+        return psql.SQL("pg_catalog.array_to_string({}, E'\\n')").format(ref)
+    if render and render[0] == "composite" and render[1]:
+        parts = [as_text(psql.SQL("({}).{}").format(ref, psql.Identifier(a)), t) for a, t in render[1]]
+        return psql.SQL("case when {r} is null then null else pg_catalog.concat_ws(E'\\n', {p}) end").format(
+            r=ref, p=psql.SQL(", ").join(parts))
+    return as_text(ref, p.types.get(col))
 
 
 def _key_sql(p: TablePlan) -> psql.Composable:
