@@ -137,6 +137,10 @@ def sanitization_expectations(findings: list[Finding], contract: Contract,
     return out
 
 
+def run_data_rules(url: str, contract: Contract, dump_time: dt.datetime) -> dict:
+    return run_suite(url, "data_rules", data_rules_expectations(contract, dump_time))
+
+
 def run_sanitization(findings: list[Finding], contract: Contract, present_tables: set[str]) -> dict:
     """The sanitization suite's summary (counts only) over `findings`."""
     return run_frame_suite("sanitization", findings_frame(findings),
