@@ -408,3 +408,23 @@ def test_no_provider_is_ever_contacted():
         source = inspect.getsource(module)
         for word in ("Validator", "Revoker", ".validate(", ".revoke(", "validation.", "revocation."):
             assert word not in source, (module.__name__, word)
+
+
+def test_fix7_rules_lists_the_one_registry():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "rules", "--format", "json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    by_name = {x["name"]: x for x in data["rules"]}
+    assert data["engine"] == "kingfisher-secret-scanner 1.5.0" and data["cache"].endswith("kingfisher-rules")
+    assert by_name["betterleaks.github-pat"]["source"] == "kingfisher"
+    for name in ("fix7.password-hash", "fix7.secret-assignment", "fix7.connection-string-password.libpq",
+                 "fix7.secret-header", "must_be_null", "must_be_empty", "unreadable"):
+        assert by_name[name]["source"] == "fix7", name
+    assert {x["source"] for x in data["rules"]} == {"kingfisher", "fix7"} and len(data["rules"]) > 400
+    table = subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "rules", "--source", "fix7"],
+                           capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0 and "fix7.password-hash" in table.stdout and "betterleaks." not in table.stdout
