@@ -776,7 +776,7 @@ def _guarded(conn: psycopg.Connection, fn: Callable[[], list[RawHit]], place: st
     """A place that cannot be read (no privilege, a forced row-level-security policy) is a finding."""
     try:
         return fn()
-    except psycopg.errors.InsufficientPrivilege as e:
+    except psycopg.errors.InsufficientPrivilege:
         why = "no privilege"
     except psycopg.errors.ObjectNotInPrerequisiteState:
         why = "not readable in this state"
