@@ -276,8 +276,10 @@ def _table_select(p: TablePlan) -> tuple[psql.Composable, int]:
     """key, every read column, and (with must-be-NULL columns) the indexes of the ones set: one COPY."""
     fields = [_key_sql(p)] + [psql.SQL("coalesce({}, '')").format(_col_text(p, c)) for c in p.columns]
     if p.must_be_null:
-        flags = [psql.SQL("case when t.{} is not null then {} end").format(psql.Identifier(c), psql.Literal(str(i)))
-                 for i, c in enumerate(p.columns, start=1) if c in p.must_be_null]
+        # num_nonnulls tests the value itself: `IS NOT NULL` on a composite asks whether every field is set
+        flags = [psql.SQL("case when pg_catalog.num_nonnulls(t.{}) = 1 then {} end").format(
+                 psql.Identifier(c), psql.Literal(str(i))) for i, c in enumerate(p.columns, start=1)
+                 if c in p.must_be_null]
         fields.append(psql.SQL("concat_ws(',', {})").format(psql.SQL(", ").join(flags)))
     q = psql.SQL("copy (select {} from {} t) to stdout").format(psql.SQL(", ").join(fields), _qt(p))
     return q, len(fields)
