@@ -43,7 +43,7 @@ from fix7_pipeline.core.restore import restore
 from fix7_pipeline.core.server import CHANGE, RehearsalServer, create_throwaway, drop_throwaway, pg_tool
 from fix7_pipeline.demo import builder
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DETECT_SECRETS_REQUIREMENT = "detect-secrets==1.5.0"
 TARGET_RATIO = 0.5
 DS_MAX_BYTES = 32 * 1024 * 1024
@@ -66,32 +66,32 @@ class Plant:
 
 
 PLANTS: tuple[Plant, ...] = (
-    Plant("dsn_with_password_in_jsonb", "connection_string_password", "system_issues", "details", "jsonb", 0.5,
+    Plant("dsn_with_password_in_jsonb", "betterleaks.generic-credential-uri", "system_issues", "details", "jsonb", 0.5,
           "details || jsonb_build_object('dsn', %(v)s::text)"),
-    Plant("aws_key_in_free_text", "aws_access_key", "os_proposal_approvals", "comment", "text", 0.5,
+    Plant("aws_key_in_free_text", "betterleaks.aws-access-token", "os_proposal_approvals", "comment", "text", 0.5,
           "'Rotated key ' || %(v)s::text || ' before the audit.'"),
     Plant("directus_static_token", "must_be_null", "directus_users", "token", "character varying", 0.25,
           "%(v)s::text"),
-    Plant("pem_key_in_revision", "private_key", "directus_revisions", "data", "json", 0.5,
+    Plant("pem_key_in_revision", "betterleaks.private-key", "directus_revisions", "data", "json", 0.5,
           "(data::jsonb || jsonb_build_object('private_key', %(v)s::text))::json"),
-    Plant("github_token_in_user_agent", "github_token", "directus_activity", "user_agent", "text", 0.33,
+    Plant("github_token_in_user_agent", "betterleaks.github-pat", "directus_activity", "user_agent", "text", 0.33,
           "user_agent || ' deploy-bot ' || %(v)s::text"),
-    Plant("jwt_in_registry_text", "jwt", "birth_registry", "object_type", "text", 0.66, "%(v)s::text"),
-    Plant("bcrypt_hash_as_password", "password_hash", "directus_users", "password", "character varying", 0.5,
+    Plant("jwt_in_registry_text", "betterleaks.jwt", "birth_registry", "object_type", "text", 0.66, "%(v)s::text"),
+    Plant("bcrypt_hash_as_password", "fix7.password-hash", "directus_users", "password", "character varying", 0.5,
           "%(v)s::text"),
-    Plant("slack_token_in_operation", "slack_token", "directus_operations", "options", "json", 0.0,
+    Plant("slack_token_in_operation", "betterleaks.slack-bot-token", "directus_operations", "options", "json", 0.0,
           "(coalesce(options::jsonb, '{}') || jsonb_build_object('token', %(v)s::text))::json"),
-    Plant("stripe_key_in_revision_delta", "stripe_key", "directus_revisions", "delta", "json", 0.8,
+    Plant("stripe_key_in_revision_delta", "betterleaks.stripe-access-token", "directus_revisions", "delta", "json", 0.8,
           "(delta::jsonb || jsonb_build_object('note', 'charged with ' || %(v)s::text))::json"),
-    Plant("api_key_assignment_in_comment", "secret_assignment", "os_proposal_approvals", "comment", "text", 0.9,
+    Plant("api_key_assignment_in_comment", "fix7.secret-assignment", "os_proposal_approvals", "comment", "text", 0.9,
           "'Integration configured with api_key=' || %(v)s::text"),
-    Plant("libpq_conninfo_in_flow", "connection_string_password", "directus_flows", "options", "json", 0.0,
+    Plant("libpq_conninfo_in_flow", "fix7.connection-string-password.libpq", "directus_flows", "options", "json", 0.0,
           "(coalesce(options::jsonb, '{}') || jsonb_build_object('conninfo', 'host=db.birth.example.test "
           "user=svc_birth password=' || %(v)s::text || ' dbname=birth'))::json"),
-    Plant("gitlab_token_in_webhook_header", "gitlab_token", "directus_webhooks", "headers", "json", 0.0,
+    Plant("gitlab_token_in_webhook_header", "betterleaks.gitlab-pat", "directus_webhooks", "headers", "json", 0.0,
           "(coalesce(headers::jsonb, '[]') || jsonb_build_array(jsonb_build_object('header', 'Authorization', "
           "'value', 'Bearer ' || %(v)s::text)))::json"),
-    Plant("openai_key_in_issue", "openai_key", "system_issues", "details", "jsonb", 0.2,
+    Plant("openai_key_in_issue", "betterleaks.openai-api-key", "system_issues", "details", "jsonb", 0.2,
           "details || jsonb_build_object('llm', jsonb_build_object('api', %(v)s::text))"),
 )
 
@@ -140,8 +140,9 @@ def planted_values(key: bytes) -> dict[str, tuple[str, str]]:
             pw = s.mixed(_ALNUM, 20)
             out[p.name] = (f"postgresql://svc_birth:{pw}@db.birth.example.test:5432/birth", pw)
         elif p.name == "aws_key_in_free_text":
-            v = "AKIA" + s.mixed(string.ascii_uppercase + string.digits, 16)
-            out[p.name] = (v, v)
+            v = "AKIA" + s.chars(string.ascii_uppercase + "234567", 16)
+            secret = s.mixed(_B64, 40)  # Kingfisher reports a key id beside its secret, not alone
+            out[p.name] = (f"aws_access_key_id={v} aws_secret_access_key={secret}", v)
         elif p.name == "directus_static_token":
             v = s.mixed(_ALNUM, 32)
             out[p.name] = (v, v)
@@ -174,7 +175,7 @@ def planted_values(key: bytes) -> dict[str, tuple[str, str]]:
             v = "glpat-" + s.mixed(_ALNUM, 20)
             out[p.name] = (v, v)
         elif p.name == "openai_key_in_issue":
-            v = "sk-proj-" + s.mixed(_ALNUM, 48)
+            v = "sk-proj-" + s.mixed(_ALNUM, 20) + "T3BlbkFJ" + s.mixed(_ALNUM, 20)  # the key format's marker
             out[p.name] = (v, v)
         else:
             raise ValueError(f"no value recipe for plant {p.name}")
@@ -314,13 +315,10 @@ def _timed(fn):
 
 
 def run_scan(server: RehearsalServer, tw, contract) -> list:
-    """Exactly what the sanitization stage runs: a fresh per-run salt, scan_secrets, then scan_catalog."""
+    """Exactly what the sanitization stage runs: a fresh per-run salt and scan_secrets (tables, catalog, large objects)."""
     salt = pysecrets.token_hex(16)
-    findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
-                                    tw.database, contract, salt)
-    with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
-        findings += secrets.scan_catalog(conn)
-    return findings
+    return secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
+                                tw.database, contract, salt)
 
 
 def run_pg_dump(server: RehearsalServer, tw) -> None:

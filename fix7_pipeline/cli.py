@@ -485,9 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         return interrupts.exit_code(signum)
 
 
-from fix7_pipeline.commands import audit as _audit, diff as _diff, ui as _ui  # noqa: E402
+from fix7_pipeline.commands import audit as _audit, diff as _diff, rules as _rules, ui as _ui  # noqa: E402
 
-_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _diff.register])
+_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _diff.register, _rules.register])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -78,7 +78,7 @@ def test_two_rehearsals_at_the_same_moment_keep_their_own_facts(round_no, home, 
     clean, planted = (load_packet(outs[k]["evidence_dir"]) for k in ("clean", "planted"))
     assert clean["verdict"] == "REHEARSAL_PASSED" and clean["stages"]["sanitization"]["findings"] == []
     rules = {f["rule"] for f in planted["stages"]["sanitization"]["findings"]}
-    assert planted["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE" and "github_token" in rules, rules
+    assert planted["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE" and "betterleaks.github-pat" in rules, rules
     assert {f.get("table") for f in planted["stages"]["sanitization"]["findings"]} - {None} == {"system_issues"}
     # the server itself, not our notes: nothing of either run is left
     assert server_throwaway_names(server) == before

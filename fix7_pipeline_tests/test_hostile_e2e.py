@@ -16,7 +16,7 @@ import pytest
 
 from fix7_pipeline.cli import VERDICT_EXIT, run_rehearsal
 from fix7_pipeline.core.model import STAGES
-from fix7_pipeline.core.secrets import SECRET_RULES
+from fix7_pipeline.core.rules import registry
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
@@ -180,8 +180,9 @@ def test_active_webhook_to_production_host(source, home, change, tmp_path, serve
 def _four_table_secrets() -> tuple[list, str]:
     dsn = planted("DSN with password in system_issues.details", "postgresql://birth_", (rnd(8), True), ":",
                   (rnd(20), True), "@pg-primary.birth-vault.invalid:5432/birth")
-    aws = planted("AWS key in os_proposal_approvals.comment", "AKIA",
-                  (rnd(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"), True))
+    aws = planted("AWS key pair in os_proposal_approvals.comment", "aws_access_key_id=AKIA",
+                  (rnd(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"), True), " aws_secret_access_key=",
+                  (rnd(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"), True))
     token = planted("Directus static token in directus_users.token", (rnd(32), True))
     body = "\n".join(rnd(64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(3))
     pem = planted("PEM key in directus_revisions.data", "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
@@ -212,16 +213,16 @@ def test_secrets_in_four_tables_block_sanitization_and_never_leak(fmt, source, h
     packet = _assert_cli_stopped(r, ev, "sanitization")
     assert packet["isolation_proven"] is True
     got = {(f.get("table"), f.get("column"), f["rule"]) for f in findings(packet, "sanitization")}
-    expected = {("system_issues", "details", "connection_string_password"),
-                ("os_proposal_approvals", "comment", "aws_access_key"),
+    expected = {("system_issues", "details", "betterleaks.generic-credential-uri"),
+                ("os_proposal_approvals", "comment", "betterleaks.aws-access-token"),
                 ("directus_users", "token", "must_be_null"),
-                ("directus_revisions", "data", "private_key")}
+                ("directus_revisions", "data", "betterleaks.private-key")}
     assert expected <= got, sorted(got, key=str)
     assert {t for t, _, _ in expected} <= {t for t, _, _ in got}
     by_rule = {f["rule"]: f for f in findings(packet, "sanitization")}
-    assert by_rule["connection_string_password"]["row_key"] == "7"
-    assert by_rule["aws_access_key"]["row_key"] == "3"
-    assert len(by_rule["aws_access_key"]["fingerprint"]) == 16
+    assert by_rule["betterleaks.generic-credential-uri"]["row_key"] == "7"
+    assert by_rule["betterleaks.aws-access-token"]["row_key"] == "3"
+    assert len(by_rule["betterleaks.aws-access-token"]["fingerprint"]) == 16
     prov = json.loads((ev / "clone-provenance.json").read_text())
     assert prov["table_A_clone_provenance"][0]["contains_secrets"] is True
     assert packet["throwaways"]["created"] and left == set()
@@ -256,7 +257,7 @@ def test_clean_production_shaped_clone_with_sha256_everywhere_passes(source, ins
     packet = out["packet"]
     san = packet["stages"]["sanitization"]
     assert san["status"] == "passed", json.dumps(san)[:3000]
-    rules = {r.name for r in SECRET_RULES}
+    rules = {r.name for r in registry()}
     assert [f for f in san["findings"] if f["rule"] in rules] == []
     assert out["verdict"] == "REHEARSAL_PASSED", json.dumps(packet["stages"], indent=1)[:3000]
     assert {s: packet["stages"][s]["status"] for s in STAGES} == {s: "passed" for s in STAGES}
@@ -384,6 +385,7 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
     from fix7_pipeline.core import contract as contract_mod
     from fix7_pipeline.core import data_rules
+    from fix7_pipeline.core.secrets import scan_secrets
 
     token = "ghp_" + rnd(36)
     with as_owner(server, throwaway) as c:
@@ -391,8 +393,11 @@ def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway)
                   "insert into public.aaa_notes values (1, 'nothing to see');"
                   "create table public.zzz_keys (id int primary key, note text);")
         c.execute("insert into public.zzz_keys values (1, %s)", (f"deploy with {token}",))
-        url = server.sqlalchemy_url(throwaway.database, throwaway.login, "e2e gx attribution")
-        suite = data_rules.run_sanitization(url, c, contract_mod.load_contract())
-    failed = [f for f in data_rules.data_rules_findings(suite) if "secret:github_token" in f.rule]
+    contract = contract_mod.load_contract()
+    found = scan_secrets(lambda db: server.connect(db, throwaway.login, purpose="secret scan"), throwaway.database,
+                         contract, "salt-attribution")
+    assert {(f.table, f.column, f.row_key) for f in found} == {("zzz_keys", "note", "1")}
+    suite = data_rules.run_sanitization(found, contract, found.present_tables)
+    failed = [f for f in data_rules.data_rules_findings(suite) if "secret:kingfisher" in f.rule]
     assert failed, suite
     assert all(f.table in (None, "zzz_keys") for f in failed), [(f.table, f.message) for f in failed]

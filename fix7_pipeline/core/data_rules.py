@@ -1,5 +1,8 @@
 """The GX suites a clone must pass: `data_rules` (BIRTH_SURFACE.md's rules table) and `sanitization`.
 
+`data_rules` runs in PostgreSQL; `sanitization` validates the secret scan's findings in memory (the
+clone's data is read once, by the scan).
+
 Each expectation carries the operator's rule name (`meta={"rule": ...}`); the contract's
 `annotations.data_rules` says which data rules apply, and an unknown rule name fails closed.
 """
@@ -8,15 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import psycopg
-from psycopg import sql as psql
-
 from .contract import Contract
 from .errors import EXIT_USAGE, Fix7Error
-from .gx_gates import RuleExpectation, run_suite
+from .gx_gates import FRAME_TABLE, RuleExpectation, run_frame_suite, run_suite
 from .model import Finding
-from .proof_sql import as_text
-from .secrets import RULE_FAMILIES, SECRET_HEADER_RULE, SECRET_RULES, scan_plan
+from .rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
 
 SHA256_HEX = "^[0-9a-f]{64}$"
 STATUSES = ["proposed", "approved", "born", "rejected", "retired"]
@@ -89,59 +88,52 @@ def data_rules_expectations(contract: Contract, dump_time: dt.datetime) -> list[
     return out
 
 
-def _are_literal(pattern: str) -> str:
-    """A regex as a dollar-quoted SQL literal with GX's query braces escaped."""
-    tag = "$fix7re$"
-    if tag in pattern:
-        raise ValueError("pattern contains the quoting tag")
-    return (tag + pattern + tag).replace("{", "{{").replace("}", "}}")
+FINDING_COLUMNS = ("gate", "rule", "family", "source", "table", "column", "place")
 
 
-def _qi(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def gate_of(f: Finding) -> str:
+    """The suite expectation a finding fails: its contract column or table, else its rule family."""
+    if f.rule == MUST_BE_NULL:
+        return f"must_be_null:{f.table}.{f.column}"
+    if f.rule == MUST_BE_EMPTY:
+        return f"must_be_empty:{f.table}"
+    return "secret:" + (f.extra.get("family") or family_of(f.rule))
 
 
-def sanitization_expectations(conn: psycopg.Connection, contract: Contract) -> list[RuleExpectation]:
-    """The `sanitization` suite: must-be-null columns, must-be-empty tables, one query per secret family.
+def findings_frame(findings: list[Finding]):
+    """The scan's findings as the suite's batch: one row per finding, places and rules only, no value."""
+    import pandas as pd
 
-    `conn` reads the clone's catalog to find every text-like column of every table; each family's
-    expectation is one UnexpectedRowsExpectation whose query tests them all and returns no values.
-    """
+    rows = [{"gate": gate_of(f), "rule": f.rule, "family": f.extra.get("family") or family_of(f.rule),
+             "source": f.extra.get("source") or "", "table": f.table or "", "column": f.column or "",
+             "place": f.extra.get("place") or ""} for f in findings]
+    return pd.DataFrame(rows, columns=list(FINDING_COLUMNS), dtype=object)
+
+
+def sanitization_expectations(findings: list[Finding], contract: Contract,
+                              present_tables: set[str]) -> list[RuleExpectation]:
+    """The `sanitization` suite over the scan's findings: one expectation per rule family, one per
+    contracted must-be-NULL column and must-be-empty table present in the clone, and one that every finding
+    belongs to one of those (so no finding can pass ungated). No rule runs over the clone's data again."""
     import great_expectations.expectations as gxe
 
-    plans = scan_plan(conn, contract)
-    present = {p.contract_name for p in plans} | {
-        r[0] if r[1] == "public" else f"{r[1]}.{r[0]}" for r in conn.execute(
-            "select c.relname, n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            "where c.relkind = 'r'")}
-    out: list[RuleExpectation] = []
-    for table, cols in contract.must_be_null.items():
-        if table in present:
-            out += [RuleExpectation(f"must_be_null:{table}.{c}", table, gxe.ExpectColumnValuesToBeNull(column=c))
-                    for c in cols]
-    for table in contract.must_be_empty:
-        if table in present:
-            out.append(RuleExpectation(f"must_be_empty:{table}", table, gxe.ExpectTableRowCountToEqual(value=0)))
-    scanned = [p for p in plans if p.scan_columns]
-    if not scanned:
-        return out
-    anchor = scanned[0]
-    for rule in (*SECRET_RULES, SECRET_HEADER_RULE):
-        parts = []
-        for p in scanned:
-            cols = p.header_columns if rule is SECRET_HEADER_RULE else p.scan_columns
-            if not cols:
-                continue
-            test = " or ".join(f"{as_text(psql.Identifier(c), p.types.get(c)).as_string(None)} {rule.operator} "
-                               f"{_are_literal(rule.pattern)}" for c in cols)
-            src = "{batch}" if p is anchor else f"only {_qi(p.schema)}.{_qi(p.name)}"
-            parts.append(f"select 1 as hit from {src} where {test}")
-        if not parts:
+    def none_of(gate: str):
+        return gxe.ExpectColumnValuesToNotBeInSet(column="gate", value_set=[gate])
+
+    gates: list[str] = []
+    for family in families():
+        if family in (MUST_BE_NULL, MUST_BE_EMPTY):
             continue
-        if not any("{batch}" in q for q in parts):
-            parts.append("select 1 as hit from {batch} where false")
-        out.append(RuleExpectation(f"secret:{rule.name}", anchor.contract_name,
-                                   gxe.UnexpectedRowsExpectation(unexpected_rows_query=" union all ".join(parts))))
+        gates.append(f"secret:{family}")
+    for table, cols in contract.must_be_null.items():
+        if table in present_tables:
+            gates += [f"must_be_null:{table}.{c}" for c in cols]
+    for table in contract.must_be_empty:
+        if table in present_tables:
+            gates.append(f"must_be_empty:{table}")
+    out = [RuleExpectation(g, FRAME_TABLE, none_of(g)) for g in gates]
+    out.append(RuleExpectation("every_finding_gated", FRAME_TABLE,
+                               gxe.ExpectColumnValuesToBeInSet(column="gate", value_set=gates)))
     return out
 
 
@@ -149,8 +141,10 @@ def run_data_rules(url: str, contract: Contract, dump_time: dt.datetime) -> dict
     return run_suite(url, "data_rules", data_rules_expectations(contract, dump_time))
 
 
-def run_sanitization(url: str, conn: psycopg.Connection, contract: Contract) -> dict:
-    return run_suite(url, "sanitization", sanitization_expectations(conn, contract))
+def run_sanitization(findings: list[Finding], contract: Contract, present_tables: set[str]) -> dict:
+    """The sanitization suite's summary (counts only) over `findings`."""
+    return run_frame_suite("sanitization", findings_frame(findings),
+                           sanitization_expectations(findings, contract, present_tables))
 
 
 def data_rules_findings(summary: dict) -> list[Finding]:
@@ -166,8 +160,10 @@ def data_rules_findings(summary: dict) -> list[Finding]:
         column = None
         if rule.startswith("must_be_null:"):
             column = rule.rsplit(".", 1)[-1]
-        # A secret family's expectation spans every table; the secret scan's findings name where it matched.
-        table = None if rule.startswith("secret:") else e["table"]
+        # The sanitization suite validates the scan's findings, which name where each match is.
+        table = None if rule.startswith(("secret:", "every_finding")) else e["table"]
+        if rule.startswith(("must_be_null:", "must_be_empty:")):
+            table = rule.split(":", 1)[1].rsplit(".", 1)[0] if rule.startswith("must_be_null:") else rule.split(":", 1)[1]
         out.append(Finding(f"{suite}.{rule}", f"{table or 'all tables'}: {rule} failed ({detail})", table=table,
                            column=column, extra={k: v for k, v in e.items()
                                                  if k in ("expectation", "unexpected_count", "error")}))
@@ -176,5 +172,5 @@ def data_rules_findings(summary: dict) -> list[Finding]:
     return out
 
 
-__all__ = ["KNOWN_DATA_RULES", "RULE_FAMILIES", "data_rules_expectations", "sanitization_expectations",
+__all__ = ["KNOWN_DATA_RULES", "data_rules_expectations", "sanitization_expectations", "findings_frame",
            "run_data_rules", "run_sanitization", "data_rules_findings"]

@@ -16,6 +16,7 @@ Whatever finalizes the packet leaves the seal's witness in `state["witness"]`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets as pysecrets
 import time
@@ -31,6 +32,7 @@ from .audit import witness
 from .errors import Fix7Error
 from .hosts import HostPolicy, redact_url
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
@@ -141,6 +143,8 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
             outcome = body(server, packet, request)
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
             outcome = _error_outcome(stage, e)
+        # A name that matched a secret rule is printed as its label by every stage from the scan on.
+        outcome = RedactedNames.from_state(state).scrub_outcome(outcome)
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
             if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
                 raise interrupts.Interrupted(interrupts.signal_of(None, position))
@@ -451,24 +455,42 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     return state, run_stage(state, "isolation", body)
 
 
+STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
+
+
 def sanitization(state: dict) -> StageOutcome:
+    """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import contract as contract_mod
     from . import data_rules, secrets
+    from .report import FINDINGS
+    from .server import database_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         contract = contract_mod.load_contract(request.contract or None)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
-        findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
-                                        tw.database, contract, salt)
-        with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
-            findings += secrets.scan_catalog(conn)
-            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: sanitization suite")
-            suite = data_rules.run_sanitization(url, conn, contract)
-        findings += data_rules.data_rules_findings(suite)
-        return StageOutcome.from_findings(_dedupe(findings), details={"gx": suite},
-                                          ok_reason="no secret in any text or json column of any table; "
-                                                    "must-be-NULL columns are NULL")
+        settings = database_settings(server, [tw.database], tw.login.role)
+        scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
+                                    tw.database, contract, salt, settings=settings)
+        state[REDACTED_NAMES] = scan.redacted.as_state()
+        found = _dedupe(list(scan))
+        suite = data_rules.run_sanitization(found, contract, scan.present_tables)
+        lines = [json.dumps({"rule": f.rule, "table": f.table, "column": f.column, "row_key": f.row_key,
+                             "place": f.extra.get("place"), "fingerprint": f.fingerprint,
+                             "source": f.extra.get("source"), "family": f.extra.get("family")},
+                            sort_keys=True) for f in found]
+        file_entry = packet.write_file(FINDINGS, "".join(line + "\n" for line in lines))
+        counts = secrets.ScanFindings(found).counts()
+        suite_findings = data_rules.data_rules_findings(suite)
+        outcome = StageOutcome.from_findings(
+            found + suite_findings,
+            details={"gx": suite, "finding_total": len(found) + len(suite_findings), "finding_counts": counts,
+                     "findings_file": {**file_entry, "lines": len(found)}, "scan": scan.stats},
+            ok_reason="no secret in any table, large object, catalog object or setting; must-be-NULL columns "
+                      "are NULL and must-be-empty tables empty")
+        if len(found) > STAGE_FINDINGS_LISTED:
+            outcome.findings = found[:STAGE_FINDINGS_LISTED] + suite_findings
+        return outcome
 
     return run_stage(state, "sanitization", body)
 
@@ -582,7 +604,7 @@ def restore_diff(state: dict) -> StageOutcome:
                 server.connect(tw.database, tw.login, purpose="restore diff (second core)") as helper:
             after_fp = fingerprint.fingerprint(after, [helper])
             result = diff_mod.restore_diff(anchor["fingerprint"], after_fp, anchor_conn, after)
-        packet.set(restore_diff=result)
+        packet.set(restore_diff=RedactedNames.from_state(state).scrub_obj(result))
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
@@ -689,7 +711,7 @@ def finish(state: dict) -> str:
 def _dedupe(findings: list[Finding]) -> list[Finding]:
     seen, out = set(), []
     for f in findings:
-        key = (f.rule, f.table, f.column, f.row_key, f.message if not f.row_key else None)
+        key = (f.rule, f.table, f.column, f.row_key, f.fingerprint, f.message if not f.row_key else None)
         if key not in seen:
             seen.add(key)
             out.append(f)

@@ -22,7 +22,8 @@ from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageO
 REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
 READABLE = "rehearsal-report.md"
-PACKET_FILES = (REPORT, PROVENANCE, READABLE)
+FINDINGS = "sanitization-findings.jsonl"  # every finding of the secret scan, one JSON object a line
+PACKET_FILES = (REPORT, PROVENANCE, READABLE, FINDINGS)
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
@@ -244,6 +245,15 @@ class EvidencePacket:
 
     def set(self, **kw) -> None:
         self.data.update(kw)
+
+    def write_file(self, name: str, text: str) -> dict:
+        """A further packet file, written atomically; its sha256 goes into rehearsal-report.json (`files`), which
+        the audit chain seals, so the file cannot be edited unnoticed."""
+        path = self.dir / name
+        write_atomic(path, text)
+        entry = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        self.data.setdefault("files", {})[name] = entry
+        return entry
 
     def stage_status(self, stage: str) -> str:
         return self.data["stages"][stage]["status"]

@@ -1,16 +1,38 @@
-"""Secret detection inside PostgreSQL: what a sanitized clone must not carry.
+"""Secret detection over every place a restored dump can hold text: what a sanitized clone must not carry.
 
-Rules are PostgreSQL regular expressions (POSIX ARE), evaluated in the server: one SELECT per table
-tests every text, varchar, char, json and jsonb column (arrays and domains of them included) against
-every rule and returns only where a match is (row key, column, rule) and a salted fingerprint of the
-matched text. Values never leave the server: a finding carries no value, no prefix, no suffix.
-Contracted sha256 columns are data and are not pattern-scanned.
+`scan_secrets` is the entry point. It reads, as the clone's own least-privileged restoring role in a
+read-only proof session, and only as COPY streams (`copy (select ...) to stdout`):
+
+- every text-like value of every table and populated materialized view: text, varchar, char, json and
+  jsonb, xml, arrays, domains, composites, ranges and extension types such as hstore, each printed by its
+  type's output function (`proof_sql.as_text`), and bytea as its bytes;
+- every large object, in overlapping windows;
+- the catalog: names of schemas, relations (tables, views, sequences, indexes, ...), columns,
+  constraints, types and enum labels, functions, triggers, policies, rules, roles of the database,
+  publications, subscriptions, foreign-data wrappers and servers; comments on every object; function and
+  procedure bodies, arguments and SET options; view and materialized-view definitions; column defaults
+  and generated expressions; constraint, index, trigger, policy and rule definitions; foreign-server,
+  foreign-table, user-mapping and relation options; security labels;
+- database and role settings, read from the shared catalog by the admin on the maintenance database
+  (`server.database_settings`) and handed in as `settings`.
+
+The streams are scanned in this process by Kingfisher's catalog plus fix7's own rules (`core.rules`), many
+values per scanner call (`core.textscan`), tables spread over worker connections (threads: the scanner
+releases the GIL). What the role cannot read (a subscription's conninfo, another role's user-mapping
+options, a large object or a table it may not select) is a finding of its own: fail closed.
+
+A finding names the rule, the place (table, column and row key; or the catalog object's kind, identity
+and field) and a salted fingerprint of the match (per-run salt). It never carries a value. A name that
+matched (a table named by a token) is recorded in the returned registry (`core.redact.RedactedNames`) and
+printed as its label everywhere, in this scan's findings included.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,331 +40,815 @@ from typing import Callable
 import psycopg
 from psycopg import sql as psql
 
+from . import textscan
 from .contract import Contract
 from .model import Finding
-from .proof_sql import as_text
+from .proof_sql import FIRST_NORMAL_OID, as_text
+from .redact import RedactedNames
+from .rules import MUST_BE_EMPTY, MUST_BE_NULL, UNREADABLE, engine
 
-ROWS_PER_FINDING_KIND = 20
-
-
-def _ci(word: str) -> str:
-    """A case-insensitive word inside a case-sensitive ARE."""
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
-
-
-_ASSIGN_KEYS = "|".join(_ci(w) for w in ("password", "passwd", "secret", "token", "api_key", "apikey",
-                                             "access_key", "client_secret"))
-_VALUE_CH = r"""[^[:space:]\\"',;&<>{}]"""
-_QUOTES = r"""[\\"']{0,3}"""
+CHUNK_BYTES = 8 << 20          # COPY text gathered per scanner call
+LO_WINDOW = 1 << 20            # large objects are read in windows of this size ...
+LO_OVERLAP = 16 << 10          # ... overlapping by this much, so no secret is cut in two
+ROWS_PER_FINDING_KIND = None   # no cap: the packet carries every finding (kept for callers that pass it)
+_SECRETISH_KEY = ("token", "secret", "password", "key", "hash")
+_NON_TEXT_CATEGORIES = set("BDNTGIVPX")   # bool, date/time, numeric, interval, geometry, inet, bit, pseudo
+_NON_TEXT_TYPES = {"uuid", "pg_lsn", "oid", "regclass", "regtype", "regproc", "tid", "xid", "xid8", "cid",
+                   "money", "txid_snapshot", "pg_snapshot"}
 
 
-@dataclass(frozen=True)
-class SecretRule:
-    name: str
-    pattern: str          # PostgreSQL ARE
-    case_insensitive: bool = False
-    description: str = ""
-    # Lower-case LIKE fragments one of which every match contains ('%' between parts = in this order);
-    # () = no gate. A gate may let through more than the rule, never less.
-    gates: tuple[str, ...] = ()
+# -- findings ---------------------------------------------------------------------------------
 
-    @property
-    def like_gates(self) -> list[str] | None:
-        """LIKE patterns tested on the lower-cased value before the regex: cheap, and never stricter."""
-        return [f"%{g}%" for g in self.gates] or None
+@dataclass
+class RawHit:
+    """A confirmed hit before names are redacted: only ever in this process."""
 
-    @property
-    def flags(self) -> str:
-        return "i" if self.case_insensitive else ""
-
-    @property
-    def operator(self) -> str:
-        return "~*" if self.case_insensitive else "~"
+    rule: str
+    fingerprint: str
+    kind: str                       # "table" | "catalog" | "large object" | "setting" | "unreadable"
+    table: str | None = None        # contract name of the table (schema.table, bare for public)
+    column: str | None = None
+    row_key: str | None = None      # already printable (or fingerprinted)
+    ref: tuple | None = None        # catalog (classid, objid, subid)
+    part: str | None = None         # catalog field: name, body, comment, ...
+    name: str | None = None         # the identifier itself, when field == "name"
+    place: str | None = None        # for settings, large objects and unreadable places: printable
+    extra: dict = field(default_factory=dict)
 
 
-SECRET_RULES: tuple[SecretRule, ...] = (
-    SecretRule("connection_string_password",
-               r"(postgres|postgresql|mysql|mariadb|mongodb(\+srv)?|rediss?|amqps?)://[^[:space:]:/@\"'<>]+:"
-               r"[^[:space:]/@\"'<>]+@"
-               r"|\m(host|hostaddr|dbname|user)[[:space:]]*=[^=]{0,200}\mpassword[[:space:]]*=[[:space:]]*[^[:space:]]"
-               r"|\mpassword[[:space:]]*=[[:space:]]*[^[:space:]'\"]+[^=]{0,200}\m(host|hostaddr|dbname|user)"
-               r"[[:space:]]*=",
-               True, "a connection string or libpq conninfo with a password",
-               ("://%@", "password")),
-    SecretRule("private_key", r"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----", False, "a PEM private key",
-               ("private key",)),
-    SecretRule("jwt", r"\meyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", False, "a JSON web token",
-               ("eyj",)),
-    SecretRule("aws_access_key", r"\m(AKIA|ASIA)[A-Z0-9]{16}\M", False, "an AWS access key id",
-               ("akia", "asia")),
-    SecretRule("github_token", r"\m(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})", False,
-               "a GitHub token",
-               ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
-    SecretRule("gitlab_token", r"\mglpat-[A-Za-z0-9_-]{20,}", False, "a GitLab personal access token",
-               ("glpat-",)),
-    SecretRule("slack_token", r"\mxox[abprs]-[A-Za-z0-9-]{10,}", False, "a Slack token",
-               ("xox",)),
-    SecretRule("stripe_key", r"\m(sk|rk)_live_[A-Za-z0-9]{16,}", False, "a Stripe live key",
-               ("_live_",)),
-    SecretRule("openai_key", r"\msk-(proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", False, "an OpenAI API key",
-               ("sk-",)),
-    SecretRule("google_api_key", r"\mAIza[0-9A-Za-z_-]{35}", False, "a Google API key",
-               ("aiza",)),
-    SecretRule("password_hash",
-               r"\$argon2(id|i|d)\$|\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{50,}"
-               r"|\$[156]\$(rounds=[0-9]+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{20,}"
-               r"|SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$",
-               False, "a password hash (argon2, bcrypt, crypt, SCRAM)",
-               ("$",)),
-    SecretRule("secret_assignment",
-               rf"({_ASSIGN_KEYS}){_QUOTES}[[:space:]]*[:=][[:space:]]*{_QUOTES}"
-               rf"(?={_VALUE_CH}*[0-9])(?={_VALUE_CH}*[A-Za-z]){_VALUE_CH}{{16,}}",
-               False, "a password/secret/token assignment with a high-entropy value (>= 16 chars, letters and digits)",
-               ("password", "passwd", "secret", "token", "api_key", "apikey", "access_key")),
-)
+class ScanFindings(list):
+    """The findings (a list of Finding), with the names to redact and the counts the report keeps."""
 
-SECRET_HEADER_RULE = SecretRule(
-    "secret_header",
-    r"\"(header|key|name)\"[[:space:]]*:[[:space:]]*\"(authorization|proxy-authorization|cookie|set-cookie|"
-    r"x-api-key|api-key|apikey|x-auth-token|[a-z0-9_-]*token)\""
-    r"|\"(authorization|proxy-authorization|cookie|x-api-key|api-key|apikey|x-auth-token|[a-z0-9_-]*token)\""
-    r"[[:space:]]*:[[:space:]]*\"[^\"]",
-    True, "an Authorization, Cookie or token header",
-               ("authorization", "cookie", "api-key", "apikey", "token"))
+    def __init__(self, items=(), *, redacted: RedactedNames | None = None, stats: dict | None = None,
+                 present_tables: set[str] | None = None):
+        super().__init__(items)
+        self.redacted = redacted if redacted is not None else RedactedNames()
+        self.stats = stats or {}
+        self.present_tables = present_tables or set()  # contract names of the clone's tables (never printed)
 
-RULE_FAMILIES = {r.name: r for r in (*SECRET_RULES, SECRET_HEADER_RULE)}
+    def counts(self) -> dict:
+        """Finding counts per rule, per table and per table.column (names as printed)."""
+        by_rule, by_table, by_column = Counter(), Counter(), Counter()
+        for f in self:
+            by_rule[f.rule] += 1
+            if f.table:
+                by_table[f.table] += 1
+                if f.column:
+                    by_column[f"{f.table}.{f.column}"] += 1
+        return {"total": len(self), "by_rule": dict(sorted(by_rule.items())),
+                "by_table": dict(sorted(by_table.items())), "by_column": dict(sorted(by_column.items()))}
 
-_FP = "left(encode(sha256(convert_to(%(salt)s || {x}, 'UTF8')), 'hex'), 16)"
 
-_TEXT_COLUMNS_SQL = """
-with cols as (
-  select c.oid, n.nspname, c.relname, a.attname, a.attnum, a.atttypid,
-         coalesce(nullif(ty.typbasetype, 0), ty.oid) as base
-  from pg_class c join pg_namespace n on n.oid = c.relnamespace
-  join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-  join pg_type ty on ty.oid = a.atttypid
-  where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
-    and n.nspname !~ '^pg_(toast_)?temp_'
-    and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')
-)
-select cols.oid, cols.nspname, cols.relname, cols.attname, cols.atttypid::pg_catalog.int8,
-       (b.typcategory = 'S' or b.typname in ('json', 'jsonb')
-        or (b.typcategory = 'A' and (e.typcategory = 'S' or e.typname in ('json', 'jsonb')))) as texty
-from cols join pg_type b on b.oid = cols.base left join pg_type e on e.oid = b.typelem
-order by 2, 3, 5"""
+# -- the plan: which columns of which table ----------------------------------------------------
+
+_TABLES_SQL = """
+select c.oid, n.nspname, c.relname, c.relkind::text
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'm') and (c.relkind <> 'm' or c.relispopulated)
+  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+order by 2, 3"""
+
+_COLUMNS_SQL = """
+select a.attrelid, a.attname, a.atttypid::pg_catalog.int8
+from pg_catalog.pg_attribute a
+where a.attrelid = any(%(oids)s) and a.attnum > 0 and not a.attisdropped
+order by a.attrelid, a.attnum"""
+
+_TYPES_SQL = """
+select t.oid::pg_catalog.int8, t.typname::text, t.typtype::text, t.typcategory::text, t.typelem::pg_catalog.int8,
+       t.typbasetype::pg_catalog.int8, coalesce(r.rngsubtype, 0)::pg_catalog.int8
+from pg_catalog.pg_type t left join pg_catalog.pg_range r on r.rngtypid = t.oid or r.rngmultitypid = t.oid"""
 
 _PK_SQL = """
-select c.conrelid, array(select a.attname from unnest(c.conkey) with ordinality k(n, o)
-                          join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.o)::text[]
-from pg_constraint c where c.contype = 'p' and c.conrelid = any(%(oids)s)"""
+select c.conrelid, array(select a.attname from pg_catalog.unnest(c.conkey) with ordinality k(n, o)
+                          join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n
+                          order by k.o)::text[]
+from pg_catalog.pg_constraint c where c.contype = 'p' and c.conrelid = any(%(oids)s)"""
 
 
 @dataclass
-class _TablePlan:
+class TablePlan:
+    oid: int
     schema: str
     name: str
     contract_name: str
-    scan_columns: list[str]
+    relkind: str
+    columns: list[str]                      # text-like columns read for the scan (contract hash columns left out)
+    bytea: list[str]
     must_be_null: list[str]
     header_columns: list[str]
     pk: list[str]
     must_be_empty: bool
     types: dict[str, int] = field(default_factory=dict)
+    render: dict[str, tuple] = field(default_factory=dict)  # column -> ("array",) | ("composite", [(attr, type)])
 
-
-def _qi(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    @property
+    def scan_columns(self) -> list[str]:
+        return self.columns
 
 
 def _contract_name(schema: str, name: str) -> str:
     return name if schema == "public" else f"{schema}.{name}"
 
 
-def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[_TablePlan]:
-    """Per user table: the text-like columns to scan (hash columns left out), must-be-null and header columns."""
-    rows = conn.execute(_TEXT_COLUMNS_SQL).fetchall()
-    oids = sorted({r[0] for r in rows})
+def _classify(types: dict[int, tuple], oid: int, depth: int = 0) -> str | None:
+    """'text', 'bytea' or None (a type that cannot carry text): domains, arrays and ranges look inside."""
+    t = types.get(oid)
+    if t is None or depth > 8:
+        return "text"  # unknown: read it (fail closed)
+    name, typtype, category, elem, base, rngsub = t
+    if typtype == "d" and base:
+        return _classify(types, base, depth + 1)
+    if category == "A" and elem:
+        inner = _classify(types, elem, depth + 1)
+        return "text" if inner else None
+    if typtype in ("r", "m") and rngsub:
+        return "text" if _classify(types, rngsub, depth + 1) else None
+    if name == "bytea" and oid < FIRST_NORMAL_OID:
+        return "bytea"
+    if typtype == "e":
+        return None  # an enum value is one of its labels, which the catalog scan reads
+    if oid < FIRST_NORMAL_OID and (category in _NON_TEXT_CATEGORIES or name in _NON_TEXT_TYPES):
+        return None
+    return "text"
+
+
+_COMPOSITE_SQL = """
+select t.oid::pg_catalog.int8, a.attname::text, a.atttypid::pg_catalog.int8
+from pg_catalog.pg_type t join pg_catalog.pg_attribute a on a.attrelid = t.typrelid
+where t.oid = any(%(types)s) and a.attnum > 0 and not a.attisdropped order by t.oid, a.attnum"""
+
+
+def _render_of(types: dict[int, tuple], oid: int) -> tuple | None:
+    """How a value is printed for the scanner: an array one element a line, a composite one attribute a
+    line (PostgreSQL's `{a,b}` and `(a,b)` would glue a token to a brace that no rule accepts as its end)."""
+    t = types.get(oid)
+    for _ in range(8):
+        if t is None or t[1] != "d" or not t[4]:
+            break
+        oid, t = t[4], types.get(t[4])
+    if t is None:
+        return None
+    if t[2] == "A" and t[3]:
+        return ("array",)
+    if t[1] == "c":
+        return ("composite", oid)
+    return None
+
+
+def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[TablePlan]:
+    """Per user table (and populated materialized view): what the scan reads."""
+    tables = conn.execute(_TABLES_SQL).fetchall()
+    oids = [t[0] for t in tables]
+    types = {r[0]: r[1:] for r in conn.execute(_TYPES_SQL).fetchall()}
+    cols: dict[int, list[tuple[str, int]]] = {}
+    for relid, name, type_oid in conn.execute(_COLUMNS_SQL, {"oids": oids}).fetchall():
+        cols.setdefault(relid, []).append((name, int(type_oid)))
     pks = dict(conn.execute(_PK_SQL, {"oids": oids}).fetchall())
     hashes, nulls, headers = contract.hash_columns, contract.must_be_null, contract.secret_headers
     empties = set(contract.must_be_empty)
-    plans: dict[int, _TablePlan] = {}
-    for oid, schema, name, col, type_oid, texty in rows:
+    plans = []
+    for oid, schema, name, relkind in tables:
         cname = _contract_name(schema, name)
-        p = plans.get(oid)
-        if p is None:
-            p = plans[oid] = _TablePlan(schema, name, cname, [], [], [], list(pks.get(oid) or []),
-                                        cname in empties)
-        p.types[col] = type_oid
-        if col in nulls.get(cname, []):
-            p.must_be_null.append(col)
-        if texty and col in headers.get(cname, []):
-            p.header_columns.append(col)
-        if texty and col not in hashes.get(cname, []):
-            p.scan_columns.append(col)
-        elif col in nulls.get(cname, []):
-            p.scan_columns.append(col)
-    # tables with only non-text columns still matter when they must be empty
-    return [p for p in plans.values() if p.scan_columns or p.must_be_empty]
+        p = TablePlan(oid, schema, name, cname, relkind, [], [], [], [], list(pks.get(oid) or []),
+                      cname in empties)
+        for col, type_oid in cols.get(oid, []):
+            p.types[col] = type_oid
+            kind = _classify(types, type_oid)
+            if col in nulls.get(cname, []):
+                p.must_be_null.append(col)
+            if kind == "bytea":
+                p.bytea.append(col)
+            elif kind == "text" and col in headers.get(cname, []):
+                p.header_columns.append(col)
+            if (kind == "text" and col not in hashes.get(cname, [])) or (col in p.must_be_null and kind != "bytea"):
+                p.columns.append(col)
+                render = _render_of(types, type_oid)
+                if render:
+                    p.render[col] = render
+        plans.append(p)
+    composites = sorted({r[1] for p in plans for r in p.render.values() if r[0] == "composite"})
+    if composites:
+        attrs: dict[int, list[tuple[str, int]]] = {}
+        for toid, attname, atttyp in conn.execute(_COMPOSITE_SQL, {"types": composites}).fetchall():
+            attrs.setdefault(toid, []).append((attname, int(atttyp)))
+        for p in plans:
+            for col, r in list(p.render.items()):
+                if r[0] == "composite":
+                    p.render[col] = ("composite", attrs.get(r[1], []))
+    return plans
 
 
-def _row_key_sql(p: _TablePlan) -> str:
+# -- reading a table -----------------------------------------------------------------------------
+
+def _qt(p: TablePlan) -> psql.Composable:
+    return psql.SQL("only {}.{}").format(psql.Identifier(p.schema), psql.Identifier(p.name))
+
+
+def _col_text(p: TablePlan, col: str) -> psql.Composable:
+    ref = psql.SQL("t.") + psql.Identifier(col)
+    render = p.render.get(col)
+    if render and render[0] == "array":
+        return psql.SQL("pg_catalog.array_to_string({}, E'\\n')").format(ref)
+    if render and render[0] == "composite" and render[1]:
+        parts = [as_text(psql.SQL("({}).{}").format(ref, psql.Identifier(a)), t) for a, t in render[1]]
+        return psql.SQL("case when {r} is null then null else pg_catalog.concat_ws(E'\\n', {p}) end").format(
+            r=ref, p=psql.SQL(", ").join(parts))
+    return as_text(ref, p.types.get(col))
+
+
+def _key_sql(p: TablePlan) -> psql.Composable:
     if not p.pk:
-        return "'ctid:' || t.ctid::pg_catalog.text"
+        return psql.SQL("'ctid:' || t.ctid::pg_catalog.text")
     if len(p.pk) == 1:
-        return _text_of(p, p.pk[0])
-    return f"row({', '.join('t.' + _qi(c) for c in p.pk)})::pg_catalog.text"
+        return psql.SQL("coalesce({}, '')").format(_col_text(p, p.pk[0]))
+    return psql.SQL("row({})::pg_catalog.text").format(
+        psql.SQL(", ").join(psql.SQL("t.") + psql.Identifier(c) for c in p.pk))
 
 
-def _text_of(p: _TablePlan, col: str) -> str:
-    """A column as text through its type's output function unless the type is PostgreSQL's own."""
-    return as_text(psql.SQL("t.") + psql.Identifier(col), p.types.get(col)).as_string(None)
+def _keys_are_secretish(p: TablePlan) -> bool:
+    """Keys that may themselves be secrets (a session token as primary key) are shown only as fingerprints."""
+    return p.must_be_empty or any(c in p.must_be_null or any(s in c.lower() for s in _SECRETISH_KEY)
+                                  for c in p.pk)
 
 
-def _redact_keys(p: _TablePlan) -> bool:
-    """Row keys that could themselves be secrets (a session token as primary key) are fingerprinted."""
-    secretish = ("token", "secret", "password", "key", "hash")
-    return p.must_be_empty or any(c in p.must_be_null or any(s in c.lower() for s in secretish) for c in p.pk)
-
-
-def _scan_table(conn: psycopg.Connection, p: _TablePlan, salt: str, limit: int) -> list[Finding]:
-    findings: list[Finding] = []
-    table_sql = f"only {_qi(p.schema)}.{_qi(p.name)}"
-    rkey = _row_key_sql(p)
-    if p.must_be_empty:
-        n = conn.execute(f"select count(*) from {table_sql}").fetchone()[0]
-        if n:
-            findings.append(Finding("must_be_empty", f"{p.contract_name}: {n} row(s); a sanitized clone carries "
-                                    "none", table=p.contract_name, extra={"rows": n}))
-    if not p.scan_columns:
-        return findings
-    # rules: (name, pattern or NULL for "any non-null value", flags, only these columns or NULL for all)
-    rules: list[tuple] = [(r.name, "(" + r.pattern + ")", r.flags, None, r.like_gates) for r in SECRET_RULES]
-    if p.header_columns:
-        rules.append((SECRET_HEADER_RULE.name, "(" + SECRET_HEADER_RULE.pattern + ")", SECRET_HEADER_RULE.flags,
-                      p.header_columns, SECRET_HEADER_RULE.like_gates))
+def _table_select(p: TablePlan) -> tuple[psql.Composable, int]:
+    """key, every read column, and (with must-be-NULL columns) the indexes of the ones set: one COPY."""
+    fields = [_key_sql(p)] + [psql.SQL("coalesce({}, '')").format(_col_text(p, c)) for c in p.columns]
     if p.must_be_null:
-        rules.append(("must_be_null", None, "", p.must_be_null, None))
-    params: dict = {"salt": salt, "limit": limit}
-    rule_rows = []
-    for i, (name, pattern, flags, only, gates) in enumerate(rules):
-        params.update({f"rn{i}": name, f"rp{i}": pattern, f"rf{i}": flags, f"ro{i}": only, f"rg{i}": gates})
-        rule_rows.append(f"(%(rn{i})s::text, %(rp{i})s::text, %(rf{i})s::text, %(ro{i})s::text[], "
-                         f"%(rg{i})s::text[])")
-    col_rows = []
-    for j, col in enumerate(p.scan_columns):
-        params[f"c{j}"] = col
-        col_rows.append(f"(%(c{j})s::text, {_text_of(p, col)}, lower({_text_of(p, col)}))")
-    fingerprinted_key = f"'fingerprint:' || {_FP.format(x='s.row_key')}"
-    params["pk"] = list(p.pk or [])
-    # A key is shown only when it cannot itself be the secret: not a matched key column, matching no rule.
-    key_out = fingerprinted_key if _redact_keys(p) else (
-        f"case when s.col = any(%(pk)s::text[]) or exists (select 1 from rules r2 where r2.re is not null and "
-        f"(case when r2.flags = 'i' then s.row_key ~* r2.re else s.row_key ~ r2.re end)) "
-        f"then {fingerprinted_key} else s.row_key end")
-    # Row gate: a row goes on to the per-column rules only if its text holds some rule's literal
-    # (or a must-be-NULL column is set). One lower() and LIKE per row instead of per column and rule.
-    params["row_gates"] = sorted({g for rule in rules if rule[4] for g in rule[4]})
-    row_text = ", ".join(_text_of(p, c) for c in p.scan_columns)
-    row_filter = " or ".join([f"lower(concat_ws(chr(10), {row_text})) like any(%(row_gates)s::text[])",
-                              *(f"t.{_qi(c)} is not null" for c in p.must_be_null)])
-    sql = f"""
-with rules(rule, re, flags, only_cols, gates) as (values {', '.join(rule_rows)}),
-hits as (
-  select {rkey} as row_key, v.col, r.rule,
-         case when r.re is null then v.val else (regexp_match(v.val, r.re, r.flags))[1] end as hit
-  from {table_sql} t
-  cross join lateral (values {', '.join(col_rows)}) v(col, val, lval)
-  join rules r on (r.only_cols is null or v.col = any(r.only_cols))
-  where ({row_filter})
-    and v.val is not null
-    -- one CASE, so the cheap literal gate is evaluated first (the planner reorders separate quals by cost)
-    and (case when r.gates is not null and not (v.lval like any(r.gates)) then false
-              when r.re is null then true
-              when r.flags = 'i' then v.val ~* r.re
-              else v.val ~ r.re end)
-),
-ranked as (
-  select row_key, col, rule, {_FP.format(x='hit')} as fp,
-         count(*) over (partition by col, rule) as n,
-         row_number() over (partition by col, rule order by row_key) as rn
-  from hits
-)
-select {key_out}, s.col, s.rule, s.fp, s.n from ranked s where s.rn <= %(limit)s
-order by s.col, s.rule, s.rn"""
-    counted: set[tuple] = set()
-    for row_key, col, rule, fp, n in conn.execute(sql, params):
-        findings.append(Finding(rule, f"{p.contract_name}.{col}: {rule} in row {row_key}",
-                                table=p.contract_name, column=col, row_key=row_key, fingerprint=fp))
-        if n > limit and (col, rule) not in counted:
-            counted.add((col, rule))
-            findings.append(Finding(rule, f"{p.contract_name}.{col}: {rule} in {n} rows ({limit} listed)",
-                                    table=p.contract_name, column=col, extra={"rows": n, "listed": limit}))
-    return findings
+        # num_nonnulls tests the value itself: `IS NOT NULL` on a composite asks whether every field is set
+        flags = [psql.SQL("case when pg_catalog.num_nonnulls(t.{}) = 1 then {} end").format(
+                 psql.Identifier(c), psql.Literal(str(i))) for i, c in enumerate(p.columns, start=1)
+                 if c in p.must_be_null]
+        fields.append(psql.SQL("concat_ws(',', {})").format(psql.SQL(", ").join(flags)))
+    q = psql.SQL("copy (select {} from {} t) to stdout").format(psql.SQL(", ").join(fields), _qt(p))
+    return q, len(fields)
 
 
-def scan_catalog(conn: psycopg.Connection) -> list[Finding]:
-    """Secrets the catalog itself can carry: user-mapping and subscription passwords.
+def _copy_chunks(conn: psycopg.Connection, query: psql.Composable, limit: int = CHUNK_BYTES):
+    """Whole COPY text rows, about `limit` bytes at a time."""
+    buf = bytearray()
+    with conn.cursor().copy(query) as copy:
+        for data in copy:
+            buf += data
+            if len(buf) >= limit:
+                cut = buf.rfind(b"\n") + 1
+                if cut:
+                    yield bytes(buf[:cut])
+                    del buf[:cut]
+    if buf:
+        yield bytes(buf)
 
-    (Every object of a clone belongs to its restoring role, which can create no other role, so a
-    role password is never the dump's.)"""
-    out: list[Finding] = []
-    for srv, user, has_pw in conn.execute(
-            "select srvname, usename, coalesce(exists (select 1 from unnest(umoptions) o "
-            "where o ~* '^(password|passfile|sslpassword|sslkey)='), false) from pg_user_mappings"):
-        out.append(Finding("user_mapping" if not has_pw else "user_mapping_password",
-                           f"user mapping for {user} on server {srv}" +
-                           (" carries a password" if has_pw else " (a clone carries no user mappings)"),
-                           extra={"server": srv, "user": user}))
-    try:
-        with conn.transaction():
-            subs = conn.execute(
-                "select subname, subconninfo ~* 'password[[:space:]]*=' from pg_subscription "
-                "where subdbid = (select oid from pg_database where datname = current_database())").fetchall()
-    except psycopg.errors.InsufficientPrivilege:
-        subs = conn.execute("select subname, null from pg_stat_subscription "
-                            "where subname is not null").fetchall()
-    for name, has_pw in subs:
-        out.append(Finding("subscription_password" if has_pw else "subscription",
-                           f"subscription {name}" + (" carries a password in its conninfo" if has_pw else
-                                                     " (a clone carries no subscriptions)"), extra={"name": name}))
+
+def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[RawHit]:
+    out: list[RawHit] = []
+    eng = engine()
+    secretish = _keys_are_secretish(p)
+    header_idx = {i for i, c in enumerate(p.columns, start=1) if c in p.header_columns}
+    rows = 0
+
+    def key_of(fields: list[bytes], key_hit: bool, col: str | None) -> str:
+        key = fields[0].decode("utf-8", "replace")
+        if not p.pk:
+            return key
+        if secretish or key_hit or (col is not None and col in p.pk):
+            return "fingerprint:" + textscan.fingerprint(salt, fields[0])
+        return key
+
+    if p.columns:
+        query, per_row = _table_select(p)
+        for raw in _copy_chunks(conn, query):
+            rows += raw.count(b"\n")
+            decoded = textscan.decode_copy_text(raw)
+            found: dict[int, list] = {}   # row index -> [fields, key_hit, [(col, hit)]]
+            for scanner, headers in ((eng.scanner, False), *(((eng.header_scanner, True),) if header_idx else ())):
+                for cand in textscan.candidates(decoded, scanner):
+                    row, col = divmod(cand.index, per_row)
+                    if col == 0 or (p.must_be_null and col == per_row - 1):
+                        if col == 0:
+                            entry = found.setdefault(row, [None, False, []])
+                            entry[1] = True
+                            if entry[0] is None:
+                                entry[0] = textscan.row_fields(decoded, cand, per_row)
+                        continue
+                    if headers and col not in header_idx:
+                        continue
+                    hits = textscan.scan_value(decoded[cand.start:cand.end], salt, headers=headers)
+                    if not hits:
+                        continue
+                    entry = found.setdefault(row, [None, False, []])
+                    if entry[0] is None:
+                        entry[0] = textscan.row_fields(decoded, cand, per_row)
+                    entry[2].extend((p.columns[col - 1], h) for h in hits)
+            for row in sorted(found):
+                fields, key_hit, hits = found[row]
+                for col, h in hits:
+                    out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
+                                      key_of(fields, key_hit, col)))
+            if p.must_be_null:
+                out.extend(_must_be_null_hits(p, raw, salt, key_of))
+    if p.bytea:
+        out.extend(_scan_bytea(conn, p, salt, key_of))
+    if p.must_be_empty:
+        if not p.columns:
+            rows = conn.execute(psql.SQL("select count(*) from {} t").format(_qt(p))).fetchone()[0]
+        if rows:
+            out.append(RawHit(MUST_BE_EMPTY, "", "table", p.contract_name, extra={"rows": rows}))
     return out
 
 
+def _must_be_null_hits(p: TablePlan, raw: bytes, salt: str, key_of) -> list[RawHit]:
+    """Rows whose last field (the indexes of their set must-be-NULL columns) is not empty."""
+    import re
+
+    out = []
+    for m in re.finditer(rb"\t([0-9,]+)\n", raw):
+        start = raw.rfind(b"\n", 0, m.start()) + 1
+        fields = textscan.parse_copy_row(raw[start:m.end() - 1])
+        key_hit = bool(textscan.scan_value(fields[0], salt))
+        for flag in fields[-1].decode().split(","):
+            col, value = p.columns[int(flag) - 1], fields[int(flag)]
+            out.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name, col,
+                              key_of(fields, key_hit, col)))
+    return out
+
+
+def _scan_bytea(conn: psycopg.Connection, p: TablePlan, salt: str, key_of) -> list[RawHit]:
+    """bytea columns: their bytes, decoded from hex here (PostgreSQL never prints them as text)."""
+    fields = [_key_sql(p)] + [psql.SQL("pg_catalog.encode(t.{}, 'hex')").format(psql.Identifier(c)) for c in p.bytea]
+    where = psql.SQL(" or ").join(psql.SQL("t.{} is not null").format(psql.Identifier(c)) for c in p.bytea)
+    query = psql.SQL("copy (select {} from {} t where {}) to stdout").format(psql.SQL(", ").join(fields), _qt(p),
+                                                                               where)
+    batch = textscan.ValueBatch(salt)
+    rows: dict[int, list[bytes]] = {}
+    null_hits: list[RawHit] = []
+    n = 0
+    for raw in _copy_chunks(conn, query):
+        for line in raw.split(b"\n"):
+            if not line:
+                continue
+            row = textscan.parse_copy_row(line)
+            rows[n] = row
+            for i, col in enumerate(p.bytea, start=1):
+                if row[i] == b"\\N":
+                    continue
+                value = bytes.fromhex(row[i].decode())
+                batch.add((n, col), value)
+                if col in p.must_be_null:
+                    null_hits.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name,
+                                            col, key_of(row, bool(textscan.scan_value(row[0], salt)), col)))
+            n += 1
+    batch.flush()
+    key_hits = {r for (r, _c), _h in batch.hits if textscan.scan_value(rows[r][0], salt)}
+    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col))
+           for (r, col), h in batch.hits]
+    return out + null_hits
+
+
+# -- the catalog ---------------------------------------------------------------------------------
+
+def _part(label: str, body: str) -> tuple[str, str]:
+    return label, f"copy (select classid, objid, subid, field, value from ({body}) x(classid, objid, subid, field, " \
+                  f"value) where value is not null and value <> '') to stdout"
+
+
+_N = FIRST_NORMAL_OID
+_THIS_DB = "(select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())"
+_REAL_TYPE = ("t.oid >= {n} and (t.typrelid = 0 or (select c.relkind from pg_catalog.pg_class c where c.oid = t.typrelid)"
+              " = 'c') and not exists (select 1 from pg_catalog.pg_type e where e.typarray = t.oid)").format(n=_N)
+
+CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label, body in (
+    ("schemas", f"""
+        select 'pg_namespace'::regclass::oid, n.oid, 0, 'name', n.nspname::text from pg_catalog.pg_namespace n
+        where n.oid >= {_N}"""),
+    ("relations", f"""
+        select 'pg_class'::regclass::oid, c.oid, 0, 'name', c.relname::text from pg_catalog.pg_class c
+        where c.oid >= {_N} and c.relnamespace <> 'pg_toast'::regnamespace
+        union all
+        select 'pg_class'::regclass::oid, c.oid, 0, 'options', pg_catalog.array_to_string(c.reloptions, E'\\n')
+        from pg_catalog.pg_class c where c.oid >= {_N} and c.reloptions is not null"""),
+    ("columns", f"""
+        select 'pg_class'::regclass::oid, a.attrelid, a.attnum, 'name', a.attname::text from pg_catalog.pg_attribute a
+        join pg_catalog.pg_class c on c.oid = a.attrelid
+        where a.attrelid >= {_N} and a.attnum > 0 and not a.attisdropped and c.relnamespace <> 'pg_toast'::regnamespace
+        union all
+        select 'pg_class'::regclass::oid, a.attrelid, a.attnum, 'options',
+               pg_catalog.array_to_string(a.attoptions || a.attfdwoptions, E'\\n')
+        from pg_catalog.pg_attribute a
+        where a.attrelid >= {_N} and a.attnum > 0 and (a.attoptions is not null or a.attfdwoptions is not null)
+        union all
+        select 'pg_class'::regclass::oid, d.adrelid, d.adnum,
+               case when a.attgenerated <> '' then 'generated expression' else 'default' end,
+               pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+        from pg_catalog.pg_attrdef d join pg_catalog.pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+        where d.adrelid >= {_N}"""),
+    ("constraints", f"""
+        select 'pg_constraint'::regclass::oid, co.oid, 0, 'name', co.conname::text from pg_catalog.pg_constraint co
+        where co.oid >= {_N}
+        union all
+        select 'pg_constraint'::regclass::oid, co.oid, 0, 'definition', pg_catalog.pg_get_constraintdef(co.oid)
+        from pg_catalog.pg_constraint co where co.oid >= {_N}"""),
+    ("indexes", f"""
+        select 'pg_class'::regclass::oid, i.indexrelid, 0, 'definition', pg_catalog.pg_get_indexdef(i.indexrelid)
+        from pg_catalog.pg_index i where i.indexrelid >= {_N}"""),
+    ("types", f"""
+        select 'pg_type'::regclass::oid, t.oid, 0, 'name', t.typname::text from pg_catalog.pg_type t
+        where {_REAL_TYPE}
+        union all
+        select 'pg_type'::regclass::oid, t.oid, 0, 'default', t.typdefault from pg_catalog.pg_type t
+        where t.oid >= {_N} and t.typdefault is not null
+        union all
+        select 'pg_type'::regclass::oid, e.enumtypid, 0, 'enum label', e.enumlabel::text from pg_catalog.pg_enum e
+        where e.enumtypid >= {_N}"""),
+    ("functions", f"""
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'name', p.proname::text from pg_catalog.pg_proc p where p.oid >= {_N}
+        union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'body', p.prosrc from pg_catalog.pg_proc p where p.oid >= {_N}
+        union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'library', p.probin from pg_catalog.pg_proc p
+        where p.oid >= {_N} and p.probin is not null
+        union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'settings', pg_catalog.array_to_string(p.proconfig, E'\\n')
+        from pg_catalog.pg_proc p where p.oid >= {_N} and p.proconfig is not null
+        union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'arguments', pg_catalog.pg_get_function_arguments(p.oid)
+        from pg_catalog.pg_proc p where p.oid >= {_N}
+        union all
+        select 'pg_proc'::regclass::oid, g.aggfnoid, 0, 'initial value', concat_ws(E'\\n', g.agginitval, g.aggminitval)
+        from pg_catalog.pg_aggregate g where g.aggfnoid >= {_N}"""),
+    ("views", f"""
+        select 'pg_class'::regclass::oid, c.oid, 0, 'definition', pg_catalog.pg_get_viewdef(c.oid)
+        from pg_catalog.pg_class c where c.oid >= {_N} and c.relkind in ('v', 'm')"""),
+    ("triggers", f"""
+        select 'pg_trigger'::regclass::oid, tg.oid, 0, 'name', tg.tgname::text from pg_catalog.pg_trigger tg
+        where tg.oid >= {_N} and not tg.tgisinternal
+        union all
+        select 'pg_trigger'::regclass::oid, tg.oid, 0, 'definition', pg_catalog.pg_get_triggerdef(tg.oid)
+        from pg_catalog.pg_trigger tg where tg.oid >= {_N} and not tg.tgisinternal
+        union all
+        select 'pg_event_trigger'::regclass::oid, e.oid, 0, 'name', e.evtname::text from pg_catalog.pg_event_trigger e
+        union all
+        select 'pg_event_trigger'::regclass::oid, e.oid, 0, 'tags', pg_catalog.array_to_string(e.evttags, E'\\n')
+        from pg_catalog.pg_event_trigger e"""),
+    ("policies and rules", f"""
+        select 'pg_policy'::regclass::oid, po.oid, 0, 'name', po.polname::text from pg_catalog.pg_policy po
+        union all
+        select 'pg_policy'::regclass::oid, po.oid, 0, 'using', pg_catalog.pg_get_expr(po.polqual, po.polrelid)
+        from pg_catalog.pg_policy po
+        union all
+        select 'pg_policy'::regclass::oid, po.oid, 0, 'with check', pg_catalog.pg_get_expr(po.polwithcheck, po.polrelid)
+        from pg_catalog.pg_policy po
+        union all
+        select 'pg_rewrite'::regclass::oid, rw.oid, 0, 'name', rw.rulename::text from pg_catalog.pg_rewrite rw
+        where rw.oid >= {_N} and rw.rulename <> '_RETURN'
+        union all
+        select 'pg_rewrite'::regclass::oid, rw.oid, 0, 'definition', pg_catalog.pg_get_ruledef(rw.oid)
+        from pg_catalog.pg_rewrite rw where rw.oid >= {_N} and rw.rulename <> '_RETURN'"""),
+    ("comments", f"""
+        select d.classoid, d.objoid, d.objsubid, 'comment', d.description from pg_catalog.pg_description d
+        where d.objoid >= {_N}
+        union all
+        select d.classoid, d.objoid, 0, 'comment', d.description from pg_catalog.pg_shdescription d
+        where (d.classoid = 'pg_database'::regclass and d.objoid = {_THIS_DB})
+           or (d.classoid = 'pg_authid'::regclass and d.objoid in (
+                 select s.refobjid from pg_catalog.pg_shdepend s where s.dbid = {_THIS_DB}
+                 and s.refclassid = 'pg_authid'::regclass))
+        union all
+        select s.classoid, s.objoid, s.objsubid, 'security label', s.label from pg_catalog.pg_seclabel s
+        where s.objoid >= {_N}"""),
+    ("roles", f"""
+        select 'pg_authid'::regclass::oid, r.oid, 0, 'name', r.rolname::text from pg_catalog.pg_roles r
+        where r.rolname = current_user or r.oid in (
+          select s.refobjid from pg_catalog.pg_shdepend s where s.dbid = {_THIS_DB}
+          and s.refclassid = 'pg_authid'::regclass)"""),
+    ("replication and foreign data", f"""
+        select 'pg_publication'::regclass::oid, p.oid, 0, 'name', p.pubname::text from pg_catalog.pg_publication p
+        union all
+        select 'pg_subscription'::regclass::oid, s.oid, 0, 'name', s.subname::text from pg_catalog.pg_subscription s
+        where s.subdbid = {_THIS_DB}
+        union all
+        select 'pg_foreign_data_wrapper'::regclass::oid, w.oid, 0, 'name', w.fdwname::text
+        from pg_catalog.pg_foreign_data_wrapper w where w.oid >= {_N}
+        union all
+        select 'pg_foreign_data_wrapper'::regclass::oid, w.oid, 0, 'options',
+               pg_catalog.array_to_string(w.fdwoptions, E'\\n') from pg_catalog.pg_foreign_data_wrapper w
+        union all
+        select 'pg_foreign_server'::regclass::oid, s.oid, 0, 'name', s.srvname::text from pg_catalog.pg_foreign_server s
+        union all
+        select 'pg_foreign_server'::regclass::oid, s.oid, 0, 'options',
+               concat_ws(E'\\n', s.srvtype, s.srvversion, pg_catalog.array_to_string(s.srvoptions, E'\\n'))
+        from pg_catalog.pg_foreign_server s
+        union all
+        select 'pg_class'::regclass::oid, f.ftrelid, 0, 'options', pg_catalog.array_to_string(f.ftoptions, E'\\n')
+        from pg_catalog.pg_foreign_table f
+        union all
+        select 'pg_user_mapping'::regclass::oid, u.umid, 0, 'options', pg_catalog.array_to_string(u.umoptions, E'\\n')
+        from pg_catalog.pg_user_mappings u"""),
+    ("other objects", f"""
+        select 'pg_extension'::regclass::oid, x.oid, 0, 'name', x.extname::text from pg_catalog.pg_extension x
+        where x.oid >= {_N}
+        union all
+        select 'pg_extension'::regclass::oid, x.oid, 0, 'configuration', pg_catalog.array_to_string(x.extcondition, E'\\n')
+        from pg_catalog.pg_extension x where x.oid >= {_N}
+        union all
+        select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'name', s.stxname::text from pg_catalog.pg_statistic_ext s
+        union all
+        select 'pg_collation'::regclass::oid, c.oid, 0, 'name', c.collname::text from pg_catalog.pg_collation c
+        where c.oid >= {_N}
+        union all
+        select 'pg_conversion'::regclass::oid, c.oid, 0, 'name', c.conname::text from pg_catalog.pg_conversion c
+        where c.oid >= {_N}
+        union all
+        select 'pg_operator'::regclass::oid, o.oid, 0, 'name', o.oprname::text from pg_catalog.pg_operator o
+        where o.oid >= {_N}
+        union all
+        select 'pg_opclass'::regclass::oid, o.oid, 0, 'name', o.opcname::text from pg_catalog.pg_opclass o
+        where o.oid >= {_N}
+        union all
+        select 'pg_opfamily'::regclass::oid, o.oid, 0, 'name', o.opfname::text from pg_catalog.pg_opfamily o
+        where o.oid >= {_N}
+        union all
+        select 'pg_ts_config'::regclass::oid, c.oid, 0, 'name', c.cfgname::text from pg_catalog.pg_ts_config c
+        where c.oid >= {_N}
+        union all
+        select 'pg_ts_dict'::regclass::oid, d.oid, 0, 'name', d.dictname::text from pg_catalog.pg_ts_dict d
+        where d.oid >= {_N}
+        union all
+        select 'pg_ts_dict'::regclass::oid, d.oid, 0, 'options', d.dictinitoption from pg_catalog.pg_ts_dict d
+        where d.oid >= {_N}
+        union all
+        select 'pg_ts_parser'::regclass::oid, p.oid, 0, 'name', p.prsname::text from pg_catalog.pg_ts_parser p
+        where p.oid >= {_N}
+        union all
+        select 'pg_ts_template'::regclass::oid, t.oid, 0, 'name', t.tmplname::text from pg_catalog.pg_ts_template t
+        where t.oid >= {_N}
+        union all
+        select 'pg_language'::regclass::oid, l.oid, 0, 'name', l.lanname::text from pg_catalog.pg_language l
+        where l.oid >= {_N}
+        union all
+        select 'pg_am'::regclass::oid, a.oid, 0, 'name', a.amname::text from pg_catalog.pg_am a where a.oid >= {_N}"""),
+))
+_CATALOG_FIELDS = 5
+
+
+def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: str) -> list[RawHit]:
+    out = []
+    for raw in _copy_chunks(conn, query):
+        decoded = textscan.decode_copy_text(raw)
+        for cand in textscan.candidates(decoded, engine().scanner):
+            if cand.index % _CATALOG_FIELDS != _CATALOG_FIELDS - 1:
+                continue
+            hits = textscan.scan_value(decoded[cand.start:cand.end], salt)
+            if not hits:
+                continue
+            classid, objid, subid, fld, value = textscan.row_fields(decoded, cand, _CATALOG_FIELDS)
+            ref = (int(classid), int(objid), int(subid))
+            fname = fld.decode()
+            for h in hits:
+                out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=ref, part=fname,
+                                  name=value.decode("utf-8", "replace") if fname == "name" else None))
+    return out
+
+
+def _unreadable_catalog(conn: psycopg.Connection) -> list[RawHit]:
+    """What the restoring role cannot read but the dump may have filled: fail closed."""
+    out = []
+    subs = conn.execute(f"select s.oid from pg_catalog.pg_subscription s where s.subdbid = {_THIS_DB}").fetchall()
+    if subs:
+        try:
+            conn.execute("select s.subconninfo from pg_catalog.pg_subscription s limit 1").fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            for (oid,) in subs:
+                out.append(RawHit(UNREADABLE, "", "unreadable", ref=(_regclass(conn, "pg_subscription"), int(oid), 0),
+                                  part="connection string"))
+    for umid, readable in conn.execute("""
+            select u.umid, u.umoptions is not null or pg_catalog.pg_has_role(s.srvowner, 'USAGE')
+                   or (u.umuser = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user)
+                       and pg_catalog.has_server_privilege(s.oid, 'USAGE'))
+            from pg_catalog.pg_user_mappings u join pg_catalog.pg_foreign_server s on s.oid = u.srvid""").fetchall():
+        if not readable:
+            out.append(RawHit(UNREADABLE, "", "unreadable", ref=(_regclass(conn, "pg_user_mapping"), int(umid), 0),
+                              part="options"))
+    return out
+
+
+def _regclass(conn: psycopg.Connection, name: str) -> int:
+    return int(conn.execute("select %s::regclass::oid", (f"pg_catalog.{name}",)).fetchone()[0])
+
+
+def _scan_large_objects(conn: psycopg.Connection, salt: str) -> list[RawHit]:
+    out = []
+    rows = conn.execute("select m.oid::pg_catalog.int8, pg_catalog.has_largeobject_privilege(m.oid, 'SELECT') "
+                        "from pg_catalog.pg_largeobject_metadata m order by 1").fetchall()
+    readable = [oid for oid, ok in rows if ok]
+    out += [RawHit(UNREADABLE, "", "unreadable", place=f"large object {oid}", part="data")
+            for oid, ok in rows if not ok]
+    if not readable:
+        return out
+    sizes = dict(conn.execute("select m.oid::pg_catalog.int8, pg_catalog.lo_lseek64(pg_catalog.lo_open(m.oid, 262144), "
+                              "0, 2) from pg_catalog.pg_largeobject_metadata m where m.oid = any(%s)",
+                              (readable,)).fetchall())
+    windows = [(oid, off) for oid in readable for off in range(0, max(int(sizes.get(oid) or 0), 1), LO_WINDOW)]
+    seen: set[tuple] = set()
+    for i in range(0, len(windows), 64):
+        part = windows[i:i + 64]
+        values = psql.SQL(", ").join(psql.SQL("({}::pg_catalog.oid, {}::pg_catalog.int8)").format(
+            psql.Literal(o), psql.Literal(off)) for o, off in part)
+        query = psql.SQL("copy (select w.o, w.off, pg_catalog.encode(pg_catalog.lo_get(w.o, w.off, {}), 'hex') "
+                         "from (values {}) w(o, off)) to stdout").format(psql.Literal(LO_WINDOW + LO_OVERLAP), values)
+        for raw in _copy_chunks(conn, query):
+            for line in raw.split(b"\n"):
+                if not line:
+                    continue
+                oid, off, data = textscan.parse_copy_row(line)
+                chunk = bytes.fromhex(data.decode())
+                for h in textscan.scan_value(chunk, salt):
+                    at = (int(oid), int(off) + h.start, h.rule)
+                    if at in seen:
+                        continue
+                    seen.add(at)
+                    out.append(RawHit(h.rule, h.fingerprint, "large object", place=f"large object {int(oid)}",
+                                      extra={"offset": int(off) + h.start}))
+    return out
+
+
+def _scan_settings(settings: list[dict], salt: str) -> list[RawHit]:
+    batch = textscan.ValueBatch(salt)
+    for i, s in enumerate(settings):
+        batch.add((i, "name"), (s.get("name") or "").encode())
+        batch.add((i, "value"), (s.get("value") or "").encode())
+    batch.flush()
+    out = []
+    for (i, part), h in batch.hits:
+        s = settings[i]
+        scope = f"database {s['database']}" if s.get("database") else f"role {s.get('role')}"
+        out.append(RawHit(h.rule, h.fingerprint, "setting", part=part, place=scope,
+                          name=s.get("name") if part == "name" else None, extra={"setting": s.get("name")}))
+    return out
+
+
+# -- findings as printed --------------------------------------------------------------------------
+
+def _identify(conn: psycopg.Connection, refs: set[tuple]) -> dict[tuple, tuple[str, str]]:
+    if not refs:
+        return {}
+    rows = conn.execute("""
+        select r.c, r.o, r.s, i.type, i.identity
+        from rows from (pg_catalog.unnest(%s::pg_catalog.oid[]), pg_catalog.unnest(%s::pg_catalog.oid[]),
+                       pg_catalog.unnest(%s::int[])) r(c, o, s)
+        cross join lateral pg_catalog.pg_identify_object(r.c, r.o, r.s) i""",
+                        ([r[0] for r in refs], [r[1] for r in refs], [r[2] for r in refs])).fetchall()
+    return {(int(c), int(o), int(s)): (t, ident) for c, o, s, t, ident in rows}
+
+
+def _render(hits: list[RawHit], idents: dict[tuple, tuple[str, str]], names: RedactedNames) -> list[Finding]:
+    eng = engine()
+    # every identifier that matched is registered before anything is printed
+    for h in hits:
+        if h.name:
+            names.add(h.name)
+    out = []
+    for h in hits:
+        info = eng.info(h.rule)
+        extra = {"source": info.source if info else "fix7", "family": info.family if info else h.rule, **h.extra}
+        if h.kind == "table":
+            table, column = names.name(h.table), names.name(h.column)
+            if h.rule == MUST_BE_EMPTY:
+                msg = f"{table}: {h.extra.get('rows')} row(s); a sanitized clone carries none"
+                extra["place"] = f"table {table}"
+                out.append(Finding(h.rule, msg, table=table, extra=extra))
+                continue
+            row_key = names.scrub(h.row_key)
+            extra["place"] = f"{table}.{column}"
+            what = "a value (it must be NULL)" if h.rule == MUST_BE_NULL else h.rule
+            out.append(Finding(h.rule, f"{table}.{column}: {what} in row {row_key}", table=table, column=column,
+                               row_key=row_key, fingerprint=h.fingerprint or None, extra=extra))
+            continue
+        if h.ref is not None:
+            kind, ident = idents.get(h.ref, ("catalog object", f"{h.ref[0]}:{h.ref[1]}:{h.ref[2]}"))
+            if h.part == "name":
+                place = f"{kind} name {names.label(h.name or '')}"
+            else:
+                place = f"{kind} {names.scrub(ident)} ({h.part})"
+        else:
+            kind = h.kind
+            if h.kind == "setting":
+                setting = names.name(h.extra.get("setting"))
+                extra["setting"] = setting
+                place = (f"setting name {names.label(h.name or '')} on {h.place}" if h.part == "name"
+                         else f"setting {setting} on {h.place} (value)")
+            else:
+                place = h.place or kind
+        place = names.scrub(place)
+        extra["place"] = place
+        extra["kind"] = kind
+        if h.rule == UNREADABLE:
+            msg = f"{place}: cannot be read by the restoring role, so it cannot be proven free of secrets"
+        else:
+            msg = f"{place}: {h.rule}"
+        out.append(Finding(h.rule, msg, fingerprint=h.fingerprint or None, extra=extra))
+    return out
+
+
+# -- the entry point ---------------------------------------------------------------------------------
+
+def _scan_table(conn: psycopg.Connection, p: TablePlan, salt: str, limit=None) -> list[Finding]:
+    """One table's findings, printed without the run's registry of redacted names (profiling, tests)."""
+    return _render(_scan_table_raw(conn, p, salt), {}, RedactedNames())
+
+
+def scan_catalog(conn: psycopg.Connection, salt: str = "", *, large_objects: bool = True) -> list[Finding]:
+    """The catalog's and large objects' findings on one connection (`scan_secrets` includes them)."""
+    salt = salt or os.urandom(16).hex()
+    hits = _catalog_raw(conn, salt, large_objects=large_objects)
+    return _render(hits, _identify(conn, {h.ref for h in hits if h.ref}), RedactedNames())
+
+
+def _catalog_raw(conn: psycopg.Connection, salt: str, *, large_objects: bool = True) -> list[RawHit]:
+    hits: list[RawHit] = []
+    for label, query in CATALOG_PARTS:
+        hits += _guarded(conn, lambda q=query: _scan_catalog_part(conn, label, q, salt), f"catalog: {label}")
+    hits += _guarded(conn, lambda: _unreadable_catalog(conn), "catalog: subscriptions and user mappings")
+    if large_objects:
+        hits += _guarded(conn, lambda: _scan_large_objects(conn, salt), "large objects")
+    return hits
+
+
+def _guarded(conn: psycopg.Connection, fn: Callable[[], list[RawHit]], place: str) -> list[RawHit]:
+    """A place that cannot be read (no privilege, a forced row-level-security policy) is a finding."""
+    try:
+        return fn()
+    except psycopg.errors.InsufficientPrivilege:
+        why = "no privilege"
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        why = "not readable in this state"
+    except psycopg.Error as e:
+        why = type(e).__name__
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    return [RawHit(UNREADABLE, "", "unreadable", place=place, extra={"why": why})]
+
+
 def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], database: str, contract: Contract,
-                 salt: str, *, workers: int | None = None, rows_per_kind: int = ROWS_PER_FINDING_KIND
-                 ) -> list[Finding]:
-    """Secret findings in the rows of `database`: must-be-null columns, must-be-empty tables, pattern rules.
+                 salt: str, *, workers: int | None = None, settings: list[dict] | None = None,
+                 rows_per_kind=None) -> ScanFindings:
+    """Every finding in `database`: its tables, large objects and catalog, and the `settings` handed in.
 
-    The catalog (user mappings, subscriptions, role passwords) is `scan_catalog`, run on an admin connection.
-
-    `server_conn_factory(database)` opens a connection (through the host guard); each worker thread
-    uses one. `salt` is per run: fingerprints let findings of one run be compared, never reversed.
+    `server_conn_factory(database)` opens a read-only proof session of the restoring role (through the
+    host guard); each worker thread uses one. `salt` is per run: fingerprints let findings of one run be
+    compared, never reversed or joined across runs. `settings` are `server.database_settings` entries
+    (name and value of each `ALTER DATABASE/ROLE ... SET` of this run's databases and role); their values
+    are scanned and never printed. Returns a list of Finding with `.redacted` (the names that matched)
+    and `.stats`.
     """
     if not salt:
         raise ValueError("a per-run salt is required")
+    started = time.monotonic()
+    engine()  # compile or load the rules before the workers start
     with server_conn_factory(database) as conn:
         plans = scan_plan(conn, contract)
-    findings: list[Finding] = []
-    if not plans:
-        return findings
-    workers = max(1, min(workers or (os.cpu_count() or 4), len(plans)))
+    hits: list[RawHit] = []
     local = threading.local()
     opened: list[psycopg.Connection] = []
     lock = threading.Lock()
 
-    def work(p: _TablePlan) -> list[Finding]:
+    def conn_of() -> psycopg.Connection:
         c = getattr(local, "conn", None)
         if c is None:
             c = local.conn = server_conn_factory(database)
             with lock:
                 opened.append(c)
-        return _scan_table(c, p, salt, rows_per_kind)
+        return c
 
+    def table_task(p: TablePlan) -> list[RawHit]:
+        c = conn_of()
+        return _guarded(c, lambda: _scan_table_raw(c, p, salt), f"table {p.contract_name}")
+
+    def catalog_task() -> list[RawHit]:
+        return _catalog_raw(conn_of(), salt)
+
+    # biggest first, so the long tables do not end up last on one worker
+    order = sorted(plans, key=lambda p: -len(p.columns))
+    n_workers = max(1, min(workers or (os.cpu_count() or 2), len(order) + 1))
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fix7-secrets") as pool:
-            for result in pool.map(work, plans):
-                findings.extend(result)
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="fix7-secrets") as pool:
+            futures = [pool.submit(catalog_task)] + [pool.submit(table_task, p) for p in order]
+            for fut in futures:
+                hits.extend(fut.result())
+        if settings:
+            hits += _scan_settings(settings, salt)
+        with server_conn_factory(database) as conn:
+            idents = _identify(conn, {h.ref for h in hits if h.ref})
     finally:
         for c in opened:
             c.close()
-    return findings
+    names = RedactedNames()
+    findings = _render(hits, idents, names)
+    stats = {"tables": len(plans), "columns": sum(len(p.columns) + len(p.bytea) for p in plans),
+             "catalog_parts": len(CATALOG_PARTS), "settings": len(settings or []),
+             "seconds": round(time.monotonic() - started, 3), "engine": f"kingfisher {engine().version}",
+             "rules": len(engine().rules)}
+    return ScanFindings(findings, redacted=names, stats=stats, present_tables={p.contract_name for p in plans})
+
+
+__all__ = ["ScanFindings", "TablePlan", "scan_plan", "scan_secrets", "scan_catalog", "CATALOG_PARTS"]

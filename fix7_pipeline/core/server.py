@@ -379,11 +379,11 @@ def _quiet_server_log(c: psycopg.Connection, role: str) -> None:
 OWN_SETTINGS = {"log_min_messages=fatal", "log_min_error_statement=panic", "default_transaction_read_only=on"}
 
 
-def planted_settings(server: RehearsalServer, databases: list[str], role: str) -> list[dict]:
-    """`ALTER DATABASE/ROLE … SET` entries for this run's databases or role that fix7 did not place.
+def database_settings(server: RehearsalServer, databases: list[str], role: str) -> list[dict]:
+    """`ALTER DATABASE/ROLE … SET` entries for this run's databases or role that fix7 did not place, with values.
 
-    Read from the shared catalog on the maintenance database, so nothing in the clone runs. Only the
-    setting's name leaves the server: a value can carry a host or a secret.
+    Read from the shared catalog on the maintenance database, so nothing in the clone runs. The values are
+    for the secret scan, in this process only: they are never printed nor stored.
     """
     with server.connect(purpose="database and role settings") as c:
         rows = c.execute("""
@@ -394,8 +394,23 @@ def planted_settings(server: RehearsalServer, databases: list[str], role: str) -
             cross join lateral pg_catalog.unnest(x.setconfig) s(setting)
             where d.datname = any(%s) or r.rolname = %s
             order by 1, 2, 3""", (list(databases), role)).fetchall()
-    return [{"database": db, "role": rl, "name": setting.partition("=")[0]}
-            for db, rl, setting in rows if setting not in OWN_SETTINGS]
+    out = []
+    for db, rl, setting in rows:
+        if setting in OWN_SETTINGS:
+            continue
+        name, _, value = setting.partition("=")
+        out.append({"database": db, "role": rl, "name": name, "value": value})
+    return out
+
+
+def planted_settings(server: RehearsalServer, databases: list[str], role: str) -> list[dict]:
+    """`ALTER DATABASE/ROLE … SET` entries for this run's databases or role that fix7 did not place.
+
+    Read from the shared catalog on the maintenance database, so nothing in the clone runs. Only the
+    setting's name leaves this function: a value can carry a host or a secret.
+    """
+    return [{"database": s["database"], "role": s["role"], "name": s["name"]}
+            for s in database_settings(server, databases, role)]
 
 
 def database_properties(server: RehearsalServer, database: str) -> dict[str, str]:

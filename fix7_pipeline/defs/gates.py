@@ -25,13 +25,16 @@ def rehearsal_clone(context, clone_intake: dict):
 
 @dg.asset(
     group_name=GROUP, owners=OWNERS, kinds={"postgres", "great_expectations"},
-    description="Secret scan of every text, json and key column of every table, plus the Great Expectations "
-                "sanitization suite (must-be-NULL columns, empty session table). Findings name rule, table, "
-                "column, row key and a salted fingerprint, never a value.",
+    description="Secret scan (Kingfisher's rule catalog plus fix7's own rules) of every place the clone holds "
+                "text: every text-like value of every table, large objects, and the catalog (names, comments, "
+                "function bodies, view definitions, defaults, settings, options). The Great Expectations "
+                "sanitization suite then gates the scan's findings per rule family and the contract's "
+                "must-be-NULL columns and must-be-empty tables. Findings name rule, place, row key and a salted "
+                "fingerprint, never a value; every finding is in sanitization-findings.jsonl.",
     check_specs=[gate("sanitization_check", "no_secrets", "The clone carries no secrets."),
                  gate("sanitization_check", "sanitization_suite",
-                      "Great Expectations sanitization suite: must-be-NULL columns are NULL, sessions are empty, "
-                      "no secret family matches in any table.")],
+                      "Great Expectations sanitization suite over the scan's findings: no finding of any rule "
+                      "family, must-be-NULL columns are NULL, sessions are empty.")],
 )
 def sanitization_check(context, rehearsal_clone: dict):
     state = dict(rehearsal_clone)

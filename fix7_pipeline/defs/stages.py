@@ -20,7 +20,7 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
         "status": outcome.status,
         "reason": dg.MetadataValue.text(visible(outcome.reason)),
         "findings": dg.MetadataValue.json([f.as_dict() for f in outcome.findings[:100]]),
-        "finding_count": len(outcome.findings),
+        "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
         "evidence_dir": dg.MetadataValue.path(state.get("evidence_dir", "")),
     }
     clone = state.get("clone") or {}
@@ -32,6 +32,9 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
     gx = outcome.details.get("gx")
     if gx:
         md["gx_summary"] = dg.MetadataValue.json(gx)
+    counts = outcome.details.get("finding_counts")
+    if counts:
+        md["finding_counts"] = dg.MetadataValue.json(counts)
     return md
 
 
@@ -85,8 +88,11 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
         passed=outcome.status == PASSED,
         severity=dg.AssetCheckSeverity.ERROR,
         description=visible(outcome.reason)[:1000] if outcome.reason else None,
-        metadata={"status": outcome.status, "finding_count": len(outcome.findings),
-                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}))},
+        metadata={"status": outcome.status,
+                  "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
+                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}
+                                                        | set((outcome.details.get("finding_counts") or {})
+                                                              .get("by_rule", {}))))},
     )
     if suite_check:
         yield suite_result(asset, suite_check, outcome.details.get("gx"))

@@ -85,23 +85,49 @@ def test_unknown_rule_fails_closed():
         data_rules_expectations(contract, DUMP_TIME)
 
 
-PLANTED = "AKIAQWERTYUIOPASDFGH"
+PLANTED = "ghp_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
 PLANTED_HASH = "$2b$12$" + "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
 
 
-def test_sanitization_suite_and_no_values_in_results(server, clone):
+def _scan(server, tw):
+    from fix7_pipeline.core.secrets import scan_secrets
+
+    return scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"), tw.database,
+                        load_contract(None), "salt-gx")
+
+
+def test_sanitization_suite_gates_the_scan_findings_and_shows_no_values(server, clone):
+    contract = load_contract(None)
+    clean = _scan(server, clone)
+    summary = run_sanitization(clean, contract, clean.present_tables)
+    assert summary["success"] and summary["evaluated"] == len(summary["expectations"]) >= 10
+    assert {e["rule"] for e in summary["expectations"]} >= {
+        "secret:kingfisher", "secret:fix7.password-hash", "secret:fix7.secret-assignment",
+        "secret:fix7.connection-string-password", "secret:fix7.secret-header", "secret:unreadable",
+        "must_be_null:directus_users.password", "must_be_empty:directus_sessions", "every_finding_gated"}
     with as_owner(server, clone) as c:
-        assert run_sanitization(_url(server, clone), c, load_contract(None))["success"]
         c.execute("update directus_users set password = %s where id = %s", (PLANTED_HASH, USERS[0]))
         c.execute("insert into directus_sessions (token, expires) values ('tok-zzzzzzzzzzzz', now())")
         c.execute("create table scratch (id int primary key, body jsonb)")
-        c.execute("insert into scratch values (1, %s)", (Jsonb({"aws": PLANTED}),))
+        c.execute("insert into scratch values (1, %s)", (Jsonb({"gh": PLANTED}),))
         c.execute("update system_issues set details = %s", (Jsonb({"note": f"key {PLANTED}"}),))
-        summary = run_sanitization(_url(server, clone), c, load_contract(None))
+    findings = _scan(server, clone)
+    summary = run_sanitization(findings, contract, findings.present_tables)
     failed = {e["rule"]: e.get("unexpected_count") for e in summary["expectations"] if not e["success"]}
     assert failed == {"must_be_null:directus_users.password": 1, "must_be_empty:directus_sessions": 1,
-                      "secret:aws_access_key": 2, "secret:password_hash": 1}
+                      "secret:kingfisher": 2, "secret:fix7.password-hash": 1}
     text = json.dumps(summary) + str(data_rules_findings(summary))
     for value in (PLANTED, PLANTED_HASH, "tok-zzzzzzzzzzzz"):
         assert value not in text
         assert not [value[i:i + 8] for i in range(len(value) - 7) if value[i:i + 8] in text]
+
+
+def test_a_finding_no_expectation_gates_fails_the_suite():
+    """The suite's last expectation: every finding belongs to a gated family, so none can pass unnoticed."""
+    from fix7_pipeline.core.model import Finding
+
+    stray = Finding("made.up", "x", extra={"family": "made.up", "source": "fix7"})
+    summary = run_sanitization([stray], load_contract(None), set())
+    failed = {e["rule"]: e.get("unexpected_count") for e in summary["expectations"] if not e["success"]}
+    assert failed == {"every_finding_gated": 1}
+    assert [f.rule for f in data_rules_findings(summary)] == ["sanitization.every_finding_gated"]
