@@ -153,8 +153,12 @@ def run_sanitization(url: str, conn: psycopg.Connection, contract: Contract) -> 
     return run_suite(url, "sanitization", sanitization_expectations(conn, contract))
 
 
-def data_rules_findings(summary: dict) -> list[Finding]:
-    """One error finding per failed expectation of a suite summary (data_rules or sanitization)."""
+def data_rules_findings(summary: dict, *, declared: bool = True) -> list[Finding]:
+    """One error finding per failed expectation of a suite summary (data_rules or sanitization).
+
+    A suite that evaluated nothing fails (a gate that checks nothing) when rules were `declared`; a contract
+    that declares no data rules gets one note instead, and its shape gate alone decides.
+    """
     out = []
     suite = summary.get("suite", "data_rules")
     for e in summary.get("expectations", []):
@@ -172,7 +176,11 @@ def data_rules_findings(summary: dict) -> list[Finding]:
                            column=column, extra={k: v for k, v in e.items()
                                                  if k in ("expectation", "unexpected_count", "error")}))
     if not summary.get("expectations"):
-        out.append(Finding(f"{suite}.empty", f"suite {suite} evaluated nothing; a gate that checks nothing fails"))
+        if declared:
+            out.append(Finding(f"{suite}.empty", f"suite {suite} evaluated nothing; a gate that checks nothing fails"))
+        else:
+            out.append(Finding(f"{suite}.none_declared", "no data rules declared: the contract names none, so "
+                                                         "only the shape was checked", severity="note"))
     return out
 
 

@@ -337,13 +337,20 @@ def schema_shape(state: dict) -> StageOutcome:
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
             findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
         details: dict = {}
+        declared = bool(contract.data_rules)
         if not any(f.is_error for f in findings):
-            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
-            suite = data_rules.run_data_rules(url, contract, _dump_time(state))
-            details["gx"] = suite
-            findings += data_rules.data_rules_findings(suite)
-        return StageOutcome.from_findings(findings, details=details,
-                                          ok_reason="tables, columns, types, keys and data rules match the contract")
+            if declared:
+                url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
+                suite = data_rules.run_data_rules(url, contract, _dump_time(state))
+                details["gx"] = suite
+                findings += data_rules.data_rules_findings(suite, declared=True)
+            else:
+                details["data_rules"] = "none declared"
+                findings += data_rules.data_rules_findings({"suite": "data_rules", "expectations": []},
+                                                           declared=False)
+        ok = "tables, columns, types, keys and data rules match the contract" if declared else \
+            "tables, columns, types and keys match the contract; no data rules declared"
+        return StageOutcome.from_findings(findings, details=details, ok_reason=ok)
 
     return run_stage(state, "schema_shape", body)
 
