@@ -83,6 +83,21 @@ def _throwaway(state: dict) -> Throwaway:
                      extra_databases=list(t.get("extra_databases", [])))
 
 
+def stage_contract(state: dict, request: RehearsalRequest, server: RehearsalServer):
+    """The run's contract, read once: YAML as written, schema SQL or a dump converted by PostgreSQL on `server`.
+
+    The converted shape travels in the run state, so later stages (and processes) never restore it again.
+    """
+    from . import contract as contract_mod
+
+    if "contract" not in state:
+        c = contract_mod.load_contract(request.contract or None, server=server)
+        state["contract"] = {"source": c.source, "data": c.as_dict(),
+                             "derived_from_schema": bool(request.contract) and contract_mod.is_schema_source(
+                                 request.contract)}
+    return contract_mod.contract_from_dict(state["contract"]["data"], state["contract"]["source"])
+
+
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
     if isinstance(e, Fix7Error):
@@ -249,7 +264,6 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
 def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
-    from . import contract as contract_mod
     from . import dumps, isolation, restore
     from .server import assert_least_privilege, planted_settings, role_attributes
 
@@ -268,12 +282,16 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
                             "that stays put during the rehearsal.", rule="dump_changed")
+        contract = stage_contract(state, request, server)  # a bad contract stops the run before the restore
+        used = {"source": state["contract"]["source"], "tables": len(contract.tables),
+                "derived_from_schema": state["contract"]["derived_from_schema"]}
         restored = restore.restore(server, tw, info)
-        pointers = contract_mod.load_contract(request.contract or None).pointers or None
+        pointers = contract.pointers or None
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
             findings += isolation.prove_isolation(conn, request.policy(), pointers)
-        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs},
+        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs,
+                                                                "contract": used},
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
         packet.set(isolation_proven=outcome.status == PASSED)
@@ -283,12 +301,11 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
 
 
 def sanitization(state: dict) -> StageOutcome:
-    from . import contract as contract_mod
     from . import data_rules, secrets
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
-        contract = contract_mod.load_contract(request.contract or None)
+        contract = stage_contract(state, request, server)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         findings = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                         tw.database, contract, salt)
@@ -328,12 +345,11 @@ def _dump_time(state: dict) -> dt.datetime:
 
 
 def schema_shape(state: dict) -> StageOutcome:
-    from . import contract as contract_mod
     from . import data_rules, shape
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
-        contract = contract_mod.load_contract(request.contract or None)
+        contract = stage_contract(state, request, server)
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
             findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
         details: dict = {}

@@ -110,7 +110,8 @@ def _changed(info: DumpInfo) -> Fix7Error:
 
 # -- archives -----------------------------------------------------------------------------------
 
-def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float) -> dict:
+def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float,
+                     schema_only: bool = False) -> dict:
     if hash_dump(info.path, info.format) != info.sha256:
         raise _changed(info)
     _header, toc = list_archive(info.path, info.format, timeout=min(timeout, 600))
@@ -133,7 +134,8 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
         flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
         args = [pg_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
                 "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-                "--single-transaction", "-L", str(listing), "-d", tw.database, str(info.path)]
+                "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", str(listing),
+                "-d", tw.database, str(info.path)]
         env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
         errf = Path(tmp) / "stderr"
         started = time.monotonic()
@@ -150,7 +152,8 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
             raise _restore_failed("pg_restore", _clean_error_lines(stderr), r.returncode)
     summary = ["pg_restore", "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
                "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-               "--single-transaction", "-L", "<filtered toc>", "-d", tw.database, "<dump>"]
+               "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", "<filtered toc>",
+               "-d", tw.database, "<dump>"]
     return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
             "entries_restored": kept, "entries_skipped": skipped}
 
@@ -162,7 +165,7 @@ class _PlainFeeder:
 
     def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str):
         self.info, self.proc, self.key = info, proc, key
-        self.screen = PlainScreen()
+        self.screen = PlainScreen(hand_written=info.hand_written)
         self.held: list[str] | None = None
         self.held_bytes = 0
         self.statements = 0
@@ -300,8 +303,11 @@ def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> N
 
 
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
-            screen: bool = True) -> dict:
-    """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept."""
+            screen: bool = True, schema_only: bool = False) -> dict:
+    """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept.
+
+    `schema_only` leaves an archive's data out (a contract needs the shape alone); a plain dump runs whole.
+    """
     attrs = role_attributes(server, throwaway.login.role)
     if not attrs.get("role") or "superuser" not in attrs:
         raise Fix7Error(f"The restoring role {throwaway.login.role} does not exist on the rehearsal server.",
@@ -316,7 +322,7 @@ def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, ti
     if info.format in (PLAIN, PLAIN_GZIP):
         details = _restore_plain(server, throwaway, info, timeout)
     elif info.format in (CUSTOM, DIRECTORY, TAR):
-        details = _restore_archive(server, throwaway, info, timeout)
+        details = _restore_archive(server, throwaway, info, timeout, schema_only)
     else:
         raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
     details.update(database=throwaway.database, role=throwaway.login.role, format=info.format,
