@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fix7-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: install demo test test-slow bench ui clean
+.PHONY: install demo test test-slow bench ui clean system-pg
 
 install: $(STAMP)
 
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) install -r requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Debian's PostgreSQL 15 makes the pg_dump 15 dumps the tests rehearse (a production older than the
+# rehearsal server). Installed when missing and run as root with apt (CI is); otherwise those tests skip.
+PG15 := /usr/lib/postgresql/15/bin
+system-pg:
+	@if [ -x $(PG15)/pg_dump ] && [ -x $(PG15)/postgres ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/fix7-no-main-cluster.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql-15 postgresql-client-15 >/dev/null; \
+	else echo "note: no PostgreSQL 15 under $(PG15) (as root: apt-get install postgresql-15); its tests skip"; fi
 
 demo: install
 	$(BIN)/fix7 demo

@@ -285,7 +285,13 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         contract = stage_contract(state, request, server)  # a bad contract stops the run before the restore
         used = {"source": state["contract"]["source"], "tables": len(contract.tables),
                 "derived_from_schema": state["contract"]["derived_from_schema"]}
-        restored = restore.restore(server, tw, info)
+        try:
+            restored = restore.restore(server, tw, info)
+        except restore.RestoreFailed as e:
+            partial = partial_dump_finding(e, info, contract)
+            if partial is None:
+                raise
+            return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
         pointers = contract.pointers or None
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
@@ -298,6 +304,28 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         return outcome
 
     return state, run_stage(state, "isolation", body)
+
+
+def partial_dump_finding(e, info, contract) -> Finding | None:
+    """A restore that stopped on an object the dump does not create (pg_dump -t/-n): name what is missing.
+
+    The restore ran in one transaction, so only its first error is known; the contract's required tables
+    that the dump's table of contents does not carry are named as well, all of them.
+    """
+    if not e.missing:
+        return None
+    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}
+    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried)
+    shown = ", ".join(missing_tables[:12]) + (f" (+{len(missing_tables) - 12} more)" if len(missing_tables) > 12
+                                              else "")
+    tables = (f" The contract requires {len(missing_tables)} table(s) the dump does not carry: {shown}."
+              if missing_tables else "")
+    msg = (f"The dump is partial: PostgreSQL stopped restoring it because it refers to {', '.join(e.missing)}, "
+           f"which the dump does not create (nothing was kept).{tables} Hand over a dump of the whole database "
+           "(pg_dump without -t, -n or --exclude-table), or one that also carries what is named here.")
+    return Finding(rule="partial_dump", message=msg,
+                   extra={"missing_dependencies": e.missing, "missing_tables": missing_tables,
+                          "first_error": e.lines[:1]})
 
 
 def sanitization(state: dict) -> StageOutcome:
@@ -354,7 +382,17 @@ def schema_shape(state: dict) -> StageOutcome:
             findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
         details: dict = {}
         declared = bool(contract.data_rules)
-        if not any(f.is_error for f in findings):
+        schema_only = bool((state.get("clone") or {}).get("schema_only"))
+        if schema_only:
+            matches = not any(f.is_error for f in findings)
+            findings.insert(0 if matches else len(findings), Finding(
+                rule="schema_only_dump", message=(
+                    "schema-only dump: the shape was checked and matches the contract; there is no data to "
+                    "rehearse the change on — hand over a dump with data (pg_dump without --schema-only)"
+                    if matches else "schema-only dump: there is no data to rehearse the change on either — hand "
+                                    "over a dump with data (pg_dump without --schema-only)")))
+            details["data_rules"] = "not run: a schema-only dump has no rows to check"
+        elif not any(f.is_error for f in findings):
             if declared:
                 url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
                 suite = data_rules.run_data_rules(url, contract, _dump_time(state))

@@ -95,11 +95,37 @@ def _clean_error_lines(stderr: str, line_offset: int = 0) -> list[str]:
     return out
 
 
-def _restore_failed(tool: str, lines: list[str], rc: int | None) -> Fix7Error:
+# "relation "public.customer" does not exist", "type "public.year" does not exist", "schema "store" ..."
+_MISSING = re.compile(r'\b(relation|type|schema|function|sequence|collation|text search configuration|'
+                      r'operator class|access method|foreign table|table)\s+"?([^"\s(]+(?:\([^)]*\))?)"?\s+'
+                      r'does not exist')
+
+
+class RestoreFailed(Fix7Error):
+    """The server stopped the restore: its error lines (values withheld) and the objects it found missing."""
+
+    def __init__(self, message: str, lines: list[str]):
+        super().__init__(message, rule="restore_failed")
+        self.lines = lines
+        self.missing = missing_dependencies(lines)
+
+
+def missing_dependencies(lines: list[str]) -> list[str]:
+    """'relation public.customer', 'type public.year': what a restore's errors say does not exist."""
+    out: list[str] = []
+    for ln in lines:
+        for kind, name in _MISSING.findall(ln):
+            item = f"{kind} {name}"
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _restore_failed(tool: str, lines: list[str], rc: int | None) -> RestoreFailed:
     quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
-    return Fix7Error(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
-                     f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
-                     "what the server reports.", rule="restore_failed")
+    return RestoreFailed(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
+                         f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
+                         "what the server reports.", lines)
 
 
 def _changed(info: DumpInfo) -> Fix7Error:
