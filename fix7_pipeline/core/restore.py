@@ -328,6 +328,63 @@ def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> N
                         rule="least_privilege")
 
 
+# -- extensions the rehearsal server lacks ---------------------------------------------------------
+
+_NOT_AVAILABLE = re.compile(r'extension "([^"]+)" is not available|could not open extension control file '
+                            r'"[^"]*/([^/"]+)\.control"')
+_NO_LIBRARY = re.compile(r'could not load library "[^"]*/([^/"]+)\.so": ([^:\s]+): cannot open shared object')
+
+
+def dump_extensions(info: DumpInfo) -> list[str]:
+    """The extensions the dump creates (its table of contents; plpgsql is the server's own)."""
+    return sorted({e.name.strip('"') for e in info.toc if e.kind == "EXTENSION"} - {"plpgsql"})
+
+
+def _extension_error(server: RehearsalServer, missing: list[str], unloadable: dict[str, str]) -> Fix7Error:
+    from . import extensions
+
+    parts = []
+    if missing:
+        parts.append(f"The rehearsal server ({server.describe()}) lacks the extension(s) the dump creates: "
+                     f"{', '.join(missing)}. Fix: " + extensions.fix_for(missing, embedded=server.kind == "embedded",
+                                                                       server=server.describe()) + ".")
+    for ext, lib in sorted(unloadable.items()):
+        pkg = extensions.SYSTEM_LIBRARIES.get(ext, (None, None, None))[2]
+        parts.append(f"The rehearsal server has the extension {ext} but cannot load it: its module needs {lib}, "
+                     f"which the server's machine lacks. Fix: install it there"
+                     + (f" (as root on Debian: apt-get install {pkg})" if pkg else "") + ".")
+    return Fix7Error(" ".join(parts) + " Then rehearse again; nothing was restored.", rule="extension_missing")
+
+
+def check_extensions(server: RehearsalServer, info: DumpInfo) -> None:
+    """Refuse, naming each one and its fix, a dump whose extensions the rehearsal server cannot create."""
+    from . import extensions
+
+    wanted = dump_extensions(info)
+    if not wanted:
+        return
+    with server.connect(purpose="available extensions") as c:
+        available = {r[0] for r in c.execute("select name from pg_catalog.pg_available_extensions")}
+    missing = [e for e in wanted if e not in available]
+    unloadable = {}
+    if server.kind == "embedded":  # its modules load on this machine: a lacking system library shows here
+        unloadable = {e: lib for e in wanted if e in available and (lib := extensions.missing_system_library(e))}
+    if missing or unloadable:
+        raise _extension_error(server, missing, unloadable)
+
+
+def _extension_failure(server: RehearsalServer, e: RestoreFailed) -> Fix7Error | None:
+    """The restore stopped on an extension (SQL without a table of contents, an external server's module)."""
+    missing, unloadable = [], {}
+    for ln in e.lines:
+        for a, b in _NOT_AVAILABLE.findall(ln):
+            if (a or b) not in missing:
+                missing.append(a or b)
+        for ext, lib in _NO_LIBRARY.findall(ln):
+            unloadable[ext] = lib
+    return _extension_error(server, missing, unloadable) if missing or unloadable else None
+
+
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
             screen: bool = True, schema_only: bool = False) -> dict:
     """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept.
@@ -345,12 +402,16 @@ def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, ti
         if refusals:
             more = f" (+{len(refusals) - 1} more)" if len(refusals) > 1 else ""
             raise Fix7Error(refusals[0].message + more, rule=refusals[0].rule)
-    if info.format in (PLAIN, PLAIN_GZIP):
-        details = _restore_plain(server, throwaway, info, timeout)
-    elif info.format in (CUSTOM, DIRECTORY, TAR):
-        details = _restore_archive(server, throwaway, info, timeout, schema_only)
-    else:
-        raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
+    check_extensions(server, info)
+    try:
+        if info.format in (PLAIN, PLAIN_GZIP):
+            details = _restore_plain(server, throwaway, info, timeout)
+        elif info.format in (CUSTOM, DIRECTORY, TAR):
+            details = _restore_archive(server, throwaway, info, timeout, schema_only)
+        else:
+            raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
+    except RestoreFailed as e:
+        raise _extension_failure(server, e) or e from None
     details.update(database=throwaway.database, role=throwaway.login.role, format=info.format,
                    sha256=info.sha256, least_privilege=attrs)
     return details
