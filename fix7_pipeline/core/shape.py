@@ -174,6 +174,10 @@ def _compare_kind(exp: TableShape, act: TableShape) -> list[Finding]:
     return out
 
 
+def _show_generated(c: Column) -> str:
+    return f"generated {c.generated_kind} as {c.generated}" if c.generated is not None else "not generated"
+
+
 def _compare_columns(exp: TableShape, act: TableShape) -> list[Finding]:
     out: list[Finding] = []
     t = exp.name
@@ -195,8 +199,8 @@ def _compare_columns(exp: TableShape, act: TableShape) -> list[Finding]:
                           f"{found.identity or 'none'}", "error", t, col.name))
         if (found.generated is None) != (col.generated is None) or (col.generated is not None and (
                 found.generated_kind != col.generated_kind or _loose(found.generated) != _loose(col.generated))):
-            show = lambda c: f"generated {c.generated_kind} as {c.generated}" if c.generated else "not generated"  # noqa: E731
-            out.append(_f("generated", f"{where}: expected {show(col)}, found {show(found)}", "error", t, col.name))
+            out.append(_f("generated", f"{where}: expected {_show_generated(col)}, found {_show_generated(found)}",
+                          "error", t, col.name))
         if col.default is not None and found.default != col.default:
             out.append(_f("column_default", f"{where}: expected default {col.default}, found "
                           f"{found.default if found.default is not None else 'no default'}", "error", t, col.name,
