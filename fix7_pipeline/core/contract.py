@@ -1,8 +1,10 @@
 """The birth-surface contract: the shape a clone must match, plus what its data and secrets must honour.
 
 A contract comes from YAML (the shipped default, `contracts/birth_surface.yaml`, or an operator's
-file) or from a `pg_dump --schema-only` file, parsed here without a database. The YAML has two
-top-level sections so the shape can be compared with its SQL source exactly:
+file) or from PostgreSQL itself: schema-only SQL or any pg_dump archive is restored through the
+screened, least-privileged restore path into a throwaway database and its shape is read from the
+catalog (`contract_sql.contract_from_schema`); no DDL is parsed here. The YAML has two top-level
+sections so the shape can be compared with its SQL source exactly:
 
     version: 1
     shape:
@@ -11,12 +13,19 @@ top-level sections so the shape can be compared with its SQL source exactly:
           required: true|false         # a missing required table fails, an optional one is a note
           columns:
             - {name: id, type: uuid, nullable: false, default: "nextval(...)"}   # type as format_type()
+            - {name: n, type: bigint, nullable: false, identity: always}         # or: by default
+            - {name: t, type: numeric, generated: {expression: "(a * 2)", kind: stored}}  # or kind: virtual
           primary_key: {name: t_pkey, columns: [id]}
           unique:       [{name: t_x_key, columns: [x]}]
           foreign_keys: [{name: t_y_fkey, columns: [y], references: {table: u, columns: [id]},
                           on_delete: CASCADE}]                                   # on_* omitted = NO ACTION
           checks:       [{name: t_check, definition: "CHECK ((x > 0))"}]         # pg_get_constraintdef form
           indexes:      [{name: t_x_idx, columns: [x], unique: false, method: btree}]
+          partition_by: "RANGE (payment_date)"      # a partitioned table (pg_get_partkeydef)
+          partition_of: payment                     # a partition, with its bound (pg_get_expr form)
+          partition_bound: "FOR VALUES FROM ('2022-01-01 00:00:00+00') TO ('2022-02-01 00:00:00+00')"
+          inherits: [parent]                        # INHERITS parents, in order
+          of_type: public.some_type                 # a typed table (CREATE TABLE ... OF type)
     annotations:
       must_be_null:  {<table>: [<column>, ...]}   # secrets that a sanitized clone carries as NULL
       must_be_empty: [<table>, ...]               # tables a sanitized clone carries empty
@@ -24,7 +33,7 @@ top-level sections so the shape can be compared with its SQL source exactly:
       hash_columns:  {<table>: [<column>, ...]}   # sha256 hex columns: data, not secrets
       pointers:      [{table, column, json_key?, status_column?, where?: {column: value}}]
                                                   # outward pointers (URLs a clone would call)
-      data_rules:    {<rule name>: {table: ..., description: ...}}
+      data_rules:    {<rule name>: {table: ..., description: ...}}   # optional: none means shape only
       hot_tables:    [<table>, ...]               # production reads/writes them all the time: an ACCESS
                                                   # EXCLUSIVE lock on one is a warning (core/impact.py)
       production_rows: {<table>: <rows>}          # production's row counts, shown beside the clone's
@@ -46,17 +55,28 @@ DEFAULT_CONTRACT = "birth_surface.yaml"
 FK_ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
+IDENTITY = {"a": "always", "d": "by default"}
+GENERATED = {"s": "stored", "v": "virtual"}
+
+
 @dataclass
 class Column:
     name: str
     type: str
     nullable: bool = True
     default: str | None = None
+    identity: str | None = None           # "always" | "by default"
+    generated: str | None = None          # the generation expression
+    generated_kind: str | None = None     # "stored" | "virtual"
 
     def as_dict(self) -> dict:
-        d = {"name": self.name, "type": self.type, "nullable": self.nullable}
+        d: dict = {"name": self.name, "type": self.type, "nullable": self.nullable}
         if self.default is not None:
             d["default"] = self.default
+        if self.identity is not None:
+            d["identity"] = self.identity
+        if self.generated is not None:
+            d["generated"] = {"expression": self.generated, "kind": self.generated_kind or "stored"}
         return d
 
 
@@ -120,6 +140,11 @@ class TableShape:
     checks: list[Check] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
     required: bool = True
+    partition_by: str | None = None       # a partitioned table: pg_get_partkeydef, e.g. "RANGE (payment_date)"
+    partition_of: str | None = None       # a partition: its parent table
+    partition_bound: str | None = None    # and its bound, e.g. "FOR VALUES FROM (...) TO (...)"
+    inherits: list[str] = field(default_factory=list)   # INHERITS parents, in order
+    of_type: str | None = None            # a typed table: the composite type
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -132,6 +157,11 @@ class TableShape:
                            ("checks", self.checks), ("indexes", self.indexes)):
             if items:
                 d[key] = [i.as_dict() for i in sorted(items, key=lambda i: i.name)]
+        for key in ("partition_by", "partition_of", "partition_bound", "of_type"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.inherits:
+            d["inherits"] = list(self.inherits)
         return d
 
 
@@ -195,8 +225,29 @@ def dump_contract_yaml(contract: Contract) -> str:
 
 def _bad(source: str, why: str) -> Fix7Error:
     return Fix7Error(f"The contract {source} could not be read: {why}. A contract is a YAML file with a "
-                     "'shape' section (see fix7_pipeline/contracts/birth_surface.yaml) or a pg_dump "
-                     "--schema-only SQL file.", EXIT_USAGE, rule="contract")
+                     "'shape' section (see fix7_pipeline/contracts/birth_surface.yaml), schema-only SQL or a "
+                     "pg_dump archive of the production shape.", EXIT_USAGE, rule="contract")
+
+
+def _column(c: dict) -> Column:
+    gen = c.get("generated")
+    if gen is not None and not isinstance(gen, dict):
+        gen = {"expression": gen}
+    identity = c.get("identity")
+    if identity is not None:
+        identity = " ".join(str(identity).lower().split())
+        if identity not in IDENTITY.values():
+            raise ValueError(f"column {c['name']}: identity is 'always' or 'by default', not {identity!r}")
+    kind = None if gen is None else str(gen.get("kind", "stored")).lower()
+    if kind is not None and kind not in GENERATED.values():
+        raise ValueError(f"column {c['name']}: generated kind is 'stored' or 'virtual', not {kind!r}")
+    return Column(str(c["name"]), _norm_type(str(c["type"])), bool(c.get("nullable", True)),
+                  None if c.get("default") is None else str(c["default"]), identity,
+                  None if gen is None else str(gen["expression"]), kind)
+
+
+def _opt(t: dict, key: str) -> str | None:
+    return None if t.get(key) is None else str(t[key])
 
 
 def contract_from_dict(data: object, source: str = "<dict>") -> Contract:
@@ -211,9 +262,8 @@ def contract_from_dict(data: object, source: str = "<dict>") -> Contract:
     try:
         for tname, t in tables_in.items():
             t = t or {}
-            cols = [Column(str(c["name"]), _norm_type(str(c["type"])), bool(c.get("nullable", True)),
-                           None if c.get("default") is None else str(c["default"])) for c in t.get("columns") or []]
-            if not cols:
+            cols = [_column(c) for c in t.get("columns") or []]
+            if "columns" not in t:
                 raise ValueError(f"table {tname} has no columns")
             pk = t.get("primary_key")
             tables[str(tname)] = TableShape(
@@ -227,7 +277,10 @@ def contract_from_dict(data: object, source: str = "<dict>") -> Contract:
                               for f in t.get("foreign_keys") or []],
                 checks=[Check(str(c["name"]), str(c["definition"])) for c in t.get("checks") or []],
                 indexes=[Index(str(i["name"]), [str(x) for x in i["columns"]], bool(i.get("unique", False)),
-                               str(i.get("method", "btree"))) for i in t.get("indexes") or []])
+                               str(i.get("method", "btree"))) for i in t.get("indexes") or []],
+                partition_by=_opt(t, "partition_by"), partition_of=_opt(t, "partition_of"),
+                partition_bound=_opt(t, "partition_bound"), of_type=_opt(t, "of_type"),
+                inherits=[str(x) for x in t.get("inherits") or []])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise _bad(source, f"{type(e).__name__} {e}") from None
     annotations = data.get("annotations") or {}
@@ -244,19 +297,46 @@ def contract_from_dict(data: object, source: str = "<dict>") -> Contract:
     return Contract(tables=tables, annotations=annotations, source=source)
 
 
-def load_contract(path: str | Path | None = None) -> Contract:
-    """The contract at `path` (YAML or schema-only SQL, detected from content), or the shipped default."""
+def is_schema_source(path: str | Path) -> bool:
+    """Whether `path` is PostgreSQL input (schema SQL or a pg_dump archive) rather than contract YAML."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / "toc.dat").is_file()
+    try:
+        with open(p, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if head.startswith(b"PGDMP") or (len(head) >= 262 and head[257:262] == b"ustar"):
+        return True
+    try:
+        return _looks_like_sql(p.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def load_contract(path: str | Path | None = None, *, server=None) -> Contract:
+    """The contract at `path`, or the shipped default.
+
+    YAML is read as written. Schema-only SQL or a pg_dump archive (detected from content) is restored by
+    PostgreSQL into a throwaway database on `server` (a `RehearsalServer`) and its shape read from the
+    catalog; without a server that is refused, since fix7 parses no DDL itself.
+    """
     if path is None:
         text = resources.files("fix7_pipeline").joinpath("contracts", DEFAULT_CONTRACT).read_text("utf-8")
         return _from_yaml_text(text, f"default ({DEFAULT_CONTRACT})")
     p = Path(path)
+    if is_schema_source(p):
+        if server is None:
+            raise _bad(str(p), "it is SQL or a pg_dump archive, which PostgreSQL must restore to read its shape, "
+                               "and no rehearsal server was given")
+        from .contract_sql import contract_from_schema
+
+        return contract_from_schema(server, p)
     try:
         text = p.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise _bad(str(p), f"{type(e).__name__}: {e}") from None
-    if _looks_like_sql(text):
-        c = contract_from_sql(text, source=str(p))
-        return c
     return _from_yaml_text(text, str(p))
 
 
@@ -273,7 +353,7 @@ def _looks_like_sql(text: str) -> bool:
         re.search(r"(?m)^shape\s*:", text) is None
 
 
-# -- schema-only SQL -------------------------------------------------------------------------
+# -- hand-written YAML types ------------------------------------------------------------------
 
 _TYPE_ALIASES = {
     "int": "integer", "int4": "integer", "int8": "bigint", "int2": "smallint", "bool": "boolean",
@@ -282,12 +362,12 @@ _TYPE_ALIASES = {
     "timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
     "timetz": "time with time zone", "time": "time without time zone",
 }
-_SERIALS = {"serial": "integer", "serial4": "integer", "bigserial": "bigint", "serial8": "bigint",
-            "smallserial": "smallint", "serial2": "smallint"}
 
 
 def _norm_type(t: str) -> str:
-    """A type as format_type() prints it, for the aliases people write by hand."""
+    """A type as format_type() prints it, for the aliases people write by hand (quoted names kept as written)."""
+    if '"' in t:
+        return " ".join(t.split())
     t = " ".join(t.replace(" (", "(").split()).lower()
     t = re.sub(r"^pg_catalog\.", "", t)
     m = re.match(r"^([a-z0-9_ ]+?)\s*(\(.*\))?(\[\])*$", t)
@@ -313,454 +393,6 @@ def _norm_action(a: object) -> str | None:
         return None
     a = " ".join(str(a).upper().split())
     return None if a == "NO ACTION" else a
-
-
-_TOKEN_RE = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<comment>--[^\n]*|/\*.*?\*/)
-  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$)
-  | (?P<string>[EeNn]?'(?:[^']|'')*')
-  | (?P<qident>"(?:[^"]|"")*")
-  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-  | (?P<number>\d+(?:\.\d+)?)
-  | (?P<cast>::)
-  | (?P<punct>[(),;.\[\]])
-  | (?P<op>[^\sA-Za-z0-9_(),;.\[\]"']+)
-""", re.S | re.X)
-
-
-@dataclass
-class _Tok:
-    kind: str
-    text: str
-
-    @property
-    def word(self) -> str:
-        return self.text.lower() if self.kind == "word" else ""
-
-
-def _statements(sql_text: str) -> list[list[_Tok]]:
-    """Split SQL into token lists per statement; skips psql meta lines and COPY data blocks."""
-    stmts: list[list[_Tok]] = []
-    cur: list[_Tok] = []
-    pos, n = 0, len(sql_text)
-    at_line_start = True
-    while pos < n:
-        if at_line_start and not cur:
-            m = re.match(r"[ \t]*\\[^\n]*(\n|$)", sql_text[pos:])
-            if m:
-                pos += m.end()
-                continue
-        m = _TOKEN_RE.match(sql_text, pos)
-        if not m:
-            raise ValueError(f"unreadable text at character {pos}")
-        kind = m.lastgroup if m.lastgroup != "tag" else "dollar"
-        if m.group("dollar") is not None:
-            end = sql_text.find(m.group("dollar"), m.end())
-            if end < 0:
-                raise ValueError("unterminated dollar-quoted string")
-            cur.append(_Tok("string", sql_text[pos:end + len(m.group("dollar"))]))
-            pos = end + len(m.group("dollar"))
-            at_line_start = False
-            continue
-        text = m.group(0)
-        pos = m.end()
-        if kind == "ws":
-            at_line_start = "\n" in text
-            continue
-        if kind == "comment":
-            continue
-        at_line_start = False
-        if kind == "punct" and text == ";":
-            if cur:
-                stmts.append(cur)
-                if _is_copy_from_stdin(cur):
-                    end = sql_text.find("\n\\.", pos)
-                    pos = n if end < 0 else end + 3
-                cur = []
-            at_line_start = False
-            continue
-        cur.append(_Tok(kind, text))
-    if cur:
-        stmts.append(cur)
-    return stmts
-
-
-def _is_copy_from_stdin(toks: list[_Tok]) -> bool:
-    words = [t.word for t in toks]
-    return bool(words) and words[0] == "copy" and "stdin" in words
-
-
-def _ident(t: _Tok) -> str:
-    if t.kind == "qident":
-        return t.text[1:-1].replace('""', '"')
-    if t.kind == "word":
-        return t.text.lower()
-    raise ValueError(f"expected a name, found {t.text!r}")
-
-
-class _Cursor:
-    def __init__(self, toks: list[_Tok]):
-        self.toks, self.i = toks, 0
-
-    def peek(self, k: int = 0) -> _Tok | None:
-        return self.toks[self.i + k] if self.i + k < len(self.toks) else None
-
-    def next(self) -> _Tok:
-        t = self.peek()
-        if t is None:
-            raise ValueError("statement ends early")
-        self.i += 1
-        return t
-
-    def accept(self, *words: str) -> bool:
-        for k, w in enumerate(words):
-            t = self.peek(k)
-            if t is None or t.word != w:
-                return False
-        self.i += len(words)
-        return True
-
-    def expect(self, *words: str) -> None:
-        if not self.accept(*words):
-            raise ValueError(f"expected {' '.join(words).upper()} near {self.peek().text if self.peek() else 'end'!r}")
-
-    def qualified(self) -> str:
-        parts = [_ident(self.next())]
-        while self.peek() and self.peek().text == "." and self.peek().kind == "punct":
-            self.i += 1
-            parts.append(_ident(self.next()))
-        if len(parts) == 2 and parts[0] == "public":
-            return parts[1]
-        return ".".join(parts)
-
-    def name_list(self) -> list[str]:
-        self.expect_punct("(")
-        names = [_ident(self.next())]
-        while self.peek() and self.peek().text == ",":
-            self.i += 1
-            names.append(_ident(self.next()))
-        self.expect_punct(")")
-        return names
-
-    def expect_punct(self, p: str) -> None:
-        t = self.next()
-        if t.text != p:
-            raise ValueError(f"expected {p!r}, found {t.text!r}")
-
-    def balanced(self) -> list[_Tok]:
-        """The tokens inside the parenthesis group starting here (parentheses consumed)."""
-        self.expect_punct("(")
-        depth, out = 1, []
-        while True:
-            t = self.next()
-            if t.kind == "punct" and t.text == "(":
-                depth += 1
-            elif t.kind == "punct" and t.text == ")":
-                depth -= 1
-                if depth == 0:
-                    return out
-            out.append(t)
-
-    def until(self, stop_words: set[str]) -> list[_Tok]:
-        """Tokens up to (not including) a top-level stop word, comma or the end."""
-        out, depth = [], 0
-        while self.peek() is not None:
-            t = self.peek()
-            if depth == 0 and (t.word in stop_words or (t.kind == "punct" and t.text in ",)")):
-                break
-            if t.kind == "punct" and t.text in "([":
-                depth += 1
-            elif t.kind == "punct" and t.text in ")]":
-                depth -= 1
-            out.append(t)
-            self.i += 1
-        return out
-
-
-def _render(toks: list[_Tok]) -> str:
-    """Tokens back to text in PostgreSQL's deparse spacing (close enough for defaults and checks)."""
-    out = ""
-    prev: _Tok | None = None
-    for t in toks:
-        text = t.text
-        if prev is None:
-            out = text
-        elif t.kind == "punct" and text in ",)]":
-            out += text
-        elif t.kind == "cast" or (prev.kind == "cast"):
-            out += text
-        elif prev.kind == "punct" and prev.text in "([":
-            out += text
-        elif t.kind == "punct" and text == "[":
-            out += text
-        elif t.kind == "punct" and text == "(" and prev.kind in ("word", "qident") and prev.word not in (
-                "any", "all", "and", "or", "not", "in", "check"):
-            out += text
-        elif t.kind == "punct" and text == "." or (prev.kind == "punct" and prev.text == "."):
-            out += text
-        else:
-            out += " " + text
-        prev = t
-    return out
-
-
-_COLUMN_STOP = {"collate", "default", "not", "null", "constraint", "primary", "unique", "check", "references",
-                "generated"}
-
-
-def _strip_parens(s: str) -> str:
-    s = s.strip()
-    while s.startswith("(") and s.endswith(")") and _balanced_whole(s):
-        s = s[1:-1].strip()
-    return s
-
-
-def _balanced_whole(s: str) -> bool:
-    depth = 0
-    in_str = False
-    for i, ch in enumerate(s):
-        if ch == "'":
-            in_str = not in_str
-        if in_str:
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0 and i != len(s) - 1:
-                return False
-    return depth == 0
-
-
-def check_definition(expr: str, tail: str = "") -> str:
-    """A CHECK expression the way pg_get_constraintdef prints a single-expression constraint."""
-    d = f"CHECK (({_strip_parens(expr)}))"
-    return f"{d} {tail}".strip()
-
-
-class _Builder:
-    def __init__(self):
-        self.tables: dict[str, TableShape] = {}
-        self.pending_fk_refs: list[ForeignKey] = []
-
-    def table(self, name: str) -> TableShape:
-        if name not in self.tables:
-            raise ValueError(f"ALTER TABLE names {name}, which no CREATE TABLE before it defines")
-        return self.tables[name]
-
-    # CREATE TABLE -------------------------------------------------------------------------
-    def create_table(self, c: _Cursor) -> None:
-        c.accept("if", "not", "exists")
-        name = c.qualified()
-        t = self.tables.setdefault(name, TableShape(name=name))
-        nxt = c.peek()
-        if nxt is None or nxt.text != "(":
-            raise ValueError(f"CREATE TABLE {name} is not a column list (OF/AS/PARTITION OF are not supported)")
-        body = _Cursor(c.balanced())
-        while body.peek() is not None:
-            self.table_element(t, body)
-            if body.peek() is not None:
-                body.expect_punct(",")
-
-    def table_element(self, t: TableShape, c: _Cursor) -> None:
-        first = c.peek()
-        if first.word in ("constraint", "primary", "unique", "check", "foreign", "exclude") and first.kind == "word":
-            self.table_constraint(t, c)
-            return
-        if first.word == "like":
-            raise ValueError("CREATE TABLE ... (LIKE ...) is not supported")
-        col = _ident(c.next())
-        type_toks = c.until(_COLUMN_STOP)
-        if not type_toks:
-            raise ValueError(f"column {t.name}.{col} has no type")
-        raw_type = _render(type_toks)
-        serial = _SERIALS.get(raw_type.lower())
-        column = Column(col, serial or _norm_type(raw_type))
-        if serial:
-            column.nullable = False
-            schema, _, bare = t.name.rpartition(".")
-            seq = f"{quote_ident(schema or 'public')}.{quote_ident(f'{bare}_{col}_seq')}"
-            column.default = f"nextval('{seq}'::regclass)"
-        t.columns.append(column)
-        conname: str | None = None
-        while c.peek() is not None and not (c.peek().kind == "punct" and c.peek().text == ","):
-            if c.accept("collate"):
-                c.qualified()
-            elif c.accept("default"):
-                column.default = _render(c.until(_COLUMN_STOP))
-            elif c.accept("not", "null"):
-                column.nullable = False
-            elif c.accept("null"):
-                column.nullable = True
-            elif c.accept("constraint"):
-                conname = _ident(c.next())
-                continue
-            elif c.accept("primary", "key"):
-                t.primary_key = Key(conname or f"{_bare(t.name)}_pkey", [col])
-                column.nullable = False
-            elif c.accept("unique"):
-                c.accept("nulls", "not", "distinct")
-                t.unique.append(Key(conname or f"{_bare(t.name)}_{col}_key", [col]))
-            elif c.accept("check"):
-                expr = _render(c.balanced())
-                t.checks.append(Check(conname or f"{_bare(t.name)}_{col}_check", check_definition(expr)))
-            elif c.accept("references"):
-                fk = ForeignKey(conname or f"{_bare(t.name)}_{col}_fkey", [col], c.qualified(), [])
-                if c.peek() is not None and c.peek().text == "(":
-                    fk.ref_columns = c.name_list()
-                self.fk_actions(fk, c)
-                t.foreign_keys.append(fk)
-            elif c.accept("generated"):
-                c.until({"not", "null", "constraint", "primary", "unique", "check", "references"})
-            else:
-                raise ValueError(f"column {t.name}.{col}: unexpected {c.peek().text!r}")
-            conname = None
-
-    def fk_actions(self, fk: ForeignKey, c: _Cursor) -> None:
-        while c.peek() is not None:
-            if c.accept("on", "delete"):
-                fk.on_delete = _norm_action(_render(c.until({"on", "match", "deferrable", "not", "initially"})))
-            elif c.accept("on", "update"):
-                fk.on_update = _norm_action(_render(c.until({"on", "match", "deferrable", "not", "initially"})))
-            elif c.accept("match"):
-                c.next()
-            elif c.accept("deferrable") or c.accept("not", "deferrable") or c.accept("not", "valid"):
-                pass
-            elif c.accept("initially"):
-                c.next()
-            else:
-                break
-        if not fk.ref_columns:
-            self.pending_fk_refs.append(fk)
-
-    def table_constraint(self, t: TableShape, c: _Cursor) -> None:
-        name = _ident(c.next()) if c.accept("constraint") else None
-        bare = _bare(t.name)
-        if c.accept("primary", "key"):
-            cols = c.name_list()
-            t.primary_key = Key(name or f"{bare}_pkey", cols)
-            for col in cols:
-                if t.column(col):
-                    t.column(col).nullable = False
-        elif c.accept("unique"):
-            c.accept("nulls", "not", "distinct")
-            cols = c.name_list()
-            t.unique.append(Key(name or f"{bare}_{'_'.join(cols)}_key", cols))
-        elif c.accept("check"):
-            expr = _render(c.balanced())
-            tail = "NOT VALID" if c.accept("not", "valid") else ""
-            c.accept("no", "inherit")
-            t.checks.append(Check(name or f"{bare}_check", check_definition(expr, tail)))
-        elif c.accept("foreign", "key"):
-            cols = c.name_list()
-            c.expect("references")
-            fk = ForeignKey(name or f"{bare}_{'_'.join(cols)}_fkey", cols, c.qualified(), [])
-            if c.peek() is not None and c.peek().text == "(":
-                fk.ref_columns = c.name_list()
-            self.fk_actions(fk, c)
-            t.foreign_keys.append(fk)
-        elif c.accept("exclude"):
-            c.until(set())
-        else:
-            raise ValueError(f"table {t.name}: unreadable constraint near {c.peek().text if c.peek() else 'end'!r}")
-        while c.peek() is not None and not (c.peek().kind == "punct" and c.peek().text == ","):
-            c.next()  # DEFERRABLE, USING INDEX TABLESPACE, ... do not change the shape
-
-    # ALTER TABLE -------------------------------------------------------------------------
-    def alter_table(self, c: _Cursor) -> None:
-        c.accept("if", "exists")
-        c.accept("only")
-        name = c.qualified()
-        if name not in self.tables:
-            return  # ALTER TABLE on a view/sequence/partition pg_dump also emits; not part of the shape
-        t = self.tables[name]
-        while c.peek() is not None:
-            if c.accept("add"):
-                if c.peek() is not None and c.peek().word == "column":
-                    raise ValueError(f"ALTER TABLE {name} ADD COLUMN is not supported in a contract")
-                self.table_constraint(t, c)
-            elif c.accept("alter"):
-                c.accept("column")
-                col = _ident(c.next())
-                column = t.column(col)
-                if column is None:
-                    raise ValueError(f"ALTER TABLE {name} names unknown column {col}")
-                if c.accept("set", "default"):
-                    column.default = _render(c.until(set()))
-                elif c.accept("drop", "default"):
-                    column.default = None
-                elif c.accept("set", "not", "null"):
-                    column.nullable = False
-                elif c.accept("drop", "not", "null"):
-                    column.nullable = True
-                else:
-                    c.until(set())  # ADD GENERATED ... AS IDENTITY, SET STATISTICS, ...
-            else:
-                c.until(set())  # OWNER TO, REPLICA IDENTITY, ENABLE TRIGGER, ... do not change the shape
-            if c.peek() is not None and c.peek().text == ",":
-                c.next()
-
-    def create_index(self, c: _Cursor, unique: bool) -> None:
-        c.accept("concurrently")
-        c.accept("if", "not", "exists")
-        name = _ident(c.next())
-        c.expect("on")
-        c.accept("only")
-        table = c.qualified()
-        method = "btree"
-        if c.accept("using"):
-            method = c.next().text.lower()
-        items = _Cursor(c.balanced())
-        cols = []
-        while items.peek() is not None:
-            cols.append(_render(items.until(set())).split(" ")[0].strip('"'))
-            if items.peek() is not None:
-                items.next()
-        if table in self.tables:
-            self.tables[table].indexes.append(Index(name, cols, unique, method))
-
-    def finish(self) -> dict[str, TableShape]:
-        for fk in self.pending_fk_refs:
-            ref = self.tables.get(fk.ref_table)
-            if ref is None or ref.primary_key is None:
-                raise ValueError(f"foreign key {fk.name} references {fk.ref_table} without a column list "
-                                 "and no primary key is known")
-            fk.ref_columns = list(ref.primary_key.columns)
-        return self.tables
-
-
-def quote_ident(name: str) -> str:
-    """An identifier as PostgreSQL's quote_ident prints it (keywords aside)."""
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _bare(name: str) -> str:
-    return name.split(".")[-1]
-
-
-def contract_from_sql(sql_text: str, source: str = "<sql>") -> Contract:
-    """The shape of every table in a schema-only SQL file (pg_dump output or hand-written DDL)."""
-    b = _Builder()
-    try:
-        for toks in _statements(sql_text):
-            c = _Cursor(toks)
-            if c.accept("create", "table") or c.accept("create", "unlogged", "table"):
-                b.create_table(c)
-            elif c.accept("alter", "table"):
-                b.alter_table(c)
-            elif c.accept("create", "unique", "index"):
-                b.create_index(c, True)
-            elif c.accept("create", "index"):
-                b.create_index(c, False)
-        tables = b.finish()
-    except (ValueError, IndexError, AttributeError) as e:
-        raise _bad(source, f"the SQL could not be parsed ({e})") from None
-    if not tables:
-        raise _bad(source, "it defines no tables")
-    return Contract(tables=tables, annotations={}, source=source)
 
 
 def with_annotations(shape: Contract, annotations: dict) -> Contract:

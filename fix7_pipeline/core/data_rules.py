@@ -147,8 +147,12 @@ def run_sanitization(findings: list[Finding], contract: Contract, present_tables
                            sanitization_expectations(findings, contract, present_tables))
 
 
-def data_rules_findings(summary: dict) -> list[Finding]:
-    """One error finding per failed expectation of a suite summary (data_rules or sanitization)."""
+def data_rules_findings(summary: dict, *, declared: bool = True) -> list[Finding]:
+    """One error finding per failed expectation of a suite summary (data_rules or sanitization).
+
+    A suite that evaluated nothing fails (a gate that checks nothing) when rules were `declared`; a contract
+    that declares no data rules gets one note instead, and its shape gate alone decides.
+    """
     out = []
     suite = summary.get("suite", "data_rules")
     for e in summary.get("expectations", []):
@@ -168,7 +172,11 @@ def data_rules_findings(summary: dict) -> list[Finding]:
                            column=column, extra={k: v for k, v in e.items()
                                                  if k in ("expectation", "unexpected_count", "error")}))
     if not summary.get("expectations"):
-        out.append(Finding(f"{suite}.empty", f"suite {suite} evaluated nothing; a gate that checks nothing fails"))
+        if declared:
+            out.append(Finding(f"{suite}.empty", f"suite {suite} evaluated nothing; a gate that checks nothing fails"))
+        else:
+            out.append(Finding(f"{suite}.none_declared", "no data rules declared: the contract names none, so "
+                                                         "only the shape was checked", severity="note"))
     return out
 
 

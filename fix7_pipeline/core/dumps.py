@@ -128,6 +128,7 @@ class DumpInfo:
     tables: list[str] = field(default_factory=list)
     tables_with_data: list[str] = field(default_factory=list)
     schema_only: bool = False
+    hand_written: bool = False  # schema SQL not written by pg_dump (a contract's source), screened all the same
     uncompressed_bytes: int | None = None
     max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES
     max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO
@@ -620,7 +621,8 @@ def _meta_finding(meta: Meta, why: str) -> Finding:
 class PlainScreen:
     """Incremental screening of a plain dump: used by `screen_dump` and again while restoring."""
 
-    def __init__(self):
+    def __init__(self, *, hand_written: bool = False):
+        self.hand_written = hand_written  # schema SQL a person wrote: no pg_dump closing line to expect
         self.scanner = PlainScanner()
         self.findings: list[Finding] = []
         self.restrict_key: str | None = None
@@ -721,7 +723,7 @@ class PlainScreen:
         if self.restrict_key is not None and self.unrestricted_at is None:
             self.findings.append(Finding(rule="dump_truncated", message=(
                 "The plain dump opens pg_dump's \\restrict but never closes it: it is truncated.")))
-        if not self.complete_marker:
+        if not self.complete_marker and not self.hand_written:
             self.findings.append(Finding(rule="dump_truncated", message=(
                 "The plain dump lacks pg_dump's closing '-- PostgreSQL database dump complete' line: it is "
                 "truncated or was cut.")))
@@ -729,7 +731,7 @@ class PlainScreen:
 
 
 def screen_plain(info: DumpInfo) -> list[Finding]:
-    screen = PlainScreen()
+    screen = PlainScreen(hand_written=info.hand_written)
     with open_plain(info) as f:
         for lineno, line, complete in iter_lines(f):
             screen.feed(lineno, line, complete)
@@ -883,8 +885,11 @@ def _check_newer(path: Path, pg_dump_version: str | None) -> None:
                       rule="dump_too_new")
 
 
-def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) -> dict:
-    """One streamed pass: header versions, TOC comment headers, COPY blocks, size."""
+def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, hand_written: bool = False) -> dict:
+    """One streamed pass: header versions, TOC comment headers, COPY blocks, size.
+
+    `hand_written` reads schema SQL a person wrote (a contract's source): no pg_dump banner is required.
+    """
     header: dict = {}
     toc: list[TocEntry] = []
     copies: list[str] = []
@@ -905,7 +910,7 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
                         raise _refuse(path, "it holds binary data, so it is not a pg_dump output", rule="dump_not_pg_dump")
                     if line.startswith("-- PostgreSQL database dump"):
                         seen_dump_banner = True
-                elif lineno > 64 and not seen_dump_banner:
+                elif lineno > 64 and not seen_dump_banner and not hand_written:
                     break
                 kind, stmts, _ = scanner.feed(lineno, line, complete)
                 if kind != "sql":
@@ -927,7 +932,7 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
         except zlib.error as e:
             raise _refuse(path, f"the gzip stream is damaged ({e})", "Supply the complete file.",
                           rule="dump_corrupt") from None
-    if not seen_dump_banner:
+    if not seen_dump_banner and not hand_written:
         raise _refuse(path, "it is not a pg_dump output (no '-- PostgreSQL database dump' header in its first "
                       "lines)", rule="dump_not_pg_dump")
     return {"header": header, "toc": toc, "copies": copies, "uncompressed": uncompressed,
@@ -936,8 +941,12 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int) ->
 
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
                  max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO, verify_data: bool = True,
-                 timeout: float = 3600) -> DumpInfo:
-    """Identify a dump (format, versions, TOC, sha256) without restoring it; refuse anything unusable."""
+                 timeout: float = 3600, schema_sql: bool = False) -> DumpInfo:
+    """Identify a dump (format, versions, TOC, sha256) without restoring it; refuse anything unusable.
+
+    `schema_sql` also takes plain SQL that pg_dump did not write (a contract's schema source): it is screened
+    and restored like any plain dump, only pg_dump's banner, version line and closing line are not required.
+    """
     real = _resolve(Path(path), allowed_roots)
     st = os.stat(real)
     if stat.S_ISDIR(st.st_mode):
@@ -1010,7 +1019,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                     server_version=None, archive_version=None, max_plain_bytes=max_plain_bytes,
                     max_gzip_ratio=max_gzip_ratio)
     if fmt in (PLAIN, PLAIN_GZIP):
-        got = _inspect_plain(real, fmt == PLAIN_GZIP, max_plain_bytes, max_gzip_ratio)
+        got = _inspect_plain(real, fmt == PLAIN_GZIP, max_plain_bytes, max_gzip_ratio, hand_written=schema_sql)
         info.sha256, info.bytes = got["sha256"], got["bytes"]
         if info.bytes != st.st_size:
             raise _refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
@@ -1021,7 +1030,9 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         info.uncompressed_bytes = got["uncompressed"]
         info.tables, _ = _tables_from_toc(info.toc)
         info.tables_with_data = sorted(set(got["copies"]))
-        if not info.pg_dump_version:
+        if not info.pg_dump_version and schema_sql:
+            info.hand_written = True
+        elif not info.pg_dump_version:
             raise _refuse(real, "its header does not say which pg_dump made it ('-- Dumped by pg_dump version')",
                           rule="dump_not_pg_dump")
     else:

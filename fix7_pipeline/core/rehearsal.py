@@ -104,6 +104,21 @@ def _throwaway(state: dict) -> Throwaway:
                      extra_databases=list(t.get("extra_databases", [])))
 
 
+def stage_contract(state: dict, request: RehearsalRequest, server: RehearsalServer):
+    """The run's contract, read once: YAML as written, schema SQL or a dump converted by PostgreSQL on `server`.
+
+    The converted shape travels in the run state, so later stages (and processes) never restore it again.
+    """
+    from . import contract as contract_mod
+
+    if "contract" not in state:
+        c = contract_mod.load_contract(request.contract or None, server=server)
+        state["contract"] = {"source": c.source, "data": c.as_dict(),
+                             "derived_from_schema": bool(request.contract) and contract_mod.is_schema_source(
+                                 request.contract)}
+    return contract_mod.contract_from_dict(state["contract"]["data"], state["contract"]["source"])
+
+
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
     if isinstance(e, Fix7Error):
@@ -426,7 +441,6 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
 
 def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
-    from . import contract as contract_mod
     from . import dumps, isolation, restore
     from .server import assert_least_privilege, planted_settings, role_attributes
 
@@ -441,12 +455,22 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
                             "that stays put during the rehearsal.", rule="dump_changed")
-        restored = restore.restore(server, tw, info)
-        pointers = contract_mod.load_contract(request.contract or None).pointers or None
+        contract = stage_contract(state, request, server)  # a bad contract stops the run before the restore
+        used = {"source": state["contract"]["source"], "tables": len(contract.tables),
+                "derived_from_schema": state["contract"]["derived_from_schema"]}
+        try:
+            restored = restore.restore(server, tw, info)
+        except restore.RestoreFailed as e:
+            partial = partial_dump_finding(e, info, contract)
+            if partial is None:
+                raise
+            return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
+        pointers = contract.pointers or None
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
             findings += isolation.prove_isolation(conn, request.policy(), pointers)
-        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs},
+        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs,
+                                                                "contract": used},
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
         packet.set(isolation_proven=outcome.status == PASSED)
@@ -458,16 +482,37 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
 
 
+def partial_dump_finding(e, info, contract) -> Finding | None:
+    """A restore that stopped on an object the dump does not create (pg_dump -t/-n): name what is missing.
+
+    The restore ran in one transaction, so only its first error is known; the contract's required tables
+    that the dump's table of contents does not carry are named as well, all of them.
+    """
+    if not e.missing:
+        return None
+    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}
+    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried)
+    shown = ", ".join(missing_tables[:12]) + (f" (+{len(missing_tables) - 12} more)" if len(missing_tables) > 12
+                                              else "")
+    tables = (f" The contract requires {len(missing_tables)} table(s) the dump does not carry: {shown}."
+              if missing_tables else "")
+    msg = (f"The dump is partial: PostgreSQL stopped restoring it because it refers to {', '.join(e.missing)}, "
+           f"which the dump does not create (nothing was kept).{tables} Hand over a dump of the whole database "
+           "(pg_dump without -t, -n or --exclude-table), or one that also carries what is named here.")
+    return Finding(rule="partial_dump", message=msg,
+                   extra={"missing_dependencies": e.missing, "missing_tables": missing_tables,
+                          "first_error": e.lines[:1]})
+
+
 def sanitization(state: dict) -> StageOutcome:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
-    from . import contract as contract_mod
     from . import data_rules, secrets
     from .report import FINDINGS
     from .server import database_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
-        contract = contract_mod.load_contract(request.contract or None)
+        contract = stage_contract(state, request, server)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
@@ -519,22 +564,38 @@ def _dump_time(state: dict) -> dt.datetime:
 
 
 def schema_shape(state: dict) -> StageOutcome:
-    from . import contract as contract_mod
     from . import data_rules, shape
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
-        contract = contract_mod.load_contract(request.contract or None)
+        contract = stage_contract(state, request, server)
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
             findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
         details: dict = {}
-        if not any(f.is_error for f in findings):
-            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
-            suite = data_rules.run_data_rules(url, contract, _dump_time(state))
-            details["gx"] = suite
-            findings += data_rules.data_rules_findings(suite)
-        return StageOutcome.from_findings(findings, details=details,
-                                          ok_reason="tables, columns, types, keys and data rules match the contract")
+        declared = bool(contract.data_rules)
+        schema_only = bool((state.get("clone") or {}).get("schema_only"))
+        if schema_only:
+            matches = not any(f.is_error for f in findings)
+            findings.insert(0 if matches else len(findings), Finding(
+                rule="schema_only_dump", message=(
+                    "schema-only dump: the shape was checked and matches the contract; there is no data to "
+                    "rehearse the change on — hand over a dump with data (pg_dump without --schema-only)"
+                    if matches else "schema-only dump: there is no data to rehearse the change on either — hand "
+                                    "over a dump with data (pg_dump without --schema-only)")))
+            details["data_rules"] = "not run: a schema-only dump has no rows to check"
+        elif not any(f.is_error for f in findings):
+            if declared:
+                url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
+                suite = data_rules.run_data_rules(url, contract, _dump_time(state))
+                details["gx"] = suite
+                findings += data_rules.data_rules_findings(suite, declared=True)
+            else:
+                details["data_rules"] = "none declared"
+                findings += data_rules.data_rules_findings({"suite": "data_rules", "expectations": []},
+                                                           declared=False)
+        ok = "tables, columns, types, keys and data rules match the contract" if declared else \
+            "tables, columns, types and keys match the contract; no data rules declared"
+        return StageOutcome.from_findings(findings, details=details, ok_reason=ok)
 
     return run_stage(state, "schema_shape", body)
 

@@ -95,11 +95,37 @@ def _clean_error_lines(stderr: str, line_offset: int = 0) -> list[str]:
     return out
 
 
-def _restore_failed(tool: str, lines: list[str], rc: int | None) -> Fix7Error:
+# "relation "public.customer" does not exist", "type "public.year" does not exist", "schema "store" ..."
+_MISSING = re.compile(r'\b(relation|type|schema|function|sequence|collation|text search configuration|'
+                      r'operator class|access method|foreign table|table)\s+"?([^"\s(]+(?:\([^)]*\))?)"?\s+'
+                      r'does not exist')
+
+
+class RestoreFailed(Fix7Error):
+    """The server stopped the restore: its error lines (values withheld) and the objects it found missing."""
+
+    def __init__(self, message: str, lines: list[str]):
+        super().__init__(message, rule="restore_failed")
+        self.lines = lines
+        self.missing = missing_dependencies(lines)
+
+
+def missing_dependencies(lines: list[str]) -> list[str]:
+    """'relation public.customer', 'type public.year': what a restore's errors say does not exist."""
+    out: list[str] = []
+    for ln in lines:
+        for kind, name in _MISSING.findall(ln):
+            item = f"{kind} {name}"
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _restore_failed(tool: str, lines: list[str], rc: int | None) -> RestoreFailed:
     quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
-    return Fix7Error(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
-                     f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
-                     "what the server reports.", rule="restore_failed")
+    return RestoreFailed(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
+                         f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
+                         "what the server reports.", lines)
 
 
 def _changed(info: DumpInfo) -> Fix7Error:
@@ -110,7 +136,8 @@ def _changed(info: DumpInfo) -> Fix7Error:
 
 # -- archives -----------------------------------------------------------------------------------
 
-def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float) -> dict:
+def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeout: float,
+                     schema_only: bool = False) -> dict:
     if hash_dump(info.path, info.format) != info.sha256:
         raise _changed(info)
     _header, toc = list_archive(info.path, info.format, timeout=min(timeout, 600))
@@ -133,7 +160,8 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
         flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
         args = [pg_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
                 "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-                "--single-transaction", "-L", str(listing), "-d", tw.database, str(info.path)]
+                "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", str(listing),
+                "-d", tw.database, str(info.path)]
         env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
         errf = Path(tmp) / "stderr"
         started = time.monotonic()
@@ -150,7 +178,8 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
             raise _restore_failed("pg_restore", _clean_error_lines(stderr), r.returncode)
     summary = ["pg_restore", "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
                "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-               "--single-transaction", "-L", "<filtered toc>", "-d", tw.database, "<dump>"]
+               "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", "<filtered toc>",
+               "-d", tw.database, "<dump>"]
     return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
             "entries_restored": kept, "entries_skipped": skipped}
 
@@ -162,7 +191,7 @@ class _PlainFeeder:
 
     def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str):
         self.info, self.proc, self.key = info, proc, key
-        self.screen = PlainScreen()
+        self.screen = PlainScreen(hand_written=info.hand_written)
         self.held: list[str] | None = None
         self.held_bytes = 0
         self.statements = 0
@@ -299,9 +328,69 @@ def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> N
                         rule=RULE_MEMBERSHIP)
 
 
+# -- extensions the rehearsal server lacks ---------------------------------------------------------
+
+_NOT_AVAILABLE = re.compile(r'extension "([^"]+)" is not available|could not open extension control file '
+                            r'"[^"]*/([^/"]+)\.control"')
+_NO_LIBRARY = re.compile(r'could not load library "[^"]*/([^/"]+)\.so": ([^:\s]+): cannot open shared object')
+
+
+def dump_extensions(info: DumpInfo) -> list[str]:
+    """The extensions the dump creates (its table of contents; plpgsql is the server's own)."""
+    return sorted({e.name.strip('"') for e in info.toc if e.kind == "EXTENSION"} - {"plpgsql"})
+
+
+def _extension_error(server: RehearsalServer, missing: list[str], unloadable: dict[str, str]) -> Fix7Error:
+    from . import extensions
+
+    parts = []
+    if missing:
+        parts.append(f"The rehearsal server ({server.describe()}) lacks the extension(s) the dump creates: "
+                     f"{', '.join(missing)}. Fix: " + extensions.fix_for(missing, embedded=server.kind == "embedded",
+                                                                       server=server.describe()) + ".")
+    for ext, lib in sorted(unloadable.items()):
+        pkg = extensions.SYSTEM_LIBRARIES.get(ext, (None, None, None))[2]
+        parts.append(f"The rehearsal server has the extension {ext} but cannot load it: its module needs {lib}, "
+                     f"which the server's machine lacks. Fix: install it there"
+                     + (f" (as root on Debian: apt-get install {pkg})" if pkg else "") + ".")
+    return Fix7Error(" ".join(parts) + " Then rehearse again; nothing was restored.", rule="extension_missing")
+
+
+def check_extensions(server: RehearsalServer, info: DumpInfo) -> None:
+    """Refuse, naming each one and its fix, a dump whose extensions the rehearsal server cannot create."""
+    from . import extensions
+
+    wanted = dump_extensions(info)
+    if not wanted:
+        return
+    with server.connect(purpose="available extensions") as c:
+        available = {r[0] for r in c.execute("select name from pg_catalog.pg_available_extensions")}
+    missing = [e for e in wanted if e not in available]
+    unloadable = {}
+    if server.kind == "embedded":  # its modules load on this machine: a lacking system library shows here
+        unloadable = {e: lib for e in wanted if e in available and (lib := extensions.missing_system_library(e))}
+    if missing or unloadable:
+        raise _extension_error(server, missing, unloadable)
+
+
+def _extension_failure(server: RehearsalServer, e: RestoreFailed) -> Fix7Error | None:
+    """The restore stopped on an extension (SQL without a table of contents, an external server's module)."""
+    missing, unloadable = [], {}
+    for ln in e.lines:
+        for a, b in _NOT_AVAILABLE.findall(ln):
+            if (a or b) not in missing:
+                missing.append(a or b)
+        for ext, lib in _NO_LIBRARY.findall(ln):
+            unloadable[ext] = lib
+    return _extension_error(server, missing, unloadable) if missing or unloadable else None
+
+
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
-            screen: bool = True) -> dict:
-    """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept."""
+            screen: bool = True, schema_only: bool = False) -> dict:
+    """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept.
+
+    `schema_only` leaves an archive's data out (a contract needs the shape alone); a plain dump runs whole.
+    """
     attrs = role_attributes(server, throwaway.login.role)
     if not attrs.get("role") or "superuser" not in attrs:
         raise Fix7Error(f"The restoring role {throwaway.login.role} does not exist on the rehearsal server.",
@@ -313,12 +402,16 @@ def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, ti
         if refusals:
             more = f" (+{len(refusals) - 1} more)" if len(refusals) > 1 else ""
             raise Fix7Error(refusals[0].message + more, rule=refusals[0].rule)
-    if info.format in (PLAIN, PLAIN_GZIP):
-        details = _restore_plain(server, throwaway, info, timeout)
-    elif info.format in (CUSTOM, DIRECTORY, TAR):
-        details = _restore_archive(server, throwaway, info, timeout)
-    else:
-        raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
+    check_extensions(server, info)
+    try:
+        if info.format in (PLAIN, PLAIN_GZIP):
+            details = _restore_plain(server, throwaway, info, timeout)
+        elif info.format in (CUSTOM, DIRECTORY, TAR):
+            details = _restore_archive(server, throwaway, info, timeout, schema_only)
+        else:
+            raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
+    except RestoreFailed as e:
+        raise _extension_failure(server, e) or e from None
     details.update(database=throwaway.database, role=throwaway.login.role, format=info.format,
                    sha256=info.sha256, least_privilege=attrs)
     return details

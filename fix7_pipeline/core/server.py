@@ -268,7 +268,26 @@ def start_embedded() -> dict:
         except Exception as e:  # the wheel raises assorted errors; the log says why
             raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not start ({type(e).__name__}: "
                             f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
-    return {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
+    result = {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
+    give_extensions(str(info.socket_dir), int(info.port or 5432))
+    return result
+
+
+_EXTENSIONS_GIVEN: set[tuple[str, int]] = set()
+
+
+def give_extensions(host: str, port: int) -> None:
+    """Once per process and server: point an embedded server at the extensions `make extensions` added."""
+    if (host, port) in _EXTENSIONS_GIVEN:
+        return
+    from .extensions import configure_server
+
+    try:
+        configure_server(lambda: psycopg.connect(host=host, port=port, dbname="postgres", user="postgres",
+                                                 autocommit=True, connect_timeout=10))
+    except psycopg.Error:
+        return  # not given: a dump that creates them is refused by name, with the fix
+    _EXTENSIONS_GIVEN.add((host, port))
 
 
 DAGSTER_STORAGE_ROLE = "dagster_storage"

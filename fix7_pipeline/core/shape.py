@@ -13,21 +13,31 @@ from collections.abc import Callable
 
 import psycopg
 
-from .contract import FK_ACTIONS, Check, Column, Contract, ForeignKey, Index, Key, TableShape
+from .contract import FK_ACTIONS, GENERATED, IDENTITY, Check, Column, Contract, ForeignKey, Index, Key, TableShape
 from .model import Finding
 
 _USER_SCHEMAS = """n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
                    and n.nspname !~ '^pg_(toast_)?temp_' """
 
+_PARENTS = """array(select case when pn.nspname = 'public' then p.relname else pn.nspname || '.' || p.relname end
+             from pg_inherits i join pg_class p on p.oid = i.inhparent join pg_namespace pn on pn.oid = p.relnamespace
+             where i.inhrelid = c.oid order by i.inhseqno)::text[]"""
+
+# Every user table: plain, partitioned parents and their partitions, inherited and typed tables.
 _TABLES_SQL = f"""
-select c.oid, n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind in ('r', 'p') and not c.relispartition and {_USER_SCHEMAS}
+select c.oid, n.nspname, c.relname,
+       case when c.relkind = 'p' then pg_get_partkeydef(c.oid) end,
+       c.relispartition, case when c.relispartition then pg_get_expr(c.relpartbound, c.oid) end,
+       {_PARENTS},
+       case when c.reloftype <> 0 then format_type(c.reloftype, null) end
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p') and {_USER_SCHEMAS}
   and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')
 order by 2, 3"""
 
 _COLUMNS_SQL = """
 select a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), not a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid)
+       pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text
 from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
 where a.attrelid = any(%(oids)s) and a.attnum > 0 and not a.attisdropped
 order by a.attrelid, a.attnum"""
@@ -63,14 +73,31 @@ def _table_name(schema: str, name: str) -> str:
 
 
 def read_catalog_shape(conn: psycopg.Connection) -> dict[str, TableShape]:
-    """Every user table of the connected database as the contract describes tables."""
+    """Every user table of the connected database as the contract describes tables.
+
+    Partitioned tables carry their partition key, partitions their parent and bound, inheriting tables
+    their parents and typed tables their type; identity and generated columns say so (a generation
+    expression is not a default). Tables made with LIKE are plain tables and read as such.
+    """
     with conn.transaction():
-        conn.execute("select set_config('search_path', '', true)")
+        # names print qualified, and timestamp literals (partition bounds, defaults) the same on every server
+        conn.execute("select set_config('search_path', '', true), set_config('TimeZone', 'UTC', true), "
+                     "set_config('DateStyle', 'ISO, MDY', true), set_config('IntervalStyle', 'postgres', true)")
         tables = conn.execute(_TABLES_SQL).fetchall()
         oids = [r[0] for r in tables]
-        by_oid = {oid: TableShape(name=_table_name(s, n)) for oid, s, n in tables}
-        for relid, name, typ, nullable, default in conn.execute(_COLUMNS_SQL, {"oids": oids}):
-            by_oid[relid].columns.append(Column(name, typ, nullable, default))
+        by_oid: dict[int, TableShape] = {}
+        for oid, s, n, partkey, is_partition, bound, parents, of_type in tables:
+            t = TableShape(name=_table_name(s, n), partition_by=partkey, of_type=of_type)
+            if is_partition:
+                t.partition_of, t.partition_bound = (parents[0] if parents else None), bound
+            else:
+                t.inherits = list(parents or [])
+            by_oid[oid] = t
+        for relid, name, typ, nullable, default, identity, generated in conn.execute(_COLUMNS_SQL, {"oids": oids}):
+            col = Column(name, typ, nullable, default, IDENTITY.get(identity or ""))
+            if generated and generated in GENERATED:
+                col.default, col.generated, col.generated_kind = None, default, GENERATED[generated]
+            by_oid[relid].columns.append(col)
         for (relid, name, kind, cols, _refoid, rschema, rname, rcols, deltype, updtype,
              definition) in conn.execute(_CONSTRAINTS_SQL, {"oids": oids}):
             t = by_oid[relid]
@@ -113,6 +140,7 @@ def compare_shapes(expected: Contract, actual: dict[str, TableShape]) -> list[Fi
             else:
                 out.append(_f("table_missing", f"{tname}: optional table absent", "note", tname))
             continue
+        out += _compare_kind(exp, act)
         out += _compare_columns(exp, act)
         out += _compare_keys(exp, act)
         out += _compare_foreign_keys(exp, act)
@@ -121,6 +149,33 @@ def compare_shapes(expected: Contract, actual: dict[str, TableShape]) -> list[Fi
     for tname in sorted(set(actual) - set(expected.tables)):
         out.append(_f("extra_table", f"{tname}: table not in the contract", "note", tname))
     return out
+
+
+def _show(value) -> str:
+    if value is None or value == []:
+        return "none"
+    return ", ".join(value) if isinstance(value, list) else str(value)
+
+
+def _compare_kind(exp: TableShape, act: TableShape) -> list[Finding]:
+    """Partitioning, partition bounds, inheritance and typed tables: a table of another kind is another shape."""
+    out: list[Finding] = []
+    t = exp.name
+    for rule, label, key, loose in (("partitioning", "partition key", "partition_by", True),
+                                    ("partitioning", "partition of", "partition_of", False),
+                                    ("partitioning", "partition bound", "partition_bound", True),
+                                    ("inheritance", "inherits from", "inherits", False),
+                                    ("typed_table", "typed table of", "of_type", False)):
+        want, got = getattr(exp, key), getattr(act, key)
+        same = (_loose(want) == _loose(got)) if loose and want is not None and got is not None else want == got
+        if not same:
+            out.append(_f(rule, f"{t}: {label} expected {_show(want)}, found {_show(got)}", "error", t,
+                          expected=_show(want), found=_show(got)))
+    return out
+
+
+def _show_generated(c: Column) -> str:
+    return f"generated {c.generated_kind} as {c.generated}" if c.generated is not None else "not generated"
 
 
 def _compare_columns(exp: TableShape, act: TableShape) -> list[Finding]:
@@ -139,6 +194,13 @@ def _compare_columns(exp: TableShape, act: TableShape) -> list[Finding]:
             want = "nullable" if col.nullable else "NOT NULL"
             got = "nullable" if found.nullable else "NOT NULL"
             out.append(_f("nullability", f"{where}: expected {want}, found {got}", "error", t, col.name))
+        if found.identity != col.identity:
+            out.append(_f("identity", f"{where}: expected identity {col.identity or 'none'}, found "
+                          f"{found.identity or 'none'}", "error", t, col.name))
+        if (found.generated is None) != (col.generated is None) or (col.generated is not None and (
+                found.generated_kind != col.generated_kind or _loose(found.generated) != _loose(col.generated))):
+            out.append(_f("generated", f"{where}: expected {_show_generated(col)}, found {_show_generated(found)}",
+                          "error", t, col.name))
         if col.default is not None and found.default != col.default:
             out.append(_f("column_default", f"{where}: expected default {col.default}, found "
                           f"{found.default if found.default is not None else 'no default'}", "error", t, col.name,

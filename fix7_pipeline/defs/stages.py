@@ -95,10 +95,16 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
                                                               .get("by_rule", {}))))},
     )
     if suite_check:
-        yield suite_result(asset, suite_check, outcome.details.get("gx"))
+        yield suite_result(asset, suite_check, outcome.details.get("gx"),
+                           none_declared=outcome.details.get("data_rules") == "none declared")
 
 
-def suite_result(asset: str, check: str, gx: dict | None) -> dg.AssetCheckResult:
+def suite_result(asset: str, check: str, gx: dict | None, *, none_declared: bool = False) -> dg.AssetCheckResult:
+    if not gx and none_declared:
+        return dg.AssetCheckResult(asset_key=asset, check_name=check, passed=True,
+                                   severity=dg.AssetCheckSeverity.ERROR,
+                                   description="no data rules declared: the contract names none, so only the "
+                                               "shape was checked", metadata={"evaluated": 0})
     if not gx:
         return dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,
                                    severity=dg.AssetCheckSeverity.ERROR,

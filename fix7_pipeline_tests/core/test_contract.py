@@ -1,41 +1,29 @@
-"""The contract: the shipped default equals the reference SQL, and the SQL parser agrees with PostgreSQL."""
+"""The contract: YAML as written, or read from PostgreSQL's catalog after a screened restore of the schema."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import yaml
 
-from fix7_pipeline.core.contract import contract_from_dict, contract_from_sql, dump_contract_yaml, load_contract
+from fix7_pipeline.core.contract import contract_from_dict, dump_contract_yaml, load_contract
+from fix7_pipeline.core.contract_sql import contract_from_schema
 from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.server import pg_tool, run_tool
-from fix7_pipeline.core.shape import check_shape, read_catalog_shape
+from fix7_pipeline.core.server import leftovers, pg_tool, run_tool
+from fix7_pipeline.core.shape import check_shape, compare_shapes, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
 from fix7_pipeline_tests.pg import as_owner, scratch
 
-HAND_WRITTEN = """
-CREATE TABLE "Odd Schema Free" (
-    "Id" serial PRIMARY KEY,
-    code varchar(12) NOT NULL UNIQUE,
-    amount numeric(10, 2) DEFAULT 0 CHECK (amount >= 0),
-    seen timestamptz,
-    flags int[],
-    parent integer REFERENCES "Odd Schema Free" ON DELETE SET NULL,
-    note text COLLATE "C" DEFAULT 'a;b'
-);
-create table child (
-    a int8 not null, b int2 not null, c bool default true,
-    constraint child_pk primary key (a, b),
-    foreign key (a) references "Odd Schema Free" ("Id") on update cascade,
-    check (a > 0 and b > 0)
-);
-CREATE UNIQUE INDEX child_c_idx ON child USING btree (c);
-"""
+RENTAL_SHOP = Path(__file__).parents[1] / "data" / "rental_shop.sql"
 
 
-def test_default_contract_shape_equals_reference_sql():
+def test_default_contract_shape_equals_reference_sql(server):
+    """The shipped YAML is what `fix7 contract from-sql` derives from the reference SQL, and nothing else."""
     default = load_contract(None)
-    derived = contract_from_sql(REFERENCE_SQL.read_text())
-    assert default.shape_dict() == derived.shape_dict()
+    derived = contract_from_schema(server, REFERENCE_SQL)
+    assert derived.shape_dict() == default.shape_dict()
+    assert derived.annotations == {}  # annotations are the YAML's own: PostgreSQL knows no secrets
     assert default.tables["birth_registry"].column("content_hash").type == "character(64)"
     assert default.tables["directus_sessions"].foreign_keys[0].on_delete == "CASCADE"
     assert default.must_be_empty == ["directus_sessions"]
@@ -47,34 +35,82 @@ def test_default_contract_shape_equals_reference_sql():
     assert all(t.required for t in default.tables.values())
 
 
-def test_parser_agrees_with_the_catalog_and_with_pg_dump(server, throwaway, tmp_path):
-    """Reference loaded into PostgreSQL: catalog == parse(reference) == parse(pg_dump --schema-only)."""
-    with as_owner(server, throwaway) as c:
-        c.execute(REFERENCE_SQL.read_text())
-        c.execute(HAND_WRITTEN)
-        catalog = {n: t.as_dict() for n, t in read_catalog_shape(c).items()}
-        hand = contract_from_sql(HAND_WRITTEN)
-        assert check_shape(c, hand, scratch(server, throwaway)) == [f for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity == "note"]
-        assert not [f for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity != "note"]
-        # a real difference in a hand-written check stays an error after PostgreSQL deparses it
-        hand.tables["child"].checks[0].definition = "CHECK (a > 1 and b > 0)"
-        assert [f.rule for f in check_shape(c, hand, scratch(server, throwaway)) if f.severity == "error"] == ["shape.check"]
-    parsed = contract_from_sql(REFERENCE_SQL.read_text()).shape_dict()["tables"]
-    assert parsed == {n: t for n, t in catalog.items() if n in parsed}
-    assert hand.tables["Odd Schema Free"].column("flags").type == "integer[]"
-    assert hand.tables["child"].primary_key.columns == ["a", "b"]
-    assert hand.tables["Odd Schema Free"].foreign_keys[0].on_delete == "SET NULL"
-    out = tmp_path / "schema.sql"
+def test_schema_kinds_postgresql_accepts(server, throwaway, tmp_path):
+    """Partitions, inheritance, typed, LIKE-made tables, identity and generated columns: read from the catalog."""
+    before = set(leftovers(server))
+    c = contract_from_schema(server, RENTAL_SHOP)
+    assert set(leftovers(server)) == before  # the throwaway the schema was restored into is gone
+    t = c.tables
+    assert t["payment"].partition_by == "RANGE (payment_date)" and t["payment"].partition_of is None
+    assert t["payment_p2022_01"].partition_of == "payment"
+    assert t["payment_p2022_01"].partition_bound == \
+        "FOR VALUES FROM ('2022-01-01 00:00:00+00') TO ('2022-02-01 00:00:00+00')"
+    assert t["payment_default"].partition_bound == "DEFAULT"
+    assert t["store.inventory"].partition_by == "LIST (store_id)"
+    assert t["store.inventory_2"].partition_of == "store.inventory"
+    assert t["store.inventory_2"].partition_bound == "FOR VALUES IN (2)"
+    assert t["staff_log_archive"].inherits == ["staff_log"] and [x.name for x in t["staff_log_archive"].columns] == [
+        "id", "logged_at", "note", "archived_by"]
+    assert t["address"].of_type == "public.address_t" and t["address"].primary_key.columns == ["street", "city"]
+    assert t["customer_import"].inherits == [] and t["customer_import"].column("customer_id").identity is None
+    assert t["customer"].column("customer_id").identity == "always"
+    assert t["rental"].column("rental_id").identity == "by default"
+    full_name = t["customer"].column("full_name")
+    assert full_name.generated == "((first_name || ' '::text) || last_name)" and full_name.generated_kind == "stored"
+    assert full_name.default is None
+    assert t["film"].column("film_id").default == "nextval('public.film_film_id_seq'::regclass)"
+    assert "customer_list" not in t  # a view is not a table
+    # YAML round trip, and the schema itself matches its own contract with no difference at all
+    again = contract_from_dict(yaml.safe_load(dump_contract_yaml(c)), "again")
+    assert again.shape_dict() == c.shape_dict()
+    with as_owner(server, throwaway) as conn:
+        conn.execute(RENTAL_SHOP.read_text())
+        assert check_shape(conn, again, scratch(server, throwaway)) == []
+        actual = read_catalog_shape(conn)
+    # each kind, changed, is an error naming it
+    changed = contract_from_dict(yaml.safe_load(dump_contract_yaml(c)), "changed")
+    changed.tables["payment"].partition_by = "RANGE (payment_id)"
+    changed.tables["payment_p2022_02"].partition_bound = "FOR VALUES FROM ('2022-02-01') TO ('2022-04-01')"
+    changed.tables["staff_log_archive"].inherits = []
+    changed.tables["address"].of_type = None
+    changed.tables["customer"].column("customer_id").identity = "by default"
+    changed.tables["film"].column("rental_rate_cents").generated = "(rental_rate)::integer"
+    errors = {(f.rule, f.table) for f in compare_shapes(changed, actual) if f.is_error}
+    assert errors == {("shape.partitioning", "payment"), ("shape.partitioning", "payment_p2022_02"),
+                      ("shape.inheritance", "staff_log_archive"), ("shape.typed_table", "address"),
+                      ("shape.identity", "customer"), ("shape.generated", "film")}
+
+
+def test_pg_dump_schema_only_of_every_format_gives_the_same_contract(server, throwaway, tmp_path):
+    """from-sql on the plain schema-only dump and from-dump on each archive: one contract, the catalog's."""
+    with as_owner(server, throwaway) as conn:
+        conn.execute(RENTAL_SHOP.read_text())
+        conn.execute(REFERENCE_SQL.read_text())
+        catalog = {n: t.as_dict() for n, t in read_catalog_shape(conn).items()}
     env = server.tool_env(throwaway.database, throwaway.login, "test dump", "pg_dump")
-    res = run_tool([pg_tool("pg_dump"), "--schema-only", "-f", str(out)], env)
-    assert res.returncode == 0, res.stderr
-    dumped = load_contract(out)
-    assert dumped.shape_dict()["tables"] == catalog
-    assert dumped.tables["Odd Schema Free"].column("Id").default == \
-        "nextval('public.\"Odd Schema Free_Id_seq\"'::regclass)"
+    shapes = {}
+    for fmt in ("p", "c", "d", "t"):
+        out = tmp_path / f"schema.{fmt}"
+        res = run_tool([pg_tool("pg_dump"), "--schema-only", "-F", fmt, "-f", str(out)], env)
+        assert res.returncode == 0, res.stderr
+        shapes[fmt] = contract_from_schema(server, out).shape_dict()["tables"]
+    assert shapes["p"] == catalog
+    assert shapes["c"] == shapes["d"] == shapes["t"] == catalog
+    assert load_contract(tmp_path / "schema.c", server=server).shape_dict()["tables"] == catalog
 
 
-def test_yaml_round_trip_and_sql_autodetect(tmp_path):
+def test_a_schema_postgresql_refuses_or_the_screen_refuses_is_not_a_contract(server, tmp_path):
+    bad = tmp_path / "bad.sql"
+    bad.write_text("CREATE TABLE t (a int);\nCREATE EXTENSION postgres_fdw;\n")
+    with pytest.raises(Fix7Error) as e:
+        contract_from_schema(server, bad)
+    assert "postgres_fdw" in e.value.message and e.value.rule == "contract"
+    with pytest.raises(Fix7Error) as e:
+        load_contract(RENTAL_SHOP)  # schema SQL needs PostgreSQL to read it
+    assert "no rehearsal server" in e.value.message
+
+
+def test_yaml_round_trip_and_sql_autodetect(tmp_path, server):
     default = load_contract(None)
     y = tmp_path / "c.yaml"
     y.write_text(dump_contract_yaml(default))
@@ -82,7 +118,7 @@ def test_yaml_round_trip_and_sql_autodetect(tmp_path):
     assert again.shape_dict() == default.shape_dict() and again.annotations == default.annotations
     s = tmp_path / "c.sql"
     s.write_text(REFERENCE_SQL.read_text())
-    from_file = load_contract(s)
+    from_file = load_contract(s, server=server)
     assert from_file.shape_dict() == default.shape_dict() and from_file.annotations == {}
 
 
@@ -97,11 +133,11 @@ def test_yaml_round_trip_and_sql_autodetect(tmp_path):
     "CREATE TABLE t (a int);\nALTER TABLE ONLY t ALTER COLUMN b SET DEFAULT 1;\n",
     "key: [unclosed\n",
 ])
-def test_unreadable_contracts_fail_closed(tmp_path, text):
+def test_unreadable_contracts_fail_closed(tmp_path, text, server):
     p = tmp_path / "bad.txt"
     p.write_text(text)
     with pytest.raises(Fix7Error) as e:
-        load_contract(p)
+        load_contract(p, server=server)
     assert "could not be read" in e.value.message
 
 

@@ -32,6 +32,17 @@ def test_default_contract_names_every_known_rule():
     assert set(load_contract(None).data_rules) == set(KNOWN_DATA_RULES)
 
 
+def test_no_declared_rules_is_a_note_and_an_empty_declared_suite_fails():
+    """Data rules are optional: none declared is one note; declared rules that evaluate nothing still fail."""
+    empty = {"suite": "data_rules", "expectations": []}
+    note = data_rules_findings(empty, declared=False)
+    assert [(f.rule, f.severity) for f in note] == [("data_rules.none_declared", "note")]
+    assert "no data rules declared" in note[0].message
+    failed = data_rules_findings(empty)
+    assert [(f.rule, f.severity) for f in failed] == [("data_rules.empty", "error")]
+    assert "evaluated nothing" in failed[0].message
+
+
 def test_data_rules_pass_on_valid_data(server, clone):
     summary = run_data_rules(_url(server, clone), load_contract(None), DUMP_TIME)
     assert summary["success"], [e for e in summary["expectations"] if not e["success"]]
