@@ -102,7 +102,7 @@ def test_contract_from_sql_derives_the_shape_of_a_schema_only_dump(home, dumps, 
     assert f"contract written to {out}" in _ok(home.cli("contract", "from-sql", str(dumps["schema"]), "-o", str(out)))
     assert contract.load_contract(out).shape_dict() == derived.shape_dict()
     r = home.cli("contract", "from-sql", str(tmp_path / "missing.sql"))
-    assert r.returncode == 2 and "Cannot read the schema-only SQL file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "There is no file or directory" in r.stderr and "Traceback" not in r.stderr
 
 
 # -- fix7 candidates ---------------------------------------------------------------------------

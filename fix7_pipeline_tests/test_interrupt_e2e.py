@@ -170,7 +170,7 @@ def _assert_chain_and_verify(home: DagsterHome, ev: Path, stage: str) -> None:
 
 # -- Ctrl-C and SIGTERM during the restore ------------------------------------------------------
 
-@pytest.mark.parametrize("signum,group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+@pytest.mark.parametrize("signum,group", [(signal.SIGINT, True), pytest.param(signal.SIGTERM, False, marks=pytest.mark.slow)],
                          ids=["ctrl-c-to-the-terminal-group", "sigterm-to-fix7"])
 def test_interrupted_restore_stops_drops_and_is_not_judged(signum, group, home, dumps, change, server, tmp_path):
     signame = signal.Signals(signum).name

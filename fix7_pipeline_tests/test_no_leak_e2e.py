@@ -199,7 +199,7 @@ def change(tmp_path_factory):
     return builder.write_sample_change(tmp_path_factory.mktemp("noleak_change"))
 
 
-@pytest.mark.parametrize("fmt", ["custom", "plain"])
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])
 def test_no_planted_secret_leaks_anywhere(fmt, source, change, tmp_path, server):
     rows, values = _plantings()
     name = f"fix7h_e2e_noleak_{secrets.token_hex(3)}"

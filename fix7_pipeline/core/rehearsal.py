@@ -626,13 +626,12 @@ def snapshot_anchor(state: dict) -> StageOutcome:
 
 
 def run_change_stage(state: dict, label: str) -> StageOutcome:
-    from . import contract as contract_mod
     from . import impact as impact_mod
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         path = request.apply_sql if label == "apply" else request.rollback_sql
         ch = change_mod.read_change(path, label)
-        settings = impact_mod.settings_for(request, contract_mod.load_contract(request.contract or None),
+        settings = impact_mod.settings_for(request, stage_contract(state, request, server),
                                            ((state.get("anchor") or {}).get("fingerprint") or {}).get("tables"))
         outcome = change_mod.run_change(server, _throwaway(state), ch,
                                         statement_timeout_s=request.statement_timeout_s,

@@ -269,22 +269,38 @@ def start_embedded() -> dict:
             raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not start ({type(e).__name__}: "
                             f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
     result = {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
-    give_extensions(str(info.socket_dir), int(info.port or 5432))
+    give_extensions(str(info.socket_dir), int(info.port or 5432), pgdata)
     return result
 
 
 _EXTENSIONS_GIVEN: set[tuple[str, int]] = set()
 
 
-def give_extensions(host: str, port: int) -> None:
-    """Once per process and server: point an embedded server at the extensions `make extensions` added."""
+def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
+    """Once per process and server: point an embedded server at the extensions `make extensions` added.
+
+    Read first from the server's own postgresql.auto.conf (we own its data directory), so a server already
+    pointed there costs no connection: every connection a rehearsal opens is in its ledger.
+    """
     if (host, port) in _EXTENSIONS_GIVEN:
         return
-    from .extensions import configure_server
+    from .extensions import configure_server, server_settings
+
+    wanted = server_settings()
+    if wanted is None:
+        return
+    try:
+        auto = (Path(pgdata) / "postgresql.auto.conf").read_text() if pgdata else ""
+    except OSError:
+        auto = ""
+    if all(f"{k} = '{v}'" in auto for k, v in wanted.items()):
+        _EXTENSIONS_GIVEN.add((host, port))
+        return
 
     try:
         configure_server(lambda: psycopg.connect(host=host, port=port, dbname="postgres", user="postgres",
-                                                 autocommit=True, connect_timeout=10))
+                                                 autocommit=True, connect_timeout=10,
+                                                 application_name="fix7-server:extensions"))
     except psycopg.Error:
         return  # not given: a dump that creates them is refused by name, with the fix
     _EXTENSIONS_GIVEN.add((host, port))
