@@ -306,3 +306,38 @@ def test_external_rehearsal_server_is_used_for_everything(dumps, change, instanc
         assert not c.execute("select datname from pg_database where datname = any(%s)",
                              (packet["throwaways"]["created"],)).fetchall()
     assert left == set() and left_on_embedded == set()
+
+
+def test_restore_proof_fails_when_the_physical_anchor_changed_after_it_was_taken(dumps, instance, tmp_path, server):
+    """The anchor copy is altered after snapshot_anchor (a superuser, outside the guard): the proof says so."""
+    from fix7_pipeline.core import rehearsal
+    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline_tests.pg import superuser
+
+    apply_sql, rollback_sql = tmp_path / "apply.sql", tmp_path / "rollback.sql"
+    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)\n"
+                         "  values ('FIX7_T', 'info', '{}'::jsonb, now());\n")
+    rollback_sql.write_text("update public.system_issues set severity = severity where code = 'NONE';\n")
+    tampered: list[str] = []
+
+    def tamper(stage, outcome, duration, evidence_dir):
+        if stage != "snapshot_anchor":
+            return
+        anchor = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
+                      if x.startswith("fix7_anchor_"))
+        with superuser(server, anchor) as c:
+            c.execute("set default_transaction_read_only = off")
+            c.execute("update public.birth_registry set row_version = row_version + 1 "
+                      "where id = (select min(id::text)::uuid from public.birth_registry)")
+        tampered.append(anchor)
+
+    rehearsal.STAGE_LISTENERS.append(tamper)
+    try:
+        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
+                            instance=instance, echo=False)
+    finally:
+        rehearsal.STAGE_LISTENERS.remove(tamper)
+    proof = out["packet"]["stages"]["restore_diff"]["anchor_restore_path"]
+    assert tampered and proof["proven"] is False and proof["differs"] == [], proof
+    assert proof["anchor_changed"] == [{"section": "tables", "object": "public.birth_registry", "change": "changed",
+                                        "fields": ["hash"]}], proof

@@ -739,11 +739,15 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
         result["error"] = _error_outcome("restore_diff", e).reason
         return result
     result["differs"] = diff_mod.fingerprint_differences(anchor["fingerprint"], fp)
+    # and the physical anchor is still what was recorded: a copy changed after it was taken restores nothing
+    with server.connect(anchor["database"], tw.login, purpose="anchor restore proof (the anchor as it is)") as conn:
+        result["anchor_changed"] = diff_mod.fingerprint_differences(anchor["fingerprint"],
+                                                                    fingerprint.fingerprint(conn))
     result["restored_fingerprint_id"] = fingerprint.anchor_id(fp)
     result["restore"] = {k: restored.get(k) for k in ("tool", "database", "role", "sha256", "duration_s")}
     # the recorded fingerprint must also be the one the anchor id was made of
-    result["proven"] = not result["differs"] and result["restored_fingerprint_id"] == anchor["anchor_id"] \
-        == fingerprint.anchor_id(anchor["fingerprint"])
+    result["proven"] = not result["differs"] and not result["anchor_changed"] \
+        and result["restored_fingerprint_id"] == anchor["anchor_id"] == fingerprint.anchor_id(anchor["fingerprint"])
     return result
 
 
