@@ -207,6 +207,41 @@ def bare(server, dump: Path, apply_sql: Path, rollback_sql: Path, statement_time
             "as": "a fresh least-privileged role owning a fresh database (create_throwaway), wheel client tools"}
 
 
+def sanitization_parts(server, dump: Path) -> dict:
+    """Where the sanitization stage's time goes: the dump restored as the isolation stage restores it, then
+    the stage's three calls one by one, in its order, on the same cold (never vacuumed) clone."""
+    import secrets as pysecrets
+
+    from fix7_pipeline.core import contract as contract_mod
+    from fix7_pipeline.core import data_rules, secrets
+    from fix7_pipeline.core.dumps import inspect_dump
+    from fix7_pipeline.core.restore import restore
+    from fix7_pipeline.core.server import create_throwaway, drop_throwaway
+
+    contract = contract_mod.load_contract(None)
+    tw = create_throwaway(server)
+    try:
+        t0 = time.perf_counter()
+        restore(server, tw, inspect_dump(dump, verify_data=False))
+        parts = {"restore_s": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"), tw.database, contract,
+                             pysecrets.token_hex(16))
+        parts["scan_secrets_s"] = time.perf_counter() - t0
+        with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
+            t0 = time.perf_counter()
+            if hasattr(secrets, "scan_catalog"):
+                secrets.scan_catalog(conn)
+            parts["scan_catalog_s"] = time.perf_counter() - t0
+            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: sanitization suite")
+            t0 = time.perf_counter()
+            data_rules.run_sanitization(url, conn, contract)
+            parts["gx_sanitization_suite_s"] = time.perf_counter() - t0
+    finally:
+        drop_throwaway(server, tw)
+    return {k: round(v, 2) for k, v in parts.items()}
+
+
 def _bench_instance():
     """A Dagster instance for bench runs: the one DAGSTER_HOME names, else .fix7/bench/dagster_home."""
     from fix7_pipeline.bench import bench_dir
@@ -255,7 +290,7 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
 
 
 def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: bool = False,
-        statement_timeout_s: int = 600) -> dict:
+        statement_timeout_s: int = 600, breakdown: bool = False) -> dict:
     from fix7_pipeline.bench import bench_dir
     from fix7_pipeline.core.hosts import HostPolicy
     from fix7_pipeline.core.server import RehearsalServer
@@ -279,8 +314,14 @@ def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: 
         mem.phase = "rehearsal"
         _log("rehearsal: the fix7_rehearsal job")
         r = rehearse(dump, apply_sql, rollback_sql, statement_timeout_s)
-        mem.phase = None
         _log(f"rehearsal: {r['verdict']} in {r['wall_s']} s")
+        parts = None
+        if breakdown:
+            mem.phase = "breakdown"
+            _log("breakdown: the sanitization stage's calls one by one on a fresh restore")
+            parts = sanitization_parts(server, dump)
+            _log(f"breakdown: {parts}")
+        mem.phase = None
     san = r["stages_s"].get("sanitization")
     complete = r["verdict"] == "REHEARSAL_PASSED" and b["total_s"]
     ratios = {"sanitization_vs_bare_restore": round(san / b["restore_s"], 3) if san and b["restore_s"] else None,
@@ -292,7 +333,7 @@ def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: 
         "kind": "fix7 rehearsal benchmark", "rows": rows, "seed": seed,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "clone": {k: v for k, v in clone.items() if k != "dir"},
-        "bare": b, "rehearsal": r, "ratios": ratios,
+        "bare": b, "rehearsal": r, "sanitization_breakdown_s": parts, "ratios": ratios,
         "goal": {"sanitization_vs_bare_restore_at_most": GOAL_SANITIZATION_VS_RESTORE,
                  "rehearsal_vs_bare_at_most": GOAL_REHEARSAL_VS_BARE,
                  "sanitization_met": bool(ratios["sanitization_vs_bare_restore"] is not None and
@@ -333,6 +374,9 @@ def render_text(result: dict) -> str:
     for phase, p in mem["peaks_by_phase"].items():
         lines.append(f"peak memory, {phase:<10} bench process tree RSS {p['bench_tree_rss_mb']:>7.1f} MB, "
                      f"server PSS {p['server_pss_mb']} MB")
+    if result.get("sanitization_breakdown_s"):
+        lines.append("sanitization stage, call by call on a fresh restore: " + ", ".join(
+            f"{k} {v}" for k, v in result["sanitization_breakdown_s"].items()))
     ru = mem["getrusage_peak_rss_mb"]
     lines += [f"getrusage peak RSS: bench process {ru['bench_process']} MB, largest child {ru['largest_child']} MB",
               f"results: {result.get('results_file')}"]
@@ -345,12 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default .fix7/bench/rehearsal-results.json)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached clean clone")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="afterwards, time the sanitization stage's calls one by one on a fresh restore")
     ap.add_argument("--statement-timeout", type=int, default=600, metavar="S",
                     help="statement timeout of apply and rollback, both sides (default 600, the rehearsal's)")
     a = ap.parse_args(argv)
     if a.rows < 1 or a.statement_timeout < 1:
         ap.error("--rows and --statement-timeout must be positive")
-    result = run(a.rows, a.seed, a.out, a.rebuild, a.statement_timeout)
+    result = run(a.rows, a.seed, a.out, a.rebuild, a.statement_timeout, a.breakdown)
     print(render_text(result))
     return 0
 
