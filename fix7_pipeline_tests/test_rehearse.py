@@ -168,6 +168,15 @@ def test_rollback_residue_is_counted_exactly(dumps, instance, tmp_path, server):
     assert left == set()
 
 
+def _residue_change(tmp_path: Path) -> tuple[Path, Path]:
+    """An apply that adds one system_issues row and a rollback that forgets it: the residue case."""
+    apply_sql, rollback_sql = tmp_path / "apply.sql", tmp_path / "rollback.sql"
+    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)\n"
+                         "  values ('FIX7_T', 'info', '{}'::jsonb, now());\n")
+    rollback_sql.write_text("update public.system_issues set severity = severity where code = 'NONE';\n")
+    return apply_sql, rollback_sql
+
+
 def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps, instance, tmp_path, server):
     """The clone is changed behind the pipeline's back after the gates and before the anchor (a superuser, outside
     the guard): the anchor then records a state the dump does not give back, and the proof says so by name."""
@@ -175,10 +184,7 @@ def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
-    apply_sql, rollback_sql = tmp_path / "apply.sql", tmp_path / "rollback.sql"
-    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)\n"
-                         "  values ('FIX7_T', 'info', '{}'::jsonb, now());\n")
-    rollback_sql.write_text("update public.system_issues set severity = severity where code = 'NONE';\n")
+    apply_sql, rollback_sql = _residue_change(tmp_path)
     tampered: list[str] = []
 
     def tamper(stage, outcome, duration, evidence_dir):
@@ -314,10 +320,7 @@ def test_restore_proof_fails_when_the_physical_anchor_changed_after_it_was_taken
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
-    apply_sql, rollback_sql = tmp_path / "apply.sql", tmp_path / "rollback.sql"
-    apply_sql.write_text("insert into public.system_issues (code, severity, details, opened_at)\n"
-                         "  values ('FIX7_T', 'info', '{}'::jsonb, now());\n")
-    rollback_sql.write_text("update public.system_issues set severity = severity where code = 'NONE';\n")
+    apply_sql, rollback_sql = _residue_change(tmp_path)
     tampered: list[str] = []
 
     def tamper(stage, outcome, duration, evidence_dir):

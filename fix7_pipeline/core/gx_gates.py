@@ -62,6 +62,22 @@ def _raised(info: object) -> bool:
     return any(_raised(v) for v in info.values())
 
 
+def _row(r: RuleExpectation, table: str, res) -> dict:
+    """One expectation's value-free result row: success, unexpected count, and whether GX raised."""
+    row: dict = {"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__}
+    if res is None:
+        row.update(success=False, error="no result")
+        return row
+    raised = _raised(res.exception_info)
+    row["success"] = bool(res.success) and not raised
+    count = _count(res.result)
+    if count is not None:
+        row["unexpected_count"] = count
+    if raised:
+        row["error"] = "the expectation raised an error in GX"
+    return row
+
+
 def run_suite(url: str, suite_name: str, expectations: list[RuleExpectation]) -> dict:
     """Run `expectations` against the database at SQLAlchemy `url`; a value-free summary.
 
@@ -103,20 +119,7 @@ def run_suite(url: str, suite_name: str, expectations: list[RuleExpectation]) ->
                                for r in items)
                 continue
             by_rule = {(res.expectation_config.meta or {}).get("rule"): res for res in results}
-            for r in items:
-                res = by_rule.get(r.rule)
-                row: dict = {"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__}
-                if res is None:
-                    row.update(success=False, error="no result")
-                else:
-                    raised = _raised(res.exception_info)
-                    row["success"] = bool(res.success) and not raised
-                    count = _count(res.result)
-                    if count is not None:
-                        row["unexpected_count"] = count
-                    if raised:
-                        row["error"] = "the expectation raised an error in GX"
-                summary.append(row)
+            summary.extend(_row(r, table, by_rule.get(r.rule)) for r in items)
     finally:
         with _ENV_LOCK:
             os.environ.pop(env_name, None)
@@ -152,20 +155,7 @@ def run_frame_suite(suite_name: str, frame, expectations: list[RuleExpectation])
                     "error": f"{type(e).__name__} while validating the findings"} for r in expectations]
         results = []
     by_rule = {(res.expectation_config.meta or {}).get("rule"): res for res in results}
-    for r in expectations if results else []:
-        res = by_rule.get(r.rule)
-        row: dict = {"rule": r.rule, "table": r.table, "expectation": type(r.expectation).__name__}
-        if res is None:
-            row.update(success=False, error="no result")
-        else:
-            raised = _raised(res.exception_info)
-            row["success"] = bool(res.success) and not raised
-            count = _count(res.result)
-            if count is not None:
-                row["unexpected_count"] = count
-            if raised:
-                row["error"] = "the expectation raised an error in GX"
-        summary.append(row)
+    summary.extend(_row(r, r.table, by_rule.get(r.rule)) for r in (expectations if results else []))
     failed = [s for s in summary if not s["success"]]
     return {"suite": suite_name, "success": bool(summary) and not failed, "evaluated": len(summary),
             "failed": len(failed), "expectations": summary}
