@@ -177,9 +177,9 @@ def _residue_change(tmp_path: Path) -> tuple[Path, Path]:
     return apply_sql, rollback_sql
 
 
-def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps, instance, tmp_path, server):
-    """The clone is changed behind the pipeline's back after the gates and before the anchor (a superuser, outside
-    the guard): the anchor then records a state the dump does not give back, and the proof says so by name."""
+def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, prefix: str, statements: list[str]):
+    """The residue rehearsal, with a superuser (outside the guard) running `statements` in the run's database
+    named `prefix…` as soon as `after_stage` ends; returns the run and the databases it tampered with."""
     from fix7_pipeline.core import rehearsal
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
@@ -188,23 +188,33 @@ def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps
     tampered: list[str] = []
 
     def tamper(stage, outcome, duration, evidence_dir):
-        if stage != "schema_shape":
+        if stage != after_stage:
             return
-        clone = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
-                     if x.startswith("fix7_clone_"))
-        with superuser(server, clone) as c:
-            c.execute("update public.birth_registry set row_version = row_version + 1 "
-                      "where id = (select min(id::text)::uuid from public.birth_registry)")
-            c.execute("select setval('public.system_issues_id_seq', 900000)")
-        tampered.append(clone)
+        target = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
+                      if x.startswith(prefix))
+        with superuser(server, target) as c:
+            for statement in statements:
+                c.execute(statement)
+        tampered.append(target)
 
     rehearsal.STAGE_LISTENERS.append(tamper)
     try:
-        with left_on_server(server) as left:
-            out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
-                                instance=instance, echo=False)
+        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
+                            instance=instance, echo=False)
     finally:
         rehearsal.STAGE_LISTENERS.remove(tamper)
+    return out, tampered
+
+
+def test_restore_proof_fails_when_the_anchor_is_not_what_the_dump_restores(dumps, instance, tmp_path, server):
+    """The clone is changed behind the pipeline's back after the gates and before the anchor (a superuser, outside
+    the guard): the anchor then records a state the dump does not give back, and the proof says so by name."""
+    with left_on_server(server) as left:
+        out, tampered = _tampered_rehearsal(
+            dumps, instance, tmp_path, server, "schema_shape", "fix7_clone_",
+            ["update public.birth_registry set row_version = row_version + 1 "
+             "where id = (select min(id::text)::uuid from public.birth_registry)",
+             "select setval('public.system_issues_id_seq', 900000)"])
     packet = out["packet"]
     assert tampered and out["verdict"] == "REHEARSAL_FAILED"
     stage = packet["stages"]["restore_diff"]
@@ -316,30 +326,11 @@ def test_external_rehearsal_server_is_used_for_everything(dumps, change, instanc
 
 def test_restore_proof_fails_when_the_physical_anchor_changed_after_it_was_taken(dumps, instance, tmp_path, server):
     """The anchor copy is altered after snapshot_anchor (a superuser, outside the guard): the proof says so."""
-    from fix7_pipeline.core import rehearsal
-    from fix7_pipeline.core.report import EvidencePacket
-    from fix7_pipeline_tests.pg import superuser
-
-    apply_sql, rollback_sql = _residue_change(tmp_path)
-    tampered: list[str] = []
-
-    def tamper(stage, outcome, duration, evidence_dir):
-        if stage != "snapshot_anchor":
-            return
-        anchor = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
-                      if x.startswith("fix7_anchor_"))
-        with superuser(server, anchor) as c:
-            c.execute("set default_transaction_read_only = off")
-            c.execute("update public.birth_registry set row_version = row_version + 1 "
-                      "where id = (select min(id::text)::uuid from public.birth_registry)")
-        tampered.append(anchor)
-
-    rehearsal.STAGE_LISTENERS.append(tamper)
-    try:
-        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
-                            instance=instance, echo=False)
-    finally:
-        rehearsal.STAGE_LISTENERS.remove(tamper)
+    out, tampered = _tampered_rehearsal(
+        dumps, instance, tmp_path, server, "snapshot_anchor", "fix7_anchor_",
+        ["set default_transaction_read_only = off",
+         "update public.birth_registry set row_version = row_version + 1 "
+         "where id = (select min(id::text)::uuid from public.birth_registry)"])
     proof = out["packet"]["stages"]["restore_diff"]["anchor_restore_path"]
     assert tampered and proof["proven"] is False and proof["differs"] == [], proof
     assert proof["anchor_changed"] == [{"section": "tables", "object": "public.birth_registry", "change": "changed",

@@ -276,10 +276,13 @@ def _created(packet: EvidencePacket, *names: str) -> None:
     packet.save()
 
 
-def _plan_database(state: dict, packet: EvidencePacket, database: str) -> None:
-    """One more throwaway database (anchor, probe): dropped with the rest, named on disk before it exists."""
+def _new_database(server: RehearsalServer, state: dict, packet: EvidencePacket, database: str, **how) -> None:
+    """One more throwaway database of the run (anchor, scratch, re-restore): named on disk before it exists,
+    created by `create_database(**how)`, and dropped with the rest."""
     state["throwaway"]["extra_databases"].append(database)
     _plan(packet, ("database", database))
+    create_database(server, database, _throwaway(state).login, **how)
+    _created(packet, database)
 
 
 def _throwaway_from_packet(packet: EvidencePacket) -> dict | None:
@@ -545,9 +548,7 @@ def scratch_database(server: RehearsalServer, state: dict, packet: EvidencePacke
     tw = _throwaway(state)
     name = f"fix7_scratch_{tw.tag}"
     if name not in state["throwaway"]["extra_databases"]:
-        _plan_database(state, packet, name)
-        create_database(server, name, tw.login)
-        _created(packet, name)
+        _new_database(server, state, packet, name)
     return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 
@@ -606,10 +607,8 @@ def snapshot_anchor(state: dict) -> StageOutcome:
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
         tw = _throwaway(state)
         anchor_db = f"fix7_anchor_{tw.tag}"
-        _plan_database(state, packet, anchor_db)
         properties = database_properties(server, tw.database)
-        create_database(server, anchor_db, tw.login, template=tw.database, read_only=True)
-        _created(packet, anchor_db)
+        _new_database(server, state, packet, anchor_db, template=tw.database, read_only=True)
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])
@@ -723,15 +722,13 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
     anchor = state["anchor"]
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
-    _plan_database(state, packet, name)  # named on disk before it exists: dropped with the rest
     try:
         info = dumps.inspect_dump(Path(request.clone_path),
                                   allowed_roots=[Path(r) for r in request.allowed_roots] or None)
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed since intake (its sha256 differs); the restore path cannot be "
                             "proven from it.", rule="dump_changed")
-        create_database(server, name, tw.login)
-        _created(packet, name)
+        _new_database(server, state, packet, name)
         restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), info)
         with server.connect(name, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
