@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -64,9 +63,6 @@ class HostPolicy:
         return is_reserved_or_local(host) or matches_any(host, self.allow_patterns) is not None
 
 
-_URL_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*)://([^\s/?#'\"<>]+)")
-
-
 def redact_url(url: str) -> str:
     """The URL with any userinfo (user:password@) replaced: hosts are evidence, credentials are not."""
     try:
@@ -78,23 +74,3 @@ def redact_url(url: str) -> str:
         netloc = "<redacted>@" + netloc.rsplit("@", 1)[1]
     return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
-
-def host_of(url: str) -> str | None:
-    """The host part of a URL (no userinfo, no port), or None when there is none."""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        return None
-    return host.lower() if host else None
-
-
-def hosts_in_text(text: str) -> list[tuple[str, str]]:
-    """(host, redacted url) for every URL found in free text."""
-    found = []
-    for m in _URL_RE.finditer(text or ""):
-        url = m.group(0)
-        host = host_of(url)
-        if host:
-            found.append((host, redact_url(url)))
-    return found

@@ -82,9 +82,6 @@ class Thresholds:
     max_total_s: float | None = None
     no_rewrite_tables: tuple[str, ...] = ()
 
-    def any_set(self) -> bool:
-        return any(getattr(self, n) not in (None, ()) for n in THRESHOLD_NAMES)
-
     def as_dict(self) -> dict:
         return {n: (list(getattr(self, n)) if n == "no_rewrite_tables" else getattr(self, n))
                 for n in THRESHOLD_NAMES}
@@ -589,10 +586,6 @@ def _name_at(toks: list[Tok], i: int) -> tuple[list[str], int]:
             continue
         return parts, i + 1
     return parts, i
-
-
-def _words(toks: list[Tok], depth: int = 0) -> list[str]:
-    return [t.value if t.kind == "word" else "\0" for t in toks if t.depth == depth]
 
 
 def _has_seq(words: list[str], seq: list[str]) -> bool:

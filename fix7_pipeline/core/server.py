@@ -496,11 +496,6 @@ def assert_least_privilege(attrs: dict) -> None:
                         rule=RULE_SERVER_FILES)
 
 
-def drop_database(server: RehearsalServer, database: str) -> None:
-    with server.connect(purpose="drop throwaway") as c:
-        c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
-
-
 def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> list[str]:
     """Drop the throwaway's databases (ending their sessions) and role; returns the names that existed."""
     dropped = []
