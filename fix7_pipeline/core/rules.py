@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,12 @@ MUST_BE_NULL = "must_be_null"
 MUST_BE_EMPTY = "must_be_empty"
 UNREADABLE = "unreadable"
 SECRET_HEADER = "fix7.secret-header"
+# Rules that key on a word ("token", "Bearer"): what follows may be an address or a name instead.
+KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
+
+# Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
+# (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
+_WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,14 @@ def engine() -> Engine:
     registry.extend(CONTRACT_RULES)
     return Engine(scanner=scanner, header_scanner=header_scanner, rules=tuple(registry),
                   cache_status=rules.cache_status, version=kf.__version__)
+
+
+def plausible(rule_id: str, value: bytes) -> bool:
+    """Whether a match's secret part can be a secret, for the rules keyed on a word: not a URL (a URL
+    with credentials is reported by the URI rules) and not a phrase of words."""
+    if rule_id not in KEYED_ON_A_WORD:
+        return True
+    return b"://" not in value and _WORD_PHRASE.fullmatch(value) is None
 
 
 def registry() -> tuple[RuleInfo, ...]:

@@ -19,7 +19,7 @@ import codecs
 import hashlib
 from dataclasses import dataclass
 
-from .rules import engine
+from .rules import engine, plausible
 
 NUL = b"\x00"
 _SEPARATORS = bytes.maketrans(b"\t\n", b"\x00\x00")
@@ -52,6 +52,8 @@ def scan_value(data: bytes, salt: str, *, headers: bool = False) -> list[Hit]:
     out, seen = [], set()
     for rule, s, e in _raw_hits(scanner, data):
         s, e = max(0, s), min(len(data), max(e, s))
+        if not plausible(rule, data[s:e]):
+            continue
         key = (eng.info(rule).family if eng.info(rule) else rule, s, e)
         if key in seen:  # two rules of one family on the same span (the libpq rules in both orders)
             continue

@@ -67,6 +67,14 @@ def assignment():
     return planted("api_key assignment", "api_key=", (rnd(14) + "7q" + rnd(12), True))
 
 
+def aws_key_id():
+    return planted("AWS key id alone", "deploy key ASIA", (rnd(16, string.ascii_uppercase + "234567"), True))
+
+
+def bearer():
+    return planted("Bearer in a log line", "POST /flows/trigger Authorization: Bearer ", (rnd(30), True))
+
+
 # rule -> maker: one plant per rule, each in every column kind
 PLANTS = {
     "betterleaks.github-pat": github,
@@ -77,6 +85,8 @@ PLANTS = {
     "fix7.connection-string-password.libpq": libpq,
     "fix7.password-hash": bcrypt,
     "fix7.secret-assignment": assignment,
+    "fix7.aws-access-key-id": aws_key_id,
+    "fix7.authorization-header": bearer,
 }
 
 
@@ -97,6 +107,17 @@ def test_each_plant_is_found_by_its_rule_alone():
     for rule, make in PLANTS.items():
         hits = textscan.scan_value(make().value.encode(), SALT)
         assert rule in {h.rule for h in hits}, (rule, hits)
+
+
+def test_a_word_keyed_rule_skips_names_and_addresses_not_random_runs():
+    """After "token=" or "Bearer": a URL or a phrase of words is not a secret; a long random run is, even
+    when it is joined to a word ("hf_" and 34 letters)."""
+    not_secrets = ('{"secret_name": "birth-cdn-credentials-84"}', "TOKEN_URL=https://auth.example.test/realms/t/token",
+                   "Authorization: Bearer YOUR_ACCESS_TOKEN_HERE")
+    for text in not_secrets:
+        assert textscan.scan_value(text.encode(), SALT) == [], text
+    run = planted("word-joined token", "https://x.test/login?token=hf_", (rnd(34, string.ascii_letters), True), "&lang=en")
+    assert textscan.scan_value(run.value.encode(), SALT) != []
 
 
 @pytest.fixture
@@ -168,7 +189,11 @@ def test_clean_clone_has_no_findings(server, throwaway):
         c.execute("""insert into notes values
           (1, 'password=changeme is what the old docs said', '{"token_type": "bearer"}', '\\x00ff10'),
           (2, 'see postgres://db.example.test:5432/app for the schema', '{"sha": "%s"}', null),
-          (3, 'risk-assessment-for-the-new-service, task-1234567890abcdefghijk', '{"api_key": "${FROM_ENV}"}', null)
+          (3, 'risk-assessment-for-the-new-service, task-1234567890abcdefghijk', '{"api_key": "${FROM_ENV}"}', null),
+          (4, 'secret_name = "birth-cdn-credentials-84"', '{"token_url": "https://auth.example.test/realms/b/token"}', null),
+          (5, 'https://directus.example.test/login?password=<your-queue-password-81>&lang=en',
+              '{"h": "Authorization: Bearer YOUR_ACCESS_TOKEN_HERE"}', null),
+          (6, 'masked: AKIA************WXYZ', '{"secret_name": "birth_export_credentials_v2"}', null)
         """ % ("ab" * 32))
         c.execute("update birth_registry set content_hash = %s", ("9f" * 32,))
         c.execute("comment on table notes is 'Free text notes; see the runbook for the rotation schedule.'")
