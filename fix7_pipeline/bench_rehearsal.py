@@ -212,13 +212,13 @@ def sanitization_parts(server, dump: Path) -> dict:
     the stage's three calls one by one, in its order, on the same cold (never vacuumed) clone."""
     import secrets as pysecrets
 
-    from fix7_pipeline.core import contract as contract_mod
+    from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import data_rules, secrets
-    from fix7_pipeline.core.dumps import inspect_dump
+    from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.restore import restore
     from fix7_pipeline.core.server import create_throwaway, drop_throwaway
 
-    contract = contract_mod.load_contract(None)
+    contract = load_contract(None)
     tw = create_throwaway(server)
     try:
         t0 = time.perf_counter()

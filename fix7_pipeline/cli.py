@@ -353,8 +353,9 @@ def _contract_server(args: argparse.Namespace):
 
 def cmd_contract(args: argparse.Namespace) -> int:
     """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
-    from fix7_pipeline.core import contract
-    from fix7_pipeline.core.contract_sql import contract_from_schema
+    from fix7_pipeline.core.contract.from_sql import contract_from_schema
+    from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
+    from fix7_pipeline.core.contract.load import is_schema_source, load_contract
 
     if args.action in ("from-sql", "from-dump"):
         what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"
@@ -363,13 +364,13 @@ def cmd_contract(args: argparse.Namespace) -> int:
         path = Path(args.file).expanduser()
         if not path.exists():
             raise UsageError(f"There is no file or directory {str(path)!r} to read the contract from.")
-        if args.action == "from-sql" and (path.is_dir() or not contract.is_schema_source(path)):
+        if args.action == "from-sql" and (path.is_dir() or not is_schema_source(path)):
             raise UsageError(f"{str(path)!r} is not schema SQL (it creates no table); for a pg_dump archive use "
                              "`fix7 contract from-dump`.")
-        out = contract.dump_contract_yaml(contract_from_schema(_contract_server(args), path))
+        out = dump_contract_yaml(contract_from_schema(_contract_server(args), path))
     else:
-        server = _contract_server(args) if args.file and contract.is_schema_source(args.file) else None
-        out = contract.dump_contract_yaml(contract.load_contract(args.file, server=server))
+        server = _contract_server(args) if args.file and is_schema_source(args.file) else None
+        out = dump_contract_yaml(load_contract(args.file, server=server))
     if args.output:
         from fix7_pipeline.core.report import write_atomic
 

@@ -102,7 +102,8 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
 def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):
     import yaml
 
-    from fix7_pipeline.core.contract import dump_contract_yaml, load_contract
+    from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
+    from fix7_pipeline.core.contract.load import load_contract
 
     data = yaml.safe_load(dump_contract_yaml(load_contract(None)))
     del data["annotations"]["data_rules"]

@@ -281,6 +281,7 @@ def scan_drop_folder(folder: str | Path, patterns=DEFAULT_PATTERNS) -> list[Drop
 
 def dump_sha256(entry: DropEntry) -> str:
     """The clone's sha256 exactly as the intake stage records it."""
-    from . import dumps
+    from .dumps.formats import DIRECTORY
+    from .dumps.streams import hash_dump
 
-    return dumps.hash_dump(Path(entry.path), dumps.DIRECTORY if entry.is_dir else "file")
+    return hash_dump(Path(entry.path), DIRECTORY if entry.is_dir else "file")

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import pq
 
 from . import impact as impact_mod
-from .dumps import Meta, PlainScanner, Statement
+from .sql_lexer import Lexed, Statement, lex
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import FAILED, PASSED, Finding, StageOutcome
 from .server import CHANGE, RehearsalServer, Throwaway
@@ -77,38 +77,6 @@ def read_change(path: str | Path | None, label: str) -> ChangeSQL:
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
                         rule="change_file")
     return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
-
-
-@dataclass(frozen=True)
-class Lexed:
-    """A change file as the lexer reads it: every statement (one without a final semicolon too) and meta-command."""
-
-    lines: list[str]
-    statements: list[Statement]
-    metas: list[Meta]
-
-    def source(self, st: Statement) -> str:
-        """The statement exactly as written, comments and all."""
-        if st.line == st.end_line:
-            return self.lines[st.line - 1][st.col:st.end_col]
-        return "".join([self.lines[st.line - 1][st.col:], *self.lines[st.line:st.end_line - 1],
-                        self.lines[st.end_line - 1][:st.end_col]])
-
-
-def lex(text: str) -> Lexed:
-    """One reading of the file for both the screen and the runner's pieces, so the two never disagree."""
-    scanner = PlainScanner()
-    lines = text.splitlines(keepends=True)
-    statements: list[Statement] = []
-    metas: list[Meta] = []
-    for lineno, line in enumerate(lines, start=1):
-        _, sts, ms = scanner.feed(lineno, line, True)
-        statements.extend(st for st in sts if st.text != ";")
-        metas.extend(ms)
-    last = scanner.finish(len(lines), len(lines[-1]) if lines else 0)
-    if last is not None:
-        statements.append(last)
-    return Lexed(lines, statements, metas)
 
 
 def transaction_control(st: Statement, source: str) -> str | None:

@@ -109,14 +109,15 @@ def stage_contract(state: dict, request: RehearsalRequest, server: RehearsalServ
 
     The converted shape travels in the run state, so later stages (and processes) never restore it again.
     """
-    from . import contract as contract_mod
+    from .contract.from_yaml import contract_from_dict
+    from .contract.load import is_schema_source, load_contract
 
     if "contract" not in state:
-        c = contract_mod.load_contract(request.contract or None, server=server)
+        c = load_contract(request.contract or None, server=server)
         state["contract"] = {"source": c.source, "data": c.as_dict(),
-                             "derived_from_schema": bool(request.contract) and contract_mod.is_schema_source(
+                             "derived_from_schema": bool(request.contract) and is_schema_source(
                                  request.contract)}
-    return contract_mod.contract_from_dict(state["contract"]["data"], state["contract"]["source"])
+    return contract_from_dict(state["contract"]["data"], state["contract"]["source"])
 
 
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
@@ -366,14 +367,15 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
 def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
             progress: dict) -> tuple[dict, StageOutcome]:
-    from . import dumps
+    from .dumps.identify import inspect_dump
+    from .dumps.screening import screen_dump
 
     started = time.monotonic()
     findings: list[Finding] = []
     info = None
     try:
         roots = [Path(r) for r in request.allowed_roots] or None
-        info = dumps.inspect_dump(Path(request.clone_path), allowed_roots=roots)
+        info = inspect_dump(Path(request.clone_path), allowed_roots=roots)
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
@@ -398,7 +400,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     details: dict = {}
     if info is not None:
         clone.update(info.as_dict())
-        findings.extend(dumps.screen_dump(info))
+        findings.extend(screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
@@ -444,7 +446,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
 
 def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
-    from . import dumps, isolation, restore
+    from . import isolation, restore
+    from .dumps.identify import inspect_dump
     from .server import assert_least_privilege, planted_settings, role_attributes
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
@@ -453,7 +456,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
         assert_least_privilege(attrs)
-        info = dumps.inspect_dump(Path(request.clone_path),
+        info = inspect_dump(Path(request.clone_path),
                                   allowed_roots=[Path(r) for r in request.allowed_roots] or None)
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
@@ -716,14 +719,15 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
     difference is listed (by name) and the restore path is not proven.
     """
     from . import diff as diff_mod
-    from . import dumps, fingerprint, restore
+    from . import fingerprint, restore
+    from .dumps.identify import inspect_dump
 
     tw = _throwaway(state)
     anchor = state["anchor"]
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
     try:
-        info = dumps.inspect_dump(Path(request.clone_path),
+        info = inspect_dump(Path(request.clone_path),
                                   allowed_roots=[Path(r) for r in request.allowed_roots] or None)
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed since intake (its sha256 differs); the restore path cannot be "
