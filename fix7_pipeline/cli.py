@@ -112,46 +112,12 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
 
 
 def request_config(args: argparse.Namespace) -> dict:
-    """The job's run config for clone_intake, from the CLI arguments."""
-    return {
-        "clone_path": str(Path(args.clone).expanduser().absolute()) if args.clone else "",
-        "apply_sql": str(Path(args.apply).expanduser().absolute()),
-        "rollback_sql": str(Path(args.rollback).expanduser().absolute()),
-        "attested_by": args.attested_by or "",
-        "contract": str(Path(args.contract).expanduser().absolute()) if args.contract else "",
-        "evidence_dir": str(Path(args.evidence_dir).expanduser().resolve()) if args.evidence_dir else "",
-        "production_hosts": args.production_host or [],
-        "allow_hosts": args.allow_host or [],
-        "server_url": _server_url(args.server),
-        "search_roots": [str(Path(r).expanduser()) for r in (args.search_root or [])],
-        "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
-        "keep_databases": bool(getattr(args, "keep_databases", False)),
-        **{k: getattr(args, k) for k in ("statement_timeout_s", "lock_timeout_s") if getattr(args, k, None)},
-        **_impact_config(args),
-    }
+    """The job's run config for clone_intake, from the CLI arguments (the flags are the request schema's)."""
+    from fix7_pipeline.core.request import cli_config
 
-
-def _impact_config(args: argparse.Namespace) -> dict:
-    """The impact thresholds and warning sizes (core/impact.py); unset thresholds gate nothing."""
-    out = {name: getattr(args, name, None) for name in ("max_statement_s", "max_lock_s", "max_access_exclusive_s",
-                                                         "max_total_s")}
-    out["no_rewrite_tables"] = list(getattr(args, "no_rewrite_table", None) or [])
-    for name in ("index_warn_mb", "index_warn_rows"):
-        if getattr(args, name, None) is not None:
-            out[name] = getattr(args, name)
-    return out
-
-
-def _non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number at or above 0")
-        return value
-    return parse
+    config = cli_config(args)
+    config["server_url"] = _server_url(config.get("server_url"))
+    return config
 
 
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
@@ -335,10 +301,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     dump = builder.dump_clone("fix7_demo_source", "custom", work / "birth_surface_clone.dump")
     apply_sql, rollback_sql = builder.write_sample_change(work)
     print(f"  clone dump: {dump}\n  change:     {apply_sql}\n  rollback:   {rollback_sql}", flush=True)
-    ns = argparse.Namespace(clone=str(dump), apply=str(apply_sql), rollback=str(rollback_sql),
-                            attested_by="fix7 demo (synthetic clone, no production data)", contract=None,
-                            evidence_dir=args.evidence_dir, production_host=["*.prod.invalid-corp.com"],
-                            allow_host=[], server=args.server, search_root=[], json=False, junit=None)
+    ns = argparse.Namespace(clone_path=str(dump), apply_sql=str(apply_sql), rollback_sql=str(rollback_sql),
+                            attested_by="fix7 demo (synthetic clone, no production data)",
+                            evidence_dir=args.evidence_dir, production_hosts=["*.prod.invalid-corp.com"],
+                            server_url=args.server, json=False, junit=None)
     return _rehearse(request_config(ns), ns, echo=True)
 
 
@@ -392,48 +358,10 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
-def _seconds(text: str) -> int:
-    """A whole number of seconds, at least 1: PostgreSQL reads 0 as no timeout at all."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1 second (0 would mean no timeout)")
-    return value
-
-
 def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clone", required=True, metavar="PATH", help="the operator's pg_dump (any format)")
-    p.add_argument("--apply", required=True, metavar="FILE", help="the FIX7 change (SQL)")
-    p.add_argument("--rollback", required=True, metavar="FILE", help="its rollback (SQL)")
-    p.add_argument("--attested-by", metavar="NAME", help="who attests the dump is a sanitized non-production copy")
-    p.add_argument("--contract", metavar="FILE", help="contract YAML or schema-only SQL (default: birth surface)")
-    p.add_argument("--evidence-dir", metavar="DIR", help="default: evidence/<utc-timestamp>-<sha8>-<run8>/")
-    p.add_argument("--production-host", action="append", metavar="PATTERN", help="glob of production hosts")
-    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
-    p.add_argument("--server", metavar="URL", help="external rehearsal server (default: FIX7_REHEARSAL_SERVER "
-                                                   "or the embedded PostgreSQL 18)")
-    p.add_argument("--search-root", action="append", metavar="DIR", help="list candidates under DIR in Table A")
-    p.add_argument("--allowed-root", action="append", metavar="DIR", help="the dump must lie under DIR")
-    p.add_argument("--keep-databases", action="store_true", help="keep the throwaway databases for inspection")
-    p.add_argument("--statement-timeout-s", type=_seconds, metavar="N",
-                   help="statement timeout of apply and rollback, seconds (default 600)")
-    p.add_argument("--lock-timeout-s", type=_seconds, metavar="N",
-                   help="lock timeout of apply and rollback, seconds (default 15)")
-    g = p.add_argument_group("impact thresholds (a breach fails the rehearsal; unset, the impact is only reported)")
-    g.add_argument("--max-statement-s", type=_non_negative(float), metavar="S", help="longest one statement may run")
-    g.add_argument("--max-lock-s", type=_non_negative(float), metavar="S",
-                   help="longest any lock (any mode) on an existing table or index may be held")
-    g.add_argument("--max-access-exclusive-s", type=_non_negative(float), metavar="S",
-                   help="longest an ACCESS EXCLUSIVE lock on an existing table or index may be held")
-    g.add_argument("--max-total-s", type=_non_negative(float), metavar="S", help="longest the whole file may take")
-    g.add_argument("--no-rewrite-table", action="append", metavar="TABLE",
-                   help="a table (schema.table, or table for public) the change must not rewrite; repeatable")
-    g.add_argument("--index-warn-mb", type=_non_negative(float), metavar="MB",
-                   help="warn on CREATE INDEX without CONCURRENTLY on a table this large (default 10)")
-    g.add_argument("--index-warn-rows", type=_non_negative(int), metavar="N",
-                   help="... or with this many rows, in the clone or in production (default 100000)")
+    from fix7_pipeline.core.request import add_cli_flags
+
+    add_cli_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write one JUnit test case per stage")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
 

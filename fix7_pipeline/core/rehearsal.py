@@ -21,7 +21,7 @@ import os
 import secrets as pysecrets
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import psycopg
@@ -30,12 +30,13 @@ from . import change as change_mod
 from . import interrupts
 from .audit import witness
 from .errors import Fix7Error
-from .hosts import HostPolicy, redact_url
+from .hosts import redact_url
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
+from .request import RehearsalRequest
 from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
                      create_throwaway, database_properties, drop_throwaway, keep_throwaway,
                      storage_connection, sweep, throwaway_names)
@@ -47,47 +48,6 @@ STAGE_LISTENERS: list = []
 
 # Passwords of throwaway roles on an external server live only in this process, never in run storage.
 _PASSWORDS: dict[str, str] = {}
-
-
-@dataclass
-class RehearsalRequest:
-    """What the operator asks for: the run config of the Dagster job and the CLI's arguments."""
-
-    clone_path: str
-    apply_sql: str
-    rollback_sql: str
-    attested_by: str = ""
-    contract: str = ""
-    evidence_dir: str = ""
-    production_hosts: list[str] = field(default_factory=list)
-    allow_hosts: list[str] = field(default_factory=list)
-    server_url: str = ""
-    search_roots: list[str] = field(default_factory=list)
-    allowed_roots: list[str] = field(default_factory=list)
-    statement_timeout_s: int = 600
-    lock_timeout_s: int = 15
-    keep_databases: bool = False
-    # What production will feel (core/impact.py): thresholds that gate (None = not set) and warning sizes.
-    max_statement_s: float | None = None
-    max_lock_s: float | None = None
-    max_access_exclusive_s: float | None = None
-    max_total_s: float | None = None
-    no_rewrite_tables: list[str] = field(default_factory=list)
-    index_warn_mb: float = 10.0
-    index_warn_rows: int = 100_000
-
-    def __post_init__(self):
-        """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
-        for name in ("clone_path", "apply_sql", "rollback_sql", "contract", "evidence_dir"):
-            value = getattr(self, name)
-            if value and not Path(value).expanduser().is_absolute():
-                setattr(self, name, str(project_dir() / value))
-
-    def policy(self) -> HostPolicy:
-        return HostPolicy(tuple(self.production_hosts), tuple(self.allow_hosts))
-
-    def resolved_server_url(self) -> str:
-        return self.server_url or os.environ.get("FIX7_REHEARSAL_SERVER", "") or "embedded"
 
 
 def open_server(request: RehearsalRequest) -> RehearsalServer:
