@@ -16,7 +16,7 @@ import pytest
 
 from fix7_pipeline.cli import main, run_rehearsal
 from fix7_pipeline.core import audit
-from fix7_pipeline.core.report import REPORT, sha256_file
+from fix7_pipeline.core.packet_files import REPORT, sha256_file
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config
 

@@ -19,8 +19,8 @@ import pytest
 
 from fix7_pipeline.cli import UsageError, validate_request
 from fix7_pipeline.core import audit, rehearsal
-from fix7_pipeline.core.report import (PROVENANCE, READABLE, REPORT, EvidenceDirRefused, EvidencePacket,
-                                       evidence_dir_problem)
+from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
 REFUSED = "already holds an evidence packet"

@@ -20,7 +20,7 @@ import yaml
 
 from .errors import Fix7Error
 from .paths import project_dir
-from .report import sha256_file
+from .packet_files import sha256_file
 from .request import yaml_kinds
 
 CONFIG_FILE = "rehearsal.yaml"

@@ -473,7 +473,7 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
 def sanitization(state: dict) -> StageOutcome:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import data_rules, secrets
-    from .report import FINDINGS
+    from .packet_files import FINDINGS
     from .server import database_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
