@@ -195,7 +195,7 @@ def server_error_message(e: psycopg.Error, text: str | None = None, *, first_lin
 def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     """(first line, statement line, SQL) pieces that concatenate back to the file, one per statement start line.
 
-    Uses the psql-compatible lexer of the dump screening, so quotes, comments and dollar
+    Uses the one SQL lexer (core/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
     lexed = lex(text)

@@ -40,6 +40,64 @@ class Meta:
     alone: bool         # the meta-command is the whole line, outside any statement
 
 
+# -- where a quote, a dollar quote or a comment ends ---------------------------------------------
+
+LINE_COMMENT, BLOCK_COMMENT = "--", "/*"
+_QUOTED = {
+    "'": re.compile(r"(?:[^']|'')*+'"),                  # '' is a quote inside
+    "E'": re.compile(r"(?:[^'\\]|\\.|'')*+'", re.S),   # and so is \' in an escape string
+    '"': re.compile(r'(?:[^"]|"")*+"'),
+}
+_COMMENT_MARK = re.compile(r"/\*|\*/")
+
+
+def quote_at(text: str, i: int, std_strings: bool = True) -> str | None:
+    """What opens at text[i] (outside any quote): '--', '/*', "'", "E'", '"', a dollar tag such as '$body$', or None.
+
+    `'` opens an escape string (`E'`) after an E that starts a token, or anywhere when
+    standard_conforming_strings is off; a `$` right after an identifier character opens nothing.
+    """
+    c = text[i]
+    if c == "-":
+        return LINE_COMMENT if text.startswith("--", i) else None
+    if c == "/":
+        return BLOCK_COMMENT if text.startswith("/*", i) else None
+    if c == "'":
+        prev = text[i - 1] if i else ""
+        prev2 = text[i - 2] if i > 1 else ""
+        escaped = prev in ("e", "E") and not _ident_char(prev2)
+        return "E'" if (escaped or not std_strings) else "'"
+    if c == '"':
+        return '"'
+    if c == "$" and not (i and _ident_char(text[i - 1])):
+        m = _DOLLAR_TAG.match(text, i)
+        return m.group(0) if m else None
+    return None
+
+
+def quote_end(text: str, i: int, q: str, depth: int = 1) -> tuple[int | None, int]:
+    """Where `q` (open before text[i]) ends: (the index just after it, or None when it runs past the end of
+    `text`; the nesting depth of a block comment still open, else 0). Block comments nest; a line comment
+    ends before its newline."""
+    if q == LINE_COMMENT:
+        j = text.find("\n", i)
+        return (len(text) if j < 0 else j), 0
+    if q == BLOCK_COMMENT:
+        for m in _COMMENT_MARK.finditer(text, i):
+            depth += 1 if m.group(0) == "/*" else -1
+            if depth == 0:
+                return m.end(), 0
+        return None, depth
+    rx = _QUOTED.get(q)
+    if rx is not None:
+        m = rx.match(text, i)
+        return (m.end() if m else None), 0
+    j = text.find(q, i)  # a dollar quote ends at its own tag
+    return (None if j < 0 else j + len(q)), 0
+
+
+# -- psql's view: statements, meta-commands and COPY data, one line at a time ----------------------
+
 class PlainScanner:
     """Tracks quotes, comments, dollar quotes and COPY data the way psql does, one line at a time."""
 
@@ -58,6 +116,7 @@ class PlainScanner:
 
     def _add(self, s: str) -> None:
         if self.buf_len < 4096:
+            s = s[:4096 - self.buf_len]
             self.buf.append(s)
             self.buf_len += len(s)
 
@@ -94,99 +153,58 @@ class PlainScanner:
         i, n = 0, len(line)
         copy_after = False
         while i < n:
-            c = line[i]
             q = self.q
-            if q is None:
-                if c == "-" and line.startswith("--", i):
-                    if self.stmt_line is not None:
-                        self._add(" ")  # a comment separates words, as the server reads it
+            if q is not None:  # inside a quote or a block comment, maybe opened on an earlier line
+                end, self.depth = quote_end(line, i, q, self.depth)
+                if q != BLOCK_COMMENT:
+                    self._add(line[i:end])  # quoted text is kept as written
+                if end is None:
                     break
-                if c == "/" and line.startswith("/*", i):
-                    self.q, self.depth = "/*", 1
-                    i += 2
-                    continue
-                if c.isspace():
-                    if self.stmt_line is not None:
-                        self._add(" ")
-                    i += 1
-                    continue
-                if copy_after:
-                    self.after_copy_junk = True
-                if c == "\\":
-                    m = _META_WORD.match(line, i)
-                    word = m.group(1) if m else ""
-                    alone = self.stmt_line is None and not line[:i].strip()
-                    metas.append(Meta(lineno, word, line[m.end() if m else i + 1:].strip(), alone))
-                    break
-                self._start(lineno, i)
-                if c == "'":
-                    prev = line[i - 1] if i else ""
-                    prev2 = line[i - 2] if i > 1 else ""
-                    escaped = prev in ("e", "E") and not _ident_char(prev2)
-                    self.q = "E'" if (escaped or not self.std_strings) else "'"
-                elif c == '"':
-                    self.q = '"'
-                elif c == "$" and not (i and _ident_char(line[i - 1])):
-                    m = _DOLLAR_TAG.match(line, i)
-                    if m:
-                        self.q = m.group(0)
-                        self._add(m.group(0))
-                        i += len(m.group(0))
-                        continue
-                elif c == ";":
-                    self._add(";")
-                    st = self._end(lineno, i + 1)
-                    stmts.append(st)
-                    self._note_statement(st)
-                    if COPY_FROM_STDIN.match(st.text):
-                        copy_after = True
-                    i += 1
-                    continue
-                self._add(c)
+                self.q, i = None, end
+                if q == BLOCK_COMMENT and self.stmt_line is not None:
+                    self._add(" ")  # a comment separates words, as the server reads it
+                continue
+            c = line[i]
+            q = quote_at(line, i, self.std_strings)
+            if q == LINE_COMMENT:
+                if self.stmt_line is not None:
+                    self._add(" ")
+                break
+            if q == BLOCK_COMMENT:
+                self.q, self.depth = q, 1
+                i += 2
+                continue
+            if c.isspace():
+                if self.stmt_line is not None:
+                    self._add(" ")
                 i += 1
                 continue
-            if q == "/*":
-                if line.startswith("/*", i):
-                    self.depth += 1
-                    i += 2
-                elif line.startswith("*/", i):
-                    self.depth -= 1
-                    i += 2
-                    if self.depth == 0:
-                        self.q = None
-                        if self.stmt_line is not None:
-                            self._add(" ")
-                else:
-                    i += 1
+            if copy_after:
+                self.after_copy_junk = True
+            if c == "\\":
+                m = _META_WORD.match(line, i)
+                word = m.group(1) if m else ""
+                alone = self.stmt_line is None and not line[:i].strip()
+                metas.append(Meta(lineno, word, line[m.end() if m else i + 1:].strip(), alone))
+                break
+            self._start(lineno, i)
+            if q is not None:
+                self.q = q
+                opener = q if q[0] == "$" else c
+                self._add(opener)
+                i += len(opener)
+                continue
+            if c == ";":
+                self._add(";")
+                st = self._end(lineno, i + 1)
+                stmts.append(st)
+                self._note_statement(st)
+                if COPY_FROM_STDIN.match(st.text):
+                    copy_after = True
+                i += 1
                 continue
             self._add(c)
-            if q == "'" or q == '"':
-                if c == q[0]:
-                    if i + 1 < n and line[i + 1] == q[0]:
-                        self._add(c)
-                        i += 2
-                        continue
-                    self.q = None
-                i += 1
-            elif q == "E'":
-                if c == "\\" and i + 1 < n:
-                    self._add(line[i + 1])
-                    i += 2
-                    continue
-                if c == "'":
-                    if i + 1 < n and line[i + 1] == "'":
-                        self._add(c)
-                        i += 2
-                        continue
-                    self.q = None
-                i += 1
-            else:  # dollar quote
-                if line.startswith(q, i):
-                    self._add(q[1:])
-                    self.q = None
-                    i += len(q)
-                else:
-                    i += 1
+            i += 1
         if copy_after and complete:
             self.in_copy = True
         return "sql", stmts, metas
@@ -197,6 +215,63 @@ class PlainScanner:
             self.std_strings = m.group(1).lower() == "on"
 
 
+
+
+# -- the server's view of one statement: its tokens ------------------------------------------------
+
+_CODE = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<prefix>(?:[BbXxNnEe]|[Uu]&)(?='))           # b'..', x'..', n'..', e'..', u&'..': part of the string
+  | (?P<word>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
+  | (?P<num>[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)
+  | (?P<punct>::|[(),;.\[\]])
+  | (?P<op>(?:(?!--|/\*)[^\sA-Za-z0-9_(),;.\[\]"'$])+|\$)
+""", re.X)
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str      # word | ident | str | num | punct | op
+    value: str     # words lower-cased, quoted identifiers unquoted; strings and dollar quotes ""
+    depth: int     # parenthesis depth before the token
+
+
+def tokens(text: str) -> list[Tok]:
+    """SQL tokens of one statement: comments dropped, strings and dollar quotes one `str` token each.
+
+    Quotes, dollar quotes and comments end where `quote_end` says, as for whole files, so a
+    statement's tokens never disagree with where the scanner saw it end.
+    """
+    out: list[Tok] = []
+    i, n, depth = 0, len(text), 0
+    while i < n:
+        q = quote_at(text, i)
+        if q is not None:
+            start = i + (len(q) if q[0] == "$" or q in (LINE_COMMENT, BLOCK_COMMENT) else 1)
+            end, _ = quote_end(text, start, q)
+            end = n if end is None else end
+            if q == '"':
+                out.append(Tok("ident", text[i + 1:end - 1].replace('""', '"'), depth))
+            elif q not in (LINE_COMMENT, BLOCK_COMMENT):
+                out.append(Tok("str", "", depth))
+            i = end
+            continue
+        m = _CODE.match(text, i)
+        if not m:
+            i += 1
+            continue
+        kind, value = m.lastgroup, m.group(0)
+        i = m.end()
+        if kind in ("ws", "prefix"):
+            continue
+        if kind == "word":
+            value = value.lower()
+        if kind == "punct" and value == ")":
+            depth = max(0, depth - 1)
+        out.append(Tok(kind, value, depth))
+        if kind == "punct" and value == "(":
+            depth += 1
+    return out
 
 
 _IDENT = r'(?:"(?:[^"]|"")*"|[^\s".(]+)'
