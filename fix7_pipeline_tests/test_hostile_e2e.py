@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.cli import VERDICT_EXIT, run_rehearsal
+from fix7_pipeline.cli.rehearse import VERDICT_EXIT, run_rehearsal
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.rules import registry
 from fix7_pipeline.demo import builder

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import escape, rehearsal
 from fix7_pipeline.core.candidates import format_table
 from fix7_pipeline.core.junit import write_junit

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.audit import verify_chain
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.hosts import HostPolicy

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fix7_pipeline import cli
+from fix7_pipeline.cli.main import build_parser
+from fix7_pipeline.cli.rehearse import request_config
 from fix7_pipeline.core.automation_config import TOP_KEYS, load_automation_config
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.paths import project_dir
@@ -81,7 +82,7 @@ def test_every_cli_flag_maps_to_its_field():
             "--max-lock-s", "0", "--max-access-exclusive-s", "2", "--max-total-s", "9",
             "--no-rewrite-table", "t1", "--no-rewrite-table", "s.t2", "--index-warn-mb", "3",
             "--index-warn-rows", "7", "--evidence-dir", "ev"]
-    config = cli.request_config(cli.build_parser().parse_args(argv))
+    config = request_config(build_parser().parse_args(argv))
     assert list(config) == PIPELINE_ORDER
     assert config["clone_path"] == str(Path("c.dump").absolute())
     assert config["evidence_dir"] == str(Path("ev").resolve())
@@ -90,7 +91,7 @@ def test_every_cli_flag_maps_to_its_field():
     assert config["keep_databases"] is True and config["server_url"] == "postgresql://u@h/db"
     RehearsalRequest(**config)  # the run config the CLI sends is a valid request
 
-    bare = cli.request_config(cli.build_parser().parse_args(argv[:7]))
+    bare = request_config(build_parser().parse_args(argv[:7]))
     # unset timeouts and warning sizes are left to the schema's defaults; thresholds are present and unset
     assert not {"statement_timeout_s", "lock_timeout_s", "index_warn_mb", "index_warn_rows"} & set(bare)
     assert bare["max_lock_s"] is None and bare["production_hosts"] == [] and bare["attested_by"] == ""
@@ -100,7 +101,7 @@ def test_every_cli_flag_maps_to_its_field():
                                         ("--index-warn-rows", "x")])
 def test_a_bad_flag_value_is_a_usage_error(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
-        cli.build_parser().parse_args(["rehearse", "--clone", "c", "--apply", "a", "--rollback", "r", flag, value])
+        build_parser().parse_args(["rehearse", "--clone", "c", "--apply", "a", "--rollback", "r", flag, value])
     assert e.value.code == 2 and "usage error" in capsys.readouterr().err
 
 

