@@ -95,7 +95,7 @@ def list_archive(path: Path, fmt: str | None = None, timeout: float = 300) -> tu
             e = parse_toc_line(ln)
             if e is None:
                 raise refuse(path, "pg_restore listed a table-of-contents line that cannot be read",
-                              rule="dump_corrupt")
+                             rule="dump_corrupt")
             entries.append(e)
     return header, entries
 

@@ -18,6 +18,10 @@ from .streams import HashingReader, hash_directory, hash_file, iter_lines, open_
 _TOC_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
 
 
+# Files intake recognises only to refuse them by name: other databases and compressions it does not expand.
+_OTHER_MAGIC = ((b"SQLite format 3\x00", "sqlite"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"),
+                (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"PK\x03\x04", "zip"))
+
 
 def _sniff(head: bytes) -> str:
     if head.startswith(b"PGDMP"):
@@ -26,28 +30,26 @@ def _sniff(head: bytes) -> str:
         return "gzip"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if head.startswith(b"SQLite format 3\x00"):
-        return "sqlite"
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return "zstd"
-    if head.startswith(b"\x04\x22\x4d\x18"):
-        return "lz4"
-    if head.startswith(b"BZh"):
-        return "bzip2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    return "text?"
+    return next((kind for magic, kind in _OTHER_MAGIC if head.startswith(magic)), "text?")
+
+
+def _head(dump: Path, path: Path, n: int, what: str, whose: str) -> bytes:
+    """The first `n` bytes of `path` (the dump or a member of it), or the refusal that says why they cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise refuse(dump, f"{what} cannot be read ({e.strerror})", f"Make {whose} readable by the user running "
+                     "the rehearsal.", rule="dump_unreadable") from None
 
 
 def _check_newer(path: Path, pg_dump_version: str | None) -> None:
     major = version_major(pg_dump_version)
     if major is not None and major > wheel_major():
         raise refuse(path, f"it was made by pg_dump {pg_dump_version}, newer than the rehearsal's client tools "
-                      f"(PostgreSQL {wheel_major()}), which cannot read it safely",
-                      f"Make it again with pg_dump {wheel_major()} or older against the sanitized copy.",
-                      rule="dump_too_new")
+                     f"(PostgreSQL {wheel_major()}), which cannot read it safely",
+                     f"Make it again with pg_dump {wheel_major()} or older against the sanitized copy.",
+                     rule="dump_too_new")
 
 
 def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, hand_written: bool = False) -> dict:
@@ -96,10 +98,10 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
             raise refuse(path, "the gzip stream is damaged", rule="dump_corrupt") from None
         except zlib.error as e:
             raise refuse(path, f"the gzip stream is damaged ({e})", "Supply the complete file.",
-                          rule="dump_corrupt") from None
+                         rule="dump_corrupt") from None
     if not seen_dump_banner and not hand_written:
         raise refuse(path, "it is not a pg_dump output (no '-- PostgreSQL database dump' header in its first "
-                      "lines)", rule="dump_not_pg_dump")
+                     "lines)", rule="dump_not_pg_dump")
     return {"header": header, "toc": toc, "copies": copies, "uncompressed": uncompressed,
             "sha256": raw.sha.hexdigest(), "bytes": raw.n}
 
@@ -122,34 +124,23 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
             toc_st = None
         except OSError as e:
             raise refuse(real, f"the directory cannot be read ({e.strerror})", "Make the directory and its files "
-                          "readable by the user running the rehearsal.", rule="dump_unreadable") from None
+                         "readable by the user running the rehearsal.", rule="dump_unreadable") from None
         if toc_st is None or not stat.S_ISREG(toc_st.st_mode):
             raise refuse(real, "it is a directory without a toc.dat, so it is not a pg_dump directory-format "
-                          "dump", "Name the directory pg_dump -Fd wrote, or a dump file.", rule="dump_not_pg_dump")
-        try:
-            with open(toc_file, "rb") as f:
-                toc_head = f.read(5)
-        except OSError as e:
-            raise refuse(real, f"its toc.dat cannot be read ({e.strerror})", "Make the directory and its files "
-                          "readable by the user running the rehearsal.", rule="dump_unreadable") from None
-        if toc_head != b"PGDMP":
+                         "dump", "Name the directory pg_dump -Fd wrote, or a dump file.", rule="dump_not_pg_dump")
+        if _head(real, toc_file, 5, "its toc.dat", "the directory and its files") != b"PGDMP":
             raise refuse(real, "its toc.dat is not a pg_dump archive header", rule="dump_corrupt")
         digest, size = hash_directory(real)
         fmt, compressed = DIRECTORY, any(n.endswith((".gz", ".lz4", ".zst")) for n in os.listdir(real))
     elif stat.S_ISREG(st.st_mode):
         if st.st_size == 0:
             raise refuse(real, "the file is empty", rule="dump_empty")
-        try:
-            with open(real, "rb") as f:
-                head = f.read(512)
-        except OSError as e:
-            raise refuse(real, f"it cannot be read ({e.strerror})", "Make the file readable by the user running "
-                          "the rehearsal.", rule="dump_unreadable") from None
+        head = _head(real, real, 512, "it", "the file")
         kind = _sniff(head)
         if kind in ("zstd", "lz4", "bzip2", "xz", "zip"):
             raise refuse(real, f"it is {kind}-compressed, which intake does not expand",
-                          "Decompress it, or supply the plain dump gzip-compressed or a custom-format dump.",
-                          rule="dump_unsupported_compression")
+                         "Decompress it, or supply the plain dump gzip-compressed or a custom-format dump.",
+                         rule="dump_unsupported_compression")
         if kind == "sqlite":
             raise refuse(real, "it is a SQLite database, not a PostgreSQL dump", rule="dump_not_pg_dump")
         digest, size = (None, st.st_size) if kind in ("gzip", "text?") else hash_file(real)
@@ -162,7 +153,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         elif kind == "tar":
             if not head.startswith(b"toc.dat\x00"):
                 raise refuse(real, "it is a tar file, but not one pg_dump -Ft wrote (no toc.dat first)",
-                              rule="dump_not_pg_dump")
+                             rule="dump_not_pg_dump")
             fmt, compressed = TAR, False
         elif kind == "gzip":
             with open_plain(real, gzipped=True, max_bytes=max_plain_bytes, max_ratio=max_gzip_ratio) as g:
@@ -172,8 +163,8 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                     raise refuse(real, f"the gzip stream is damaged ({e})", rule="dump_corrupt") from None
             if inner.startswith(b"PGDMP") or (len(inner) >= 262 and inner[257:262] == b"ustar"):
                 raise refuse(real, "it is a gzip-compressed pg_dump archive", "Decompress it and supply the "
-                              "archive itself (custom format is already compressed).",
-                              rule="dump_unsupported_compression")
+                             "archive itself (custom format is already compressed).",
+                             rule="dump_unsupported_compression")
             fmt, compressed = PLAIN_GZIP, True
         else:
             fmt, compressed = PLAIN, False
@@ -188,7 +179,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         info.sha256, info.bytes = got["sha256"], got["bytes"]
         if info.bytes != st.st_size:
             raise refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
-                          "rehearsal runs.", rule="dump_changed")
+                         "rehearsal runs.", rule="dump_changed")
         info.pg_dump_version = got["header"].get("pg_dump_version")
         info.server_version = got["header"].get("server_version")
         info.toc = got["toc"]
@@ -199,7 +190,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
             info.hand_written = True
         elif not info.pg_dump_version:
             raise refuse(real, "its header does not say which pg_dump made it ('-- Dumped by pg_dump version')",
-                          rule="dump_not_pg_dump")
+                         rule="dump_not_pg_dump")
     else:
         header, toc = list_archive(real, fmt, timeout=min(timeout, 600))
         info.pg_dump_version = header.get("Dumped by pg_dump version")

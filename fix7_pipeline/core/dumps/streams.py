@@ -20,21 +20,21 @@ def resolve_path(path: Path, allowed_roots: list[Path] | None) -> Path:
         path.lstat()
     except FileNotFoundError:
         raise refuse(path, "nothing exists at that path", "Check the path the operator named; supply the "
-                      "sanitized pg_dump of the birth surface there.", rule="dump_missing") from None
+                     "sanitized pg_dump of the birth surface there.", rule="dump_missing") from None
     except OSError as e:
         raise refuse(path, f"its metadata cannot be read ({e.strerror})", rule="dump_unreadable") from None
     try:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError) as e:
         raise refuse(path, f"the path cannot be resolved ({getattr(e, 'strerror', None) or e})",
-                      rule="dump_unreadable") from None
+                     rule="dump_unreadable") from None
     if allowed_roots is not None:
         roots = [Path(os.path.expanduser(str(r))).resolve() for r in allowed_roots]
         if not any(real == r or r in real.parents for r in roots):
             via = " (it is a symbolic link)" if path.is_symlink() else ""
             raise refuse(path, f"it resolves to {real}{via}, outside the allowed dump locations "
-                          f"({', '.join(str(r) for r in roots)})", "Place the dump itself (not a link to "
-                          "elsewhere) under one of the allowed locations.", rule="dump_outside_roots")
+                         f"({', '.join(str(r) for r in roots)})", "Place the dump itself (not a link to "
+                         "elsewhere) under one of the allowed locations.", rule="dump_outside_roots")
     return real
 
 
@@ -48,7 +48,7 @@ def hash_file(path: Path, h=None) -> tuple[str, int]:
                 n += len(chunk)
     except OSError as e:
         raise refuse(path, f"it cannot be read ({e.strerror})", "Make the file readable by the user running "
-                      "the rehearsal.", rule="dump_unreadable") from None
+                     "the rehearsal.", rule="dump_unreadable") from None
     return h.hexdigest(), n
 
 
@@ -71,12 +71,12 @@ def hash_directory(path: Path) -> tuple[str, int]:
             st = member.lstat()
         except OSError as e:
             raise refuse(path, f"its member {name!r} cannot be read ({e.strerror})",
-                          rule="dump_unreadable") from None
+                         rule="dump_unreadable") from None
         if not stat.S_ISREG(st.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise refuse(path, f"the directory-format dump holds {name!r}, which is {kind}; pg_restore would "
-                          "read whatever it points at", "Supply the directory exactly as pg_dump -Fd wrote it "
-                          "(regular files only).", rule="dump_directory_member")
+                         "read whatever it points at", "Supply the directory exactly as pg_dump -Fd wrote it "
+                         "(regular files only).", rule="dump_directory_member")
         h.update(name.encode("utf-8", "surrogateescape") + b"\0" + str(st.st_size).encode() + b"\0")
         sub = hashlib.sha256()
         _, n = hash_file(member, sub)
@@ -111,7 +111,7 @@ class _CappedGunzip(io.RawIOBase):
                 if not raw:
                     if not self._z.eof:
                         raise refuse(self._path, "the gzip stream is truncated", "Supply the complete file.",
-                                      rule="dump_truncated")
+                                     rule="dump_truncated")
                     self._eof = True
                     return
                 self.compressed_in += len(raw)
@@ -123,11 +123,11 @@ class _CappedGunzip(io.RawIOBase):
             self.out += len(data)
             if self.out > self._max:
                 raise refuse(self._path, f"it expands beyond {self._max} bytes (the cap for a plain dump)",
-                              "Supply a custom-format dump (pg_dump -Fc) or raise the cap if the clone is really "
-                              "that large.", rule="dump_too_large")
+                             "Supply a custom-format dump (pg_dump -Fc) or raise the cap if the clone is really "
+                             "that large.", rule="dump_too_large")
             if self.out > GZIP_RATIO_GRACE_BYTES and self.out > self._ratio * max(self.compressed_in, 1):
                 raise refuse(self._path, f"it expands more than {self._ratio}:1, which a pg_dump does not; it "
-                              "looks like a decompression bomb", rule="dump_gzip_bomb")
+                             "looks like a decompression bomb", rule="dump_gzip_bomb")
             self._buf = data
 
     def readinto(self, b) -> int:
