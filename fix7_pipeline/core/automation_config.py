@@ -21,7 +21,7 @@ import yaml
 from .errors import Fix7Error
 from .paths import project_dir
 from .packet_files import sha256_file
-from .request import yaml_kinds
+from .request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"
@@ -115,6 +115,11 @@ def _typed(path: Path, key: str, value, kind):
     raise _bad(path, f"`{key}` must be {dict([(bool, 'true or false'), (int, 'a whole number'), (float, 'a number at or above 0'), (str, 'text'), (list, 'a list of text')])[kind]}")
 
 
+def yaml_settings() -> dict[str, RequestField]:
+    """The request settings rehearsal.yaml may carry, in pipeline order."""
+    return {f.name: f for f in request_fields() if f.yaml is not None}
+
+
 def valid_cron(expr: str) -> bool:
     fields = expr.split()
     return len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)
@@ -131,7 +136,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
         raise _bad(path, f"it cannot be read as YAML ({type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise _bad(path, "it must be a mapping of settings")
-    kinds = yaml_kinds()
+    kinds = yaml_settings()
     unknown = sorted(set(raw) - TOP_KEYS - set(kinds))
     if "evidence_dir" in unknown:
         raise _bad(path, "`evidence_dir` cannot be fixed for repeated runs: each run writes its own "

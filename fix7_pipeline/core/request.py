@@ -5,12 +5,11 @@ pre-filled value) and its description, in pipeline order (intake, isolation, the
 impact, the evidence). Each field also says how the other two surfaces spell it:
 
 - `Flag` — its `fix7 rehearse` option (name, metavar, repeatable, parser, how a path is made absolute);
-  `cli_config(args)` turns parsed arguments back into run config;
-- `Yaml` — whether `rehearsal.yaml` may set it and whether it holds paths (relative to the file);
-  `yaml_kinds()` is what `core/automation_config.py` validates the file against.
+- `Yaml` — whether `rehearsal.yaml` may set it and whether it holds paths (relative to the file).
 
-The Dagster `Config` is derived from the same fields in `defs/intake.py` (`config_class`), so a new
-field is written once, here. Nothing here imports Dagster.
+Each surface is derived from `request_fields()` where it lives: the Dagster `Config` in
+`defs/intake.py`, the flags and their run config in `cli/rehearse.py`, the rehearsal.yaml settings in
+`core/automation_config.py`. A new field is written once, here. Nothing here imports Dagster.
 """
 
 from __future__ import annotations
@@ -86,7 +85,6 @@ class Yaml:
 
 
 IMPACT = "impact"
-IMPACT_GROUP = "impact thresholds (a breach fails the rehearsal; unset, the impact is only reported)"
 
 
 @pydantic_dataclass
@@ -226,63 +224,3 @@ def request_fields() -> list[RequestField]:
         out.append(RequestField(name, info, info.annotation, next((m for m in meta if isinstance(m, Flag)), None),
                                 next((m for m in meta if isinstance(m, Yaml)), None)))
     return out
-
-
-def add_cli_flags(parser: argparse.ArgumentParser) -> None:
-    """`fix7 rehearse`'s options, one per field; the impact thresholds in their own group."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in request_fields():
-        flag = f.flag
-        if flag is None:
-            continue
-        target = parser
-        if flag.group:
-            target = groups.get(flag.group) or groups.setdefault(flag.group, parser.add_argument_group(IMPACT_GROUP))
-        kwargs: dict = {"help": flag.help, "dest": f.name}
-        if flag.switch:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["metavar"] = flag.metavar
-            if flag.repeat:
-                kwargs["action"] = "append"
-            if flag.parse:
-                kwargs["type"] = flag.parse
-            if flag.required:
-                kwargs["required"] = True
-        target.add_argument(flag.name, **kwargs)
-
-
-def _cli_path(value: str, how: str | None) -> str:
-    p = Path(value).expanduser()
-    return str(p.absolute() if how == "absolute" else p.resolve() if how == "resolve" else p)
-
-
-def cli_config(args: argparse.Namespace) -> dict:
-    """The job's run config for clone_intake from `fix7 rehearse`'s parsed options (dest = field name).
-
-    An option not given is left out, so the field's default applies; the thresholds are always present
-    (None = not gated). `server_url` is as given: the CLI moves a password in it to the environment.
-    """
-    config: dict = {}
-    for f in request_fields():
-        if f.flag is None:
-            continue
-        value = getattr(args, f.name, None)
-        if f.flag.repeat:
-            value = [_cli_path(v, f.flag.path) if f.flag.path else v for v in (value or [])]
-        elif f.flag.switch:
-            value = bool(value)
-        elif value in (None, "") and f.annotation is str:
-            value = ""
-        elif value is None:
-            if f.default is not None:
-                continue
-        elif f.flag.path:
-            value = _cli_path(value, f.flag.path)
-        config[f.name] = value
-    return config
-
-
-def yaml_kinds() -> dict[str, RequestField]:
-    """The request settings rehearsal.yaml may carry, in pipeline order."""
-    return {f.name: f for f in request_fields() if f.yaml is not None}

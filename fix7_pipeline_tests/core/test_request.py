@@ -10,10 +10,10 @@ import yaml
 
 from fix7_pipeline.cli.main import build_parser
 from fix7_pipeline.cli.rehearse import request_config
-from fix7_pipeline.core.automation_config import TOP_KEYS, load_automation_config
+from fix7_pipeline.core.automation_config import TOP_KEYS, load_automation_config, yaml_settings
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.paths import project_dir
-from fix7_pipeline.core.request import RehearsalRequest, request_fields, yaml_kinds
+from fix7_pipeline.core.request import RehearsalRequest, request_fields
 
 PIPELINE_ORDER = ["clone_path", "apply_sql", "rollback_sql", "attested_by", "contract", "search_roots",
                   "allowed_roots", "production_hosts", "allow_hosts", "server_url", "keep_databases",
@@ -106,8 +106,8 @@ def test_a_bad_flag_value_is_a_usage_error(flag, value, capsys):
 
 
 def test_rehearsal_yaml_takes_every_request_field_but_the_clone_and_the_evidence_dir(tmp_path):
-    assert set(yaml_kinds()) == set(PIPELINE_ORDER) - {"clone_path", "evidence_dir"}
-    assert not set(yaml_kinds()) & TOP_KEYS - {"clone_path"}
+    assert set(yaml_settings()) == set(PIPELINE_ORDER) - {"clone_path", "evidence_dir"}
+    assert not set(yaml_settings()) & TOP_KEYS - {"clone_path"}
     (tmp_path / "a.sql").write_text("select 1;")
     (tmp_path / "r.sql").write_text("select 1;")
     f = tmp_path / "rehearsal.yaml"
