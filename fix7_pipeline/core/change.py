@@ -17,7 +17,7 @@ import psycopg
 from psycopg import pq
 
 from . import impact as impact_mod
-from .sql_lexer import Lexed, Statement, lex
+from .sql_lexer import Lexed, Statement, iter_lexed, lex
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import FAILED, PASSED, Finding, StageOutcome
 from .server import CHANGE, RehearsalServer, Throwaway
@@ -72,8 +72,7 @@ def read_change(path: str | Path | None, label: str) -> ChangeSQL:
     except UnicodeDecodeError as e:
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
                         "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
-    body = re.sub(r"--[^\n]*", "", text)
-    if not body.strip().strip(";").strip():
+    if next(iter_lexed(text.splitlines(keepends=True)), None) is None:  # comments and bare `;` are no change
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
                         rule="change_file")
     return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
