@@ -8,7 +8,7 @@ impact, the evidence). Each field also says how the other two surfaces spell it:
 - `Yaml` — whether `rehearsal.yaml` may set it and whether it holds paths (relative to the file).
 
 Each surface is derived from `request_fields()` where it lives: the Dagster `Config` in
-`defs/intake.py`, the flags and their run config in `cli/rehearse.py`, the rehearsal.yaml settings in
+`defs/intake.py`, the flags and their run config in `cli/flags.py`, the rehearsal.yaml settings in
 `core/automation_config.py`. A new field is written once, here. Nothing here imports Dagster.
 """
 
@@ -18,7 +18,7 @@ import argparse
 import os
 import types
 import typing
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -194,12 +194,13 @@ class RehearsalRequest:
 
 @dataclass(frozen=True)
 class RequestField:
+    """One field of the schema: its pydantic FieldInfo (default, description), type and surface spellings."""
+
     name: str
     info: FieldInfo
     annotation: Any
     flag: Flag | None = None
     yaml: Yaml | None = None
-    extra: tuple = dc_field(default=())
 
     @property
     def default(self) -> Any:
