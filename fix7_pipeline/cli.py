@@ -166,9 +166,9 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
-    from fix7_pipeline.definitions import defs
+    from fix7_pipeline.defs.partitions import rehearsal_key
+    from fix7_pipeline.launch import run_job_here
 
-    job = defs.resolve_job_def("fix7_rehearsal")
     seen: dict = {}
 
     def listener(stage, outcome, duration, evidence_dir):
@@ -180,10 +180,12 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     position = interrupts.mark()
     result = None
     try:
-        result = job.execute_in_process(
-            run_config={"ops": {"clone_intake": {"config": config}},
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False, tags={"fix7/source": "cli", **(tags or {})})
+        # A run of the code location's job (the UI's Runs tab and Overview list it), keyed as a rehearsal
+        # partition of its own, executed here.
+        result = run_job_here(
+            instance, {"ops": {"clone_intake": {"config": config}},
+                       "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key())
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise

@@ -5,10 +5,10 @@
 import dagster as dg
 from pydantic import Field
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.server import PASSWORD_ENV
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_events, witnessed_if_interrupted
 
 
 class RehearsalRequestConfig(dg.Config):
@@ -55,7 +55,7 @@ class RehearsalRequestConfig(dg.Config):
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"python", "postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"python", "postgres"},
     description="The operator's dump as received: path, sha256, bytes, format, pg_dump version, screening of "
                 "psql meta-commands and dangerous archive entries, and the operator's attestation.",
     check_specs=[gate("clone_intake", "intake_safe",
@@ -67,6 +67,9 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
         state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
                                           storage_url=getattr(context.instance.run_storage, "postgres_url", None))
     clone = state.get("clone", {})
+    # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
+    context.instance.add_run_tags(context.run_id, run_view.intake_tags(clone.get("sha256"), config.attested_by,
+                                                                       state["evidence_dir"]))
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
     yield from stage_events("clone_intake", "intake_safe", outcome, state, extra)
