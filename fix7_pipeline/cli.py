@@ -214,6 +214,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.defs.stages import record_chain_witness
 
         record_chain_witness(instance, run_id or packet.data.get("run_id"))
+        _report_verdict(instance, run_id)
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
     if not verdict:  # no step sealed it: seal it here, and give Dagster its record of the seal as well
@@ -222,8 +223,20 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
 
         verdict = packet.finalize(incomplete_reason="the Dagster run ended early")
         record_witness(instance, run_id, witness(packet.sealed))
+    _report_verdict(instance, run_id)
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
+
+
+def _report_verdict(instance, run_id: str | None) -> None:
+    """The verdict as the run's last event (the run page opens there); never masks the verdict itself."""
+    from fix7_pipeline.defs.stages import report_verdict
+
+    try:
+        with interrupts.deferred(reraise=False):
+            report_verdict(instance, run_id)
+    except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
+        pass
 
 
 def _request(config: dict):

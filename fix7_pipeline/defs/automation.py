@@ -163,3 +163,19 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
 _LOADED = load_for_definitions()
 nightly_rehearsal = build_schedule(_LOADED)
 clone_drop_sensor = build_sensor(_LOADED)
+
+
+# -- the verdict as a finished run's last event -----------------------------------------------
+
+@dg.run_status_sensor(
+    name="fix7_verdict_sensor", run_status=dg.DagsterRunStatus.FAILURE, monitored_jobs=None,
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
+    description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
+                "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
+                "trace. Runs the CLI started already carry it.",
+)
+def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
+    from fix7_pipeline.defs.stages import report_verdict
+
+    if context.dagster_run.job_name == JOB:
+        report_verdict(context.instance, context.dagster_run.run_id)

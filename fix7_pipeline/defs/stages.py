@@ -71,6 +71,29 @@ def packet_tags(evidence_dir: str | None) -> dict[str, str]:
         return {}
 
 
+VERDICT_EVENT = "fix7 verdict"
+
+
+def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
+    """The verdict and its one-line reason as the run's last event, so the run page (which opens at the end
+    of its log, past Dagster's stack trace and "Not executing" rows) reads the verdict first. Once per run:
+    called by the CLI when its run ends and by fix7_verdict_sensor for runs the daemon launched."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None or not run.tags.get("fix7/verdict"):
+        return False
+    if any((e.message or "").startswith(VERDICT_EVENT)
+           for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        return False
+    from dagster._core.events import EngineEventData
+
+    verdict, reason = run.tags["fix7/verdict"], run.tags.get("fix7/reason", "")
+    instance.report_engine_event(
+        f"{VERDICT_EVENT} {verdict}: {reason}", run,
+        EngineEventData(metadata={"verdict": verdict, "reason": dg.MetadataValue.text(reason),
+                                  "evidence": dg.MetadataValue.path(run.tags.get("fix7/evidence", ""))}))
+    return True
+
+
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
     """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
     (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
