@@ -54,6 +54,12 @@ class RehearsalRequestConfig(dg.Config):
         return rehearsal.RehearsalRequest(**self.model_dump())
 
 
+NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so nothing was run or judged. Every "
+                "rehearsal is a partition of its own (fix7_rehearsals): in the launchpad pick or add one (the "
+                "partition selector, e.g. 20261201-fix7-ticket), or let fix7 rehearse, the sensor or the schedule "
+                "add one; then launch again.")
+
+
 @dg.asset(
     group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"python", "postgres"},
     description="The operator's dump as received: path, sha256, bytes, format, pg_dump version, screening of "
@@ -63,6 +69,10 @@ class RehearsalRequestConfig(dg.Config):
                       "non-production copy.")],
 )
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
+    if not context.has_partition_key:  # fail closed: a run outside the rehearsal partitions is refused
+        context.instance.add_run_tags(context.run_id, {"fix7/verdict": "NOT_STARTED", "fix7/reason": NO_PARTITION,
+                                                       "fix7/stopped_at": "intake"})
+        raise dg.Failure(description=NO_PARTITION, allow_retries=False)
     with witnessed_if_interrupted(context):
         state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
                                           storage_url=getattr(context.instance.run_storage, "postgres_url", None))
