@@ -8,7 +8,8 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
-from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
+                                       witnessed_if_interrupted)
 from fix7_pipeline.defs.storage import discard_run_outputs
 
 

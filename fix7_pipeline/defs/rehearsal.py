@@ -8,7 +8,8 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.report import EvidencePacket
-from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
+                                       witnessed_if_interrupted)
 
 
 @dg.asset(
