@@ -1,6 +1,7 @@
 """Issue 11.6 in a browser, as a new operator and an auditor meet the UI: `fix7 ui` (webserver + daemon, the
 way test_webserver_e2e.py starts it) on an instance of its own; one passing rehearsal and one blocked one
-(no clone: NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE), both through `fix7 rehearse`; then headless Debian
+(no clone: NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE), both through `fix7 rehearse`, and one launched
+as the launchpad does with an empty attestation (the daemon runs it); then headless Debian
 chromium, driven by Playwright (`executable_path`, no browser download), opens the asset graph, the
 evidence packet, the runs lists, the passing run and the blocked run, and reads each one's verdict (and
 the blocked run's reason) on the page.
@@ -119,7 +120,8 @@ def scene(tmp_path_factory, browser):
         assert passed.returncode == 0, passed.stdout + passed.stderr
         blocked = rehearse(root / "no-such-clone.dump", root / "ev-blocked")
         assert blocked.returncode == 3, blocked.stdout + blocked.stderr
-        yield {"base": f"http://127.0.0.1:{port}", "log": log_path, "root": root,
+        launchpad = _launch_unattested(gql, dump, apply_sql, rollback_sql, root / "ev-launchpad")
+        yield {"base": f"http://127.0.0.1:{port}", "log": log_path, "root": root, "launchpad": launchpad,
                "passed": json.loads(passed.stdout.strip().splitlines()[-1])["run_id"],
                "blocked": json.loads(blocked.stdout.strip().splitlines()[-1])["run_id"]}
     finally:
@@ -132,6 +134,32 @@ def scene(tmp_path_factory, browser):
                 proc.wait()
         log.close()
         _drop_storage_db()
+
+
+LOGS = """
+query L($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection { events { __typename
+  ... on MessageEvent { message } } } } }
+"""
+
+
+def _launch_unattested(gql, dump: Path, apply_sql: Path, rollback_sql: Path, evidence: Path) -> str:
+    """As the launchpad does it, with an empty attestation: the daemon runs it, intake refuses it, and
+    fix7_verdict_sensor adds the verdict as the run's last event. Returns the run id once that event is there."""
+    from fix7_pipeline_tests.test_webserver_e2e import LAUNCH, _launch_params, _wait_for_run
+
+    config = {"clone_path": str(dump), "apply_sql": str(apply_sql), "rollback_sql": str(rollback_sql),
+              "attested_by": "", "evidence_dir": str(evidence)}
+    launched = gql(LAUNCH, {"params": _launch_params(gql, config, "browser-unattested")})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    assert _wait_for_run(gql, run_id) == "FAILURE"
+    deadline = time.monotonic() + 120
+    while True:
+        events = gql(LOGS, {"id": run_id})["logsForRun"]["events"]
+        if any((e.get("message") or "").startswith("fix7 verdict ") for e in events):
+            return run_id
+        assert time.monotonic() < deadline, "fix7_verdict_sensor added no verdict event to the failed run"
+        time.sleep(3)
 
 
 @pytest.fixture
@@ -205,3 +233,10 @@ def test_both_runs_read_with_their_verdicts_in_the_runs_list_and_the_jobs_runs_t
         expect(body).to_contain_text(f"fix7/verdict: {PASSED}")
         expect(body).to_contain_text(f"fix7/verdict: {NO_SAFE}")
         expect(body).to_contain_text("fix7/reason: intake: The dump at")
+
+
+def test_a_launchpad_run_without_attestation_reads_its_one_line_refusal(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, f"/runs/{scene['launchpad']}")
+    expect(page.get_by_text(f"fix7 verdict {NO_SAFE}: intake: no operator attestation").first).to_be_visible()
