@@ -113,9 +113,9 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
-    from fix7_pipeline.definitions import defs
+    from fix7_pipeline.defs.partitions import rehearsal_key
+    from fix7_pipeline.launch import run_job_here
 
-    job = defs.resolve_job_def("fix7_rehearsal")
     seen: dict = {}
 
     def listener(stage, outcome, duration, evidence_dir):
@@ -127,10 +127,12 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     position = interrupts.mark()
     result = None
     try:
-        result = job.execute_in_process(
-            run_config={"ops": {"clone_intake": {"config": config}},
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False, tags={"fix7/source": "cli", **(tags or {})})
+        # A run of the code location's job (the UI's Runs tab and Overview list it), keyed as a rehearsal
+        # partition of its own, executed here.
+        result = run_job_here(
+            instance, {"ops": {"clone_intake": {"config": config}},
+                       "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key())
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise
@@ -159,6 +161,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.defs.stages import record_chain_witness
 
         record_chain_witness(instance, run_id or packet.data.get("run_id"))
+        _report_verdict(instance, run_id)
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
     if not verdict:  # no step sealed it: seal it here, and give Dagster its record of the seal as well
@@ -167,8 +170,20 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
 
         verdict = packet.finalize(incomplete_reason="the Dagster run ended early")
         record_witness(instance, run_id, witness(packet.sealed))
+    _report_verdict(instance, run_id)
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
+
+
+def _report_verdict(instance, run_id: str | None) -> None:
+    """The verdict as the run's last event (the run page opens there); never masks the verdict itself."""
+    from fix7_pipeline.defs.stages import report_verdict
+
+    try:
+        with interrupts.deferred(reraise=False):
+            report_verdict(instance, run_id)
+    except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
+        pass
 
 
 def _request(config: dict):
