@@ -45,7 +45,7 @@ def test_dg_check_defs_and_list_defs_load_the_project(tmp_path):
     assert [j["name"] for j in listed["jobs"]] == ["fix7_rehearsal"]
     assert {"clone_intake", "evidence_packet"} <= {a["asset_key"] for a in listed["assets"]}
     assert {s["name"] for s in listed["schedules"]} == {"nightly_rehearsal"}
-    assert {s["name"] for s in listed["sensors"]} == {"clone_drop_sensor"}
+    assert {"clone_drop_sensor"} <= {s["name"] for s in listed["sensors"]}
 
 
 def _free_port() -> int:
