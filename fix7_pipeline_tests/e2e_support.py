@@ -10,8 +10,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,80 @@ from fix7_pipeline_tests.pg import server_throwaway_names
 
 PRODUCTION = "*.prod.corp.internal"
 DAGSTER_ENV = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS")
+
+
+# -- `fix7 ui` as an operator starts it -------------------------------------------------------
+
+class GraphQL:
+    """The webserver's GraphQL endpoint; an answer with errors fails the test."""
+
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}/graphql"
+
+    def __call__(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out = json.loads(resp.read())
+        assert not out.get("errors"), out["errors"]
+        return out["data"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drop_storage_db(name: str) -> None:
+    info = start_embedded()
+    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres", user="postgres",
+                         autocommit=True) as c:
+        c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fix7_ui(home: Path, storage_db: str, ready_query: str, extra_env: dict | None = None):
+    """`fix7 ui` on a free loopback port with this DAGSTER_HOME and a storage database of its own, up once
+    `ready_query` lists a repository; yields (GraphQL, env, that answer, port). Stopped and its storage
+    dropped afterwards."""
+    drop_storage_db(storage_db)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
+    env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(storage_db),
+               FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
+               FIX7_PROJECT_DIR=str(project_dir()), FIX7_REHEARSAL_CONFIG=str(home / "rehearsal.yaml"),
+               DAGSTER_DISABLE_TELEMETRY="1", GX_ANALYTICS_ENABLED="False", **(extra_env or {}))
+    port = free_port()
+    log_path = home / "ui.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fix7"), "ui", "--port", str(port), "--host",
+                             "127.0.0.1"], cwd=project_dir(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    gql = GraphQL(port)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                data = gql(ready_query)
+                if data["repositoriesOrError"]["__typename"] == "RepositoryConnection" and \
+                        data["repositoriesOrError"]["nodes"]:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the webserver did not come up:\n" + log_path.read_text()[-3000:]
+            time.sleep(1)
+        yield gql, env, data, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # fix7 ui shuts dagster dev down, escalating by itself
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        drop_storage_db(storage_db)
 
 
 # -- a Dagster home of its own --------------------------------------------------------------

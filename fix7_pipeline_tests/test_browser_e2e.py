@@ -13,18 +13,15 @@ saying so. `make test-slow` runs it.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.e2e_support import fix7_ui
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +45,6 @@ def _chromium() -> Path:
     return CHROMIUM
 
 
-def _drop_storage_db() -> None:
-    import psycopg
-
-    info = start_embedded()
-    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres", user="postgres",
-                         autocommit=True) as c:
-        c.execute(f'drop database if exists "{STORAGE_DB}" with (force)')
-
-
 @pytest.fixture(scope="module")
 def browser():
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make install`")
@@ -74,7 +62,7 @@ def browser():
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory, browser):
     """`fix7 ui` on a free port with its own DAGSTER_HOME and storage database, and two CLI rehearsals."""
-    from fix7_pipeline_tests.test_webserver_e2e import GRAPH_QUERY, GraphQL, _free_port
+    from fix7_pipeline_tests.test_webserver_e2e import GRAPH_QUERY
 
     root = tmp_path_factory.mktemp("browser")
     builder.build_clone("fix7_t_browser_src", registry_rows=300, seed=5)
@@ -85,31 +73,8 @@ def scene(tmp_path_factory, browser):
     apply_sql, rollback_sql = builder.write_sample_change(root)
     home = root / "dagster_home"
     home.mkdir()
-    _drop_storage_db()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
-    env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(STORAGE_DB),
-               FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
-               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "rehearsal.yaml"),
-               FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"), DAGSTER_DISABLE_TELEMETRY="1",
-               GX_ANALYTICS_ENABLED="False")
-    port = _free_port()
-    log_path = home / "ui.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([str(BIN / "fix7"), "ui", "--port", str(port), "--host", "127.0.0.1"], cwd=PROJECT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    gql = GraphQL(port)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if gql(GRAPH_QUERY)["repositoriesOrError"].get("nodes"):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "the webserver did not come up:\n" + log_path.read_text()[-3000:]
-            time.sleep(1)
-
+    with fix7_ui(home, STORAGE_DB, GRAPH_QUERY, {"FIX7_AUDIT_CHAIN": str(home / "audit-chain.jsonl")}) as \
+            (gql, env, _data, port):
         def rehearse(clone: Path, evidence: Path) -> subprocess.CompletedProcess:
             return subprocess.run([str(BIN / "fix7"), "rehearse", "--clone", str(clone), "--apply", str(apply_sql),
                                    "--rollback", str(rollback_sql), "--attested-by", "browser test (synthetic clone)",
@@ -121,19 +86,9 @@ def scene(tmp_path_factory, browser):
         blocked = rehearse(root / "no-such-clone.dump", root / "ev-blocked")
         assert blocked.returncode == 3, blocked.stdout + blocked.stderr
         launchpad = _launch_unattested(gql, dump, apply_sql, rollback_sql, root / "ev-launchpad")
-        yield {"base": f"http://127.0.0.1:{port}", "log": log_path, "root": root, "launchpad": launchpad,
+        yield {"base": f"http://127.0.0.1:{port}", "log": home / "ui.log", "root": root, "launchpad": launchpad,
                "passed": json.loads(passed.stdout.strip().splitlines()[-1])["run_id"],
                "blocked": json.loads(blocked.stdout.strip().splitlines()[-1])["run_id"]}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # fix7 ui shuts dagster dev down, escalating by itself
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        _drop_storage_db()
 
 
 LOGS = """

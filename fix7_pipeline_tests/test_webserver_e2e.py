@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from fix7_pipeline.core.packet_files import REPORT
-from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
+from fix7_pipeline.core.server import start_embedded
 from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.e2e_support import fix7_ui
 
 pytestmark = pytest.mark.slow
 
@@ -111,34 +108,6 @@ query M($key: AssetKeyInput!) {
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _drop_storage_db() -> None:
-    import psycopg
-
-    info = start_embedded()
-    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres", user="postgres",
-                         autocommit=True) as c:
-        c.execute(f'drop database if exists "{STORAGE_DB}" with (force)')
-
-
-class GraphQL:
-    def __init__(self, port: int):
-        self.url = f"http://127.0.0.1:{port}/graphql"
-
-    def __call__(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            out = json.loads(resp.read())
-        assert not out.get("errors"), out["errors"]
-        return out["data"]
-
-
 @pytest.fixture(scope="module")
 def demo_clone(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_clone")
@@ -165,41 +134,8 @@ def ui(tmp_path_factory, demo_clone):
         "apply_sql": str(demo_clone["apply"]), "rollback_sql": str(demo_clone["rollback"]),
         "attested_by": "e2e test (synthetic demo clone)", "production_hosts": ["*.prod.invalid-corp.com"],
         "sensor": {"interval_seconds": 5, "settle_seconds": 1}}))
-    _drop_storage_db()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
-    env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(STORAGE_DB),
-               FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
-               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "rehearsal.yaml"),
-               DAGSTER_DISABLE_TELEMETRY="1", GX_ANALYTICS_ENABLED="False")
-    port = _free_port()
-    log = open(home / "ui.log", "w")
-    proc = subprocess.Popen([str(BIN / "fix7"), "ui", "--port", str(port), "--host", "127.0.0.1"], cwd=PROJECT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    gql = GraphQL(port)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (home / "ui.log").read_text()[-3000:]
-            try:
-                data = gql(GRAPH_QUERY)
-                if data["repositoriesOrError"]["__typename"] == "RepositoryConnection" and \
-                        data["repositoriesOrError"]["nodes"]:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "the webserver did not come up:\n" + (home / "ui.log").read_text()[-3000:]
-            time.sleep(1)
+    with fix7_ui(home, STORAGE_DB, GRAPH_QUERY) as (gql, env, data, _port):
         yield {"gql": gql, "env": env, "home": home, "graph": data}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # fix7 ui shuts dagster dev down, escalating by itself
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        _drop_storage_db()
 
 
 def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
