@@ -586,8 +586,8 @@ def schema_shape(state: dict) -> StageOutcome:
             details["data_rules"] = "not run: a schema-only dump has no rows to check"
         elif not any(f.is_error for f in findings):
             if declared:
-                url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
-                suite = data_rules.run_data_rules(url, contract, _dump_time(state))
+                source = server.sqlalchemy_source(tw.database, tw.login, "great expectations: data rules suite")
+                suite = data_rules.run_data_rules(source, contract, _dump_time(state))
                 details["gx"] = suite
                 findings += data_rules.data_rules_findings(suite, declared=True)
             else:

@@ -169,19 +169,24 @@ def test_kept_throwaways_are_never_swept(server):
         drop_throwaway(server, tw)
 
 
-def test_every_sqlalchemy_connection_of_a_url_is_recorded_and_only_through_the_hook(server, throwaway):
-    """One URL, as many ledger entries as connections its engines open; a forged grant or a URL used where the
-    hook is not installed does not connect at all."""
+def test_every_sqlalchemy_connection_of_a_source_is_recorded_and_only_through_its_creator(server, throwaway):
+    """One source, as many ledger entries as connections its engines open, in the ledger of the server that
+    granted it (bound to the engine by its creator, no registry); its URL alone does not connect at all."""
     import sqlalchemy as sa
 
-    url = server.sqlalchemy_url(throwaway.database, throwaway.login, "sqlalchemy ledger test")
+    source = server.sqlalchemy_source(throwaway.database, throwaway.login, "sqlalchemy ledger test")
+    other = RehearsalServer.embedded(HostPolicy())  # a second server object: its ledger stays empty
+    other.sqlalchemy_source(throwaway.database, throwaway.login, "another grant")
     before = len(server.ledger.entries)
-    engines = [sa.create_engine(url), sa.create_engine(url, poolclass=sa.pool.NullPool)]
+    engines = [sa.create_engine(source.url, **source.engine_kwargs()),
+               sa.create_engine(source.url, poolclass=sa.pool.NullPool, **source.engine_kwargs())]
     try:
         with engines[0].connect() as a, engines[1].connect() as b:
             assert a.execute(sa.text("select current_user")).scalar() == throwaway.login.role
             assert b.execute(sa.text("select current_setting('application_name')")).scalar() == \
                 "fix7:sqlalchemy ledger test"
+            # the guard's pinned session holds for these connections too
+            assert a.execute(sa.text("select current_setting('search_path')")).scalar() == "pg_catalog,pg_temp"
         with engines[1].connect():  # NullPool: a new connection, a new entry
             pass
         with engines[0].connect():  # pooled: the same connection again, no new entry
@@ -191,10 +196,9 @@ def test_every_sqlalchemy_connection_of_a_url_is_recorded_and_only_through_the_h
             e.dispose()
     got = [(e.database, e.role, e.purpose, e.client) for e in server.ledger.entries[before:]]
     assert got == [(throwaway.database, throwaway.login.role, "sqlalchemy ledger test", "sqlalchemy")] * 3
-    forged = url.rsplit("fix7_grant=", 1)[0] + "fix7_grant=" + "0" * 24
-    with pytest.raises(Fix7Error) as e:
-        sa.create_engine(forged).connect()
-    assert e.value.rule == "host_guard" and len(server.ledger.entries) == before + 3
-    r = subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect()",
-                        url], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and 'invalid connection option "fix7_grant"' in r.stderr, r.stderr[-500:]
+    assert other.ledger.entries == []
+    assert str(server.host) not in source.url and "fix7_grant=" in source.url
+    with pytest.raises(sa.exc.OperationalError) as e:  # the URL without its creator reaches no server
+        sa.create_engine(source.url).connect()
+    assert "fix7-creator-only.invalid" in str(e.value) or 'invalid connection option "fix7_grant"' in str(e.value)
+    assert len(server.ledger.entries) == before + 3
