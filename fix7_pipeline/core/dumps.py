@@ -8,6 +8,8 @@ production is refused before anything runs.
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import hashlib
 import io
@@ -162,18 +164,13 @@ def _refuse(path, what: str, supply: str = "", rule: str = "dump_unreadable") ->
 
 # -- wheel tools ------------------------------------------------------------------------------
 
-_wheel_major: int | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def wheel_major() -> int:
-    """Major version of the wheel's pg_restore/psql: dumps from a newer pg_dump are refused."""
-    global _wheel_major
-    if _wheel_major is None:
-        out = subprocess.run([pg_tool("pg_restore"), "--version"], capture_output=True, text=True,
-                             timeout=30).stdout
-        m = _VERSION_NUM.search(out.split(")")[-1] if ")" in out else out)
-        _wheel_major = int(m.group(1)) if m else 0
-    return _wheel_major
+    """Major version of the wheel's pg_restore/psql: dumps from a newer pg_dump are refused (asked once)."""
+    out = subprocess.run([pg_tool("pg_restore"), "--version"], capture_output=True, text=True,
+                         timeout=30).stdout
+    m = _VERSION_NUM.search(out.split(")")[-1] if ")" in out else out)
+    return int(m.group(1)) if m else 0
 
 
 def _major(version: str | None) -> int | None:
