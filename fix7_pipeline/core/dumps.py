@@ -9,7 +9,6 @@ production is refused before anything runs.
 from __future__ import annotations
 
 import functools
-
 import gzip
 import hashlib
 import io
