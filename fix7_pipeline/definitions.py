@@ -9,6 +9,7 @@ from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import rehearsal_clone, sanitization_check, schema_shape_validation
 from fix7_pipeline.defs.intake import clone_intake
 from fix7_pipeline.defs.rehearsal import apply_change, restore_diff, rollback_change, snapshot_anchor
+from fix7_pipeline.defs.resources import RESOURCE_KEY, rehearsal_server_resource
 from fix7_pipeline.defs.storage import RunScopedIOManager
 
 REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, sanitization_check, schema_shape_validation, snapshot_anchor,
@@ -23,4 +24,4 @@ fix7_rehearsal = dg.define_asset_job(
 
 defs = dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
                       sensors=[clone_drop_sensor],
-                      resources={"io_manager": RunScopedIOManager()})
+                      resources={"io_manager": RunScopedIOManager(), RESOURCE_KEY: rehearsal_server_resource()})

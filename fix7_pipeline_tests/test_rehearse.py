@@ -179,15 +179,15 @@ def _residue_change(tmp_path: Path) -> tuple[Path, Path]:
 
 def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, prefix: str, statements: list[str]):
     """The residue rehearsal, with a superuser (outside the guard) running `statements` in the run's database
-    named `prefix…` as soon as `after_stage` ends; returns the run and the databases it tampered with."""
-    from fix7_pipeline.core import rehearsal
+    named `prefix…` as soon as `after_stage` ends (its materialization is in the run's event log); returns the
+    run and the databases it tampered with."""
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
     apply_sql, rollback_sql = _residue_change(tmp_path)
     tampered: list[str] = []
 
-    def tamper(stage, outcome, duration, evidence_dir):
+    def tamper(stage, metadata, evidence_dir):
         if stage != after_stage:
             return
         target = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
@@ -197,12 +197,8 @@ def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, pre
                 c.execute(statement)
         tampered.append(target)
 
-    rehearsal.STAGE_LISTENERS.append(tamper)
-    try:
-        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
-                            instance=instance, echo=False)
-    finally:
-        rehearsal.STAGE_LISTENERS.remove(tamper)
+    out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
+                        instance=instance, echo=False, on_stage=tamper)
     return out, tampered
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
+from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import GROUP, OWNERS, record_witness, witnessed_if_interrupted
 from fix7_pipeline.defs.storage import discard_run_outputs
 
@@ -17,10 +18,10 @@ from fix7_pipeline.defs.storage import discard_run_outputs
     description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md, written atomically. "
                 "Stages that stop a run write the packet themselves, so it exists whatever happened.",
 )
-def evidence_packet(context, restore_diff: dict) -> dg.MaterializeResult:
+def evidence_packet(context, restore_diff: dict, rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
     state = dict(restore_diff)
     with witnessed_if_interrupted(context):
-        verdict = rehearsal.finish(state)
+        verdict = rehearsal.finish(state, rehearsal_server.source())
     record_witness(context.instance, context.run_id, state.get("witness"))
     discard_run_outputs(context.instance, context.run_id)
     directory = Path(state["evidence_dir"])

@@ -8,7 +8,8 @@ from pydantic import Field
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.server import PASSWORD_ENV
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.resources import RehearsalServerResource
+from fix7_pipeline.defs.stages import PACKET_DIR_TAG, GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
 
 
 class RehearsalRequestConfig(dg.Config):
@@ -62,10 +63,15 @@ class RehearsalRequestConfig(dg.Config):
                       "The dump exists, is what it claims, is safe to restore and is attested as a sanitized "
                       "non-production copy.")],
 )
-def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
+def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig,
+                 rehearsal_server: RehearsalServerResource):
+    def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
+        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir})
+
     with witnessed_if_interrupted(context):
         state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
-                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None))
+                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None),
+                                          servers=rehearsal_server.source(), on_packet=tag_evidence)
     clone = state.get("clone", {})
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
