@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -202,3 +204,86 @@ def test_every_sqlalchemy_connection_of_a_source_is_recorded_and_only_through_it
         sa.create_engine(source.url).connect()
     assert "fix7-creator-only.invalid" in str(e.value) or 'invalid connection option "fix7_grant"' in str(e.value)
     assert len(server.ledger.entries) == before + 3
+
+
+# -- throwaway credentials: derived, so any step process has them and none stores them ------------------
+
+def _external(key: str | None = None, password: str | None = None, port: int = 1) -> RehearsalServer:
+    url = f"postgresql://ops@127.0.0.1:{port}/postgres"
+    return RehearsalServer.from_url(url, HostPolicy(), password=password, throwaway_key=key)
+
+
+def test_throwaway_passwords_are_derived_per_role_from_the_process_secret(monkeypatch):
+    monkeypatch.delenv("FIX7_THROWAWAY_KEY", raising=False)
+    monkeypatch.delenv("FIX7_REHEARSAL_SERVER_PASSWORD", raising=False)
+    key = "k-" + secrets.token_hex(16)
+    a, b = _external(key).throwaway_login("fix7_restorer_aa"), _external(key).throwaway_login("fix7_restorer_aa")
+    assert a == b and a.password and key not in a.password  # two server objects, one password
+    assert _external(key).throwaway_login("fix7_restorer_bb").password != a.password  # keyed by role name
+    assert _external("other-key").throwaway_login("fix7_restorer_aa").password != a.password
+    # the admin password is the secret when no key is set; a key takes precedence over it
+    assert _external(password="admin-pw").throwaway_login("r").password == _external("admin-pw").throwaway_login("r").password
+    assert _external(key, password="admin-pw").throwaway_login("r").password == _external(key).throwaway_login("r").password
+    # another process holding the same key (a step process under the multiprocess executor) derives the same
+    code = ("import sys; from fix7_pipeline.core.hosts import HostPolicy; from fix7_pipeline.core.server import "
+            "RehearsalServer; print(RehearsalServer.from_url('postgresql://ops@127.0.0.1:1/postgres', HostPolicy())"
+            ".throwaway_login('fix7_restorer_aa').password)")
+    env = {k: v for k, v in os.environ.items() if k != "FIX7_REHEARSAL_SERVER_PASSWORD"}
+    env["FIX7_THROWAWAY_KEY"] = key
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stdout.strip() == a.password
+    # the embedded server's roles log in over its unix socket, with no password at all
+    assert RehearsalServer.embedded(HostPolicy()).throwaway_login("fix7_restorer_aa").password is None
+
+
+def test_no_secret_to_derive_from_fails_closed_before_anything_is_created(monkeypatch):
+    monkeypatch.delenv("FIX7_THROWAWAY_KEY", raising=False)
+    monkeypatch.delenv("FIX7_REHEARSAL_SERVER_PASSWORD", raising=False)
+    bare = _external()
+    with pytest.raises(Fix7Error) as e:
+        bare.throwaway_login("fix7_restorer_aa")
+    assert e.value.rule == "throwaway_key"
+    assert "FIX7_REHEARSAL_SERVER_PASSWORD" in e.value.message and "FIX7_THROWAWAY_KEY" in e.value.message
+    with pytest.raises(Fix7Error) as e:  # refused before dialling: port 1 would be server_unreachable
+        create_throwaway(bare)
+    assert e.value.rule == "throwaway_key" and bare.ledger.entries == []
+
+
+def _scram_matches(verifier: str, password: str) -> bool:
+    """Whether PostgreSQL's SCRAM-SHA-256 verifier (pg_authid.rolpassword) was made from `password`."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, rest = verifier.split("$", 1)
+    params, keys = rest.split("$")
+    iterations, salt = params.split(":")
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == stored_key and \
+        hmac.new(salted, b"Server Key", hashlib.sha256).digest() == server_key
+
+
+def test_an_external_throwaway_role_is_created_with_its_derived_password():
+    """On a real server (the factory, as an external one): the role's password is the derived one."""
+    import psycopg
+
+    from fix7_pipeline.demo import builder
+
+    info = builder.factory_conninfo()
+    key = "k-" + secrets.token_hex(16)
+    url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
+    external = RehearsalServer.from_url(url, HostPolicy(), throwaway_key=key)
+    tw = create_throwaway(external)
+    try:
+        with psycopg.connect(**info, autocommit=True) as c:
+            (verifier,) = c.execute("select rolpassword from pg_authid where rolname = %s",
+                                    (tw.login.role,)).fetchone()
+        assert tw.login == external.throwaway_login(tw.login.role)
+        assert _scram_matches(verifier, tw.login.password)
+        assert not _scram_matches(verifier, RehearsalServer.from_url(url, HostPolicy(), throwaway_key="other")
+                                  .throwaway_login(tw.login.role).password)
+    finally:
+        drop_throwaway(external, tw)
