@@ -36,7 +36,7 @@ from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
-from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, RehearsalServer, Throwaway,
+from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
                      config_server_url, create_database, create_throwaway, database_properties, drop_throwaway,
                      keep_throwaway, storage_connection, sweep, throwaway_names)
 
@@ -111,7 +111,7 @@ class ServerSource:
         if refusal is not None:
             raise refusal
         return RehearsalServer.from_url(self.url_for(request), request.policy(), ConnectionLedger(),
-                                        password=self.password, throwaway_key=self.throwaway_key)
+                                        password=self.password, throwaway_key=self.throwaway_key, environ=False)
 
 
 def _source(servers: ServerSource | None) -> ServerSource:
@@ -122,10 +122,14 @@ def open_server(request: RehearsalRequest, servers: ServerSource | None = None) 
     return _source(servers).open(request)
 
 
-def _throwaway(state: dict, server: RehearsalServer) -> Throwaway:
-    """The run's throwaway as the state names it; its login is derived by the server, never stored."""
+def _throwaway(state: dict, server: RehearsalServer | None) -> Throwaway:
+    """The run's throwaway as the state names it; its login is derived by `server`, never stored.
+
+    Without a server, the login has no password: enough for the admin to drop or keep it by name.
+    """
     t = state["throwaway"]
-    return Throwaway(database=t["database"], login=server.throwaway_login(t["role"]), tag=t["tag"],
+    login = server.throwaway_login(t["role"]) if server is not None else Login(t["role"])
+    return Throwaway(database=t["database"], login=login, tag=t["tag"],
                      extra_databases=list(t.get("extra_databases", [])))
 
 
@@ -247,7 +251,7 @@ def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer
     """
     if server is not None and state.get("throwaway") and request.keep_databases:
         try:
-            tw = _throwaway(state, server)
+            tw = _throwaway(state, None)  # dropped and kept by name, as the admin
             if stop_sessions:
                 _end_sessions(server, [*tw.extra_databases, tw.database])
             keep_throwaway(server, tw)
@@ -256,7 +260,7 @@ def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer
             packet.data["throwaways"]["drop_error"] = type(e).__name__
     elif server is not None and state.get("throwaway"):
         try:
-            gone = drop_throwaway(server, _throwaway(state, server))  # WITH (FORCE): ends every session on them first
+            gone = drop_throwaway(server, _throwaway(state, None))  # WITH (FORCE): ends every session on them first
             dropped = packet.data["throwaways"]["dropped"]
             dropped.extend([n for n in gone if n not in dropped])
             packet.data["throwaways"].pop("drop_error", None)
@@ -281,6 +285,7 @@ def _create_throwaway(server: RehearsalServer, state: dict, packet: EvidencePack
     """The clone database and its role: named in state and on disk first, then created."""
     tag = pysecrets.token_hex(5)
     role, database = throwaway_names(tag)
+    server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
     state["throwaway"] = {"database": database, "role": role, "tag": tag, "extra_databases": []}
     _plan(packet, ("role", role), ("database", database))
     tw = create_throwaway(server, tag)

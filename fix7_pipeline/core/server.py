@@ -122,18 +122,21 @@ class RehearsalServer:
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_url(cls, url: str | None, policy: HostPolicy, ledger: ConnectionLedger | None = None, *,
-                 password: str | None = None, throwaway_key: str | None = None) -> RehearsalServer:
+                 password: str | None = None, throwaway_key: str | None = None,
+                 environ: bool = True) -> RehearsalServer:
         """`url` None or "embedded" means the project's embedded server.
 
-        The admin password is the URL's, else `password`, else FIX7_REHEARSAL_SERVER_PASSWORD; the
-        throwaway key is `throwaway_key`, else FIX7_THROWAWAY_KEY, else the admin password.
+        The admin password is the URL's, else `password`, else (`environ`) FIX7_REHEARSAL_SERVER_PASSWORD;
+        the throwaway key is `throwaway_key`, else (`environ`) FIX7_THROWAWAY_KEY, else the admin password.
+        A caller that already read its secrets (core.rehearsal.ServerSource) passes environ=False.
         """
         if not url or url == "embedded":
             return cls.embedded(policy, ledger)
+        env = os.environ if environ else {}
         target = parse_server_url(url)
-        admin = Login(target.user, target.password or password or os.environ.get(PASSWORD_ENV) or None)
+        admin = Login(target.user, target.password or password or env.get(PASSWORD_ENV) or None)
         return cls(kind="external", host=target.host, port=target.port, admin=admin, policy=policy, ledger=ledger,
-                   admin_db=target.database, throwaway_key=throwaway_key or os.environ.get(THROWAWAY_KEY_ENV))
+                   admin_db=target.database, throwaway_key=throwaway_key or env.get(THROWAWAY_KEY_ENV) or None)
 
     @classmethod
     def embedded(cls, policy: HostPolicy, ledger: ConnectionLedger | None = None) -> RehearsalServer:
