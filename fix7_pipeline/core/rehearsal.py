@@ -43,7 +43,6 @@ from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger,
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
 
-
 @dataclass
 class RehearsalRequest:
     """What the operator asks for: the run config of the Dagster job and the CLI's arguments."""
