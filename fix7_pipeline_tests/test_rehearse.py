@@ -94,7 +94,7 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert [(w["rule"], w["line"], w["relation"]) for w in apply["warnings"]] == [
         ("hot_table_access_exclusive", 19, "public.birth_registry")]
     assert [(w["rule"], w["line"], w["relation"]) for w in packet["impact"]["rollback"]["warnings"]] == [
-        ("hot_table_access_exclusive", 22, "public.birth_registry")]
+        ("hot_table_access_exclusive", 31, "public.birth_registry")]
     assert "### Impact: apply" in report and "### Impact: rollback" in report
     assert "| 21 | UPDATE |" in report and "No thresholds set: the impact is reported and gates nothing." in report
 
