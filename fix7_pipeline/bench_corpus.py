@@ -760,24 +760,26 @@ def line_rows(plain: Path, lines: set[int], pks: dict[str, str]) -> dict[int, tu
 # -- the scanners ------------------------------------------------------------------------------------
 
 def fix7_detector() -> dict:
-    """Which detector the fix7 figures are for: repository commit, secrets.py digest, Kingfisher SDK if loaded."""
+    """Which detector the fix7 figures are for: one digest over every file that decides a finding (the scan,
+    the batching, the registry and fix7's rule files), the last commit touching them, the Kingfisher SDK."""
     from importlib import metadata
 
-    from fix7_pipeline.core import secrets
+    from fix7_pipeline.core import rules, secrets, textscan
 
-    src = Path(inspect.getfile(secrets))
-    info = {"module": "fix7_pipeline.core.secrets", "sha256_12": hashlib.sha256(src.read_bytes()).hexdigest()[:12]}
+    files = [Path(inspect.getfile(m)) for m in (secrets, textscan, rules)]
+    files += sorted((Path(inspect.getfile(rules)).parent.parent / "rules").glob("*.yml"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    info = {"files": [f.name for f in files], "sha256_12": digest.hexdigest()[:12]}
     try:
-        r = subprocess.run(["git", "-C", str(src.parent), "log", "-1", "--format=%h %cs", "--", src.name],
-                           capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["git", "-C", str(files[0].parent), "log", "-1", "--format=%h %cs", "--",
+                            *map(str, files)], capture_output=True, text=True, timeout=10)
         info["last_commit"] = r.stdout.strip() or None
     except OSError:
         info["last_commit"] = None
-    if hasattr(secrets, "SECRET_RULES"):
-        info["regex_rules"] = len(secrets.SECRET_RULES)
     try:
-        info["kingfisher_sdk"] = metadata.version("kingfisher-secret-scanner") if "kingfisher_sdk" in sys.modules \
-            or "kingfisher" in src.read_text() else None
+        info["kingfisher_sdk"] = metadata.version("kingfisher-secret-scanner")
     except metadata.PackageNotFoundError:
         info["kingfisher_sdk"] = None
     return info

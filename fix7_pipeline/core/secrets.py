@@ -47,7 +47,7 @@ from .proof_sql import FIRST_NORMAL_OID, as_text
 from .redact import RedactedNames
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, UNREADABLE, engine
 
-CHUNK_BYTES = 8 << 20          # COPY text gathered per scanner call
+CHUNK_BYTES = 2 << 20          # COPY text gathered per scanner call (each worker holds about 4 copies)
 LO_WINDOW = 1 << 20            # large objects are read in windows of this size ...
 LO_OVERLAP = 16 << 10          # ... overlapping by this much, so no secret is cut in two
 ROWS_PER_FINDING_KIND = None   # no cap: the packet carries every finding (kept for callers that pass it)
@@ -285,8 +285,9 @@ def _table_select(p: TablePlan) -> tuple[psql.Composable, int]:
     return q, len(fields)
 
 
-def _copy_chunks(conn: psycopg.Connection, query: psql.Composable, limit: int = CHUNK_BYTES):
-    """Whole COPY text rows, about `limit` bytes at a time."""
+def _copy_chunks(conn: psycopg.Connection, query: psql.Composable, limit: int | None = None):
+    """Whole COPY text rows, about `limit` (CHUNK_BYTES) bytes at a time."""
+    limit = limit or CHUNK_BYTES
     buf = bytearray()
     with conn.cursor().copy(query) as copy:
         for data in copy:

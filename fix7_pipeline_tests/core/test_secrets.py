@@ -424,7 +424,11 @@ def test_many_chunks_every_row_mapped_back(server, throwaway, monkeypatch):
                   "jsonb_build_object('n', g) from generate_series(1, 3000) g")
         for i, t in tokens.items():
             c.execute("update public.many set b = jsonb_build_object('t', %s::text) where id = %s", (t.value, i))
+    calls = []
+    real = textscan.candidates
+    monkeypatch.setattr(textscan, "candidates", lambda decoded, scanner: calls.append(len(decoded)) or real(decoded, scanner))
     findings = [f for f in scan(server, throwaway) if f.rule == "betterleaks.github-pat"]
+    assert len(calls) > 20 and max(calls) < 3 * 4096  # the chunks really were small
     assert sorted((int(f.row_key), f.column) for f in findings) == [(i, "b") for i in sorted(tokens)]
     assert {f.fingerprint for f in findings} == {textscan.fingerprint(SALT, t.value.encode()) for t in tokens.values()}
 
