@@ -36,7 +36,6 @@ VERDICT_EXIT = {
 }
 
 
-
 @dataclass
 class Progress:
     """What the run has shown so far, for the one line an interruption prints (main passes it down)."""
@@ -210,8 +209,8 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
 
     validate_request(config, junit=junit)  # a usage error is found before any run
     progress = progress if progress is not None else Progress()
-    # The secret the throwaway roles' passwords are derived from, in every step process: this process's own,
-    # never written anywhere (an operator's FIX7_THROWAWAY_KEY, or the admin password, is used if set).
+    # The secret the throwaway roles' passwords on an external server are derived from, inherited by every
+    # step process: this process's own, never written anywhere (an operator's FIX7_THROWAWAY_KEY is kept).
     if not os.environ.get(THROWAWAY_KEY_ENV):
         os.environ[THROWAWAY_KEY_ENV] = secrets.token_urlsafe(32)
 
