@@ -19,6 +19,7 @@ from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.server import THROWAWAY_KEY_ENV, RehearsalServer
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG
+from fix7_pipeline.defs.storage import run_folder
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import (DagsterHome, config, files_under, find_leaks, left_on_server, load_packet,
                                              multiprocess_rehearsal_job, planted, rnd, variant)
@@ -114,6 +115,11 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     throwaways = packet["throwaways"]
     assert throwaways["created"] and set(throwaways["dropped"]) == set(throwaways["created"])
     assert left == set()
+    # a blocked run keeps its stage outputs (the facts the next steps would have read): they hold no secret
+    with home.instance() as inst:
+        outputs = files_under(run_folder(inst, result.run_id), "stored outputs")
+    assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:3])]
+    assert find_leaks(outputs, [throwaway_key]) == []
     assert _secrets_kept(home, ev, [throwaway_key]) == []
 
 
