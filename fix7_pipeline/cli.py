@@ -543,12 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-root", action="append", required=True, metavar="DIR")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_candidates)
-    for extra in _EXTRA_COMMANDS:
+    for extra in _extra_commands():
         extra(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+def _extra_commands() -> tuple:
+    """The subcommands that live in fix7_pipeline/commands/ (imported here: they import this module)."""
+    from fix7_pipeline.commands import audit, diff, rules, ui
+
+    return (ui.register, audit.register, diff.register, rules.register)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -584,10 +588,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
         return interrupts.exit_code(signum)
 
-
-from fix7_pipeline.commands import audit as _audit, diff as _diff, rules as _rules, ui as _ui  # noqa: E402
-
-_EXTRA_COMMANDS.extend([_ui.register, _audit.register, _diff.register, _rules.register])
 
 if __name__ == "__main__":
     sys.exit(main())
