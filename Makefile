@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow bench bench-corpus bench-rehearsal bench-10m bench-scan bench-diff ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-rehearsal bench-10m bench-scan bench-diff ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -52,8 +52,19 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-test-slow: install
+test-slow: install browser
 	$(BIN)/python -m pytest -q -m slow
+
+# Debian's chromium for the browser test (Playwright drives it by executable_path; no browser download).
+# Installed when missing and run as root with apt (CI is); otherwise the browser test skips, saying so.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium >/dev/null; }; } || echo "note: apt-get could not install chromium; the browser test skips"; \
+	else echo "note: no $(CHROMIUM) (as root: apt-get install chromium); the browser test skips"; fi
 
 # Full size (minutes; not CI): the corpus comparison, then the rehearsal against bare restore at 1M rows.
 # `make test-slow` runs both small (full corpus, 20,000 rows). docs/BENCHMARK.md says what each measures.

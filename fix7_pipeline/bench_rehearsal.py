@@ -286,7 +286,8 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
             "stages_sum_s": round(sum(v for v in stages.values() if v), 2),
             "overhead_s": round(wall - sum(v for v in stages.values() if v), 2),
             "import_and_instance_s": round(t_setup, 2),
-            "call": "fix7_pipeline.cli.run_rehearsal (the fix7_rehearsal job, execute_in_process)"}
+            "call": "fix7_pipeline.cli.run_rehearsal (a run of the code location's fix7_rehearsal job, "
+                    "executed in process)"}
 
 
 def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: bool = False,

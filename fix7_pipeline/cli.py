@@ -218,18 +218,20 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
-    from fix7_pipeline.definitions import defs
+    from fix7_pipeline.defs.partitions import rehearsal_key
+    from fix7_pipeline.launch import run_job_here
 
-    job = defs.resolve_job_def("fix7_rehearsal")
     run_id = str(uuid.uuid4())
     instance.add_event_listener(run_id, RunFollower(echo=echo, progress=progress, on_stage=on_stage))
     position = interrupts.mark()
     result = None
     try:
-        result = job.execute_in_process(
-            run_config={"ops": {"clone_intake": {"config": config}},
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False, run_id=run_id, tags={"fix7/source": "cli", **(tags or {})})
+        # A run of the code location's job (the UI's Runs tab and Overview list it), keyed as a rehearsal
+        # partition of its own, executed here; followed through its events as Dagster stores them.
+        result = run_job_here(
+            instance, {"ops": {"clone_intake": {"config": config}},
+                       "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise
@@ -260,6 +262,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
 
         record_chain_witness(instance, run_id or packet.data.get("run_id"))
         verdict = _tagged_verdict(_tags_of(instance, run_id), packet.data) or packet.data.get("verdict")
+        _report_verdict(instance, run_id)
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
     if not packet.data.get("verdict"):  # no step sealed it: seal it here, and give Dagster its record of the seal
@@ -278,6 +281,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
                         f"{evidence_dir} is sealed: Dagster's storage did not keep the seal's witness, so the "
                         "verdict is not reported. Run `fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE,
                         rule="verdict_untagged")
+    _report_verdict(instance, run_id)
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
 
@@ -302,6 +306,17 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
                         f"({sealed}): one of them was changed after the seal, so neither is reported. Run "
                         "`fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE, rule="verdict_mismatch")
     return verdict
+
+
+def _report_verdict(instance, run_id: str | None) -> None:
+    """The verdict as the run's last event (the run page opens there); never masks the verdict itself."""
+    from fix7_pipeline.defs.stages import report_verdict
+
+    try:
+        with interrupts.deferred(reraise=False):
+            report_verdict(instance, run_id)
+    except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
+        pass
 
 
 def _request(config: dict):

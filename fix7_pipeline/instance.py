@@ -27,6 +27,14 @@ def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster_st
     return home
 
 
+def storage_database(url: str | None = None) -> tuple[str, str]:
+    """(database, role) of the instance's storage URL (FIX7_DAGSTER_PG_URL), never its password or host."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url if url is not None else os.environ.get("FIX7_DAGSTER_PG_URL", ""))
+    return unquote(parts.path.lstrip("/")) or "?", unquote(parts.username or "") or "?"
+
+
 def get_instance():
     from dagster import DagsterInstance
 

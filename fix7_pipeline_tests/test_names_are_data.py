@@ -127,7 +127,10 @@ def test_through_the_job_metadata_and_check_descriptions_stay_on_one_line(tmp_pa
         with home.instance() as inst:
             out = run_rehearsal(config(clone, *change, tmp_path / "ev", attested_by=""), instance=inst, echo=False)
             assert out["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+            import dagster as dg
             from dagster import DagsterEventType
+
+            tags = {k: v for k, v in inst.get_run_by_id(out["run_id"]).tags.items() if k.startswith("fix7/")}
 
             mats = [e.asset_materialization for e in inst.all_logs(out["run_id"],
                                                                    of_type=DagsterEventType.ASSET_MATERIALIZATION)]
@@ -135,10 +138,27 @@ def test_through_the_job_metadata_and_check_descriptions_stay_on_one_line(tmp_pa
                       for e in inst.all_logs(out["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
         intake = next(m for m in mats if m.asset_key.to_user_string() == "clone_intake")
         assert intake.metadata["clone_path"].value == escape.visible(str(clone))
+        # the run's tags: one line each, the attestation escaped, the verdict and its reason first
+        assert tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+        assert tags["fix7/attested_by"] == "(none)" and tags["fix7/clone_sha256"] == out["packet"]["clone"]["sha256"]
+        assert tags["fix7/reason"].startswith("intake: no operator attestation") and tags["fix7/stopped_at"] == "intake"
+        assert all(not CONTROL.search(v) for v in tags.values()), tags
+        tables = 0
         for m in mats:
             for key, value in m.metadata.items():
-                if isinstance(getattr(value, "value", None), str):
+                if isinstance(value, dg.MarkdownMetadataValue):  # lines of a table: a name cannot add one
+                    text = value.value
+                    assert not CONTROL.search(text.replace("\n", "")), (key, text)
+                    rendered = _render(text)
+                    assert "<b>" not in rendered and "<i>" not in rendered and "<a " not in rendered, key
+                    for table in re.findall(r"<table>(.*?)</table>", rendered, re.S):
+                        widths = {len(re.findall(r"<t[dh]", row)) for row in re.findall(r"<tr>(.*?)</tr>", table,
+                                                                                        re.S)}
+                        assert len(widths) == 1, (key, text)
+                        tables += 1
+                elif isinstance(getattr(value, "value", None), str):
                     assert not CONTROL.search(value.value), (key, value.value)
+        assert tables >= 2  # the stage summary and rehearsal-report.md's stage table
         descriptions = [c.description for c in checks]
         assert descriptions and all(not CONTROL.search(d or "") for d in descriptions)
     finally:

@@ -97,6 +97,30 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
         ("hot_table_access_exclusive", 31, "public.birth_registry")]
     assert "### Impact: apply" in report and "### Impact: rollback" in report
     assert "| 21 | UPDATE |" in report and "No thresholds set: the impact is reported and gates nothing." in report
+    # what Dagster shows of it: Markdown tables and integers it can plot, the report on the packet asset
+    from dagster import DagsterEventType, MarkdownMetadataValue
+
+    mats = {e.asset_materialization.asset_key.to_user_string(): e.asset_materialization.metadata
+            for e in instance.all_logs(out["run_id"], of_type=DagsterEventType.ASSET_MATERIALIZATION)}
+    diff = mats["restore_diff"]
+    assert isinstance(diff["restore_diff"], MarkdownMetadataValue)
+    assert diff["restore_diff"].value.startswith("**empty: every row and schema object is back as anchored**")
+    assert "| table | added | removed | changed |" in diff["restore_diff"].value
+    assert {k: diff[k].value for k in ("rows_added", "rows_removed", "rows_changed", "tables_differing")} == {
+        "rows_added": 0, "rows_removed": 0, "rows_changed": 0, "tables_differing": 0}
+    assert diff["sequences_moved"].value == len(packet["restore_diff"]["sequences"]) > 0
+    for value in (str(s["after"]) for s in packet["restore_diff"]["sequences"]):  # positions stay in the packet
+        assert f"| {value} |" not in diff["restore_diff"].value
+    gx = mats["schema_shape_validation"]["gx_summary"].value
+    assert "| rule | table | expectation | result | unexpected |" in gx and "| passed |" in gx
+    assert mats["schema_shape_validation"]["gx_expectations_failed"].value == 0
+    packet_md = mats["evidence_packet"]
+    assert packet_md["verdict"].value == "REHEARSAL_PASSED"
+    assert packet_md["rehearsal_report"].value == report
+    assert packet_md["stages"].value.count("| passed |") == len(STAGES)
+    tags = instance.get_run_by_id(out["run_id"]).tags
+    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/stopped_at"] == "none"
+    assert tags["fix7/clone_sha256"] == prov["clone"]["sha256"] and tags["fix7/attested_by"] == "test operator"
 
 
 def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):

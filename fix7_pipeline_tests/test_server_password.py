@@ -160,11 +160,13 @@ def test_the_job_blocks_a_launchpad_password_and_keeps_it_out_of_the_packet(tmp_
     home = DagsterHome.create(tmp_path / "dagster_home", "launchpad")
     try:
         with home.instance() as inst:
+            from fix7_pipeline.defs.partitions import add_rehearsal
+
             result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(
                 run_config={"ops": {"clone_intake": {"config": {
                     k: getattr(request, k) for k in ("clone_path", "apply_sql", "rollback_sql", "attested_by",
                                                      "evidence_dir", "server_url")}}}},
-                instance=inst, raise_on_error=False)
+                instance=inst, raise_on_error=False, partition_key=add_rehearsal(inst, "launchpad-password"))
             checks = [e.dagster_event.event_specific_data for e in inst.all_logs(result.run_id)
                       if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
         packet = load_packet(tmp_path / "ev")

@@ -35,7 +35,8 @@ STAGE_CHECKS = {("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_
                 ("sanitization_check", "no_secrets"), ("sanitization_check", "sanitization_suite"),
                 ("schema_shape_validation", "production_shaped"), ("schema_shape_validation", "data_rules_suite"),
                 ("snapshot_anchor", "anchor_taken"), ("apply", "change_applied"), ("rollback", "rollback_applied"),
-                ("restore_diff", "restore_diff_empty")}
+                ("restore_diff", "restore_diff_empty"), ("apply", "impact_within_thresholds"),
+                ("rollback", "impact_within_thresholds")}
 
 GRAPH_QUERY = """
 {
@@ -90,6 +91,15 @@ SENSOR_RUNS = """
 
 RUN_STATUS = """
 query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } } }
+"""
+
+JOB_RUNS = """
+{
+  pipelineOrError(params: {repositoryLocationName: "fix7_pipeline", repositoryName: "__repository__",
+                           pipelineName: "fix7_rehearsal"}) {
+    __typename ... on Pipeline { runs(limit: 20) { runId tags { key value } } } ... on PythonError { message }
+  }
+}
 """
 
 MATERIALIZATION = """
@@ -200,10 +210,12 @@ def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
     assert all(a["description"] and a["groupName"] == "fix7_rehearsal" for a in assets.values())
     checks = {(name, c["name"]) for name, a in assets.items() for c in a["assetChecksOrError"]["checks"]}
     assert checks == STAGE_CHECKS
-    assert all(c["blocking"] for a in assets.values() for c in a["assetChecksOrError"]["checks"])
+    assert all(c["blocking"] == (c["name"] != "impact_within_thresholds")  # a breach fails the verdict only
+               for a in assets.values() for c in a["assetChecksOrError"]["checks"])
     assert {j["name"] for j in repo["jobs"]} >= {"fix7_rehearsal"}
     assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [("nightly_rehearsal", "STOPPED")]
-    assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [("clone_drop_sensor", "STOPPED")]
+    assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
+        "clone_drop_sensor": "STOPPED", "fix7_verdict_sensor": "RUNNING"}
 
 
 def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
@@ -211,10 +223,7 @@ def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(demo_clone["apply"]),
               "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
               "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
-    params = {"selector": {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__",
-                           "jobName": "fix7_rehearsal"},
-              "runConfigData": {"ops": {"clone_intake": {"config": config}}},
-              "executionMetadata": {"tags": [{"key": "fix7/source", "value": "launchpad"}]}}
+    params = _launch_params(gql, config, "e2e-launchpad", {"fix7/source": "launchpad"})
     launched = gql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
@@ -228,6 +237,26 @@ def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     assert mine and {"label": "verdict", "text": "REHEARSAL_PASSED"} in mine[0]["metadataEntries"]
 
     SCENARIO["launchpad"] = {"run_id": run_id, "evidence": evidence}
+
+
+ADD_PARTITION = """
+mutation Add($repo: RepositorySelector!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: "fix7_rehearsals", partitionKey: $key) {
+    __typename ... on PythonError { message } ... on UnauthorizedError { message }
+  }
+}
+"""
+REPO = {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__"}
+
+
+def _launch_params(gql, config: dict, key: str, tags: dict | None = None) -> dict:
+    """What the launchpad sends: the rehearsal's partition (added first, as its partition selector does)."""
+    added = gql(ADD_PARTITION, {"repo": REPO, "key": key})["addDynamicPartition"]
+    assert added["__typename"] == "AddDynamicPartitionSuccess", added
+    return {"selector": {**REPO, "jobName": "fix7_rehearsal"},
+            "runConfigData": {"ops": {"clone_intake": {"config": config}}},
+            "executionMetadata": {"tags": [{"key": k, "value": v}
+                                           for k, v in {"dagster/partition": key, **(tags or {})}.items()]}}
 
 
 def _wait_for_run(gql, run_id: str, timeout: float = 400) -> str:
@@ -250,6 +279,11 @@ def test_a_cli_rehearsal_shows_up_in_the_ui_with_its_metadata(ui, demo_clone):
     assert res.returncode == 0, res.stdout + res.stderr
     run_id = json.loads(res.stdout.strip().splitlines()[-1])["run_id"]
     assert ui["gql"](RUN_STATUS, {"id": run_id})["runOrError"]["status"] == "SUCCESS"
+    job = ui["gql"](JOB_RUNS)["pipelineOrError"]  # the job's Runs tab: runs of the code location's job only
+    assert run_id in [r["runId"] for r in job["runs"]], job
+    tags = {t["key"]: t["value"] for t in next(r for r in job["runs"] if r["runId"] == run_id)["tags"]}
+    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/source"] == "cli"
+    assert tags["fix7/attested_by"] == "e2e test (synthetic demo clone)" and tags["dagster/partition"]
     mats = ui["gql"](MATERIALIZATION, {"key": {"path": ["clone_intake"]}})["assetOrError"]["assetMaterializations"]
     entries = {e["label"]: e.get("text") for m in mats if m["runId"] == run_id for e in m["metadataEntries"]}
     packet = json.loads((ui["home"] / "cli-evidence" / REPORT).read_text())
@@ -329,9 +363,7 @@ def test_a_run_terminated_from_the_ui_is_recorded_as_interrupted(ui, demo_clone)
     config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(sleepy),
               "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
               "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
-    params = {"selector": {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__",
-                           "jobName": "fix7_rehearsal"},
-              "runConfigData": {"ops": {"clone_intake": {"config": config}}}}
+    params = _launch_params(gql, config, "e2e-terminated")
     launched = gql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]

@@ -33,14 +33,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import os
 
     from fix7_pipeline.core.paths import project_dir
-    from fix7_pipeline.instance import prepare_dagster_home
+    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.instance import prepare_dagster_home, storage_database
 
     if not 0 < args.port < 65536:
         raise Fix7Error(f"--port {args.port} is not a TCP port", EXIT_USAGE, rule="usage")
     home = prepare_dagster_home()
+    database, role = storage_database()
     command = dev_command(args.port, args.host)
     print(f"fix7 ui: Dagster UI at http://{args.host}:{args.port} (webserver + daemon)\n"
-          f"  instance: {home} (run storage: embedded PostgreSQL, database `dagster`)\n"
+          f"  instance: {home} (run storage: embedded PostgreSQL, database `{visible(database)}`, "
+          f"role `{visible(role)}`)\n"
           f"  workspace: {project_dir() / 'workspace.yaml'}\n  stop with Ctrl-C", flush=True)
     # Its own process group: a terminal's Ctrl-C reaches only fix7, which forwards it exactly once.
     proc = subprocess.Popen(command, cwd=project_dir(), env=dict(os.environ), preexec_fn=_interruptible,

@@ -16,8 +16,10 @@ from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, c
                                                   load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.escape import visible
+from fix7_pipeline.defs.partitions import REHEARSALS, add_rehearsal, rehearsal_key
 
 JOB = "fix7_rehearsal"
+PARTITION_TAG = "dagster/partition"
 KEEP_REQUESTED = 500
 
 
@@ -58,9 +60,11 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
                                      f"{cfg_now.drop_folder} holds no settled dump")
             clone = max(settled, key=lambda e: e.mtime_ns).path
         tick = context.scheduled_execution_time
+        # A schedule cannot return partition requests: the tick's rehearsal partition is added here.
+        key = add_rehearsal(context.instance, rehearsal_key("nightly", tick))
         return dg.RunRequest(
-            run_config=_run_config(cfg_now.request_config(clone, "nightly")),
-            tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name),
+            run_config=_run_config(cfg_now.request_config(clone, "nightly")), partition_key=key,
+            tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name), PARTITION_TAG: key,
                   "fix7/scheduled_for": tick.isoformat() if tick else ""},
         )
 
@@ -138,13 +142,18 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
         except ValueError:
             cursor = {}
         found, notes, next_cursor = evaluate_drop_folder(cfg_now, cursor, time.time())
-        runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
+        keys = [rehearsal_key(r["clone_sha256"][:8]) for r in found]  # one rehearsal partition per request
+        runs = [dg.RunRequest(run_key=r["run_key"], partition_key=key, run_config=_run_config(
                                   cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
                               tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
-                                    "fix7/clone_file": visible(Path(r["clone_path"]).name)}) for r in found]
+                                    "fix7/clone_file": visible(Path(r["clone_path"]).name),
+                                    # resolved here: the partition exists only once the daemon adds it
+                                    PARTITION_TAG: key})
+                for r, key in zip(found, keys)]
         next_json = json.dumps(next_cursor, sort_keys=True)
         if runs:
-            return dg.SensorResult(run_requests=runs, cursor=next_json)
+            return dg.SensorResult(run_requests=runs, cursor=next_json,
+                                   dynamic_partitions_requests=[REHEARSALS.build_add_request(keys)])
         reason = "; ".join(notes) if notes else f"no dump in {cfg_now.drop_folder}"
         return dg.SensorResult(skip_reason=visible(reason)[:2000], cursor=next_json)
 
@@ -154,3 +163,19 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
 _LOADED = load_for_definitions()
 nightly_rehearsal = build_schedule(_LOADED)
 clone_drop_sensor = build_sensor(_LOADED)
+
+
+# -- the verdict as a finished run's last event -----------------------------------------------
+
+@dg.run_status_sensor(
+    name="fix7_verdict_sensor", run_status=dg.DagsterRunStatus.FAILURE, monitored_jobs=None,
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
+    description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
+                "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
+                "trace. Runs the CLI started already carry it.",
+)
+def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
+    from fix7_pipeline.defs.stages import report_verdict
+
+    if context.dagster_run.job_name == JOB:
+        report_verdict(context.instance, context.dagster_run.run_id)

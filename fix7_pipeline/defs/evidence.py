@@ -9,13 +9,15 @@ import dagster as dg
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.report import PROVENANCE, READABLE, REPORT, sha256_file
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import GROUP, OWNERS, record_witness, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
+                                       witnessed_if_interrupted)
 from fix7_pipeline.defs.storage import discard_run_outputs
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"json"},
-    description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md, written atomically. "
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"json"},
+    description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md (attached here as metadata), "
+                "written atomically. "
                 "Stages that stop a run write the packet themselves, so it exists whatever happened.",
 )
 def evidence_packet(context, restore_diff: dict, rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
@@ -27,6 +29,7 @@ def evidence_packet(context, restore_diff: dict, rehearsal_server: RehearsalServ
     directory = Path(state["evidence_dir"])
     return dg.MaterializeResult(metadata={
         "verdict": verdict,
+        **sealed_metadata(str(directory)),
         "evidence_dir": dg.MetadataValue.path(str(directory)),
         **{f"sha256_{name}": sha256_file(directory / name) for name in (REPORT, PROVENANCE, READABLE)},
     })

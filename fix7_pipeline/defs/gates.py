@@ -6,11 +6,11 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_events, witnessed_if_interrupted
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
     description="The dump restored into a throwaway database by a role that owns only that database, "
                 "with no superuser or server-file privileges; then proven isolated: no foreign servers, "
                 "user mappings, subscriptions, dblink, or webhook/flow/setting URL pointing at a live host.",
@@ -25,7 +25,7 @@ def rehearsal_clone(context, clone_intake: dict, rehearsal_server: RehearsalServ
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres", "great_expectations"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "great_expectations"},
     description="Secret scan (Kingfisher's rule catalog plus fix7's own rules) of every place the clone holds "
                 "text: every text-like value of every table, large objects, and the catalog (names, comments, "
                 "function bodies, view definitions, defaults, settings, options). The Great Expectations "
@@ -45,7 +45,7 @@ def sanitization_check(context, rehearsal_clone: dict, rehearsal_server: Rehears
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres", "great_expectations"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "great_expectations"},
     description="The clone's tables, columns, types, keys and constraints against production's shape (the "
                 "contract), and the birth surface's data rules as a Great Expectations suite run in PostgreSQL.",
     check_specs=[gate("schema_shape_validation", "production_shaped",

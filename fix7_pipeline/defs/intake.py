@@ -5,11 +5,12 @@
 import dagster as dg
 from pydantic import Field
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.server import PASSWORD_ENV
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import PACKET_DIR_TAG, GROUP, OWNERS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,
+                                       witnessed_if_interrupted)
 
 
 class RehearsalRequestConfig(dg.Config):
@@ -55,8 +56,14 @@ class RehearsalRequestConfig(dg.Config):
         return rehearsal.RehearsalRequest(**self.model_dump())
 
 
+NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so nothing was run or judged. Every "
+                "rehearsal is a partition of its own (fix7_rehearsals): in the launchpad pick or add one (the "
+                "partition selector, e.g. 20261201-fix7-ticket), or let fix7 rehearse, the sensor or the schedule "
+                "add one; then launch again.")
+
+
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"python", "postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"python", "postgres"},
     description="The operator's dump as received: path, sha256, bytes, format, pg_dump version, screening of "
                 "psql meta-commands and dangerous archive entries, and the operator's attestation.",
     check_specs=[gate("clone_intake", "intake_safe",
@@ -65,6 +72,11 @@ class RehearsalRequestConfig(dg.Config):
 )
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig,
                  rehearsal_server: RehearsalServerResource):
+    if not context.has_partition_key:  # fail closed: a run outside the rehearsal partitions is refused
+        context.instance.add_run_tags(context.run_id, {"fix7/verdict": "NOT_STARTED", "fix7/reason": NO_PARTITION,
+                                                       "fix7/stopped_at": "intake"})
+        raise dg.Failure(description=NO_PARTITION, allow_retries=False)
+
     def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
         context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir})
 
@@ -73,6 +85,9 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
                                           storage_url=getattr(context.instance.run_storage, "postgres_url", None),
                                           servers=rehearsal_server.source(), on_packet=tag_evidence)
     clone = state.get("clone", {})
+    # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
+    context.instance.add_run_tags(context.run_id, run_view.intake_tags(clone.get("sha256"), config.attested_by,
+                                                                       state["evidence_dir"]))
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
     yield from stage_events("clone_intake", "intake_safe", outcome, state, extra)

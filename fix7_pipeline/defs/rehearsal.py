@@ -6,14 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.report import EvidencePacket
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import GROUP, OWNERS, gate, impact_events, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
+                                       witnessed_if_interrupted)
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
     description="A physical copy of the proven clone (CREATE DATABASE … TEMPLATE) and its logical fingerprint "
                 "(schema objects, per-table row counts and content hashes, sequence positions), hashed into an "
                 "anchor id.",
@@ -46,7 +47,7 @@ def _change_events(asset: str, gate_name: str, outcome, state: dict):
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="apply",
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="apply",
     description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
                 "clone's owner role; each statement's duration, locks, rewrites, WAL and rows measured.",
     check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
@@ -60,7 +61,7 @@ def apply_change(context, snapshot_anchor: dict, rehearsal_server: RehearsalServ
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres", "sql"}, key="rollback",
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="rollback",
     description="The operator's rollback of the FIX7 change, in one transaction; each statement's duration, "
                 "locks, rewrites, WAL and rows measured.",
     check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
@@ -74,7 +75,7 @@ def rollback_change(context, apply: dict, rehearsal_server: RehearsalServerResou
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
     description="The clone after rollback against the anchor: rows by primary key (added, removed, changed), "
                 "schema objects and sequences. Empty means the rollback put everything back.",
     check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],
@@ -83,6 +84,7 @@ def restore_diff(context, rollback: dict, rehearsal_server: RehearsalServerResou
     state = dict(rollback)
     with witnessed_if_interrupted(context):
         outcome = rehearsal.restore_diff(state, rehearsal_server.source())
-    diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff") or {}
-    extra = {"restore_diff": dg.MetadataValue.json(diff)}
+    diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff")
+    extra = {"restore_diff": dg.MetadataValue.md(run_view.restore_diff_table(diff)),
+             **run_view.restore_diff_counts(diff)}  # integers Dagster plots across rehearsals
     yield from stage_events("restore_diff", "restore_diff_empty", outcome, state, extra)

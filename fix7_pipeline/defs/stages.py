@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 
+from fix7_pipeline.core import run_view
 from fix7_pipeline.core.audit import witness_tags
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import PASSED, StageOutcome
+from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
 GROUP = "fix7_rehearsal"
 OWNERS = ["team:data-platform"]
@@ -29,7 +32,7 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
         "status": outcome.status,
         DURATION_KEY: float(outcome.duration_s or 0.0),
         "reason": dg.MetadataValue.text(visible(outcome.reason)),
-        "findings": dg.MetadataValue.json([f.as_dict() for f in outcome.findings[:100]]),
+        "findings": dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.findings[:100]]),
         "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
         "evidence_dir": dg.MetadataValue.path(state.get("evidence_dir", "")),
     }
@@ -41,19 +44,64 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
         md["anchor_id"] = state["anchor"]["anchor_id"]
     gx = outcome.details.get("gx")
     if gx:
-        md["gx_summary"] = dg.MetadataValue.json(gx)
+        md["gx_summary"] = dg.MetadataValue.md(run_view.gx_table(gx))
+        md["gx_expectations_failed"] = int(gx.get("failed") or 0)
     counts = outcome.details.get("finding_counts")
     if counts:
-        md["finding_counts"] = dg.MetadataValue.json(counts)
+        md["finding_counts"] = dg.MetadataValue.md(run_view.finding_counts_table(counts))
+    for rule, n in run_view.findings_per_rule(counts, [f.as_dict() for f in outcome.findings]).items():
+        md[f"findings/{visible(rule)}"] = n
     return md
+
+
+def _no_row_value(finding: dict) -> dict:
+    """A finding as metadata: its row key is a value of a clone row, kept in the packet only."""
+    return {k: v for k, v in finding.items() if k != "row_key"}
 
 
 def record_witness(instance: dg.DagsterInstance, run_id: str, witness: dict | None) -> None:
     """Keep the sealed packet's witness (core.audit.witness) as the run's tags: fix7/packet_sha256,
     fix7/chain_entry_sha256, fix7/chain_seq, fix7/verdict, fix7/evidence. `fix7 audit --verify` compares every
-    chain entry and packet file with them. A failure here fails the step, and verify reports the run."""
+    chain entry and packet file with them. A failure here fails the step, and verify reports the run.
+
+    With them go the tags the Runs list shows (core.run_view.run_tags, read from the sealed packet):
+    fix7/reason, fix7/stopped_at, fix7/clone_sha256, fix7/attested_by."""
     if witness:
-        instance.add_run_tags(run_id, witness_tags(witness))
+        tags = {**packet_tags(witness.get("evidence")), **witness_tags(witness)}
+        instance.add_run_tags(run_id, tags)
+
+
+def packet_tags(evidence_dir: str | None) -> dict[str, str]:
+    """run_view.run_tags of the packet in `evidence_dir`; none when it cannot be read (the witness still is)."""
+    from fix7_pipeline.core.report import EvidencePacket
+
+    try:
+        return run_view.run_tags(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+VERDICT_EVENT = "fix7 verdict"
+
+
+def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
+    """The verdict and its one-line reason as the run's last event, so the run page (which opens at the end
+    of its log, past Dagster's stack trace and "Not executing" rows) reads the verdict first. Once per run:
+    called by the CLI when its run ends and by fix7_verdict_sensor for runs the daemon launched."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None or not run.tags.get("fix7/verdict"):
+        return False
+    if any((e.message or "").startswith(VERDICT_EVENT)
+           for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+        return False
+    from dagster._core.events import EngineEventData
+
+    verdict, reason = run.tags["fix7/verdict"], run.tags.get("fix7/reason", "")
+    instance.report_engine_event(
+        f"{VERDICT_EVENT} {verdict}: {reason}", run,
+        EngineEventData(metadata={"verdict": verdict, "reason": dg.MetadataValue.text(reason),
+                                  "evidence": dg.MetadataValue.path(run.tags.get("fix7/evidence", ""))}))
+    return True
 
 
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
@@ -87,20 +135,25 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
     with per-expectation success and unexpected counts (never values). When the stage stopped the run,
     the packet it sealed is recorded on the run first (record_witness).
     """
-    if state.get("witness"):
-        context = dg.AssetExecutionContext.get()
-        record_witness(context.instance, context.run_id, state["witness"])
     md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, state), **(extra or {})}
     breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
-    if breaches:  # each breached threshold in full: it fails the rehearsal
+    if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
         md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
+    description = visible(outcome.reason)[:1000] if outcome.reason else None
+    if state.get("witness"):  # this stage sealed the packet: its verdict and report read first
+        context = dg.AssetExecutionContext.get()
+        record_witness(context.instance, context.run_id, state["witness"])
+        verdict = visible(state["witness"].get("verdict"))
+        md = {"verdict": verdict, **md, **sealed_metadata(state["evidence_dir"])}
+        if outcome.status != PASSED:
+            description = f"{verdict}: {description or outcome.status}"[:1000]
     yield dg.Output(state, metadata=md)
     yield dg.AssetCheckResult(
         asset_key=asset,
         check_name=check,
         passed=outcome.status == PASSED,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=visible(outcome.reason)[:1000] if outcome.reason else None,
+        description=description,
         metadata={"status": outcome.status,
                   "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
                   "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}
@@ -110,6 +163,18 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
     if suite_check:
         yield suite_result(asset, suite_check, outcome.details.get("gx"),
                            none_declared=outcome.details.get("data_rules") == "none declared")
+
+
+def sealed_metadata(evidence_dir: str) -> dict:
+    """What the asset whose stage sealed the packet carries of it: the stage summary table, the verdict's
+    reason, and rehearsal-report.md itself (escaped when it was written; names redacted)."""
+    from fix7_pipeline.core.report import READABLE, EvidencePacket
+
+    directory = Path(evidence_dir)
+    data = EvidencePacket.load(directory).data
+    return {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
+            "stages": dg.MetadataValue.md(run_view.stages_table(data)),
+            "rehearsal_report": dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))}
 
 
 def suite_result(asset: str, check: str, gx: dict | None, *, none_declared: bool = False) -> dg.AssetCheckResult:
@@ -123,14 +188,12 @@ def suite_result(asset: str, check: str, gx: dict | None, *, none_declared: bool
                                    severity=dg.AssetCheckSeverity.ERROR,
                                    description="not evaluated: an earlier check of this stage failed",
                                    metadata={"evaluated": 0})
-    expectations = [{k: e.get(k) for k in ("rule", "table", "expectation", "success", "unexpected_count")}
-                    for e in gx.get("expectations", [])]
     return dg.AssetCheckResult(
         asset_key=asset, check_name=check, passed=bool(gx.get("success")), severity=dg.AssetCheckSeverity.ERROR,
         description=f"Great Expectations suite {gx.get('suite')}: {gx.get('evaluated', 0)} expectations, "
                     f"{gx.get('failed', 0)} failed",
         metadata={"suite": visible(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
-                  "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.json(expectations)},
+                  "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.md(run_view.gx_table(gx))},
     )
 
 

@@ -82,9 +82,28 @@ class Sensor:
         self.cursor = None
 
     def tick(self):
-        data = self.sensor_def.evaluate_tick(dg.build_sensor_context(cursor=self.cursor))
+        data = self.sensor_def.evaluate_tick(dg.build_sensor_context(cursor=self.cursor, repository_def=_repo(),
+                                                                     instance=_INSTANCE["it"]))
         self.cursor = data.cursor
         return data
+
+
+_INSTANCE: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_instance():
+    """A persistent test instance: the sensor resolves its partitioned run requests against it."""
+    with dg.instance_for_test() as instance:
+        _INSTANCE["it"] = instance
+        yield instance
+
+
+def _repo():
+    """The code location's repository: partitioned run requests are resolved against it."""
+    from fix7_pipeline.definitions import defs
+
+    return defs.get_repository_def()
 
 
 def _drop(src: Path, folder: Path, name: str, age_s: float = 120) -> Path:
@@ -117,6 +136,8 @@ def test_a_new_dump_requests_exactly_one_run(operator, dumps_made):
     assert config["attested_by"] == "test operator"
     assert "evidence_dir" not in config
     assert run.tags["fix7/source"] == "sensor" and run.tags["fix7/clone_sha256"] == sha
+    assert run.partition_key.endswith("-" + sha[:8])  # one rehearsal partition per request, added with it
+    assert [r.partition_keys for r in second.dynamic_partitions_requests] == [[run.partition_key]]
     job = __import__("fix7_pipeline.definitions", fromlist=["defs"]).defs.resolve_job_def("fix7_rehearsal")
     assert dg.validate_run_config(job, run.run_config)
 
@@ -223,9 +244,14 @@ def test_schedule_rehearses_the_registered_clone(operator, dumps_made):
     (root / "clones").mkdir()
     shutil.copyfile(dumps_made["first"], root / "clones" / "registered.dump")
     when = dt.datetime(2025, 6, 1, 2, 0, tzinfo=dt.timezone.utc)
-    data = nightly_rehearsal.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when))
-    assert len(data.run_requests) == 1
-    run = data.run_requests[0]
+    with dg.instance_for_test() as instance:
+        data = nightly_rehearsal.evaluate_tick(dg.build_schedule_context(
+            scheduled_execution_time=when, instance=instance, repository_def=_repo()))
+        assert len(data.run_requests) == 1
+        run = data.run_requests[0]
+        # its own rehearsal partition, added before the run is requested (a schedule cannot request one)
+        assert run.partition_key == "20250601T020000Z-nightly"
+        assert instance.get_dynamic_partitions("fix7_rehearsals") == [run.partition_key]
     config = run.run_config["ops"]["clone_intake"]["config"]
     assert config["clone_path"] == str(root / "clones" / "registered.dump")
     assert Path(config["evidence_dir"]).parent == root / "evidence" and re.search(r"Z-nightly-[0-9a-f]{8}$", config["evidence_dir"])
@@ -234,12 +260,14 @@ def test_schedule_rehearses_the_registered_clone(operator, dumps_made):
 
 def test_schedule_without_clone_path_takes_the_newest_settled_drop(operator, dumps_made):
     root = operator()
-    tick = dg.build_schedule_context(scheduled_execution_time=dt.datetime.now(dt.timezone.utc))
-    data = nightly_rehearsal.evaluate_tick(tick)
-    assert data.run_requests == [] and "holds no settled dump" in data.skip_message
-    _drop(dumps_made["first"], root / "drop", "old.dump", age_s=7200)
-    newest = _drop(dumps_made["second"], root / "drop", "new.dump", age_s=600)
-    data = nightly_rehearsal.evaluate_tick(tick)
+    with dg.instance_for_test() as instance:
+        tick = dg.build_schedule_context(scheduled_execution_time=dt.datetime.now(dt.timezone.utc),
+                                         instance=instance, repository_def=_repo())
+        data = nightly_rehearsal.evaluate_tick(tick)
+        assert data.run_requests == [] and "holds no settled dump" in data.skip_message
+        _drop(dumps_made["first"], root / "drop", "old.dump", age_s=7200)
+        newest = _drop(dumps_made["second"], root / "drop", "new.dump", age_s=600)
+        data = nightly_rehearsal.evaluate_tick(tick)
     assert data.run_requests[0].run_config["ops"]["clone_intake"]["config"]["clone_path"] == str(newest)
 
 

@@ -34,16 +34,24 @@ def asset_graph_snapshot() -> dict:
         name = key.to_user_string()
         assets[name] = {"deps": sorted(p.to_user_string() for p in node.parent_keys),
                         "checks": checks.get(name, {}), "group": node.group_name,
-                        "kinds": sorted(node.kinds), "owners": sorted(node.owners)}
+                        "kinds": sorted(node.kinds), "owners": sorted(node.owners),
+                        "partitions": _partitions(node.partitions_def)}
     job = defs.resolve_job_def("fix7_rehearsal")
     repo = defs.get_repository_def()
     return {
         "assets": assets,
         "jobs": {j.name: sorted(k.to_user_string() for k in j.asset_layer.executable_asset_keys)
                  for j in [job]},
+        "job_partitions": _partitions(job.partitions_def),
         "schedules": {s.name: {"job": s.job_name} for s in repo.schedule_defs},
         "sensors": {s.name: {"jobs": sorted(t.job_name for t in s.targets)} for s in repo.sensor_defs},
     }
+
+
+def _partitions(partitions_def) -> str | None:
+    if partitions_def is None:
+        return None
+    return f"{type(partitions_def).__name__}:{getattr(partitions_def, 'name', '')}"
 
 
 def test_definitions_validate():

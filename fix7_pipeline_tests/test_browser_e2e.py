@@ -1,0 +1,242 @@
+"""Issue 11.6 in a browser, as a new operator and an auditor meet the UI: `fix7 ui` (webserver + daemon, the
+way test_webserver_e2e.py starts it) on an instance of its own; one passing rehearsal and one blocked one
+(no clone: NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE), both through `fix7 rehearse`, and one launched
+as the launchpad does with an empty attestation (the daemon runs it); then headless Debian
+chromium, driven by Playwright (`executable_path`, no browser download), opens the asset graph, the
+evidence packet, the runs lists, the passing run and the blocked run, and reads each one's verdict (and
+the blocked run's reason) on the page.
+
+Chromium comes from `make browser` (apt-get, as root); where it cannot be installed the test skips,
+saying so. `make test-slow` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
+from fix7_pipeline.demo import builder
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM = Path("/usr/bin/chromium")
+STORAGE_DB = "fix7_dagster_browser_e2e"
+PASSED, NO_SAFE = "REHEARSAL_PASSED", "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+STAGE_ASSETS = ("clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation",
+                "snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet")
+PAGE_TIMEOUT_MS = 90_000
+
+
+def _chromium() -> Path:
+    """Debian's chromium, installed by `make browser` when missing (as root); else the test skips."""
+    if not CHROMIUM.exists():
+        subprocess.run(["make", "-s", "browser"], cwd=PROJECT, capture_output=True, text=True, timeout=900)
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's chromium is not at {CHROMIUM} and `make browser` could not install it (it needs "
+                    "root and apt-get: `apt-get install chromium`); the browser test cannot run without it")
+    return CHROMIUM
+
+
+def _drop_storage_db() -> None:
+    import psycopg
+
+    info = start_embedded()
+    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname="postgres", user="postgres",
+                         autocommit=True) as c:
+        c.execute(f'drop database if exists "{STORAGE_DB}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make install`")
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, browser):
+    """`fix7 ui` on a free port with its own DAGSTER_HOME and storage database, and two CLI rehearsals."""
+    from fix7_pipeline_tests.test_webserver_e2e import GRAPH_QUERY, GraphQL, _free_port
+
+    root = tmp_path_factory.mktemp("browser")
+    builder.build_clone("fix7_t_browser_src", registry_rows=300, seed=5)
+    try:
+        dump = builder.dump_clone("fix7_t_browser_src", "custom", root / "birth_surface_clone.dump")
+    finally:
+        builder.drop_clone("fix7_t_browser_src")
+    apply_sql, rollback_sql = builder.write_sample_change(root)
+    home = root / "dagster_home"
+    home.mkdir()
+    _drop_storage_db()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "FIX7_"))}
+    env.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url(STORAGE_DB),
+               FIX7_DAGSTER_ARTIFACTS=str(home / "storage"), FIX7_DAGSTER_COMPUTE_LOGS=str(home / "compute_logs"),
+               FIX7_PROJECT_DIR=str(PROJECT), FIX7_REHEARSAL_CONFIG=str(home / "rehearsal.yaml"),
+               FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"), DAGSTER_DISABLE_TELEMETRY="1",
+               GX_ANALYTICS_ENABLED="False")
+    port = _free_port()
+    log_path = home / "ui.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(BIN / "fix7"), "ui", "--port", str(port), "--host", "127.0.0.1"], cwd=PROJECT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    gql = GraphQL(port)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if gql(GRAPH_QUERY)["repositoriesOrError"].get("nodes"):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "the webserver did not come up:\n" + log_path.read_text()[-3000:]
+            time.sleep(1)
+
+        def rehearse(clone: Path, evidence: Path) -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "fix7"), "rehearse", "--clone", str(clone), "--apply", str(apply_sql),
+                                   "--rollback", str(rollback_sql), "--attested-by", "browser test (synthetic clone)",
+                                   "--evidence-dir", str(evidence), "--production-host", "*.prod.invalid-corp.com",
+                                   "--json"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+
+        passed = rehearse(dump, root / "ev-pass")
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+        blocked = rehearse(root / "no-such-clone.dump", root / "ev-blocked")
+        assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+        launchpad = _launch_unattested(gql, dump, apply_sql, rollback_sql, root / "ev-launchpad")
+        yield {"base": f"http://127.0.0.1:{port}", "log": log_path, "root": root, "launchpad": launchpad,
+               "passed": json.loads(passed.stdout.strip().splitlines()[-1])["run_id"],
+               "blocked": json.loads(blocked.stdout.strip().splitlines()[-1])["run_id"]}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # fix7 ui shuts dagster dev down, escalating by itself
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        _drop_storage_db()
+
+
+LOGS = """
+query L($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection { events { __typename
+  ... on MessageEvent { message } } } } }
+"""
+
+
+def _launch_unattested(gql, dump: Path, apply_sql: Path, rollback_sql: Path, evidence: Path) -> str:
+    """As the launchpad does it, with an empty attestation: the daemon runs it, intake refuses it, and
+    fix7_verdict_sensor adds the verdict as the run's last event. Returns the run id once that event is there."""
+    from fix7_pipeline_tests.test_webserver_e2e import LAUNCH, _launch_params, _wait_for_run
+
+    config = {"clone_path": str(dump), "apply_sql": str(apply_sql), "rollback_sql": str(rollback_sql),
+              "attested_by": "", "evidence_dir": str(evidence)}
+    launched = gql(LAUNCH, {"params": _launch_params(gql, config, "browser-unattested")})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    assert _wait_for_run(gql, run_id) == "FAILURE"
+    deadline = time.monotonic() + 120
+    while True:
+        events = gql(LOGS, {"id": run_id})["logsForRun"]["events"]
+        if any((e.get("message") or "").startswith("fix7 verdict ") for e in events):
+            return run_id
+        assert time.monotonic() < deadline, "fix7_verdict_sensor added no verdict event to the failed run"
+        time.sleep(3)
+
+
+@pytest.fixture
+def page(browser, scene):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield pg
+    except BaseException:
+        pg.screenshot(path=str(scene["root"] / "failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+def _open(page, scene, path: str):
+    page.goto(scene["base"] + path, wait_until="domcontentloaded")
+    return page
+
+
+def test_the_banner_names_the_real_storage_database(scene):
+    assert f"database `{STORAGE_DB}`, role `dagster_storage`" in scene["log"].read_text()
+
+
+def test_the_asset_graph_shows_every_stage_keyed_by_rehearsal(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, "/asset-groups/fix7_rehearsal")
+    body = page.locator("body")
+    for asset in STAGE_ASSETS:
+        expect(body).to_contain_text(asset)
+    page.get_by_text("evidence_packet", exact=True).last.click()
+    expect(body).to_contain_text('Dynamic partitions: "fix7_rehearsals"')
+
+
+def test_the_last_good_rehearsal_stays_visible_on_the_packet_after_a_blocked_one(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, "/assets/evidence_packet")
+    body = page.locator("body")
+    expect(body).to_contain_text("verdict")
+    expect(body).to_contain_text(PASSED)  # the blocked rehearsal ran after it, in a partition of its own
+    expect(body).to_contain_text("rehearsal_report")
+
+
+def test_the_passing_run_shows_its_verdict(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, f"/runs/{scene['passed']}")
+    expect(page.get_by_text(f"fix7 verdict {PASSED}: restore_diff: every row and schema object is back")
+           .first).to_be_visible()
+
+
+def test_the_blocked_run_shows_its_verdict_and_the_operators_reason(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, f"/runs/{scene['blocked']}")
+    expect(page.get_by_text(f"fix7 verdict {NO_SAFE}: intake: The dump at").first).to_be_visible()
+    expect(page.locator("body")).to_contain_text("nothing exists at that path")
+
+
+def test_both_runs_read_with_their_verdicts_in_the_runs_list_and_the_jobs_runs_tab(page, scene):
+    from playwright.sync_api import expect
+
+    for path in ("/runs", "/locations/fix7_pipeline/jobs/fix7_rehearsal/runs"):
+        _open(page, scene, path)
+        body = page.locator("body")
+        for run_id in (scene["passed"], scene["blocked"]):
+            expect(body).to_contain_text(run_id[:8])
+        expect(body).to_contain_text(f"fix7/verdict: {PASSED}")
+        expect(body).to_contain_text(f"fix7/verdict: {NO_SAFE}")
+        expect(body).to_contain_text("fix7/reason: intake: The dump at")
+
+
+def test_a_launchpad_run_without_attestation_reads_its_one_line_refusal(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, f"/runs/{scene['launchpad']}")
+    expect(page.get_by_text(f"fix7 verdict {NO_SAFE}: intake: no operator attestation").first).to_be_visible()

@@ -1,0 +1,101 @@
+"""Issue 11.6: what the operator and the auditor see of a run outside the packet, on a real instance
+(storage in its own database on the embedded PostgreSQL).
+
+A CLI run is a run of the code location's job (remote origin, the `.dagster/repository` tag the job's Runs
+tab and the Overview filter by), in a rehearsal partition of its own added before it was launched; it
+carries the verdict, the reason, the dump's sha256, the attestation and the evidence as tags, and ends with
+the verdict as its last event. A run launched outside the rehearsal partitions is refused before anything
+runs. Blocked runs are used: they decide at intake, within seconds.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.defs.intake import NO_PARTITION
+from fix7_pipeline.defs.stages import VERDICT_EVENT
+from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
+
+NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+
+
+@pytest.fixture
+def chain(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIX7_AUDIT_CHAIN", str(tmp_path / "audit-chain.jsonl"))
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = DagsterHome.create(tmp_path / "home", "surfaces")
+    try:
+        yield h
+    finally:
+        h.drop()
+
+
+def test_a_cli_run_is_a_run_of_the_code_locations_job_with_its_verdict_first(home, tmp_path, chain):
+    change = tiny_change(tmp_path / "change")
+    with home.instance() as inst:
+        out = run_rehearsal(config(tmp_path / "no-such.dump", *change, tmp_path / "ev"), instance=inst, echo=False)
+        assert out["verdict"] == NO_SAFE
+        run = inst.get_run_by_id(out["run_id"])
+        # what the UI lists a job's runs by: the remote origin of the workspace's location
+        assert run.remote_job_origin is not None
+        assert run.remote_job_origin.location_name == "fix7_pipeline"
+        listed = inst.get_runs(dg.RunsFilter(job_name="fix7_rehearsal",
+                                             tags={".dagster/repository": "__repository__@fix7_pipeline"}))
+        assert [r.run_id for r in listed] == [out["run_id"]]
+        # its own rehearsal partition, registered before the run
+        key = run.tags["dagster/partition"]
+        assert inst.get_dynamic_partitions("fix7_rehearsals") == [key]
+        # the verdict and the operator's reason on the run
+        assert run.tags["fix7/verdict"] == NO_SAFE and run.tags["fix7/stopped_at"] == "intake"
+        assert run.tags["fix7/reason"].startswith("intake: The dump at ") and "\n" not in run.tags["fix7/reason"]
+        assert run.tags["fix7/clone_sha256"] == "none" and run.tags["fix7/attested_by"] == "e2e test operator"
+        assert run.tags["fix7/evidence"] == out["evidence_dir"]
+        # ... and as its last event, which is where the run page opens
+        last = inst.all_logs(out["run_id"])[-1]
+        assert last.message.startswith(f"{VERDICT_EVENT} {NO_SAFE}: intake: The dump at ")
+        # the failed gate says the verdict first
+        checks = [e.dagster_event.event_specific_data for e in inst.all_logs(
+            out["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+        intake_safe = next(c for c in checks if c.check_name == "intake_safe")
+        assert not intake_safe.passed and intake_safe.description.startswith(f"{NO_SAFE}: The dump at ")
+        mats = {e.asset_materialization.asset_key.to_user_string(): e.asset_materialization for e in inst.all_logs(
+            out["run_id"], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
+        assert set(mats) == {"clone_intake"} and mats["clone_intake"].partition == key
+        md = mats["clone_intake"].metadata
+        assert md["verdict"].value == NO_SAFE and md["findings/dump_missing"].value == 1
+        assert md["rehearsal_report"].value.startswith(f"# FIX7 rehearsal — {NO_SAFE}")
+        assert "| intake | blocked |" in md["stages"].value
+
+
+def test_a_second_blocked_rehearsal_is_a_partition_of_its_own(home, tmp_path, chain):
+    change = tiny_change(tmp_path / "change")
+    clone = minimal_plain_dump(tmp_path / "clone.sql")
+    with home.instance() as inst:
+        first = run_rehearsal(config(clone, *change, tmp_path / "ev1", attested_by=""), instance=inst, echo=False)
+        second = run_rehearsal(config(clone, *change, tmp_path / "ev2", attested_by=""), instance=inst, echo=False)
+        keys = [inst.get_run_by_id(o["run_id"]).tags["dagster/partition"] for o in (first, second)]
+        assert keys[0] != keys[1] and sorted(inst.get_dynamic_partitions("fix7_rehearsals")) == sorted(keys)
+        tags = inst.get_run_by_id(second["run_id"]).tags
+        assert tags["fix7/reason"].startswith("intake: no operator attestation")
+        assert tags["fix7/attested_by"] == "(none)" and len(tags["fix7/clone_sha256"]) == 64
+
+
+def test_a_run_outside_the_rehearsal_partitions_is_refused_before_anything_runs(home, tmp_path, chain):
+    from fix7_pipeline.definitions import defs
+
+    change = tiny_change(tmp_path / "change")
+    with home.instance() as inst:
+        result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(
+            run_config={"ops": {"clone_intake": {"config": config(tmp_path / "x.dump", *change, tmp_path / "ev")}}},
+            instance=inst, raise_on_error=False)
+        assert not result.success
+        run = inst.get_run_by_id(result.run_id)
+        assert run.tags["fix7/verdict"] == "NOT_STARTED" and run.tags["fix7/reason"] == NO_PARTITION
+        failure = next(e for e in inst.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_FAILURE))
+        assert NO_PARTITION in failure.dagster_event.step_failure_data.user_failure_data.description
+    assert not (tmp_path / "ev").exists()  # nothing was written: nothing was judged
