@@ -14,10 +14,12 @@ import os
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.server import THROWAWAY_KEY_ENV, RehearsalServer
+from fix7_pipeline.defs.partitions import add_rehearsal, rehearsal_key
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 from fix7_pipeline.defs.storage import run_folder
 from fix7_pipeline.demo import builder
@@ -64,9 +66,12 @@ def throwaway_key(monkeypatch):
 
 
 def _run(home: DagsterHome, cfg: dict):
+    """The rehearsal, keyed as a rehearsal partition of its own as every launcher keys it."""
     with home.instance() as inst:
+        key = add_rehearsal(inst, rehearsal_key())
         result = dg.execute_job(dg.reconstructable(multiprocess_rehearsal_job), instance=inst,
-                                run_config={"ops": {"clone_intake": {"config": cfg}}}, raise_on_error=False)
+                                run_config={"ops": {"clone_intake": {"config": cfg}}},
+                                tags={PARTITION_NAME_TAG: key}, raise_on_error=False)
         run = inst.get_run_by_id(result.run_id)
         starts = {e.step_key: e.dagster_event.pid for e in inst.all_logs(result.run_id)
                   if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
