@@ -34,9 +34,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core import contract as contract_mod
+from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core import secrets
-from fix7_pipeline.core.dumps import inspect_dump
+from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.paths import state_dir
 from fix7_pipeline.core.restore import restore
@@ -469,7 +469,7 @@ def run_bench(rows: int = 1_000_000, seed: int = 7, repeat: int = 3, out: Path |
                 if ds_exe else None)
 
     server = RehearsalServer.embedded(HostPolicy())
-    contract = contract_mod.load_contract(None)
+    contract = load_contract(None)
     tw = create_throwaway(server)
     try:
         _log(f"restoring the custom dump into {tw.database} as {tw.login.role}")

@@ -791,15 +791,15 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
     Returns (table, row_key, rule) per finding. The stage lists at most ROWS_PER_FINDING_KIND rows per
     column and rule in its packet; the bench asks for every row (the detector is the same).
     """
-    from fix7_pipeline.core import contract as contract_mod
+    from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import secrets
-    from fix7_pipeline.core.dumps import inspect_dump
+    from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.hosts import HostPolicy
     from fix7_pipeline.core.restore import restore
     from fix7_pipeline.core.server import RehearsalServer, create_throwaway, drop_throwaway
 
     server = RehearsalServer.embedded(HostPolicy())
-    contract = contract_mod.load_contract(None)
+    contract = load_contract(None)
     tw = create_throwaway(server)
     try:
         restore(server, tw, inspect_dump(work / "clone.dump", verify_data=False))

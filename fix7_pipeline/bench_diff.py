@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from fix7_pipeline.core import diff as diff_mod
 from fix7_pipeline.core import fingerprint
-from fix7_pipeline.core.dumps import inspect_dump
+from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.paths import state_dir
 from fix7_pipeline.core.restore import restore

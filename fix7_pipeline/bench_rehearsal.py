@@ -7,7 +7,7 @@ production-shaped clone on the factory server and its custom-format dump, then i
    --no-privileges -d` of the dump, `psql -X -1 -v ON_ERROR_STOP=1 -f` the sample FIX7 apply, then
    the same for its rollback, each timed;
 2. **rehearsal**: the real `fix7_rehearsal` Dagster job on the same dump and change
-   (`fix7_pipeline.cli.run_rehearsal`, what `fix7 rehearse` runs), timed as a whole; each stage's own
+   (`fix7_pipeline.cli.rehearse.run_rehearsal`, what `fix7 rehearse` runs), timed as a whole; each stage's own
    time is read from the sealed packet (`stages[*].duration_s`).
 
 Memory is sampled every 0.2 s during each phase: the resident set of this process and its children
@@ -212,13 +212,13 @@ def sanitization_parts(server, dump: Path) -> dict:
     the stage's three calls one by one, in its order, on the same cold (never vacuumed) clone."""
     import secrets as pysecrets
 
-    from fix7_pipeline.core import contract as contract_mod
+    from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import data_rules, secrets
-    from fix7_pipeline.core.dumps import inspect_dump
+    from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.restore import restore
     from fix7_pipeline.core.server import create_throwaway, drop_throwaway
 
-    contract = contract_mod.load_contract(None)
+    contract = load_contract(None)
     tw = create_throwaway(server)
     try:
         t0 = time.perf_counter()
@@ -256,7 +256,7 @@ def _bench_instance():
 
 def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_s: int) -> dict:
     """The fix7_rehearsal job on the dump; wall time of the call and each stage's time from the packet."""
-    from fix7_pipeline import cli
+    from fix7_pipeline.cli import rehearse as cli
     from fix7_pipeline.bench import bench_dir
 
     cli._quiet()
@@ -286,7 +286,7 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
             "stages_sum_s": round(sum(v for v in stages.values() if v), 2),
             "overhead_s": round(wall - sum(v for v in stages.values() if v), 2),
             "import_and_instance_s": round(t_setup, 2),
-            "call": "fix7_pipeline.cli.run_rehearsal (a run of the code location's fix7_rehearsal job, "
+            "call": "fix7_pipeline.cli.rehearse.run_rehearsal (a run of the code location's fix7_rehearsal job, "
                     "executed in process)"}
 
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from fix7_pipeline.core import contract
+from fix7_pipeline.core.contract.from_yaml import contract_from_dict
+from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.paths import state_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, dumped_variant, findings, load_packet, rehearse_args
@@ -86,21 +87,21 @@ def test_demo_builds_a_clone_and_passes(home, tmp_path, demo_dir_restored):
 # -- fix7 contract -----------------------------------------------------------------------------
 
 def test_contract_show_prints_the_default_contract(home, tmp_path):
-    shown = contract.contract_from_dict(yaml.safe_load(_ok(home.cli("contract", "show"))), "stdout")
-    default = contract.load_contract()
+    shown = contract_from_dict(yaml.safe_load(_ok(home.cli("contract", "show"))), "stdout")
+    default = load_contract()
     assert shown.shape_dict() == default.shape_dict() and shown.annotations == default.annotations
     out = tmp_path / "shown.yaml"
     assert f"contract written to {out}" in _ok(home.cli("contract", "show", "-o", str(out)))
-    assert contract.load_contract(out).as_dict() == default.as_dict()
+    assert load_contract(out).as_dict() == default.as_dict()
 
 
 def test_contract_from_sql_derives_the_shape_of_a_schema_only_dump(home, dumps, tmp_path):
-    derived = contract.contract_from_dict(yaml.safe_load(_ok(home.cli("contract", "from-sql", str(dumps["schema"])))),
+    derived = contract_from_dict(yaml.safe_load(_ok(home.cli("contract", "from-sql", str(dumps["schema"])))),
                                           "stdout")
-    assert derived.shape_dict() == contract.load_contract().shape_dict()  # the factory is production's shape
+    assert derived.shape_dict() == load_contract().shape_dict()  # the factory is production's shape
     out = tmp_path / "derived.yaml"
     assert f"contract written to {out}" in _ok(home.cli("contract", "from-sql", str(dumps["schema"]), "-o", str(out)))
-    assert contract.load_contract(out).shape_dict() == derived.shape_dict()
+    assert load_contract(out).shape_dict() == derived.shape_dict()
     r = home.cli("contract", "from-sql", str(tmp_path / "missing.sql"))
     assert r.returncode == 2 and "There is no file or directory" in r.stderr and "Traceback" not in r.stderr
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome
 

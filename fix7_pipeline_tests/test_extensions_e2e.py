@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import extensions
-from fix7_pipeline.core.dumps import inspect_dump
+from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.core.restore import RestoreFailed, _extension_failure, check_extensions

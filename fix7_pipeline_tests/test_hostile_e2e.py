@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.cli import VERDICT_EXIT, run_rehearsal
+from fix7_pipeline.cli.rehearse import VERDICT_EXIT, run_rehearsal
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.rules import registry
 from fix7_pipeline.demo import builder
@@ -383,7 +383,7 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
 
 
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
-    from fix7_pipeline.core import contract as contract_mod
+    from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import data_rules
     from fix7_pipeline.core.secrets import scan_secrets
 
@@ -393,7 +393,7 @@ def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway)
                   "insert into public.aaa_notes values (1, 'nothing to see');"
                   "create table public.zzz_keys (id int primary key, note text);")
         c.execute("insert into public.zzz_keys values (1, %s)", (f"deploy with {token}",))
-    contract = contract_mod.load_contract()
+    contract = load_contract()
     found = scan_secrets(lambda db: server.connect(db, throwaway.login, purpose="secret scan"), throwaway.database,
                          contract, "salt-attribution")
     assert {(f.table, f.column, f.row_key) for f in found} == {("zzz_keys", "note", "1")}

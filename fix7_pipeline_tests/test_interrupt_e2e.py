@@ -308,7 +308,7 @@ def test_a_run_terminated_like_the_ui_does_it_stops_in_process(dumps, change, in
     """Dagster's run termination on POSIX is SIGINT to the run worker (dagster_shared.ipc.send_interrupt)."""
     from dagster_shared.ipc import send_interrupt
 
-    from fix7_pipeline.cli import run_rehearsal
+    from fix7_pipeline.cli.rehearse import run_rehearsal
 
     before = _fix7_objects(server)
     stop, sent = threading.Event(), []

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import escape, rehearsal
 from fix7_pipeline.core.candidates import format_table
 from fix7_pipeline.core.junit import write_junit
 from fix7_pipeline.core.model import BLOCKED, Finding, StageOutcome
-from fix7_pipeline.core.report import READABLE, EvidencePacket
+from fix7_pipeline.core.packet_files import READABLE
+from fix7_pipeline.core.report import EvidencePacket
 from fix7_pipeline.defs.stages import stage_metadata
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome
@@ -170,15 +170,16 @@ def test_every_dump_rehearses_with_the_derived_contract(major, fmt, dumps, contr
 @pytest.mark.parametrize("major,fmt", [(m, f) for m in MAJORS for f in ("plain", "custom", "directory", "tar")])
 def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps, contract, server):
     """Every pair through intake's inspection and screen, the least-privileged restore and the shape gate."""
-    from fix7_pipeline.core import dumps as dumps_mod
     from fix7_pipeline.core import restore
-    from fix7_pipeline.core.contract import load_contract
+    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.dumps.identify import inspect_dump
+    from fix7_pipeline.core.dumps.screening import screen_dump
     from fix7_pipeline.core.server import create_throwaway, drop_throwaway
     from fix7_pipeline.core.shape import check_shape
 
-    info = dumps_mod.inspect_dump(dumps[(major, fmt)])
+    info = inspect_dump(dumps[(major, fmt)])
     assert info.pg_dump_version.startswith(f"{major}.") and not info.schema_only
-    assert not [f for f in dumps_mod.screen_dump(info) if f.is_error]
+    assert not [f for f in screen_dump(info) if f.is_error]
     tw = create_throwaway(server)
     try:
         details = restore.restore(server, tw, info)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.audit import verify_chain
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.hosts import HostPolicy
@@ -126,7 +126,8 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
 def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):
     import yaml
 
-    from fix7_pipeline.core.contract import dump_contract_yaml, load_contract
+    from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
+    from fix7_pipeline.core.contract.load import load_contract
 
     data = yaml.safe_load(dump_contract_yaml(load_contract(None)))
     del data["annotations"]["data_rules"]
@@ -360,7 +361,7 @@ def test_restore_proof_fails_when_the_physical_anchor_changed_after_it_was_taken
 def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, instance, tmp_path, capsys):
     """Each stage line is printed from that stage's materialization event; the packet folder and the verdict
     are the run's tags. Replaying the stored event log prints the same lines, so they come from the run."""
-    from fix7_pipeline.cli import Progress, RunFollower
+    from fix7_pipeline.cli.rehearse import Progress, RunFollower
 
     out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev"), instance=instance, echo=True)
     printed = capsys.readouterr().out.splitlines()
@@ -377,7 +378,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
 
 
 def test_a_verdict_tag_that_disagrees_with_the_sealed_packet_fails_closed():
-    from fix7_pipeline.cli import _tagged_verdict
+    from fix7_pipeline.cli.rehearse import _tagged_verdict
     from fix7_pipeline.core.errors import Fix7Error
 
     assert _tagged_verdict({"fix7/verdict": "REHEARSAL_PASSED"}, {"verdict": "REHEARSAL_PASSED"}) == "REHEARSAL_PASSED"

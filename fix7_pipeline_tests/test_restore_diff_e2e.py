@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config
 

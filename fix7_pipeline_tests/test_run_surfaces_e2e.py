@@ -13,7 +13,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from fix7_pipeline.cli import run_rehearsal
+from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.defs.intake import NO_PARTITION
 from fix7_pipeline.defs.stages import VERDICT_EVENT
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fix7_pipeline.commands import ui
+from fix7_pipeline.cli import ui
 from fix7_pipeline.instance import storage_database
 
 

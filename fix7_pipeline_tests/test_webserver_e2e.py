@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.report import REPORT
+from fix7_pipeline.core.packet_files import REPORT
 from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
 

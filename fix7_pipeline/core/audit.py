@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .errors import Fix7Error
 from .paths import dagster_home
-from .report import PROVENANCE, READABLE, REPORT
-from .report import sha256_file as _sha256
+from .packet_files import PROVENANCE, READABLE, REPORT
+from .packet_files import sha256_file as _sha256
 
 CHAIN_FILE = "audit-chain.jsonl"
 RENDERED = (PROVENANCE, READABLE)

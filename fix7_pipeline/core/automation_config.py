@@ -7,7 +7,6 @@ clone for the schedule, a drop folder for the sensor, or both. See rehearsal.exa
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import fnmatch
 import os
@@ -21,19 +20,14 @@ import yaml
 
 from .errors import Fix7Error
 from .paths import project_dir
-from .report import sha256_file
+from .packet_files import sha256_file
+from .request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"
 DEFAULT_PATTERNS = ("*.dump", "*.pgdump", "*.backup", "*.custom", "*.sql", "*.sql.gz", "*.tar")
 IN_FLIGHT_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", ".uploading")
 TOP_KEYS = {"version", "clone_path", "drop_folder", "evidence_root", "schedule", "sensor"}
-REQUEST_KEYS = {"apply_sql", "rollback_sql", "attested_by", "contract", "production_hosts", "allow_hosts",
-                "server_url", "search_roots", "allowed_roots", "statement_timeout_s", "lock_timeout_s",
-                "keep_databases", "max_statement_s", "max_lock_s", "max_access_exclusive_s", "max_total_s",
-                "no_rewrite_tables", "index_warn_mb", "index_warn_rows"}
-PATH_KEYS = {"apply_sql", "rollback_sql"}
-PATH_LIST_KEYS = {"search_roots", "allowed_roots"}
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 
 
@@ -121,16 +115,9 @@ def _typed(path: Path, key: str, value, kind):
     raise _bad(path, f"`{key}` must be {dict([(bool, 'true or false'), (int, 'a whole number'), (float, 'a number at or above 0'), (str, 'text'), (list, 'a list of text')])[kind]}")
 
 
-def _request_kinds() -> dict:
-    from .rehearsal import RehearsalRequest
-
-    kinds = {}
-    for f in dataclasses.fields(RehearsalRequest):
-        if f.name in REQUEST_KEYS:
-            t = str(f.type)
-            kinds[f.name] = (bool if t == "bool" else int if t == "int" else float if t.startswith("float")
-                             else list if t.startswith("list") else str)
-    return kinds
+def yaml_settings() -> dict[str, RequestField]:
+    """The request settings rehearsal.yaml may carry, in pipeline order."""
+    return {f.name: f for f in request_fields() if f.yaml is not None}
 
 
 def valid_cron(expr: str) -> bool:
@@ -149,7 +136,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
         raise _bad(path, f"it cannot be read as YAML ({type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise _bad(path, "it must be a mapping of settings")
-    kinds = _request_kinds()
+    kinds = yaml_settings()
     unknown = sorted(set(raw) - TOP_KEYS - set(kinds))
     if "evidence_dir" in unknown:
         raise _bad(path, "`evidence_dir` cannot be fixed for repeated runs: each run writes its own "
@@ -160,13 +147,13 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
         raise _bad(path, f"version {raw.get('version')!r} is not supported (use 1)")
     base = path.parent.resolve()
     request: dict = {}
-    for key, kind in kinds.items():
+    for key, f in kinds.items():
         if key in raw and raw[key] is not None:
-            value = _typed(path, key, raw[key], kind)
-            if key in PATH_KEYS or (key == "contract" and value):
-                value = _resolve(base, value)
-            elif key in PATH_LIST_KEYS:
+            value = _typed(path, key, raw[key], f.kind)
+            if f.yaml.path and isinstance(value, list):
                 value = [_resolve(base, v) for v in value]
+            elif f.yaml.path and value:
+                value = _resolve(base, value)
             request[key] = value
     if request.get("server_url"):
         from .server import config_server_url
@@ -281,6 +268,7 @@ def scan_drop_folder(folder: str | Path, patterns=DEFAULT_PATTERNS) -> list[Drop
 
 def dump_sha256(entry: DropEntry) -> str:
     """The clone's sha256 exactly as the intake stage records it."""
-    from . import dumps
+    from .dumps.formats import DIRECTORY
+    from .dumps.streams import hash_dump
 
-    return dumps.hash_dump(Path(entry.path), dumps.DIRECTORY if entry.is_dir else "file")
+    return hash_dump(Path(entry.path), DIRECTORY if entry.is_dir else "file")

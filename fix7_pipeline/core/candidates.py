@@ -12,7 +12,8 @@ import os
 import stat
 from pathlib import Path
 
-from .dumps import inspect_dump, screen_dump
+from .dumps.identify import inspect_dump
+from .dumps.screening import screen_dump
 from .errors import Fix7Error
 
 MAX_DEPTH = 6

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import pq
 
 from . import impact as impact_mod
-from .dumps import Meta, PlainScanner, Statement
+from .sql_lexer import Lexed, Statement, iter_lexed, lex
 from .errors import EXIT_USAGE, Fix7Error, withhold_values
 from .model import FAILED, PASSED, Finding, StageOutcome
 from .server import CHANGE, RehearsalServer, Throwaway
@@ -72,43 +72,10 @@ def read_change(path: str | Path | None, label: str) -> ChangeSQL:
     except UnicodeDecodeError as e:
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
                         "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
-    body = re.sub(r"--[^\n]*", "", text)
-    if not body.strip().strip(";").strip():
+    if next(iter_lexed(text.splitlines(keepends=True)), None) is None:  # comments and bare `;` are no change
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
                         rule="change_file")
     return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
-
-
-@dataclass(frozen=True)
-class Lexed:
-    """A change file as the lexer reads it: every statement (one without a final semicolon too) and meta-command."""
-
-    lines: list[str]
-    statements: list[Statement]
-    metas: list[Meta]
-
-    def source(self, st: Statement) -> str:
-        """The statement exactly as written, comments and all."""
-        if st.line == st.end_line:
-            return self.lines[st.line - 1][st.col:st.end_col]
-        return "".join([self.lines[st.line - 1][st.col:], *self.lines[st.line:st.end_line - 1],
-                        self.lines[st.end_line - 1][:st.end_col]])
-
-
-def lex(text: str) -> Lexed:
-    """One reading of the file for both the screen and the runner's pieces, so the two never disagree."""
-    scanner = PlainScanner()
-    lines = text.splitlines(keepends=True)
-    statements: list[Statement] = []
-    metas: list[Meta] = []
-    for lineno, line in enumerate(lines, start=1):
-        _, sts, ms = scanner.feed(lineno, line, True)
-        statements.extend(st for st in sts if st.text != ";")
-        metas.extend(ms)
-    last = scanner.finish(len(lines), len(lines[-1]) if lines else 0)
-    if last is not None:
-        statements.append(last)
-    return Lexed(lines, statements, metas)
 
 
 def transaction_control(st: Statement, source: str) -> str | None:
@@ -227,7 +194,7 @@ def server_error_message(e: psycopg.Error, text: str | None = None, *, first_lin
 def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     """(first line, statement line, SQL) pieces that concatenate back to the file, one per statement start line.
 
-    Uses the psql-compatible lexer of the dump screening, so quotes, comments and dollar
+    Uses the one SQL lexer (core/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
     lexed = lex(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .contract import Contract
+from .contract.model import Contract
 from .errors import EXIT_USAGE, Fix7Error
 from .gx_gates import FRAME_TABLE, RuleExpectation, run_frame_suite, run_suite
 from .model import Finding

@@ -146,7 +146,7 @@ def _main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "install":
         print("usage: python -m fix7_pipeline.core.extensions install WHEEL DEST", file=sys.stderr)
         return 2
-    from .dumps import wheel_major
+    from .dumps.archive import wheel_major
 
     copied = install_from_wheel(Path(argv[1]), Path(argv[2]), wheel_major())
     print(f"fix7 extensions: {', '.join(ADDED)} ({len(copied)} files) in {argv[2]}")

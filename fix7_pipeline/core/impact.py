@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .escape import md
+from .sql_lexer import Tok, tokens
 
 LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
               "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
@@ -508,69 +509,6 @@ def analyse(meter: Meter, lexed=None) -> dict:
 
 
 # -- the lexer's statements, read for warnings ---------------------------------------------------
-
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<line_comment>--[^\n]*)
-  | (?P<ident>"(?:[^"]|"")*")
-  | (?P<estr>[Ee]'(?:[^'\\]|\\.|'')*')
-  | (?P<str>(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*')
-  | (?P<dollar>\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$)
-  | (?P<word>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
-  | (?P<num>[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)
-  | (?P<punct>::|[(),;.\[\]])
-  | (?P<op>[^\sA-Za-z0-9_(),;.\[\]"'$]+|\$)
-""", re.X)
-
-
-@dataclass(frozen=True)
-class Tok:
-    kind: str      # word | ident | str | num | punct | op
-    value: str     # words lower-cased, quoted identifiers unquoted
-    depth: int     # parenthesis depth before the token
-
-
-def tokens(text: str) -> list[Tok]:
-    """SQL tokens of one statement: comments dropped, strings and dollar quotes kept whole."""
-    out: list[Tok] = []
-    i, n, depth = 0, len(text), 0
-    while i < n:
-        if text.startswith("/*", i):  # block comments nest
-            level, i = 1, i + 2
-            while i < n and level:
-                if text.startswith("/*", i):
-                    level, i = level + 1, i + 2
-                elif text.startswith("*/", i):
-                    level, i = level - 1, i + 2
-                else:
-                    i += 1
-            continue
-        m = _TOKEN.match(text, i)
-        if not m:
-            i += 1
-            continue
-        kind, value = m.lastgroup, m.group(0)
-        i = m.end()
-        if kind in ("ws", "line_comment"):
-            continue
-        if kind == "dollar":
-            close = text.find(value, i)
-            i = n if close < 0 else close + len(value)
-            out.append(Tok("str", "", depth))
-            continue
-        if kind == "estr":
-            kind = "str"
-        if kind == "ident":
-            value = value[1:-1].replace('""', '"')
-        elif kind == "word":
-            value = value.lower()
-        if kind == "punct" and value == ")":
-            depth = max(0, depth - 1)
-        out.append(Tok(kind, value, depth))
-        if kind == "punct" and value == "(":
-            depth += 1
-    return out
-
 
 def _is_name(t: Tok) -> bool:
     return t.kind in ("word", "ident")

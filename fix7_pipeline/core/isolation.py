@@ -12,7 +12,7 @@ import re
 import psycopg
 from psycopg import sql
 
-from .dumps import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
+from .dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from .hosts import HostPolicy, redact_url
 from .model import Finding
 from .proof_sql import as_text
@@ -269,7 +269,7 @@ def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
                     contract_pointer_columns: list[dict] | tuple[dict, ...] | None = None) -> list[Finding]:
     """All isolation findings for the clone behind `conn` (an admin connection to it)."""
     if contract_pointer_columns is None:  # the birth surface's pointers, from the default contract
-        from .contract import load_contract
+        from .contract.load import load_contract
 
         contract_pointer_columns = load_contract().pointers
     pointers = contract_pointer_columns

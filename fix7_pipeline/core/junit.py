@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .escape import xml as _x
 from .model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
-from .report import write_atomic
+from .packet_files import write_atomic
 
 SUITE = "fix7_rehearsal"
 PASSED_VERDICT = "REHEARSAL_PASSED"

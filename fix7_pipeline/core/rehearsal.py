@@ -21,7 +21,7 @@ import os
 import secrets as pysecrets
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
@@ -30,55 +30,18 @@ from . import change as change_mod
 from . import interrupts
 from .audit import witness
 from .errors import Fix7Error
-from .hosts import HostPolicy, redact_url
+from .hosts import redact_url
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
+from .request import RehearsalRequest
 from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
                      config_server_url, create_database, create_throwaway, database_properties, drop_throwaway,
                      keep_throwaway, storage_connection, sweep, throwaway_names)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
-
-
-@dataclass
-class RehearsalRequest:
-    """What the operator asks for: the run config of the Dagster job and the CLI's arguments."""
-
-    clone_path: str
-    apply_sql: str
-    rollback_sql: str
-    attested_by: str = ""
-    contract: str = ""
-    evidence_dir: str = ""
-    production_hosts: list[str] = field(default_factory=list)
-    allow_hosts: list[str] = field(default_factory=list)
-    server_url: str = ""
-    search_roots: list[str] = field(default_factory=list)
-    allowed_roots: list[str] = field(default_factory=list)
-    statement_timeout_s: int = 600
-    lock_timeout_s: int = 15
-    keep_databases: bool = False
-    # What production will feel (core/impact.py): thresholds that gate (None = not set) and warning sizes.
-    max_statement_s: float | None = None
-    max_lock_s: float | None = None
-    max_access_exclusive_s: float | None = None
-    max_total_s: float | None = None
-    no_rewrite_tables: list[str] = field(default_factory=list)
-    index_warn_mb: float = 10.0
-    index_warn_rows: int = 100_000
-
-    def __post_init__(self):
-        """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
-        for name in ("clone_path", "apply_sql", "rollback_sql", "contract", "evidence_dir"):
-            value = getattr(self, name)
-            if value and not Path(value).expanduser().is_absolute():
-                setattr(self, name, str(project_dir() / value))
-
-    def policy(self) -> HostPolicy:
-        return HostPolicy(tuple(self.production_hosts), tuple(self.allow_hosts))
 
 
 @dataclass(frozen=True)
@@ -137,14 +100,15 @@ def stage_contract(state: dict, request: RehearsalRequest, server: RehearsalServ
 
     The converted shape travels in the run state, so later stages (and processes) never restore it again.
     """
-    from . import contract as contract_mod
+    from .contract.from_yaml import contract_from_dict
+    from .contract.load import is_schema_source, load_contract
 
     if "contract" not in state:
-        c = contract_mod.load_contract(request.contract or None, server=server)
+        c = load_contract(request.contract or None, server=server)
         state["contract"] = {"source": c.source, "data": c.as_dict(),
-                             "derived_from_schema": bool(request.contract) and contract_mod.is_schema_source(
+                             "derived_from_schema": bool(request.contract) and is_schema_source(
                                  request.contract)}
-    return contract_mod.contract_from_dict(state["contract"]["data"], state["contract"]["source"])
+    return contract_from_dict(state["contract"]["data"], state["contract"]["source"])
 
 
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
@@ -391,14 +355,15 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
 def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
             progress: dict, servers: ServerSource, on_packet) -> tuple[dict, StageOutcome]:
-    from . import dumps
+    from .dumps.identify import inspect_dump
+    from .dumps.screening import screen_dump
 
     started = time.monotonic()
     findings: list[Finding] = []
     info = None
     try:
         roots = [Path(r) for r in request.allowed_roots] or None
-        info = dumps.inspect_dump(Path(request.clone_path), allowed_roots=roots)
+        info = inspect_dump(Path(request.clone_path), allowed_roots=roots)
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
@@ -425,7 +390,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     details: dict = {}
     if info is not None:
         clone.update(info.as_dict())
-        findings.extend(dumps.screen_dump(info))
+        findings.extend(screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
@@ -471,7 +436,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
 
 def restore_and_isolate(state: dict, servers: ServerSource | None = None) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
-    from . import dumps, isolation, restore
+    from . import isolation, restore
+    from .dumps.identify import inspect_dump
     from .server import assert_least_privilege, planted_settings, role_attributes
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
@@ -480,7 +446,7 @@ def restore_and_isolate(state: dict, servers: ServerSource | None = None) -> tup
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
         assert_least_privilege(attrs)
-        info = dumps.inspect_dump(Path(request.clone_path),
+        info = inspect_dump(Path(request.clone_path),
                                   allowed_roots=[Path(r) for r in request.allowed_roots] or None)
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
@@ -537,7 +503,7 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
 def sanitization(state: dict, servers: ServerSource | None = None) -> StageOutcome:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import data_rules, secrets
-    from .report import FINDINGS
+    from .packet_files import FINDINGS
     from .server import database_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
@@ -743,14 +709,15 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
     difference is listed (by name) and the restore path is not proven.
     """
     from . import diff as diff_mod
-    from . import dumps, fingerprint, restore
+    from . import fingerprint, restore
+    from .dumps.identify import inspect_dump
 
     tw = _throwaway(state, server)
     anchor = state["anchor"]
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
     try:
-        info = dumps.inspect_dump(Path(request.clone_path),
+        info = inspect_dump(Path(request.clone_path),
                                   allowed_roots=[Path(r) for r in request.allowed_roots] or None)
         if info.sha256 != state["clone"].get("sha256"):
             raise Fix7Error("The dump changed since intake (its sha256 differs); the restore path cannot be "

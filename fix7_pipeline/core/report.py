@@ -9,7 +9,6 @@ the stage that was running.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
@@ -18,12 +17,7 @@ from pathlib import Path
 from .errors import EXIT_USAGE, Fix7Error
 from .escape import md, md_code
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
-
-REPORT = "rehearsal-report.json"
-PROVENANCE = "clone-provenance.json"
-READABLE = "rehearsal-report.md"
-FINDINGS = "sanitization-findings.jsonl"  # every finding of the secret scan, one JSON object a line
-PACKET_FILES = (REPORT, PROVENANCE, READABLE, FINDINGS)
+from .packet_files import PACKET_FILES, PROVENANCE, READABLE, REPORT, sha256_file, write_atomic
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
@@ -64,29 +58,6 @@ LIVE_PRODUCTION_ROW = {
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def default_evidence_dir(root: Path, sha256: str | None, run_id: str) -> Path:

@@ -15,9 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .dumps import (CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo, HashingReader, PlainScreen, Statement,
-                    hash_dump, iter_lines, list_archive, open_plain, screen_dump, screen_toc)
+from .dumps.archive import list_archive
+from .dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
+from .dumps.screening import PlainScreen, screen_dump, screen_toc
+from .dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
 from .errors import Fix7Error, withhold_values
+from .sql_lexer import Statement
 from .server import RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.

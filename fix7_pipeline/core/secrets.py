@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql as psql
 
 from . import textscan
-from .contract import Contract
+from .contract.model import Contract
 from .model import Finding
 from .proof_sql import FIRST_NORMAL_OID, as_text
 from .redact import RedactedNames

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from .contract import FK_ACTIONS, GENERATED, IDENTITY, Check, Column, Contract, ForeignKey, Index, Key, TableShape
+from .contract.model import FK_ACTIONS, GENERATED, IDENTITY, Check, Column, Contract, ForeignKey, Index, Key, TableShape
 from .model import Finding
 
 _USER_SCHEMAS = """n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')

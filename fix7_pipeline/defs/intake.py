@@ -3,57 +3,34 @@
 
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
 from fix7_pipeline.core import rehearsal, run_view
+from fix7_pipeline.core import request as request_schema
 from fix7_pipeline.core.escape import visible
-from fix7_pipeline.core.server import PASSWORD_ENV
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,
                                        witnessed_if_interrupted)
 
 
-class RehearsalRequestConfig(dg.Config):
-    """The rehearsal request an operator fills in the launchpad (or the CLI passes)."""
+class _RequestConfig(dg.Config):
+    def to_request(self) -> request_schema.RehearsalRequest:
+        return request_schema.RehearsalRequest(**self.model_dump())
 
-    clone_path: str = Field(default=".fix7/demo/birth_surface_clone.dump",
-                            description="Path of the operator's pg_dump (plain, plain.gz, custom, directory or tar).")
-    apply_sql: str = Field(default=".fix7/demo/fix7_apply.sql", description="The FIX7 change, plain SQL.")
-    rollback_sql: str = Field(default=".fix7/demo/fix7_rollback.sql", description="Its rollback, plain SQL.")
-    attested_by: str = Field(default="", description="Who attests the dump is a sanitized, non-production copy. "
-                                                     "Empty = no attestation = blocked.")
-    contract: str = Field(default="", description="Contract YAML or schema-only SQL; empty = the birth surface.")
-    evidence_dir: str = Field(default="", description="Where the evidence packet goes; empty = "
-                                                      "evidence/<utc-timestamp>-<sha8>-<run8>/.")
-    production_hosts: list[str] = Field(default_factory=list, description="Glob patterns of production hosts.")
-    allow_hosts: list[str] = Field(default_factory=list, description="Glob patterns of hosts known to be isolated.")
-    server_url: str = Field(default="", description="External rehearsal server URL, postgresql://USER@HOST:PORT/DB "
-                                                    "WITHOUT a password (run config is stored; a password here is "
-                                                    f"refused): set {PASSWORD_ENV} for the webserver and daemon. "
-                                                    "Empty = FIX7_REHEARSAL_SERVER or the embedded server.")
-    search_roots: list[str] = Field(default_factory=list, description="Folders to list in Table A as candidates.")
-    allowed_roots: list[str] = Field(default_factory=list, description="If set, the dump must lie under one of these.")
-    statement_timeout_s: int = Field(default=600, description="Statement timeout for apply and rollback.")
-    lock_timeout_s: int = Field(default=15, description="Lock timeout for apply and rollback.")
-    keep_databases: bool = Field(default=False, description="Keep the throwaway databases for inspection.")
-    max_statement_s: float | None = Field(default=None, description="Impact threshold: the longest one statement "
-                                          "of apply or rollback may run, in seconds. Empty = not gated.")
-    max_lock_s: float | None = Field(default=None, description="Impact threshold: the longest any lock (any mode) "
-                                     "on an existing table or index may be held, in seconds. Empty = not gated.")
-    max_access_exclusive_s: float | None = Field(default=None, description="Impact threshold: the longest an "
-                                                 "ACCESS EXCLUSIVE lock on an existing table or index may be "
-                                                 "held, in seconds. Empty = not gated.")
-    max_total_s: float | None = Field(default=None, description="Impact threshold: the longest the whole apply "
-                                      "or rollback file (statements and COMMIT) may take. Empty = not gated.")
-    no_rewrite_tables: list[str] = Field(default_factory=list, description="Impact threshold: tables "
-                                         "(schema.table, or table for public) apply and rollback must not rewrite.")
-    index_warn_mb: float = Field(default=10.0, description="Warn on CREATE INDEX without CONCURRENTLY on a table "
-                                                           "at least this large (MB) in the clone.")
-    index_warn_rows: int = Field(default=100_000, description="... or with at least this many rows in the clone "
-                                                              "or (contract production_rows) in production.")
 
-    def to_request(self) -> rehearsal.RehearsalRequest:
-        return rehearsal.RehearsalRequest(**self.model_dump())
+def config_class() -> type[dg.Config]:
+    """The launchpad's `dg.Config`, derived field by field from the core's one request schema.
+
+    Same names, types, descriptions and defaults, in pipeline order; list defaults are given as values
+    (not factories) so Dagster records them and the launchpad opens with every list field filled in.
+    """
+    fields = {f.name: (f.annotation, Field(default=f.default, description=f.info.description))
+              for f in request_schema.request_fields()}
+    return create_model("RehearsalRequestConfig", __base__=_RequestConfig, __module__=__name__,
+                        __doc__=request_schema.RehearsalRequest.__doc__, **fields)
+
+
+RehearsalRequestConfig = config_class()
 
 
 NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so nothing was run or judged. Every "

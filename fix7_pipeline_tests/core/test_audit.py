@@ -11,7 +11,8 @@ import pytest
 
 from fix7_pipeline.core import audit
 from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.report import READABLE, REPORT, EvidencePacket, sha256_file
+from fix7_pipeline.core.packet_files import READABLE, REPORT, sha256_file
+from fix7_pipeline.core.report import EvidencePacket
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ def rehearsed(tmp_path_factory):
     """Two real rehearsals through the job: one passing on a small demo clone, one blocked (no attestation)."""
     import dagster as dg
 
-    from fix7_pipeline.cli import run_rehearsal
+    from fix7_pipeline.cli.rehearse import run_rehearsal
     from fix7_pipeline.demo import builder
 
     root = tmp_path_factory.mktemp("audit_runs")
@@ -169,7 +170,7 @@ def rehearsed(tmp_path_factory):
 
 
 def test_audit_lists_every_rehearsal_from_the_instance(rehearsed):
-    from fix7_pipeline.commands.audit import collect_rows, parse_since, verify
+    from fix7_pipeline.cli.audit import collect_rows, parse_since, verify
 
     rows = collect_rows(rehearsed["instance"], chain_path=rehearsed["chain"])
     assert [r["run_id"] for r in rows] == [rehearsed["passed"]["run_id"], rehearsed["blocked"]["run_id"]]
@@ -186,7 +187,7 @@ def test_audit_lists_every_rehearsal_from_the_instance(rehearsed):
 
 
 def test_audit_verify_catches_one_changed_byte_even_with_a_rewritten_chain(rehearsed, tmp_path):
-    from fix7_pipeline.commands.audit import verify
+    from fix7_pipeline.cli.audit import verify
 
     packet = Path(rehearsed["passed"]["evidence_dir"]) / REPORT
     original = packet.read_bytes()

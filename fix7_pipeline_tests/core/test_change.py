@@ -21,7 +21,8 @@ def _change(text: str, label: str = "apply") -> ChangeSQL:
 
 
 @pytest.mark.parametrize("content, why", [
-    (b"", "empty"), (b"-- only a comment\n;\n", "empty"), (b"select 'caf\xe9';", "UTF-8")])
+    (b"", "empty"), (b"-- only a comment\n;\n", "empty"), (b"/* a block\n -- comment */ ;;\n", "empty"),
+    (b"select 'caf\xe9';", "UTF-8")])
 def test_unusable_change_files_are_usage_errors(tmp_path, content, why):
     f = tmp_path / "change.sql"
     f.write_bytes(content)

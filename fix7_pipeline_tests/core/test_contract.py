@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fix7_pipeline.core.contract import contract_from_dict, dump_contract_yaml, load_contract
-from fix7_pipeline.core.contract_sql import contract_from_schema
+from fix7_pipeline.core.contract.from_sql import contract_from_schema
+from fix7_pipeline.core.contract.from_yaml import contract_from_dict, dump_contract_yaml
+from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import leftovers, pg_tool, run_tool
 from fix7_pipeline.core.shape import check_shape, compare_shapes, read_catalog_shape

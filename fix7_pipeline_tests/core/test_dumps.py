@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import dumps
-from fix7_pipeline.core.dumps import Fix7Error, inspect_dump, screen_dump
+from fix7_pipeline.core.dumps.archive import parse_toc_line
+from fix7_pipeline.core.dumps.identify import inspect_dump
+from fix7_pipeline.core.dumps.screening import screen_dump
+from fix7_pipeline.core.dumps.streams import hash_dump
+from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 
@@ -57,7 +60,7 @@ def test_directory_hash_covers_member_contents(demo_dumps, tmp_path):
     before = inspect_dump(copy).sha256
     member = next(p for p in sorted(copy.iterdir()) if p.name != "toc.dat")
     member.write_bytes(member.read_bytes() + b"\0")
-    after = dumps.hash_dump(copy, "directory")
+    after = hash_dump(copy, "directory")
     assert before != after
 
 
@@ -104,7 +107,8 @@ def test_missing_empty_random_and_special_files(tmp_path):
 
 _INSPECT_WITHOUT_DAC_OVERRIDE = """
 import json, sys
-from fix7_pipeline.core.dumps import Fix7Error, inspect_dump
+from fix7_pipeline.core.dumps.identify import inspect_dump
+from fix7_pipeline.core.errors import Fix7Error
 path, probe = sys.argv[1], sys.argv[2]
 try:
     open(probe, "rb").close()
@@ -322,10 +326,10 @@ def test_fdw_dump_is_refused_in_plain_and_archive_form(tmp_path):
 
 
 def test_toc_line_parsing_handles_multiword_kinds_and_spaces():
-    e = dumps.parse_toc_line("2587; 0 0 USER MAPPING - USER MAPPING postgres SERVER prod postgres")
+    e = parse_toc_line("2587; 0 0 USER MAPPING - USER MAPPING postgres SERVER prod postgres")
     assert (e.kind, e.name, e.owner, e.label) == ("USER MAPPING", "USER MAPPING postgres SERVER prod", "postgres",
                                                   "USER MAPPING postgres SERVER prod")
-    e = dumps.parse_toc_line("221; 1259 16962 TABLE DATA public my table directus")
+    e = parse_toc_line("221; 1259 16962 TABLE DATA public my table directus")
     assert (e.kind, e.schema, e.name, e.owner) == ("TABLE DATA", "public", "my table", "directus")
-    e = dumps.parse_toc_line("2676; 0 0 COMMENT - EXTENSION hstore ")
+    e = parse_toc_line("2676; 0 0 COMMENT - EXTENSION hstore ")
     assert (e.kind, e.name, e.owner) == ("COMMENT", "EXTENSION hstore", None)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core.dumps import inspect_dump, screen_dump
+from fix7_pipeline.core.dumps.identify import inspect_dump
+from fix7_pipeline.core.dumps.screening import screen_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.isolation import display_url, isolation_proven, production_regex, prove_isolation
 from fix7_pipeline.core.restore import restore

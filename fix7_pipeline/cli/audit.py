@@ -8,7 +8,7 @@ import sys
 
 from fix7_pipeline.core import audit
 from fix7_pipeline.core.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
-from fix7_pipeline.core.report import REPORT
+from fix7_pipeline.core.packet_files import REPORT
 
 JOB = "fix7_rehearsal"
 DAGSTER_SHA_KEY = f"sha256_{REPORT}"

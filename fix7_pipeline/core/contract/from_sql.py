@@ -11,33 +11,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .contract import Contract, _bad
-from .errors import Fix7Error
-from .server import RehearsalServer, create_throwaway, drop_throwaway
+from ..errors import Fix7Error
+from ..server import RehearsalServer, create_throwaway, drop_throwaway
+from .model import Contract, contract_error
 
 
 def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: str | None = None,
                          timeout: float = 1800) -> Contract:
     """The shape of every table that the schema at `path` creates, as PostgreSQL on `server` reads it."""
-    from . import dumps, restore
-    from .shape import read_catalog_shape
+    from .. import restore
+    from ..dumps.identify import inspect_dump
+    from ..shape import read_catalog_shape
 
     p = Path(path)
     source = source or str(p)
     try:
-        info = dumps.inspect_dump(p, schema_sql=True, timeout=timeout)
+        info = inspect_dump(p, schema_sql=True, timeout=timeout)
     except Fix7Error as e:
-        raise _bad(source, e.message) from None
+        raise contract_error(source, e.message) from None
     tw = create_throwaway(server)
     try:
         try:
             restore.restore(server, tw, info, timeout=timeout, schema_only=True)
         except Fix7Error as e:
-            raise _bad(source, f"PostgreSQL did not accept it ({e.message})") from None
+            raise contract_error(source, f"PostgreSQL did not accept it ({e.message})") from None
         with server.connect(tw.database, tw.login, purpose="contract from schema") as conn:
             tables = read_catalog_shape(conn)
     finally:
         drop_throwaway(server, tw)
     if not tables:
-        raise _bad(source, "it creates no tables")
+        raise contract_error(source, "it creates no tables")
     return Contract(tables=tables, annotations={}, source=source)

