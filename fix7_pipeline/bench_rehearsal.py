@@ -233,7 +233,7 @@ def sanitization_parts(server, dump: Path) -> dict:
             if hasattr(secrets, "scan_catalog"):
                 secrets.scan_catalog(conn)
             parts["scan_catalog_s"] = time.perf_counter() - t0
-            url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: sanitization suite")
+            url = server.sqlalchemy_source(tw.database, tw.login, "great expectations: sanitization suite")
             t0 = time.perf_counter()
             data_rules.run_sanitization(url, conn, contract)
             parts["gx_sanitization_suite_s"] = time.perf_counter() - t0

@@ -9,18 +9,34 @@ from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import rehearsal_clone, sanitization_check, schema_shape_validation
 from fix7_pipeline.defs.intake import clone_intake
 from fix7_pipeline.defs.rehearsal import apply_change, restore_diff, rollback_change, snapshot_anchor
+from fix7_pipeline.defs.resources import RESOURCE_KEY, rehearsal_server_resource
 from fix7_pipeline.defs.storage import RunScopedIOManager
 
 REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, sanitization_check, schema_shape_validation, snapshot_anchor,
                     apply_change, rollback_change, restore_diff, evidence_packet]
 
-fix7_rehearsal = dg.define_asset_job(
-    "fix7_rehearsal",
-    selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS),
-    description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
-    executor_def=dg.in_process_executor,
-)
+RESOURCES = {"io_manager": RunScopedIOManager(), RESOURCE_KEY: rehearsal_server_resource()}
+
+
+def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) -> dg.UnresolvedAssetJobDefinition:
+    """The job, on `executor_def`. Every fact a later stage needs travels in the asset outputs (defs/storage.py)
+    or is derived from the process's environment (the server resource's EnvVars), so the job also runs with
+    `dg.multiprocess_executor`, each stage in a process of its own (test_multiprocess_e2e.py): the step toward
+    Dagster's k8s or celery executors against an external server.
+
+    The code location's job stays in-process: `fix7 rehearse` runs it in its own process, where Ctrl-C reaches
+    the running stage at once and the stage itself drops its throwaways and seals the packet, and a run is one
+    process start instead of nine (each stage process imports Dagster, GX and Kingfisher again).
+    """
+    return dg.define_asset_job(
+        "fix7_rehearsal",
+        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS),
+        description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
+        executor_def=executor_def,
+    )
+
+
+fix7_rehearsal = rehearsal_job()
 
 defs = dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor],
-                      resources={"io_manager": RunScopedIOManager()})
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor], resources=RESOURCES)

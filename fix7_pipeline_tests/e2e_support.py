@@ -391,3 +391,16 @@ def files_below(root: Path, prefix: str) -> dict[str, bytes]:
         except OSError:  # removed or rotated while we read
             continue
     return out
+
+
+# -- the job under Dagster's multiprocess executor -------------------------------------------------
+
+def multiprocess_rehearsal_job():
+    """The rehearsal job on `dg.multiprocess_executor`, for `dg.reconstructable`: each step process imports
+    this module and calls it again, so it must build everything from importable definitions."""
+    import dagster as dg
+
+    from fix7_pipeline.definitions import REHEARSAL_ASSETS, RESOURCES, rehearsal_job
+
+    return dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[rehearsal_job(dg.multiprocess_executor)],
+                          resources=RESOURCES).resolve_job_def("fix7_rehearsal")

@@ -204,15 +204,15 @@ def _residue_change(tmp_path: Path) -> tuple[Path, Path]:
 
 def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, prefix: str, statements: list[str]):
     """The residue rehearsal, with a superuser (outside the guard) running `statements` in the run's database
-    named `prefix…` as soon as `after_stage` ends; returns the run and the databases it tampered with."""
-    from fix7_pipeline.core import rehearsal
+    named `prefix…` as soon as `after_stage` ends (its materialization is in the run's event log); returns the
+    run and the databases it tampered with."""
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
     apply_sql, rollback_sql = _residue_change(tmp_path)
     tampered: list[str] = []
 
-    def tamper(stage, outcome, duration, evidence_dir):
+    def tamper(stage, metadata, evidence_dir):
         if stage != after_stage:
             return
         target = next(x for x in EvidencePacket.load(Path(evidence_dir)).data["throwaways"]["created"]
@@ -222,12 +222,8 @@ def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, pre
                 c.execute(statement)
         tampered.append(target)
 
-    rehearsal.STAGE_LISTENERS.append(tamper)
-    try:
-        out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
-                            instance=instance, echo=False)
-    finally:
-        rehearsal.STAGE_LISTENERS.remove(tamper)
+    out = run_rehearsal(_config(dumps["custom"], apply_sql, rollback_sql, tmp_path / "ev"),
+                        instance=instance, echo=False, on_stage=tamper)
     return out, tampered
 
 
@@ -360,3 +356,33 @@ def test_restore_proof_fails_when_the_physical_anchor_changed_after_it_was_taken
     assert tampered and proof["proven"] is False and proof["differs"] == [], proof
     assert proof["anchor_changed"] == [{"section": "tables", "object": "public.birth_registry", "change": "changed",
                                         "fields": ["hash"]}], proof
+
+
+def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, instance, tmp_path, capsys):
+    """Each stage line is printed from that stage's materialization event; the packet folder and the verdict
+    are the run's tags. Replaying the stored event log prints the same lines, so they come from the run."""
+    from fix7_pipeline.cli.rehearse import Progress, RunFollower
+
+    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev"), instance=instance, echo=True)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == list(STAGES)
+    assert all(line.split()[1] == "passed" for line in printed)
+    tags = instance.get_run_by_id(out["run_id"]).tags
+    assert tags["fix7/verdict"] == out["verdict"] == out["packet"]["verdict"] == "REHEARSAL_PASSED"
+    assert tags["fix7/packet_dir"] == out["evidence_dir"] == str(tmp_path / "ev")
+    follower = RunFollower(echo=True, progress=Progress())
+    for entry in instance.all_logs(out["run_id"]):
+        follower(entry)
+    assert capsys.readouterr().out.splitlines() == printed
+    assert follower.stages == list(STAGES) and follower.progress.evidence_dir == out["evidence_dir"]
+
+
+def test_a_verdict_tag_that_disagrees_with_the_sealed_packet_fails_closed():
+    from fix7_pipeline.cli.rehearse import _tagged_verdict
+    from fix7_pipeline.core.errors import Fix7Error
+
+    assert _tagged_verdict({"fix7/verdict": "REHEARSAL_PASSED"}, {"verdict": "REHEARSAL_PASSED"}) == "REHEARSAL_PASSED"
+    assert _tagged_verdict({}, {"verdict": "REHEARSAL_PASSED"}) is None  # not recorded (yet): the caller decides
+    with pytest.raises(Fix7Error) as e:
+        _tagged_verdict({"fix7/verdict": "REHEARSAL_PASSED"}, {"verdict": "REHEARSAL_FAILED"})
+    assert e.value.rule == "verdict_mismatch" and e.value.exit_code == 3

@@ -194,3 +194,24 @@ def test_rehearsal_yaml_refuses_a_server_password(case, tmp_path):
     assert find_leaks({"message": e.value.message.encode()}, [pw]) == []
     path.write_text(YAML.format(url=f"postgresql://ops@{HOST}/rehearse"))
     assert load_automation_config(path).request["server_url"] == f"postgresql://ops@{HOST}/rehearse"
+
+
+def test_an_external_server_without_a_secret_blocks_before_any_throwaway_exists(tmp_path, chain, monkeypatch):
+    """No admin password and no FIX7_THROWAWAY_KEY: a throwaway role's password could not be derived by the
+    next step, so isolation blocks, naming both variables, before any role or database is named or made."""
+    from fix7_pipeline.demo import builder
+
+    monkeypatch.setenv("FIX7_THROWAWAY_KEY", "set-in-the-environment")  # the source's own (none) decides
+
+    info = builder.factory_conninfo()
+    url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
+    servers = rehearsal.ServerSource()  # what a webserver without either variable holds
+    state, outcome = rehearsal.intake(_request(tmp_path, url), "run-no-secret", servers=servers)
+    assert outcome.status == "passed", outcome.reason
+    state, outcome = rehearsal.restore_and_isolate(state, servers)
+    assert outcome.status == "blocked" and outcome.findings[0].rule == "throwaway_key"
+    assert PASSWORD_ENV in outcome.reason and "FIX7_THROWAWAY_KEY" in outcome.reason
+    packet = load_packet(Path(state["evidence_dir"]))
+    assert packet["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert packet["throwaways"].get("planned", []) == [] and packet["throwaways"]["created"] == []
+    assert "drop_error" not in packet["throwaways"] and "throwaway" not in state

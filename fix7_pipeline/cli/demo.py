@@ -21,7 +21,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(clone_path=str(dump), apply_sql=str(apply_sql), rollback_sql=str(rollback_sql),
                             attested_by="fix7 demo (synthetic clone, no production data)",
                             evidence_dir=args.evidence_dir, production_hosts=["*.prod.invalid-corp.com"],
-                            server_url=args.server, json=False, junit=None)
+                            server_url=args.server, json=False, junit=None,
+                            progress=getattr(args, "progress", None))
     return _rehearse(request_config(ns), ns, echo=True)
 
 

@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, ui
-from fix7_pipeline.cli.rehearse import _PROGRESS, _by
+from fix7_pipeline.cli.rehearse import Progress, _by
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
 
@@ -48,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     interrupts.watch()  # SIGINT and SIGTERM raise, and are told apart, from here on
-    _PROGRESS.clear()
+    progress = Progress()
     args = None
     try:
         _quiet()
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.progress = progress
         return int(args.func(args) or 0)
     except Fix7Error as e:
         print(f"fix7: {e.message}", file=sys.stderr)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if not interrupts.is_interrupt(e):
             raise  # SystemExit from argparse
         signum = interrupts.signal_of(e)
-        evidence = _PROGRESS.get("evidence_dir")
+        evidence = progress.evidence_dir
         if evidence:
             where = f"; evidence: {evidence}"
         elif getattr(args, "command", None) == "rehearse":

@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                        EXIT_USAGE, Fix7Error)
-from fix7_pipeline.core.model import INTERRUPTED
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
@@ -32,8 +34,13 @@ VERDICT_EXIT = {
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
 }
 
-# What the run has shown so far, for the one line an interruption prints.
-_PROGRESS: dict = {}
+@dataclass
+class Progress:
+    """What the run has shown so far, for the one line an interruption prints (main passes it down)."""
+
+    evidence_dir: str | None = None
+
+
 
 
 class RunInterrupted(Fix7Error):
@@ -48,17 +55,48 @@ class UsageError(Fix7Error):
         super().__init__(message, EXIT_USAGE, rule="usage")
 
 
-def _print_stage(stage, outcome, duration, evidence_dir) -> None:
+def _print_stage(stage: str, md: dict) -> None:
+    """One stage's line, from the metadata of its asset's materialization (defs/stages.py)."""
     from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.defs.stages import BREACHES_KEY, DURATION_KEY
 
-    reason = visible(outcome.reason)
+    reason = visible(md.get("reason") or "")
     if len(reason) > 160:
         reason = reason[:157] + "..."
-    print(f"  {stage:<16} {outcome.status:<8} {duration:7.2f}s  {reason}", flush=True)
-    summary = outcome.details.get("impact_summary") or {}
-    for breach in summary.get("breaches", [])[:5]:  # each breached threshold in full: it fails the rehearsal
+    print(f"  {stage:<16} {visible(md.get('status')):<8} {float(md.get(DURATION_KEY) or 0.0):7.2f}s  {reason}",
+          flush=True)
+    for breach in md.get(BREACHES_KEY) or []:  # each breached threshold in full: it fails the rehearsal
         print(f"  {'':<16} {'breach':<8} {'':>8}  {visible(breach)}", flush=True)
 
+
+class RunFollower:
+    """Follows one Dagster run through its own event log: each stage asset's materialization is one line.
+
+    Registered with `instance.add_event_listener(run_id, ...)`, so it sees each event as Dagster stores it;
+    `on_stage(stage, metadata, evidence_dir)` (tests) runs after each stage's line, before the next stage.
+    """
+
+    def __init__(self, *, echo: bool, progress: Progress, on_stage=None):
+        self.echo, self.progress, self.on_stage = echo, progress, on_stage
+        self.stages: list[str] = []
+
+    def __call__(self, entry) -> None:
+        from fix7_pipeline.defs.stages import STAGE_KEY
+
+        event = entry.dagster_event
+        if event is None or event.event_type_value != "ASSET_MATERIALIZATION":
+            return
+        md = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+        stage = md.get(STAGE_KEY)
+        if not stage:
+            return  # evidence_packet: the verdict is read from the run's tags
+        if md.get("evidence_dir"):
+            self.progress.evidence_dir = str(md["evidence_dir"])
+        self.stages.append(stage)
+        if self.echo:
+            _print_stage(stage, md)
+        if self.on_stage is not None:
+            self.on_stage(stage, md, self.progress.evidence_dir)
 
 def server_url(url: str | None) -> str:
     """The server URL for run config; a password in it moves to the process environment, never to storage.
@@ -102,12 +140,26 @@ def request_config(args: argparse.Namespace) -> dict:
 
 
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
-                  junit: str | None = None) -> dict:
-    """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id."""
+                  junit: str | None = None, progress: Progress | None = None, on_stage=None) -> dict:
+    """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id.
+
+    Progress and the verdict come from the run itself: each stage's line from its materialization event
+    (RunFollower), the packet's folder and the verdict from the run's tags (fix7/packet_dir, fix7/verdict).
+    The job runs in this process (Dagster's in-process executor): Ctrl-C reaches the running stage at once,
+    which then drops its throwaways and seals the packet itself (core/interrupts.py). Under the multiprocess
+    executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.
+    """
     from fix7_pipeline.core import rehearsal
     from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.server import THROWAWAY_KEY_ENV
+    from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 
     validate_request(config, junit=junit)  # a usage error is found before any run
+    progress = progress if progress is not None else Progress()
+    # The secret the throwaway roles' passwords on an external server are derived from, inherited by every
+    # step process: this process's own, never written anywhere (an operator's FIX7_THROWAWAY_KEY is kept).
+    if not os.environ.get(THROWAWAY_KEY_ENV):
+        os.environ[THROWAWAY_KEY_ENV] = secrets.token_urlsafe(32)
 
     if instance is None:
         from fix7_pipeline.instance import get_instance
@@ -116,33 +168,29 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     from fix7_pipeline.defs.partitions import rehearsal_key
     from fix7_pipeline.launch import run_job_here
 
-    seen: dict = {}
-
-    def listener(stage, outcome, duration, evidence_dir):
-        seen["evidence_dir"] = _PROGRESS["evidence_dir"] = evidence_dir
-        if echo and outcome.status != INTERRUPTED:  # an interruption is the one line main() prints
-            _print_stage(stage, outcome, duration, evidence_dir)
-
-    rehearsal.STAGE_LISTENERS.append(listener)
+    run_id = str(uuid.uuid4())
+    instance.add_event_listener(run_id, RunFollower(echo=echo, progress=progress, on_stage=on_stage))
     position = interrupts.mark()
     result = None
     try:
         # A run of the code location's job (the UI's Runs tab and Overview list it), keyed as a rehearsal
-        # partition of its own, executed here.
+        # partition of its own, executed here; followed through its events as Dagster stores them.
         result = run_job_here(
             instance, {"ops": {"clone_intake": {"config": config}},
                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key())
+            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise
         signum = interrupts.signal_of(e, position)
     else:
         signum = interrupts.signal_of(None, position)
-    finally:
-        rehearsal.STAGE_LISTENERS.remove(listener)
-    run_id = result.run_id if result is not None else None
-    evidence_dir = seen.get("evidence_dir")
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        run_id = None
+    run_tags = dict(run.tags) if run is not None else {}
+    evidence_dir = run_tags.get(PACKET_DIR_TAG) or progress.evidence_dir
+    progress.evidence_dir = evidence_dir
     interrupted = signum is not None or result is None  # a signal, even one Dagster swallowed
     if not evidence_dir:
         if interrupted:
@@ -151,28 +199,60 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
                         f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
     packet = EvidencePacket.load(Path(evidence_dir))
-    verdict = packet.data.get("verdict")
-    if interrupted or verdict == REHEARSAL_INTERRUPTED:
-        if not verdict:  # between two stages: no stage could record it
+    verdict = _tagged_verdict(run_tags, packet.data)
+    if interrupted or (verdict or packet.data.get("verdict")) == REHEARSAL_INTERRUPTED:
+        if not packet.data.get("verdict"):  # between two stages: no stage could record it
             with interrupts.deferred(reraise=False):
                 rehearsal.abandon(_request(config), evidence_dir, signum)
             packet = EvidencePacket.load(Path(evidence_dir))
-            verdict = packet.data.get("verdict")
         from fix7_pipeline.defs.stages import record_chain_witness
 
         record_chain_witness(instance, run_id or packet.data.get("run_id"))
+        verdict = _tagged_verdict(_tags_of(instance, run_id), packet.data) or packet.data.get("verdict")
         _report_verdict(instance, run_id)
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
-    if not verdict:  # no step sealed it: seal it here, and give Dagster its record of the seal as well
+    if not packet.data.get("verdict"):  # no step sealed it: seal it here, and give Dagster its record of the seal
         from fix7_pipeline.core.audit import witness
         from fix7_pipeline.defs.stages import record_witness
 
-        verdict = packet.finalize(incomplete_reason="the Dagster run ended early")
+        packet.finalize(incomplete_reason="the Dagster run ended early")
         record_witness(instance, run_id, witness(packet.sealed))
+    elif not verdict:  # sealed, but its witness did not reach the run: from the audit chain
+        from fix7_pipeline.defs.stages import record_chain_witness
+
+        record_chain_witness(instance, run_id)
+    verdict = _tagged_verdict(_tags_of(instance, run_id), packet.data)
+    if not verdict:
+        raise Fix7Error(f"The Dagster run {run_id} carries no verdict tag (fix7/verdict) although its packet in "
+                        f"{evidence_dir} is sealed: Dagster's storage did not keep the seal's witness, so the "
+                        "verdict is not reported. Run `fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE,
+                        rule="verdict_untagged")
     _report_verdict(instance, run_id)
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
             "success": result.success, "packet": packet.data}
+
+
+def _tags_of(instance, run_id: str | None) -> dict:
+    run = instance.get_run_by_id(run_id) if run_id else None
+    return dict(run.tags) if run is not None else {}
+
+
+def _tagged_verdict(tags: dict, packet: dict) -> str | None:
+    """The verdict the run's tags carry (fix7/verdict, recorded when the packet was sealed).
+
+    None when the run recorded none yet. A tag that disagrees with the sealed packet on disk fails closed:
+    one of them was changed after the seal, and neither can be reported.
+    """
+    from fix7_pipeline.core.audit import WITNESS_PREFIX
+
+    verdict = tags.get(WITNESS_PREFIX + "verdict") or None
+    sealed = packet.get("verdict")
+    if verdict and sealed and verdict != sealed:
+        raise Fix7Error(f"The Dagster run's verdict tag ({verdict}) is not the verdict of its sealed evidence packet "
+                        f"({sealed}): one of them was changed after the seal, so neither is reported. Run "
+                        "`fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE, rule="verdict_mismatch")
+    return verdict
 
 
 def _report_verdict(instance, run_id: str | None) -> None:
@@ -246,7 +326,8 @@ def _stderr_held():
 def _rehearse(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
     with _stderr_held() as held:
         try:
-            out = run_rehearsal(config, echo=echo, junit=getattr(args, "junit", None))
+            out = run_rehearsal(config, echo=echo, junit=getattr(args, "junit", None),
+                                progress=getattr(args, "progress", None))
         except BaseException as e:
             held["release"] = not (isinstance(e, RunInterrupted) or interrupts.is_interrupt(e))
             raise

@@ -137,8 +137,9 @@ def sanitization_expectations(findings: list[Finding], contract: Contract,
     return out
 
 
-def run_data_rules(url: str, contract: Contract, dump_time: dt.datetime) -> dict:
-    return run_suite(url, "data_rules", data_rules_expectations(contract, dump_time))
+def run_data_rules(source, contract: Contract, dump_time: dt.datetime) -> dict:
+    """The contract's data rules as a GX suite on `source` (server.SqlAlchemySource)."""
+    return run_suite(source, "data_rules", data_rules_expectations(contract, dump_time))
 
 
 def run_sanitization(findings: list[Finding], contract: Contract, present_tables: set[str]) -> dict:

@@ -9,8 +9,6 @@ example values, and the summary keeps only rule, table, expectation type, succes
 from __future__ import annotations
 
 import os
-import secrets as _secrets
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +17,6 @@ from .errors import Fix7Error
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
-_ENV_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -78,51 +75,47 @@ def _row(r: RuleExpectation, table: str, res) -> dict:
     return row
 
 
-def run_suite(url: str, suite_name: str, expectations: list[RuleExpectation]) -> dict:
-    """Run `expectations` against the database at SQLAlchemy `url`; a value-free summary.
+def run_suite(source, suite_name: str, expectations: list[RuleExpectation]) -> dict:
+    """Run `expectations` against the database of `source` (server.SqlAlchemySource); a value-free summary.
 
+    Every connection GX's engines open comes from the source's creator, through the server's guard and into
+    its ledger; the URL GX keeps in its config names no server and holds no password.
     Returns {"suite", "success", "evaluated", "failed", "expectations": [{"rule", "table", "expectation",
     "success", "unexpected_count"?, "error"?}]}. Any GX error on an expectation counts as a failure.
     """
     import great_expectations as gx
 
-    env_name = f"FIX7_GX_URL_{_secrets.token_hex(6).upper()}"
     summary: list[dict] = []
-    with _ENV_LOCK:
-        os.environ[env_name] = url  # the URL (and any password) stays out of GX's config: a ${VAR} reference
     try:
+        context = _context()
+        data_source = context.data_sources.add_postgres(name="clone", connection_string=source.url,
+                                                        kwargs=source.engine_kwargs())
+    except Exception as e:  # GX raises assorted types for a bad URL or driver
+        raise Fix7Error(f"Great Expectations could not open the clone for suite {suite_name} "
+                        f"({type(e).__name__}).", rule=f"gx_{suite_name}") from None
+    by_table: dict[str, list[RuleExpectation]] = {}
+    for r in expectations:
+        by_table.setdefault(r.table, []).append(r)
+    for n, (table, items) in enumerate(by_table.items()):
+        schema, name = _split(table)
         try:
-            context = _context()
-            source = context.data_sources.add_postgres(name="clone", connection_string="${" + env_name + "}")
-        except Exception as e:  # GX raises assorted types for a bad URL or driver
-            raise Fix7Error(f"Great Expectations could not open the clone for suite {suite_name} "
-                            f"({type(e).__name__}).", rule=f"gx_{suite_name}") from None
-        by_table: dict[str, list[RuleExpectation]] = {}
-        for r in expectations:
-            by_table.setdefault(r.table, []).append(r)
-        for n, (table, items) in enumerate(by_table.items()):
-            schema, name = _split(table)
-            try:
-                asset = source.add_table_asset(name=f"t{n}_{name}"[:60], table_name=name, schema_name=schema)
-                batch = asset.add_batch_definition_whole_table(name="whole table")
-                suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}.{n}"))
-                for r in items:
-                    r.expectation.meta = {**(r.expectation.meta or {}), "rule": r.rule}
-                    suite.add_expectation(r.expectation)
-                vd = context.validation_definitions.add(
-                    gx.ValidationDefinition(name=f"{suite_name}.{n}", data=batch, suite=suite))
-                result = vd.run(result_format=RESULT_FORMAT)
-                results = list(result.results)
-            except Exception as e:
-                summary.extend({"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__,
-                                "success": False, "error": f"{type(e).__name__} while validating the table"}
-                               for r in items)
-                continue
-            by_rule = {(res.expectation_config.meta or {}).get("rule"): res for res in results}
-            summary.extend(_row(r, table, by_rule.get(r.rule)) for r in items)
-    finally:
-        with _ENV_LOCK:
-            os.environ.pop(env_name, None)
+            asset = data_source.add_table_asset(name=f"t{n}_{name}"[:60], table_name=name, schema_name=schema)
+            batch = asset.add_batch_definition_whole_table(name="whole table")
+            suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}.{n}"))
+            for r in items:
+                r.expectation.meta = {**(r.expectation.meta or {}), "rule": r.rule}
+                suite.add_expectation(r.expectation)
+            vd = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{suite_name}.{n}", data=batch, suite=suite))
+            result = vd.run(result_format=RESULT_FORMAT)
+            results = list(result.results)
+        except Exception as e:
+            summary.extend({"rule": r.rule, "table": table, "expectation": type(r.expectation).__name__,
+                            "success": False, "error": f"{type(e).__name__} while validating the table"}
+                           for r in items)
+            continue
+        by_rule = {(res.expectation_config.meta or {}).get("rule"): res for res in results}
+        summary.extend(_row(r, table, by_rule.get(r.rule)) for r in items)
     failed = [s for s in summary if not s["success"]]
     return {"suite": suite_name, "success": bool(summary) and not failed, "evaluated": len(summary),
             "failed": len(failed), "expectations": summary}

@@ -9,6 +9,11 @@ kills its child; inside a Dagster step, Dagster's handler raises DagsterExecutio
 instead, for SIGINT and SIGTERM alike and for a termination requested in the UI (the run worker
 gets SIGINT). Dagster does not say which signal it was, so `watch` also has the interpreter write
 every caught signal's number to a pipe (signal.set_wakeup_fd); `signals_since` reads it.
+
+That pipe and the numbers read from it (`_pipe`, `_seen`) are the one module-level state in core/, kept
+on purpose: signals are delivered to a process and its wakeup fd is one per process, so their log is per
+process by nature (each step process of the multiprocess executor has its own, empty unless `watch` ran
+there). No fact of a run lives in it: a stage records an interruption in the packet before re-raising.
 """
 
 from __future__ import annotations

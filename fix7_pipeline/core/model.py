@@ -38,6 +38,7 @@ class StageOutcome:
     findings: list[Finding] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     reason: str = ""
+    duration_s: float | None = None  # how long the stage ran, set as it ends (not part of as_dict)
 
     @classmethod
     def from_findings(cls, findings: list[Finding], details: dict | None = None, fail_status: str = BLOCKED,

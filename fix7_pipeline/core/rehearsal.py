@@ -21,7 +21,7 @@ import os
 import secrets as pysecrets
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
@@ -37,30 +37,61 @@ from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
 from .request import RehearsalRequest
-from .server import (SCRATCH, ConnectionLedger, Login, RehearsalServer, Throwaway, config_server_url, create_database,
-                     create_throwaway, database_properties, drop_throwaway, keep_throwaway,
-                     storage_connection, sweep, throwaway_names)
+from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
+                     config_server_url, create_database, create_throwaway, database_properties, drop_throwaway,
+                     keep_throwaway, storage_connection, sweep, throwaway_names)
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
 
-# Called with (stage, outcome, duration_s, evidence_dir) as each stage ends: the CLI prints from it.
-STAGE_LISTENERS: list = []
 
-# Passwords of throwaway roles on an external server live only in this process, never in run storage.
-_PASSWORDS: dict[str, str] = {}
+@dataclass(frozen=True)
+class ServerSource:
+    """Where every stage's RehearsalServer comes from: what the process holds, never what a run stores.
+
+    `default_url` is used when the request names no server (else the embedded one); `password` is the
+    admin login's when its URL has none; `throwaway_key` is what the throwaway roles' passwords are derived
+    from (else the admin password; see RehearsalServer.throwaway_login). The Dagster layer builds it from
+    its resource (defs/resources.py); plain callers take it from the environment.
+    """
+
+    default_url: str = ""
+    password: str | None = None
+    throwaway_key: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> ServerSource:
+        return cls(default_url=os.environ.get("FIX7_REHEARSAL_SERVER", ""),
+                   password=os.environ.get(PASSWORD_ENV) or None,
+                   throwaway_key=os.environ.get(THROWAWAY_KEY_ENV) or None)
+
+    def url_for(self, request: RehearsalRequest) -> str:
+        return request.server_url or self.default_url or "embedded"
+
+    def open(self, request: RehearsalRequest) -> RehearsalServer:
+        """The request's server; a run-config server URL holding a password (or unreadable) is refused (exit 2)."""
+        _, refusal = config_server_url(request.server_url)
+        if refusal is not None:
+            raise refusal
+        return RehearsalServer.from_url(self.url_for(request), request.policy(), ConnectionLedger(),
+                                        password=self.password, throwaway_key=self.throwaway_key, environ=False)
 
 
-def open_server(request: RehearsalRequest) -> RehearsalServer:
-    """The request's server; a run-config server URL holding a password (or unreadable) is refused (exit 2)."""
-    _, refusal = config_server_url(request.server_url)
-    if refusal is not None:
-        raise refusal
-    return RehearsalServer.from_url(request.resolved_server_url(), request.policy(), ConnectionLedger())
+def _source(servers: ServerSource | None) -> ServerSource:
+    return servers if servers is not None else ServerSource.from_environment()
 
 
-def _throwaway(state: dict) -> Throwaway:
+def open_server(request: RehearsalRequest, servers: ServerSource | None = None) -> RehearsalServer:
+    return _source(servers).open(request)
+
+
+def _throwaway(state: dict, server: RehearsalServer | None) -> Throwaway:
+    """The run's throwaway as the state names it; its login is derived by `server`, never stored.
+
+    Without a server, the login has no password: enough for the admin to drop or keep it by name.
+    """
     t = state["throwaway"]
-    return Throwaway(database=t["database"], login=Login(t["role"], _PASSWORDS.get(t["role"])), tag=t["tag"],
+    login = server.throwaway_login(t["role"]) if server is not None else Login(t["role"])
+    return Throwaway(database=t["database"], login=login, tag=t["tag"],
                      extra_databases=list(t.get("extra_databases", [])))
 
 
@@ -96,12 +127,7 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
 
 
-def _announce(stage: str, outcome: StageOutcome, duration: float, evidence_dir: str) -> None:
-    for listener in list(STAGE_LISTENERS):
-        listener(stage, outcome, duration, evidence_dir)
-
-
-def run_stage(state: dict, stage: str, body) -> StageOutcome:
+def run_stage(state: dict, stage: str, body, servers: ServerSource | None = None) -> StageOutcome:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
 
     An interruption (KeyboardInterrupt, DagsterExecutionInterruptedError: BaseExceptions) is recorded as
@@ -115,7 +141,7 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
     server = None
     try:
         try:
-            server = open_server(request)
+            server = open_server(request, servers)
             outcome = body(server, packet, request)
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
             outcome = _error_outcome(stage, e)
@@ -137,14 +163,16 @@ def run_stage(state: dict, stage: str, body) -> StageOutcome:
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise
-        interrupted(state, stage, e, packet=packet, server=server, started=started, position=position)
+        interrupted(state, stage, e, packet=packet, server=server, started=started, position=position,
+                    servers=servers)
         raise
-    _announce(stage, outcome, time.monotonic() - started, state["evidence_dir"])
+    outcome.duration_s = time.monotonic() - started
     return outcome
 
 
 def interrupted(state: dict, stage: str, error: BaseException | None, *, packet: EvidencePacket,
-                server: RehearsalServer | None = None, started: float | None = None, position: int = 0) -> None:
+                server: RehearsalServer | None = None, started: float | None = None, position: int = 0,
+                servers: ServerSource | None = None) -> None:
     """Record that `stage` was interrupted, drop the throwaways and seal REHEARSAL_INTERRUPTED.
 
     A packet already sealed (the interruption came after its verdict) is left as sealed; its
@@ -165,7 +193,7 @@ def interrupted(state: dict, stage: str, error: BaseException | None, *, packet:
             packet.record_stage(stage, outcome, duration)
         if server is None and state.get("throwaway"):
             try:
-                server = open_server(request)
+                server = open_server(request, servers)
             except Exception:  # noqa: BLE001 - recorded as a drop error below; the next sweep retries
                 server = None
         if state.get("throwaway") and server is None:
@@ -175,7 +203,6 @@ def interrupted(state: dict, stage: str, error: BaseException | None, *, packet:
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
             packet.finalize(interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
-        _announce(stage, outcome, duration or 0.0, state["evidence_dir"])
 
 
 def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer | None,
@@ -186,8 +213,8 @@ def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer
     the interruption left running on the server stops now.
     """
     if server is not None and state.get("throwaway") and request.keep_databases:
-        tw = _throwaway(state)
         try:
+            tw = _throwaway(state, None)  # dropped and kept by name, as the admin
             if stop_sessions:
                 _end_sessions(server, [*tw.extra_databases, tw.database])
             keep_throwaway(server, tw)
@@ -195,15 +222,13 @@ def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer
         except Exception as e:  # noqa: BLE001 - recorded
             packet.data["throwaways"]["drop_error"] = type(e).__name__
     elif server is not None and state.get("throwaway"):
-        tw = _throwaway(state)
         try:
-            gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
+            gone = drop_throwaway(server, _throwaway(state, None))  # WITH (FORCE): ends every session on them first
             dropped = packet.data["throwaways"]["dropped"]
             dropped.extend([n for n in gone if n not in dropped])
             packet.data["throwaways"].pop("drop_error", None)
         except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
             packet.data["throwaways"]["drop_error"] = type(e).__name__
-    _PASSWORDS.pop(state.get("throwaway", {}).get("role", ""), None)
 
 
 def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
@@ -223,11 +248,10 @@ def _create_throwaway(server: RehearsalServer, state: dict, packet: EvidencePack
     """The clone database and its role: named in state and on disk first, then created."""
     tag = pysecrets.token_hex(5)
     role, database = throwaway_names(tag)
+    server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
     state["throwaway"] = {"database": database, "role": role, "tag": tag, "extra_databases": []}
     _plan(packet, ("role", role), ("database", database))
     tw = create_throwaway(server, tag)
-    if tw.login.password:
-        _PASSWORDS[tw.login.role] = tw.login.password
     _created(packet, tw.database, tw.login.role)
     return tw
 
@@ -242,7 +266,7 @@ def _new_database(server: RehearsalServer, state: dict, packet: EvidencePacket, 
     created by `create_database(**how)`, and dropped with the rest."""
     state["throwaway"]["extra_databases"].append(database)
     _plan(packet, ("database", database))
-    create_database(server, database, _throwaway(state).login, **how)
+    create_database(server, database, _throwaway(state, server).login, **how)
     _created(packet, database)
 
 
@@ -259,7 +283,8 @@ def _throwaway_from_packet(packet: EvidencePacket) -> dict | None:
             "extra_databases": [d for d in dbs if d != clone]}
 
 
-def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | None) -> dict:
+def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | None,
+            servers: ServerSource | None = None) -> dict:
     """The run was interrupted where no stage could record it (between two stages: Dagster stopped the
     plan). Drops the throwaways the packet names and seals REHEARSAL_INTERRUPTED, at the stage that was
     next; returns the packet. A packet already sealed is returned as it is.
@@ -273,7 +298,7 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     if tw:
         state["throwaway"] = tw
     error = interrupts.Interrupted(signum) if signum is not None else None
-    interrupted(state, stage, error, packet=packet)
+    interrupted(state, stage, error, packet=packet, servers=servers)
     return packet.data
 
 
@@ -304,29 +329,32 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
 
 
 def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None = None,
-           storage_url: str | None = None) -> tuple[dict, StageOutcome]:
+           storage_url: str | None = None, servers: ServerSource | None = None,
+           on_packet=None) -> tuple[dict, StageOutcome]:
     """Clone intake: hash, format, version, screening, attestation; creates the evidence packet.
 
     `storage_url` is the Dagster instance's storage (default FIX7_DAGSTER_PG_URL): the packet's connection
     ledger names it too. A server URL with a password never reaches the packet or the stage's output.
     Interrupted once the packet exists, it is sealed REHEARSAL_INTERRUPTED (no throwaway exists yet).
+    `on_packet(evidence_dir)` is called as soon as the packet exists (the Dagster layer tags the run with it).
     """
     progress: dict = {}
     started = time.monotonic()
     position = interrupts.mark()
     try:
-        return _intake(request, run_id, evidence_root=evidence_root, storage_url=storage_url, progress=progress)
+        return _intake(request, run_id, evidence_root=evidence_root, storage_url=storage_url, progress=progress,
+                       servers=_source(servers), on_packet=on_packet)
     except BaseException as e:
         if not interrupts.is_interrupt(e) or not progress.get("evidence_dir"):
             raise
         packet = EvidencePacket.load(Path(progress["evidence_dir"]))
         interrupted({"request": asdict(request), "evidence_dir": progress["evidence_dir"]}, "intake", e,
-                    packet=packet, started=started, position=position)
+                    packet=packet, started=started, position=position, servers=servers)
         raise
 
 
 def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
-            progress: dict) -> tuple[dict, StageOutcome]:
+            progress: dict, servers: ServerSource, on_packet) -> tuple[dict, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
 
@@ -347,11 +375,13 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
                    "attested_at": utc_now() if request.attested_by.strip() else None}
     server_url, _ = config_server_url(request.server_url)  # a refusal is raised by open_server below
     recorded = {**asdict(request), "server_url": redact_url(server_url) if server_url else "",
-                "server": {"kind": "embedded" if request.resolved_server_url() == "embedded" else "external"},
+                "server": {"kind": "embedded" if servers.url_for(request) == "embedded" else "external"},
                 "attestation": attestation}
     packet, refused = _start_packet(directory, fallback, bool(request.evidence_dir), run_id, recorded)
     directory = packet.dir
     progress["evidence_dir"] = str(directory)
+    if on_packet is not None:
+        on_packet(str(directory))
     if refused is not None:
         findings.append(refused)
     packet.add_connections([storage_connection(storage_url or os.environ.get("FIX7_DAGSTER_PG_URL"))])
@@ -388,7 +418,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
              "evidence_dir": str(directory), "clone": clone}
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
-        server = open_server(request)
+        server = servers.open(request)
         packet.data["throwaways"]["swept"] = sweep(server) if outcome.status == PASSED else []
         packet.add_connections(server.ledger.as_dicts())
     except Fix7Error as e:
@@ -400,11 +430,11 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         state["witness"] = witness(packet.sealed)
     else:
         packet.save()
-    _announce("intake", outcome, time.monotonic() - started, str(directory))
+    outcome.duration_s = time.monotonic() - started
     return state, outcome
 
 
-def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
+def restore_and_isolate(state: dict, servers: ServerSource | None = None) -> tuple[dict, StageOutcome]:
     """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
     from . import isolation, restore
     from .dumps.identify import inspect_dump
@@ -442,7 +472,7 @@ def restore_and_isolate(state: dict) -> tuple[dict, StageOutcome]:
         packet.set(isolation_proven=outcome.status == PASSED)
         return outcome
 
-    return state, run_stage(state, "isolation", body)
+    return state, run_stage(state, "isolation", body, servers)
 
 
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
@@ -470,14 +500,14 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
                           "first_error": e.lines[:1]})
 
 
-def sanitization(state: dict) -> StageOutcome:
+def sanitization(state: dict, servers: ServerSource | None = None) -> StageOutcome:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import data_rules, secrets
     from .packet_files import FINDINGS
     from .server import database_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state)
+        tw = _throwaway(state, server)
         contract = stage_contract(state, request, server)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
@@ -503,12 +533,12 @@ def sanitization(state: dict) -> StageOutcome:
             outcome.findings = found[:STAGE_FINDINGS_LISTED] + suite_findings
         return outcome
 
-    return run_stage(state, "sanitization", body)
+    return run_stage(state, "sanitization", body, servers)
 
 
 def scratch_database(server: RehearsalServer, state: dict, packet: EvidencePacket) -> psycopg.Connection:
     """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it."""
-    tw = _throwaway(state)
+    tw = _throwaway(state, server)
     name = f"fix7_scratch_{tw.tag}"
     if name not in state["throwaway"]["extra_databases"]:
         _new_database(server, state, packet, name)
@@ -527,11 +557,11 @@ def _dump_time(state: dict) -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def schema_shape(state: dict) -> StageOutcome:
+def schema_shape(state: dict, servers: ServerSource | None = None) -> StageOutcome:
     from . import data_rules, shape
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state)
+        tw = _throwaway(state, server)
         contract = stage_contract(state, request, server)
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
             findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
@@ -549,8 +579,8 @@ def schema_shape(state: dict) -> StageOutcome:
             details["data_rules"] = "not run: a schema-only dump has no rows to check"
         elif not any(f.is_error for f in findings):
             if declared:
-                url = server.sqlalchemy_url(tw.database, tw.login, "great expectations: data rules suite")
-                suite = data_rules.run_data_rules(url, contract, _dump_time(state))
+                source = server.sqlalchemy_source(tw.database, tw.login, "great expectations: data rules suite")
+                suite = data_rules.run_data_rules(source, contract, _dump_time(state))
                 details["gx"] = suite
                 findings += data_rules.data_rules_findings(suite, declared=True)
             else:
@@ -561,14 +591,14 @@ def schema_shape(state: dict) -> StageOutcome:
             "tables, columns, types and keys match the contract; no data rules declared"
         return StageOutcome.from_findings(findings, details=details, ok_reason=ok)
 
-    return run_stage(state, "schema_shape", body)
+    return run_stage(state, "schema_shape", body, servers)
 
 
-def snapshot_anchor(state: dict) -> StageOutcome:
+def snapshot_anchor(state: dict, servers: ServerSource | None = None) -> StageOutcome:
     from . import fingerprint
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state)
+        tw = _throwaway(state, server)
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
         _new_database(server, state, packet, anchor_db, template=tw.database, read_only=True)
@@ -584,10 +614,10 @@ def snapshot_anchor(state: dict) -> StageOutcome:
                                      "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
                                      "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
 
-    return run_stage(state, "snapshot_anchor", body)
+    return run_stage(state, "snapshot_anchor", body, servers)
 
 
-def run_change_stage(state: dict, label: str) -> StageOutcome:
+def run_change_stage(state: dict, label: str, servers: ServerSource | None = None) -> StageOutcome:
     from . import impact as impact_mod
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
@@ -595,7 +625,7 @@ def run_change_stage(state: dict, label: str) -> StageOutcome:
         ch = change_mod.read_change(path, label)
         settings = impact_mod.settings_for(request, stage_contract(state, request, server),
                                            ((state.get("anchor") or {}).get("fingerprint") or {}).get("tables"))
-        outcome = change_mod.run_change(server, _throwaway(state), ch,
+        outcome = change_mod.run_change(server, _throwaway(state, server), ch,
                                         statement_timeout_s=request.statement_timeout_s,
                                         lock_timeout_s=request.lock_timeout_s, impact=settings)
         impact = outcome.details.pop("impact", None)
@@ -610,16 +640,16 @@ def run_change_stage(state: dict, label: str) -> StageOutcome:
                 outcome.reason += f"; {summary['warnings']} impact warning(s)"
         return outcome
 
-    return run_stage(state, label, body)
+    return run_stage(state, label, body, servers)
 
 
-def restore_diff(state: dict) -> StageOutcome:
+def restore_diff(state: dict, servers: ServerSource | None = None) -> StageOutcome:
     from . import diff as diff_mod
     from . import fingerprint, isolation, schema_text
     from .server import database_properties, planted_settings
 
     def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state)
+        tw = _throwaway(state, server)
         anchor = state["anchor"]
         with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
                 server.connect(anchor["database"], tw.login, purpose="restore diff (anchor)") as anchor_conn, \
@@ -662,7 +692,7 @@ def restore_diff(state: dict) -> StageOutcome:
         return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
                                           ok_reason="every row and schema object is back as anchored")
 
-    return run_stage(state, "restore_diff", body)
+    return run_stage(state, "restore_diff", body, servers)
 
 
 RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha256 taken at intake, restored again "
@@ -682,7 +712,7 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
     from . import fingerprint, restore
     from .dumps.identify import inspect_dump
 
-    tw = _throwaway(state)
+    tw = _throwaway(state, server)
     anchor = state["anchor"]
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
@@ -712,14 +742,14 @@ def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: Evidence
     return result
 
 
-def finish(state: dict) -> str:
+def finish(state: dict, servers: ServerSource | None = None) -> str:
     """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in `state`."""
     request = RehearsalRequest(**state["request"])
     packet = EvidencePacket.load(Path(state["evidence_dir"]))
     position = interrupts.mark()
     server = None
     try:
-        server = open_server(request)
+        server = open_server(request, servers)
         with interrupts.deferred():
             drop_throwaways(state, packet, server, request)
             packet.add_connections(server.ledger.as_dicts())
@@ -728,7 +758,8 @@ def finish(state: dict) -> str:
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise
-        interrupted(state, "evidence_packet", e, packet=packet, server=server, position=position)
+        interrupted(state, "evidence_packet", e, packet=packet, server=server, position=position,
+                    servers=servers)
         raise
     return verdict
 

@@ -186,9 +186,6 @@ class RehearsalRequest:
     def policy(self) -> HostPolicy:
         return HostPolicy(tuple(self.production_hosts), tuple(self.allow_hosts))
 
-    def resolved_server_url(self) -> str:
-        return self.server_url or os.environ.get("FIX7_REHEARSAL_SERVER", "") or "embedded"
-
 
 # -- the fields, as the other surfaces read them ------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -33,6 +34,9 @@ THROWAWAY_MARK = "fix7-throwaway"
 FORBIDDEN_MEMBERSHIPS = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
 STALE_FOREIGN_HOST_HOURS = 12
 PASSWORD_ENV = "FIX7_REHEARSAL_SERVER_PASSWORD"
+# A secret of the process that runs the rehearsal (and of every step process it starts), from which the
+# throwaway roles' passwords on an external server are derived when the admin login has no password.
+THROWAWAY_KEY_ENV = "FIX7_THROWAWAY_KEY"
 
 # What a session inside a throwaway database may do, pinned in the startup packet (libpq `options`).
 # PROOF: read only, names resolve in pg_catalog alone, a row-level-security policy that would filter a
@@ -94,10 +98,17 @@ class Login:
 
 
 class RehearsalServer:
-    """A PostgreSQL server we own: the embedded one (default) or an operator-named external one."""
+    """A PostgreSQL server we own: the embedded one (default) or an operator-named external one.
+
+    `throwaway_key` is the secret the throwaway roles' passwords on an external server are derived from
+    (HMAC-SHA256 keyed by it, of the role's name): any process holding the same key (the admin password,
+    or FIX7_THROWAWAY_KEY) reconnects as the role, and no password is ever written anywhere. The embedded
+    server's throwaway roles log in over its unix socket without one.
+    """
 
     def __init__(self, *, kind: str, host: str, port: int, admin: Login, policy: HostPolicy,
-                 ledger: ConnectionLedger | None = None, admin_db: str = "postgres"):
+                 ledger: ConnectionLedger | None = None, admin_db: str = "postgres",
+                 throwaway_key: str | None = None):
         self.kind = kind
         self.host = host
         self.port = port
@@ -105,24 +116,52 @@ class RehearsalServer:
         self.admin_db = admin_db
         self.policy = policy
         self.ledger = ledger if ledger is not None else ConnectionLedger()
+        self._throwaway_key = throwaway_key or admin.password or None
         self.check_host(host)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def from_url(cls, url: str | None, policy: HostPolicy, ledger: ConnectionLedger | None = None) -> RehearsalServer:
-        """`url` None or "embedded" means the project's embedded server."""
+    def from_url(cls, url: str | None, policy: HostPolicy, ledger: ConnectionLedger | None = None, *,
+                 password: str | None = None, throwaway_key: str | None = None,
+                 environ: bool = True) -> RehearsalServer:
+        """`url` None or "embedded" means the project's embedded server.
+
+        The admin password is the URL's, else `password`, else (`environ`) FIX7_REHEARSAL_SERVER_PASSWORD;
+        the throwaway key is `throwaway_key`, else (`environ`) FIX7_THROWAWAY_KEY, else the admin password.
+        A caller that already read its secrets (core.rehearsal.ServerSource) passes environ=False.
+        """
         if not url or url == "embedded":
             return cls.embedded(policy, ledger)
+        env = os.environ if environ else {}
         target = parse_server_url(url)
-        admin = Login(target.user, target.password or os.environ.get(PASSWORD_ENV) or None)
+        admin = Login(target.user, target.password or password or env.get(PASSWORD_ENV) or None)
         return cls(kind="external", host=target.host, port=target.port, admin=admin, policy=policy, ledger=ledger,
-                   admin_db=target.database)
+                   admin_db=target.database, throwaway_key=throwaway_key or env.get(THROWAWAY_KEY_ENV) or None)
 
     @classmethod
     def embedded(cls, policy: HostPolicy, ledger: ConnectionLedger | None = None) -> RehearsalServer:
         info = start_embedded()
         return cls(kind="embedded", host=str(info["socket_dir"]), port=int(info["port"]),
                    admin=Login("postgres"), policy=policy, ledger=ledger)
+
+    # -- throwaway credentials ----------------------------------------------------------
+    def throwaway_login(self, role: str) -> Login:
+        """The login of a throwaway role: derived, so every step (in any process) has it and none stores it.
+
+        Fails closed on an external server with no secret to derive it from: a role without a password, or
+        with one that only this process knew, would either be open or unreachable from the next step.
+        """
+        if self.kind != "external":
+            return Login(role)
+        if not self._throwaway_key:
+            raise Fix7Error(
+                f"No secret to derive the throwaway role's password from on the external rehearsal server "
+                f"({self.describe()}): its admin login has no password. Set {PASSWORD_ENV} (or {THROWAWAY_KEY_ENV}, "
+                "any long random value) in the environment of the process that runs the rehearsal and of its "
+                "step processes; `fix7 rehearse` sets a fresh one itself.", rule="throwaway_key")
+        digest = hmac.new(self._throwaway_key.encode(), b"fix7 throwaway role\0" + role.encode(),
+                          hashlib.sha256).hexdigest()
+        return Login(role, digest)
 
     # -- the guard --------------------------------------------------------------------
     def check_host(self, host: str) -> None:
@@ -160,7 +199,7 @@ class RehearsalServer:
 
     def connect(self, database: str | None = None, login: Login | None = None, purpose: str = "admin",
                 autocommit: bool = True, *, session: str = PROOF,
-                options: str | None = None) -> psycopg.Connection:
+                options: str | None = None, client: str = "psycopg") -> psycopg.Connection:
         """A psycopg connection through the guard.
 
         The admin reaches only the maintenance database (CREATE/DROP DATABASE and ROLE); every session in
@@ -170,7 +209,7 @@ class RehearsalServer:
         """
         login = login or self.admin
         database = database or self.admin_db
-        params = self.grant(database, login, purpose, "psycopg", session=session)
+        params = self.grant(database, login, purpose, client, session=session)
         if options:
             params["options"] = f"{params.get('options', '')} {options}".strip()
         try:
@@ -181,23 +220,22 @@ class RehearsalServer:
             raise Fix7Error(f"Could not connect to the rehearsal server ({self.describe()}): {first}",
                             rule="server_unreachable") from None
 
-    def sqlalchemy_url(self, database: str, login: Login, purpose: str) -> str:
-        """A SQLAlchemy URL through the guard, for Great Expectations.
+    def sqlalchemy_source(self, database: str, login: Login, purpose: str) -> SqlAlchemySource:
+        """A SQLAlchemy engine's URL and `creator` through the guard, for Great Expectations.
 
-        GX builds engines of its own (one to test the data source, one to validate), so one URL opens more
-        than one connection. The URL carries a grant token that only `_record_sqlalchemy_connect` removes
-        before libpq sees it: each connection any engine opens from it is checked and recorded in the ledger
-        as it opens, and one opened without that hook fails (libpq refuses the unknown parameter).
+        GX builds engines of its own (one to test the data source, one to validate), so one source opens more
+        than one connection. Each is opened by `creator`, bound to this server: checked by the guard and
+        recorded in this server's ledger as it opens. The URL names no server (a host in the reserved
+        .invalid domain, which never resolves, and a `fix7_grant` parameter libpq refuses): an engine built
+        from it without the creator reaches nothing.
         """
-        params = self.grant(database, login, purpose, "sqlalchemy", session=PROOF, record=False)
-        _install_sqlalchemy_hook()
-        token = secrets.token_hex(12)
-        _SQLALCHEMY_GRANTS[token] = (self, database, login.role, purpose)
-        pw = f":{quote(login.password, safe='')}" if login.password else ""
-        return (f"postgresql+psycopg://{quote(login.role, safe='')}{pw}@/{quote(database, safe='')}"
-                f"?host={quote(str(params['host']), safe='/')}&port={params['port']}"
-                f"&options={quote(params['options'], safe='')}"
-                f"&application_name={quote(f'fix7:{purpose}', safe='')}&{SQLALCHEMY_GRANT_PARAM}={token}")
+        self.grant(database, login, purpose, "sqlalchemy", session=PROOF, record=False)  # refused here, early
+
+        def creator() -> psycopg.Connection:
+            return self.connect(database, login, purpose, autocommit=False, client="sqlalchemy")
+
+        return SqlAlchemySource(url=f"postgresql+psycopg://fix7@{SQLALCHEMY_NO_HOST}/{quote(database, safe='')}"
+                                    f"?{SQLALCHEMY_GRANT_PARAM}=creator-only", creator=creator)
 
     def tool_env(self, database: str, login: Login, purpose: str, client: str) -> dict:
         """Environment for a wheel client tool; the password travels in PGPASSWORD, never argv."""
@@ -217,36 +255,18 @@ class RehearsalServer:
 
 
 SQLALCHEMY_GRANT_PARAM = "fix7_grant"
-_SQLALCHEMY_GRANTS: dict[str, tuple[RehearsalServer, str, str, str]] = {}
-_SQLALCHEMY_HOOK: list = []
+SQLALCHEMY_NO_HOST = "fix7-creator-only.invalid"
 
 
-def _record_sqlalchemy_connect(dialect, conn_rec, cargs, cparams):
-    """SQLAlchemy's do_connect, for every engine: a connection from one of our URLs is re-checked and recorded."""
-    token = cparams.pop(SQLALCHEMY_GRANT_PARAM, None)
-    if token is None:
-        return None  # not a rehearsal URL (Dagster's own storage)
-    grant = _SQLALCHEMY_GRANTS.get(token)
-    if grant is None:
-        raise Fix7Error("Refused a SQLAlchemy connection with an unknown fix7 grant.", rule="host_guard")
-    server, database, role, purpose = grant
-    server.check_host(server.host)
-    if (cparams.get("host"), str(cparams.get("port")), cparams.get("dbname"), cparams.get("user")) != \
-            (str(server.host), str(server.port), database, role):
-        raise Fix7Error(f"Refused a SQLAlchemy connection ({purpose}) whose parameters differ from its grant.",
-                        rule="host_guard")
-    server.ledger.record(host=server.host, port=server.port, database=database, role=role, purpose=purpose,
-                         client="sqlalchemy")
-    return None  # SQLAlchemy connects with the remaining parameters
+@dataclass(frozen=True)
+class SqlAlchemySource:
+    """What `create_engine` needs for one guarded database: `create_engine(url, creator=creator)`."""
 
+    url: str
+    creator: object  # () -> psycopg.Connection, through RehearsalServer.connect
 
-def _install_sqlalchemy_hook() -> None:
-    if not _SQLALCHEMY_HOOK:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        event.listen(Engine, "do_connect", _record_sqlalchemy_connect)
-        _SQLALCHEMY_HOOK.append(_record_sqlalchemy_connect)
+    def engine_kwargs(self) -> dict:
+        return {"creator": self.creator}
 
 
 # -- the embedded server ----------------------------------------------------------------
@@ -273,17 +293,13 @@ def start_embedded() -> dict:
     return result
 
 
-_EXTENSIONS_GIVEN: set[tuple[str, int]] = set()
-
-
 def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
-    """Once per process and server: point an embedded server at the extensions `make extensions` added.
+    """Point an embedded server at the extensions `make extensions` added, unless it already is.
 
-    Read first from the server's own postgresql.auto.conf (we own its data directory), so a server already
-    pointed there costs no connection: every connection a rehearsal opens is in its ledger.
+    Idempotent by reading the server: first its own postgresql.auto.conf (we own its data directory), so a
+    server already pointed there costs no connection (every connection a rehearsal opens is in its ledger);
+    else the settings are written with ALTER SYSTEM, which the file then shows.
     """
-    if (host, port) in _EXTENSIONS_GIVEN:
-        return
     from .extensions import configure_server, server_settings
 
     wanted = server_settings()
@@ -294,7 +310,6 @@ def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
     except OSError:
         auto = ""
     if all(f"{k} = '{v}'" in auto for k, v in wanted.items()):
-        _EXTENSIONS_GIVEN.add((host, port))
         return
 
     try:
@@ -303,7 +318,6 @@ def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
                                                  application_name="fix7-server:extensions"))
     except psycopg.Error:
         return  # not given: a dump that creates them is refused by name, with the fix
-    _EXTENSIONS_GIVEN.add((host, port))
 
 
 DAGSTER_STORAGE_ROLE = "dagster_storage"
@@ -359,7 +373,8 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
     """A fresh database owned by a fresh least-privileged login role."""
     tag = tag or secrets.token_hex(5)
     role, database = throwaway_names(tag)
-    password = secrets.token_urlsafe(24) if server.kind == "external" else None
+    login = server.throwaway_login(role)  # before anything exists: no key, nothing is created
+    password = login.password
     with server.connect(purpose="create throwaway") as c:
         with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
             c.execute(sql.SQL(
@@ -372,7 +387,7 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
             sql.Identifier(database), sql.Identifier(role)))
         c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(throwaway_mark())))
         c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
-    return Throwaway(database=database, login=Login(role, password), tag=tag)
+    return Throwaway(database=database, login=login, tag=tag)
 
 
 def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,

@@ -8,6 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT, sha256_file
+from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
                                        witnessed_if_interrupted)
 from fix7_pipeline.defs.storage import discard_run_outputs
@@ -19,10 +20,10 @@ from fix7_pipeline.defs.storage import discard_run_outputs
                 "written atomically. "
                 "Stages that stop a run write the packet themselves, so it exists whatever happened.",
 )
-def evidence_packet(context, restore_diff: dict) -> dg.MaterializeResult:
+def evidence_packet(context, restore_diff: dict, rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
     state = dict(restore_diff)
     with witnessed_if_interrupted(context):
-        verdict = rehearsal.finish(state)
+        verdict = rehearsal.finish(state, rehearsal_server.source())
     record_witness(context.instance, context.run_id, state.get("witness"))
     discard_run_outputs(context.instance, context.run_id)
     directory = Path(state["evidence_dir"])

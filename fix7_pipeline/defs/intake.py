@@ -8,7 +8,9 @@ from pydantic import Field, create_model
 from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core import request as request_schema
 from fix7_pipeline.core.escape import visible
-from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.resources import RehearsalServerResource
+from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,
+                                       witnessed_if_interrupted)
 
 
 class _RequestConfig(dg.Config):
@@ -45,14 +47,20 @@ NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so n
                       "The dump exists, is what it claims, is safe to restore and is attested as a sanitized "
                       "non-production copy.")],
 )
-def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig):
+def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig,
+                 rehearsal_server: RehearsalServerResource):
     if not context.has_partition_key:  # fail closed: a run outside the rehearsal partitions is refused
         context.instance.add_run_tags(context.run_id, {"fix7/verdict": "NOT_STARTED", "fix7/reason": NO_PARTITION,
                                                        "fix7/stopped_at": "intake"})
         raise dg.Failure(description=NO_PARTITION, allow_retries=False)
+
+    def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
+        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir})
+
     with witnessed_if_interrupted(context):
         state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
-                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None))
+                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None),
+                                          servers=rehearsal_server.source(), on_packet=tag_evidence)
     clone = state.get("clone", {})
     # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
     context.instance.add_run_tags(context.run_id, run_view.intake_tags(clone.get("sha256"), config.attested_by,

@@ -8,6 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
                                        witnessed_if_interrupted)
 
@@ -19,10 +20,10 @@ from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_e
                 "anchor id.",
     check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
 )
-def snapshot_anchor(context, schema_shape_validation: dict):
+def snapshot_anchor(context, schema_shape_validation: dict, rehearsal_server: RehearsalServerResource):
     state = dict(schema_shape_validation)
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.snapshot_anchor(state)
+        outcome = rehearsal.snapshot_anchor(state, rehearsal_server.source())
     yield from stage_events("snapshot_anchor", "anchor_taken", outcome, state)
 
 
@@ -52,10 +53,10 @@ def _change_events(asset: str, gate_name: str, outcome, state: dict):
     check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
                  _impact_check("apply")],
 )
-def apply_change(context, snapshot_anchor: dict):
+def apply_change(context, snapshot_anchor: dict, rehearsal_server: RehearsalServerResource):
     state = dict(snapshot_anchor)
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.run_change_stage(state, "apply")
+        outcome = rehearsal.run_change_stage(state, "apply", rehearsal_server.source())
     yield from _change_events("apply", "change_applied", outcome, state)
 
 
@@ -66,10 +67,10 @@ def apply_change(context, snapshot_anchor: dict):
     check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
                  _impact_check("rollback")],
 )
-def rollback_change(context, apply: dict):
+def rollback_change(context, apply: dict, rehearsal_server: RehearsalServerResource):
     state = dict(apply)
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.run_change_stage(state, "rollback")
+        outcome = rehearsal.run_change_stage(state, "rollback", rehearsal_server.source())
     yield from _change_events("rollback", "rollback_applied", outcome, state)
 
 
@@ -79,10 +80,10 @@ def rollback_change(context, apply: dict):
                 "schema objects and sequences. Empty means the rollback put everything back.",
     check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],
 )
-def restore_diff(context, rollback: dict):
+def restore_diff(context, rollback: dict, rehearsal_server: RehearsalServerResource):
     state = dict(rollback)
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.restore_diff(state)
+        outcome = rehearsal.restore_diff(state, rehearsal_server.source())
     diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff")
     extra = {"restore_diff": dg.MetadataValue.md(run_view.restore_diff_table(diff)),
              **run_view.restore_diff_counts(diff)}  # integers Dagster plots across rehearsals

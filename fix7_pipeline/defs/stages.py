@@ -16,11 +16,21 @@ from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage
 GROUP = "fix7_rehearsal"
 OWNERS = ["team:data-platform"]
 
+# The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run
+# (the CLI, an interrupted run's cleanup) finds it; fix7/evidence, of the seal's witness, comes at the end.
+PACKET_DIR_TAG = "fix7/packet_dir"
+# Each stage asset's output carries its stage's line: STAGE_KEY names the stage, DURATION_KEY how long it ran.
+STAGE_KEY, DURATION_KEY, BREACHES_KEY = "stage", "duration_s", "impact_breach_lines"
+STAGE_OF_ASSET = {"clone_intake": "intake", "rehearsal_clone": "isolation", "sanitization_check": "sanitization",
+                  "schema_shape_validation": "schema_shape", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
+                  "rollback": "rollback", "restore_diff": "restore_diff"}
+
 
 def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
     """Text metadata passes through escape.visible: a name from the dump cannot split a line or hide."""
     md = {
         "status": outcome.status,
+        DURATION_KEY: float(outcome.duration_s or 0.0),
         "reason": dg.MetadataValue.text(visible(outcome.reason)),
         "findings": dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.findings[:100]]),
         "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
@@ -125,7 +135,10 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
     with per-expectation success and unexpected counts (never values). When the stage stopped the run,
     the packet it sealed is recorded on the run first (record_witness).
     """
-    md = {**stage_metadata(outcome, state), **(extra or {})}
+    md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, state), **(extra or {})}
+    breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
+    if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
+        md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
     description = visible(outcome.reason)[:1000] if outcome.reason else None
     if state.get("witness"):  # this stage sealed the packet: its verdict and report read first
         context = dg.AssetExecutionContext.get()

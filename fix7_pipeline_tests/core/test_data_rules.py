@@ -25,7 +25,7 @@ def clone(server, throwaway):
 
 
 def _url(server, tw):
-    return server.sqlalchemy_url(tw.database, tw.login, "gx test")
+    return server.sqlalchemy_source(tw.database, tw.login, "gx test")
 
 
 def test_default_contract_names_every_known_rule():

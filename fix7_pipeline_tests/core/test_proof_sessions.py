@@ -30,7 +30,7 @@ def test_the_admin_never_connects_inside_a_throwaway(server, throwaway):
         with pytest.raises(Fix7Error):
             server.tool_env(db, server.admin, "anything", "pg_dump")
         with pytest.raises(Fix7Error):
-            server.sqlalchemy_url(db, server.admin, "anything")
+            server.sqlalchemy_source(db, server.admin, "anything")
     with server.connect(purpose="maintenance") as c:
         assert c.execute("select current_database()").fetchone()[0] == server.admin_db
 

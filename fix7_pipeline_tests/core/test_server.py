@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -169,19 +171,24 @@ def test_kept_throwaways_are_never_swept(server):
         drop_throwaway(server, tw)
 
 
-def test_every_sqlalchemy_connection_of_a_url_is_recorded_and_only_through_the_hook(server, throwaway):
-    """One URL, as many ledger entries as connections its engines open; a forged grant or a URL used where the
-    hook is not installed does not connect at all."""
+def test_every_sqlalchemy_connection_of_a_source_is_recorded_and_only_through_its_creator(server, throwaway):
+    """One source, as many ledger entries as connections its engines open, in the ledger of the server that
+    granted it (bound to the engine by its creator, no registry); its URL alone does not connect at all."""
     import sqlalchemy as sa
 
-    url = server.sqlalchemy_url(throwaway.database, throwaway.login, "sqlalchemy ledger test")
+    source = server.sqlalchemy_source(throwaway.database, throwaway.login, "sqlalchemy ledger test")
+    other = RehearsalServer.embedded(HostPolicy())  # a second server object: its ledger stays empty
+    other.sqlalchemy_source(throwaway.database, throwaway.login, "another grant")
     before = len(server.ledger.entries)
-    engines = [sa.create_engine(url), sa.create_engine(url, poolclass=sa.pool.NullPool)]
+    engines = [sa.create_engine(source.url, **source.engine_kwargs()),
+               sa.create_engine(source.url, poolclass=sa.pool.NullPool, **source.engine_kwargs())]
     try:
         with engines[0].connect() as a, engines[1].connect() as b:
             assert a.execute(sa.text("select current_user")).scalar() == throwaway.login.role
             assert b.execute(sa.text("select current_setting('application_name')")).scalar() == \
                 "fix7:sqlalchemy ledger test"
+            # the guard's pinned session holds for these connections too
+            assert a.execute(sa.text("select current_setting('search_path')")).scalar() == "pg_catalog,pg_temp"
         with engines[1].connect():  # NullPool: a new connection, a new entry
             pass
         with engines[0].connect():  # pooled: the same connection again, no new entry
@@ -191,10 +198,92 @@ def test_every_sqlalchemy_connection_of_a_url_is_recorded_and_only_through_the_h
             e.dispose()
     got = [(e.database, e.role, e.purpose, e.client) for e in server.ledger.entries[before:]]
     assert got == [(throwaway.database, throwaway.login.role, "sqlalchemy ledger test", "sqlalchemy")] * 3
-    forged = url.rsplit("fix7_grant=", 1)[0] + "fix7_grant=" + "0" * 24
+    assert other.ledger.entries == []
+    assert str(server.host) not in source.url and "fix7_grant=" in source.url
+    with pytest.raises(sa.exc.OperationalError) as e:  # the URL without its creator reaches no server
+        sa.create_engine(source.url).connect()
+    assert "fix7-creator-only.invalid" in str(e.value) or 'invalid connection option "fix7_grant"' in str(e.value)
+    assert len(server.ledger.entries) == before + 3
+
+
+# -- throwaway credentials: derived, so any step process has them and none stores them ------------------
+
+def _external(key: str | None = None, password: str | None = None, port: int = 1) -> RehearsalServer:
+    url = f"postgresql://ops@127.0.0.1:{port}/postgres"
+    return RehearsalServer.from_url(url, HostPolicy(), password=password, throwaway_key=key)
+
+
+def test_throwaway_passwords_are_derived_per_role_from_the_process_secret(monkeypatch):
+    monkeypatch.delenv("FIX7_THROWAWAY_KEY", raising=False)
+    monkeypatch.delenv("FIX7_REHEARSAL_SERVER_PASSWORD", raising=False)
+    key = "k-" + secrets.token_hex(16)
+    a, b = _external(key).throwaway_login("fix7_restorer_aa"), _external(key).throwaway_login("fix7_restorer_aa")
+    assert a == b and a.password and key not in a.password  # two server objects, one password
+    assert _external(key).throwaway_login("fix7_restorer_bb").password != a.password  # keyed by role name
+    assert _external("other-key").throwaway_login("fix7_restorer_aa").password != a.password
+    # the admin password is the secret when no key is set; a key takes precedence over it
+    assert _external(password="admin-pw").throwaway_login("r").password == _external("admin-pw").throwaway_login("r").password
+    assert _external(key, password="admin-pw").throwaway_login("r").password == _external(key).throwaway_login("r").password
+    # another process holding the same key (a step process under the multiprocess executor) derives the same
+    code = ("import sys; from fix7_pipeline.core.hosts import HostPolicy; from fix7_pipeline.core.server import "
+            "RehearsalServer; print(RehearsalServer.from_url('postgresql://ops@127.0.0.1:1/postgres', HostPolicy())"
+            ".throwaway_login('fix7_restorer_aa').password)")
+    env = {k: v for k, v in os.environ.items() if k != "FIX7_REHEARSAL_SERVER_PASSWORD"}
+    env["FIX7_THROWAWAY_KEY"] = key
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stdout.strip() == a.password
+    # the embedded server's roles log in over its unix socket, with no password at all
+    assert RehearsalServer.embedded(HostPolicy()).throwaway_login("fix7_restorer_aa").password is None
+
+
+def test_no_secret_to_derive_from_fails_closed_before_anything_is_created(monkeypatch):
+    monkeypatch.delenv("FIX7_THROWAWAY_KEY", raising=False)
+    monkeypatch.delenv("FIX7_REHEARSAL_SERVER_PASSWORD", raising=False)
+    bare = _external()
     with pytest.raises(Fix7Error) as e:
-        sa.create_engine(forged).connect()
-    assert e.value.rule == "host_guard" and len(server.ledger.entries) == before + 3
-    r = subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect()",
-                        url], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and 'invalid connection option "fix7_grant"' in r.stderr, r.stderr[-500:]
+        bare.throwaway_login("fix7_restorer_aa")
+    assert e.value.rule == "throwaway_key"
+    assert "FIX7_REHEARSAL_SERVER_PASSWORD" in e.value.message and "FIX7_THROWAWAY_KEY" in e.value.message
+    with pytest.raises(Fix7Error) as e:  # refused before dialling: port 1 would be server_unreachable
+        create_throwaway(bare)
+    assert e.value.rule == "throwaway_key" and bare.ledger.entries == []
+
+
+def _scram_matches(verifier: str, password: str) -> bool:
+    """Whether PostgreSQL's SCRAM-SHA-256 verifier (pg_authid.rolpassword) was made from `password`."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, rest = verifier.split("$", 1)
+    params, keys = rest.split("$")
+    iterations, salt = params.split(":")
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return method == "SCRAM-SHA-256" and hashlib.sha256(client_key).digest() == stored_key and \
+        hmac.new(salted, b"Server Key", hashlib.sha256).digest() == server_key
+
+
+def test_an_external_throwaway_role_is_created_with_its_derived_password():
+    """On a real server (the factory, as an external one): the role's password is the derived one."""
+    import psycopg
+
+    from fix7_pipeline.demo import builder
+
+    info = builder.factory_conninfo()
+    key = "k-" + secrets.token_hex(16)
+    url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
+    external = RehearsalServer.from_url(url, HostPolicy(), throwaway_key=key)
+    tw = create_throwaway(external)
+    try:
+        with psycopg.connect(**info, autocommit=True) as c:
+            (verifier,) = c.execute("select rolpassword from pg_authid where rolname = %s",
+                                    (tw.login.role,)).fetchone()
+        assert tw.login == external.throwaway_login(tw.login.role)
+        assert _scram_matches(verifier, tw.login.password)
+        assert not _scram_matches(verifier, RehearsalServer.from_url(url, HostPolicy(), throwaway_key="other")
+                                  .throwaway_login(tw.login.role).password)
+    finally:
+        drop_throwaway(external, tw)

@@ -1,0 +1,151 @@
+"""Issue 11.2: the rehearsal job under Dagster's multiprocess executor, each stage in a process of its own.
+
+Nothing a later stage needs may live in one process's memory: the run's facts travel in the asset outputs
+(the run-scoped IO manager), the server and its secrets come from the resource's EnvVars in each step
+process, and the throwaway roles' passwords are derived there, never passed along. Each run is checked for
+its verdict (the run's tag and the sealed packet), for one process per stage, for what the server holds
+afterwards, and for the process's secrets (the throwaway key, the external server's derived role passwords)
+nowhere in Dagster's storage, the stored outputs, the Dagster home or the evidence.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+import pytest
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+
+from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.server import THROWAWAY_KEY_ENV, RehearsalServer
+from fix7_pipeline.defs.partitions import add_rehearsal, rehearsal_key
+from fix7_pipeline.defs.stages import PACKET_DIR_TAG
+from fix7_pipeline.defs.storage import run_folder
+from fix7_pipeline.demo import builder
+from fix7_pipeline_tests.e2e_support import (DagsterHome, config, files_under, find_leaks, left_on_server, load_packet,
+                                             multiprocess_rehearsal_job, planted, rnd, variant)
+
+SOURCE = "fix7_t_multiprocess_src"
+STEPS = ["clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation", "snapshot_anchor",
+         "apply", "rollback", "restore_diff", "evidence_packet"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = DagsterHome.create(tmp_path_factory.mktemp("dagster_home"), "multiprocess")
+    yield h
+    h.drop()
+
+
+@pytest.fixture(scope="module")
+def dumps(tmp_path_factory):
+    out = tmp_path_factory.mktemp("multiprocess")
+    builder.build_clone(SOURCE, registry_rows=200, seed=5)
+    try:
+        clean = builder.dump_clone(SOURCE, "custom", out / "clean.dump")
+        name = variant(SOURCE, "fix7_t_multiprocess_tok",
+                       f"update public.system_issues set details = details || "
+                       f"jsonb_build_object('note', 'deploy key ghp_{rnd(36)}') where id = 1")
+        try:
+            leaky = builder.dump_clone(name, "custom", out / "planted.dump")
+        finally:
+            builder.drop_clone(name)
+    finally:
+        builder.drop_clone(SOURCE)
+    apply_sql, rollback_sql = builder.write_sample_change(out)
+    return {"clean": clean, "planted": leaky, "change": (apply_sql, rollback_sql)}
+
+
+@pytest.fixture
+def throwaway_key(monkeypatch):
+    """A planted secret as the process's throwaway key: every step process inherits it, nothing may keep it."""
+    key = planted("throwaway key", "Tk-", (rnd(32), True))
+    monkeypatch.setenv(THROWAWAY_KEY_ENV, key.value)
+    return key
+
+
+def _run(home: DagsterHome, cfg: dict):
+    """The rehearsal, keyed as a rehearsal partition of its own as every launcher keys it."""
+    with home.instance() as inst:
+        key = add_rehearsal(inst, rehearsal_key())
+        result = dg.execute_job(dg.reconstructable(multiprocess_rehearsal_job), instance=inst,
+                                run_config={"ops": {"clone_intake": {"config": cfg}}},
+                                tags={PARTITION_NAME_TAG: key}, raise_on_error=False)
+        run = inst.get_run_by_id(result.run_id)
+        starts = {e.step_key: e.dagster_event.pid for e in inst.all_logs(result.run_id)
+                  if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
+        return result, dict(run.tags), starts
+
+
+def _secrets_kept(home: DagsterHome, evidence_dir, secrets: list) -> list[str]:
+    blobs = {"dagster storage rows": home.storage_rows(), **files_under(home.path, "dagster_home"),
+             **files_under(evidence_dir, "evidence")}
+    assert len(blobs) > 5
+    return find_leaks(blobs, secrets)
+
+
+def test_a_passing_rehearsal_under_the_multiprocess_executor(home, dumps, server, tmp_path, throwaway_key):
+    ev = tmp_path / "ev"
+    with left_on_server(server) as left:
+        result, tags, starts = _run(home, config(dumps["clean"], *dumps["change"], ev))
+    packet = load_packet(ev)
+    assert result.success, packet["stages"]
+    assert tags["fix7/verdict"] == packet["verdict"] == "REHEARSAL_PASSED"
+    assert tags[PACKET_DIR_TAG] == str(ev) and tags["fix7/evidence"] == str(ev)
+    assert [packet["stages"][s]["status"] for s in STAGES] == ["passed"] * len(STAGES)
+    # one process per stage, none of them this one: nothing could have crossed in memory
+    assert sorted(starts) == sorted(STEPS)
+    assert len(set(starts.values())) == len(STEPS) and os.getpid() not in starts.values()
+    throwaways = packet["throwaways"]
+    assert len(throwaways["created"]) >= 3 and set(throwaways["dropped"]) == set(throwaways["created"])
+    assert left == set()
+    assert _secrets_kept(home, ev, [throwaway_key]) == []
+
+
+def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server, tmp_path, throwaway_key):
+    ev = tmp_path / "ev"
+    with left_on_server(server) as left:
+        result, tags, starts = _run(home, config(dumps["planted"], *dumps["change"], ev))
+    packet = load_packet(ev)
+    assert not result.success  # the blocking gate stopped the run
+    assert tags["fix7/verdict"] == packet["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert packet["stages"]["isolation"]["status"] == "passed"
+    assert packet["stages"]["sanitization"]["status"] == "blocked"
+    assert any("system_issues" in (f.get("table") or "") for f in packet["stages"]["sanitization"]["findings"])
+    assert [packet["stages"][s]["status"] for s in STAGES[3:]] == ["skipped"] * len(STAGES[3:])
+    assert sorted(starts) == sorted(STEPS[:3])  # the stages after the gate never started
+    assert len(set(starts.values())) == 3 and os.getpid() not in starts.values()
+    # the blocking stage, in its own process, dropped what the restoring stage's process had created
+    throwaways = packet["throwaways"]
+    assert throwaways["created"] and set(throwaways["dropped"]) == set(throwaways["created"])
+    assert left == set()
+    # a blocked run keeps its stage outputs (the facts the next steps would have read): they hold no secret
+    with home.instance() as inst:
+        outputs = files_under(run_folder(inst, result.run_id), "stored outputs")
+    assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:3])]
+    assert find_leaks(outputs, [throwaway_key]) == []
+    assert _secrets_kept(home, ev, [throwaway_key]) == []
+
+
+@pytest.mark.slow
+def test_an_external_server_rehearsal_under_the_multiprocess_executor(home, dumps, server, tmp_path, throwaway_key):
+    """An external server's throwaway role gets a password: derived in each step process from the key, so the
+    stages after the restore (other processes) log in as it, and it is stored nowhere."""
+    info = builder.factory_conninfo()
+    url = f"postgresql://{info['user']}@/postgres?host={info['host']}&port={info['port']}"
+    external = RehearsalServer.from_url(url, HostPolicy(), throwaway_key=throwaway_key.value)
+    ev = tmp_path / "ev"
+    with left_on_server(external) as left, left_on_server(server) as left_on_embedded:
+        result, tags, starts = _run(home, config(dumps["clean"], *dumps["change"], ev, server_url=url))
+    packet = load_packet(ev)
+    assert result.success, packet["stages"]
+    assert tags["fix7/verdict"] == packet["verdict"] == "REHEARSAL_PASSED"
+    assert packet["request"]["server"]["kind"] == "external"
+    assert len(set(starts.values())) == len(STEPS)
+    role = packet["restoring_role"]["role"]
+    password = external.throwaway_login(role).password
+    assert password and password != external.throwaway_login(role + "x").password
+    assert left == set() and left_on_embedded == set()
+    derived = planted("derived role password", (password, True))
+    assert _secrets_kept(home, ev, [throwaway_key, derived]) == []
