@@ -34,6 +34,16 @@ PRODUCTION = "*.prod.corp.internal"
 DAGSTER_ENV = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS")
 
 
+def built_clone(root: Path, source: str, seed: int, rows: int = 300) -> tuple[Path, Path, Path]:
+    """A custom dump of a freshly built factory clone and the sample change beside it: (dump, apply, rollback)."""
+    builder.build_clone(source, registry_rows=rows, seed=seed)
+    try:
+        dump = builder.dump_clone(source, "custom", root / "birth_surface_clone.dump")
+    finally:
+        builder.drop_clone(source)
+    return (dump, *builder.write_sample_change(root))
+
+
 # -- `fix7 ui` as an operator starts it -------------------------------------------------------
 
 class GraphQL:

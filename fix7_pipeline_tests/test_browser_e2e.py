@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import fix7_ui
+from fix7_pipeline_tests.e2e_support import built_clone, fix7_ui
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +64,7 @@ def scene(tmp_path_factory, browser):
     from fix7_pipeline_tests.test_webserver_e2e import GRAPH_QUERY
 
     root = tmp_path_factory.mktemp("browser")
-    builder.build_clone("fix7_t_browser_src", registry_rows=300, seed=5)
-    try:
-        dump = builder.dump_clone("fix7_t_browser_src", "custom", root / "birth_surface_clone.dump")
-    finally:
-        builder.drop_clone("fix7_t_browser_src")
-    apply_sql, rollback_sql = builder.write_sample_change(root)
+    dump, apply_sql, rollback_sql = built_clone(root, "fix7_t_browser_src", seed=5)
     home = root / "dagster_home"
     home.mkdir()
     with fix7_ui(home, STORAGE_DB, GRAPH_QUERY, {"FIX7_AUDIT_CHAIN": str(home / "audit-chain.jsonl")}) as \

@@ -18,8 +18,7 @@ import pytest
 
 from fix7_pipeline.core.packet_files import REPORT
 from fix7_pipeline.core.server import start_embedded
-from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import fix7_ui
+from fix7_pipeline_tests.e2e_support import built_clone, fix7_ui
 
 pytestmark = pytest.mark.slow
 
@@ -111,12 +110,7 @@ query M($key: AssetKeyInput!) {
 @pytest.fixture(scope="module")
 def demo_clone(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_clone")
-    builder.build_clone("fix7_t_e2e_src", registry_rows=300, seed=3)
-    try:
-        dump = builder.dump_clone("fix7_t_e2e_src", "custom", root / "birth_surface_clone.dump")
-    finally:
-        builder.drop_clone("fix7_t_e2e_src")
-    apply_sql, rollback_sql = builder.write_sample_change(root)
+    dump, apply_sql, rollback_sql = built_clone(root, "fix7_t_e2e_src", seed=3)
     return {"clone": dump, "apply": apply_sql, "rollback": rollback_sql, "root": root}
 
 
