@@ -64,9 +64,9 @@ def test_two_rehearsals_at_the_same_moment_keep_their_own_facts(round_no, home, 
     procs = {"clean": _start(home, dumps, "clean", f"alice-{round_no}", tmp_path),
              "planted": _start(home, dumps, "planted", f"bob-{round_no}", tmp_path)}
     results = {k: p.communicate(timeout=300) for k, p in procs.items()}
-    outs = {k: json.loads(results[k][0].strip().splitlines()[-1]) for k in procs}
     assert procs["clean"].returncode == 0, results["clean"]
     assert procs["planted"].returncode == 3, results["planted"]
+    outs = {k: json.loads(results[k][0].strip().splitlines()[-1]) for k in procs}
     assert outs["clean"]["evidence_dir"] != outs["planted"]["evidence_dir"]
     assert outs["clean"]["run_id"] != outs["planted"]["run_id"]
     for which, attester in (("clean", f"alice-{round_no}"), ("planted", f"bob-{round_no}")):

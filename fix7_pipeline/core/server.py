@@ -562,6 +562,9 @@ def sweep(server: RehearsalServer) -> list[str]:
     """Drop throwaway databases and roles left by runs whose process is gone; returns what was dropped."""
     dropped: list[str] = []
     with server.connect(purpose="sweep leftovers") as c:
+        # Two runs starting at once would race to drop the same leftovers (DROP ROLE IF EXISTS can still
+        # fail with "tuple concurrently deleted"): sweeps take turns, the later one finds nothing left.
+        c.execute("select pg_catalog.pg_advisory_lock(pg_catalog.hashtext('fix7 sweep leftovers'))")
         # A database killed between CREATE DATABASE and its COMMENT has no mark: its owner's mark decides.
         dbs = c.execute(
             "select d.datname, shobj_description(d.oid, 'pg_database'), shobj_description(r.oid, 'pg_authid') "
