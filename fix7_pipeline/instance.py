@@ -36,7 +36,20 @@ def storage_database(url: str | None = None) -> tuple[str, str]:
 
 
 def get_instance():
+    """The instance; its storage's first use creates tables and stamps their revision, so processes starting
+    at the same moment take turns (an advisory lock in the storage database) rather than race to do it twice."""
     from dagster import DagsterInstance
 
     prepare_dagster_home()
-    return DagsterInstance.get()
+    url = os.environ.get("FIX7_DAGSTER_PG_URL")
+    if not url:
+        return DagsterInstance.get()
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as c:
+            c.execute(sqlalchemy.text("select pg_catalog.pg_advisory_lock(pg_catalog.hashtext('fix7 dagster storage'))"))
+            return DagsterInstance.get()
+    finally:
+        engine.dispose()
