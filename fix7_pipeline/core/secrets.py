@@ -286,9 +286,9 @@ def _table_select(p: TablePlan) -> tuple[psql.Composable, int]:
     return q, len(fields)
 
 
-def _copy_chunks(conn: psycopg.Connection, query: psql.Composable, limit: int | None = None):
-    """Whole COPY text rows, about `limit` (CHUNK_BYTES) bytes at a time."""
-    limit = limit or CHUNK_BYTES
+def _copy_chunks(conn: psycopg.Connection, query: psql.Composable):
+    """Whole COPY text rows, about CHUNK_BYTES (read when the scan runs) at a time."""
+    limit = CHUNK_BYTES
     buf = bytearray()
     with conn.cursor().copy(query) as copy:
         for data in copy:
