@@ -13,7 +13,7 @@ import datetime as dt
 
 from .contract.model import Contract
 from .errors import EXIT_USAGE, Fix7Error
-from .gx_gates import FRAME_TABLE, RuleExpectation, run_frame_suite, run_suite
+from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
 from .model import Finding
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
 
@@ -25,7 +25,7 @@ SEVERITIES = ["info", "warning", "error", "critical"]
 
 def _data_rule_builders(dump_time: dt.datetime) -> dict:
     """Rule name -> (table, expectation factory). GX aliases `{batch}` itself: queries must not alias it."""
-    import great_expectations.expectations as gxe
+    gxe = import_expectations()
 
     ts = dump_time.astimezone(dt.timezone.utc).isoformat()
 
@@ -115,7 +115,7 @@ def sanitization_expectations(findings: list[Finding], contract: Contract,
     """The `sanitization` suite over the scan's findings: one expectation per rule family, one per
     contracted must-be-NULL column and must-be-empty table present in the clone, and one that every finding
     belongs to one of those (so no finding can pass ungated). No rule runs over the clone's data again."""
-    import great_expectations.expectations as gxe
+    gxe = import_expectations()
 
     def none_of(gate: str):
         return gxe.ExpectColumnValuesToNotBeInSet(column="gate", value_set=[gate])

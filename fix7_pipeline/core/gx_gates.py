@@ -8,13 +8,19 @@ example values, and the summary keeps only rule, table, expectation type, succes
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import Fix7Error
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+# GX imports these at start-up for expectations the gates never use (KS tests, KL divergence); loading
+# them on first use instead keeps ~55 MB of SciPy out of every rehearsal process.
+DEFERRED_MODULES = ("scipy.stats",)
 
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 
@@ -28,8 +34,42 @@ class RuleExpectation:
     expectation: Any  # great_expectations.expectations.Expectation
 
 
+def _defer(name: str) -> None:
+    """Put `name` in sys.modules as a module that executes on first attribute access (importlib's LazyLoader)."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
+def import_gx():
+    """`great_expectations`, imported with DEFERRED_MODULES deferred. Every GX import goes through here."""
+    if "great_expectations" not in sys.modules:
+        for name in DEFERRED_MODULES:
+            _defer(name)
+    import great_expectations
+
+    return great_expectations
+
+
+def import_expectations():
+    """`great_expectations.expectations` (see `import_gx`)."""
+    import_gx()
+    import great_expectations.expectations as gxe
+
+    return gxe
+
+
 def _context():
-    import great_expectations as gx
+    gx = import_gx()
     from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
                                                             ProgressBarsConfig)
 
@@ -83,7 +123,7 @@ def run_suite(source, suite_name: str, expectations: list[RuleExpectation]) -> d
     Returns {"suite", "success", "evaluated", "failed", "expectations": [{"rule", "table", "expectation",
     "success", "unexpected_count"?, "error"?}]}. Any GX error on an expectation counts as a failure.
     """
-    import great_expectations as gx
+    gx = import_gx()
 
     summary: list[dict] = []
     try:
@@ -130,7 +170,7 @@ def run_frame_suite(suite_name: str, frame, expectations: list[RuleExpectation])
     The sanitization suite gates the secret scan's findings this way: the clone's data is read once, by the
     scan, and the suite validates what it found (one row per finding, no value in any row).
     """
-    import great_expectations as gx
+    gx = import_gx()
 
     summary: list[dict] = []
     try:

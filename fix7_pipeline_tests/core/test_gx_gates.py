@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 
-import great_expectations.expectations as gxe
 import pytest
 
 from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, run_suite
+from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, import_expectations, run_suite
 from fix7_pipeline_tests.pg import as_owner
+
+gxe = import_expectations()
 
 PLANTED = "Zx81-PlantedValue-Qw77"
 
@@ -76,3 +77,27 @@ def test_unreachable_clone_is_a_fix7_error(server, throwaway):
     with pytest.raises(Fix7Error) as e:
         run_suite(url, "demo", [RuleExpectation("x", "items", gxe.ExpectTableRowCountToEqual(value=0))])
     assert e.value.rule == "gx_demo" and "could not open the clone" in e.value.message
+
+
+def test_scipy_stats_loads_only_when_used():
+    """GX imports scipy.stats for expectations the gates never run; it stays unexecuted until first use, and
+    then works (a fresh interpreter, so this test's own imports don't decide it)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, pandas as pd\n"
+        "from fix7_pipeline.core import data_rules, gx_gates\n"
+        "from fix7_pipeline.core.model import Finding\n"
+        "gxe = gx_gates.import_expectations()\n"
+        "s = gx_gates.run_frame_suite('probe', pd.DataFrame({'gate': ['a']}, dtype=object), [gx_gates.RuleExpectation("
+        "'none', 'findings', gxe.ExpectColumnValuesToNotBeInSet(column='gate', value_set=['b']))])\n"
+        "assert s['success'] and s['evaluated'] == 1, s\n"
+        "assert 'great_expectations' in sys.modules\n"
+        "print('before', 'scipy.stats._stats_py' in sys.modules)\n"
+        "from scipy import stats\n"
+        "print('entropy', round(float(stats.entropy([0.5, 0.5])), 4))\n"
+        "print('after', 'scipy.stats._stats_py' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:3] == ["before False", "entropy 0.6931", "after True"], out.stdout
