@@ -178,8 +178,8 @@ def test_intake_blocks_on_a_taken_directory_and_writes_nothing_there(held, tmp_p
     assert outcome.status == "blocked"
     assert any(f.rule == "evidence_dir" and REFUSED in f.message for f in outcome.findings)
     assert _snapshot(ev) == before
-    packet = EvidencePacket.load(Path(state["evidence_dir"]))  # the refusal is itself evidence, sealed elsewhere
-    assert Path(state["evidence_dir"]).parent == tmp_path / "fresh"
+    packet = EvidencePacket.load(Path(state.evidence_dir))  # the refusal is itself evidence, sealed elsewhere
+    assert Path(state.evidence_dir).parent == tmp_path / "fresh"
     assert packet.data["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert packet.data["request"]["evidence_dir"] == str(ev)
     assert audit.verify_chain(chain).ok, audit.verify_chain(chain).problems
@@ -189,7 +189,7 @@ def test_intake_blocks_on_an_unwritable_directory(tmp_path, chain, unwritable):
     state, outcome = rehearsal.intake(_request(tmp_path, unwritable / "ev"), "run-x", evidence_root=tmp_path / "f")
     assert outcome.status == "blocked"
     assert any(f.rule == "evidence_dir" and "not writable" in f.message for f in outcome.findings)
-    assert not (unwritable / "ev").exists() and Path(state["evidence_dir"]).parent == tmp_path / "f"
+    assert not (unwritable / "ev").exists() and Path(state.evidence_dir).parent == tmp_path / "f"
 
 
 def test_a_packet_is_started_exclusively(tmp_path, chain):
@@ -218,7 +218,7 @@ def test_two_runs_naming_one_directory_cannot_both_write(tmp_path, chain):
     for t in threads:
         t.join(60)
     assert all(r is not None for r in results)
-    winners = [i for i, (state, _) in enumerate(results) if Path(state["evidence_dir"]) == ev]
+    winners = [i for i, (state, _) in enumerate(results) if Path(state.evidence_dir) == ev]
     assert len(winners) == 1
     assert EvidencePacket.load(ev).data["run_id"] == f"run-{winners[0]}"
     for i, (state, outcome) in enumerate(results):
@@ -242,4 +242,4 @@ def test_a_run_that_loses_the_race_after_its_check_is_blocked(tmp_path, chain, m
     assert outcome.status == "blocked"
     assert any(f.rule == "evidence_dir" and REFUSED in f.message for f in outcome.findings)
     assert EvidencePacket.load(ev).data["run_id"] == "run-other"  # the winner's packet, untouched
-    assert Path(state["evidence_dir"]).parent == tmp_path / "fallback"
+    assert Path(state.evidence_dir).parent == tmp_path / "fallback"

@@ -263,8 +263,8 @@ def test_dagster_interruption_inside_a_stage_is_recorded_dropped_and_reraised(du
     assert outcome.status == "passed", outcome.reason
     made = {}
 
-    def body(srv, packet, req):  # what a terminated run's step sees: the interruption mid-stage
-        made["tw"] = rehearsal._create_throwaway(srv, state, packet)
+    def body(srv, packet, run):  # what a terminated run's step sees: the interruption mid-stage
+        made["tw"] = rehearsal._create_throwaway(srv, run, packet)
         assert {f"database {made['tw'].database}", f"role {made['tw'].login.role}"} <= _fix7_objects(server)
         raise DagsterExecutionInterruptedError()
 
@@ -289,7 +289,7 @@ def test_interrupted_between_two_stages_the_cli_drops_what_the_packet_names(dump
     state, _ = rehearsal.intake(request, "between-1")
     state, outcome = rehearsal.restore_and_isolate(state)
     assert outcome.status == "passed", outcome.reason
-    clone = state["throwaway"]["database"]
+    clone = state.throwaway.database
     assert f"database {clone}" in _fix7_objects(server)
 
     packet = rehearsal.abandon(request, tmp_path / "ev", signal.SIGINT)
@@ -298,7 +298,7 @@ def test_interrupted_between_two_stages_the_cli_drops_what_the_packet_names(dump
     assert packet["stages"]["isolation"]["status"] == "passed"
     assert packet["stages"]["sanitization"]["status"] == INTERRUPTED
     assert "before sanitization started" in packet["stages"]["sanitization"]["reason"]
-    assert {clone, state["throwaway"]["role"]} <= set(packet["throwaways"]["dropped"])
+    assert {clone, state.throwaway.role} <= set(packet["throwaways"]["dropped"])
     assert _fix7_objects(server) <= before
     assert verify_chain().ok
     assert rehearsal.abandon(request, tmp_path / "ev", signal.SIGINT) == load_packet(tmp_path / "ev")  # sealed: as is

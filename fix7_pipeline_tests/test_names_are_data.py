@@ -22,6 +22,8 @@ from fix7_pipeline.core.junit import write_junit
 from fix7_pipeline.core.model import BLOCKED, Finding, StageOutcome
 from fix7_pipeline.core.packet_files import READABLE
 from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.core.request import RehearsalRequest
+from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.stages import stage_metadata
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
@@ -55,7 +57,7 @@ def _intake(tmp_path, clone: Path, attested_by: str) -> EvidencePacket:
                                          rollback_sql=str(rollback_sql), attested_by=attested_by,
                                          evidence_dir=str(tmp_path / "ev"))
     state, _ = rehearsal.intake(request, "run-names")
-    return EvidencePacket.load(Path(state["evidence_dir"]))
+    return EvidencePacket.load(Path(state.evidence_dir))
 
 
 @pytest.mark.parametrize("present", [True, False], ids=["dump_present", "dump_missing"])
@@ -113,7 +115,9 @@ def test_junit_replaces_what_xml_cannot_carry(tmp_path):
 def test_dagster_text_metadata_and_terminal_tables_carry_no_control_character():
     outcome = StageOutcome(status=BLOCKED, reason="table evil\n# x\x1b[2J\u202e blocked",
                            findings=[Finding(rule="r", message="m")])
-    md = stage_metadata(outcome, {"evidence_dir": "/ev", "clone": {"format": "plain\n", "pg_dump_version": "18\x1b"}})
+    record = RunRecord(request=RehearsalRequest(), run_id="run-names", evidence_dir="/ev",
+                       clone={"format": "plain\n", "pg_dump_version": "18\x1b"})
+    md = stage_metadata(outcome, record)
     assert md["reason"].value == "table evil\\n# x\\x1b[2J\\u202e blocked"
     assert md["clone_format"] == "plain\\n" and md["clone_pg_dump_version"] == "18\\x1b"
     table = format_table([{"candidate_clone": EVIL, "source": "x\x1b[2J", "note": "n\ny"}])

@@ -145,9 +145,9 @@ def test_intake_refuses_a_password_in_run_config(case, tmp_path, chain):
     assert outcome.status == "blocked"
     assert PASSWORD_ENV in outcome.reason
     assert any(f.rule in ("server_password", "server_url") for f in outcome.findings)
-    packet = Path(state["evidence_dir"])
+    packet = Path(state.evidence_dir)
     blobs = files_under(packet, "evidence")
-    blobs["stage output"] = json.dumps(state).encode()
+    blobs["stage output"] = json.dumps(state.as_json(), default=str).encode()
     assert find_leaks(blobs, [pw]) == []
     assert [c["purpose"] for c in load_packet(packet)["connections"]] == ["dagster storage"]  # nothing dialled
 
@@ -211,7 +211,7 @@ def test_an_external_server_without_a_secret_blocks_before_any_throwaway_exists(
     state, outcome = rehearsal.restore_and_isolate(state, servers)
     assert outcome.status == "blocked" and outcome.findings[0].rule == "throwaway_key"
     assert PASSWORD_ENV in outcome.reason and "FIX7_THROWAWAY_KEY" in outcome.reason
-    packet = load_packet(Path(state["evidence_dir"]))
+    packet = load_packet(Path(state.evidence_dir))
     assert packet["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert packet["throwaways"].get("planned", []) == [] and packet["throwaways"]["created"] == []
-    assert "drop_error" not in packet["throwaways"] and "throwaway" not in state
+    assert "drop_error" not in packet["throwaways"] and state.throwaway is None

@@ -117,14 +117,16 @@ def server_url(url: str | None) -> str:
 def validate_request(config: dict, *, junit: str | None = None) -> None:
     """Usage errors (exit 2) found before any Dagster run is created: change files and the evidence directory.
 
-    An operator-named evidence directory must be a writable directory holding no packet file (and not the
+    The change files are checked without being read (intake reads each once; what only their text shows, not
+    UTF-8 or no statement, is intake's refusal, which `_finish` reports as the usage error it is). An
+    operator-named evidence directory must be a writable directory holding no packet file (and not the
     JUnit report about to be written): a sealed packet is never overwritten.
     """
     from fix7_pipeline.core import change
     from fix7_pipeline.core.report import evidence_dir_problem
 
     for label in ("apply", "rollback"):
-        change.read_change(config[f"{label}_sql"], label)
+        change.check_change_path(config[f"{label}_sql"], label)
     if config.get("evidence_dir"):
         also = (Path(junit).expanduser().resolve(),) if junit else ()
         problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
@@ -344,8 +346,17 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return _rehearse(config, args, echo=not args.json)
 
 
+def _change_file_refusal(packet: dict) -> str | None:
+    """Intake's refusal of a change file (not UTF-8, no statement): a usage error, whatever else intake found."""
+    found = (packet.get("stages") or {}).get("intake", {}).get("findings") or []
+    return next((f["message"] for f in found if f.get("rule") == "change_file"), None)
+
+
 def _finish(out: dict, args: argparse.Namespace) -> int:
     verdict = out["verdict"]
+    refusal = None if out.get("interrupted") else _change_file_refusal(out["packet"])
+    if refusal:
+        raise UsageError(f"{refusal} (the refused run's packet: {out['evidence_dir']})")
     if getattr(args, "junit", None):
         from fix7_pipeline.core.junit import write_junit
 

@@ -51,14 +51,32 @@ class ChangeSQL:
         return {"path": self.path, "sha256": self.sha256, "bytes": len(self.text.encode())}
 
 
-def read_change(path: str | Path | None, label: str) -> ChangeSQL:
-    """The change file as UTF-8 text, or a usage error that says what is wrong with it."""
+def check_change_path(path: str | Path | None, label: str) -> Path:
+    """The change file's path, checked without reading it (given, a regular file, not too large, not empty):
+    what `fix7 rehearse` refuses before any run; intake reads the file, once (read_change)."""
     if not path:
         raise Fix7Error(f"No {label} SQL file was given.", EXIT_USAGE, rule="change_file")
     p = Path(path).expanduser()
     if not p.is_file():
         raise Fix7Error(f"The {label} SQL file {str(p)!r} does not exist or is not a regular file.", EXIT_USAGE,
                         rule="change_file")
+    size = p.stat().st_size
+    if size > MAX_CHANGE_BYTES:
+        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.", EXIT_USAGE,
+                        rule="change_file")
+    if size == 0:
+        raise _empty(label, p)
+    return p
+
+
+def _empty(label: str, p: Path) -> Fix7Error:
+    return Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
+                     rule="change_file")
+
+
+def read_change(path: str | Path | None, label: str) -> ChangeSQL:
+    """The change file as UTF-8 text with its sha256, or a usage error that says what is wrong with it."""
+    p = check_change_path(path, label)
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -73,8 +91,7 @@ def read_change(path: str | Path | None, label: str) -> ChangeSQL:
         raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
                         "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
     if next(iter_lexed(text.splitlines(keepends=True)), None) is None:  # comments and bare `;` are no change
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} is empty: there is no change to rehearse.", EXIT_USAGE,
-                        rule="change_file")
+        raise _empty(label, p)
     return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
 
 

@@ -1,16 +1,18 @@
-"""The rehearsal's stages as plain functions over a small JSON-able state.
+"""The rehearsal's stages as plain functions over the run record (core/run_record.py).
 
-The Dagster assets call these one by one; each stage records its outcome, the
-connections it opened and its duration in the evidence packet before returning,
-and a stage that stops the run finalizes the packet and drops the throwaways.
+Intake reads every input once into a frozen RunRecord; each later stage receives the record, never an
+input again, and returns the next record with what it learnt (throwaway names, the anchor, a contract
+derived from schema SQL). Each stage records its outcome, the connections it opened and its duration in
+the evidence packet before returning, and a stage that stops the run finalizes the packet and drops the
+throwaways.
 
 Interrupted (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records
 `interrupted`, drops the throwaways, seals REHEARSAL_INTERRUPTED and re-raises. Every throwaway
 database and role is named in the packet on disk before it is created, so even kill -9 leaves
 it named; its mark lets the next run's sweep drop it.
 
-Whatever finalizes the packet leaves the seal's witness in `state["witness"]`
-(core.audit.witness) for the Dagster layer to record on the run.
+Whatever finalizes the packet leaves the seal's witness in the record it returns (`witness`,
+core.audit.witness) for the Dagster layer to record on the run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .paths import project_dir
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
                      utc_now)
 from .request import RehearsalRequest
+from .run_record import Anchor, RunRecord, ThrowawayNames
 from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
                      config_server_url, create_database, create_throwaway, database_properties, drop_throwaway,
                      keep_throwaway, storage_connection, sweep, throwaway_names)
@@ -84,31 +87,44 @@ def open_server(request: RehearsalRequest, servers: ServerSource | None = None) 
     return _source(servers).open(request)
 
 
-def _throwaway(state: dict, server: RehearsalServer | None) -> Throwaway:
-    """The run's throwaway as the state names it; its login is derived by `server`, never stored.
+class _Run:
+    """One stage's hold on the run record: the record it received, replaced (never edited) by each fact it learns.
+
+    Local to one stage call; the stage returns `record`, which is what the next stage receives.
+    """
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+
+    @property
+    def request(self) -> RehearsalRequest:
+        return self.record.request
+
+    def put(self, **facts) -> None:
+        self.record = self.record.with_(**facts)
+
+
+def _throwaway(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaway:
+    """The run's throwaway as the record names it; its login is derived by `server`, never stored.
 
     Without a server, the login has no password: enough for the admin to drop or keep it by name.
     """
-    t = state["throwaway"]
-    login = server.throwaway_login(t["role"]) if server is not None else Login(t["role"])
-    return Throwaway(database=t["database"], login=login, tag=t["tag"],
-                     extra_databases=list(t.get("extra_databases", [])))
+    login = server.throwaway_login(names.role) if server is not None else Login(names.role)
+    return Throwaway(database=names.database, login=login, tag=names.tag, extra_databases=list(names.extra_databases))
 
 
-def stage_contract(state: dict, request: RehearsalRequest, server: RehearsalServer):
-    """The run's contract, read once: YAML as written, schema SQL or a dump converted by PostgreSQL on `server`.
+def _redacted(record: RunRecord) -> RedactedNames:
+    return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
-    The converted shape travels in the run state, so later stages (and processes) never restore it again.
-    """
-    from .contract.from_yaml import contract_from_dict
-    from .contract.load import is_schema_source, load_contract
 
-    if "contract" not in state:
-        c = load_contract(request.contract or None, server=server)
-        state["contract"] = {"source": c.source, "data": c.as_dict(),
-                             "derived_from_schema": bool(request.contract) and is_schema_source(
-                                 request.contract)}
-    return contract_from_dict(state["contract"]["data"], state["contract"]["source"])
+def stage_contract(run: _Run, server: RehearsalServer):
+    """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL on `server` at the
+    first stage that has one, and carried forward in the record, so no later stage (or process) converts it again."""
+    from .contract.load import load_contract
+
+    if run.record.contract is None:
+        run.put(contract=load_contract(run.request.contract, server=server), contract_derived_from_schema=True)
+    return run.record.contract
 
 
 def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
@@ -127,50 +143,53 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
 
 
-def run_stage(state: dict, stage: str, body, servers: ServerSource | None = None) -> StageOutcome:
+def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None = None
+              ) -> tuple[RunRecord, StageOutcome]:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
 
-    An interruption (KeyboardInterrupt, DagsterExecutionInterruptedError: BaseExceptions) is recorded as
-    `interrupted`, never as the stage's judgment; the throwaways are dropped, the packet is sealed
-    REHEARSAL_INTERRUPTED and the interruption is re-raised, so Dagster ends the run.
+    `body(server, packet, run)` returns the stage's outcome; what it learns goes into `run` (a _Run), and the
+    record it leaves there is returned with the outcome. An interruption (KeyboardInterrupt,
+    DagsterExecutionInterruptedError: BaseExceptions) is recorded as `interrupted`, never as the stage's
+    judgment; the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED and the interruption is
+    re-raised, so Dagster ends the run.
     """
-    request = RehearsalRequest(**state["request"])
-    packet = EvidencePacket.load(Path(state["evidence_dir"]))
+    run = _Run(record)
+    packet = EvidencePacket.load(Path(record.evidence_dir))
     started = time.monotonic()
     position = interrupts.mark()
     server = None
     try:
         try:
-            server = open_server(request, servers)
-            outcome = body(server, packet, request)
+            server = open_server(record.request, servers)
+            outcome = body(server, packet, run)
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
             outcome = _error_outcome(stage, e)
         # A name that matched a secret rule is printed as its label by every stage from the scan on.
-        outcome = RedactedNames.from_state(state).scrub_outcome(outcome)
+        outcome = _redacted(run.record).scrub_outcome(outcome)
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
             if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
                 raise interrupts.Interrupted(interrupts.signal_of(None, position))
             packet.record_stage(stage, outcome, time.monotonic() - started)
             if outcome.status != PASSED:
-                drop_throwaways(state, packet, server, request)
+                drop_throwaways(run.record, packet, server)
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
             if outcome.status != PASSED:
                 packet.finalize()
-                state["witness"] = witness(packet.sealed)  # the Dagster layer records it on the run
+                run.put(witness=witness(packet.sealed))  # the Dagster layer records it on the run
             else:
                 packet.save()
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise
-        interrupted(state, stage, e, packet=packet, server=server, started=started, position=position,
+        interrupted(run.record, stage, e, packet=packet, server=server, started=started, position=position,
                     servers=servers)
         raise
     outcome.duration_s = time.monotonic() - started
-    return outcome
+    return run.record, outcome
 
 
-def interrupted(state: dict, stage: str, error: BaseException | None, *, packet: EvidencePacket,
+def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, packet: EvidencePacket,
                 server: RehearsalServer | None = None, started: float | None = None, position: int = 0,
                 servers: ServerSource | None = None) -> None:
     """Record that `stage` was interrupted, drop the throwaways and seal REHEARSAL_INTERRUPTED.
@@ -180,7 +199,6 @@ def interrupted(state: dict, stage: str, error: BaseException | None, *, packet:
     leave the throwaways behind.
     """
     with interrupts.deferred(reraise=False):
-        request = RehearsalRequest(**state["request"])
         duration = time.monotonic() - started if started is not None else None
         signame = interrupts.signal_name(interrupts.signal_of(error, position))
         by = f" by {signame}" if signame else " (the run was terminated)"
@@ -191,39 +209,41 @@ def interrupted(state: dict, stage: str, error: BaseException | None, *, packet:
         sealed = bool(packet.data.get("verdict"))
         if not sealed and stage in STAGES and packet.stage_status(stage) == SKIPPED:  # not yet recorded
             packet.record_stage(stage, outcome, duration)
-        if server is None and state.get("throwaway"):
+        if server is None and record.throwaway:
             try:
-                server = open_server(request, servers)
+                server = open_server(record.request, servers)
             except Exception:  # noqa: BLE001 - recorded as a drop error below; the next sweep retries
                 server = None
-        if state.get("throwaway") and server is None:
+        if record.throwaway and server is None:
             packet.data["throwaways"]["drop_error"] = "the rehearsal server could not be reached"
-        drop_throwaways(state, packet, server, request, stop_sessions=True)
+        drop_throwaways(record, packet, server, stop_sessions=True)
         if not sealed:  # a sealed packet is never edited: that would break its hash in the audit chain
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
             packet.finalize(interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
 
 
-def drop_throwaways(state: dict, packet: EvidencePacket, server: RehearsalServer | None,
-                    request: RehearsalRequest, *, stop_sessions: bool = False) -> None:
+def drop_throwaways(record: RunRecord, packet: EvidencePacket, server: RehearsalServer | None, *,
+                    stop_sessions: bool = False) -> None:
     """Drop this run's throwaway databases and role, unless the operator asked to keep them.
 
     `stop_sessions` (an interruption): kept databases still get their sessions ended, so a statement
     the interruption left running on the server stops now.
     """
-    if server is not None and state.get("throwaway") and request.keep_databases:
+    if server is None or record.throwaway is None:
+        return
+    tw = _throwaway(record.throwaway, None)  # dropped and kept by name, as the admin
+    if record.request.keep_databases:
         try:
-            tw = _throwaway(state, None)  # dropped and kept by name, as the admin
             if stop_sessions:
                 _end_sessions(server, [*tw.extra_databases, tw.database])
             keep_throwaway(server, tw)
             packet.data["throwaways"]["kept"] = [*tw.extra_databases, tw.database]
         except Exception as e:  # noqa: BLE001 - recorded
             packet.data["throwaways"]["drop_error"] = type(e).__name__
-    elif server is not None and state.get("throwaway"):
+    else:
         try:
-            gone = drop_throwaway(server, _throwaway(state, None))  # WITH (FORCE): ends every session on them first
+            gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
             dropped = packet.data["throwaways"]["dropped"]
             dropped.extend([n for n in gone if n not in dropped])
             packet.data["throwaways"].pop("drop_error", None)
@@ -244,12 +264,12 @@ def _plan(packet: EvidencePacket, *names: tuple[str, str]) -> None:
     packet.save()
 
 
-def _create_throwaway(server: RehearsalServer, state: dict, packet: EvidencePacket) -> Throwaway:
-    """The clone database and its role: named in state and on disk first, then created."""
+def _create_throwaway(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> Throwaway:
+    """The clone database and its role: named in the record and on disk first, then created."""
     tag = pysecrets.token_hex(5)
     role, database = throwaway_names(tag)
     server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
-    state["throwaway"] = {"database": database, "role": role, "tag": tag, "extra_databases": []}
+    run.put(throwaway=ThrowawayNames(database=database, role=role, tag=tag))
     _plan(packet, ("role", role), ("database", database))
     tw = create_throwaway(server, tag)
     _created(packet, tw.database, tw.login.role)
@@ -261,17 +281,18 @@ def _created(packet: EvidencePacket, *names: str) -> None:
     packet.save()
 
 
-def _new_database(server: RehearsalServer, state: dict, packet: EvidencePacket, database: str, **how) -> None:
+def _new_database(server: RehearsalServer, run: _Run, packet: EvidencePacket, database: str, **how) -> None:
     """One more throwaway database of the run (anchor, scratch, re-restore): named on disk before it exists,
     created by `create_database(**how)`, and dropped with the rest."""
-    state["throwaway"]["extra_databases"].append(database)
+    names = run.record.throwaway
+    run.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
     _plan(packet, ("database", database))
-    create_database(server, database, _throwaway(state, server).login, **how)
+    create_database(server, database, _throwaway(run.record.throwaway, server).login, **how)
     _created(packet, database)
 
 
-def _throwaway_from_packet(packet: EvidencePacket) -> dict | None:
-    """The state's `throwaway` entry rebuilt from the packet's planned names (what abandon drops)."""
+def _throwaway_from_packet(packet: EvidencePacket) -> ThrowawayNames | None:
+    """The run's throwaway names rebuilt from the packet's planned names (what abandon drops)."""
     planned = packet.data["throwaways"].get("planned") or []
     roles = [p["name"] for p in planned if p.get("kind") == "role"]
     dbs = [p["name"] for p in planned if p.get("kind") == "database"]
@@ -279,8 +300,8 @@ def _throwaway_from_packet(packet: EvidencePacket) -> dict | None:
         return None
     role = roles[0] if roles else ""
     clone = next((d for d in dbs if d.startswith("fix7_clone_")), dbs[0] if dbs else "")
-    return {"database": clone, "role": role, "tag": role.rsplit("_", 1)[-1],
-            "extra_databases": [d for d in dbs if d != clone]}
+    return ThrowawayNames(database=clone, role=role, tag=role.rsplit("_", 1)[-1],
+                          extra_databases=tuple(d for d in dbs if d != clone))
 
 
 def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | None,
@@ -293,12 +314,10 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     if packet.data.get("verdict"):
         return packet.data
     stage = next((s for s in STAGES if packet.stage_status(s) in (SKIPPED, INTERRUPTED)), "evidence_packet")
-    state = {"request": asdict(request), "evidence_dir": str(evidence_dir)}
-    tw = _throwaway_from_packet(packet)
-    if tw:
-        state["throwaway"] = tw
+    record = RunRecord(request=request, run_id=packet.data.get("run_id") or "", evidence_dir=str(evidence_dir),
+                       throwaway=_throwaway_from_packet(packet))
     error = interrupts.Interrupted(signum) if signum is not None else None
-    interrupted(state, stage, error, packet=packet, servers=servers)
+    interrupted(record, stage, error, packet=packet, servers=servers)
     return packet.data
 
 
@@ -330,8 +349,11 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
 
 def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None = None,
            storage_url: str | None = None, servers: ServerSource | None = None,
-           on_packet=None) -> tuple[dict, StageOutcome]:
-    """Clone intake: hash, format, version, screening, attestation; creates the evidence packet.
+           on_packet=None) -> tuple[RunRecord, StageOutcome]:
+    """Clone intake: hash, format, version, screening, attestation; creates the evidence packet and the run record.
+
+    The one reading of every input: the dump is hashed and screened, each change file read (text, sha256), the
+    contract parsed (schema SQL and dumps excepted: PostgreSQL converts those at the first stage with a server).
 
     `storage_url` is the Dagster instance's storage (default FIX7_DAGSTER_PG_URL): the packet's connection
     ledger names it too. A server URL with a password never reaches the packet or the stage's output.
@@ -348,13 +370,13 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
         if not interrupts.is_interrupt(e) or not progress.get("evidence_dir"):
             raise
         packet = EvidencePacket.load(Path(progress["evidence_dir"]))
-        interrupted({"request": asdict(request), "evidence_dir": progress["evidence_dir"]}, "intake", e,
+        interrupted(RunRecord(request=request, run_id=run_id, evidence_dir=progress["evidence_dir"]), "intake", e,
                     packet=packet, started=started, position=position, servers=servers)
         raise
 
 
 def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
-            progress: dict, servers: ServerSource, on_packet) -> tuple[dict, StageOutcome]:
+            progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
 
@@ -395,11 +417,16 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         findings.append(Finding(rule="attestation_missing",
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
                                         "non-production copy (--attested-by NAME)"))
+    changes = []
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
-            details[f"{label}_sql"] = change_mod.read_change(path, label).summary()
+            changes.append(change_mod.read_change(path, label))
+            details[f"{label}_sql"] = changes[-1].summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))
+    contract, contract_finding = _intake_contract(request)
+    if contract_finding is not None:
+        findings.append(contract_finding)
     from .impact import threshold_problems
 
     findings += [Finding(rule="impact_thresholds", message=f"impact threshold setting: {p}")
@@ -414,8 +441,9 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     outcome = StageOutcome.from_findings(findings, details=details, ok_reason=(
         f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
         f"attested by {attestation['attested_by']}"))
-    state = {"request": {**asdict(request), "server_url": server_url}, "run_id": run_id,
-             "evidence_dir": str(directory), "clone": clone}
+    record = RunRecord(request=RehearsalRequest(**{**asdict(request), "server_url": server_url}), run_id=run_id,
+                       evidence_dir=str(directory), clone=clone, dump=info, changes=tuple(changes),
+                       contract=contract)
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
@@ -427,44 +455,58 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     packet.record_stage("intake", outcome, time.monotonic() - started)
     if outcome.status != PASSED:
         packet.finalize()
-        state["witness"] = witness(packet.sealed)
+        record = record.with_(witness=witness(packet.sealed))
     else:
         packet.save()
     outcome.duration_s = time.monotonic() - started
-    return state, outcome
+    return record, outcome
 
 
-def restore_and_isolate(state: dict, servers: ServerSource | None = None) -> tuple[dict, StageOutcome]:
-    """Restore into a throwaway database as a least-privileged role, then prove nothing points out."""
+def _intake_contract(request: RehearsalRequest):
+    """(the parsed contract, None), or (None, None) for schema SQL or a dump (converted at the first stage with a
+    server: stage_contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
+    from .contract.load import is_schema_source, load_contract
+
+    if request.contract and is_schema_source(request.contract):
+        return None, None
+    try:
+        return load_contract(request.contract or None), None
+    except Fix7Error as e:
+        return None, Finding(rule=e.rule, message=e.message)
+
+
+def restore_and_isolate(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
+    """Restore into a throwaway database as a least-privileged role, then prove nothing points out.
+
+    The dump is restored by the facts intake recorded (format, table of contents, screening) and read once
+    more, by the restore itself: the guard that it is still the dump intake hashed and screened. An archive
+    is hashed before pg_restore reads it; a plain dump is hashed as it streams, before its one transaction
+    commits; either way a dump swapped after intake is refused (rule dump_changed) and nothing is kept.
+    """
     from . import isolation, restore
-    from .dumps.identify import inspect_dump
     from .server import assert_least_privilege, planted_settings, role_attributes
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the proof below passes
-        tw = _create_throwaway(server, state, packet)
+        tw = _create_throwaway(server, run, packet)
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
         assert_least_privilege(attrs)
-        info = inspect_dump(Path(request.clone_path),
-                                  allowed_roots=[Path(r) for r in request.allowed_roots] or None)
-        if info.sha256 != state["clone"].get("sha256"):
-            raise Fix7Error("The dump changed between intake and restore (its sha256 differs); hand over a dump "
-                            "that stays put during the rehearsal.", rule="dump_changed")
-        contract = stage_contract(state, request, server)  # a bad contract stops the run before the restore
-        used = {"source": state["contract"]["source"], "tables": len(contract.tables),
-                "derived_from_schema": state["contract"]["derived_from_schema"]}
+        info = run.record.dump
+        contract = stage_contract(run, server)  # a bad contract stops the run before the restore
+        used = {"source": contract.source, "tables": len(contract.tables),
+                "derived_from_schema": run.record.contract_derived_from_schema}
         try:
-            restored = restore.restore(server, tw, info)
+            restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore.RestoreFailed as e:
             partial = partial_dump_finding(e, info, contract)
             if partial is None:
                 raise
             return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
-        pointers = contract.pointers or None
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
-            findings += isolation.prove_isolation(conn, request.policy(), pointers)
+            # a contract declaring no pointers (one derived from schema SQL) is checked for the birth surface's
+            findings += isolation.prove_isolation(conn, run.request.policy(), contract.pointers or None)
         outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs,
                                                                 "contract": used},
                                              ok_reason="restored by a least-privileged role; no outward pointer "
@@ -472,7 +514,7 @@ def restore_and_isolate(state: dict, servers: ServerSource | None = None) -> tup
         packet.set(isolation_proven=outcome.status == PASSED)
         return outcome
 
-    return state, run_stage(state, "isolation", body, servers)
+    return run_stage(record, "isolation", body, servers)
 
 
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
@@ -500,20 +542,20 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
                           "first_error": e.lines[:1]})
 
 
-def sanitization(state: dict, servers: ServerSource | None = None) -> StageOutcome:
+def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import data_rules, secrets
     from .packet_files import FINDINGS
     from .server import database_settings
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state, server)
-        contract = stage_contract(state, request, server)
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+        tw = _throwaway(run.record.throwaway, server)
+        contract = stage_contract(run, server)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                     tw.database, contract, salt, settings=settings)
-        state[REDACTED_NAMES] = scan.redacted.as_state()
+        run.put(redacted_names=scan.redacted.as_state())
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)
         lines = [json.dumps({"rule": f.rule, "table": f.table, "column": f.column, "row_key": f.row_key,
@@ -533,22 +575,22 @@ def sanitization(state: dict, servers: ServerSource | None = None) -> StageOutco
             outcome.findings = found[:STAGE_FINDINGS_LISTED] + suite_findings
         return outcome
 
-    return run_stage(state, "sanitization", body, servers)
+    return run_stage(record, "sanitization", body, servers)
 
 
-def scratch_database(server: RehearsalServer, state: dict, packet: EvidencePacket) -> psycopg.Connection:
+def scratch_database(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> psycopg.Connection:
     """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it."""
-    tw = _throwaway(state, server)
+    tw = _throwaway(run.record.throwaway, server)
     name = f"fix7_scratch_{tw.tag}"
-    if name not in state["throwaway"]["extra_databases"]:
-        _new_database(server, state, packet, name)
+    if name not in run.record.throwaway.extra_databases:
+        _new_database(server, run, packet, name)
     return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 
-def _dump_time(state: dict) -> dt.datetime:
+def _dump_time(record: RunRecord) -> dt.datetime:
     """When the clone was dumped, if the dump says; else the intake time (no timestamp may be later)."""
     for key in ("dumped_at", "archive_created_at"):
-        value = (state.get("clone") or {}).get(key)
+        value = record.clone.get(key)
         if value:
             try:
                 return dt.datetime.fromisoformat(str(value))
@@ -557,17 +599,17 @@ def _dump_time(state: dict) -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def schema_shape(state: dict, servers: ServerSource | None = None) -> StageOutcome:
+def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import data_rules, shape
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state, server)
-        contract = stage_contract(state, request, server)
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+        tw = _throwaway(run.record.throwaway, server)
+        contract = stage_contract(run, server)
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
-            findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, state, packet))
+            findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, run, packet))
         details: dict = {}
         declared = bool(contract.data_rules)
-        schema_only = bool((state.get("clone") or {}).get("schema_only"))
+        schema_only = bool(run.record.clone.get("schema_only"))
         if schema_only:
             matches = not any(f.is_error for f in findings)
             findings.insert(0 if matches else len(findings), Finding(
@@ -580,7 +622,7 @@ def schema_shape(state: dict, servers: ServerSource | None = None) -> StageOutco
         elif not any(f.is_error for f in findings):
             if declared:
                 source = server.sqlalchemy_source(tw.database, tw.login, "great expectations: data rules suite")
-                suite = data_rules.run_data_rules(source, contract, _dump_time(state))
+                suite = data_rules.run_data_rules(source, contract, _dump_time(run.record))
                 details["gx"] = suite
                 findings += data_rules.data_rules_findings(suite, declared=True)
             else:
@@ -591,43 +633,45 @@ def schema_shape(state: dict, servers: ServerSource | None = None) -> StageOutco
             "tables, columns, types and keys match the contract; no data rules declared"
         return StageOutcome.from_findings(findings, details=details, ok_reason=ok)
 
-    return run_stage(state, "schema_shape", body, servers)
+    return run_stage(record, "schema_shape", body, servers)
 
 
-def snapshot_anchor(state: dict, servers: ServerSource | None = None) -> StageOutcome:
+def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import fingerprint
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state, server)
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+        tw = _throwaway(run.record.throwaway, server)
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
-        _new_database(server, state, packet, anchor_db, template=tw.database, read_only=True)
+        _new_database(server, run, packet, anchor_db, template=tw.database, read_only=True)
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])
         anchor = fingerprint.anchor_id(fp)
-        state["anchor"] = {"database": anchor_db, "anchor_id": anchor, "fingerprint": fp,
-                           "database_properties": properties}
+        run.put(anchor=Anchor(database=anchor_db, anchor_id=anchor, fingerprint=fp, database_properties=properties))
         packet.set(anchor_id=anchor)
         return StageOutcome(status=PASSED, reason=f"anchor {anchor}: physical copy {anchor_db} + logical fingerprint",
                             details={"anchor_id": anchor, "physical_copy": anchor_db,
                                      "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
                                      "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
 
-    return run_stage(state, "snapshot_anchor", body, servers)
+    return run_stage(record, "snapshot_anchor", body, servers)
 
 
-def run_change_stage(state: dict, label: str, servers: ServerSource | None = None) -> StageOutcome:
+def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None = None
+                     ) -> tuple[RunRecord, StageOutcome]:
+    """Run the change as intake read it (its text and sha256 are the record's): the file is not read again, so
+    one edited after intake is not what runs."""
     from . import impact as impact_mod
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        path = request.apply_sql if label == "apply" else request.rollback_sql
-        ch = change_mod.read_change(path, label)
-        settings = impact_mod.settings_for(request, stage_contract(state, request, server),
-                                           ((state.get("anchor") or {}).get("fingerprint") or {}).get("tables"))
-        outcome = change_mod.run_change(server, _throwaway(state, server), ch,
-                                        statement_timeout_s=request.statement_timeout_s,
-                                        lock_timeout_s=request.lock_timeout_s, impact=settings)
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+        ch = run.record.change(label)
+        anchor = run.record.anchor
+        settings = impact_mod.settings_for(run.request, stage_contract(run, server),
+                                           (anchor.fingerprint if anchor else {}).get("tables"))
+        outcome = change_mod.run_change(server, _throwaway(run.record.throwaway, server), ch,
+                                        statement_timeout_s=run.request.statement_timeout_s,
+                                        lock_timeout_s=run.request.lock_timeout_s, impact=settings)
         impact = outcome.details.pop("impact", None)
         packet.data.setdefault("impact", {})[label] = impact
         if impact is not None:
@@ -640,23 +684,23 @@ def run_change_stage(state: dict, label: str, servers: ServerSource | None = Non
                 outcome.reason += f"; {summary['warnings']} impact warning(s)"
         return outcome
 
-    return run_stage(state, label, body, servers)
+    return run_stage(record, label, body, servers)
 
 
-def restore_diff(state: dict, servers: ServerSource | None = None) -> StageOutcome:
+def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import diff as diff_mod
     from . import fingerprint, isolation, schema_text
     from .server import database_properties, planted_settings
 
-    def body(server: RehearsalServer, packet: EvidencePacket, request: RehearsalRequest) -> StageOutcome:
-        tw = _throwaway(state, server)
-        anchor = state["anchor"]
+    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+        tw = _throwaway(run.record.throwaway, server)
+        anchor = run.record.anchor
         with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
-                server.connect(anchor["database"], tw.login, purpose="restore diff (anchor)") as anchor_conn, \
+                server.connect(anchor.database, tw.login, purpose="restore diff (anchor)") as anchor_conn, \
                 server.connect(tw.database, tw.login, purpose="restore diff (second core)") as helper:
             after_fp = fingerprint.fingerprint(after, [helper])
-            result = diff_mod.restore_diff(anchor["fingerprint"], after_fp, anchor_conn, after)
-        packet.set(restore_diff=RedactedNames.from_state(state).scrub_obj(result))
+            result = diff_mod.restore_diff(anchor.fingerprint, after_fp, anchor_conn, after)
+        packet.set(restore_diff=_redacted(run.record).scrub_obj(result))
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
@@ -668,14 +712,14 @@ def restore_diff(state: dict, servers: ServerSource | None = None) -> StageOutco
                              message=f"sequence {s['sequence']} moved from {s['anchor']} to {s['after']}")
                      for s in result["sequences"]]
         for name in sorted(k for k, v in database_properties(server, tw.database).items()
-                           if v != anchor.get("database_properties", {}).get(k)):
+                           if v != anchor.database_properties.get(k)):
             result["schema"].append({"object": f"database {name}", "change": "changed"})
             findings.append(Finding(rule="schema_differs", message=f"the clone database's {name} changed after "
                                     "rollback"))
         blobs = result.get("large_objects") or {}
         findings += [Finding(rule="large_object_differs", message=f"large object {oid} {kind} after rollback")
                      for kind in ("added", "removed", "changed") for oid in blobs.get(kind, [])[:20]]
-        text_differs = schema_text.differing(schema_text.schema_sections(server, anchor["database"], tw.login),
+        text_differs = schema_text.differing(schema_text.schema_sections(server, anchor.database, tw.login),
                                              schema_text.schema_sections(server, tw.database, tw.login))
         result["schema_text_differs"] = text_differs
         if text_differs and not result["schema"]:
@@ -688,11 +732,11 @@ def restore_diff(state: dict, servers: ServerSource | None = None) -> StageOutco
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
-            details["anchor_restore_path"] = _prove_anchor_restore(server, state, packet, request)
+            details["anchor_restore_path"] = _prove_anchor_restore(server, run, packet)
         return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
                                           ok_reason="every row and schema object is back as anchored")
 
-    return run_stage(state, "restore_diff", body, servers)
+    return run_stage(record, "restore_diff", body, servers)
 
 
 RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha256 taken at intake, restored again "
@@ -700,68 +744,65 @@ RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha25
                         "database; its fingerprint compared with the anchor's recorded fingerprint")
 
 
-def _prove_anchor_restore(server: RehearsalServer, state: dict, packet: EvidencePacket,
-                          request: RehearsalRequest) -> dict:
+def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> dict:
     """When the rollback left a residue, show that the way back does not depend on the rollback nor on the anchor
     copy: the clone's dump, restored again, gives exactly the anchored state (schema, rows, sequence positions).
+
+    Restoring again reads the dump a second time, unavoidably: it is restored by intake's facts (the record's
+    DumpInfo, never inspected anew) and the restore checks the bytes against the sha256 taken at intake
+    (rule dump_changed), so a dump swapped since intake proves nothing.
 
     The anchor is taken after the gates, which only read, so the re-restored dump must equal it exactly; any
     difference is listed (by name) and the restore path is not proven.
     """
     from . import diff as diff_mod
     from . import fingerprint, restore
-    from .dumps.identify import inspect_dump
 
-    tw = _throwaway(state, server)
-    anchor = state["anchor"]
+    tw = _throwaway(run.record.throwaway, server)
+    anchor = run.record.anchor
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
     try:
-        info = inspect_dump(Path(request.clone_path),
-                                  allowed_roots=[Path(r) for r in request.allowed_roots] or None)
-        if info.sha256 != state["clone"].get("sha256"):
-            raise Fix7Error("The dump changed since intake (its sha256 differs); the restore path cannot be "
-                            "proven from it.", rule="dump_changed")
-        _new_database(server, state, packet, name)
-        restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), info)
+        _new_database(server, run, packet, name)
+        restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), run.record.dump,
+                                   screen=False)
         with server.connect(name, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
     except (Fix7Error, psycopg.Error) as e:
         result["error"] = _error_outcome("restore_diff", e).reason
         return result
-    result["differs"] = diff_mod.fingerprint_differences(anchor["fingerprint"], fp)
+    result["differs"] = diff_mod.fingerprint_differences(anchor.fingerprint, fp)
     # and the physical anchor is still what was recorded: a copy changed after it was taken restores nothing
-    with server.connect(anchor["database"], tw.login, purpose="anchor restore proof (the anchor as it is)") as conn:
-        result["anchor_changed"] = diff_mod.fingerprint_differences(anchor["fingerprint"],
+    with server.connect(anchor.database, tw.login, purpose="anchor restore proof (the anchor as it is)") as conn:
+        result["anchor_changed"] = diff_mod.fingerprint_differences(anchor.fingerprint,
                                                                     fingerprint.fingerprint(conn))
     result["restored_fingerprint_id"] = fingerprint.anchor_id(fp)
     result["restore"] = {k: restored.get(k) for k in ("tool", "database", "role", "sha256", "duration_s")}
     # the recorded fingerprint must also be the one the anchor id was made of
     result["proven"] = not result["differs"] and not result["anchor_changed"] \
-        and result["restored_fingerprint_id"] == anchor["anchor_id"] == fingerprint.anchor_id(anchor["fingerprint"])
+        and result["restored_fingerprint_id"] == anchor.anchor_id == fingerprint.anchor_id(anchor.fingerprint)
     return result
 
 
-def finish(state: dict, servers: ServerSource | None = None) -> str:
-    """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in `state`."""
-    request = RehearsalRequest(**state["request"])
-    packet = EvidencePacket.load(Path(state["evidence_dir"]))
+def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, str]:
+    """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in the record."""
+    packet = EvidencePacket.load(Path(record.evidence_dir))
     position = interrupts.mark()
     server = None
     try:
-        server = open_server(request, servers)
+        server = open_server(record.request, servers)
         with interrupts.deferred():
-            drop_throwaways(state, packet, server, request)
+            drop_throwaways(record, packet, server)
             packet.add_connections(server.ledger.as_dicts())
             verdict = packet.finalize()
-            state["witness"] = witness(packet.sealed)
+            record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise
-        interrupted(state, "evidence_packet", e, packet=packet, server=server, position=position,
+        interrupted(record, "evidence_packet", e, packet=packet, server=server, position=position,
                     servers=servers)
         raise
-    return verdict
+    return record, verdict
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

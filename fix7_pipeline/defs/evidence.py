@@ -8,6 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT, sha256_file
+from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
                                        witnessed_if_interrupted)
@@ -20,13 +21,13 @@ from fix7_pipeline.defs.storage import discard_run_outputs
                 "written atomically. "
                 "Stages that stop a run write the packet themselves, so it exists whatever happened.",
 )
-def evidence_packet(context, restore_diff: dict, rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
-    state = dict(restore_diff)
+def evidence_packet(context, restore_diff: RunRecord,
+                    rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
     with witnessed_if_interrupted(context):
-        verdict = rehearsal.finish(state, rehearsal_server.source())
-    record_witness(context.instance, context.run_id, state.get("witness"))
+        record, verdict = rehearsal.finish(restore_diff, rehearsal_server.source())
+    record_witness(context.instance, context.run_id, record.witness)
     discard_run_outputs(context.instance, context.run_id)
-    directory = Path(state["evidence_dir"])
+    directory = Path(record.evidence_dir)
     return dg.MaterializeResult(metadata={
         "verdict": verdict,
         **sealed_metadata(str(directory)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_events, witnessed_if_interrupted
 
@@ -17,11 +18,11 @@ from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_eve
     check_specs=[gate("rehearsal_clone", "isolation_proven",
                       "Nothing in the restored clone points at a live host.")],
 )
-def rehearsal_clone(context, clone_intake: dict, rehearsal_server: RehearsalServerResource):
+def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        state, outcome = rehearsal.restore_and_isolate(dict(clone_intake), rehearsal_server.source())
-    extra = {"restored_database": (state.get("throwaway") or {}).get("database", "")}
-    yield from stage_events("rehearsal_clone", "isolation_proven", outcome, state, extra)
+        record, outcome = rehearsal.restore_and_isolate(clone_intake, rehearsal_server.source())
+    extra = {"restored_database": record.throwaway.database if record.throwaway else ""}
+    yield from stage_events("rehearsal_clone", "isolation_proven", outcome, record, extra)
 
 
 @dg.asset(
@@ -37,11 +38,10 @@ def rehearsal_clone(context, clone_intake: dict, rehearsal_server: RehearsalServ
                       "Great Expectations sanitization suite over the scan's findings: no finding of any rule "
                       "family, must-be-NULL columns are NULL, sessions are empty.")],
 )
-def sanitization_check(context, rehearsal_clone: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(rehearsal_clone)
+def sanitization_check(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.sanitization(state, rehearsal_server.source())
-    yield from stage_events("sanitization_check", "no_secrets", outcome, state, suite_check="sanitization_suite")
+        record, outcome = rehearsal.sanitization(rehearsal_clone, rehearsal_server.source())
+    yield from stage_events("sanitization_check", "no_secrets", outcome, record, suite_check="sanitization_suite")
 
 
 @dg.asset(
@@ -53,9 +53,8 @@ def sanitization_check(context, rehearsal_clone: dict, rehearsal_server: Rehears
                  gate("schema_shape_validation", "data_rules_suite",
                       "Great Expectations data-rules suite of the birth surface, run inside PostgreSQL.")],
 )
-def schema_shape_validation(context, sanitization_check: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(sanitization_check)
+def schema_shape_validation(context, sanitization_check: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.schema_shape(state, rehearsal_server.source())
-    yield from stage_events("schema_shape_validation", "production_shaped", outcome, state,
+        record, outcome = rehearsal.schema_shape(sanitization_check, rehearsal_server.source())
+    yield from stage_events("schema_shape_validation", "production_shaped", outcome, record,
                             suite_check="data_rules_suite")

@@ -58,16 +58,16 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
         context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir})
 
     with witnessed_if_interrupted(context):
-        state, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
+        record, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
                                           storage_url=getattr(context.instance.run_storage, "postgres_url", None),
                                           servers=rehearsal_server.source(), on_packet=tag_evidence)
-    clone = state.get("clone", {})
+    clone = record.clone
     # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
     context.instance.add_run_tags(context.run_id, run_view.intake_tags(clone.get("sha256"), config.attested_by,
-                                                                       state["evidence_dir"]))
+                                                                       record.evidence_dir))
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
-    yield from stage_events("clone_intake", "intake_safe", outcome, state, extra)
+    yield from stage_events("clone_intake", "intake_safe", outcome, record, extra)
 
 
 

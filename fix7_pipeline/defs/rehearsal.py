@@ -8,6 +8,7 @@ import dagster as dg
 
 from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
                                        witnessed_if_interrupted)
@@ -20,11 +21,10 @@ from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_e
                 "anchor id.",
     check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
 )
-def snapshot_anchor(context, schema_shape_validation: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(schema_shape_validation)
+def snapshot_anchor(context, schema_shape_validation: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.snapshot_anchor(state, rehearsal_server.source())
-    yield from stage_events("snapshot_anchor", "anchor_taken", outcome, state)
+        record, outcome = rehearsal.snapshot_anchor(schema_shape_validation, rehearsal_server.source())
+    yield from stage_events("snapshot_anchor", "anchor_taken", outcome, record)
 
 
 IMPACT_CHECK = "impact_within_thresholds"
@@ -39,10 +39,10 @@ def _impact_check(asset: str) -> dg.AssetCheckSpec:
                                          f"{asset}; a breach fails the rehearsal.")
 
 
-def _change_events(asset: str, gate_name: str, outcome, state: dict):
-    impact = (EvidencePacket.load(Path(state["evidence_dir"])).data.get("impact") or {}).get(asset)
+def _change_events(asset: str, gate_name: str, outcome, record: RunRecord):
+    impact = (EvidencePacket.load(Path(record.evidence_dir)).data.get("impact") or {}).get(asset)
     extra, check = impact_events(asset, IMPACT_CHECK, impact)
-    yield from stage_events(asset, gate_name, outcome, state, extra)
+    yield from stage_events(asset, gate_name, outcome, record, extra)
     yield check
 
 
@@ -53,11 +53,10 @@ def _change_events(asset: str, gate_name: str, outcome, state: dict):
     check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
                  _impact_check("apply")],
 )
-def apply_change(context, snapshot_anchor: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(snapshot_anchor)
+def apply_change(context, snapshot_anchor: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.run_change_stage(state, "apply", rehearsal_server.source())
-    yield from _change_events("apply", "change_applied", outcome, state)
+        record, outcome = rehearsal.run_change_stage(snapshot_anchor, "apply", rehearsal_server.source())
+    yield from _change_events("apply", "change_applied", outcome, record)
 
 
 @dg.asset(
@@ -67,11 +66,10 @@ def apply_change(context, snapshot_anchor: dict, rehearsal_server: RehearsalServ
     check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
                  _impact_check("rollback")],
 )
-def rollback_change(context, apply: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(apply)
+def rollback_change(context, apply: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.run_change_stage(state, "rollback", rehearsal_server.source())
-    yield from _change_events("rollback", "rollback_applied", outcome, state)
+        record, outcome = rehearsal.run_change_stage(apply, "rollback", rehearsal_server.source())
+    yield from _change_events("rollback", "rollback_applied", outcome, record)
 
 
 @dg.asset(
@@ -80,11 +78,10 @@ def rollback_change(context, apply: dict, rehearsal_server: RehearsalServerResou
                 "schema objects and sequences. Empty means the rollback put everything back.",
     check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],
 )
-def restore_diff(context, rollback: dict, rehearsal_server: RehearsalServerResource):
-    state = dict(rollback)
+def restore_diff(context, rollback: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        outcome = rehearsal.restore_diff(state, rehearsal_server.source())
-    diff = EvidencePacket.load(Path(state["evidence_dir"])).data.get("restore_diff")
+        record, outcome = rehearsal.restore_diff(rollback, rehearsal_server.source())
+    diff = EvidencePacket.load(Path(record.evidence_dir)).data.get("restore_diff")
     extra = {"restore_diff": dg.MetadataValue.md(run_view.restore_diff_table(diff)),
              **run_view.restore_diff_counts(diff)}  # integers Dagster plots across rehearsals
-    yield from stage_events("restore_diff", "restore_diff_empty", outcome, state, extra)
+    yield from stage_events("restore_diff", "restore_diff_empty", outcome, record, extra)

@@ -11,6 +11,7 @@ from fix7_pipeline.core import run_view
 from fix7_pipeline.core.audit import witness_tags
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import PASSED, StageOutcome
+from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
 GROUP = "fix7_rehearsal"
@@ -26,7 +27,7 @@ STAGE_OF_ASSET = {"clone_intake": "intake", "rehearsal_clone": "isolation", "san
                   "rollback": "rollback", "restore_diff": "restore_diff"}
 
 
-def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
+def stage_metadata(outcome: StageOutcome, record: RunRecord) -> dict:
     """Text metadata passes through escape.visible: a name from the dump cannot split a line or hide."""
     md = {
         "status": outcome.status,
@@ -34,14 +35,13 @@ def stage_metadata(outcome: StageOutcome, state: dict) -> dict:
         "reason": dg.MetadataValue.text(visible(outcome.reason)),
         "findings": dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.findings[:100]]),
         "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
-        "evidence_dir": dg.MetadataValue.path(state.get("evidence_dir", "")),
+        "evidence_dir": dg.MetadataValue.path(record.evidence_dir),
     }
-    clone = state.get("clone") or {}
     for key in ("sha256", "format", "pg_dump_version"):
-        if clone.get(key):
-            md[f"clone_{key}"] = visible(clone[key])
-    if state.get("anchor"):
-        md["anchor_id"] = state["anchor"]["anchor_id"]
+        if record.clone.get(key):
+            md[f"clone_{key}"] = visible(record.clone[key])
+    if record.anchor:
+        md["anchor_id"] = record.anchor.anchor_id
     gx = outcome.details.get("gx")
     if gx:
         md["gx_summary"] = dg.MetadataValue.md(run_view.gx_table(gx))
@@ -127,7 +127,7 @@ def witnessed_if_interrupted(context):
         raise
 
 
-def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, extra: dict | None = None,
+def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None,
                  suite_check: str | None = None):
     """Yield the asset's output and its blocking gates: a failed gate stops every stage after it.
 
@@ -135,19 +135,19 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, state: dict, ext
     with per-expectation success and unexpected counts (never values). When the stage stopped the run,
     the packet it sealed is recorded on the run first (record_witness).
     """
-    md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, state), **(extra or {})}
+    md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, record), **(extra or {})}
     breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
     if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
         md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
     description = visible(outcome.reason)[:1000] if outcome.reason else None
-    if state.get("witness"):  # this stage sealed the packet: its verdict and report read first
+    if record.witness:  # this stage sealed the packet: its verdict and report read first
         context = dg.AssetExecutionContext.get()
-        record_witness(context.instance, context.run_id, state["witness"])
-        verdict = visible(state["witness"].get("verdict"))
-        md = {"verdict": verdict, **md, **sealed_metadata(state["evidence_dir"])}
+        record_witness(context.instance, context.run_id, record.witness)
+        verdict = visible(record.witness.get("verdict"))
+        md = {"verdict": verdict, **md, **sealed_metadata(record.evidence_dir)}
         if outcome.status != PASSED:
             description = f"{verdict}: {description or outcome.status}"[:1000]
-    yield dg.Output(state, metadata=md)
+    yield dg.Output(record, metadata=md)
     yield dg.AssetCheckResult(
         asset_key=asset,
         check_name=check,

@@ -1,4 +1,5 @@
-"""Where a stage hands its output to the next: a folder of the run's own, never a path shared by runs.
+"""Where a stage hands its output (the run record, core/run_record.py) to the next: a folder of the run's own,
+never a path shared by runs.
 
 Dagster's default filesystem IO manager keys asset outputs by asset key alone, so two rehearsals running
 at once read each other's state (and one dropped the other's databases). Here every output lives under
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from fix7_pipeline.core.run_record import RunRecord
+
 
 def run_folder(instance: dg.DagsterInstance, run_id: str) -> Path:
     return Path(instance.storage_directory()) / "fix7-runs" / run_id
 
 
 class RunScopedIOManager(dg.ConfigurableIOManager):
-    """JSON outputs under a folder named by the run that produced them."""
+    """Run records as JSON under a folder named by the run that produced them."""
 
     def _path(self, instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> Path:
         return run_folder(instance, run_id) / f"{'__'.join(asset_key.path)}.json"
@@ -32,13 +35,13 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, default=str)
+            json.dump(obj.as_json(), f, default=str)
         os.replace(tmp, path)
 
     def load_input(self, context: dg.InputContext):
         upstream = context.upstream_output
         path = self._path(context.instance, upstream.run_id, upstream.asset_key)
-        return json.loads(path.read_text(encoding="utf-8"))
+        return RunRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def discard_run_outputs(instance: dg.DagsterInstance, run_id: str) -> None:
