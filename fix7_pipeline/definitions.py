@@ -6,14 +6,15 @@ import dagster as dg
 
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
 from fix7_pipeline.defs.evidence import evidence_packet
-from fix7_pipeline.defs.gates import rehearsal_clone, sanitization_check, schema_shape_validation
+from fix7_pipeline.defs.gates import clone_gates_check, rehearsal_clone
 from fix7_pipeline.defs.intake import clone_intake
 from fix7_pipeline.defs.rehearsal import apply_change, restore_diff, rollback_change, snapshot_anchor
 from fix7_pipeline.defs.resources import RESOURCE_KEY, rehearsal_server_resource
 from fix7_pipeline.defs.storage import RunScopedIOManager
 
-REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, sanitization_check, schema_shape_validation, snapshot_anchor,
-                    apply_change, rollback_change, restore_diff, evidence_packet]
+REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, snapshot_anchor, apply_change, rollback_change, restore_diff,
+                    evidence_packet]
+CLONE_GATES = [clone_gates_check]  # blocking checks on rehearsal_clone: a failed gate stops snapshot_anchor
 
 RESOURCES = {"io_manager": RunScopedIOManager(), RESOURCE_KEY: rehearsal_server_resource()}
 
@@ -30,7 +31,7 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
     """
     return dg.define_asset_job(
         "fix7_rehearsal",
-        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS),
+        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS) | dg.AssetSelection.checks(*CLONE_GATES),
         description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
         executor_def=executor_def,
     )
@@ -38,5 +39,5 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
 fix7_rehearsal = rehearsal_job()
 
-defs = dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
+defs = dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
                       sensors=[clone_drop_sensor, fix7_verdict_sensor], resources=RESOURCES)

@@ -287,7 +287,9 @@ def test_interrupted_between_two_stages_the_cli_drops_what_the_packet_names(dump
     before = _fix7_objects(server)
     request = rehearsal.RehearsalRequest(**config(dumps["small"], *change["sample"], tmp_path / "ev"))
     state, _ = rehearsal.intake(request, "between-1")
-    state, outcome = rehearsal.restore_and_isolate(state)
+    state, outcome = rehearsal.restore_clone(state)
+    assert outcome.status == "passed", outcome.reason
+    state, outcome = rehearsal.prove_isolation(state)
     assert outcome.status == "passed", outcome.reason
     clone = state.throwaway.database
     assert f"database {clone}" in _fix7_objects(server)

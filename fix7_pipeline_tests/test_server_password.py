@@ -208,7 +208,7 @@ def test_an_external_server_without_a_secret_blocks_before_any_throwaway_exists(
     servers = rehearsal.ServerSource()  # what a webserver without either variable holds
     state, outcome = rehearsal.intake(_request(tmp_path, url), "run-no-secret", servers=servers)
     assert outcome.status == "passed", outcome.reason
-    state, outcome = rehearsal.restore_and_isolate(state, servers)
+    state, outcome = rehearsal.restore_clone(state, servers)
     assert outcome.status == "blocked" and outcome.findings[0].rule == "throwaway_key"
     assert PASSWORD_ENV in outcome.reason and "FIX7_THROWAWAY_KEY" in outcome.reason
     packet = load_packet(Path(state.evidence_dir))

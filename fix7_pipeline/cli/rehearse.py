@@ -70,7 +70,8 @@ def _print_stage(stage: str, md: dict) -> None:
 
 
 class RunFollower:
-    """Follows one Dagster run through its own event log: each stage asset's materialization is one line.
+    """Follows one Dagster run through its own event log: each stage is one line, from its asset's
+    materialization or (isolation, sanitization, schema_shape) from its last evaluated gate's check result.
 
     Registered with `instance.add_event_listener(run_id, ...)`, so it sees each event as Dagster stores it;
     `on_stage(stage, metadata, evidence_dir)` (tests) runs after each stage's line, before the next stage.
@@ -84,9 +85,15 @@ class RunFollower:
         from fix7_pipeline.defs.stages import STAGE_KEY
 
         event = entry.dagster_event
-        if event is None or event.event_type_value != "ASSET_MATERIALIZATION":
+        if event is None:
             return
-        md = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            carried = event.event_specific_data.materialization.metadata
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":  # a clone gate carries its stage's line
+            carried = event.event_specific_data.metadata
+        else:
+            return
+        md = {k: v.value for k, v in carried.items()}
         stage = md.get(STAGE_KEY)
         if not stage:
             return  # evidence_packet: the verdict is read from the run's tags

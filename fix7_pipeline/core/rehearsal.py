@@ -145,15 +145,16 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
     return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
 
 
-def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None = None
-              ) -> tuple[RunRecord, StageOutcome]:
+def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None = None, *,
+              record_passed: bool = True) -> tuple[RunRecord, StageOutcome]:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
 
     `body(server, packet, run)` returns the stage's outcome; what it learns goes into `run` (a _Run), and the
     record it leaves there is returned with the outcome. An interruption (KeyboardInterrupt,
     DagsterExecutionInterruptedError: BaseExceptions) is recorded as `interrupted`, never as the stage's
     judgment; the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED and the interruption is
-    re-raised, so Dagster ends the run.
+    re-raised, so Dagster ends the run. `record_passed=False` (the first half of a stage, restore_clone) records
+    the stage only when it stops the run.
     """
     run = _Run(record)
     packet = Journal(record.evidence_dir)
@@ -171,7 +172,8 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
             if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
                 raise interrupts.Interrupted(interrupts.signal_of(None, position))
-            packet.record_stage(stage, outcome, time.monotonic() - started)
+            if record_passed or outcome.status != PASSED:
+                packet.record_stage(stage, outcome, time.monotonic() - started)
             if outcome.status != PASSED:
                 drop_throwaways(run.record, packet, server)
             if server is not None:
@@ -477,19 +479,24 @@ def _intake_contract(request: RehearsalRequest):
         return None, Finding(rule=e.rule, message=e.message)
 
 
-def restore_and_isolate(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    """Restore into a throwaway database as a least-privileged role, then prove nothing points out.
+def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
+    """Restore into a throwaway database as a least-privileged role; the isolation gate (prove_isolation) follows.
 
     The dump is restored by the facts intake recorded (format, table of contents, screening) and read once
     more, by the restore itself: the guard that it is still the dump intake hashed and screened. An archive
     is hashed before pg_restore reads it; a plain dump is hashed as it streams, before its one transaction
     commits; either way a dump swapped after intake is refused (rule dump_changed) and nothing is kept.
+
+    The restore is the first half of the packet's `isolation` stage: a restore that fails records that stage
+    (blocked) and seals the packet; one that succeeds records nothing yet and hands its outcome to the gate in
+    the record (`restore`). The scratch database the shape gate may need is named here, so whatever ends the
+    run drops it even though the gates (asset checks) hand no record on.
     """
-    from . import isolation, restore
-    from .server import assert_least_privilege, planted_settings, role_attributes
+    from . import restore
+    from .server import assert_least_privilege, role_attributes
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        packet.set(isolation_proven=False)  # not proven until the proof below passes
+        packet.set(isolation_proven=False)  # not proven until the isolation gate passes
         tw = _create_throwaway(server, run, packet)
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
@@ -505,12 +512,29 @@ def restore_and_isolate(record: RunRecord, servers: ServerSource | None = None) 
             if partial is None:
                 raise
             return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
+        _name_database(run, packet, scratch_name(tw.tag))
+        return StageOutcome(status=PASSED, reason="restored by a least-privileged role",
+                            details={"restore": restored, "restoring_role": attrs, "contract": used})
+
+    record, outcome = run_stage(record, "isolation", body, servers, record_passed=False)
+    return record.with_(restore=outcome.as_dict()), outcome
+
+
+def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
+    """The isolation gate on the restored clone: nothing in it points at a live host. Records the `isolation`
+    stage with the restore's details (restore_clone)."""
+    from . import isolation
+    from .server import planted_settings
+
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
+        tw = _throwaway(run.record.throwaway, server)
+        contract = stage_contract(run, server)
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
             # a contract declaring no pointers (one derived from schema SQL) is checked for the birth surface's
             findings += isolation.prove_isolation(conn, run.request.policy(), contract.pointers or None)
-        outcome = StageOutcome.from_findings(findings, details={"restore": restored, "restoring_role": attrs,
-                                                                "contract": used},
+        restored = {k: v for k, v in (run.record.restore or {}).items() if k not in ("status", "reason", "findings")}
+        outcome = StageOutcome.from_findings(findings, details=restored,
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
         packet.set(isolation_proven=outcome.status == PASSED)
@@ -580,12 +604,26 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     return run_stage(record, "sanitization", body, servers)
 
 
+def scratch_name(tag: str) -> str:
+    return f"fix7_scratch_{tag}"
+
+
+def _name_database(run: _Run, packet: Journal, database: str) -> None:
+    """A further throwaway database named in the record and on disk now, created later if at all."""
+    names = run.record.throwaway
+    run.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
+    _plan(packet, ("database", database))
+
+
 def scratch_database(server: RehearsalServer, run: _Run, packet: Journal) -> psycopg.Connection:
-    """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it."""
+    """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it.
+    Named by the restore (restore_clone), created at its first use."""
     tw = _throwaway(run.record.throwaway, server)
-    name = f"fix7_scratch_{tw.tag}"
+    name = scratch_name(tw.tag)
     if name not in run.record.throwaway.extra_databases:
-        _new_database(server, run, packet, name)
+        _name_database(run, packet, name)
+    create_database(server, name, tw.login)
+    _created(packet, name)
     return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 

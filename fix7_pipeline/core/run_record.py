@@ -49,6 +49,7 @@ class RunRecord:
     contract_derived_from_schema: bool = False
     throwaway: ThrowawayNames | None = None
     anchor: Anchor | None = None
+    restore: dict | None = None  # the restore's outcome (StageOutcome.as_dict), for the isolation gate's entry
     redacted_names: dict | None = None  # RedactedNames.as_state(), from the secret scan on
     witness: dict | None = None  # the seal's witness, when this stage sealed the packet
 

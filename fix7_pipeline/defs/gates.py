@@ -1,60 +1,103 @@
-"""The clone gates: restored and isolated, sanitized, production-shaped. Each blocks what follows."""
+"""rehearsal_clone and its four blocking gates: isolation_proven, sanitized, production_shaped, data_rules.
+
+The gates are one `multi_asset_check` on the restored clone, evaluated in order in one step
+(core/clone_gates.py): one writer of their journal entries and of the packet a failed gate seals, whatever
+executor runs the job. A failed gate is a failed blocking check, so Dagster does not start
+`snapshot_anchor` (its input waits on every blocking check of `rehearsal_clone`); a gate after it reports
+"not evaluated: <gate> failed".
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core import clone_gates, rehearsal, run_view
+from fix7_pipeline.core.escape import visible
+from fix7_pipeline.core.model import PASSED, StageOutcome
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import GROUP, OWNERS, REHEARSALS, gate, stage_events, witnessed_if_interrupted
+from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, record_witness,
+                                       sealed_metadata, stage_output, suite_metadata, verdict_first,
+                                       witnessed_if_interrupted)
+
+CLONE = "rehearsal_clone"
+GATE_DESCRIPTIONS = {
+    "isolation_proven": "Nothing in the restored clone points at a live host: no foreign servers, user mappings, "
+                        "subscriptions, dblink, or webhook/flow/setting URL of a live host (catalog proof).",
+    "sanitized": "The clone carries no secrets: the secret scan (Kingfisher's rule catalog plus fix7's rules) of every "
+                 "table value, large object and catalog text, validated by the Great Expectations sanitization "
+                 "suite (no finding of any rule family, must-be-NULL columns NULL, must-be-empty tables empty).",
+    "production_shaped": "Tables, columns, types, keys and constraints match production's shape (the contract).",
+    "data_rules": "The birth surface's data rules hold: the Great Expectations data-rules suite, run inside "
+                  "PostgreSQL.",
+}
+GATE_SPECS = [dg.AssetCheckSpec(name, asset=CLONE, blocking=True, description=GATE_DESCRIPTIONS[name])
+              for name in clone_gates.GATES]
 
 
 @dg.asset(
     group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
-    description="The dump restored into a throwaway database by a role that owns only that database, "
-                "with no superuser or server-file privileges; then proven isolated: no foreign servers, "
-                "user mappings, subscriptions, dblink, or webhook/flow/setting URL pointing at a live host.",
-    check_specs=[gate("rehearsal_clone", "isolation_proven",
-                      "Nothing in the restored clone points at a live host.")],
+    description="The dump restored into a throwaway database by a role that owns only that database, with no "
+                "superuser or server-file privileges. Its blocking checks (isolation_proven, sanitized, "
+                "production_shaped, data_rules) decide whether anything is rehearsed on it.",
 )
 def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.restore_and_isolate(clone_intake, rehearsal_server.source())
+        record, outcome = rehearsal.restore_clone(clone_intake, rehearsal_server.source())
     extra = {"restored_database": record.throwaway.database if record.throwaway else ""}
-    yield from stage_events("rehearsal_clone", "isolation_proven", outcome, record, extra)
+    yield from stage_output(CLONE, outcome, record, extra, line=False)  # the isolation gate carries the line
 
 
-@dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "great_expectations"},
-    description="Secret scan (Kingfisher's rule catalog plus fix7's own rules) of every place the clone holds "
-                "text: every text-like value of every table, large objects, and the catalog (names, comments, "
-                "function bodies, view definitions, defaults, settings, options). The Great Expectations "
-                "sanitization suite then gates the scan's findings per rule family and the contract's "
-                "must-be-NULL columns and must-be-empty tables. Findings name rule, place, row key and a salted "
-                "fingerprint, never a value; every finding is in sanitization-findings.jsonl.",
-    check_specs=[gate("sanitization_check", "no_secrets", "The clone carries no secrets."),
-                 gate("sanitization_check", "sanitization_suite",
-                      "Great Expectations sanitization suite over the scan's findings: no finding of any rule "
-                      "family, must-be-NULL columns are NULL, sessions are empty.")],
+@dg.multi_asset_check(
+    specs=GATE_SPECS, name="clone_gates", compute_kind="great_expectations",
+    description="The clone gates in order, in one step: isolation, sanitization, shape, data rules.",
 )
-def sanitization_check(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
+def clone_gates_check(context, rehearsal_clone: RunRecord,
+                      rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.sanitization(rehearsal_clone, rehearsal_server.source())
-    yield from stage_events("sanitization_check", "no_secrets", outcome, record, suite_check="sanitization_suite")
+        record, results = clone_gates.evaluate(rehearsal_clone, rehearsal_server.source())
+    if record.witness:  # a gate stopped the run: the sealed packet is the run's before any result is read
+        record_witness(context.instance, context.run_id, record.witness)
+    for result in results:
+        yield gate_result(result, record)
 
 
-@dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "great_expectations"},
-    description="The clone's tables, columns, types, keys and constraints against production's shape (the "
-                "contract), and the birth surface's data rules as a Great Expectations suite run in PostgreSQL.",
-    check_specs=[gate("schema_shape_validation", "production_shaped",
-                      "Shape and data rules match production's contract."),
-                 gate("schema_shape_validation", "data_rules_suite",
-                      "Great Expectations data-rules suite of the birth surface, run inside PostgreSQL.")],
-)
-def schema_shape_validation(context, sanitization_check: RunRecord, rehearsal_server: RehearsalServerResource):
-    with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.schema_shape(sanitization_check, rehearsal_server.source())
-    yield from stage_events("schema_shape_validation", "production_shaped", outcome, record,
-                            suite_check="data_rules_suite")
+def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCheckResult:
+    """One gate's check result: its own findings and suite (one source per rule); the stage's line on the
+    stage's last evaluated gate; the verdict first on the gate that sealed the packet."""
+    outcome = result.outcome
+    counts = outcome.details.get("finding_counts") if outcome is not None and result.name == "sanitized" else None
+    listed = [f.as_dict() for f in result.findings]
+    per_rule = {**run_view.findings_per_rule(None, listed), **run_view.findings_per_rule(counts, [])}
+    md: dict = {"gate_status": "not_evaluated" if not result.evaluated else "passed" if result.passed else "failed",
+                "finding_count": int(outcome.details.get("finding_total", len(listed))) if counts else len(listed),
+                "rules": dg.MetadataValue.json(sorted(per_rule)),
+                "findings": dg.MetadataValue.json([{k: v for k, v in f.items() if k != "row_key"}
+                                                   for f in listed[:100]])}
+    md.update({f"findings/{visible(rule)}": n for rule, n in per_rule.items()})
+    if counts:  # the secret scan's findings per rule and per place, in full (the outcome lists 100)
+        md["finding_counts"] = dg.MetadataValue.md(run_view.finding_counts_table(counts))
+    if result.gx:
+        md.update(suite_metadata(result.gx))
+    elif result.name == "data_rules" and result.evaluated:
+        md["evaluated"] = 0  # no data rules declared
+    description = visible(result.reason)[:1000]
+    if outcome is not None:
+        md.update(_stage_line(result.stage, outcome, record))
+        if not result.passed:
+            description = verdict_first(StageOutcome(status=outcome.status, reason=result.reason), record)
+            if record.witness:
+                md = {"verdict": visible(record.witness.get("verdict")), **md,
+                      **sealed_metadata(record.evidence_dir)}
+    return dg.AssetCheckResult(asset_key=CLONE, check_name=result.name, passed=result.passed,
+                               severity=dg.AssetCheckSeverity.ERROR, description=description, metadata=md)
+
+
+def _stage_line(stage: str, outcome: StageOutcome, record: RunRecord) -> dict:
+    """What the CLI prints for the stage (cli/rehearse.py RunFollower)."""
+    md = {STAGE_KEY: stage, "status": outcome.status, DURATION_KEY: float(outcome.duration_s or 0.0),
+          "reason": dg.MetadataValue.text(visible(outcome.reason)),
+          "evidence_dir": dg.MetadataValue.path(record.evidence_dir)}
+    if outcome.status == PASSED and stage == "schema_shape":
+        md["gx_expectations_failed"] = int((outcome.details.get("gx") or {}).get("failed") or 0)
+    return md

@@ -18,9 +18,10 @@ from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_e
                 "anchor id.",
     check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
 )
-def snapshot_anchor(context, schema_shape_validation: RunRecord, rehearsal_server: RehearsalServerResource):
+def snapshot_anchor(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
+    # Runs only once every blocking gate on rehearsal_clone passed (defs/gates.py); they hand on nothing.
     with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.snapshot_anchor(schema_shape_validation, rehearsal_server.source())
+        record, outcome = rehearsal.snapshot_anchor(rehearsal_clone, rehearsal_server.source())
     yield from stage_events("snapshot_anchor", "anchor_taken", outcome, record)
 
 

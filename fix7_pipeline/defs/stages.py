@@ -20,10 +20,11 @@ OWNERS = ["team:data-platform"]
 # The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run
 # (the CLI, an interrupted run's cleanup) finds it; fix7/evidence, of the seal's witness, comes at the end.
 PACKET_DIR_TAG = "fix7/packet_dir"
-# Each stage asset's output carries its stage's line: STAGE_KEY names the stage, DURATION_KEY how long it ran.
+# Each stage's line is carried by one event: its asset's materialization, or for the clone gates' stages
+# (isolation, sanitization, schema_shape) the result of the stage's last evaluated gate (defs/gates.py).
+# STAGE_KEY names the stage, DURATION_KEY how long it ran.
 STAGE_KEY, DURATION_KEY, BREACHES_KEY = "stage", "duration_s", "impact_breach_lines"
-STAGE_OF_ASSET = {"clone_intake": "intake", "rehearsal_clone": "isolation", "sanitization_check": "sanitization",
-                  "schema_shape_validation": "schema_shape", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
+STAGE_OF_ASSET = {"clone_intake": "intake", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
                   "rollback": "rollback", "restore_diff": "restore_diff"}
 
 
@@ -127,42 +128,47 @@ def witnessed_if_interrupted(context):
         raise
 
 
-def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None,
-                 suite_check: str | None = None):
-    """Yield the asset's output and its blocking gates: a failed gate stops every stage after it.
+def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None):
+    """Yield the asset's output and its blocking gate: a failed gate stops every stage after it.
 
-    `suite_check` names the gate that reports the stage's Great Expectations suite on its own,
-    with per-expectation success and unexpected counts (never values). When the stage stopped the run,
-    the packet it sealed is recorded on the run first (record_witness).
+    When the stage stopped the run, the packet it sealed is recorded on the run first (record_witness).
     """
-    md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, record), **(extra or {})}
-    breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
-    if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
-        md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
-    description = visible(outcome.reason)[:1000] if outcome.reason else None
-    if record.witness:  # this stage sealed the packet: its verdict and report read first
-        context = dg.AssetExecutionContext.get()
-        record_witness(context.instance, context.run_id, record.witness)
-        verdict = visible(record.witness.get("verdict"))
-        md = {"verdict": verdict, **md, **sealed_metadata(record.evidence_dir)}
-        if outcome.status != PASSED:
-            description = f"{verdict}: {description or outcome.status}"[:1000]
-    yield dg.Output(record, metadata=md)
+    yield from stage_output(asset, outcome, record, extra)
     yield dg.AssetCheckResult(
         asset_key=asset,
         check_name=check,
         passed=outcome.status == PASSED,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
+        description=verdict_first(outcome, record),
         metadata={"status": outcome.status,
                   "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
                   "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}
                                                         | set((outcome.details.get("finding_counts") or {})
                                                               .get("by_rule", {}))))},
     )
-    if suite_check:
-        yield suite_result(asset, suite_check, outcome.details.get("gx"),
-                           none_declared=outcome.details.get("data_rules") == "none declared")
+
+
+def stage_output(asset: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None, *,
+                 line: bool = True):
+    """The asset's output, with its stage's line (`line`) and, when this stage sealed the packet, its verdict."""
+    md = {**({STAGE_KEY: STAGE_OF_ASSET.get(asset, asset)} if line else {}), **stage_metadata(outcome, record),
+          **(extra or {})}
+    breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
+    if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
+        md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
+    if record.witness:  # this stage sealed the packet: its verdict and report read first
+        context = dg.AssetExecutionContext.get()
+        record_witness(context.instance, context.run_id, record.witness)
+        md = {"verdict": visible(record.witness.get("verdict")), **md, **sealed_metadata(record.evidence_dir)}
+    yield dg.Output(record, metadata=md)
+
+
+def verdict_first(outcome: StageOutcome, record: RunRecord) -> str | None:
+    """A failed gate's description: the sealed verdict first, then the operator's one-line reason."""
+    description = visible(outcome.reason)[:1000] if outcome.reason else None
+    if record.witness and outcome.status != PASSED:
+        description = f"{visible(record.witness.get('verdict'))}: {description or outcome.status}"[:1000]
+    return description
 
 
 def sealed_metadata(evidence_dir: str) -> dict:
@@ -177,24 +183,10 @@ def sealed_metadata(evidence_dir: str) -> dict:
             "rehearsal_report": dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))}
 
 
-def suite_result(asset: str, check: str, gx: dict | None, *, none_declared: bool = False) -> dg.AssetCheckResult:
-    if not gx and none_declared:
-        return dg.AssetCheckResult(asset_key=asset, check_name=check, passed=True,
-                                   severity=dg.AssetCheckSeverity.ERROR,
-                                   description="no data rules declared: the contract names none, so only the "
-                                               "shape was checked", metadata={"evaluated": 0})
-    if not gx:
-        return dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,
-                                   severity=dg.AssetCheckSeverity.ERROR,
-                                   description="not evaluated: an earlier check of this stage failed",
-                                   metadata={"evaluated": 0})
-    return dg.AssetCheckResult(
-        asset_key=asset, check_name=check, passed=bool(gx.get("success")), severity=dg.AssetCheckSeverity.ERROR,
-        description=f"Great Expectations suite {gx.get('suite')}: {gx.get('evaluated', 0)} expectations, "
-                    f"{gx.get('failed', 0)} failed",
-        metadata={"suite": visible(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
-                  "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.md(run_view.gx_table(gx))},
-    )
+def suite_metadata(gx: dict) -> dict:
+    """A Great Expectations suite as a check's metadata: the expectations as a Markdown table, integer counts."""
+    return {"suite": visible(gx.get("suite")), "evaluated": int(gx.get("evaluated") or 0),
+            "failed": int(gx.get("failed") or 0), "expectations": dg.MetadataValue.md(run_view.gx_table(gx))}
 
 
 def gate(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
