@@ -419,3 +419,36 @@ def multiprocess_rehearsal_job():
 
     return dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[rehearsal_job(dg.multiprocess_executor)],
                           resources=RESOURCES).resolve_job_def("fix7_rehearsal")
+
+
+CLONE_GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")
+AFTER_THE_GATES = ("snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet")
+
+
+def assert_blocked_at_gate(inst, run_id: str, gate: str):
+    """The run stopped at the blocking check `gate` of rehearsal_clone: the gates before it passed, it failed with
+    the verdict first, the ones after it were not evaluated, and no stage after the gates started or
+    materialized. Returns the failed gate's evaluation."""
+    from dagster import DagsterEventType
+
+    logs = inst.all_logs(run_id)
+    evals = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in logs
+             if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+             and e.dagster_event.event_specific_data.asset_key.to_user_string() == "rehearsal_clone"}
+    assert sorted(evals) == sorted(CLONE_GATES), sorted(evals)
+    at = CLONE_GATES.index(gate)
+    assert [evals[g].passed for g in CLONE_GATES[:at]] == [True] * at, {g: evals[g].description for g in evals}
+    failed = evals[gate]
+    assert not failed.passed and failed.blocking
+    assert failed.description.startswith("NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE: "), failed.description
+    assert failed.metadata["gate_status"].value == "failed"
+    for later in CLONE_GATES[at + 1:]:
+        assert not evals[later].passed and evals[later].description == f"not evaluated: {gate} failed"
+    started = {e.step_key for e in logs if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
+    assert started == {"clone_intake", "rehearsal_clone", "clone_gates"}, started
+    assert not started & set(AFTER_THE_GATES)
+    made = {e.asset_materialization.asset_key.to_user_string()
+            for e in inst.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
+    assert made == {"clone_intake", "rehearsal_clone"}, made
+    assert inst.get_run_by_id(run_id).tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    return failed

@@ -21,7 +21,7 @@ from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
                                              find_leaks, findings, left_on_server, load_packet, planted,
-                                             rehearse_args, rnd)
+                                             rehearse_args, rnd, assert_blocked_at_gate)
 from fix7_pipeline_tests.pg import as_owner
 
 NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -57,7 +57,8 @@ def _tag() -> str:
     return secrets.token_hex(3)
 
 
-def _assert_cli_stopped(r, ev: Path, stage: str) -> dict:
+def _assert_cli_stopped(r, ev: Path, stage: str, home=None, gate: str | None = None) -> dict:
+    """The CLI's run stopped at `stage`; with `gate`, at that blocking check of rehearsal_clone (in `home`)."""
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
     assert "Traceback" not in out and "internal error" not in out, out
@@ -67,6 +68,9 @@ def _assert_cli_stopped(r, ev: Path, stage: str) -> dict:
     assert packet["stages"][stage]["status"] == "blocked", json.dumps(packet["stages"][stage])[:2000]
     after = STAGES[STAGES.index(stage) + 1:]
     assert all(packet["stages"][s]["status"] == "skipped" for s in after)
+    if gate is not None:
+        with home.instance() as inst:
+            assert_blocked_at_gate(inst, packet["run_id"], gate)
     return packet
 
 
@@ -158,7 +162,7 @@ def test_active_webhook_to_production_host(source, home, change, tmp_path, serve
     log = ServerLogTail()
     with left_on_server(server) as left:
         r = home.cli(*rehearse_args(dump, change, ev, "--production-host", "hooks.prod.corp.internal"))
-    packet = _assert_cli_stopped(r, ev, "isolation")
+    packet = _assert_cli_stopped(r, ev, "isolation", home, "isolation_proven")
     assert packet["stages"]["intake"]["status"] == "passed"
     assert packet["isolation_proven"] is False
     hook = [f for f in findings(packet, "isolation")
@@ -210,7 +214,7 @@ def test_secrets_in_four_tables_block_sanitization_and_never_leak(fmt, source, h
     log = ServerLogTail()
     with left_on_server(server) as left:
         r = home.cli(*rehearse_args(dump, change, ev))
-    packet = _assert_cli_stopped(r, ev, "sanitization")
+    packet = _assert_cli_stopped(r, ev, "sanitization", home, "sanitized")
     assert packet["isolation_proven"] is True
     got = {(f.get("table"), f.get("column"), f["rule"]) for f in findings(packet, "sanitization")}
     expected = {("system_issues", "details", "betterleaks.generic-credential-uri"),
@@ -298,6 +302,28 @@ def test_drifted_clone_blocks_schema_shape_naming_each_drift(source, instance, c
     assert len(errs) == len(DRIFTS), [f["message"] for f in errs]
     problems = packet["exact_operator_input_needed"]["problems"]
     assert all(any(m in p for p in problems) for _, _, m in DRIFTS)
+    shaped = assert_blocked_at_gate(instance, out["run_id"], "production_shaped")
+    assert shaped.metadata["finding_count"].value >= len(DRIFTS) and "suite" not in shaped.metadata
+    assert left == set()
+
+
+def test_a_broken_data_rule_fails_the_data_rules_gate_alone(source, instance, change, tmp_path, server):
+    """One source per rule: a row breaking a data rule fails the data_rules gate (its GX suite) and no other;
+    production_shaped passes, and the run stops before the anchor."""
+    dump = dumped_variant(source, f"fix7h_e2e_rule_{_tag()}", """
+        update public.birth_registry set row_version = 0
+         where id = (select min(id::text)::uuid from public.birth_registry);
+    """, tmp_path / "rule.dump")
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(dump, *change, tmp_path / "ev"), instance=instance, echo=False)
+    packet = out["packet"]
+    assert out["verdict"] == NO_SAFE and packet["stages"]["schema_shape"]["status"] == "blocked"
+    assert [f["rule"] for f in findings(packet, "schema_shape")] == ["data_rules.row_version_positive"]
+    rules = assert_blocked_at_gate(instance, out["run_id"], "data_rules")
+    assert rules.metadata["suite"].value == "data_rules" and rules.metadata["failed"].value == 1
+    assert rules.metadata["findings/data_rules.row_version_positive"].value == 1
+    assert "| row\\_version\\_positive | birth\\_registry | ExpectColumnValuesToBeBetween | failed | 1 |" in \
+        rules.metadata["expectations"].value
     assert left == set()
 
 

@@ -111,9 +111,17 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert diff["sequences_moved"].value == len(packet["restore_diff"]["sequences"]) > 0
     for value in (str(s["after"]) for s in packet["restore_diff"]["sequences"]):  # positions stay in the packet
         assert f"| {value} |" not in diff["restore_diff"].value
-    gx = mats["schema_shape_validation"]["gx_summary"].value
-    assert "| rule | table | expectation | result | unexpected |" in gx and "| passed |" in gx
-    assert mats["schema_shape_validation"]["gx_expectations_failed"].value == 0
+    gates = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
+             for e in instance.all_logs(out["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+             if e.dagster_event.event_specific_data.asset_key.to_user_string() == "rehearsal_clone"}
+    assert sorted(gates) == sorted(["isolation_proven", "sanitized", "production_shaped", "data_rules"])
+    assert all(g.passed for g in gates.values())
+    for name, suite in (("data_rules", "data_rules"), ("sanitized", "sanitization")):  # each gate's own suite
+        md = gates[name].metadata
+        assert md["suite"].value == suite and isinstance(md["expectations"], MarkdownMetadataValue)
+        assert "| rule | table | expectation | result | unexpected |" in md["expectations"].value
+        assert md["failed"].value == 0 and md["evaluated"].value > 0
+    assert "suite" not in gates["production_shaped"].metadata  # the catalog proof, no GX suite
     packet_md = mats["evidence_packet"]
     assert packet_md["verdict"].value == "REHEARSAL_PASSED"
     assert packet_md["rehearsal_report"].value == report

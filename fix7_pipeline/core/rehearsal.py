@@ -239,8 +239,7 @@ def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer 
         try:
             if stop_sessions:
                 _end_sessions(server, [*tw.extra_databases, tw.database])
-            keep_throwaway(server, tw)
-            packet.throwaways("kept", [*tw.extra_databases, tw.database])
+            packet.throwaways("kept", keep_throwaway(server, tw))
         except Exception as e:  # noqa: BLE001 - recorded
             packet.throwaways("drop_error", type(e).__name__)
     else:

@@ -525,15 +525,19 @@ def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> list[str]:
     return dropped
 
 
-def keep_throwaway(server: RehearsalServer, tw: Throwaway) -> None:
-    """Kept for inspection (--keep-databases): re-marked so no sweep drops them; the operator does."""
+def keep_throwaway(server: RehearsalServer, tw: Throwaway) -> list[str]:
+    """Kept for inspection (--keep-databases): re-marked so no sweep drops them; the operator does.
+    Returns the databases that existed (a named one may never have been needed, or an interrupted run made)."""
     note = f"fix7-kept for inspection since {_now()}; drop by hand"
+    kept = []
     with server.connect(purpose="keep throwaway") as c:
-        for db in [*tw.extra_databases, tw.database]:  # an interrupted run may not have made them all
+        for db in [*tw.extra_databases, tw.database]:
             if c.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
                 c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(db), sql.Literal(note)))
+                kept.append(db)
         if c.execute("select 1 from pg_roles where rolname = %s", (tw.login.role,)).fetchone():
             c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(tw.login.role), sql.Literal(note)))
+    return kept
 
 
 def _mark_is_stale(comment: str | None) -> bool:

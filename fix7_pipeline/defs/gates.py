@@ -54,10 +54,11 @@ def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: Rehearsa
 )
 def clone_gates_check(context, rehearsal_clone: RunRecord,
                       rehearsal_server: RehearsalServerResource):
-    with witnessed_if_interrupted(context):
+    op = context.op_execution_context  # the run's id and instance
+    with witnessed_if_interrupted(op):
         record, results = clone_gates.evaluate(rehearsal_clone, rehearsal_server.source())
     if record.witness:  # a gate stopped the run: the sealed packet is the run's before any result is read
-        record_witness(context.instance, context.run_id, record.witness)
+        record_witness(op.instance, op.run_id, record.witness)
     for result in results:
         yield gate_result(result, record)
 
