@@ -415,13 +415,14 @@ def multiprocess_rehearsal_job():
     this module and calls it again, so it must build everything from importable definitions."""
     import dagster as dg
 
-    from fix7_pipeline.definitions import REHEARSAL_ASSETS, RESOURCES, rehearsal_job
+    from fix7_pipeline.definitions import CLONE_GATES, REHEARSAL_ASSETS, RESOURCES, rehearsal_job
 
-    return dg.Definitions(assets=REHEARSAL_ASSETS, jobs=[rehearsal_job(dg.multiprocess_executor)],
+    return dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES,
+                          jobs=[rehearsal_job(dg.multiprocess_executor)],
                           resources=RESOURCES).resolve_job_def("fix7_rehearsal")
 
 
-CLONE_GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")
+GATE_NAMES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")
 AFTER_THE_GATES = ("snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet")
 
 
@@ -435,14 +436,14 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
     evals = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in logs
              if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
              and e.dagster_event.event_specific_data.asset_key.to_user_string() == "rehearsal_clone"}
-    assert sorted(evals) == sorted(CLONE_GATES), sorted(evals)
-    at = CLONE_GATES.index(gate)
-    assert [evals[g].passed for g in CLONE_GATES[:at]] == [True] * at, {g: evals[g].description for g in evals}
+    assert sorted(evals) == sorted(GATE_NAMES), sorted(evals)
+    at = GATE_NAMES.index(gate)
+    assert [evals[g].passed for g in GATE_NAMES[:at]] == [True] * at, {g: evals[g].description for g in evals}
     failed = evals[gate]
     assert not failed.passed and failed.blocking
     assert failed.description.startswith("NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE: "), failed.description
     assert failed.metadata["gate_status"].value == "failed"
-    for later in CLONE_GATES[at + 1:]:
+    for later in GATE_NAMES[at + 1:]:
         assert not evals[later].passed and evals[later].description == f"not evaluated: {gate} failed"
     started = {e.step_key for e in logs if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
     assert started == {"clone_intake", "rehearsal_clone", "clone_gates"}, started

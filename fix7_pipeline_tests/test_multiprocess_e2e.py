@@ -23,12 +23,13 @@ from fix7_pipeline.defs.partitions import add_rehearsal, rehearsal_key
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 from fix7_pipeline.defs.storage import run_folder
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import (DagsterHome, config, files_under, find_leaks, left_on_server, load_packet,
-                                             multiprocess_rehearsal_job, planted, rnd, variant)
+from fix7_pipeline_tests.e2e_support import (DagsterHome, assert_blocked_at_gate, config, files_under, find_leaks,
+                                             left_on_server, load_packet, multiprocess_rehearsal_job, planted, rnd,
+                                             variant)
 
 SOURCE = "fix7_t_multiprocess_src"
-STEPS = ["clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation", "snapshot_anchor",
-         "apply", "rollback", "restore_diff", "evidence_packet"]
+STEPS = ["clone_intake", "rehearsal_clone", "clone_gates", "snapshot_anchor", "apply", "rollback", "restore_diff",
+         "evidence_packet"]  # clone_gates: the four blocking checks on rehearsal_clone, one step
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,9 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     assert [packet["stages"][s]["status"] for s in STAGES[3:]] == ["skipped"] * len(STAGES[3:])
     assert sorted(starts) == sorted(STEPS[:3])  # the stages after the gate never started
     assert len(set(starts.values())) == 3 and os.getpid() not in starts.values()
+    with home.instance() as inst:  # the failed blocking check, in its own process, stopped snapshot_anchor
+        sanitized = assert_blocked_at_gate(inst, result.run_id, "sanitized")
+    assert sanitized.metadata["suite"].value == "sanitization" and sanitized.metadata["failed"].value >= 1
     # the blocking stage, in its own process, dropped what the restoring stage's process had created
     throwaways = packet["throwaways"]
     assert throwaways["created"] and set(throwaways["dropped"]) == set(throwaways["created"])
@@ -123,7 +127,7 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     # a blocked run keeps its stage outputs (the facts the next steps would have read): they hold no secret
     with home.instance() as inst:
         outputs = files_under(run_folder(inst, result.run_id), "stored outputs")
-    assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:3])]
+    assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:2])]  # the gates store nothing
     assert find_leaks(outputs, [throwaway_key]) == []
     assert _secrets_kept(home, ev, [throwaway_key]) == []
 

@@ -256,7 +256,7 @@ def test_no_planted_secret_leaks_anywhere(fmt, source, change, tmp_path, server)
         assert {"stdout", "stderr", "evidence/rehearsal-report.json", "evidence/clone-provenance.json",
                 "evidence/rehearsal-report.md", "evidence/junit.xml", "dagster event log",
                 "dagster run record"} <= set(blobs)
-        assert b"sanitization_check" in blobs["dagster event log"]
+        assert b"clone_gates" in blobs["dagster event log"]
         assert any(k.startswith("dagster_home/storage/") for k in blobs), sorted(blobs)
         assert find_leaks(blobs, values) == []
         assert left == set()

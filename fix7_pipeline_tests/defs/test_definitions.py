@@ -25,9 +25,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 def asset_graph_snapshot() -> dict:
     graph = defs.resolve_asset_graph()
     checks: dict = {}
-    for assets_def in REHEARSAL_ASSETS:
-        for spec in assets_def.check_specs:
-            checks.setdefault(spec.asset_key.to_user_string(), {})[spec.name] = {"blocking": spec.blocking}
+    for key in graph.asset_check_keys:
+        spec = graph.get_check_spec(key)
+        checks.setdefault(key.asset_key.to_user_string(), {})[key.name] = {"blocking": spec.blocking}
     assets = {}
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
@@ -42,6 +42,7 @@ def asset_graph_snapshot() -> dict:
         "assets": assets,
         "jobs": {j.name: sorted(k.to_user_string() for k in j.asset_layer.executable_asset_keys)
                  for j in [job]},
+        "job_checks": sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in job.asset_layer.asset_graph.asset_check_keys),
         "job_partitions": _partitions(job.partitions_def),
         "schedules": {s.name: {"job": s.job_name} for s in repo.schedule_defs},
         "sensors": {s.name: {"jobs": sorted(t.job_name for t in s.targets)} for s in repo.sensor_defs},
@@ -70,8 +71,9 @@ def test_every_asset_and_check_explains_itself():
     for assets_def in REHEARSAL_ASSETS:
         for key in assets_def.keys:
             assert len(assets_def.descriptions_by_key.get(key) or "") > 40, key
-        for spec in assets_def.check_specs:
-            assert spec.description, spec.key
+    graph = defs.resolve_asset_graph()
+    for key in graph.asset_check_keys:
+        assert graph.get_check_spec(key).description, key
 
 
 def test_launchpad_fields_are_documented_with_defaults():
