@@ -21,7 +21,7 @@ from psycopg import sql
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import DagsterHome
+from fix7_pipeline_tests.e2e_support import DagsterHome, assert_blocked_at_gate
 
 SCHEMA = Path(__file__).parent / "data" / "rental_shop.sql"
 MAJORS = [18] + ([15] if builder.system_pg_dump(15) and builder.system_pg_bin(15) else [])
@@ -215,6 +215,8 @@ def test_schema_only_dump_gets_a_shape_only_verdict(dumps, contract, change, ins
     assert "hand over a dump with data" in shape["reason"]
     assert [f["rule"] for f in shape["findings"] if f["severity"] == "error"] == ["schema_only_dump"]
     assert packet["stages"]["apply"]["status"] == "skipped"
+    shaped = assert_blocked_at_gate(instance, out["run_id"], "production_shaped")  # no data: not production-shaped
+    assert "schema-only dump" in shaped.description
 
 
 def test_partial_dump_names_what_it_lacks(shops, contract, change, instance, tmp_path):
@@ -239,3 +241,6 @@ def test_partial_dump_names_what_it_lacks(shops, contract, change, instance, tmp
     for table in ("customer", "rental", "payment_p2022_01", "store.inventory"):
         assert table in finding["extra"]["missing_tables"]
     assert "film" not in finding["extra"]["missing_tables"] and "payment" not in finding["extra"]["missing_tables"]
+    # the restore stopped the run: the isolation gate reports it, and nothing after the gates ran
+    proven = assert_blocked_at_gate(instance, out["run_id"], "isolation_proven")
+    assert "The dump is partial" in proven.description and proven.metadata["findings/partial_dump"].value == 1
