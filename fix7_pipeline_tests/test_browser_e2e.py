@@ -29,8 +29,9 @@ BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 STORAGE_DB = "fix7_dagster_browser_e2e"
 PASSED, NO_SAFE = "REHEARSAL_PASSED", "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-STAGE_ASSETS = ("clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation",
-                "snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet")
+STAGE_ASSETS = ("clone_intake", "rehearsal_clone", "snapshot_anchor", "apply", "rollback", "restore_diff",
+                "evidence_packet")
+CLONE_GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")  # blocking checks on the clone
 PAGE_TIMEOUT_MS = 90_000
 
 
@@ -143,6 +144,15 @@ def test_the_asset_graph_shows_every_stage_keyed_by_rehearsal(page, scene):
         expect(body).to_contain_text(asset)
     page.get_by_text("evidence_packet", exact=True).last.click()
     expect(body).to_contain_text('Dynamic partitions: "fix7_rehearsals"')
+
+
+def test_the_clone_shows_its_four_blocking_gates(page, scene):
+    from playwright.sync_api import expect
+
+    _open(page, scene, "/assets/rehearsal_clone?view=checks")
+    body = page.locator("body")
+    for gate in CLONE_GATES:
+        expect(body).to_contain_text(gate)
 
 
 def test_the_last_good_rehearsal_stays_visible_on_the_packet_after_a_blocked_one(page, scene):

@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STORAGE_DB = "fix7_dagster_e2e"
-STAGE_ASSETS = {"clone_intake", "rehearsal_clone", "sanitization_check", "schema_shape_validation",
-                "snapshot_anchor", "apply", "rollback", "restore_diff", "evidence_packet"}
+STAGE_ASSETS = {"clone_intake", "rehearsal_clone", "snapshot_anchor", "apply", "rollback", "restore_diff",
+                "evidence_packet"}
 STAGE_CHECKS = {("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_proven"),
-                ("sanitization_check", "no_secrets"), ("sanitization_check", "sanitization_suite"),
-                ("schema_shape_validation", "production_shaped"), ("schema_shape_validation", "data_rules_suite"),
+                ("rehearsal_clone", "sanitized"), ("rehearsal_clone", "production_shaped"),
+                ("rehearsal_clone", "data_rules"),
                 ("snapshot_anchor", "anchor_taken"), ("apply", "change_applied"), ("rollback", "rollback_applied"),
                 ("restore_diff", "restore_diff_empty"), ("apply", "impact_within_thresholds"),
                 ("rollback", "impact_within_thresholds")}
