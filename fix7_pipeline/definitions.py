@@ -27,7 +27,7 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
     The code location's job stays in-process: `fix7 rehearse` runs it in its own process, where Ctrl-C reaches
     the running stage at once and the stage itself drops its throwaways and seals the packet, and a run is one
-    process start instead of nine (each stage process imports Dagster, GX and Kingfisher again).
+    process start instead of eight (seven stages and the gates; each imports Dagster, GX and Kingfisher again).
     """
     return dg.define_asset_job(
         "fix7_rehearsal",

@@ -2,7 +2,7 @@
 
 A rehearsal is one event about one dump and one change, not a refresh of one table: keyed as a partition
 of its own (`DynamicPartitionsDefinition`, added before the run is launched), each run materializes
-and checks its own partition of the nine stage assets. So a blocked rehearsal marks only its partition
+and checks its own partition of the seven stage assets. So a blocked rehearsal marks only its partition
 failed, while the catalog's partition bar and each asset's partition list keep the last good rehearsal
 visible beside it; and an asset check's status is per partition rather than a red that covers the
 whole graph until the next good run. The key names when it was started and what it is about:
