@@ -19,7 +19,8 @@ from fix7_pipeline.core.contract.from_yaml import contract_from_dict
 from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.paths import state_dir
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import DagsterHome, dumped_variant, findings, load_packet, rehearse_args
+from fix7_pipeline_tests.e2e_support import (DagsterHome, assert_blocked_at_gate, dumped_variant, findings,
+                                             load_packet, rehearse_args)
 from fix7_pipeline_tests.pg import superuser
 
 SOURCE = "fix7_t_cli_src"
@@ -157,6 +158,11 @@ def test_a_webhook_to_an_unlisted_host_blocks_isolation(home, dumps, tmp_path):
     assert packet["stages"]["isolation"]["status"] == "blocked" and packet["isolation_proven"] is False
     assert any(f["rule"] == "outward_pointer" and f["extra"]["host"] == PARTNER and "neither local, reserved nor "
                "allowed" in f["message"] for f in findings(packet, "isolation")), findings(packet, "isolation")
+    # one line per stage that ran, the isolation line from the failed isolation_proven gate, then the verdict
+    lines = [ln.split()[:2] for ln in stdout.splitlines() if ln.startswith("  ")]
+    assert lines == [["intake", "passed"], ["isolation", "blocked"]], stdout
+    with home.instance() as inst:
+        assert_blocked_at_gate(inst, packet["run_id"], "isolation_proven")
 
 
 @pytest.fixture(scope="module")
