@@ -149,6 +149,12 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
     assert shape["status"] == "passed" and "no data rules declared" in shape["reason"]
     assert [f["rule"] for f in shape["findings"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
     assert "gx" not in shape
+    from dagster import DagsterEventType
+
+    gate = next(e.dagster_event.event_specific_data for e in instance.all_logs(
+        out["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if e.dagster_event.event_specific_data.check_name == "data_rules")
+    assert gate.passed and gate.description.startswith("no data rules declared") and gate.metadata["evaluated"].value == 0
 
 
 def test_packet_keys_honour_the_seed(dumps, change, instance, tmp_path):

@@ -146,7 +146,7 @@ def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
 
 
 def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None = None, *,
-              record_passed: bool = True) -> tuple[RunRecord, StageOutcome]:
+              record_passed: bool = True, earlier_s: float = 0.0) -> tuple[RunRecord, StageOutcome]:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
 
     `body(server, packet, run)` returns the stage's outcome; what it learns goes into `run` (a _Run), and the
@@ -154,11 +154,11 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
     DagsterExecutionInterruptedError: BaseExceptions) is recorded as `interrupted`, never as the stage's
     judgment; the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED and the interruption is
     re-raised, so Dagster ends the run. `record_passed=False` (the first half of a stage, restore_clone) records
-    the stage only when it stops the run.
+    the stage only when it stops the run; the stage's second half counts the first's `earlier_s` in its duration.
     """
     run = _Run(record)
     packet = Journal(record.evidence_dir)
-    started = time.monotonic()
+    started = time.monotonic() - earlier_s
     position = interrupts.mark()
     server = None
     try:
@@ -516,7 +516,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
                             details={"restore": restored, "restoring_role": attrs, "contract": used})
 
     record, outcome = run_stage(record, "isolation", body, servers, record_passed=False)
-    return record.with_(restore=outcome.as_dict()), outcome
+    return record.with_(restore={**outcome.as_dict(), "duration_s": outcome.duration_s}), outcome
 
 
 def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
@@ -532,14 +532,16 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
             # a contract declaring no pointers (one derived from schema SQL) is checked for the birth surface's
             findings += isolation.prove_isolation(conn, run.request.policy(), contract.pointers or None)
-        restored = {k: v for k, v in (run.record.restore or {}).items() if k not in ("status", "reason", "findings")}
+        restored = {k: v for k, v in (run.record.restore or {}).items()
+                    if k not in ("status", "reason", "findings", "duration_s")}
         outcome = StageOutcome.from_findings(findings, details=restored,
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
         packet.set(isolation_proven=outcome.status == PASSED)
         return outcome
 
-    return run_stage(record, "isolation", body, servers)
+    return run_stage(record, "isolation", body, servers,  # the stage's duration is the restore's and the proof's
+                     earlier_s=float((record.restore or {}).get("duration_s") or 0.0))
 
 
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
