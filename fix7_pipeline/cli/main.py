@@ -2,7 +2,8 @@
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`). No traceback ever reaches the user.
+143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`), 141 when the reader of stdout went away
+(`fix7 rules | head`), as a shell reports SIGPIPE. No traceback ever reaches the user.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"fix7: usage error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+EXIT_BROKEN_PIPE = 141
 
 
 def _quiet() -> None:
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except Fix7Error as e:
         print(f"fix7: {e.message}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # Python's recipe: point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
         print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
               file=sys.stderr)
