@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 EXIT_BROKEN_PIPE = 141
 
 
-def _quiet() -> None:
+def quiet() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     args = None
     try:
-        _quiet()
+        quiet()
         parser = build_parser()
         args = parser.parse_args(argv)
         args.progress = progress
