@@ -56,7 +56,8 @@ def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None) -
     if restore.get("status") != PASSED:  # the restore stopped the run: its stage entry is isolation's
         outcome = StageOutcome(status=restore.get("status", "blocked"), reason=restore.get("reason") or
                                "the clone was not restored",
-                               findings=[Finding(**f) for f in restore.get("findings") or []])
+                               findings=[Finding(**f) for f in restore.get("findings") or []],
+                               duration_s=restore.get("duration_s"))
         first = GateResult("isolation_proven", False, outcome.reason, findings=outcome.findings, outcome=outcome)
         return record, [first, *(not_evaluated(g, "isolation_proven") for g in GATES[1:])]
     results: list[GateResult] = []

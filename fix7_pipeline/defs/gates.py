@@ -13,7 +13,7 @@ import dagster as dg
 
 from fix7_pipeline.core import clone_gates, rehearsal, run_view
 from fix7_pipeline.core.escape import visible
-from fix7_pipeline.core.model import PASSED, StageOutcome
+from fix7_pipeline.core.model import StageOutcome
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, record_witness,
@@ -52,8 +52,7 @@ def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: Rehearsa
     specs=GATE_SPECS, name="clone_gates", compute_kind="great_expectations",
     description="The clone gates in order, in one step: isolation, sanitization, shape, data rules.",
 )
-def clone_gates_check(context, rehearsal_clone: RunRecord,
-                      rehearsal_server: RehearsalServerResource):
+def clone_gates_check(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
     op = context.op_execution_context  # the run's id and instance
     with witnessed_if_interrupted(op):
         record, results = clone_gates.evaluate(rehearsal_clone, rehearsal_server.source())
@@ -96,9 +95,6 @@ def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCh
 
 def _stage_line(stage: str, outcome: StageOutcome, record: RunRecord) -> dict:
     """What the CLI prints for the stage (cli/rehearse.py RunFollower)."""
-    md = {STAGE_KEY: stage, "status": outcome.status, DURATION_KEY: float(outcome.duration_s or 0.0),
-          "reason": dg.MetadataValue.text(visible(outcome.reason)),
-          "evidence_dir": dg.MetadataValue.path(record.evidence_dir)}
-    if outcome.status == PASSED and stage == "schema_shape":
-        md["gx_expectations_failed"] = int((outcome.details.get("gx") or {}).get("failed") or 0)
-    return md
+    return {STAGE_KEY: stage, "status": outcome.status, DURATION_KEY: float(outcome.duration_s or 0.0),
+            "reason": dg.MetadataValue.text(visible(outcome.reason)),
+            "evidence_dir": dg.MetadataValue.path(record.evidence_dir)}
