@@ -452,4 +452,7 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
             for e in inst.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
     assert made == {"clone_intake", "rehearsal_clone"}, made
     assert inst.get_run_by_id(run_id).tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    from fix7_pipeline.core.audit import read_chain
+
+    assert len([e for e in read_chain() if e.get("run_id") == run_id]) == 1  # the packet was sealed once
     return failed
