@@ -377,9 +377,19 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
     are the run's tags. Replaying the stored event log prints the same lines, so they come from the run."""
     from fix7_pipeline.cli.rehearse import Progress, RunFollower
 
-    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev"), instance=instance, echo=True)
+    recorded_at_line = []  # each line comes when its stage ends: the next stage has not been recorded yet
+
+    def journal_so_far(stage, metadata, evidence_dir):
+        from fix7_pipeline.core.report import EvidencePacket
+
+        stages = EvidencePacket.load(Path(evidence_dir)).data["stages"]
+        recorded_at_line.append([s for s in STAGES if stages[s]["status"] != "skipped"])
+
+    out = run_rehearsal(_config(dumps["custom"], *change, tmp_path / "ev"), instance=instance, echo=True,
+                        on_stage=journal_so_far)
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == list(STAGES)
+    assert recorded_at_line == [list(STAGES[:n]) for n in range(1, len(STAGES) + 1)]
     assert all(line.split()[1] == "passed" for line in printed)
     tags = instance.get_run_by_id(out["run_id"]).tags
     assert tags["fix7/verdict"] == out["verdict"] == out["packet"]["verdict"] == "REHEARSAL_PASSED"

@@ -5,8 +5,8 @@
 shape against the contract) and `data_rules` (the GX data-rules suite, run in PostgreSQL). A finding
 belongs to exactly one gate, so one bad value fails one gate.
 
-They run one after another in one call, so the journal has one writer for them whatever executor runs
-the job; the first that fails has sealed the packet (its stage did, core.rehearsal.run_stage), and every
+They run one after another in one call (a generator), so the journal has one writer for them whatever
+executor runs the job; the first that fails has sealed the packet (its stage did, core.rehearsal.run_stage), and every
 later gate is reported not evaluated. They read the clone and create at most the scratch database the
 restore named: a record they pass hands the change stages nothing the restored clone's record lacks (no
 name matched a secret rule, or `sanitized` failed), so the Dagster layer can run them as asset checks,
@@ -15,6 +15,7 @@ which hand no output on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import rehearsal
@@ -50,25 +51,30 @@ def not_evaluated(name: str, failed: str) -> GateResult:
     return GateResult(name, passed=False, reason=f"not evaluated: {failed} failed", evaluated=False)
 
 
-def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None) -> tuple[RunRecord, list[GateResult]]:
-    """Every gate's result, in GATES order; the record as the last evaluated stage left it."""
+def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None
+             ) -> Iterator[tuple[RunRecord, GateResult]]:
+    """Each gate's result in GATES order as soon as its stage has run, with the record as that stage left it
+    (so whoever follows the run sees each stage's line when it ends, not when the last gate does)."""
     restore = record.restore or {}
     if restore.get("status") != PASSED:  # the restore stopped the run: its stage entry is isolation's
         outcome = StageOutcome(status=restore.get("status", "blocked"), reason=restore.get("reason") or
                                "the clone was not restored",
                                findings=[Finding(**f) for f in restore.get("findings") or []],
                                duration_s=restore.get("duration_s"))
-        first = GateResult("isolation_proven", False, outcome.reason, findings=outcome.findings, outcome=outcome)
-        return record, [first, *(not_evaluated(g, "isolation_proven") for g in GATES[1:])]
-    results: list[GateResult] = []
+        yield record, GateResult("isolation_proven", False, outcome.reason, findings=outcome.findings,
+                                 outcome=outcome)
+        yield from ((record, not_evaluated(g, "isolation_proven")) for g in GATES[1:])
+        return
+    done: list[GateResult] = []
     for stage in (rehearsal.prove_isolation, rehearsal.sanitization, rehearsal.schema_shape):
-        failed = next((r.name for r in results if not r.passed), None)
+        failed = next((r.name for r in done if not r.passed), None)
         if failed:
-            done = {r.name for r in results}
-            return record, [*results, *(not_evaluated(g, failed) for g in GATES if g not in done)]
+            yield from ((record, not_evaluated(g, failed)) for g in GATES[len(done):])
+            return
         record, outcome = stage(record, servers)
-        results += _split(stage.__name__, outcome)
-    return record, results
+        for result in _split(stage.__name__, outcome):
+            done.append(result)
+            yield record, result
 
 
 def _split(stage: str, outcome: StageOutcome) -> list[GateResult]:

@@ -54,12 +54,13 @@ def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: Rehearsa
 )
 def clone_gates_check(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
     op = context.op_execution_context  # the run's id and instance
+    witnessed = False
     with witnessed_if_interrupted(op):
-        record, results = clone_gates.evaluate(rehearsal_clone, rehearsal_server.source())
-    if record.witness:  # a gate stopped the run: the sealed packet is the run's before any result is read
-        record_witness(op.instance, op.run_id, record.witness)
-    for result in results:
-        yield gate_result(result, record)
+        for record, result in clone_gates.evaluate(rehearsal_clone, rehearsal_server.source()):
+            if record.witness and not witnessed:  # a gate stopped the run: its sealed packet is the run's first
+                record_witness(op.instance, op.run_id, record.witness)
+                witnessed = True
+            yield gate_result(result, record)
 
 
 def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCheckResult:

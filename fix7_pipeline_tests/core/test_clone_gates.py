@@ -42,7 +42,7 @@ def test_a_restore_that_failed_is_the_isolation_gates_failure_and_nothing_else_r
     failed = StageOutcome.from_findings([Finding("partial_dump", "The dump is partial: …")])
     record = RunRecord(request=RehearsalRequest(), run_id="r", evidence_dir="/nonexistent",
                        restore={**failed.as_dict(), "duration_s": 0.1})
-    _, results = clone_gates.evaluate(record)  # no server is touched: nothing was restored
+    results = [r for _, r in clone_gates.evaluate(record)]  # no server is touched: nothing was restored
     assert [(r.name, r.passed, r.evaluated) for r in results] == [
         ("isolation_proven", False, True), ("sanitized", False, False), ("production_shaped", False, False),
         ("data_rules", False, False)]
