@@ -279,11 +279,9 @@ def _created(packet: Journal, *names: str) -> None:
 
 
 def _new_database(server: RehearsalServer, run: _Run, packet: Journal, database: str, **how) -> None:
-    """One more throwaway database of the run (anchor, scratch, re-restore): named on disk before it exists,
+    """One more throwaway database of the run (anchor, re-restore): named on disk before it exists,
     created by `create_database(**how)`, and dropped with the rest."""
-    names = run.record.throwaway
-    run.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
-    _plan(packet, ("database", database))
+    _name_database(run, packet, database)
     create_database(server, database, _throwaway(run.record.throwaway, server).login, **how)
     _created(packet, database)
 
