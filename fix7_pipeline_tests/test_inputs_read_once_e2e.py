@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import change
+from fix7_pipeline.core import change, restore
 from fix7_pipeline.core.contract import load as contract_load
 from fix7_pipeline.core.dumps import identify, screening
 from fix7_pipeline.demo import builder
@@ -91,6 +91,26 @@ def test_a_passing_rehearsal_reads_each_input_once_and_runs_the_change_intake_re
     for label in ("apply", "rollback"):
         assert packet["stages"]["intake"][f"{label}_sql"]["sha256"] == intake_sha[label]
         assert packet["stages"][label]["change"]["sha256"] == intake_sha[label]
+    assert left == set()
+
+
+def test_a_plain_dump_is_streamed_once_at_intake_and_once_as_the_restore_guard(dumps, instance, tmp_path,
+                                                                             monkeypatch, server):
+    """Intake hashes, inspects and screens a plain dump in one pass; the restore streams it once more, hashing
+    it as it goes (the guard). Nothing else opens it."""
+    streams: Counter = Counter()
+    for module in (identify, screening, restore):
+        real = module.open_plain
+
+        def counted(*args, _real=real, _name=module.__name__.rsplit(".", 1)[-1], **kwargs):
+            streams[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, "open_plain", counted)
+    with left_on_server(server) as left:
+        out = run_rehearsal(config(_copy(dumps["plain"], tmp_path), *builder.write_sample_change(tmp_path / "change"),
+                                   tmp_path / "ev"), instance=instance, echo=False)
+    assert out["verdict"] == "REHEARSAL_PASSED", out["packet"]["stages"]
+    assert dict(streams) == {"identify": 1, "restore": 1}
     assert left == set()
 
 

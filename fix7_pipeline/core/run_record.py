@@ -88,7 +88,7 @@ class RunRecord:
 def _dump_json(info: DumpInfo | None) -> dict | None:
     if info is None:
         return None
-    d = {f.name: getattr(info, f.name) for f in fields(info)}
+    d = {f.name: getattr(info, f.name) for f in fields(info) if f.name != "screened"}
     d["path"] = str(info.path)
     d["toc"] = [asdict(e) for e in info.toc]
     return d

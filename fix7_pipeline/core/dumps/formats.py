@@ -58,6 +58,9 @@ class DumpInfo:
     uncompressed_bytes: int | None = None
     max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES
     max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO
+    # a plain dump's screening findings, made in inspect_dump's one pass over the bytes hashed (not carried
+    # between processes: only intake screens)
+    screened: tuple | None = None
 
     @property
     def is_archive(self) -> bool:

@@ -9,8 +9,9 @@ import stat
 import zlib
 from pathlib import Path
 
-from ..sql_lexer import COPY_FROM_STDIN, PlainScanner, copy_target
+from ..sql_lexer import COPY_FROM_STDIN, copy_target
 from .archive import version_major, list_archive, tables_from_toc, verify_archive_data, wheel_major
+from .screening import PlainScreen
 from .formats import (CUSTOM, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_PLAIN_BYTES, DIRECTORY, PLAIN, PLAIN_GZIP, TAR,
                       DumpInfo, TocEntry, refuse)
 from .streams import HashingReader, hash_directory, hash_file, iter_lines, open_plain, resolve_path
@@ -53,7 +54,8 @@ def _check_newer(path: Path, pg_dump_version: str | None) -> None:
 
 
 def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, hand_written: bool = False) -> dict:
-    """One streamed pass: header versions, TOC comment headers, COPY blocks, size.
+    """One streamed pass: header versions, TOC comment headers, COPY blocks, size, sha256 and the screening
+    (`screen`, finished by the caller once it knows whether pg_dump wrote the file): the one read intake makes.
 
     `hand_written` reads schema SQL a person wrote (a contract's source): no pg_dump banner is required.
     """
@@ -67,7 +69,8 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
         stream = open_plain(path, gzipped=gzipped, max_bytes=max_bytes, max_ratio=max_ratio, raw=raw)
     except OSError as e:
         raise refuse(path, f"it cannot be read ({e.strerror})", rule="dump_unreadable") from None
-    scanner = PlainScanner()
+    screen = PlainScreen()
+    scanner = screen.scanner
     with stream:
         try:
             for lineno, line, complete in iter_lines(stream):
@@ -79,7 +82,7 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
                         seen_dump_banner = True
                 elif lineno > 64 and not seen_dump_banner and not hand_written:
                     break
-                kind, stmts, _ = scanner.feed(lineno, line, complete)
+                kind, stmts, _ = screen.feed(lineno, line, complete)
                 if kind != "sql":
                     continue
                 if line.startswith("-- Dumped from database version "):
@@ -103,7 +106,7 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
         raise refuse(path, "it is not a pg_dump output (no '-- PostgreSQL database dump' header in its first "
                      "lines)", rule="dump_not_pg_dump")
     return {"header": header, "toc": toc, "copies": copies, "uncompressed": uncompressed,
-            "sha256": raw.sha.hexdigest(), "bytes": raw.n}
+            "sha256": raw.sha.hexdigest(), "bytes": raw.n, "screen": screen}
 
 
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
@@ -191,6 +194,8 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         elif not info.pg_dump_version:
             raise refuse(real, "its header does not say which pg_dump made it ('-- Dumped by pg_dump version')",
                          rule="dump_not_pg_dump")
+        got["screen"].hand_written = info.hand_written
+        info.screened = tuple(got["screen"].finish())
     else:
         header, toc = list_archive(real, fmt, timeout=min(timeout, 600))
         info.pg_dump_version = header.get("Dumped by pg_dump version")

@@ -248,7 +248,8 @@ def screen_toc(toc: list[TocEntry]) -> list[Finding]:
 
 
 def screen_dump(info: DumpInfo) -> list[Finding]:
-    """Everything that makes this dump unsafe to restore, found without restoring it."""
+    """Everything that makes this dump unsafe to restore, found without restoring it (a plain dump's, found as
+    inspect_dump read it, when it did)."""
     if info.format in (PLAIN, PLAIN_GZIP):
-        return screen_plain(info)
+        return list(info.screened) if info.screened is not None else screen_plain(info)
     return screen_toc(info.toc)
