@@ -200,7 +200,12 @@ def config(clone, apply_sql, rollback_sql, evidence_dir, **kw) -> dict:
 
 
 def load_packet(evidence_dir: Path) -> dict:
-    return json.loads((Path(evidence_dir) / REPORT).read_text())
+    """The sealed packet; for a run that left only its journal (kill -9), the journal's view (verdict None)."""
+    if (Path(evidence_dir) / REPORT).exists():
+        return json.loads((Path(evidence_dir) / REPORT).read_text())
+    from fix7_pipeline.core.report import EvidencePacket
+
+    return EvidencePacket.load(Path(evidence_dir)).data
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import pytest
 
 from fix7_pipeline.cli.rehearse import UsageError, validate_request
 from fix7_pipeline.core import audit, rehearsal
-from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
 from fix7_pipeline.core.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
@@ -96,7 +96,7 @@ def test_a_sealed_packet_is_refused_and_the_chain_still_verifies(home, change, t
     first = _rehearse(home, tmp_path / "missing.dump", change, ev)  # intake blocks: sealed within seconds
     assert first.returncode == 3, first.stdout + first.stderr
     sealed = _snapshot(ev)
-    assert set(sealed) == {REPORT, PROVENANCE, READABLE}
+    assert set(sealed) == {REPORT, PROVENANCE, READABLE, JOURNAL}
     runs = _runs(home)
 
     again = _rehearse(home, minimal_plain_dump(tmp_path / "clone.sql"), change, ev, "--attested-by", "ops")

@@ -1,9 +1,11 @@
-"""Issue 11 item 4, end to end: intake reads each input once, and what it read is what every stage uses.
+"""Issue 11 items 4 and 1, end to end: intake reads each input once, what it read is what every stage uses, and
+the packet is rendered once, from the journal the stages appended to, by whatever ended the run.
 
 Real rehearsals of a built clone through the Dagster job (the CLI's path, in process), with counting wrappers
 around the functions that read an input (each delegates to the real one): the dump is inspected and screened
 once, each change file read once, the contract parsed once. A change file edited after intake is not what
-runs; a dump swapped after intake is refused by the restore's guard, and by the restore proof's.
+runs; a dump swapped after intake is refused by the restore's guard, and by the restore proof's. A passing
+run writes rehearsal-report.json once, and nothing loads the packet before that.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import change, restore
+from fix7_pipeline.core import change, journal, report, restore
 from fix7_pipeline.core.contract import load as contract_load
+from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.dumps import identify, screening
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, left_on_server
@@ -62,6 +65,24 @@ def reads(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def packet_io(monkeypatch):
+    """The packet's reads and writes in order: ("load", sealed yet?) and ("write", file name)."""
+    events: list[tuple[str, object]] = []
+    real_write, real_load = report.write_atomic, report.EvidencePacket.load.__func__
+
+    def write(path, text):
+        events.append(("write", Path(path).name))
+        return real_write(path, text)
+
+    def load(cls, directory):
+        events.append(("load", (Path(directory) / report.REPORT).exists()))
+        return real_load(cls, directory)
+    monkeypatch.setattr(report, "write_atomic", write)
+    monkeypatch.setattr(report.EvidencePacket, "load", classmethod(load))
+    return events
+
+
 def _copy(dump: Path, tmp_path: Path) -> Path:
     target = tmp_path / dump.name
     target.write_bytes(dump.read_bytes())
@@ -73,7 +94,7 @@ def _sha(path: Path) -> str:
 
 
 def test_a_passing_rehearsal_reads_each_input_once_and_runs_the_change_intake_read(dumps, instance, tmp_path,
-                                                                                   reads, server):
+                                                                                   reads, packet_io, server):
     apply_sql, rollback_sql = builder.write_sample_change(tmp_path / "change")
     intake_sha = {"apply": _sha(apply_sql), "rollback": _sha(rollback_sql)}
 
@@ -92,6 +113,14 @@ def test_a_passing_rehearsal_reads_each_input_once_and_runs_the_change_intake_re
         assert packet["stages"]["intake"][f"{label}_sql"]["sha256"] == intake_sha[label]
         assert packet["stages"][label]["change"]["sha256"] == intake_sha[label]
     assert left == set()
+    # one render, at the end; nothing loaded the packet before it (the stages only appended to the journal)
+    writes = [e for e in packet_io if e[0] == "write" and e[1] == report.REPORT]
+    assert len(writes) == 1, packet_io
+    first_write = packet_io.index(writes[0])
+    assert not [e for e in packet_io[:first_write] if e[0] == "load"], packet_io
+    assert all(sealed for kind, sealed in packet_io if kind == "load")
+    entries = journal.read(tmp_path / "ev")
+    assert [e["path"][1] for e in entries if e.get("path", [None])[0] == "stages"] == list(STAGES)
 
 
 def test_a_plain_dump_is_streamed_once_at_intake_and_once_as_the_restore_guard(dumps, instance, tmp_path,

@@ -200,7 +200,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
                                          "evidence was written")
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
                         f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
-    packet = EvidencePacket.load(Path(evidence_dir))
+    packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or (no stage ended the run) the journal's view
     verdict = _tagged_verdict(run_tags, packet.data)
     if interrupted or (verdict or packet.data.get("verdict")) == REHEARSAL_INTERRUPTED:
         if not packet.data.get("verdict"):  # between two stages: no stage could record it
@@ -214,12 +214,14 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         _report_verdict(instance, run_id)
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
-    if not packet.data.get("verdict"):  # no step sealed it: seal it here, and give Dagster its record of the seal
+    if not packet.data.get("verdict"):  # no step sealed it: render it here, and give Dagster its record of the seal
         from fix7_pipeline.core.audit import witness
+        from fix7_pipeline.core.report import render
         from fix7_pipeline.defs.stages import record_witness
 
-        packet.finalize(incomplete_reason="the Dagster run ended early")
-        record_witness(instance, run_id, witness(packet.sealed))
+        rendered = render(Path(evidence_dir), incomplete_reason="the Dagster run ended early")
+        record_witness(instance, run_id, witness(rendered.sealed if rendered is not None else None))
+        packet = EvidencePacket.load(Path(evidence_dir))
     elif not verdict:  # sealed, but its witness did not reach the run: from the audit chain
         from fix7_pipeline.defs.stages import record_chain_witness
 

@@ -327,8 +327,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
         return row
     report = Path(evidence_dir) / REPORT
     if not report.is_file():
-        row["chain"] = "packet missing"
-        return row
+        return _journal_row(row, Path(evidence_dir))
     row["packet_sha256"] = _sha256(report)
     try:
         data = json.loads(report.read_text(encoding="utf-8"))
@@ -340,6 +339,26 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
     if chain_entry:
         row["chain"] = f"sealed #{chain_entry.get('seq')}" if chain_entry.get("packet_sha256") == row["packet_sha256"] \
             else "EDITED since sealed"
+    return row
+
+
+def _journal_row(row: dict, directory: Path) -> dict:
+    """A run that left a journal and no packet (it crashed, or is still running): what the journal recorded,
+    marked not sealed; no packet sha256, as there is no packet to hash."""
+    from . import journal
+
+    if not journal.exists(directory):
+        row["chain"] = "packet missing"
+        return row
+    try:
+        data = journal.fold(journal.read(directory))
+    except (OSError, ValueError):
+        row["chain"] = "journal unreadable"
+        return row
+    row.update(packet_run_id=data.get("run_id") or "", verdict="(unfinished)",
+               clone_sha256=(data.get("clone") or {}).get("sha256") or "",
+               attested_by=(data.get("attestation") or {}).get("attested_by") or "",
+               anchor_id=data.get("anchor_id") or "", chain="journal only, not sealed")
     return row
 
 

@@ -39,6 +39,9 @@ class StageOutcome:
     details: dict = field(default_factory=dict)
     reason: str = ""
     duration_s: float | None = None  # how long the stage ran, set as it ends (not part of as_dict)
+    # what the stage recorded at the packet's top level (impact, restore_diff), for the Dagster layer's
+    # metadata: read from the outcome, never from the packet (not part of as_dict)
+    published: dict = field(default_factory=dict)
 
     @classmethod
     def from_findings(cls, findings: list[Finding], details: dict | None = None, fail_status: str = BLOCKED,

@@ -15,7 +15,9 @@ REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
 READABLE = "rehearsal-report.md"
 FINDINGS = "sanitization-findings.jsonl"  # every finding of the secret scan, one JSON object a line
-PACKET_FILES = (REPORT, PROVENANCE, READABLE, FINDINGS)
+JOURNAL = "rehearsal-journal.jsonl"  # what the stages appended as they ran (core/journal.py)
+RENDER_CLAIM = ".rehearsal-render.claim"  # created exclusively by the one renderer of the packet
+PACKET_FILES = (REPORT, PROVENANCE, READABLE, FINDINGS, JOURNAL)
 
 
 def sha256_file(path: Path) -> str:

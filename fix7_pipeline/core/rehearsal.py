@@ -3,12 +3,13 @@
 Intake reads every input once into a frozen RunRecord; each later stage receives the record, never an
 input again, and returns the next record with what it learnt (throwaway names, the anchor, a contract
 derived from schema SQL). Each stage records its outcome, the connections it opened and its duration in
-the evidence packet before returning, and a stage that stops the run finalizes the packet and drops the
-throwaways.
+the run's journal (core/journal.py) before returning; nothing loads or rewrites the packet while the run
+goes on. Whatever ends the run (a stage that stops it, the last one, an interruption) drops the throwaways
+and renders the packet from the journal, once (core.report.render).
 
 Interrupted (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records
 `interrupted`, drops the throwaways, seals REHEARSAL_INTERRUPTED and re-raises. Every throwaway
-database and role is named in the packet on disk before it is created, so even kill -9 leaves
+database and role is named in the journal on disk before it is created, so even kill -9 leaves
 it named; its mark lets the next run's sweep drop it.
 
 Whatever finalizes the packet leaves the seal's witness in the record it returns (`witness`,
@@ -36,8 +37,9 @@ from .hosts import redact_url
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .paths import project_dir
+from .journal import Journal
 from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
-                     utc_now)
+                     render, utc_now)
 from .request import RehearsalRequest
 from .run_record import Anchor, RunRecord, ThrowawayNames
 from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
@@ -154,7 +156,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
     re-raised, so Dagster ends the run.
     """
     run = _Run(record)
-    packet = EvidencePacket.load(Path(record.evidence_dir))
+    packet = Journal(record.evidence_dir)
     started = time.monotonic()
     position = interrupts.mark()
     server = None
@@ -175,10 +177,8 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
             if outcome.status != PASSED:
-                packet.finalize()
+                _render(packet)
                 run.put(witness=witness(packet.sealed))  # the Dagster layer records it on the run
-            else:
-                packet.save()
     except BaseException as e:
         if not interrupts.is_interrupt(e):
             raise
@@ -189,7 +189,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
     return run.record, outcome
 
 
-def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, packet: EvidencePacket,
+def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, packet: Journal,
                 server: RehearsalServer | None = None, started: float | None = None, position: int = 0,
                 servers: ServerSource | None = None) -> None:
     """Record that `stage` was interrupted, drop the throwaways and seal REHEARSAL_INTERRUPTED.
@@ -206,8 +206,8 @@ def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, p
             f"before {stage} started (between two stages)"
         outcome = StageOutcome(status=INTERRUPTED, reason=f"interrupted{by} {when}; nothing was judged",
                                details={"signal": signame})
-        sealed = bool(packet.data.get("verdict"))
-        if not sealed and stage in STAGES and packet.stage_status(stage) == SKIPPED:  # not yet recorded
+        sealed = packet.sealed is not None
+        if not sealed and stage in STAGES and stage not in packet.recorded:
             packet.record_stage(stage, outcome, duration)
         if server is None and record.throwaway:
             try:
@@ -215,15 +215,15 @@ def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, p
             except Exception:  # noqa: BLE001 - recorded as a drop error below; the next sweep retries
                 server = None
         if record.throwaway and server is None:
-            packet.data["throwaways"]["drop_error"] = "the rehearsal server could not be reached"
+            packet.throwaways("drop_error", "the rehearsal server could not be reached")
         drop_throwaways(record, packet, server, stop_sessions=True)
         if not sealed:  # a sealed packet is never edited: that would break its hash in the audit chain
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
-            packet.finalize(interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
+            _render(packet, interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
 
 
-def drop_throwaways(record: RunRecord, packet: EvidencePacket, server: RehearsalServer | None, *,
+def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer | None, *,
                     stop_sessions: bool = False) -> None:
     """Drop this run's throwaway databases and role, unless the operator asked to keep them.
 
@@ -238,17 +238,16 @@ def drop_throwaways(record: RunRecord, packet: EvidencePacket, server: Rehearsal
             if stop_sessions:
                 _end_sessions(server, [*tw.extra_databases, tw.database])
             keep_throwaway(server, tw)
-            packet.data["throwaways"]["kept"] = [*tw.extra_databases, tw.database]
+            packet.throwaways("kept", [*tw.extra_databases, tw.database])
         except Exception as e:  # noqa: BLE001 - recorded
-            packet.data["throwaways"]["drop_error"] = type(e).__name__
+            packet.throwaways("drop_error", type(e).__name__)
     else:
         try:
             gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
-            dropped = packet.data["throwaways"]["dropped"]
-            dropped.extend([n for n in gone if n not in dropped])
-            packet.data["throwaways"].pop("drop_error", None)
+            packet.throwaways("dropped", list(gone), "extend_new")
+            packet.throwaways("drop_error", None, "pop")
         except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
-            packet.data["throwaways"]["drop_error"] = type(e).__name__
+            packet.throwaways("drop_error", type(e).__name__)
 
 
 def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
@@ -257,14 +256,12 @@ def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
                   "where datname = any(%s) and pid <> pg_backend_pid()", (databases,))
 
 
-def _plan(packet: EvidencePacket, *names: tuple[str, str]) -> None:
-    """Name throwaways ("database"|"role", name) in the packet on disk before they are created."""
-    planned = packet.data["throwaways"].setdefault("planned", [])
-    planned.extend({"kind": kind, "name": name} for kind, name in names)
-    packet.save()
+def _plan(packet: Journal, *names: tuple[str, str]) -> None:
+    """Name throwaways ("database"|"role", name) in the journal on disk before they are created."""
+    packet.throwaways("planned", [{"kind": kind, "name": name} for kind, name in names], "extend")
 
 
-def _create_throwaway(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> Throwaway:
+def _create_throwaway(server: RehearsalServer, run: _Run, packet: Journal) -> Throwaway:
     """The clone database and its role: named in the record and on disk first, then created."""
     tag = pysecrets.token_hex(5)
     role, database = throwaway_names(tag)
@@ -276,12 +273,11 @@ def _create_throwaway(server: RehearsalServer, run: _Run, packet: EvidencePacket
     return tw
 
 
-def _created(packet: EvidencePacket, *names: str) -> None:
-    packet.data["throwaways"]["created"].extend(names)
-    packet.save()
+def _created(packet: Journal, *names: str) -> None:
+    packet.throwaways("created", list(names), "extend")
 
 
-def _new_database(server: RehearsalServer, run: _Run, packet: EvidencePacket, database: str, **how) -> None:
+def _new_database(server: RehearsalServer, run: _Run, packet: Journal, database: str, **how) -> None:
     """One more throwaway database of the run (anchor, scratch, re-restore): named on disk before it exists,
     created by `create_database(**how)`, and dropped with the rest."""
     names = run.record.throwaway
@@ -310,21 +306,28 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     plan). Drops the throwaways the packet names and seals REHEARSAL_INTERRUPTED, at the stage that was
     next; returns the packet. A packet already sealed is returned as it is.
     """
-    packet = EvidencePacket.load(Path(evidence_dir))
+    packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or the journal's view of the run so far
     if packet.data.get("verdict"):
         return packet.data
     stage = next((s for s in STAGES if packet.stage_status(s) in (SKIPPED, INTERRUPTED)), "evidence_packet")
     record = RunRecord(request=request, run_id=packet.data.get("run_id") or "", evidence_dir=str(evidence_dir),
                        throwaway=_throwaway_from_packet(packet))
     error = interrupts.Interrupted(signum) if signum is not None else None
-    interrupted(record, stage, error, packet=packet, servers=servers)
-    return packet.data
+    journal = Journal(evidence_dir, recorded={s for s in STAGES if packet.stage_status(s) != SKIPPED})
+    interrupted(record, stage, error, packet=journal, servers=servers)
+    return EvidencePacket.load(Path(evidence_dir)).data
+
+
+def _render(packet: Journal, **how) -> None:
+    """The packet rendered from the journal by whatever ends the run; `packet.sealed` is the seal's chain entry."""
+    rendered = render(packet.dir, **how)
+    packet.sealed = rendered.sealed if rendered is not None else None
 
 
 # -- stages ------------------------------------------------------------------------------
 
 def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
-                  recorded: dict) -> tuple[EvidencePacket, Finding | None]:
+                  recorded: dict) -> tuple[Journal, Finding | None]:
     """The packet, started in the operator-named directory if that can take one, else in a fresh one.
 
     A named directory that already holds a packet (or is claimed by another run meanwhile: the packet file
@@ -334,7 +337,7 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
     problem = evidence_dir_problem(directory) if named else None
     if problem is None:
         try:
-            return EvidencePacket.start(directory, run_id=run_id, request=recorded), None
+            return Journal(EvidencePacket.start(directory, run_id=run_id, request=recorded).dir), None
         except EvidenceDirRefused as e:
             if not named:
                 raise
@@ -343,7 +346,7 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
             if not named:
                 raise
             problem = f"The evidence directory {directory} cannot be written ({e.strerror or type(e).__name__})."
-    return (EvidencePacket.start(fallback, run_id=run_id, request=recorded),
+    return (Journal(EvidencePacket.start(fallback, run_id=run_id, request=recorded).dir),
             Finding(rule="evidence_dir", message=problem))
 
 
@@ -369,7 +372,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     except BaseException as e:
         if not interrupts.is_interrupt(e) or not progress.get("evidence_dir"):
             raise
-        packet = EvidencePacket.load(Path(progress["evidence_dir"]))
+        packet = Journal(progress["evidence_dir"], recorded=progress.get("recorded"))
         interrupted(RunRecord(request=request, run_id=run_id, evidence_dir=progress["evidence_dir"]), "intake", e,
                     packet=packet, started=started, position=position, servers=servers)
         raise
@@ -447,17 +450,16 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
-        packet.data["throwaways"]["swept"] = sweep(server) if outcome.status == PASSED else []
+        packet.throwaways("swept", sweep(server) if outcome.status == PASSED else [])
         packet.add_connections(server.ledger.as_dicts())
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))
         outcome.status, outcome.reason = BLOCKED, e.message
     packet.record_stage("intake", outcome, time.monotonic() - started)
+    progress["recorded"] = packet.recorded
     if outcome.status != PASSED:
-        packet.finalize()
+        _render(packet)
         record = record.with_(witness=witness(packet.sealed))
-    else:
-        packet.save()
     outcome.duration_s = time.monotonic() - started
     return record, outcome
 
@@ -486,7 +488,7 @@ def restore_and_isolate(record: RunRecord, servers: ServerSource | None = None) 
     from . import isolation, restore
     from .server import assert_least_privilege, planted_settings, role_attributes
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the proof below passes
         tw = _create_throwaway(server, run, packet)
         attrs = role_attributes(server, tw.login.role)
@@ -548,7 +550,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     from .packet_files import FINDINGS
     from .server import database_settings
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
         contract = stage_contract(run, server)
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
@@ -578,7 +580,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     return run_stage(record, "sanitization", body, servers)
 
 
-def scratch_database(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> psycopg.Connection:
+def scratch_database(server: RehearsalServer, run: _Run, packet: Journal) -> psycopg.Connection:
     """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it."""
     tw = _throwaway(run.record.throwaway, server)
     name = f"fix7_scratch_{tw.tag}"
@@ -602,7 +604,7 @@ def _dump_time(record: RunRecord) -> dt.datetime:
 def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import data_rules, shape
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
         contract = stage_contract(run, server)
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
@@ -639,7 +641,7 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
 def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import fingerprint
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
@@ -664,7 +666,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
     one edited after intake is not what runs."""
     from . import impact as impact_mod
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         ch = run.record.change(label)
         anchor = run.record.anchor
         settings = impact_mod.settings_for(run.request, stage_contract(run, server),
@@ -673,7 +675,8 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
                                         statement_timeout_s=run.request.statement_timeout_s,
                                         lock_timeout_s=run.request.lock_timeout_s, impact=settings)
         impact = outcome.details.pop("impact", None)
-        packet.data.setdefault("impact", {})[label] = impact
+        packet.put(["impact", label], impact)
+        outcome.published["impact"] = impact
         if impact is not None:
             outcome.details["impact_summary"] = summary = impact_mod.summary(impact)
             if summary["breaches"]:
@@ -692,7 +695,7 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
     from . import fingerprint, isolation, schema_text
     from .server import database_properties, planted_settings
 
-    def body(server: RehearsalServer, packet: EvidencePacket, run: _Run) -> StageOutcome:
+    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
         anchor = run.record.anchor
         with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
@@ -700,7 +703,6 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
                 server.connect(tw.database, tw.login, purpose="restore diff (second core)") as helper:
             after_fp = fingerprint.fingerprint(after, [helper])
             result = diff_mod.restore_diff(anchor.fingerprint, after_fp, anchor_conn, after)
-        packet.set(restore_diff=_redacted(run.record).scrub_obj(result))
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
@@ -733,8 +735,12 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
             details["anchor_restore_path"] = _prove_anchor_restore(server, run, packet)
-        return StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
-                                          ok_reason="every row and schema object is back as anchored")
+        diff = _redacted(run.record).scrub_obj(result)
+        packet.set(restore_diff=diff)
+        outcome = StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
+                                             ok_reason="every row and schema object is back as anchored")
+        outcome.published["restore_diff"] = diff
+        return outcome
 
     return run_stage(record, "restore_diff", body, servers)
 
@@ -744,7 +750,7 @@ RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha25
                         "database; its fingerprint compared with the anchor's recorded fingerprint")
 
 
-def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: EvidencePacket) -> dict:
+def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -> dict:
     """When the rollback left a residue, show that the way back does not depend on the rollback nor on the anchor
     copy: the clone's dump, restored again, gives exactly the anchored state (schema, rows, sequence positions).
 
@@ -786,7 +792,7 @@ def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: EvidencePa
 
 def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, str]:
     """The evidence packet's last word: throwaways dropped, verdict fixed, the seal's witness in the record."""
-    packet = EvidencePacket.load(Path(record.evidence_dir))
+    packet = Journal(record.evidence_dir, recorded=set(STAGES))
     position = interrupts.mark()
     server = None
     try:
@@ -794,7 +800,9 @@ def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunR
         with interrupts.deferred():
             drop_throwaways(record, packet, server)
             packet.add_connections(server.ledger.as_dicts())
-            verdict = packet.finalize()
+            rendered = render(packet.dir)
+            packet.sealed = rendered.sealed if rendered is not None else None
+            verdict = rendered.data["verdict"] if rendered is not None else None
             record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
         if not interrupts.is_interrupt(e):

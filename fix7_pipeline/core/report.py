@@ -1,9 +1,11 @@
 """The evidence packet: rehearsal-report.json, clone-provenance.json and a readable report.md.
 
-`rehearsal-report.json` is the packet's single source of truth. Every stage loads it,
-records its outcome and re-renders all three files atomically, so the packet on disk
-is complete and consistent whatever stage stops the run, and a crash loses at most
-the stage that was running.
+The stages append what they learn to the run's journal (core/journal.py); nothing rewrites the packet
+while the run goes on. Whatever ends the run (the last stage, a stage that stops it, an interruption, the
+CLI for a run that ended early) calls `render` once: it claims the packet exclusively, folds the journal
+into the packet's data, fixes the verdict, writes the three files atomically and seals them into the audit
+chain as its last step. A sealed packet is never rendered again; a crash leaves the journal, which
+`EvidencePacket.load` reads as an unsealed packet (verdict None).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from .errors import EXIT_USAGE, Fix7Error
 from .escape import md, md_code
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
-from .packet_files import PACKET_FILES, PROVENANCE, READABLE, REPORT, sha256_file, write_atomic
+from . import journal
+from .packet_files import PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, sha256_file, write_atomic
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
@@ -145,7 +148,7 @@ def _word(value) -> str:
 
 
 class EvidencePacket:
-    """Load-update-render of the packet in one evidence directory."""
+    """The packet's data in one evidence directory: its verdict, rendering and sealing (see `render`)."""
 
     def __init__(self, directory: Path, data: dict):
         self.dir = Path(directory)
@@ -183,24 +186,28 @@ class EvidencePacket:
         }
         packet = cls(directory, data)
         packet._claim()
-        packet.save()
         return packet
 
     def _claim(self) -> None:
-        """Create rehearsal-report.json exclusively (O_EXCL): of two runs naming one directory, one writes."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Start the journal exclusively (O_EXCL): of two runs naming one directory, one writes."""
+        held = REPORT if (self.dir / REPORT).exists() else journal.JOURNAL
         try:
-            fd = os.open(self.dir / REPORT, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
+            if held == REPORT:
+                raise journal.JournalTaken(held)
+            journal.create(self.dir, self.data)
+        except journal.JournalTaken:
             raise EvidenceDirRefused(
-                f"The evidence directory {self.dir} already holds an evidence packet ({REPORT}), and a packet is "
+                f"The evidence directory {self.dir} already holds an evidence packet ({held}), and a packet is "
                 "never overwritten; name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a "
                 "fresh one.") from None
-        os.close(fd)
 
     @classmethod
     def load(cls, directory: Path) -> EvidencePacket:
-        return cls(directory, json.loads((Path(directory) / REPORT).read_text(encoding="utf-8")))
+        """The sealed packet; before (or without, after a crash) its render, the journal's view of it."""
+        report = Path(directory) / REPORT
+        if report.exists():
+            return cls(directory, json.loads(report.read_text(encoding="utf-8")))
+        return cls(directory, journal.fold(journal.read(Path(directory))))
 
     # -- updates -------------------------------------------------------------------
     def record_stage(self, stage: str, outcome: StageOutcome, duration_s: float | None = None) -> None:
@@ -480,3 +487,25 @@ class EvidencePacket:
         write_atomic(self.dir / REPORT, json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n")
         write_atomic(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
         write_atomic(self.dir / READABLE, self.markdown())
+
+
+def render(directory: Path, *, incomplete_reason: str | None = None,
+           interrupted: dict | None = None) -> EvidencePacket | None:
+    """Render the packet from the run's journal, once: the packet files written, the verdict fixed and sealed
+    into the audit chain as the last step. Returns the sealed packet (`.sealed` holds its chain entry, but for an
+    interruption), or None when the packet was already rendered or is being rendered (the claim file is created
+    exclusively, and left behind by a render that crashed), or when a sealed packet is there: that is never
+    rendered over.
+    """
+    directory = Path(directory)
+    try:
+        fd = os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return None
+    os.close(fd)
+    if (directory / REPORT).exists():
+        return None
+    packet = EvidencePacket(directory, journal.fold(journal.read(directory)))
+    packet.finalize(incomplete_reason=incomplete_reason, interrupted=interrupted)
+    (directory / RENDER_CLAIM).unlink()  # sealed: rehearsal-report.json now refuses every later render
+    return packet

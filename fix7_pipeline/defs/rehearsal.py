@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
 from fix7_pipeline.core import rehearsal, run_view
-from fix7_pipeline.core.report import EvidencePacket
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
@@ -40,8 +37,7 @@ def _impact_check(asset: str) -> dg.AssetCheckSpec:
 
 
 def _change_events(asset: str, gate_name: str, outcome, record: RunRecord):
-    impact = (EvidencePacket.load(Path(record.evidence_dir)).data.get("impact") or {}).get(asset)
-    extra, check = impact_events(asset, IMPACT_CHECK, impact)
+    extra, check = impact_events(asset, IMPACT_CHECK, outcome.published.get("impact"))
     yield from stage_events(asset, gate_name, outcome, record, extra)
     yield check
 
@@ -81,7 +77,7 @@ def rollback_change(context, apply: RunRecord, rehearsal_server: RehearsalServer
 def restore_diff(context, rollback: RunRecord, rehearsal_server: RehearsalServerResource):
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.restore_diff(rollback, rehearsal_server.source())
-    diff = EvidencePacket.load(Path(record.evidence_dir)).data.get("restore_diff")
+    diff = outcome.published.get("restore_diff")
     extra = {"restore_diff": dg.MetadataValue.md(run_view.restore_diff_table(diff)),
              **run_view.restore_diff_counts(diff)}  # integers Dagster plots across rehearsals
     yield from stage_events("restore_diff", "restore_diff_empty", outcome, record, extra)

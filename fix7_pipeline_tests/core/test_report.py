@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fix7_pipeline.core.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
-from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT, write_atomic
+from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT, write_atomic
 from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED, SAFE_CLONE, EvidencePacket
 
 def _packet(tmp_path, name="ev", **statuses) -> EvidencePacket:
@@ -50,7 +50,7 @@ def test_every_file_is_rewritten_whole_and_readable(tmp_path):
     p = _packet(tmp_path, intake=PASSED)
     p.save()
     d = tmp_path / "ev"
-    assert sorted(f.name for f in d.iterdir()) == sorted([REPORT, PROVENANCE, READABLE])
+    assert sorted(f.name for f in d.iterdir()) == sorted([REPORT, PROVENANCE, READABLE, JOURNAL])
     assert json.loads((d / REPORT).read_text())["stages"]["intake"]["status"] == PASSED
     assert EvidencePacket.load(d).data == json.loads((d / REPORT).read_text())
 
