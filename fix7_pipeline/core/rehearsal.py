@@ -802,7 +802,8 @@ def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunR
             packet.add_connections(server.ledger.as_dicts())
             rendered = render(packet.dir)
             packet.sealed = rendered.sealed if rendered is not None else None
-            verdict = rendered.data["verdict"] if rendered is not None else None
+            # already sealed by whatever else ended the run: its verdict, as sealed
+            verdict = (rendered or EvidencePacket.load(packet.dir)).data["verdict"]
             record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
         if not interrupts.is_interrupt(e):
