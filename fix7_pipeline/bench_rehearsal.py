@@ -258,9 +258,9 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
     """The fix7_rehearsal job on the dump; wall time of the call and each stage's time from the packet."""
     from fix7_pipeline.bench import bench_dir
     from fix7_pipeline.cli import rehearse as cli
-    from fix7_pipeline.cli.main import _quiet
+    from fix7_pipeline.cli.main import quiet
 
-    _quiet()
+    quiet()
     t0 = time.perf_counter()
     import fix7_pipeline.definitions  # noqa: F401  (imported once per process; timed apart)
     instance = _bench_instance()

@@ -217,3 +217,17 @@ def test_statement_timeout_flag_stops_a_slow_apply(home, dumps, tmp_path):
     assert apply["status"] == "failed" and "statement timeout" in apply["reason"], apply
     assert (apply["statement_timeout_s"], apply["lock_timeout_s"]) == (1, 2)
     assert apply["duration_s"] < 4
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(tmp_path):
+    """`fix7 rules | head -1`: the closed pipe ends the command quietly with 141, as a shell reports SIGPIPE.
+    The JSON listing is over twice a pipe's 64 KB buffer, so the reader is always gone before it is written."""
+    import os
+    import subprocess
+    import sys
+
+    fix7 = Path(sys.executable).with_name("fix7")
+    r = subprocess.run(f"'{fix7}' rules --format json | head -c 100; echo \"exit=${{PIPESTATUS[0]}}\"", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "FIX7_DEBUG": ""})
+    assert r.stdout.lstrip().startswith(("[", "{")) and r.stdout.rstrip().endswith("exit=141"), r.stdout[-500:]
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr and "Exception" not in r.stderr, r.stderr

@@ -20,6 +20,8 @@ def test_the_banner_names_the_database_of_the_instance(monkeypatch, tmp_path, ca
     monkeypatch.setattr("fix7_pipeline.instance.prepare_dagster_home", lambda: tmp_path)
 
     class Done:
+        pid = 0
+
         def __init__(self, *a, **kw):
             pass
 
@@ -31,7 +33,46 @@ def test_the_banner_names_the_database_of_the_instance(monkeypatch, tmp_path, ca
 
     monkeypatch.setattr(ui.subprocess, "Popen", Done)
     monkeypatch.setattr(ui, "_stop_on_signal", lambda proc: __import__("threading").Event())
+    monkeypatch.setattr(ui, "stop_group", lambda pgid: None)
     assert ui.cmd_ui(argparse.Namespace(port=3999, host="127.0.0.1")) == 0
     out = capsys.readouterr().out
     assert "database `fix7_banner_db`, role `dagster_storage`" in out
     assert "database `dagster`)" not in out and "/nowhere" not in out
+
+
+def _alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_what_dagster_dev_leaves_behind_is_stopped_with_it():
+    """dagster dev killed before it could stop its webserver, daemon and code server (the grace ran out):
+    fix7 ui still ends every process of the group it started."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(["bash", "-c", "sleep 300 & sleep 300 & wait"], process_group=0)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    assert _alive(proc.pid), "the orphans should still be running before the reap"
+    ui.stop_group(proc.pid, grace_s=2)
+    assert not _alive(proc.pid)
+
+
+def test_an_orphan_that_ignores_sigterm_is_killed():
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(["bash", "-c", "(trap '' TERM; sleep 300) & wait"], process_group=0)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    started = time.monotonic()
+    ui.stop_group(proc.pid, grace_s=1)
+    assert not _alive(proc.pid) and time.monotonic() - started < 10

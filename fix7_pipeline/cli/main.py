@@ -2,7 +2,8 @@
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`). No traceback ever reaches the user.
+143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`), 141 when the reader of stdout went away
+(`fix7 rules | head`), as a shell reports SIGPIPE. No traceback ever reaches the user.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _quiet() -> None:
+EXIT_BROKEN_PIPE = 141
+
+
+def quiet() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     args = None
     try:
-        _quiet()
+        quiet()
         parser = build_parser()
         args = parser.parse_args(argv)
         args.progress = progress
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except Fix7Error as e:
         print(f"fix7: {e.message}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # Python's recipe: point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
         print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
               file=sys.stderr)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
@@ -49,8 +51,30 @@ def cmd_ui(args: argparse.Namespace) -> int:
     proc = subprocess.Popen(command, cwd=project_dir(), env=dict(os.environ), preexec_fn=_interruptible,
                             process_group=0)
     stopping = _stop_on_signal(proc)
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    finally:
+        stop_group(proc.pid)
     return 0 if stopping.is_set() else code
+
+
+def stop_group(pgid: int, grace_s: float = 10) -> None:
+    """End what dagster dev left in its process group (webserver, daemon, code server) when it died without
+    stopping them: SIGTERM, then SIGKILL after grace_s. Nothing of a stopped UI outlives `fix7 ui`."""
+    if pgid <= 1:  # never a group of our own: 0 would be fix7's, 1 init's
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _interruptible() -> None:
