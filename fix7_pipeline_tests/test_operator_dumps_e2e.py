@@ -191,13 +191,20 @@ def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps
         drop_throwaway(server, tw)
 
 
-def test_schema_sql_as_the_contract_and_a_rollback_residue_is_caught(dumps, change, instance, tmp_path):
-    """--contract names the schema-only SQL itself: PostgreSQL converts it; the forgotten index is named."""
+def test_schema_sql_as_the_contract_and_a_rollback_residue_is_caught(dumps, change, instance, tmp_path, monkeypatch):
+    """--contract names the schema-only SQL itself: PostgreSQL converts it, once, at the first stage with a server,
+    and every later stage uses that contract; the forgotten index is named."""
+    from fix7_pipeline.core.contract import from_sql
+
+    conversions = []
+    real = from_sql.contract_from_schema
+    monkeypatch.setattr(from_sql, "contract_from_schema", lambda *a, **k: conversions.append(a) or real(*a, **k))
     out = run_rehearsal(_config(dumps[(18, "custom")], change / "apply.sql", change / "forgetful_rollback.sql",
                                 tmp_path / "ev", dumps[(18, "schema.sql")]), instance=instance, echo=False)
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_FAILED", _not_passed(packet)
     assert packet["stages"]["isolation"]["contract"]["derived_from_schema"] is True
+    assert len(conversions) == 1
     assert packet["stages"]["schema_shape"]["status"] == "passed"
     assert packet["stages"]["restore_diff"]["status"] == "failed"
     objects = json.dumps(packet["restore_diff"]["schema"])

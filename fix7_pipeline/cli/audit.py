@@ -142,6 +142,9 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
         elif row["chain"].startswith("overwritten"):
             warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
                             f"({row['chain']})")
+        elif row["chain"] == "journal only, not sealed":
+            warnings.append(f"{where}: only its journal is on disk: the run ended before its packet was rendered "
+                            "(a crash); the listing shows what the journal recorded")
         elif row["chain"] in ("packet missing", "no packet"):
             warnings.append(f"{where}: no evidence packet on disk (the run stopped before writing one, or it "
                             "was written elsewhere)")

@@ -1,11 +1,11 @@
 """Names that matched a secret rule, redacted wherever the project prints a name.
 
 A schema, table, column, function or role name can itself be a secret (a token used as a table name).
-The sanitization scan adds every such name here; the registry travels in the run's state
-(`state["redacted_names"]`), and every later stage's outcome (findings, reasons, details: shape findings
+The sanitization scan adds every such name here; the registry travels in the run record
+(`RunRecord.redacted_names`), and every later stage's outcome (findings, reasons, details: shape findings
 and notes, table lists, the restore diff) and so its Dagster metadata and the packet pass through
 `scrub`. The registry holds no name: only a keyed digest (HMAC-SHA-256 with a key of the run) and
-the name's length, so the state can be stored without the names; `scrub` tests every substring of
+the name's length, so the record can be stored without the names; `scrub` tests every substring of
 that length of the text it is given.
 """
 

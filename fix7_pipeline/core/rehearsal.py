@@ -1,4 +1,5 @@
-"""The rehearsal's stages as plain functions over the run record (core/run_record.py).
+"""The rehearsal's stages as plain functions over the run record (core/run_record.py); how each one runs,
+fails, is interrupted and handles the run's throwaways is core/stage_run.py.
 
 Intake reads every input once into a frozen RunRecord; each later stage receives the record, never an
 input again, and returns the next record with what it learnt (throwaway names, the anchor, a contract
@@ -6,11 +7,6 @@ derived from schema SQL). Each stage records its outcome, the connections it ope
 the run's journal (core/journal.py) before returning; nothing loads or rewrites the packet while the run
 goes on. Whatever ends the run (a stage that stops it, the last one, an interruption) drops the throwaways
 and renders the packet from the journal, once (core.report.render).
-
-Interrupted (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records
-`interrupted`, drops the throwaways, seals REHEARSAL_INTERRUPTED and re-raises. Every throwaway
-database and role is named in the journal on disk before it is created, so even kill -9 leaves
-it named; its mark lets the next run's sweep drop it.
 
 Whatever finalizes the packet leaves the seal's witness in the record it returns (`witness`,
 core.audit.witness) for the Dagster layer to record on the run.
@@ -23,8 +19,7 @@ import json
 import os
 import secrets as pysecrets
 import time
-import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import psycopg
@@ -34,89 +29,23 @@ from . import interrupts
 from .audit import witness
 from .errors import Fix7Error
 from .hosts import redact_url
-from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
-from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
+from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .paths import project_dir
 from .journal import Journal
-from .report import (CLONE_GATES, EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem,
-                     render, utc_now)
+from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
 from .request import RehearsalRequest
-from .run_record import Anchor, RunRecord, ThrowawayNames
-from .server import (PASSWORD_ENV, SCRATCH, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
-                     config_server_url, create_database, create_throwaway, database_properties, drop_throwaway,
-                     keep_throwaway, storage_connection, sweep, throwaway_names)
+from .run_record import Anchor, RunRecord
+from .server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database, database_properties,
+                     storage_connection, sweep)
+from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
+                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, interrupted,
+                        open_server, run_stage)
+
+__all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
+           "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
+           "sanitization", "schema_shape", "snapshot_anchor", "stage_contract"]
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
-
-
-@dataclass(frozen=True)
-class ServerSource:
-    """Where every stage's RehearsalServer comes from: what the process holds, never what a run stores.
-
-    `default_url` is used when the request names no server (else the embedded one); `password` is the
-    admin login's when its URL has none; `throwaway_key` is what the throwaway roles' passwords are derived
-    from (else the admin password; see RehearsalServer.throwaway_login). The Dagster layer builds it from
-    its resource (defs/resources.py); plain callers take it from the environment.
-    """
-
-    default_url: str = ""
-    password: str | None = None
-    throwaway_key: str | None = None
-
-    @classmethod
-    def from_environment(cls) -> ServerSource:
-        return cls(default_url=os.environ.get("FIX7_REHEARSAL_SERVER", ""),
-                   password=os.environ.get(PASSWORD_ENV) or None,
-                   throwaway_key=os.environ.get(THROWAWAY_KEY_ENV) or None)
-
-    def url_for(self, request: RehearsalRequest) -> str:
-        return request.server_url or self.default_url or "embedded"
-
-    def open(self, request: RehearsalRequest) -> RehearsalServer:
-        """The request's server; a run-config server URL holding a password (or unreadable) is refused (exit 2)."""
-        _, refusal = config_server_url(request.server_url)
-        if refusal is not None:
-            raise refusal
-        return RehearsalServer.from_url(self.url_for(request), request.policy(), ConnectionLedger(),
-                                        password=self.password, throwaway_key=self.throwaway_key, environ=False)
-
-
-def _source(servers: ServerSource | None) -> ServerSource:
-    return servers if servers is not None else ServerSource.from_environment()
-
-
-def open_server(request: RehearsalRequest, servers: ServerSource | None = None) -> RehearsalServer:
-    return _source(servers).open(request)
-
-
-class _Run:
-    """One stage's hold on the run record: the record it received, replaced (never edited) by each fact it learns.
-
-    Local to one stage call; the stage returns `record`, which is what the next stage receives.
-    """
-
-    def __init__(self, record: RunRecord):
-        self.record = record
-
-    @property
-    def request(self) -> RehearsalRequest:
-        return self.record.request
-
-    def put(self, **facts) -> None:
-        self.record = self.record.with_(**facts)
-
-
-def _throwaway(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaway:
-    """The run's throwaway as the record names it; its login is derived by `server`, never stored.
-
-    Without a server, the login has no password: enough for the admin to drop or keep it by name.
-    """
-    login = server.throwaway_login(names.role) if server is not None else Login(names.role)
-    return Throwaway(database=names.database, login=login, tag=names.tag, extra_databases=list(names.extra_databases))
-
-
-def _redacted(record: RunRecord) -> RedactedNames:
-    return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
 
 def stage_contract(run: _Run, server: RehearsalServer):
@@ -127,200 +56,6 @@ def stage_contract(run: _Run, server: RehearsalServer):
     if run.record.contract is None:
         run.put(contract=load_contract(run.request.contract, server=server), contract_derived_from_schema=True)
     return run.record.contract
-
-
-def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
-    status = BLOCKED if stage in CLONE_GATES else FAILED
-    if isinstance(e, Fix7Error):
-        msg, rule = e.message, e.rule
-    elif isinstance(e, psycopg.Error):
-        msg, rule = change_mod.server_error_message(e), "server_error"
-    else:
-        # Where it failed, never the exception's text: a message can quote data.
-        where = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in traceback.extract_tb(e.__traceback__)]
-        msg, rule = f"internal error {type(e).__name__} in stage {stage} (at {where[-1] if where else '?'})", \
-            "internal_error"
-        return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg,
-                            details={"internal_error": {"type": type(e).__name__, "where": where[-8:]}})
-    return StageOutcome(status=status, findings=[Finding(rule=rule, message=msg)], reason=msg)
-
-
-def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None = None, *,
-              record_passed: bool = True, earlier_s: float = 0.0) -> tuple[RunRecord, StageOutcome]:
-    """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
-
-    `body(server, packet, run)` returns the stage's outcome; what it learns goes into `run` (a _Run), and the
-    record it leaves there is returned with the outcome. An interruption (KeyboardInterrupt,
-    DagsterExecutionInterruptedError: BaseExceptions) is recorded as `interrupted`, never as the stage's
-    judgment; the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED and the interruption is
-    re-raised, so Dagster ends the run. `record_passed=False` (the first half of a stage, restore_clone) records
-    the stage only when it stops the run; the stage's second half counts the first's `earlier_s` in its duration.
-    """
-    run = _Run(record)
-    packet = Journal(record.evidence_dir)
-    started = time.monotonic() - earlier_s
-    position = interrupts.mark()
-    server = None
-    try:
-        try:
-            server = open_server(record.request, servers)
-            outcome = body(server, packet, run)
-        except Exception as e:  # every failure becomes a recorded, explained stage outcome
-            outcome = _error_outcome(stage, e)
-        # A name that matched a secret rule is printed as its label by every stage from the scan on.
-        outcome = _redacted(run.record).scrub_outcome(outcome)
-        with interrupts.deferred():  # recording, dropping and sealing are never cut short
-            if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
-                raise interrupts.Interrupted(interrupts.signal_of(None, position))
-            if record_passed or outcome.status != PASSED:
-                packet.record_stage(stage, outcome, time.monotonic() - started)
-            if outcome.status != PASSED:
-                drop_throwaways(run.record, packet, server)
-            if server is not None:
-                packet.add_connections(server.ledger.as_dicts())
-            if outcome.status != PASSED:
-                _render(packet)
-                run.put(witness=witness(packet.sealed))  # the Dagster layer records it on the run
-    except BaseException as e:
-        if not interrupts.is_interrupt(e):
-            raise
-        interrupted(run.record, stage, e, packet=packet, server=server, started=started, position=position,
-                    servers=servers)
-        raise
-    outcome.duration_s = time.monotonic() - started
-    return run.record, outcome
-
-
-def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, packet: Journal,
-                server: RehearsalServer | None = None, started: float | None = None, position: int = 0,
-                servers: ServerSource | None = None) -> None:
-    """Record that `stage` was interrupted, drop the throwaways and seal REHEARSAL_INTERRUPTED.
-
-    A packet already sealed (the interruption came after its verdict) is left as sealed; its
-    throwaways are still dropped. Runs with further signals deferred: a second Ctrl-C cannot
-    leave the throwaways behind.
-    """
-    with interrupts.deferred(reraise=False):
-        duration = time.monotonic() - started if started is not None else None
-        signame = interrupts.signal_name(interrupts.signal_of(error, position))
-        by = f" by {signame}" if signame else " (the run was terminated)"
-        when = f"during {stage} after {duration:.1f} s" if duration is not None else \
-            f"before {stage} started (between two stages)"
-        outcome = StageOutcome(status=INTERRUPTED, reason=f"interrupted{by} {when}; nothing was judged",
-                               details={"signal": signame})
-        sealed = packet.sealed is not None
-        if not sealed and stage in STAGES and stage not in packet.recorded:
-            packet.record_stage(stage, outcome, duration)
-        if server is None and record.throwaway:
-            try:
-                server = open_server(record.request, servers)
-            except Exception:  # noqa: BLE001 - recorded as a drop error below; the next sweep retries
-                server = None
-        if record.throwaway and server is None:
-            packet.throwaways("drop_error", "the rehearsal server could not be reached")
-        drop_throwaways(record, packet, server, stop_sessions=True)
-        if not sealed:  # a sealed packet is never edited: that would break its hash in the audit chain
-            if server is not None:
-                packet.add_connections(server.ledger.as_dicts())
-            _render(packet, interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
-
-
-def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer | None, *,
-                    stop_sessions: bool = False) -> None:
-    """Drop this run's throwaway databases and role, unless the operator asked to keep them.
-
-    `stop_sessions` (an interruption): kept databases still get their sessions ended, so a statement
-    the interruption left running on the server stops now.
-    """
-    if server is None or record.throwaway is None:
-        return
-    tw = _throwaway(record.throwaway, None)  # dropped and kept by name, as the admin
-    if record.request.keep_databases:
-        try:
-            if stop_sessions:
-                _end_sessions(server, [*tw.extra_databases, tw.database])
-            packet.throwaways("kept", keep_throwaway(server, tw))
-        except Exception as e:  # noqa: BLE001 - recorded
-            packet.throwaways("drop_error", type(e).__name__)
-    else:
-        try:
-            gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
-            packet.throwaways("dropped", list(gone), "extend_new")
-            packet.throwaways("drop_error", None, "pop")
-        except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
-            packet.throwaways("drop_error", type(e).__name__)
-
-
-def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
-    with server.connect(purpose="stop interrupted statements") as c:
-        c.execute("select pg_terminate_backend(pid) from pg_stat_activity "
-                  "where datname = any(%s) and pid <> pg_backend_pid()", (databases,))
-
-
-def _plan(packet: Journal, *names: tuple[str, str]) -> None:
-    """Name throwaways ("database"|"role", name) in the journal on disk before they are created."""
-    packet.throwaways("planned", [{"kind": kind, "name": name} for kind, name in names], "extend")
-
-
-def _create_throwaway(server: RehearsalServer, run: _Run, packet: Journal) -> Throwaway:
-    """The clone database and its role: named in the record and on disk first, then created."""
-    tag = pysecrets.token_hex(5)
-    role, database = throwaway_names(tag)
-    server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
-    run.put(throwaway=ThrowawayNames(database=database, role=role, tag=tag))
-    _plan(packet, ("role", role), ("database", database))
-    tw = create_throwaway(server, tag)
-    _created(packet, tw.database, tw.login.role)
-    return tw
-
-
-def _created(packet: Journal, *names: str) -> None:
-    packet.throwaways("created", list(names), "extend")
-
-
-def _new_database(server: RehearsalServer, run: _Run, packet: Journal, database: str, **how) -> None:
-    """One more throwaway database of the run (anchor, re-restore): named on disk before it exists,
-    created by `create_database(**how)`, and dropped with the rest."""
-    _name_database(run, packet, database)
-    create_database(server, database, _throwaway(run.record.throwaway, server).login, **how)
-    _created(packet, database)
-
-
-def _throwaway_from_packet(packet: EvidencePacket) -> ThrowawayNames | None:
-    """The run's throwaway names rebuilt from the packet's planned names (what abandon drops)."""
-    planned = packet.data["throwaways"].get("planned") or []
-    roles = [p["name"] for p in planned if p.get("kind") == "role"]
-    dbs = [p["name"] for p in planned if p.get("kind") == "database"]
-    if not roles and not dbs:
-        return None
-    role = roles[0] if roles else ""
-    clone = next((d for d in dbs if d.startswith("fix7_clone_")), dbs[0] if dbs else "")
-    return ThrowawayNames(database=clone, role=role, tag=role.rsplit("_", 1)[-1],
-                          extra_databases=tuple(d for d in dbs if d != clone))
-
-
-def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | None,
-            servers: ServerSource | None = None) -> dict:
-    """The run was interrupted where no stage could record it (between two stages: Dagster stopped the
-    plan). Drops the throwaways the packet names and seals REHEARSAL_INTERRUPTED, at the stage that was
-    next; returns the packet. A packet already sealed is returned as it is.
-    """
-    packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or the journal's view of the run so far
-    if packet.data.get("verdict"):
-        return packet.data
-    stage = next((s for s in STAGES if packet.stage_status(s) in (SKIPPED, INTERRUPTED)), "evidence_packet")
-    record = RunRecord(request=request, run_id=packet.data.get("run_id") or "", evidence_dir=str(evidence_dir),
-                       throwaway=_throwaway_from_packet(packet))
-    error = interrupts.Interrupted(signum) if signum is not None else None
-    journal = Journal(evidence_dir, recorded={s for s in STAGES if packet.stage_status(s) != SKIPPED})
-    interrupted(record, stage, error, packet=journal, servers=servers)
-    return EvidencePacket.load(Path(evidence_dir)).data
-
-
-def _render(packet: Journal, **how) -> None:
-    """The packet rendered from the journal by whatever ends the run; `packet.sealed` is the seal's chain entry."""
-    rendered = render(packet.dir, **how)
-    packet.sealed = rendered.sealed if rendered is not None else None
 
 
 # -- stages ------------------------------------------------------------------------------
@@ -607,13 +342,6 @@ def scratch_name(tag: str) -> str:
     return f"fix7_scratch_{tag}"
 
 
-def _name_database(run: _Run, packet: Journal, database: str) -> None:
-    """A further throwaway database named in the record and on disk now, created later if at all."""
-    names = run.record.throwaway
-    run.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
-    _plan(packet, ("database", database))
-
-
 def scratch_database(server: RehearsalServer, run: _Run, packet: Journal) -> psycopg.Connection:
     """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it.
     Named by the restore (restore_clone), created at its first use."""
@@ -839,7 +567,8 @@ def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunR
             packet.add_connections(server.ledger.as_dicts())
             rendered = render(packet.dir)
             packet.sealed = rendered.sealed if rendered is not None else None
-            verdict = rendered.data["verdict"] if rendered is not None else None
+            # already sealed by whatever else ended the run: its verdict, as sealed
+            verdict = (rendered or EvidencePacket.load(packet.dir)).data["verdict"]
             record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
         if not interrupts.is_interrupt(e):

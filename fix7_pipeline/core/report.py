@@ -504,6 +504,7 @@ def render(directory: Path, *, incomplete_reason: str | None = None,
         return None
     os.close(fd)
     if (directory / REPORT).exists():
+        (directory / RENDER_CLAIM).unlink()
         return None
     packet = EvidencePacket(directory, journal.fold(journal.read(directory)))
     packet.finalize(incomplete_reason=incomplete_reason, interrupted=interrupted)

@@ -87,11 +87,13 @@ class RunRecord:
 
 
 def _dump_json(info: DumpInfo | None) -> dict | None:
+    """What later stages restore by: of the table of contents only the extensions (the restore checks the server
+    has them; it lists an archive's contents itself), so other names from the dump are not stored between steps."""
     if info is None:
         return None
     d = {f.name: getattr(info, f.name) for f in fields(info) if f.name != "screened"}
     d["path"] = str(info.path)
-    d["toc"] = [asdict(e) for e in info.toc]
+    d["toc"] = [asdict(e) for e in info.toc if e.kind == "EXTENSION"]
     return d
 
 

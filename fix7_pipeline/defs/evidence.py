@@ -1,4 +1,4 @@
-"""evidence_packet: the auditor's record, finalized when every stage has run."""
+"""evidence_packet: the auditor's record, rendered from the journal when every stage has run."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from fix7_pipeline.defs.storage import discard_run_outputs
 @dg.asset(
     group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"json"},
     description="clone-provenance.json, rehearsal-report.json and rehearsal-report.md (attached here as metadata), "
-                "written atomically. "
-                "Stages that stop a run write the packet themselves, so it exists whatever happened.",
+                "rendered once from the run's journal and sealed. "
+                "Stages that stop a run render the packet themselves, so it exists whatever happened.",
 )
 def evidence_packet(context, restore_diff: RunRecord,
                     rehearsal_server: RehearsalServerResource) -> dg.MaterializeResult:
