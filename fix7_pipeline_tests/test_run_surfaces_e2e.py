@@ -99,3 +99,38 @@ def test_a_run_outside_the_rehearsal_partitions_is_refused_before_anything_runs(
         failure = next(e for e in inst.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_FAILURE))
         assert NO_PARTITION in failure.dagster_event.step_failure_data.user_failure_data.description
     assert not (tmp_path / "ev").exists()  # nothing was written: nothing was judged
+
+
+def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_hook(home, tmp_path, chain):
+    """A run whose process died between stages leaves only its journal; fix7_verdict_sensor's hook renders and
+    seals it once, tags the run with the seal's witness and reports the verdict as its last event."""
+    import json
+
+    from fix7_pipeline.core.audit import chain_by_run
+    from fix7_pipeline.core.packet_files import JOURNAL, REPORT
+    from fix7_pipeline.defs.automation import end_failed_run
+    from fix7_pipeline.definitions import defs
+
+    change = tiny_change(tmp_path / "change")
+    clone = minimal_plain_dump(tmp_path / "clone.sql")
+    evidence = tmp_path / "ev"
+    with home.instance() as inst:
+        inst.add_dynamic_partitions("fix7_rehearsals", ["died-after-intake"])
+        result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(  # intake alone: nothing after it ran
+            run_config={"ops": {"clone_intake": {"config": config(clone, *change, evidence)}}}, instance=inst,
+            partition_key="died-after-intake", asset_selection=[dg.AssetKey("clone_intake")], raise_on_error=False)
+        assert result.success and (evidence / JOURNAL).exists() and not (evidence / REPORT).exists()
+        assert "fix7/verdict" not in inst.get_run_by_id(result.run_id).tags
+
+        end_failed_run(inst, result.run_id)
+        report = json.loads((evidence / REPORT).read_text())
+        run = inst.get_run_by_id(result.run_id)
+        assert report["verdict"] and run.tags["fix7/verdict"] == report["verdict"]
+        assert report["verdict"] != "REHEARSAL_PASSED"
+        assert run.tags["fix7/packet_sha256"] and result.run_id in chain_by_run()
+        assert inst.all_logs(result.run_id)[-1].message.startswith(f"{VERDICT_EVENT} {report['verdict']}")
+
+        sealed = (evidence / REPORT).read_bytes()
+        end_failed_run(inst, result.run_id)  # the sensor again: nothing rendered over, no second event
+        assert (evidence / REPORT).read_bytes() == sealed
+        assert sum(1 for e in inst.all_logs(result.run_id) if (e.message or "").startswith(VERDICT_EVENT)) == 1

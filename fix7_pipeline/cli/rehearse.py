@@ -222,12 +222,9 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
                 "packet": packet.data, "interrupted": True, "signal": signum}
     if not packet.data.get("verdict"):  # no step sealed it: render it here, and give Dagster its record of the seal
-        from fix7_pipeline.core.audit import witness
-        from fix7_pipeline.core.report import render
-        from fix7_pipeline.defs.stages import record_witness
+        from fix7_pipeline.defs.stages import seal_unfinished
 
-        rendered = render(Path(evidence_dir), incomplete_reason="the Dagster run ended early")
-        record_witness(instance, run_id, witness(rendered.sealed if rendered is not None else None))
+        seal_unfinished(instance, run_id, evidence_dir)
         packet = EvidencePacket.load(Path(evidence_dir))
     elif not verdict:  # sealed, but its witness did not reach the run: from the audit chain
         from fix7_pipeline.defs.stages import record_chain_witness

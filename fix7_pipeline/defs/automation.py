@@ -172,10 +172,19 @@ clone_drop_sensor = build_sensor(_LOADED)
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
     description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
                 "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
-                "trace. Runs the CLI started already carry it.",
+                "trace. A run that died before any stage sealed its packet gets it rendered and sealed from "
+                "its journal first. Runs the CLI started already carry both.",
 )
 def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
-    from fix7_pipeline.defs.stages import report_verdict
-
     if context.dagster_run.job_name == JOB:
-        report_verdict(context.instance, context.dagster_run.run_id)
+        end_failed_run(context.instance, context.dagster_run.run_id)
+
+
+def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
+    """The run-failure hook: seal what no stage sealed, then report the verdict as the run's last event."""
+    from fix7_pipeline.defs.stages import PACKET_DIR_TAG, report_verdict, seal_unfinished
+
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.tags.get("fix7/verdict"):
+        seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
+    report_verdict(instance, run_id)

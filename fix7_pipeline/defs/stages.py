@@ -82,6 +82,24 @@ def packet_tags(evidence_dir: str | None) -> dict[str, str]:
         return {}
 
 
+def seal_unfinished(instance: dg.DagsterInstance, run_id: str | None, evidence_dir: str | None,
+                    reason: str = "the Dagster run ended early") -> bool:
+    """Render and seal the packet of a run that ended with no stage sealing it (its process died, a step
+    failed outside a stage), and give the run the seal's witness. The journal is all such a run left; a
+    sealed or claimed packet is never rendered again. Called by the CLI and by fix7_verdict_sensor."""
+    from fix7_pipeline.core.audit import witness
+    from fix7_pipeline.core.packet_files import JOURNAL
+    from fix7_pipeline.core.report import render
+
+    if not evidence_dir or not (Path(evidence_dir) / JOURNAL).exists():
+        return False
+    rendered = render(Path(evidence_dir), incomplete_reason=reason)
+    if rendered is None:
+        return False
+    record_witness(instance, run_id, witness(rendered.sealed))
+    return True
+
+
 VERDICT_EVENT = "fix7 verdict"
 
 
