@@ -16,6 +16,7 @@ import pytest
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.defs.intake import NO_PARTITION
 from fix7_pipeline.defs.stages import VERDICT_EVENT
+from fix7_pipeline.defs.storage import run_folder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
 NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -70,6 +71,7 @@ def test_a_cli_run_is_a_run_of_the_code_locations_job_with_its_verdict_first(hom
         assert md["verdict"].value == NO_SAFE and md["findings/dump_missing"].value == 1
         assert md["rehearsal_report"].value.startswith(f"# FIX7 rehearsal — {NO_SAFE}")
         assert "| intake | blocked |" in md["stages"].value
+        assert not run_folder(inst, out["run_id"]).exists()  # the blocked run's stage outputs are gone
 
 
 def test_a_second_blocked_rehearsal_is_a_partition_of_its_own(home, tmp_path, chain):
@@ -122,7 +124,9 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
         assert result.success and (evidence / JOURNAL).exists() and not (evidence / REPORT).exists()
         assert "fix7/verdict" not in inst.get_run_by_id(result.run_id).tags
 
+        assert run_folder(inst, result.run_id).exists()
         end_failed_run(inst, result.run_id)
+        assert not run_folder(inst, result.run_id).exists()
         report = json.loads((evidence / REPORT).read_text())
         run = inst.get_run_by_id(result.run_id)
         assert report["verdict"] and run.tags["fix7/verdict"] == report["verdict"]

@@ -3,8 +3,8 @@ never a path shared by runs.
 
 Dagster's default filesystem IO manager keys asset outputs by asset key alone, so two rehearsals running
 at once read each other's state (and one dropped the other's databases). Here every output lives under
-`<instance storage>/fix7-runs/<run id>/<asset>.json`, and the run's folder is removed when its packet is
-finished.
+`<instance storage>/fix7-runs/<run id>/<asset>.json`. The run's folder is removed when the run ends:
+by `evidence_packet`, by the CLI for the run it followed, and by fix7_verdict_sensor for a failed run.
 """
 
 from __future__ import annotations
