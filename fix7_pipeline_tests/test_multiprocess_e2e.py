@@ -45,9 +45,10 @@ def dumps(tmp_path_factory):
     builder.build_clone(SOURCE, registry_rows=200, seed=5)
     try:
         clean = builder.dump_clone(SOURCE, "custom", out / "clean.dump")
+        token = planted("planted deploy key", "ghp_", (rnd(36), True))
         name = variant(SOURCE, "fix7_t_multiprocess_tok",
                        f"update public.system_issues set details = details || "
-                       f"jsonb_build_object('note', 'deploy key ghp_{rnd(36)}') where id = 1")
+                       f"jsonb_build_object('note', 'deploy key {token.value}') where id = 1")
         try:
             leaky = builder.dump_clone(name, "custom", out / "planted.dump")
         finally:
@@ -55,7 +56,7 @@ def dumps(tmp_path_factory):
     finally:
         builder.drop_clone(SOURCE)
     apply_sql, rollback_sql = builder.write_sample_change(out)
-    return {"clean": clean, "planted": leaky, "change": (apply_sql, rollback_sql)}
+    return {"clean": clean, "planted": leaky, "token": token, "change": (apply_sql, rollback_sql)}
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     with home.instance() as inst:
         outputs = files_under(run_folder(inst, result.run_id), "stored outputs")
     assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:2])]  # the gates store nothing
-    assert find_leaks(outputs, [throwaway_key]) == []
+    assert find_leaks(outputs, [throwaway_key, dumps["token"]]) == []
     assert _secrets_kept(home, ev, [throwaway_key]) == []
 
 
