@@ -264,16 +264,14 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
 
 
 def _report_verdict(instance, run_id: str | None) -> None:
-    """The verdict as the run's last event (the run page opens there), and the run's stage outputs removed
-    (a blocked run's too: nothing reads them once the run ended); never masks the verdict itself."""
-    from fix7_pipeline.defs.stages import report_verdict
-    from fix7_pipeline.defs.storage import discard_run_outputs
+    """defs.stages.close_run (the verdict as the run's last event, where the run page opens; the stage outputs
+    removed); never masks the verdict itself."""
+    from fix7_pipeline.defs.stages import close_run
 
     try:
         with interrupts.deferred(reraise=False):
-            report_verdict(instance, run_id)
             if run_id:
-                discard_run_outputs(instance, run_id)
+                close_run(instance, run_id)
     except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
         pass
 

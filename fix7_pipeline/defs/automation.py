@@ -183,11 +183,9 @@ def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
 def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
     """The run-failure hook: seal what no stage sealed, report the verdict as the run's last event, and remove
     the run's stage outputs (a blocked run leaves those of the stages before the block)."""
-    from fix7_pipeline.defs.stages import PACKET_DIR_TAG, report_verdict, seal_unfinished
-    from fix7_pipeline.defs.storage import discard_run_outputs
+    from fix7_pipeline.defs.stages import PACKET_DIR_TAG, close_run, seal_unfinished
 
     run = instance.get_run_by_id(run_id)
     if run is not None and not run.tags.get("fix7/verdict"):
         seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
-    report_verdict(instance, run_id)
-    discard_run_outputs(instance, run_id)
+    close_run(instance, run_id)

@@ -123,6 +123,15 @@ def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
     return True
 
 
+def close_run(instance: dg.DagsterInstance, run_id: str) -> None:
+    """What ends every finished run, whoever follows it (the CLI, fix7_verdict_sensor): the verdict as its last
+    event, and its stage outputs removed (nothing reads them once the run ended, a blocked run's included)."""
+    from fix7_pipeline.defs.storage import discard_run_outputs
+
+    report_verdict(instance, run_id)
+    discard_run_outputs(instance, run_id)
+
+
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
     """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
     (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
