@@ -8,6 +8,7 @@ restricted mode with a key the dump cannot know, so no meta-command in the dump 
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -124,7 +125,13 @@ def missing_dependencies(lines: list[str]) -> list[str]:
     return out
 
 
-def _restore_failed(tool: str, lines: list[str], rc: int | None) -> RestoreFailed:
+def _restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
+    """What stopped the restore: the server (its fault, not the clone's), else the dump."""
+    from .server_faults import from_tool_lines
+
+    fault = from_tool_lines(lines, server.describe())
+    if fault is not None:
+        return fault
     quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
     return RestoreFailed(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
                          f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
@@ -161,30 +168,122 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
                     kept += 1
                     f.write(e.line + "\n")
         flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
-        args = [pg_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
-                "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-                "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", str(listing),
-                "-d", tw.database, str(info.path)]
-        env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
-        errf = Path(tmp) / "stderr"
+        options = ["-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions", "--no-publications",
+                   "--no-security-labels", "--no-tablespaces", "--exit-on-error", *(["--schema-only"] if schema_only
+                                                                                    else [])]
+        lacking = lacking_settings(server)
         started = time.monotonic()
-        with open(errf, "w+") as err:
-            try:
-                r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                   timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
-                                "kept.", rule="restore_timeout") from None
-            err.seek(0)
-            stderr = err.read(1024 * 1024)
-        if r.returncode != 0:
-            raise _restore_failed("pg_restore", _clean_error_lines(stderr), r.returncode)
-    summary = ["pg_restore", "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
-               "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-               "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", "<filtered toc>",
-               "-d", tw.database, "<dump>"]
-    return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
+        if lacking:
+            skipped.update({f"setting {n} (unknown to the server)": 1 for n in lacking})
+            summary = _restore_archive_through_psql(server, tw, info, options, listing, lacking, timeout, Path(tmp))
+        else:
+            summary = _restore_archive_direct(server, tw, info, options, listing, timeout, Path(tmp))
+    return {"tool": "pg_restore (wheel)", "command": summary, "duration_s": round(time.monotonic() - started, 3),
             "entries_restored": kept, "entries_skipped": skipped}
+
+
+# Settings the wheel's pg_restore (PostgreSQL 18) sends at the start of every restore, with the server version
+# that introduced each; an older server would stop the restore at the first one it lacks.
+CLIENT_SETTINGS = {"transaction_timeout": 170000}
+
+
+def lacking_settings(server: RehearsalServer) -> list[str]:
+    """The client tools' settings this server does not have (none on PostgreSQL 17 and newer)."""
+    return sorted(n for n, since in CLIENT_SETTINGS.items() if server.version() < since)
+
+
+def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Path) -> str:
+    args = [pg_tool("pg_restore"), *options, "--single-transaction", "-L", str(listing), "-d", tw.database,
+            str(info.path)]
+    env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
+    with open(tmp / "stderr", "w+") as err:
+        try:
+            r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                            "kept.", rule="restore_timeout") from None
+        err.seek(0)
+        stderr = err.read(1024 * 1024)
+    if r.returncode != 0:
+        raise _restore_failed(server, "pg_restore", _clean_error_lines(stderr), r.returncode)
+    return " ".join(["pg_restore", *options, "--single-transaction", "-L", "<filtered toc>", "-d", tw.database,
+                     "<dump>"])
+
+
+_SET_LINE = re.compile(rb"^SET ([a-z_]+) = [^;\n]*;\n$")
+_HEADER_BYTES = 1024 * 1024
+
+
+def _restore_archive_through_psql(server, tw, info, options, listing, lacking, timeout, tmp: Path) -> str:
+    """pg_restore writes the script, psql runs it in one transaction; the settings the server lacks are left out.
+
+    Only pg_restore's own opening lines are filtered (the settings it sends come before the first object); the
+    rest is copied through as it is. pg_restore's script starts with its own \\restrict key, so psql runs no
+    meta-command from the dump.
+    """
+    drop = {n.encode() for n in lacking}
+    restore_args = [pg_tool("pg_restore"), *options, "-L", str(listing), "-f", "-", str(info.path)]
+    psql_args = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", tw.database,
+                 "-f", "-"]
+    env = server.tool_env(tw.database, tw.login, "restore", "psql")
+    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c client_min_messages=warning".strip()
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    deadline = time.monotonic() + timeout
+    with open(tmp / "stderr-restore", "w+") as err_r, open(tmp / "stderr-psql", "w+") as err_p:
+        producer = subprocess.Popen(restore_args, env=offline, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err_r)
+        consumer = subprocess.Popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err_p)
+        try:
+            _pump(producer.stdout, consumer.stdin, drop, deadline, timeout)
+            rc_r = producer.wait(timeout=max(1.0, deadline - time.monotonic()))
+            rc_p = consumer.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                            "kept.", rule="restore_timeout") from None
+        finally:
+            for p in (producer, consumer):
+                if p.poll() is None:
+                    p.kill()  # psql never reached the end of its input, so its one transaction never commits
+                    p.wait()
+        err_r.seek(0), err_p.seek(0)
+        stderr = err_p.read(1024 * 1024) + "\n" + err_r.read(1024 * 1024)
+    if rc_p != 0 or rc_r != 0:
+        raise _restore_failed(server, "pg_restore | psql", _clean_error_lines(stderr), rc_p or rc_r)
+    left_out = ", ".join(lacking)
+    return " ".join(["pg_restore", *options, "-L", "<filtered toc>", "-f", "-", "<dump>", "|",
+                     f"(without SET {left_out})", "|", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                     "--single-transaction", "-d", tw.database, "-f", "-"])
+
+
+def _pump(source, sink, drop: set[bytes], deadline: float, timeout: float) -> None:
+    """Copy the script through, leaving out `SET name = ...;` lines of the opening for each name in `drop`."""
+    head = 0
+    try:
+        while head < _HEADER_BYTES:
+            line = source.readline()
+            if not line:
+                return
+            head += len(line)
+            m = _SET_LINE.match(line)
+            if m and m.group(1) in drop:
+                sink.write(b"\n")
+                continue
+            sink.write(line)
+            if line.startswith(b"-- Name: "):
+                break
+        while chunk := source.read(1024 * 1024):
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("pg_restore", timeout)
+            sink.write(chunk)
+    except BrokenPipeError:
+        pass  # psql stopped at an error: its exit status and stderr tell which
+    finally:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
 
 
 # -- plain --------------------------------------------------------------------------------------
@@ -192,8 +291,9 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
 class _PlainFeeder:
     """Streams the screened, filtered plain dump into psql; aborts (no commit) on anything refused."""
 
-    def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str):
+    def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str, lacking: list[str] = ()):
         self.info, self.proc, self.key = info, proc, key
+        self.lacking = re.compile(r"^SET (?:%s) = [^;]*;\s*$" % "|".join(map(re.escape, lacking))) if lacking else None
         self.screen = PlainScreen(hand_written=info.hand_written)
         self.held: list[str] | None = None
         self.held_bytes = 0
@@ -247,6 +347,11 @@ class _PlainFeeder:
                     self.held_bytes += len(line)
                     self._settle(stmts)
                     continue
+                if not was_in_statement and self.lacking is not None and self.lacking.match(line):
+                    why = "setting unknown to the server"  # pg_dump 17+ sends transaction_timeout
+                    self.dropped[why] = self.dropped.get(why, 0) + 1
+                    self._write("\n")
+                    continue
                 if not was_in_statement and line[:1].isalpha() and _DROP_CANDIDATE.match(line):
                     self.held, self.held_bytes = [line], len(line)
                     self._settle(stmts)
@@ -282,7 +387,7 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
     with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
         errf = open(Path(tmp) / "stderr", "w+")
         proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-        feeder = _PlainFeeder(info, proc, key)
+        feeder = _PlainFeeder(info, proc, key, lacking_settings(server))
         try:
             feeder.run()
             if time.monotonic() - started > timeout:
@@ -309,7 +414,7 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
         stderr = errf.read(1024 * 1024)
         errf.close()
     if rc != 0 or feeder.broken:
-        raise _restore_failed("psql", _clean_error_lines(stderr, line_offset=1), rc)
+        raise _restore_failed(server, "psql", _clean_error_lines(stderr, line_offset=1), rc)
     return {"tool": "psql (wheel)",
             "command": f"psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d {tw.database} -f - "
                        "(filtered stream, restricted mode)",

@@ -638,9 +638,21 @@ def _regclass(conn: psycopg.Connection, name: str) -> int:
     return int(conn.execute("select %s::regclass::oid", (f"pg_catalog.{name}",)).fetchone()[0])
 
 
+def _lo_readable(conn: psycopg.Connection) -> str:
+    """Whether the session may read large object m: the server's own test from PostgreSQL 17 on; before it, the
+    same rule over the catalog (the owner's privileges, a SELECT grant to the session's roles or to PUBLIC, or
+    lo_compat_privileges, which turns the checks off)."""
+    if conn.info.server_version >= 170000:
+        return "pg_catalog.has_largeobject_privilege(m.oid, 'SELECT')"
+    return ("(pg_catalog.current_setting('lo_compat_privileges')::pg_catalog.bool "
+            "or pg_catalog.pg_has_role(m.lomowner, 'USAGE') "
+            "or exists (select from pg_catalog.aclexplode(m.lomacl) a where a.privilege_type = 'SELECT' "
+            "and (a.grantee = 0 or pg_catalog.pg_has_role(a.grantee, 'USAGE'))))")
+
+
 def _scan_large_objects(conn: psycopg.Connection, salt: str) -> list[RawHit]:
     out = []
-    rows = conn.execute("select m.oid::pg_catalog.int8, pg_catalog.has_largeobject_privilege(m.oid, 'SELECT') "
+    rows = conn.execute(f"select m.oid::pg_catalog.int8, {_lo_readable(conn)} "
                         "from pg_catalog.pg_largeobject_metadata m order by 1").fetchall()
     readable = [oid for oid, ok in rows if ok]
     out += [RawHit(UNREADABLE, "", "unreadable", place=f"large object {oid}", part="data")

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import EXIT_USAGE, Fix7Error, HostRefused
+from .errors import EXIT_USAGE, Fix7Error, HostRefused, ServerFault
 from .hosts import HostPolicy
 from .paths import state_dir
 
@@ -117,6 +117,7 @@ class RehearsalServer:
         self.policy = policy
         self.ledger = ledger if ledger is not None else ConnectionLedger()
         self._throwaway_key = throwaway_key or admin.password or None
+        self.version_num: int | None = None  # server_version_num, learnt from the first connection
         self.check_host(host)
 
     # -- construction -----------------------------------------------------------------
@@ -213,12 +214,24 @@ class RehearsalServer:
         if options:
             params["options"] = f"{params.get('options', '')} {options}".strip()
         try:
-            return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
+            conn = psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
                                    application_name=f"fix7:{purpose}")
         except psycopg.OperationalError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise Fix7Error(f"Could not connect to the rehearsal server ({self.describe()}): {first}",
-                            rule="server_unreachable") from None
+            if login.password:
+                first = first.replace(login.password, "(password)")
+            raise ServerFault(f"Could not connect to the rehearsal server ({self.describe()}) as {login.role} "
+                              f"({purpose}): {first}. Check the server is up, reachable, and that the login and "
+                              f"its password ({PASSWORD_ENV}) are right. Nothing is wrong with the clone.",
+                              rule="server_unreachable") from None
+        self.version_num = conn.info.server_version
+        return conn
+
+    def version(self) -> int:
+        """The server's server_version_num (150004, 180001): what it supports decides how a rehearsal talks to it."""
+        if self.version_num is None:
+            self.connect(purpose="server version").close()
+        return self.version_num
 
     def sqlalchemy_source(self, database: str, login: Login, purpose: str) -> SqlAlchemySource:
         """A SQLAlchemy engine's URL and `creator` through the guard, for Great Expectations.
@@ -376,18 +389,44 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
     login = server.throwaway_login(role)  # before anything exists: no key, nothing is created
     password = login.password
     with server.connect(purpose="create throwaway") as c:
-        with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
-            c.execute(sql.SQL(
-                "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
-                "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
-            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role),
-                                                                 sql.Literal(throwaway_mark())))
-        _quiet_server_log(c, role)
-        c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
-            sql.Identifier(database), sql.Identifier(role)))
-        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(throwaway_mark())))
-        c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+        try:
+            with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
+                _create_role(c, role, password)
+                c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role),
+                                                                     sql.Literal(throwaway_mark())))
+            _quiet_server_log(c, role)
+            c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
+                sql.Identifier(database), sql.Identifier(role)))
+            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database),
+                                                                     sql.Literal(throwaway_mark())))
+            c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+        except psycopg.Error as e:
+            from .server_faults import admin_error
+
+            raise admin_error(e, server, f"creating the throwaway role {role} and database {database}") from None
     return Throwaway(database=database, login=login, tag=tag)
+
+
+def _create_role(c: psycopg.Connection, role: str, password: str | None) -> None:
+    """The restoring role: no attribute, a member of nothing; the admin may act as it (own, drop its databases).
+
+    An admin that is not a superuser (a managed-cloud login: LOGIN CREATEDB CREATEROLE) must be able to SET ROLE to
+    a role to make it a database's owner and must hold its privileges to drop that database: on PostgreSQL 16+ that
+    membership is granted as the role is created (createrole_self_grant), on 15 by a GRANT afterwards. Either way the
+    admin belongs to the restoring role, never the other way round (restore.py refuses any membership of the
+    restoring role). On 15 a NOINHERIT owner cannot use its implicit pg_database_owner membership to create in the
+    `public` schema, so the role inherits there: it belongs to no role whose privileges it could inherit.
+    """
+    version = c.info.server_version
+    superuser = c.execute("select rolsuper from pg_catalog.pg_roles where rolname = current_user").fetchone()[0]
+    if version >= 160000 and not superuser:
+        c.execute("set local createrole_self_grant = 'set, inherit'")
+    inherit = "noinherit" if version >= 160000 else "inherit"
+    c.execute(sql.SQL(
+        "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls " + inherit +
+        " connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
+    if version < 160000 and not superuser:
+        c.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(role)))
 
 
 def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,
