@@ -1,7 +1,8 @@
 """`fix7 rehearse`: every rehearsal runs the Dagster job `fix7_rehearsal` through the instance.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
-3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 4 REHEARSAL_SERVER_FAULT (the rehearsal server or its login failed;
+nothing judged), 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
 143 REHEARSAL_INTERRUPTED by SIGTERM. Interrupted, the running stage stops within seconds
 (pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
 sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
@@ -24,7 +25,7 @@ from pathlib import Path
 from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
-                                       EXIT_USAGE, Fix7Error)
+                                       EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
@@ -32,6 +33,7 @@ VERDICT_EXIT = {
     "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
+    "REHEARSAL_SERVER_FAULT": EXIT_SERVER_FAULT,
 }
 
 @dataclass

@@ -137,6 +137,9 @@ def seal(packet) -> dict:
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
             entry["interrupted"] = {k: d["interrupted"].get(k) for k in ("stage", "signal", "at")}
             entry["judged"] = False
+        elif d.get("server_fault"):  # REHEARSAL_SERVER_FAULT: the server failed; nothing was judged
+            entry["server_fault"] = {k: d["server_fault"].get(k) for k in ("stage", "rule")}
+            entry["judged"] = False
         _append(path, entry)
     return entry
 

@@ -229,6 +229,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the isolation gate passes
+        restore.assert_server_takes(server, run.record.dump)
         tw = _create_throwaway(server, run, packet)
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)

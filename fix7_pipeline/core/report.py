@@ -27,6 +27,8 @@ REHEARSAL_FAILED = "REHEARSAL_FAILED"
 NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 # SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
 REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
+# The rehearsal server or its login stopped the run (core/server_faults.py): nothing was judged.
+from .server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 NOT_PROVEN = "N/A_NO_CLONE_TO_PROVE"
 
@@ -139,7 +141,8 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     return None
 
 
-_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS"})
+_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS",
+                    REHEARSAL_INTERRUPTED, REHEARSAL_SERVER_FAULT})
 
 
 def _word(value) -> str:
@@ -237,10 +240,23 @@ class EvidencePacket:
         return self.data["stages"][stage]["status"]
 
     # -- verdicts ------------------------------------------------------------------
+    def server_fault(self) -> dict | None:
+        """The stage the rehearsal server stopped, and why ({"stage", "rule", "message"}); None if none did."""
+        for s in STAGES:
+            st = self.data["stages"][s]
+            if st["status"] in (FAILED, BLOCKED):
+                hit = next((f for f in st.get("findings") or [] if is_server_fault(f.get("rule"))), None)
+                if hit:
+                    return {"stage": s, "rule": hit["rule"], "message": hit.get("message")}
+        return None
+
     def clone_verdict(self) -> str | None:
-        statuses = [self.stage_status(s) for s in CLONE_GATES]
+        fault = self.server_fault()
+        statuses = [self.stage_status(s) for s in CLONE_GATES if not (fault and s == fault["stage"])]
         if any(s in (FAILED, BLOCKED) for s in statuses):
             return NO_SAFE_CLONE
+        if fault and fault["stage"] in CLONE_GATES:
+            return None  # a gate the server stopped decided nothing
         if all(s == PASSED for s in statuses):
             return SAFE_CLONE
         return None
@@ -255,6 +271,8 @@ class EvidencePacket:
     def verdict(self) -> str | None:
         if self.interruption():
             return REHEARSAL_INTERRUPTED  # never a judgment, whatever ran before it
+        if self.server_fault():
+            return REHEARSAL_SERVER_FAULT  # the server failed, not the clone nor the change
         cv = self.clone_verdict()
         if cv == NO_SAFE_CLONE:
             return NO_SAFE_CLONE
@@ -283,6 +301,8 @@ class EvidencePacket:
             self.data["interrupted"] = {**interrupted, "at": utc_now()}
         if self.interruption():
             return self._finalize_interrupted()
+        if self.server_fault():
+            return self._finalize_server_fault()
         verdict = self.verdict()
         if verdict is None:
             reason = incomplete_reason or "the run stopped before every stage finished"
@@ -324,6 +344,22 @@ class EvidencePacket:
 
         seal(self)
         return REHEARSAL_INTERRUPTED
+
+    def _finalize_server_fault(self) -> str:
+        fault = self.server_fault()
+        self.data["server_fault"] = {**fault, "server": (self.data["request"].get("server") or {})}
+        for s in STAGES:
+            st = self.data["stages"][s]
+            if st["status"] == SKIPPED:
+                st["reason"] = f"not run: the rehearsal server failed during {fault['stage']}"
+        self.data["verdict"] = REHEARSAL_SERVER_FAULT
+        self.data["clone_verdict"] = SAFE_CLONE if self.clone_verdict() == SAFE_CLONE else None
+        self.data["exact_operator_input_needed"] = None  # the clone was not judged: the server must be fixed
+        self.data["finished_at"] = utc_now()
+        from .audit import seal
+
+        self.sealed = seal(self)
+        return REHEARSAL_SERVER_FAULT
 
     def problems(self) -> list[str]:
         out = []
@@ -372,10 +408,16 @@ class EvidencePacket:
         contains = {PASSED: False, FAILED: True, BLOCKED: True}.get(st["sanitization"]["status"], "NOT_CHECKED")
         interrupted = self.interruption()
         cv = d.get("clone_verdict") or self.clone_verdict() or (REHEARSAL_INTERRUPTED if interrupted else NO_SAFE_CLONE)
+        fault = self.server_fault() if not interrupted and not d.get("clone_verdict") else None
+        if fault:
+            cv = REHEARSAL_SERVER_FAULT
         if cv == REHEARSAL_INTERRUPTED:
             by = f" by {interrupted['signal']}" if interrupted.get("signal") else ""
             note = (f"NOT JUDGED: the rehearsal was interrupted{by} during {interrupted.get('stage') or 'the run'} "
                     "before the clone gates decided; nothing is known about this clone. Rehearse it again.")
+        elif cv == REHEARSAL_SERVER_FAULT:
+            note = (f"NOT JUDGED: the rehearsal server failed during {fault['stage']} before the clone gates decided "
+                    f"({fault.get('message')}); nothing is known about this clone. Fix the server and rehearse again.")
         else:
             note = "; ".join(self.problems()[:5]) if cv == NO_SAFE_CLONE else (
                 f"Restored into a throwaway database and proven isolated, sanitized and production-shaped; "

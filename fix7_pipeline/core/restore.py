@@ -493,6 +493,33 @@ def _extension_failure(server: RehearsalServer, e: RestoreFailed) -> Fix7Error |
     return _extension_error(server, missing, unloadable) if missing or unloadable else None
 
 
+OLDEST_SERVER = 15  # the oldest rehearsal server tested (make test: Debian's PostgreSQL 15)
+
+
+def assert_server_takes(server: RehearsalServer, info: DumpInfo) -> None:
+    """Refuse, before anything is created, a server older than the dump's source or older than supported.
+
+    A dump of a newer server can use what the older one lacks (types, syntax, catalog columns): the clone could
+    not be production-shaped there. Neither is a fault of the clone: the server is the wrong one (exit 4).
+    """
+    from .dumps.archive import version_major
+    from .errors import ServerFault
+
+    major = server.version() // 10000
+    source = version_major(info.server_version)
+    if major < OLDEST_SERVER:
+        raise ServerFault(f"The rehearsal server ({server.describe()}) runs PostgreSQL {major}; rehearsals need "
+                          f"PostgreSQL {OLDEST_SERVER} to 18. Point --server at a supported server (or leave it "
+                          "unset for the embedded PostgreSQL 18). Nothing is wrong with the clone.",
+                          rule="server.version")
+    if source is not None and source > major:
+        raise ServerFault(f"The dump comes from PostgreSQL {source} ({info.server_version}), newer than the rehearsal "
+                          f"server ({server.describe()}, PostgreSQL {major}): it could use what {major} lacks, so it "
+                          f"is not restored there. Rehearse on a server of PostgreSQL {source} or newer (the same "
+                          "major as production is best, or the embedded PostgreSQL 18). Nothing is wrong with the "
+                          "clone.", rule="server.version")
+
+
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
             screen: bool = True, schema_only: bool = False) -> dict:
     """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept.

@@ -104,8 +104,12 @@ def _redacted(record: RunRecord) -> RedactedNames:
     return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
 
-def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
+def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
+    if isinstance(e, psycopg.Error) and server is not None:
+        from .server_faults import from_psycopg
+
+        e = from_psycopg(e, server.describe()) or e  # out of locks, disk full, a lost connection: the server's
     if isinstance(e, Fix7Error):
         msg, rule = e.message, e.rule
     elif isinstance(e, psycopg.Error):
@@ -141,7 +145,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
             server = open_server(record.request, servers)
             outcome = body(server, packet, run)
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
-            outcome = _error_outcome(stage, e)
+            outcome = _error_outcome(stage, e, server)
         # A name that matched a secret rule is printed as its label by every stage from the scan on.
         outcome = _redacted(run.record).scrub_outcome(outcome)
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
