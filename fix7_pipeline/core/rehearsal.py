@@ -36,7 +36,7 @@ from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, ev
 from .request import RehearsalRequest
 from .run_record import Anchor, RunRecord
 from .server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database, database_properties,
-                     storage_connection, sweep)
+                     storage_connection, sweep_leftovers)
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
                         _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, interrupted,
                         open_server, run_stage)
@@ -184,7 +184,14 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
-        packet.throwaways("swept", sweep(server) if outcome.status == PASSED else [])
+        swept, left = sweep_leftovers(server) if outcome.status == PASSED else ([], [])
+        packet.throwaways("swept", swept)
+        if left:
+            packet.throwaways("undroppable", left)
+            outcome.findings += [Finding(rule="leftover_undroppable", severity="warning", message=(
+                f"a leftover throwaway of an earlier run, {x['object']}, could not be dropped ({x['reason']}); "
+                f"it does not stop this rehearsal. Drop it with: {x['drop_with']}")) for x in left]
+            outcome.reason += f"; {len(left)} warning(s), e.g. {outcome.findings[-len(left)].message}"
         packet.add_connections(server.ledger.as_dicts())
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))

@@ -603,7 +603,14 @@ def _mark_is_stale(comment: str | None) -> bool:
 
 def sweep(server: RehearsalServer) -> list[str]:
     """Drop throwaway databases and roles left by runs whose process is gone; returns what was dropped."""
+    return sweep_leftovers(server)[0]
+
+
+def sweep_leftovers(server: RehearsalServer) -> tuple[list[str], list[dict]]:
+    """(what was dropped, what could not be): each leftover the server refuses to drop is named with the server's
+    reason and the exact statement that drops it, and the sweep goes on; a leftover never stops a rehearsal."""
     dropped: list[str] = []
+    left: list[dict] = []
     with server.connect(purpose="sweep leftovers") as c:
         # Two runs starting at once would race to drop the same leftovers (DROP ROLE IF EXISTS can still
         # fail with "tuple concurrently deleted"): sweeps take turns, the later one finds nothing left.
@@ -615,8 +622,9 @@ def sweep(server: RehearsalServer) -> list[str]:
             "where d.datname like 'fix7\\_%%'").fetchall()
         for name, comment, owner_comment in dbs:
             if _mark_is_stale(comment) or (comment is None and _mark_is_stale(owner_comment)):
-                c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-                dropped.append(f"database {name}")
+                statement = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                if _try_drop(c, statement, f"database {name}", left):
+                    dropped.append(f"database {name}")
         roles = c.execute(
             "select rolname, shobj_description(oid, 'pg_authid') from pg_roles "
             "where rolname like 'fix7\\_%%'").fetchall()
@@ -625,9 +633,33 @@ def sweep(server: RehearsalServer) -> list[str]:
                 owned = c.execute("select count(*) from pg_database d join pg_roles r on r.oid=d.datdba "
                                   "where r.rolname=%s", (name,)).fetchone()[0]
                 if not owned:
-                    c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
-                    dropped.append(f"role {name}")
-    return dropped
+                    statement = sql.SQL("drop role if exists {}").format(sql.Identifier(name))
+                    if _try_drop(c, statement, f"role {name}", left):
+                        dropped.append(f"role {name}")
+    return dropped, left
+
+
+def _try_drop(c: psycopg.Connection, statement: sql.Composed, what: str, left: list[dict]) -> bool:
+    try:
+        c.execute(statement)
+        return True
+    except psycopg.Error as e:
+        reason = (e.diag.message_primary if e.diag else None) or type(e).__name__
+        kind, name = what.split(" ", 1)
+        text = f"DROP {kind.upper()} {sql.Identifier(name).as_string(c)}" + (" WITH (FORCE)" if kind == "database" else "")
+        first = ""
+        if kind == "database" and "subscription" in reason:
+            sub = c.execute("select s.subname from pg_catalog.pg_subscription s join pg_catalog.pg_database d "
+                            "on d.oid = s.subdbid where d.datname = %s order by 1", (name,)).fetchall()
+            first = " ".join(f"ALTER SUBSCRIPTION {sql.Identifier(n).as_string(c)} DISABLE; ALTER SUBSCRIPTION "
+                             f"{sql.Identifier(n).as_string(c)} SET (slot_name = NONE); DROP SUBSCRIPTION "
+                             f"{sql.Identifier(n).as_string(c)};" for (n,) in sub)
+            first = f"connected to that database as a superuser: {first} then " if first else ""
+        elif e.sqlstate == "42501":
+            first = "as a superuser or its owner: "
+        left.append({"object": what, "reason": f"{reason} (SQLSTATE {e.sqlstate or '?'})",
+                     "drop_with": f"{first}{text};"})
+        return False
 
 
 def leftovers(server: RehearsalServer) -> list[str]:
