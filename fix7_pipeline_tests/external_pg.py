@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "ops_super"
@@ -60,10 +61,7 @@ class ExternalCluster:
     port: int
     super_password: str
     cloud_password: str
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+    data: Path
 
     def url(self, login: str = SUPERUSER, database: str = "postgres") -> str:
         """The --server URL, without its password (which travels in FIX7_REHEARSAL_SERVER_PASSWORD)."""
@@ -86,14 +84,29 @@ class ExternalCluster:
     def stop(self) -> None:
         subprocess.run([str(self.bin_path / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, timeout=60, **_run_as())
+        if (self.root / "disk").is_mount():
+            subprocess.run(["umount", "-l", str(self.root / "disk")], capture_output=True, timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster(major: int, bin_path: Path) -> ExternalCluster:
-    """initdb, scram for every TCP login, start on 127.0.0.1, and create the superuser and managed-cloud logins."""
+def start_cluster(major: int, bin_path: Path, *, settings: dict | None = None,
+                  tmpfs_mb: int | None = None) -> ExternalCluster:
+    """initdb, scram for every TCP login, start on 127.0.0.1, and create the superuser and managed-cloud logins.
+
+    `settings` go into postgresql.conf; `tmpfs_mb` puts the data directory on a filesystem of that size (root only),
+    so that the server's disk can fill.
+    """
     root = Path(tempfile.mkdtemp(prefix=f"fix7-external-pg{major}-"))
     os.chmod(root, 0o755)
     data = root / "data"
+    if tmpfs_mb:
+        (root / "disk").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={tmpfs_mb}m,mode=0755", "tmpfs", str(root / "disk")],
+                       check=True, capture_output=True, timeout=60)
+        data = root / "disk" / "data"
+        if os.geteuid() == 0:
+            ids = pwd.getpwnam("postgres")
+            os.chown(root / "disk", ids.pw_uid, ids.pw_gid)
     pwfile = root / "pw"
     super_pw, cloud_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     pwfile.write_text(super_pw + "\n")
@@ -107,18 +120,19 @@ def start_cluster(major: int, bin_path: Path) -> ExternalCluster:
                     "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True, timeout=300, **_run_as())
     pwfile.unlink()
     port = _free_port()
+    conf = {"listen_addresses": "'127.0.0.1'", "port": port, "unix_socket_directories": f"'{root}'", "fsync": "off",
+            "max_connections": 100, "shared_buffers": "32MB", **(settings or {})}
     with open(data / "postgresql.conf", "a") as f:
-        f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n"
-                "fsync = off\nmax_connections = 100\nshared_buffers = 32MB\n")
+        f.write("\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
     subprocess.run([str(bin_path / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start"],
                    check=True, capture_output=True, timeout=120, **_run_as())
-    cluster = ExternalCluster(major, bin_path, root, port, super_pw, cloud_pw)
+    cluster = ExternalCluster(major, bin_path, root, port, super_pw, cloud_pw, data)
     deadline = time.monotonic() + 30
     while True:
         try:
             with cluster.connect() as c:
-                c.execute(f"create role {CLOUD_ADMIN} login createdb createrole password %s".replace("%s", "{}")
-                          .format(psycopg.sql.Literal(cloud_pw).as_string(c)))
+                c.execute(sql.SQL("create role {} login createdb createrole password {}").format(
+                    sql.Identifier(CLOUD_ADMIN), sql.Literal(cloud_pw)))
             break
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
