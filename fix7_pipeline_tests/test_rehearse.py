@@ -147,7 +147,7 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
     assert out["verdict"] == "REHEARSAL_PASSED", [(s, v["status"], v["reason"]) for s, v in out["packet"]["stages"].items()
                                                   if v["status"] != "passed"]
     assert shape["status"] == "passed" and "no data rules declared" in shape["reason"]
-    assert [f["rule"] for f in shape["findings"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
+    assert [f["rule"] for f in shape["notes"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
     assert "gx" not in shape
     from dagster import DagsterEventType
 

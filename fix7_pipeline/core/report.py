@@ -473,6 +473,10 @@ class EvidencePacket:
                 lines += ["", f"## Findings: {s}", ""]
                 lines += [f"- \\[{md(f.get('severity', 'error'))}\\] {md(f.get('rule'))}: {md(f.get('message'))}"
                           for f in fs[:200]]
+            notes = d["stages"][s].get("notes") or []
+            if notes:  # what a gate noted (an isolated host, an optional table absent): not findings
+                lines += ["", f"## Notes: {s}", ""]
+                lines += [f"- {md(f.get('rule'))}: {md(f.get('message'))}" for f in notes[:200]]
         need = d.get("exact_operator_input_needed")
         if need:
             lines += ["", "## What the operator must supply", "", md(need["item"]), ""]
