@@ -174,7 +174,10 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
+    from fix7_pipeline.defs.crashes import close_crashed_runs
     from fix7_pipeline.defs.partitions import rehearsal_key
+
+    close_crashed_runs(instance)  # an earlier rehearsal killed outright is closed as failed, not left running
     from fix7_pipeline.launch import run_job_here
 
     run_id = str(uuid.uuid4())

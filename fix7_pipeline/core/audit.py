@@ -32,8 +32,16 @@ from .packet_files import sha256_file as _sha256
 
 CHAIN_FILE = "audit-chain.jsonl"
 RENDERED = (PROVENANCE, READABLE)
-COLUMNS = ("run_id", "started_at", "run_status", "source", "clone_sha256", "attested_by", "verdict", "anchor_id",
-           "evidence_dir", "packet_sha256", "chain")
+COLUMNS = ("run_id", "started_at", "run_status", "state", "source", "clone_sha256", "attested_by", "verdict",
+           "anchor_id", "evidence_dir", "packet_sha256", "chain")
+
+# What `fix7 audit` says each run is (the `state` column). Sealed runs are judged, or not judged (interrupted, a
+# fault of the server or the disk: `judged: false` in their chain entry, whatever the verdict's name); a run whose
+# process died left a journal and no seal (crashed); an edited, deleted or forged packet or chain entry is tampered.
+JUDGED, NOT_JUDGED, CRASHED, RUNNING, TAMPERED = "judged", "not judged", "crashed", "running", "TAMPERED"
+NO_PACKET, NOT_SEALED, OVERWRITTEN = "no packet", "not sealed", "overwritten"
+# The verdicts that judge the clone or the change; any other verdict a packet is sealed with judged nothing.
+JUDGED_VERDICTS = ("REHEARSAL_PASSED", "REHEARSAL_FAILED", "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE")
 
 
 def chain_path() -> Path:
@@ -136,6 +144,7 @@ def seal(packet) -> dict:
         }
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
             entry["interrupted"] = {k: d["interrupted"].get(k) for k in ("stage", "signal", "at")}
+        if d.get("interrupted") or d.get("judged") is False or d.get("verdict") not in JUDGED_VERDICTS:
             entry["judged"] = False
         _append(path, entry)
     return entry
@@ -148,6 +157,8 @@ class ChainReport:
     superseded: int = 0
     dagster_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)  # runs that left a journal and no seal: listed, not problems
+    states: dict[str, int] = field(default_factory=dict)  # runs per run_state
 
     @property
     def ok(self) -> bool:
@@ -212,6 +223,7 @@ def _check_packet(entry: dict) -> list[str]:
 
 WITNESS_PREFIX = "fix7/"
 WITNESS_KEYS = ("packet_sha256", "chain_entry_sha256", "chain_seq", "verdict", "evidence")
+SEAL_KEYS = ("packet_sha256", "chain_entry_sha256", "chain_seq")  # only a seal gives a run these
 
 
 def witness(entry: dict | None) -> dict | None:
@@ -231,7 +243,8 @@ def witness_tags(w: dict) -> dict[str, str]:
 def witness_from_tags(tags: dict) -> dict | None:
     """The witness a run's tags carry; None when the run recorded none (incomplete ones are returned as they are)."""
     found = {k: str(tags.get(WITNESS_PREFIX + k) or "") for k in WITNESS_KEYS}
-    return found if any(found.values()) else None
+    # fix7/verdict and fix7/evidence are also what the Runs list shows of a run in progress: alone, no witness
+    return found if any(found[k] for k in SEAL_KEYS) else None
 
 
 def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], list[str], int]:
@@ -355,11 +368,37 @@ def _journal_row(row: dict, directory: Path) -> dict:
     except (OSError, ValueError):
         row["chain"] = "journal unreadable"
         return row
+    stages = data.get("stages") or {}
+    reached = [s for s, st in stages.items() if (st or {}).get("status") not in (None, "skipped")]
+    following = [s for s in stages if s not in reached]
     row.update(packet_run_id=data.get("run_id") or "", verdict="(unfinished)",
+               stopped_during=following[0] if following else (reached[-1] if reached else ""),
                clone_sha256=(data.get("clone") or {}).get("sha256") or "",
                attested_by=(data.get("attestation") or {}).get("attested_by") or "",
                anchor_id=data.get("anchor_id") or "", chain="journal only, not sealed")
     return row
+
+
+def run_state(row: dict, chain_entry: dict | None, *, running: bool) -> str:
+    """What one listed run is: judged, not judged, crashed, running, tampered (or no packet, not sealed,
+    overwritten). `row` is packet_row's; `running`: its Dagster run is unfinished and its process alive."""
+    chain = row.get("chain") or ""
+    sealed = bool(chain_entry or row.get("dagster_witness") or row.get("dagster_packet_sha256"))
+    if chain.startswith(("EDITED", "packet unreadable", "journal unreadable")):
+        return TAMPERED
+    if chain in ("journal only, not sealed", "packet missing") and sealed:
+        return TAMPERED  # the chain or Dagster recorded a seal: its packet was deleted
+    if chain.startswith("sealed #"):
+        return NOT_JUDGED if (chain_entry or {}).get("judged") is False else JUDGED
+    if chain == "journal only, not sealed":
+        return RUNNING if running else CRASHED
+    if chain == "packet missing":
+        return NO_PACKET
+    if chain.startswith("overwritten"):
+        return OVERWRITTEN
+    if chain == "not sealed":
+        return RUNNING if running else NOT_SEALED
+    return RUNNING if running else NO_PACKET
 
 
 def render(rows: list[dict], fmt: str) -> str:
