@@ -164,3 +164,80 @@ def test_an_edited_or_deleted_packet_is_tampering(home, how):
     finally:
         report.write_bytes(original)
     assert _verify(home).returncode == 0
+
+
+# -- the evidence disk fills while the run writes it ---------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MiB tmpfs for the evidence folder (mounting one needs root)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full disk is a real small tmpfs here, and mounting one needs root")
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write until the file system says ENOSPC: what another process filling the disk does."""
+    filler = directory / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:
+        size = 64 << 10
+        while size:  # smaller and smaller writes, down to one byte: not a byte is left
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == 28, e  # ENOSPC
+            size //= 2
+    return filler
+
+
+def test_a_disk_that_fills_during_the_run_is_not_judged_and_named(home, inputs, server, small_disk, tmp_path):
+    ev = small_disk / "ev"
+    pause = tmp_path / "apply_pauses.sql"
+    pause.write_text("-- the disk fills while this runs\nselect pg_sleep(4);\n")
+    proc = subprocess.Popen([sys.executable, "-m", "fix7_pipeline.cli",
+                             *rehearse_args(inputs["dump"], (pause, inputs["sample"][1]), ev)], cwd=str(project_dir()),
+                            env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _applying(server, ev):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "apply never started"
+            time.sleep(0.05)
+        _fill(small_disk)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 74, out + err
+    assert "Traceback" not in err, err
+    assert "verdict: REHEARSAL_NOT_JUDGED" in out, out
+    line = [ln for ln in err.splitlines() if ln.startswith("fix7: The evidence could not be written")]
+    assert line and "(ENOSPC)" in line[0] and str(ev / JOURNAL) in line[0], err
+    assert not (ev / REPORT).exists()  # nothing half-written is left to pass for a packet
+    entry = [e for e in read_chain(Path(home.env["FIX7_AUDIT_CHAIN"])) if e["evidence_dir"] == str(ev)][-1]
+    assert entry["verdict"] == "REHEARSAL_NOT_JUDGED" and entry["judged"] is False, entry
+    # where it ran out: apply's own line may still fit in the journal's last allocated page
+    assert entry["evidence_not_written"]["errno"] == "ENOSPC"
+    assert entry["evidence_not_written"]["stage"] in ("apply", "rollback", "restore_diff", "evidence_packet"), entry
+    row = _row(home, ev)
+    assert row["state"] == "not judged" and row["verdict"] == "REHEARSAL_NOT_JUDGED", row
+    r = _verify(home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the throwaways were dropped although nothing more could be written about them
+    with psycopg.connect(host=server.host, port=server.port, user=server.admin.role, dbname="postgres",
+                         autocommit=True) as c:
+        from fix7_pipeline.core.report import EvidencePacket
+
+        planted = [p["name"] for p in EvidencePacket.load(ev).data["throwaways"]["planned"] if p["kind"] == "database"]
+        left = c.execute("select datname from pg_database where datname = any(%s)", (planted,)).fetchall()
+    assert planted and left == [], left

@@ -2,7 +2,7 @@
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM. Interrupted, the running stage stops within seconds
+143 REHEARSAL_INTERRUPTED by SIGTERM, 74 REHEARSAL_NOT_JUDGED when the evidence disk filled. Interrupted, the running stage stops within seconds
 (pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
 sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
 evidence. No traceback ever reaches the user.
@@ -25,6 +25,7 @@ from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                        EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
@@ -32,6 +33,7 @@ VERDICT_EXIT = {
     "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
+    "REHEARSAL_NOT_JUDGED": EXIT_EVIDENCE_NOT_WRITTEN,  # 74: the evidence disk filled; the cause is printed
 }
 
 @dataclass
@@ -378,6 +380,11 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
                               "interrupted": out["packet"].get("interrupted")}))
         print(interrupted_line(out), file=sys.stderr, flush=True)
         return interrupts.exit_code(out.get("signal"))
+    fault = out["packet"].get("evidence_fault")
+    if fault:  # not judged: the disk, never the clone; the cause and the path in one line
+        from fix7_pipeline.core.escape import visible
+
+        print(f"fix7: {visible(fault.get('message'))}", file=sys.stderr, flush=True)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import Fix7Error
 from .paths import dagster_home
-from .packet_files import PROVENANCE, READABLE, REPORT
+from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
 
 CHAIN_FILE = "audit-chain.jsonl"
@@ -124,8 +124,16 @@ def seal(packet) -> dict:
             raise
         directory = str(Path(packet.dir).resolve())
         earlier = [e for e in entries if e.get("evidence_dir") == directory]
+        if earlier and earlier[-1].get("evidence_not_written") and not (Path(directory) / REPORT).exists():
+            return None  # sealed already, its files not written: never sealed twice
         packet.data["previous_packet_sha256"] = entries[-1]["packet_sha256"] if entries else None
-        packet.save()
+        try:
+            packet.save()
+            written = True
+        except EvidenceNotWritten as fault:  # the disk is full: sealed here, REHEARSAL_NOT_JUDGED, no files
+            packet.evidence_not_written(fault, "evidence_packet")
+            _remove_unsealed(Path(directory))
+            written = False
         d = packet.data
         entry = {
             "seq": len(entries) + 1,
@@ -137,17 +145,41 @@ def seal(packet) -> dict:
             "attested_by": (d.get("attestation") or {}).get("attested_by"),
             "anchor_id": d.get("anchor_id"),
             "previous_packet_sha256": d["previous_packet_sha256"],
-            "packet_sha256": _sha256(Path(directory) / REPORT),
+            # not written: the sha256 of the report as it would have been, so the chain still links through it
+            "packet_sha256": _sha256(Path(directory) / REPORT) if written else
+            hashlib.sha256(packet.report_text().encode("utf-8")).hexdigest(),
             "rendered_sha256": {name: _sha256(Path(directory) / name) for name in RENDERED
-                                if (Path(directory) / name).exists()},
+                                if written and (Path(directory) / name).exists()},
             "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
         }
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
             entry["interrupted"] = {k: d["interrupted"].get(k) for k in ("stage", "signal", "at")}
         if d.get("interrupted") or d.get("judged") is False or d.get("verdict") not in JUDGED_VERDICTS:
             entry["judged"] = False
+        if not written:
+            entry["evidence_not_written"] = {k: d["evidence_fault"].get(k) for k in ("errno", "path", "stage",
+                                                                                      "message")}
         _append(path, entry)
     return entry
+
+
+def _remove_unsealed(directory: Path) -> None:
+    """Packet files a render wrote before the disk filled: never sealed, so never left to be taken as sealed."""
+    for name in (REPORT, *RENDERED):
+        try:
+            (directory / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def unwritten_entry(directory: Path, path: Path | None = None) -> dict | None:
+    """The chain entry that sealed `directory` without its files (the disk was full), if that is its last."""
+    directory = str(Path(directory).resolve())
+    try:
+        mine = [e for e in read_chain(path) if e.get("evidence_dir") == directory]
+    except Fix7Error:
+        return None
+    return mine[-1] if mine and mine[-1].get("evidence_not_written") else None
 
 
 @dataclass
@@ -196,6 +228,9 @@ def verify_chain(path: Path | None = None) -> ChainReport:
 def _check_packet(entry: dict) -> list[str]:
     directory = Path(entry.get("evidence_dir") or "")
     report = directory / REPORT
+    if entry.get("evidence_not_written"):  # sealed without files (disk full): none may appear later
+        return [f"packet forged: {report} exists, but the chain sealed this run with no packet written "
+                f"({entry['evidence_not_written'].get('errno')})"] if report.exists() else []
     if not report.is_file():
         return [f"packet missing: {report} no longer exists"]
     problems = []
@@ -339,6 +374,13 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
         row["chain"] = "no packet"
         return row
     report = Path(evidence_dir) / REPORT
+    if chain_entry and chain_entry.get("evidence_not_written") and not report.exists():
+        fault = chain_entry["evidence_not_written"]
+        row.update(packet_run_id=chain_entry.get("run_id") or "", verdict=chain_entry.get("verdict") or "",
+                   clone_sha256=chain_entry.get("clone_sha256") or "", attested_by=chain_entry.get("attested_by") or "",
+                   anchor_id=chain_entry.get("anchor_id") or "",
+                   chain=f"sealed #{chain_entry.get('seq')}, not written ({fault.get('errno')})")
+        return row
     if not report.is_file():
         return _journal_row(row, Path(evidence_dir))
     row["packet_sha256"] = _sha256(report)

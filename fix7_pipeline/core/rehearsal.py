@@ -38,8 +38,9 @@ from .run_record import Anchor, RunRecord
 from .server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database, database_properties,
                      storage_connection, sweep)
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
-                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, interrupted,
-                        open_server, run_stage)
+                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
+                        interrupted, open_server, run_stage)
+from .packet_files import EvidenceNotWritten
 
 __all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
            "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
@@ -589,6 +590,10 @@ def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunR
             verdict = (rendered or EvidencePacket.load(packet.dir)).data["verdict"]
             record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
+        if isinstance(e, EvidenceNotWritten):
+            record, outcome = evidence_fault(record, "evidence_packet", e, packet=packet, server=server,
+                                             servers=servers)
+            return record, EvidencePacket.load(packet.dir).data.get("verdict") or outcome.status
         if not interrupts.is_interrupt(e):
             raise
         interrupted(record, "evidence_packet", e, packet=packet, server=server, position=position,

@@ -210,9 +210,11 @@ def sealed_metadata(evidence_dir: str) -> dict:
 
     directory = Path(evidence_dir)
     data = EvidencePacket.load(directory).data
-    return {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
-            "stages": dg.MetadataValue.md(run_view.stages_table(data)),
-            "rehearsal_report": dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))}
+    md = {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
+          "stages": dg.MetadataValue.md(run_view.stages_table(data))}
+    if (directory / READABLE).is_file():  # not when the disk filled before it was written (REHEARSAL_NOT_JUDGED)
+        md["rehearsal_report"] = dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))
+    return md
 
 
 def suite_metadata(gx: dict) -> dict:
