@@ -2,10 +2,10 @@
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM, 74 REHEARSAL_NOT_JUDGED when the evidence disk filled. Interrupted, the running stage stops within seconds
-(pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
-sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
-evidence. No traceback ever reaches the user.
+143 REHEARSAL_INTERRUPTED by SIGTERM, 74 REHEARSAL_NOT_JUDGED when the evidence disk filled (ENOSPC).
+Interrupted, the running stage stops within seconds (pg_restore/psql killed, the running statement
+ended), the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED (not a judgment of the
+clone) and one line names the stage and the evidence. No traceback ever reaches the user.
 """
 
 from __future__ import annotations

@@ -15,17 +15,17 @@ from fix7_pipeline.core.liveness import process_alive
 
 JOB = "fix7_rehearsal"
 CRASHED = "fix7 crashed"  # how the failure Dagster records for a closed crashed run begins
-LIVE = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING)
+# A run STARTING has no process of its own yet (its launcher's pid is no sign of it): never judged crashed.
+LIVE = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 
 def started_by(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, float | None]:
-    """The pid that started the run and when (its RUN_START event), or its RUN_STARTING one's."""
-    for kind in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.RUN_STARTING):
-        records = instance.get_records_for_run(run_id, of_type=kind, limit=1).records
-        if records:
-            entry = records[0].event_log_entry
-            return (entry.dagster_event.pid if entry.dagster_event else None), entry.timestamp
-    return None, None
+    """The pid of the process that runs the run and when it started it (the run's RUN_START event)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    if not records:
+        return None, None
+    entry = records[0].event_log_entry
+    return (entry.dagster_event.pid if entry.dagster_event else None), entry.timestamp
 
 
 def is_crashed(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
