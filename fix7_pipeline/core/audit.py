@@ -108,11 +108,13 @@ def _append(path: Path, entry: dict) -> None:
         os.close(fd)
 
 
-def seal(packet) -> dict:
+def seal(packet) -> dict | None:
     """Save a finalized EvidencePacket linked to the chain's last packet and append it to the chain.
 
     Called by EvidencePacket.finalize. A packet finalized again (a re-executed run) gets a new entry
-    that names the sha256 it supersedes, so the history shows both.
+    that names the sha256 it supersedes, so the history shows both. When its files cannot be written (the
+    disk is full) it is sealed all the same, REHEARSAL_NOT_JUDGED with `evidence_not_written`, and never again
+    (None).
     """
     path = chain_path()
     with _locked(path):

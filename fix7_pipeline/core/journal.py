@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from .packet_files import JOURNAL, sha256_file, write_atomic, writing
+from .packet_files import JOURNAL, sha256_file, write_evidence, writing
 
 
 class JournalTaken(Exception):
@@ -156,7 +156,7 @@ class Journal:
         """A further packet file, written atomically; its sha256 goes into rehearsal-report.json (`files`), which
         the audit chain seals, so the file cannot be edited unnoticed."""
         path = self.dir / name
-        write_atomic(path, text)
+        write_evidence(path, text)
         entry = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         self.put(["files", name], entry)
         return entry

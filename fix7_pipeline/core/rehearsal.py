@@ -77,10 +77,12 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
             if not named:
                 raise
             problem = e.message
-        except OSError as e:
+        except (OSError, EvidenceNotWritten) as e:  # EvidenceNotWritten: its disk is full
             if not named:
                 raise
-            problem = f"The evidence directory {directory} cannot be written ({e.strerror or type(e).__name__})."
+            why = f"{e.strerror} ({e.errno_name})" if isinstance(e, EvidenceNotWritten) else \
+                (e.strerror or type(e).__name__)
+            problem = f"The evidence directory {directory} cannot be written ({why})."
     return (Journal(EvidencePacket.start(fallback, run_id=run_id, request=recorded).dir),
             Finding(rule="evidence_dir", message=problem))
 

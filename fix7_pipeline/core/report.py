@@ -21,7 +21,7 @@ from .escape import md, md_code
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from . import journal
 from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten,
-                           sha256_file, write_atomic, writing)
+                           sha256_file, write_evidence, writing)
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
@@ -238,7 +238,7 @@ class EvidencePacket:
         """A further packet file, written atomically; its sha256 goes into rehearsal-report.json (`files`), which
         the audit chain seals, so the file cannot be edited unnoticed."""
         path = self.dir / name
-        write_atomic(path, text)
+        write_evidence(path, text)
         entry = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         self.data.setdefault("files", {})[name] = entry
         return entry
@@ -520,9 +520,9 @@ class EvidencePacket:
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / REPORT, self.report_text())
-        write_atomic(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
-        write_atomic(self.dir / READABLE, self.markdown())
+        write_evidence(self.dir / REPORT, self.report_text())
+        write_evidence(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
+        write_evidence(self.dir / READABLE, self.markdown())
 
 
 def render(directory: Path, *, incomplete_reason: str | None = None, interrupted: dict | None = None,
