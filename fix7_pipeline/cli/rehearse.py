@@ -176,7 +176,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
-    from fix7_pipeline.defs.crashes import close_crashed_runs
+    from fix7_pipeline.defs.crashes import close_crashed_runs, host_tag
     from fix7_pipeline.defs.partitions import rehearsal_key
 
     close_crashed_runs(instance)  # an earlier rehearsal killed outright is closed as failed, not left running
@@ -192,7 +192,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         result = run_job_here(
             instance, {"ops": {"clone_intake": {"config": config}},
                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
+            {"fix7/source": "cli", **host_tag(), **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise

@@ -9,12 +9,23 @@ the next `fix7 rehearse` before it starts, and every minute by fix7_crashed_run_
 
 from __future__ import annotations
 
+import socket
+
 import dagster as dg
 
 from fix7_pipeline.core.liveness import process_alive
 
 JOB = "fix7_rehearsal"
 CRASHED = "fix7 crashed"  # how the failure Dagster records for a closed crashed run begins
+# The machine the run's process runs on (tagged by the CLI as it creates the run, by intake for the others): a pid
+# means nothing on another machine sharing the Dagster storage, so only runs of this machine are ever judged crashed.
+HOST_TAG = "fix7/host"
+
+
+def host_tag() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname()}
+
+
 # A run STARTING has no process of its own yet (its launcher's pid is no sign of it): never judged crashed.
 LIVE = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
@@ -29,8 +40,8 @@ def started_by(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, f
 
 
 def is_crashed(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """A run Dagster still shows running whose process is provably gone."""
-    if run.status not in LIVE:
+    """A run Dagster still shows running whose process, on this machine, is provably gone."""
+    if run.status not in LIVE or run.tags.get(HOST_TAG) != socket.gethostname():
         return False
     pid, at = started_by(instance, run.run_id)
     return pid is not None and at is not None and not process_alive(pid, at)
