@@ -233,6 +233,8 @@ def test_a_disk_that_fills_during_the_run_is_not_judged_and_named(home, inputs, 
     assert row["state"] == "not judged" and row["verdict"] == "REHEARSAL_NOT_JUDGED", row
     r = _verify(home)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"not judged: run {row['run_id']} ({ev}): REHEARSAL_NOT_JUDGED: the evidence could not be written" \
+        in r.stdout and "ENOSPC at " in r.stdout, r.stdout
     # the throwaways were dropped although nothing more could be written about them
     with psycopg.connect(host=server.host, port=server.port, user=server.admin.role, dbname="postgres",
                          autocommit=True) as c:

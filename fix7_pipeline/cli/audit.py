@@ -122,6 +122,7 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
         report.problems.extend(problems)
         warnings.extend(notes)
     genesis = entries[0].get("sealed_at", "") if entries else ""
+    sealed = {e.get("run_id"): e for e in entries or []}
     for row in collect_rows(instance, chain_path=chain_path):
         report.states[row["state"]] = report.states.get(row["state"], 0) + 1
         if row["state"] == audit.RUNNING:
@@ -132,6 +133,9 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
             report.crashed.append(f"{where}: crashed{during}: its process died before the packet was sealed; "
                                   "only its journal is on disk, nothing was judged")
             continue
+        if row["state"] == audit.NOT_JUDGED:
+            report.not_judged.append(f"{where}: {row['verdict']}: "
+                                     f"{audit.not_judged_reason(sealed.get(row['run_id']))}")
         if row["dagster_witness"]:
             if row["chain"].startswith("overwritten"):
                 warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
@@ -176,6 +180,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                             EXIT_REHEARSAL_FAILED, rule="audit_chain_broken")
         for line in report.crashed:
             print(f"crashed: {line}")
+        for line in report.not_judged:
+            print(f"not judged: {line}")
         print(f"audit chain verified: {report.verified} packet(s) re-hashed, {report.entries} link(s) checked"
               f"{f', {report.superseded} superseded' if report.superseded else ''}, "
               f"{report.dagster_checked} entr{'y' if report.dagster_checked == 1 else 'ies'} matched with "

@@ -192,6 +192,7 @@ class ChainReport:
     dagster_checked: int = 0
     problems: list[str] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)  # runs that left a journal and no seal: listed, not problems
+    not_judged: list[str] = field(default_factory=list)  # sealed runs that judged nothing, and why
     states: dict[str, int] = field(default_factory=dict)  # runs per run_state
 
     @property
@@ -443,6 +444,19 @@ def run_state(row: dict, chain_entry: dict | None, *, running: bool) -> str:
     if chain == "not sealed":
         return RUNNING if running else NOT_SEALED
     return RUNNING if running else NO_PACKET
+
+
+def not_judged_reason(entry: dict | None) -> str:
+    """Why a sealed run judged nothing, from its chain entry: the interruption or the evidence fault."""
+    entry = entry or {}
+    fault, stopped = entry.get("evidence_not_written") or {}, entry.get("interrupted") or {}
+    if fault:
+        return (f"the evidence could not be written during {fault.get('stage')}: {fault.get('errno')} at "
+                f"{fault.get('path')}")
+    if stopped:
+        by = f" by {stopped['signal']}" if stopped.get("signal") else ""
+        return f"interrupted{by} during {stopped.get('stage')}"
+    return "nothing was judged"
 
 
 def render(rows: list[dict], fmt: str) -> str:
