@@ -199,6 +199,7 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow  # a whole rehearsal more; core/test_evidence_disk_full.py is the fast one (render-time)
 def test_a_disk_that_fills_during_the_run_is_not_judged_and_named(home, inputs, server, small_disk, tmp_path):
     ev = small_disk / "ev"
     pause = tmp_path / "apply_pauses.sql"
