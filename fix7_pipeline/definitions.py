@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
+from fix7_pipeline.defs.crashes import fix7_crashed_run_sensor
 from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import clone_gates_check, rehearsal_clone
 from fix7_pipeline.defs.intake import clone_intake
@@ -40,4 +41,4 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 fix7_rehearsal = rehearsal_job()
 
 defs = dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor], resources=RESOURCES)
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor], resources=RESOURCES)

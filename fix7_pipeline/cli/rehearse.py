@@ -2,11 +2,11 @@
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
 3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 4 REHEARSAL_SERVER_FAULT (the rehearsal server or its login failed;
-nothing judged), 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM. Interrupted, the running stage stops within seconds
-(pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
-sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
-evidence. No traceback ever reaches the user.
+nothing judged), 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C), 143 REHEARSAL_INTERRUPTED by SIGTERM,
+74 REHEARSAL_NOT_JUDGED when the evidence disk filled (ENOSPC). Interrupted, the running stage stops within
+seconds (pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is sealed
+REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the evidence. No traceback
+ever reaches the user.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                        EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
@@ -34,6 +35,7 @@ VERDICT_EXIT = {
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
     "REHEARSAL_SERVER_FAULT": EXIT_SERVER_FAULT,
+    "REHEARSAL_NOT_JUDGED": EXIT_EVIDENCE_NOT_WRITTEN,  # 74: the evidence disk filled; the cause is printed
 }
 
 @dataclass
@@ -176,7 +178,10 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
+    from fix7_pipeline.defs.crashes import close_crashed_runs, host_tag
     from fix7_pipeline.defs.partitions import rehearsal_key
+
+    close_crashed_runs(instance)  # an earlier rehearsal killed outright is closed as failed, not left running
     from fix7_pipeline.launch import run_job_here
 
     run_id = str(uuid.uuid4())
@@ -189,7 +194,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         result = run_job_here(
             instance, {"ops": {"clone_intake": {"config": config}},
                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
+            {"fix7/source": "cli", **host_tag(), **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise
@@ -377,6 +382,11 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
                               "interrupted": out["packet"].get("interrupted")}))
         print(interrupted_line(out), file=sys.stderr, flush=True)
         return interrupts.exit_code(out.get("signal"))
+    fault = out["packet"].get("evidence_fault")
+    if fault:  # not judged: the disk, never the clone; the cause and the path in one line
+        from fix7_pipeline.core.escape import visible
+
+        print(f"fix7: {visible(fault.get('message'))}", file=sys.stderr, flush=True)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:

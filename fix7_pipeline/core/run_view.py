@@ -59,6 +59,8 @@ def verdict_reason(data: dict) -> str:
     """The one line that decided the verdict: the stopping stage and its reason, else the first impact
     breach, else (passed) the restore diff's reason."""
     stages = data.get("stages") or {}
+    if data.get("evidence_fault"):  # the disk filled: nothing was judged, whatever the stages found
+        return one_line(data["evidence_fault"].get("message") or "the evidence could not be written")
     stage = stopping_stage(data)
     if stage:
         return one_line(f"{stage}: {stages[stage].get('reason') or stages[stage].get('status')}")

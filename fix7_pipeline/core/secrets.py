@@ -75,6 +75,7 @@ class RawHit:
     name: str | None = None         # the identifier itself, when field == "name"
     place: str | None = None        # for settings, large objects and unreadable places: printable
     extra: dict = field(default_factory=dict)
+    rules: tuple[str, ...] = ()     # every rule that matched this one occurrence (textscan.Hit.rules)
 
 
 class ScanFindings(list):
@@ -344,9 +345,13 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
                     entry[2].extend((p.columns[col - 1], h) for h in hits)
             for row in sorted(found):
                 fields, key_hit, hits = found[row]
-                for col, h in hits:
-                    out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
-                                      key_of(fields, key_hit, col)))
+                by_column: dict[str, list] = {}
+                for col, h in hits:  # the header scanner and the main one can match one value's secret
+                    by_column.setdefault(col, []).append(h)
+                for col, col_hits in by_column.items():
+                    for h in textscan.merge(col_hits):
+                        out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
+                                          key_of(fields, key_hit, col), rules=h.rules))
             if p.must_be_null:
                 out.extend(_must_be_null_hits(p, raw, salt, key_of))
     if p.bytea:
@@ -402,8 +407,8 @@ def _scan_bytea(conn: psycopg.Connection, p: TablePlan, salt: str, key_of) -> li
             n += 1
     batch.flush()
     key_hits = {r for (r, _c), _h in batch.hits if textscan.scan_value(rows[r][0], salt)}
-    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col))
-           for (r, col), h in batch.hits]
+    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col),
+                  rules=h.rules) for (r, col), h in batch.hits]
     return out + null_hits
 
 
@@ -608,7 +613,8 @@ def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: s
             fname = fld.decode()
             for h in hits:
                 out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=ref, part=fname,
-                                  name=value.decode("utf-8", "replace") if fname == "name" else None))
+                                  name=value.decode("utf-8", "replace") if fname == "name" else None,
+                                  rules=h.rules))
     return out
 
 
@@ -682,7 +688,7 @@ def _scan_large_objects(conn: psycopg.Connection, salt: str) -> list[RawHit]:
                         continue
                     seen.add(at)
                     out.append(RawHit(h.rule, h.fingerprint, "large object", place=f"large object {int(oid)}",
-                                      extra={"offset": int(off) + h.start}))
+                                      extra={"offset": int(off) + h.start}, rules=h.rules))
     return out
 
 
@@ -697,7 +703,8 @@ def _scan_settings(settings: list[dict], salt: str) -> list[RawHit]:
         s = settings[i]
         scope = f"database {s['database']}" if s.get("database") else f"role {s.get('role')}"
         out.append(RawHit(h.rule, h.fingerprint, "setting", part=part, place=scope,
-                          name=s.get("name") if part == "name" else None, extra={"setting": s.get("name")}))
+                          name=s.get("name") if part == "name" else None, extra={"setting": s.get("name")},
+                          rules=h.rules))
     return out
 
 
@@ -725,6 +732,8 @@ def _render(hits: list[RawHit], idents: dict[tuple, tuple[str, str]], names: Red
     for h in hits:
         info = eng.info(h.rule)
         extra = {"source": info.source if info else "fix7", "family": info.family if info else h.rule, **h.extra}
+        if h.rules:  # one occurrence, every rule that matched it (rule names only, never the value)
+            extra["rules"] = list(h.rules)
         if h.kind == "table":
             table, column = names.name(h.table), names.name(h.column)
             if h.rule == MUST_BE_EMPTY:
