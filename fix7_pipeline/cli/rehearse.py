@@ -134,6 +134,13 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)
+    if junit:
+        from fix7_pipeline.core.packet_files import output_problem
+
+        problem = output_problem(Path(junit).expanduser())
+        if problem:
+            raise UsageError(f"The JUnit report {junit!r} {problem}; name a regular file (or a character device, "
+                             "a FIFO or a symlink to one).")
     if config.get("evidence_dir"):
         also = (Path(junit).expanduser().resolve(),) if junit else ()
         problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
