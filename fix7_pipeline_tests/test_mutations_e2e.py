@@ -100,4 +100,5 @@ def test_the_same_dump_twice_in_the_same_second_gets_two_folders(instance, dump,
     for run in runs:
         packet = load_packet(run["evidence_dir"])
         assert packet["run_id"] == run["run_id"] and packet["verdict"] == "REHEARSAL_PASSED"
+        assert packet["clone"]["encoding"]["dump"] == "UTF8" and packet["clone"]["encoding"]["invalid_utf8"] is False
         assert (tmp_path / "evidence" / run["evidence_dir"].split("/")[-1] / REPORT).exists()

@@ -316,6 +316,8 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                     tw.database, contract, salt, settings=settings)
         run.put(redacted_names=scan.redacted.as_state())
+        encoding, encoding_findings = _clone_encoding(server, tw, run)  # names it prints were judged just now
+        packet.put(["clone", "encoding"], encoding)
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)
         lines = [json.dumps({"rule": f.rule, "table": f.table, "column": f.column, "row_key": f.row_key,
@@ -326,8 +328,9 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         counts = secrets.ScanFindings(found).counts()
         suite_findings = data_rules.data_rules_findings(suite)
         outcome = StageOutcome.from_findings(
-            found + suite_findings,
+            found + suite_findings + encoding_findings,
             details={"gx": suite, "finding_total": len(found) + len(suite_findings), "finding_counts": counts,
+                     "encoding": encoding,
                      "findings_file": {**file_entry, "lines": len(found)}, "scan": scan.stats},
             ok_reason="no secret in any table, large object, catalog object or setting; must-be-NULL columns "
                       "are NULL and must-be-empty tables empty")
@@ -336,6 +339,27 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         return outcome
 
     return run_stage(record, "sanitization", body, servers)
+
+
+def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
+    """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
+    never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
+    from .clone_encoding import encoding_report
+
+    dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
+    with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
+        report = encoding_report(dumped, conn)
+    names = _redacted(run.record)
+    report = names.scrub_obj(report)
+    if not report.get("invalid_utf8"):
+        return report, []
+    columns = report["invalid_utf8_columns"]
+    shown = ", ".join(columns[:8]) + (f" (+{len(columns) - 8} more)" if len(columns) > 8 else "")
+    return report, [Finding(rule="invalid_utf8", severity="warning", extra={"columns": columns},
+                            message=f"The dump is in SQL_ASCII and {len(columns)} text column(s) of the clone hold "
+                                    f"bytes that are not UTF-8: {shown}. PostgreSQL neither converted nor checked "
+                                    "them; the rehearsal server is UTF8, so a change that reads, compares or "
+                                    "converts this text may behave differently here than on production.")]
 
 
 def scratch_name(tag: str) -> str:

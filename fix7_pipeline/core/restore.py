@@ -154,6 +154,7 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
     refusals = [f for f in screen_toc(toc) if f.is_error]
     if refusals:
         raise Fix7Error(refusals[0].message, rule=refusals[0].rule)
+    client_encoding = _archive_encoding(info, min(timeout, 300))
     skipped: dict[str, int] = {}
     kept = 0
     with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
@@ -191,7 +192,26 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
                "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", "<filtered toc>",
                "-d", tw.database, "<dump>"]
     return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
-            "entries_restored": kept, "entries_skipped": skipped}
+            "entries_restored": kept, "entries_skipped": skipped, "client_encoding": client_encoding}
+
+
+_CLIENT_ENCODING = re.compile(r"^SET client_encoding = '([A-Za-z0-9_-]{1,40})';", re.M)
+
+
+def _archive_encoding(info: DumpInfo, timeout: float) -> str | None:
+    """The encoding the archive was dumped in: pg_restore writes it first (`SET client_encoding`) in the fixed
+    preamble of a script of no entries (an empty list: no data block is read, no server is contacted)."""
+    flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
+    with tempfile.TemporaryDirectory(prefix="fix7-encoding-") as tmp:
+        empty = Path(tmp) / "none.list"
+        empty.write_text("")
+        try:
+            r = subprocess.run([pg_tool("pg_restore"), "-F", flag, "-L", str(empty), "-f", "-", str(info.path)],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    m = _CLIENT_ENCODING.search(r.stdout[:65536].decode("ascii", "replace")) if r.returncode == 0 else None
+    return m.group(1).upper() if m else None
 
 
 # -- plain --------------------------------------------------------------------------------------
@@ -208,6 +228,7 @@ class _PlainFeeder:
         self.copy_blocks = 0
         self.dropped: dict[str, int] = {}
         self.broken = False
+        self.client_encoding: str | None = None
 
     def _write(self, text: str) -> None:
         if self.broken:
@@ -249,6 +270,9 @@ class _PlainFeeder:
                     self._write("\n" if line.endswith("\n") else "")
                     continue
                 self.statements += len(stmts)
+                if self.client_encoding is None and stmts:
+                    m = _CLIENT_ENCODING.match(stmts[0].text)
+                    self.client_encoding = m.group(1).upper() if m else None
                 if self.held is not None:
                     self.held.append(line)
                     self.held_bytes += len(line)
@@ -322,7 +346,8 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
                        "(filtered stream, restricted mode)",
             "duration_s": round(time.monotonic() - started, 3),
             "entries_restored": feeder.statements - sum(feeder.dropped.values()),
-            "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped}
+            "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped,
+            "client_encoding": feeder.client_encoding}
 
 
 def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> None:
