@@ -296,8 +296,9 @@ def start_embedded() -> dict:
 
 # A restore is one transaction and holds a lock on every table, index, sequence and TOAST table it creates
 # until it commits; the lock table has max_locks_per_transaction × max_connections (100) slots, so
-# PostgreSQL's 64 stops a clone near 1,500 keyed tables ("out of shared memory"). 2048 gives some 200,000
-# slots (about 50,000 tables or partitions) for about 60 MB of shared memory.
+# PostgreSQL's 64 stops a clone near 2,500 keyed tables ("out of shared memory"; each takes a lock on the
+# table, its key's index, its TOAST table and TOAST index). 1024 gives 16 times the room (some 40,000 such
+# tables, or partitions) for about 50 MB more shared memory.
 EMBEDDED_RESTART_SETTINGS = {"max_locks_per_transaction": "1024"}
 
 
