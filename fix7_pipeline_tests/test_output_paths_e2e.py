@@ -42,7 +42,8 @@ def test_junit_at_a_device_node_leaves_it_a_device(home, tmp_path):
     r = _rehearse(home, tmp_path, dev)
     assert r.returncode == 3, r.stdout + r.stderr
     st = os.lstat(dev)
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3) and (st.st_mode, st.st_ino) == (before.st_mode, before.st_ino)
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert (st.st_mode, st.st_ino) == (before.st_mode, before.st_ino)
     assert sorted(p.name for p in dev.parent.iterdir()) == ["null"]
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 

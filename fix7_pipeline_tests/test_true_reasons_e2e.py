@@ -69,7 +69,7 @@ def sql_ascii_dumps(tmp_path_factory):
         builder.drop_clone(ASCII_SOURCE)
 
 
-@pytest.mark.parametrize("fmt", ["plain", "custom"])
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])
 def test_a_sql_ascii_dump_with_invalid_utf8_is_stated_never_passed_silently(home, tmp_path, sql_ascii_dumps, fmt):
     ev = tmp_path / "ev"
     home.cli(*rehearse_args(sql_ascii_dumps[fmt], tiny_change(tmp_path / "change"), ev))
