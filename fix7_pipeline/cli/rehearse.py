@@ -138,6 +138,13 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)
+    if junit:
+        from fix7_pipeline.core.packet_files import output_problem
+
+        problem = output_problem(Path(junit).expanduser())
+        if problem:
+            raise UsageError(f"The JUnit report {junit!r} {problem}; name a regular file (or a character device, "
+                             "a FIFO or a symlink to one).")
     if config.get("evidence_dir"):
         also = (Path(junit).expanduser().resolve(),) if junit else ()
         problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
@@ -361,10 +368,20 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return _rehearse(config, args, echo=not args.json)
 
 
+USAGE_RULES = ("change_file", "contract")
+
+
 def _change_file_refusal(packet: dict) -> str | None:
-    """Intake's refusal of a change file (not UTF-8, no statement): a usage error, whatever else intake found."""
-    found = (packet.get("stages") or {}).get("intake", {}).get("findings") or []
-    return next((f["message"] for f in found if f.get("rule") == "change_file"), None)
+    """A refusal of what the operator handed over besides the dump: a change file (not UTF-8, no statement,
+    at intake) or a contract that cannot be read or made (at intake, or where PostgreSQL converts schema SQL
+    or a dump): a usage error (exit 2), whatever else the run found."""
+    for rule in USAGE_RULES:
+        for stage in (packet.get("stages") or {}).values():
+            found = (stage or {}).get("findings") or []
+            message = next((f["message"] for f in found if f.get("rule") == rule), None)
+            if message:
+                return message
+    return None
 
 
 def _finish(out: dict, args: argparse.Namespace) -> int:

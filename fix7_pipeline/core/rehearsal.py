@@ -327,6 +327,8 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                     tw.database, contract, salt, settings=settings)
         run.put(redacted_names=scan.redacted.as_state())
+        encoding, encoding_findings = _clone_encoding(server, tw, run)  # names it prints were judged just now
+        packet.put(["clone", "encoding"], encoding)
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)
         lines = [json.dumps({"rule": f.rule, "rules": f.extra.get("rules") or [f.rule], "table": f.table,
@@ -338,8 +340,9 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         counts = secrets.ScanFindings(found).counts()
         suite_findings = suite_failures_beyond(found, suite)
         outcome = StageOutcome.from_findings(
-            found + suite_findings,
+            found + suite_findings + encoding_findings,
             details={"gx": suite, "finding_total": len(found) + len(suite_findings), "finding_counts": counts,
+                     "encoding": encoding,
                      "findings_file": {**file_entry, "lines": len(found)}, "scan": scan.stats},
             ok_reason="no secret in any table, large object, catalog object or setting; must-be-NULL columns "
                       "are NULL and must-be-empty tables empty")
@@ -365,6 +368,27 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
             if not (f.rule.startswith("sanitization.") and not f.extra.get("error")
                     and per_gate.get(f.rule[len("sanitization."):], 0) > 0
                     and f.extra.get("unexpected_count") == per_gate[f.rule[len("sanitization."):]])]
+
+
+def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
+    """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
+    never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
+    from .clone_encoding import encoding_report
+
+    dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
+    with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
+        report = encoding_report(dumped, conn)
+    names = _redacted(run.record)
+    report = names.scrub_obj(report)
+    if not report.get("invalid_utf8"):
+        return report, []
+    columns = report["invalid_utf8_columns"]
+    shown = ", ".join(columns[:8]) + (f" (+{len(columns) - 8} more)" if len(columns) > 8 else "")
+    return report, [Finding(rule="invalid_utf8", severity="warning", extra={"columns": columns},
+                            message=f"The dump is in SQL_ASCII and {len(columns)} text column(s) of the clone hold "
+                                    f"bytes that are not UTF-8: {shown}. PostgreSQL neither converted nor checked "
+                                    "them; the rehearsal server is UTF8, so a change that reads, compares or "
+                                    "converts this text may behave differently here than on production.")]
 
 
 def scratch_name(tag: str) -> str:

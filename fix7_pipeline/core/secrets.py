@@ -10,8 +10,9 @@ read-only proof session, and only as COPY streams (`copy (select ...) to stdout`
 - the catalog: names of schemas, relations (tables, views, sequences, indexes, ...), columns,
   constraints, types and enum labels, functions, triggers, policies, rules, roles of the database,
   publications, subscriptions, foreign-data wrappers and servers; comments on every object; function and
-  procedure bodies, arguments and SET options; view and materialized-view definitions; column defaults
-  and generated expressions; constraint, index, trigger, policy and rule definitions; foreign-server,
+  procedure bodies (SQL-standard BEGIN ATOMIC ones too), arguments and SET options; view and materialized-view
+  definitions; column defaults and generated expressions; constraint, index, trigger, policy, rule and
+  extended-statistics definitions; foreign-server,
   foreign-table, user-mapping and relation options; security labels;
 - database and role settings, read from the shared catalog by the admin on the maintenance database
   (`server.database_settings`) and handed in as `settings`.
@@ -472,6 +473,9 @@ CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label,
         union all
         select 'pg_proc'::regclass::oid, p.oid, 0, 'body', p.prosrc from pg_catalog.pg_proc p where p.oid >= {_N}
         union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'body', pg_catalog.pg_get_function_sqlbody(p.oid)
+        from pg_catalog.pg_proc p where p.oid >= {_N} and p.prosqlbody is not null
+        union all
         select 'pg_proc'::regclass::oid, p.oid, 0, 'library', p.probin from pg_catalog.pg_proc p
         where p.oid >= {_N} and p.probin is not null
         union all
@@ -559,6 +563,9 @@ CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label,
         from pg_catalog.pg_extension x where x.oid >= {_N}
         union all
         select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'name', s.stxname::text from pg_catalog.pg_statistic_ext s
+        union all
+        select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'definition', pg_catalog.pg_get_statisticsobjdef(s.oid)
+        from pg_catalog.pg_statistic_ext s where s.oid >= {_N}
         union all
         select 'pg_collation'::regclass::oid, c.oid, 0, 'name', c.collname::text from pg_catalog.pg_collation c
         where c.oid >= {_N}
