@@ -31,8 +31,13 @@ def big_value_sql(value_bytes: int, end_token: str, edge_token: str, edge_at: in
     rest = value_bytes - edge_at - len(edge_token) - len(end_token)
     assert rest > 1 and all("'" not in t for t in (end_token, edge_token))
     return ("create table public.big_values (id integer primary key, body text);\n"
-            f"insert into public.big_values values (1, rpad('', {edge_at}, '{_FILLER}') || '{edge_token}' || "
-            f"rpad(' ', {rest - 1}, '{_FILLER}') || ' ' || '{end_token}');\n")
+            f"insert into public.big_values values (1, {_fill(edge_at)} || '{edge_token}' || "
+            f"{_fill(rest - 1)} || ' ' || '{end_token}');\n")
+
+
+def _fill(n: int) -> str:
+    """SQL for exactly `n` ASCII bytes of filler (rpad alone refuses a few hundred MB)."""
+    return f"(repeat('{_FILLER}', {n // len(_FILLER)}) || rpad('', {n % len(_FILLER)}, '{_FILLER}'))"
 
 
 def _children() -> dict[int, list[int]]:

@@ -31,6 +31,7 @@ from .errors import Fix7Error
 from .hosts import redact_url
 from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .paths import project_dir
+from .redact import RedactedNames
 from .journal import Journal
 from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
 from .request import RehearsalRequest
@@ -116,6 +117,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
             progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
+    from .secrets import dump_names, judge_names
 
     started = time.monotonic()
     findings: list[Finding] = []
@@ -147,8 +149,12 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}
+    # Names read from the dump (its table of contents, its tables) are judged by the scan's rules before
+    # anything prints them; one a rule matches is its label in the packet, the events and the record.
+    names = RedactedNames()
     if info is not None:
-        clone.update(info.as_dict())
+        judge_names(dump_names(info), names)
+        clone.update(names.scrub_obj(info.as_dict()))
         findings.extend(screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
@@ -179,8 +185,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
         f"attested by {attestation['attested_by']}"))
     record = RunRecord(request=RehearsalRequest(**{**asdict(request), "server_url": server_url}), run_id=run_id,
-                       evidence_dir=str(directory), clone=clone, dump=info, changes=tuple(changes),
-                       contract=contract)
+                       evidence_dir=str(directory), clone=clone, dump=redact_dump(info, names),
+                       changes=tuple(changes), contract=contract, redacted_names=names.as_state())
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
@@ -189,6 +195,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))
         outcome.status, outcome.reason = BLOCKED, e.message
+    outcome = names.scrub_outcome(outcome)
     packet.record_stage("intake", outcome, time.monotonic() - started)
     progress["recorded"] = packet.recorded
     if outcome.status != PASSED:
@@ -196,6 +203,18 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         record = record.with_(witness=witness(packet.sealed))
     outcome.duration_s = time.monotonic() - started
     return record, outcome
+
+
+def redact_dump(info, names: RedactedNames):
+    """The dump's facts as the record carries them to later stages: a name a rule matched is its label."""
+    if info is None or not names:
+        return info
+    from dataclasses import replace
+
+    return replace(info, tables=[names.scrub(t) for t in info.tables],
+                   tables_with_data=[names.scrub(t) for t in info.tables_with_data],
+                   toc=[replace(e, name=names.scrub(e.name), schema=names.scrub(e.schema), owner=names.scrub(e.owner),
+                                line=names.scrub(e.line)) for e in info.toc])
 
 
 def _intake_contract(request: RehearsalRequest):
@@ -240,9 +259,11 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore.RestoreFailed as e:
-            partial = partial_dump_finding(e, info, contract)
+            names = _redacted(run.record)
+            partial = partial_dump_finding(e, info, contract, names)
             if partial is None:
                 raise
+            run.put(redacted_names=names.as_state())  # the stage's outcome is printed through it
             return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
         _name_database(run, packet, scratch_name(tw.tag))
         return StageOutcome(status=PASSED, reason="restored by a least-privileged role",
@@ -280,7 +301,7 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
 
 
-def partial_dump_finding(e, info, contract) -> Finding | None:
+def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) -> Finding | None:
     """A restore that stopped on an object the dump does not create (pg_dump -t/-n): name what is missing.
 
     The restore ran in one transaction, so only its first error is known; the contract's required tables
@@ -288,8 +309,12 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
     """
     if not e.missing:
         return None
-    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}
-    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried)
+    from .secrets import judge_names
+
+    names = judge_names(e.missing, names if names is not None else RedactedNames())  # named by the server's error
+    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}  # as judged at intake
+    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried
+                            and names.scrub(n) not in carried)
     shown = ", ".join(missing_tables[:12]) + (f" (+{len(missing_tables) - 12} more)" if len(missing_tables) > 12
                                               else "")
     tables = (f" The contract requires {len(missing_tables)} table(s) the dump does not carry: {shown}."
@@ -314,7 +339,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
-                                    tw.database, contract, salt, settings=settings)
+                                    tw.database, contract, salt, settings=settings, names=_redacted(run.record))
         run.put(redacted_names=scan.redacted.as_state())
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)

@@ -871,6 +871,29 @@ def _render(hits: list[RawHit], idents: dict[tuple, tuple[str, str]], names: Red
     return out
 
 
+def judge_names(names, registry: RedactedNames) -> RedactedNames:
+    """Scan each name alone, as the catalog scan scans an identifier, and register every one a rule matches:
+    how names read from a dump before it is restored (its table of contents) are judged before anything
+    prints them. Returns `registry`."""
+    batch = textscan.ValueBatch("")
+    for name in sorted({n for n in names if n}):
+        batch.add(name, name.encode("utf-8", "surrogatepass"))
+    batch.flush()
+    for name, _hit in batch.hits:
+        registry.add(name)
+    return registry
+
+
+def dump_names(info) -> list[str]:
+    """Every name a dump's inspection carries (table of contents entries, their schemas and owners, tables)."""
+    out: list[str] = []
+    for e in getattr(info, "toc", None) or ():
+        out += [e.name, e.schema or "", e.owner or "", e.label, *e.name.split(" ")]
+    for t in [*(getattr(info, "tables", None) or ()), *(getattr(info, "tables_with_data", None) or ())]:
+        out += [t, *t.split(".", 1)]
+    return out
+
+
 # -- the entry point ---------------------------------------------------------------------------------
 
 def _scan_table(conn: psycopg.Connection, p: TablePlan, salt: str, limit=None) -> list[Finding]:
@@ -921,15 +944,15 @@ def _return_freed_memory() -> None:
 
 def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], database: str, contract: Contract,
                  salt: str, *, workers: int | None = None, settings: list[dict] | None = None,
-                 rows_per_kind=None) -> ScanFindings:
+                 rows_per_kind=None, names: RedactedNames | None = None) -> ScanFindings:
     """Every finding in `database`: its tables, large objects and catalog, and the `settings` handed in.
 
     `server_conn_factory(database)` opens a read-only proof session of the restoring role (through the
     host guard); each worker thread uses one. `salt` is per run: fingerprints let findings of one run be
     compared, never reversed or joined across runs. `settings` are `server.database_settings` entries
     (name and value of each `ALTER DATABASE/ROLE ... SET` of this run's databases and role); their values
-    are scanned and never printed. Returns a list of Finding with `.redacted` (the names that matched)
-    and `.stats`.
+    are scanned and never printed. Returns a list of Finding with `.redacted` (the names that matched: `names`,
+    the run's registry so far, with this scan's added) and `.stats`.
     """
     if not salt:
         raise ValueError("a per-run salt is required")
@@ -973,7 +996,7 @@ def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], datab
         for c in opened:
             c.close()
         _return_freed_memory()
-    names = RedactedNames()
+    names = names if names is not None else RedactedNames()
     findings = _render(hits, idents, names)
     stats = {"tables": len(plans), "columns": sum(len(p.columns) + len(p.bytea) for p in plans),
              "catalog_parts": len(CATALOG_PARTS), "settings": len(settings or []),
