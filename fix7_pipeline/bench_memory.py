@@ -22,7 +22,6 @@ from pathlib import Path
 
 BASE_MB = 400
 PER_VALUE = 1.5
-_FILLER = "lorem ipsum "
 
 
 def big_value_sql(value_bytes: int, end_token: str, edge_token: str, edge_at: int) -> str:
@@ -36,8 +35,10 @@ def big_value_sql(value_bytes: int, end_token: str, edge_token: str, edge_at: in
 
 
 def _fill(n: int) -> str:
-    """SQL for exactly `n` ASCII bytes of filler (rpad alone refuses a few hundred MB)."""
-    return f"(repeat('{_FILLER}', {n // len(_FILLER)}) || rpad('', {n % len(_FILLER)}, '{_FILLER}'))"
+    """SQL for exactly `n` bytes of hex filler: md5 runs, about as compressible as real text (a repeated
+    phrase would compress beyond intake's gzip-ratio cap)."""
+    return (f"pg_catalog.substr((select pg_catalog.string_agg(pg_catalog.md5(g::text), ' ') "
+            f"from pg_catalog.generate_series(1, {n // 33 + 1}) g), 1, {n})")
 
 
 def _children() -> dict[int, list[int]]:
@@ -141,13 +142,21 @@ def run(mb: int) -> dict:
              if f.get("table") == "big_values"}
     bound = BASE_MB + PER_VALUE * mb
     result = {"value_mb": mb, "exit_code": r.returncode, "verdict": packet.get("verdict"),
-              "both_tokens_found": {"betterleaks.github-pat", "betterleaks.slack-bot-token"} <= rules,
+              "both_tokens_found": result_ok(rules),
               "peak_tree_rss_mb": round(peak, 1), "bound_mb": bound, "within_bound": peak <= bound,
               "rehearsal_s": round(took, 1), "build_and_dump_s": round(built_s, 1),
-              "dump_bytes": dump.stat().st_size, "cpus": os.cpu_count()}
-    shutil.rmtree(work, ignore_errors=True)
+              "dump_bytes": dump.stat().st_size, "cpus": os.cpu_count(),
+              "stages": {k: v.get("status") for k, v in packet.get("stages", {}).items()},
+              "stopped_because": None if result_ok(rules) else
+              next((v.get("reason") for v in packet.get("stages", {}).values() if v.get("status") == "blocked"), None)}
+    if result["both_tokens_found"]:
+        shutil.rmtree(work, ignore_errors=True)  # else kept to be read
     (bench_dir() / "memory-results.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def result_ok(rules: set[str]) -> bool:
+    return {"betterleaks.github-pat", "betterleaks.slack-bot-token"} <= rules
 
 
 def main(argv: list[str] | None = None) -> int:
