@@ -7,10 +7,13 @@ transaction id, read at the start and again just before COMMIT, proves the file 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
 import re
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -42,13 +45,46 @@ MAX_STATEMENT_FINDINGS = 25
 
 @dataclass(frozen=True)
 class ChangeSQL:
+    """A change file as intake read it. Between stages only its facts travel: the sha256, the size and `copy`,
+    the private copy intake wrote as it read the file (so an edit of the operator's file after intake does not
+    change what runs); `loaded()` reads the copy back, checked against the sha256, when the change runs."""
+
     label: str
     path: str
     sha256: str
-    text: str
+    text: str = ""
+    copy: str = ""
+    bytes: int = 0
 
     def summary(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "bytes": len(self.text.encode())}
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes or len(self.text.encode())}
+
+    def loaded(self) -> ChangeSQL:
+        """This change with its text: the private copy's, if its sha256 is still the one intake recorded."""
+        if self.text or not self.copy:
+            return self
+        try:
+            raw = Path(self.copy).read_bytes()
+        except OSError as e:
+            raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) cannot be read ({e.strerror}); "
+                            "nothing was run. Rehearse again.", rule="change_copy") from None
+        if hashlib.sha256(raw).hexdigest() != self.sha256:
+            raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) is no longer what intake read (its "
+                            "sha256 changed); nothing was run. Rehearse again.", rule="change_copy")
+        return replace(self, text=raw.decode("utf-8"))
+
+
+def copies_dir(run_id: str) -> Path:
+    """Where intake keeps a run's private copies of its change files (removed when the run ends)."""
+    from .paths import state_dir
+
+    return state_dir() / "change-copies" / run_id
+
+
+def discard_copies(run_id: str) -> None:
+    import shutil
+
+    shutil.rmtree(copies_dir(run_id), ignore_errors=True)
 
 
 def check_change_path(path: str | Path | None, label: str) -> Path:
@@ -74,25 +110,64 @@ def _empty(label: str, p: Path) -> Fix7Error:
                      rule="change_file")
 
 
-def read_change(path: str | Path | None, label: str) -> ChangeSQL:
-    """The change file as UTF-8 text with its sha256, or a usage error that says what is wrong with it."""
+def read_change(path: str | Path | None, label: str, copy_dir: str | Path | None = None) -> ChangeSQL:
+    """The change file's sha256, checked as UTF-8 SQL with a statement, or a usage error that says what is wrong
+    with it. Read once, in blocks: into a private copy in `copy_dir` (the copy is what runs; see ChangeSQL), or,
+    without one, into the returned text."""
     p = check_change_path(path, label)
+    digest, decoder, size = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")(), 0
+    parts: list[bytes] = []
+    copy, out = None, None
+    if copy_dir is not None:
+        Path(copy_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, copy = tempfile.mkstemp(dir=copy_dir, prefix=f"{label}-", suffix=".sql")
+        out = os.fdopen(fd, "wb")
     try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} cannot be read ({e.strerror}).", EXIT_USAGE,
-                        rule="change_file") from None
-    if len(raw) > MAX_CHANGE_BYTES:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.", EXIT_USAGE,
-                        rule="change_file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
-                        "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
-    if next(iter_lexed(text.splitlines(keepends=True)), None) is None:  # comments and bare `;` are no change
-        raise _empty(label, p)
-    return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
+        try:
+            with open(p, "rb") as f, (out or open(os.devnull, "wb")):
+                while block := f.read(1 << 20):
+                    size += len(block)
+                    if size > MAX_CHANGE_BYTES:
+                        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.",
+                                        EXIT_USAGE, rule="change_file")
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError as e:
+                        raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset "
+                                        f"{size - len(block) + e.start}); save it as UTF-8.", EXIT_USAGE,
+                                        rule="change_file") from None
+                    digest.update(block)
+                    (out.write if out else parts.append)(block)
+                try:
+                    decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (it ends inside a character); "
+                                    "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
+        except OSError as e:
+            raise Fix7Error(f"The {label} SQL file {str(p)!r} cannot be read ({e.strerror}).", EXIT_USAGE,
+                            rule="change_file") from None
+        text = b"".join(parts).decode("utf-8") if out is None else ""
+        with (open(copy, encoding="utf-8", newline="") if copy else _lines(text)) as lines:
+            if next(iter_lexed(lines), None) is None:  # comments and bare `;` are no change
+                raise _empty(label, p)
+    except BaseException:
+        if copy:
+            os.unlink(copy)
+        raise
+    return ChangeSQL(label, str(p.resolve()), digest.hexdigest(), text, copy or "", size)
+
+
+class _lines:
+    """A text's lines, as a context manager like an open file."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __enter__(self):
+        return iter(self.text.splitlines(keepends=True))
+
+    def __exit__(self, *exc):
+        return False
 
 
 def transaction_control(st: Statement, source: str) -> str | None:

@@ -163,7 +163,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     changes = []
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
-            changes.append(change_mod.read_change(path, label))
+            changes.append(change_mod.read_change(path, label, change_mod.copies_dir(run_id)))
             details[f"{label}_sql"] = changes[-1].summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))
@@ -457,7 +457,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
     from . import impact as impact_mod
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        ch = run.record.change(label)
+        ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256
         anchor = run.record.anchor
         settings = impact_mod.settings_for(run.request, stage_contract(run, server),
                                            (anchor.fingerprint if anchor else {}).get("tables"))

@@ -322,13 +322,15 @@ def lex(text: str) -> Lexed:
     return Lexed(lines, statements, metas)
 
 
-def iter_lexed(lines: list[str]):
+def iter_lexed(lines):
     """Statements (an empty `;` left out, the last one without a semicolon included) and meta-commands, lazily."""
     scanner = PlainScanner()
-    for lineno, line in enumerate(lines, start=1):
-        _, sts, ms = scanner.feed(lineno, line, True)
+    count, last_len = 0, 0  # `lines` may be a file, read line by line
+    for count, line in enumerate(lines, start=1):
+        last_len = len(line)
+        _, sts, ms = scanner.feed(count, line, True)
         yield from ms
         yield from (st for st in sts if st.text != ";")
-    last = scanner.finish(len(lines), len(lines[-1]) if lines else 0)
+    last = scanner.finish(count, last_len)
     if last is not None:
         yield last
