@@ -223,7 +223,7 @@ def _transaction_finding(label: str, st: Statement, kind: str) -> Finding:
                            f"file in, under its statement and lock timeouts; {fix}")
 
 
-def screen_change(change: ChangeSQL) -> list[Finding]:
+def screen_change(change: ChangeSQL, lexed: Lexed | None = None) -> list[Finding]:
     """Refuse what must not run in a rehearsal: outward connections, server files, transaction control.
 
     Transaction control is found in the lexer's statements, so every statement on a line is seen,
@@ -236,7 +236,7 @@ def screen_change(change: ChangeSQL) -> list[Finding]:
             findings.append(Finding(rule=f"change_{rule}", message=f"{change.label} SQL line {line} uses {rule}, "
                                     "which reaches outside the throwaway database; a rehearsal never runs it"))
             break
-    lexed = lex(change.text)
+    lexed = lexed or lex(change.text)
     if lexed.metas:
         meta = lexed.metas[0]
         findings.append(Finding(rule="change_meta_command", extra={"line": meta.line},
@@ -289,22 +289,24 @@ def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     Uses the one SQL lexer (core/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
-    lexed = lex(text)
+    return list(iter_statement_chunks(lex(text)))
+
+
+def iter_statement_chunks(lexed: Lexed):
+    """statement_chunks of a text already lexed, one piece at a time (a large file is not held twice more)."""
     lines = lexed.lines
     starts: list[int] = []
     for st in lexed.statements:
         if st.line and (not starts or st.line > starts[-1]):
             starts.append(st.line)
     if not starts:
-        return [(1, 1, text)]
+        yield 1, 1, "".join(lines)
+        return
     real_first = starts[0]
     starts[0] = 1
     bounds = [*starts, len(lines) + 1]
-    chunks = []
     for i in range(len(starts)):
-        chunk = "".join(lines[bounds[i] - 1:bounds[i + 1] - 1])
-        chunks.append((bounds[i], real_first if i == 0 else bounds[i], chunk))
-    return chunks
+        yield bounds[i], real_first if i == 0 else bounds[i], "".join(lines[bounds[i] - 1:bounds[i + 1] - 1])
 
 
 class ChangeStopped(Exception):
@@ -384,14 +386,15 @@ def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str, meter: im
 
     With a meter, each is timed alone and measured after the checks (core/impact.py).
     """
-    for first_line, statement_line, chunk in statement_chunks(change.text):
+    lexed = lexed or lex(change.text)
+    for first_line, statement_line, chunk in iter_statement_chunks(lexed):
         cur = conn.cursor()
         started = time.perf_counter()
         try:
             cur.execute(chunk)
         except psycopg.Error as e:
             if meter is not None:
-                meter.failed(statement_line, _leading_kind(lexed or lex(change.text), statement_line),
+                meter.failed(statement_line, _leading_kind(lexed, statement_line),
                              time.perf_counter() - started)
             raise _AtLine(e, first_line, statement_line, chunk) from None
         duration = time.perf_counter() - started
@@ -421,13 +424,13 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
     """
     summary = {"change": change.summary(), "statement_timeout_s": statement_timeout_s,
                "lock_timeout_s": lock_timeout_s}
-    refused = screen_change(change)
+    lexed = lex(change.text)  # once: the screen, the pieces run and the impact analysis all read it
+    refused = screen_change(change, lexed)
     if refused:
         more = f" (+{len(refused) - 1} more)" if len(refused) > 1 else ""
         return StageOutcome(status=FAILED, findings=refused, details={**summary, "ran": False},
                             reason=f"{change.label} refused before anything ran: {refused[0].message}{more}")
     started = time.monotonic()
-    lexed = lex(change.text)
     meter = impact_mod.Meter(change.label, impact)
     measured: dict = {}
 

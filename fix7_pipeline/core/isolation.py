@@ -23,7 +23,7 @@ HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"),
 HISTORY_COLUMN_NAMES = {"user_agent"}
 SAMPLE_KEYS = 5
 LARGE_VALUE_BYTES = 2 << 20   # longer values are searched in windows of VALUE_WINDOW characters ...
-VALUE_WINDOW = 1 << 20
+VALUE_WINDOW = 16 << 20       # (each window's start is counted in characters from the value's start)
 VALUE_OVERLAP = 4 << 10       # ... overlapping by more than any host name is long
 
 _URL_HOST_RE = r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#\s]*@)?(\[[^]]*\]|[^:/?#\s]+)"
@@ -254,10 +254,10 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
                             "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
         q = sql.SQL("""
             select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
-            from (select {pk} as row_key, {v} as v from {tbl} where not {large} and {v} ~* {rx}
+            from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
                   union all
                   select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
-                  (select {pk} as row_key, {v} as v from {tbl} where {large} offset 0) s
+                  (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
                   cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
                   where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
             cross join lateral regexp_matches(v, {rx}, 'gi') m
