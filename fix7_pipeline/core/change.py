@@ -250,7 +250,9 @@ def screen_change(change: ChangeSQL, lexed: Lexed | None = None) -> list[Finding
                                             "quotes end, so the screen could no longer see every statement "
                                             "it runs; leave the setting alone"))
             break
-    tx = [(st, kind) for st in lexed.statements if (kind := transaction_control(st, lexed.source(st)))]
+    # a statement's source (which may be most of the file) is only needed for a DO block's body
+    tx = [(st, kind) for st in lexed.statements
+          if (kind := transaction_control(st, lexed.source(st) if st.text[:2].lower() == "do" else ""))]
     findings += [_transaction_finding(change.label, st, kind) for st, kind in tx[:MAX_STATEMENT_FINDINGS]]
     if len(tx) > MAX_STATEMENT_FINDINGS:
         findings.append(Finding(rule="change_transaction_control",
@@ -300,13 +302,14 @@ def iter_statement_chunks(lexed: Lexed):
         if st.line and (not starts or st.line > starts[-1]):
             starts.append(st.line)
     if not starts:
-        yield 1, 1, "".join(lines)
+        yield 1, 1, lines.text
         return
     real_first = starts[0]
     starts[0] = 1
     bounds = [*starts, len(lines) + 1]
-    for i in range(len(starts)):
-        yield bounds[i], real_first if i == 0 else bounds[i], "".join(lines[bounds[i] - 1:bounds[i + 1] - 1])
+    for i in range(len(starts)):  # lines bounds[i] .. bounds[i + 1] - 1, as one slice of the text
+        yield (bounds[i], real_first if i == 0 else bounds[i],
+               lines.text[lines.start(bounds[i] - 1):lines.start(bounds[i + 1] - 1)])
 
 
 class ChangeStopped(Exception):
