@@ -387,3 +387,26 @@ def test_secret_shaped_names_reach_nothing_the_run_writes(source, change, tmp_pa
         assert left == set()
     finally:
         home.drop()
+
+
+
+def test_secret_shaped_names_found_before_the_scan_are_printed_as_labels(source, change, tmp_path, server):
+    """The isolation proof runs before the secret scan and names what it finds: here a production host in a
+    column named like a GitLab token, of a table named like a GitHub token. The run stops at isolation, so the
+    scan never runs; the column (which no table of contents lists) is still judged before it is printed, and
+    the finding names it by its label. Nothing the run wrote holds any of the names."""
+    table = planted("GitHub token as a table name", "ghp_", (rnd(36), True))
+    column = planted("GitLab token as a column name", "glpat-", (rnd(20, ALNUM + "_-"), True))
+    name = f"fix7h_e2e_names_iso_{secrets.token_hex(3)}"
+    dump = dumped_variant(source, name, f'create table public."{table.value}" (id integer primary key, '
+                          f'"{column.value}" text); insert into public."{table.value}" values '
+                          "(1, 'psql -h db7.prod.corp.internal');", tmp_path / "names-iso.dump")
+    with left_on_server(server) as left:
+        r, packet, blobs = _rehearse_alone(dump, change, tmp_path)
+    assert packet["stages"]["isolation"]["status"] == "blocked"
+    assert packet["stages"]["sanitization"]["status"] == "skipped"
+    found = [f for f in findings(packet, "isolation") if f["rule"] == "production_host"]
+    assert found and all("[redacted name " in (f.get("table") or "") and "[redacted name " in (f.get("column") or "")
+                         for f in found), found
+    assert find_leaks(blobs, [table, column]) == []
+    assert left == set()

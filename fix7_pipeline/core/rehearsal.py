@@ -117,7 +117,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
             progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
-    from .secrets import dump_names, judge_names
+    from .secrets import dump_names, judge_names, judge_printed_names
 
     started = time.monotonic()
     findings: list[Finding] = []
@@ -178,14 +178,16 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         from . import candidates
 
         packet.set(table_A_candidates=candidates.find_candidates([Path(r) for r in request.search_roots]))
-    packet.set(clone=clone)
+    # what screening and the other checks print of the dump (object names in refusals) is judged as well
+    judge_printed_names([[f.as_dict() for f in findings], details], names)
+    packet.set(clone=names.scrub_obj(clone))
     if any(f.extra.get("isolation") for f in findings if f.is_error):
         packet.set(isolation_proven=False)
     outcome = StageOutcome.from_findings(findings, details=details, ok_reason=(
         f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
         f"attested by {attestation['attested_by']}"))
     record = RunRecord(request=RehearsalRequest(**{**asdict(request), "server_url": server_url}), run_id=run_id,
-                       evidence_dir=str(directory), clone=clone, dump=redact_dump(info, names),
+                       evidence_dir=str(directory), clone=names.scrub_obj(clone), dump=redact_dump(info, names),
                        changes=tuple(changes), contract=contract, redacted_names=names.as_state())
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:

@@ -884,6 +884,32 @@ def judge_names(names, registry: RedactedNames) -> RedactedNames:
     return registry
 
 
+_WORD_BREAK = re.compile(r"[\s,;:()\[\]{}\"'`=]+")
+
+
+def judge_printed_names(obj, registry: RedactedNames) -> RedactedNames:
+    """Judge every word of every string in a JSON-like value (an outcome's reason, findings and details) as a
+    name: what a stage before the scan prints about the clone (a column the isolation proof names, an object a
+    server error names) is judged before it is written. A dotted word is judged whole and part by part."""
+    words: set[str] = set()
+
+    def walk(o) -> None:
+        if isinstance(o, str):
+            for w in _WORD_BREAK.split(o):
+                words.add(w)
+                words.update(w.split("."))
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                walk(k)
+                walk(v)
+        elif isinstance(o, (list, tuple, set)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return judge_names(words, registry)
+
+
 def dump_names(info) -> list[str]:
     """Every name a dump's inspection carries (table of contents entries, their schemas and owners, tables)."""
     out: list[str] = []
