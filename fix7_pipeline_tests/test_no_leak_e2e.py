@@ -338,7 +338,8 @@ def test_value_that_fails_to_restore_is_not_in_the_server_log(failed_restore):
     assert find_leaks({"postgresql server log": blobs["postgresql server log"]}, [token]) == []
 
 
-def test_secret_shaped_names_reach_nothing_the_run_writes(source, change, tmp_path, server, capsys):
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])
+def test_secret_shaped_names_reach_nothing_the_run_writes(fmt, source, change, tmp_path, server, capsys):
     """Issue 22 item 4: a schema named like a Slack bot token, a table like a GitHub token and a column like a
     GitLab token. Intake reads the schema and table from the dump's table of contents, before any restore: each
     name is judged by the scan's rules before anything prints it. The run (the CLI's path, in process, so the
@@ -356,7 +357,7 @@ def test_secret_shaped_names_reach_nothing_the_run_writes(source, change, tmp_pa
     dump = dumped_variant(source, name, f'create schema "{schema.value}"; '
                           f'create table "{schema.value}"."{table.value}" (id integer primary key, '
                           f'"{column.value}" text); insert into "{schema.value}"."{table.value}" values (1, \'x\');',
-                          tmp_path / "names.dump")
+                          tmp_path / f"names.{fmt}", fmt)
     home = DagsterHome.create(tmp_path / "dagster_home", "names")
     stage_outputs: dict[str, bytes] = {}
     try:
