@@ -528,9 +528,17 @@ def _scan_bytea(conn: psycopg.Connection, p: TablePlan, salt: str, key_of) -> li
 
 # -- the catalog ---------------------------------------------------------------------------------
 
+_CATALOG_BODIES: dict[str, str] = {}
+_LARGE_MARK = "<fix7: a value over LARGE_VALUE_BYTES, read in windows>"  # data spelling it only costs a query
+
+
 def _part(label: str, body: str) -> tuple[str, str]:
-    return label, f"copy (select classid, objid, subid, field, value from ({body}) x(classid, objid, subid, field, " \
-                  f"value) where value is not null and value <> '') to stdout"
+    """One catalog place's COPY; a value longer than LARGE_VALUE_BYTES is printed as _LARGE_MARK in it and read
+    afterwards in windows (`_scan_large_catalog_values`)."""
+    _CATALOG_BODIES[label] = body
+    return label, f"copy (select classid, objid, subid, field, case when pg_catalog.octet_length(value) > " \
+                  f"{LARGE_VALUE_BYTES} then '{_LARGE_MARK}' else value end from ({body}) x(classid, objid, subid, " \
+                  f"field, value) where value is not null and value <> '') to stdout"
 
 
 _N = FIRST_NORMAL_OID
@@ -714,7 +722,9 @@ _CATALOG_FIELDS = 5
 
 def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: str) -> list[RawHit]:
     out = []
+    large = False
     for raw in _copy_chunks(conn, query):
+        large = large or _LARGE_MARK.encode() in raw
         decoded = textscan.decode_copy_text(raw)
         for cand in textscan.candidates(decoded, engine().scanner):
             if cand.index % _CATALOG_FIELDS != _CATALOG_FIELDS - 1:
@@ -728,6 +738,31 @@ def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: s
             for h in hits:
                 out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=ref, part=fname,
                                   name=value.decode("utf-8", "replace") if fname == "name" else None))
+    if large:
+        out += _scan_large_catalog_values(conn, label, salt)
+    return out
+
+
+def _scan_large_catalog_values(conn: psycopg.Connection, label: str, salt: str) -> list[RawHit]:
+    """The values of one catalog place longer than LARGE_VALUE_BYTES (a function body, a comment), in windows of
+    VALUE_WINDOW bytes overlapping by VALUE_OVERLAP, as table values are read: the value is printed once."""
+    query = (f"copy (select x.classid, x.objid, x.subid, x.field, pg_catalog.length(d.b), o, "
+             f"pg_catalog.encode(pg_catalog.substr(d.b, o::pg_catalog.int4, {VALUE_WINDOW + VALUE_OVERLAP}), 'hex') "
+             f"from (select * from ({_CATALOG_BODIES[label]}) x(classid, objid, subid, field, value) "
+             f"where pg_catalog.octet_length(x.value) > {LARGE_VALUE_BYTES} offset 0) x "
+             f"cross join lateral (select pg_catalog.convert_to(x.value, 'UTF8') as b offset 0) d "
+             f"cross join lateral pg_catalog.generate_series(1::pg_catalog.int8, pg_catalog.length(d.b)::pg_catalog.int8,"
+             f" {VALUE_WINDOW}::pg_catalog.int8) o) to stdout")
+    out = []
+    with conn.cursor().copy(query) as copy:
+        for row in _copy_rows(copy):
+            classid, objid, subid, fld, total, start, data = row.split(b"\t")
+            window = bytes.fromhex(data.decode())
+            own, last = min(len(window), VALUE_WINDOW), int(start) - 1 + VALUE_WINDOW >= int(total)
+            for h in textscan.scan_value(window, salt):
+                if h.start < own or last:
+                    out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=(int(classid), int(objid), int(subid)),
+                                      part=fld.decode()))
     return out
 
 

@@ -497,3 +497,19 @@ def test_a_large_value_is_read_in_windows_and_a_secret_across_an_edge_is_found(s
     # the large ones, and only they, in windows (jsonb: stored larger than _STORED_SMALL, so measured)
     assert sorted(calls) == ["blob", "body", "body", "extra"]
     assert edge.value.encode() not in at_edge.encode()[:cut] and len(at_edge.encode()) > 3 * (32 << 10)
+
+
+def test_a_large_catalog_value_is_read_in_windows(server, throwaway):
+    """A comment (any catalog text) longer than LARGE_VALUE_BYTES is read in overlapping windows after its
+    place's COPY: a token at its end and one across a window edge are each found once, on that object."""
+    end, edge = github(), slack()
+    at = 2 * secrets_mod.VALUE_WINDOW - 20  # the Slack token starts 20 bytes before the second window's end
+    comment = "x" * at + edge.value + " " + "y" * (secrets_mod.LARGE_VALUE_BYTES + 100) + " " + end.value
+    with as_owner(server, throwaway) as c:
+        c.execute("create table public.documented (id int primary key)")
+        c.execute(sql.SQL("comment on table public.documented is {}").format(sql.Literal(comment)))
+    found = [f for f in scan(server, throwaway) if f.extra.get("place") == "table public.documented (comment)"]
+    assert sorted((f.rule, f.fingerprint) for f in found) == sorted([
+        ("betterleaks.github-pat", textscan.fingerprint(SALT, end.value.encode())),
+        ("betterleaks.slack-bot-token", textscan.fingerprint(SALT, edge.value.encode()))]), found
+    assert find_leaks({"findings": _text(found)}, [end, edge]) == []
