@@ -87,6 +87,26 @@ def discard_copies(run_id: str) -> None:
     shutil.rmtree(copies_dir(run_id), ignore_errors=True)
 
 
+STALE_COPIES_S = 7 * 86400  # no rehearsal runs a week: copies this old were left by a run that was killed
+
+
+def sweep_stale_copies(now: float | None = None) -> list[str]:
+    """Remove the change copies of runs that ended without removing them (kill -9); returns their run ids."""
+    import shutil
+
+    root = copies_dir("-").parent
+    now = time.time() if now is None else now
+    swept = []
+    for d in root.iterdir() if root.is_dir() else ():
+        try:
+            if now - d.stat().st_mtime > STALE_COPIES_S:
+                shutil.rmtree(d, ignore_errors=True)
+                swept.append(d.name)
+        except OSError:
+            continue
+    return swept
+
+
 def check_change_path(path: str | Path | None, label: str) -> Path:
     """The change file's path, checked without reading it (given, a regular file, not too large, not empty):
     what `fix7 rehearse` refuses before any run; intake reads the file, once (read_change)."""

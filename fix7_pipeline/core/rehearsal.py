@@ -161,6 +161,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
                                         "non-production copy (--attested-by NAME)"))
     changes = []
+    change_mod.sweep_stale_copies()
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
             changes.append(change_mod.read_change(path, label, change_mod.copies_dir(run_id)))

@@ -62,6 +62,23 @@ def test_intake_copy_is_what_runs_and_is_checked_against_its_sha256(tmp_path):
         ch.loaded()
     assert e.value.rule == "change_copy" and "nothing was run" in e.value.message
 
+
+def test_copies_left_by_a_killed_run_are_swept_after_a_week(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from fix7_pipeline.core import change as change_mod
+
+    monkeypatch.setattr(change_mod, "copies_dir", lambda run_id: tmp_path / "change-copies" / run_id)
+    f = tmp_path / "apply.sql"
+    f.write_text("select 1;\n")
+    old, fresh = read_change(f, "apply", change_mod.copies_dir("old-run")), read_change(f, "apply",
+                                                                                      change_mod.copies_dir("new-run"))
+    week_ago = time.time() - change_mod.STALE_COPIES_S - 60
+    os.utime(Path(old.copy).parent, (week_ago, week_ago))
+    assert change_mod.sweep_stale_copies() == ["old-run"]
+    assert not Path(old.copy).exists() and Path(fresh.copy).exists()
+
 def test_missing_change_file_is_a_usage_error(tmp_path):
     with pytest.raises(Fix7Error) as e:
         read_change(tmp_path / "nope.sql", "rollback")
