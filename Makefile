@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-rehearsal bench-10m bench-scan bench-diff ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-rehearsal bench-10m bench-scan bench-diff bench-memory ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -68,7 +68,7 @@ browser:
 
 # Full size (minutes; not CI): the corpus comparison, then the rehearsal against bare restore at 1M rows.
 # `make test-slow` runs both small (full corpus, 20,000 rows). docs/BENCHMARK.md says what each measures.
-bench: bench-corpus bench-rehearsal bench-diff
+bench: bench-corpus bench-rehearsal bench-diff bench-memory
 
 bench-corpus: install
 	$(BIN)/python -m fix7_pipeline.bench_corpus
@@ -86,6 +86,10 @@ bench-scan: install
 
 bench-diff: install
 	$(BIN)/python -m fix7_pipeline.bench_diff
+
+# Issue 22: peak RSS of the fix7 process tree for one 300 MB text value, against 400 MB + 1.5 x the value.
+bench-memory: install
+	$(BIN)/python -m fix7_pipeline.bench_memory --mb $(or $(MB),300)
 
 ui: install
 	$(BIN)/fix7 ui

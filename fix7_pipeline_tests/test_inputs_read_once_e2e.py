@@ -98,10 +98,14 @@ def test_a_passing_rehearsal_reads_each_input_once_and_runs_the_change_intake_re
     apply_sql, rollback_sql = builder.write_sample_change(tmp_path / "change")
     intake_sha = {"apply": _sha(apply_sql), "rollback": _sha(rollback_sql)}
 
+    copies_root = change.copies_dir("any").parent
+    copied: list[Path] = []
+
     def edit_after_intake(stage, metadata, evidence_dir):  # what runs must be what intake read
         if stage == "intake":
             apply_sql.write_text("select 1/0;\n")
             rollback_sql.write_text("drop table public.birth_registry;\n")
+            copied.extend(copies_root.glob("*/*.sql"))
 
     with left_on_server(server) as left:
         out = run_rehearsal(config(_copy(dumps["custom"], tmp_path), apply_sql, rollback_sql, tmp_path / "ev"),
@@ -109,6 +113,9 @@ def test_a_passing_rehearsal_reads_each_input_once_and_runs_the_change_intake_re
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_PASSED", packet["stages"]
     assert dict(reads) == {"inspect_dump": 1, "screen_dump": 1, "read_change": 2, "load_contract": 1}
+    # intake's private copies of the two files (what ran) existed during the run and went with it
+    assert sorted(p.name.split("-")[0] for p in copied if p.parent.name == out["run_id"]) == ["apply", "rollback"]
+    assert not change.copies_dir(out["run_id"]).exists()
     for label in ("apply", "rollback"):
         assert packet["stages"]["intake"][f"{label}_sql"]["sha256"] == intake_sha[label]
         assert packet["stages"][label]["change"]["sha256"] == intake_sha[label]

@@ -14,15 +14,16 @@ import hashlib
 import json
 import secrets
 import string
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from fix7_pipeline.core import textscan
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import (DagsterHome, Planted, ServerLogTail, everything_written, find_leaks,
-                                             findings, left_on_server, load_packet, planted, rehearse_args, rnd,
-                                             variant)
+from fix7_pipeline_tests.e2e_support import (DagsterHome, Planted, ServerLogTail, dumped_variant, everything_written,
+                                             files_under, find_leaks, findings, left_on_server, load_packet, planted,
+                                             rehearse_args, rnd, variant)
 
 SOURCE = "fix7_t_e2e_noleak_src"
 ALNUM = string.ascii_letters + string.digits
@@ -335,3 +336,78 @@ def test_value_that_fails_to_restore_is_not_quoted_in_the_error(failed_restore):
 def test_value_that_fails_to_restore_is_not_in_the_server_log(failed_restore):
     token, _, blobs, _ = failed_restore
     assert find_leaks({"postgresql server log": blobs["postgresql server log"]}, [token]) == []
+
+
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])
+def test_secret_shaped_names_reach_nothing_the_run_writes(fmt, source, change, tmp_path, server, capsys):
+    """Issue 22 item 4: a schema named like a Slack bot token, a table like a GitHub token and a column like a
+    GitLab token. Intake reads the schema and table from the dump's table of contents, before any restore: each
+    name is judged by the scan's rules before anything prints it. The run (the CLI's path, in process, so the
+    stage outputs can be read after each stage, before the run's end removes them) writes none of them: not
+    to the terminal, the evidence folder, the Dagster home, its event log and storage database, nor a stage
+    output; the packet still lists the table, as its label."""
+    from fix7_pipeline.cli.rehearse import run_rehearsal
+    from fix7_pipeline_tests.e2e_support import config
+
+    schema = planted("Slack bot token as a schema name", "xoxb-", (rnd(12, string.digits), True), "-",
+                     (rnd(13, string.digits), True), "-", (rnd(24), True))
+    table = planted("GitHub token as a table name", "ghp_", (rnd(36), True))
+    column = planted("GitLab token as a column name", "glpat-", (rnd(20, ALNUM + "_-"), True))
+    name = f"fix7h_e2e_names_{secrets.token_hex(3)}"
+    dump = dumped_variant(source, name, f'create schema "{schema.value}"; '
+                          f'create table "{schema.value}"."{table.value}" (id integer primary key, '
+                          f'"{column.value}" text); insert into "{schema.value}"."{table.value}" values (1, \'x\');',
+                          tmp_path / f"names.{fmt}", fmt)
+    home = DagsterHome.create(tmp_path / "dagster_home", "names")
+    stage_outputs: dict[str, bytes] = {}
+    try:
+        ev = tmp_path / "evidence"
+        with home.instance() as inst, left_on_server(server) as left:
+            outputs = Path(inst.storage_directory()) / "fix7-runs"
+
+            def keep_stage_outputs(stage, metadata, evidence_dir):
+                stage_outputs.update({f"after {stage}: {k}": v for k, v in files_under(outputs, "outputs").items()})
+
+            out = run_rehearsal(config(dump, *change, ev), instance=inst, echo=True, on_stage=keep_stage_outputs)
+        term = capsys.readouterr()
+        packet = out["packet"]
+        assert out["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE", packet["stages"]
+        assert packet["stages"]["sanitization"]["status"] == "blocked"
+        rules = {f["rule"] for f in findings(packet, "sanitization")}
+        assert {"betterleaks.slack-bot-token", "betterleaks.github-pat", "betterleaks.gitlab-pat"} <= rules, rules
+        assert any(k.startswith("after intake: ") for k in stage_outputs), sorted(stage_outputs)  # it was read
+        labelled = [t for t in packet["clone"]["tables"] if "[redacted name " in t]
+        assert len(labelled) == 1 and len(packet["clone"]["tables"]) > 10, packet["clone"]["tables"]
+        blobs = everything_written(home, out["run_id"], ev)
+        blobs.update(stage_outputs)
+        blobs["terminal stdout"], blobs["terminal stderr"] = term.out.encode(), term.err.encode()
+        assert {"evidence/rehearsal-journal.jsonl", "evidence/rehearsal-report.json", "dagster event log",
+                "dagster storage rows"} <= set(blobs)
+        assert b"intake" in blobs["terminal stdout"]  # the stage lines were printed here
+        assert find_leaks(blobs, [schema, table, column]) == []
+        assert left == set()
+    finally:
+        home.drop()
+
+
+
+def test_secret_shaped_names_found_before_the_scan_are_printed_as_labels(source, change, tmp_path, server):
+    """The isolation proof runs before the secret scan and names what it finds: here a production host in a
+    column named like a GitLab token, of a table named like a GitHub token. The run stops at isolation, so the
+    scan never runs; the column (which no table of contents lists) is still judged before it is printed, and
+    the finding names it by its label. Nothing the run wrote holds any of the names."""
+    table = planted("GitHub token as a table name", "ghp_", (rnd(36), True))
+    column = planted("GitLab token as a column name", "glpat-", (rnd(20, ALNUM + "_-"), True))
+    name = f"fix7h_e2e_names_iso_{secrets.token_hex(3)}"
+    dump = dumped_variant(source, name, f'create table public."{table.value}" (id integer primary key, '
+                          f'"{column.value}" text); insert into public."{table.value}" values '
+                          "(1, 'psql -h db7.prod.corp.internal');", tmp_path / "names-iso.dump")
+    with left_on_server(server) as left:
+        r, packet, blobs = _rehearse_alone(dump, change, tmp_path)
+    assert packet["stages"]["isolation"]["status"] == "blocked"
+    assert packet["stages"]["sanitization"]["status"] == "skipped"
+    found = [f for f in findings(packet, "isolation") if f["rule"] == "production_host"]
+    assert found and all("[redacted name " in (f.get("table") or "") and "[redacted name " in (f.get("column") or "")
+                         for f in found), found
+    assert find_leaks(blobs, [table, column]) == []
+    assert left == set()

@@ -7,10 +7,13 @@ transaction id, read at the start and again just before COMMIT, proves the file 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
 import re
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -42,13 +45,66 @@ MAX_STATEMENT_FINDINGS = 25
 
 @dataclass(frozen=True)
 class ChangeSQL:
+    """A change file as intake read it. Between stages only its facts travel: the sha256, the size and `copy`,
+    the private copy intake wrote as it read the file (so an edit of the operator's file after intake does not
+    change what runs); `loaded()` reads the copy back, checked against the sha256, when the change runs."""
+
     label: str
     path: str
     sha256: str
-    text: str
+    text: str = ""
+    copy: str = ""
+    bytes: int = 0
 
     def summary(self) -> dict:
-        return {"path": self.path, "sha256": self.sha256, "bytes": len(self.text.encode())}
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes or len(self.text.encode())}
+
+    def loaded(self) -> ChangeSQL:
+        """This change with its text: the private copy's, if its sha256 is still the one intake recorded."""
+        if self.text or not self.copy:
+            return self
+        try:
+            raw = Path(self.copy).read_bytes()
+        except OSError as e:
+            raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) cannot be read ({e.strerror}); "
+                            "nothing was run. Rehearse again.", rule="change_copy") from None
+        if hashlib.sha256(raw).hexdigest() != self.sha256:
+            raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) is no longer what intake read (its "
+                            "sha256 changed); nothing was run. Rehearse again.", rule="change_copy")
+        return replace(self, text=raw.decode("utf-8"))
+
+
+def copies_dir(run_id: str) -> Path:
+    """Where intake keeps a run's private copies of its change files (removed when the run ends)."""
+    from .paths import state_dir
+
+    return state_dir() / "change-copies" / run_id
+
+
+def discard_copies(run_id: str) -> None:
+    import shutil
+
+    shutil.rmtree(copies_dir(run_id), ignore_errors=True)
+
+
+STALE_COPIES_S = 7 * 86400  # no rehearsal runs a week: copies this old were left by a run that was killed
+
+
+def sweep_stale_copies(now: float | None = None) -> list[str]:
+    """Remove the change copies of runs that ended without removing them (kill -9); returns their run ids."""
+    import shutil
+
+    root = copies_dir("-").parent
+    now = time.time() if now is None else now
+    swept = []
+    for d in root.iterdir() if root.is_dir() else ():
+        try:
+            if now - d.stat().st_mtime > STALE_COPIES_S:
+                shutil.rmtree(d, ignore_errors=True)
+                swept.append(d.name)
+        except OSError:
+            continue
+    return swept
 
 
 def check_change_path(path: str | Path | None, label: str) -> Path:
@@ -74,25 +130,64 @@ def _empty(label: str, p: Path) -> Fix7Error:
                      rule="change_file")
 
 
-def read_change(path: str | Path | None, label: str) -> ChangeSQL:
-    """The change file as UTF-8 text with its sha256, or a usage error that says what is wrong with it."""
+def read_change(path: str | Path | None, label: str, copy_dir: str | Path | None = None) -> ChangeSQL:
+    """The change file's sha256, checked as UTF-8 SQL with a statement, or a usage error that says what is wrong
+    with it. Read once, in blocks: into a private copy in `copy_dir` (the copy is what runs; see ChangeSQL), or,
+    without one, into the returned text."""
     p = check_change_path(path, label)
+    digest, decoder, size = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")(), 0
+    parts: list[bytes] = []
+    copy, out = None, None
+    if copy_dir is not None:
+        Path(copy_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, copy = tempfile.mkstemp(dir=copy_dir, prefix=f"{label}-", suffix=".sql")
+        out = os.fdopen(fd, "wb")
     try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} cannot be read ({e.strerror}).", EXIT_USAGE,
-                        rule="change_file") from None
-    if len(raw) > MAX_CHANGE_BYTES:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.", EXIT_USAGE,
-                        rule="change_file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset {e.start}); "
-                        "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
-    if next(iter_lexed(text.splitlines(keepends=True)), None) is None:  # comments and bare `;` are no change
-        raise _empty(label, p)
-    return ChangeSQL(label, str(p.resolve()), hashlib.sha256(raw).hexdigest(), text)
+        try:
+            with open(p, "rb") as f, (out or open(os.devnull, "wb")):
+                while block := f.read(1 << 20):
+                    size += len(block)
+                    if size > MAX_CHANGE_BYTES:
+                        raise Fix7Error(f"The {label} SQL file {str(p)!r} is larger than {MAX_CHANGE_BYTES} bytes.",
+                                        EXIT_USAGE, rule="change_file")
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError as e:
+                        raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (invalid byte at offset "
+                                        f"{size - len(block) + e.start}); save it as UTF-8.", EXIT_USAGE,
+                                        rule="change_file") from None
+                    digest.update(block)
+                    (out.write if out else parts.append)(block)
+                try:
+                    decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise Fix7Error(f"The {label} SQL file {str(p)!r} is not UTF-8 (it ends inside a character); "
+                                    "save it as UTF-8.", EXIT_USAGE, rule="change_file") from None
+        except OSError as e:
+            raise Fix7Error(f"The {label} SQL file {str(p)!r} cannot be read ({e.strerror}).", EXIT_USAGE,
+                            rule="change_file") from None
+        text = b"".join(parts).decode("utf-8") if out is None else ""
+        with (open(copy, encoding="utf-8", newline="") if copy else _lines(text)) as lines:
+            if next(iter_lexed(lines), None) is None:  # comments and bare `;` are no change
+                raise _empty(label, p)
+    except BaseException:
+        if copy:
+            os.unlink(copy)
+        raise
+    return ChangeSQL(label, str(p.resolve()), digest.hexdigest(), text, copy or "", size)
+
+
+class _lines:
+    """A text's lines, as a context manager like an open file."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __enter__(self):
+        return iter(self.text.splitlines(keepends=True))
+
+    def __exit__(self, *exc):
+        return False
 
 
 def transaction_control(st: Statement, source: str) -> str | None:
@@ -148,7 +243,7 @@ def _transaction_finding(label: str, st: Statement, kind: str) -> Finding:
                            f"file in, under its statement and lock timeouts; {fix}")
 
 
-def screen_change(change: ChangeSQL) -> list[Finding]:
+def screen_change(change: ChangeSQL, lexed: Lexed | None = None) -> list[Finding]:
     """Refuse what must not run in a rehearsal: outward connections, server files, transaction control.
 
     Transaction control is found in the lexer's statements, so every statement on a line is seen,
@@ -161,7 +256,7 @@ def screen_change(change: ChangeSQL) -> list[Finding]:
             findings.append(Finding(rule=f"change_{rule}", message=f"{change.label} SQL line {line} uses {rule}, "
                                     "which reaches outside the throwaway database; a rehearsal never runs it"))
             break
-    lexed = lex(change.text)
+    lexed = lexed or lex(change.text)
     if lexed.metas:
         meta = lexed.metas[0]
         findings.append(Finding(rule="change_meta_command", extra={"line": meta.line},
@@ -175,7 +270,9 @@ def screen_change(change: ChangeSQL) -> list[Finding]:
                                             "quotes end, so the screen could no longer see every statement "
                                             "it runs; leave the setting alone"))
             break
-    tx = [(st, kind) for st in lexed.statements if (kind := transaction_control(st, lexed.source(st)))]
+    # a statement's source (which may be most of the file) is only needed for a DO block's body
+    tx = [(st, kind) for st in lexed.statements
+          if (kind := transaction_control(st, lexed.source(st) if st.text[:2].lower() == "do" else ""))]
     findings += [_transaction_finding(change.label, st, kind) for st, kind in tx[:MAX_STATEMENT_FINDINGS]]
     if len(tx) > MAX_STATEMENT_FINDINGS:
         findings.append(Finding(rule="change_transaction_control",
@@ -214,22 +311,25 @@ def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     Uses the one SQL lexer (core/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
-    lexed = lex(text)
+    return list(iter_statement_chunks(lex(text)))
+
+
+def iter_statement_chunks(lexed: Lexed):
+    """statement_chunks of a text already lexed, one piece at a time (a large file is not held twice more)."""
     lines = lexed.lines
     starts: list[int] = []
     for st in lexed.statements:
         if st.line and (not starts or st.line > starts[-1]):
             starts.append(st.line)
     if not starts:
-        return [(1, 1, text)]
+        yield 1, 1, lines.text
+        return
     real_first = starts[0]
     starts[0] = 1
     bounds = [*starts, len(lines) + 1]
-    chunks = []
-    for i in range(len(starts)):
-        chunk = "".join(lines[bounds[i] - 1:bounds[i + 1] - 1])
-        chunks.append((bounds[i], real_first if i == 0 else bounds[i], chunk))
-    return chunks
+    for i in range(len(starts)):  # lines bounds[i] .. bounds[i + 1] - 1, as one slice of the text
+        yield (bounds[i], real_first if i == 0 else bounds[i],
+               lines.text[lines.start(bounds[i] - 1):lines.start(bounds[i + 1] - 1)])
 
 
 class ChangeStopped(Exception):
@@ -309,14 +409,15 @@ def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str, meter: im
 
     With a meter, each is timed alone and measured after the checks (core/impact.py).
     """
-    for first_line, statement_line, chunk in statement_chunks(change.text):
+    lexed = lexed or lex(change.text)
+    for first_line, statement_line, chunk in iter_statement_chunks(lexed):
         cur = conn.cursor()
         started = time.perf_counter()
         try:
             cur.execute(chunk)
         except psycopg.Error as e:
             if meter is not None:
-                meter.failed(statement_line, _leading_kind(lexed or lex(change.text), statement_line),
+                meter.failed(statement_line, _leading_kind(lexed, statement_line),
                              time.perf_counter() - started)
             raise _AtLine(e, first_line, statement_line, chunk) from None
         duration = time.perf_counter() - started
@@ -346,13 +447,13 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
     """
     summary = {"change": change.summary(), "statement_timeout_s": statement_timeout_s,
                "lock_timeout_s": lock_timeout_s}
-    refused = screen_change(change)
+    lexed = lex(change.text)  # once: the screen, the pieces run and the impact analysis all read it
+    refused = screen_change(change, lexed)
     if refused:
         more = f" (+{len(refused) - 1} more)" if len(refused) > 1 else ""
         return StageOutcome(status=FAILED, findings=refused, details={**summary, "ran": False},
                             reason=f"{change.label} refused before anything ran: {refused[0].message}{more}")
     started = time.monotonic()
-    lexed = lex(change.text)
     meter = impact_mod.Meter(change.label, impact)
     measured: dict = {}
 

@@ -22,6 +22,9 @@ HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"),
                    ("directus_sessions", "origin")}
 HISTORY_COLUMN_NAMES = {"user_agent"}
 SAMPLE_KEYS = 5
+LARGE_VALUE_BYTES = 2 << 20   # longer values are searched in windows of VALUE_WINDOW characters ...
+VALUE_WINDOW = 16 << 20       # (each window's start is counted in characters from the value's start)
+VALUE_OVERLAP = 4 << 10       # ... overlapping by more than any host name is long
 
 _URL_HOST_RE = r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#\s]*@)?(\[[^]]*\]|[^:/?#\s]+)"
 _HOST_CHARS = "a-z0-9._-"
@@ -240,13 +243,27 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
     for schema, table, column, type_oid in cols:
         if (schema, table) not in pk_cache:
             pk_cache[(schema, table)] = _pk_expr(conn, schema, table)
+        v = as_text(sql.Identifier(column), type_oid)
+        # A value longer than LARGE_VALUE_BYTES is matched in overlapping windows: the server's regex works on
+        # four bytes a character, and refuses a text of more than 256 MB.
+        large = sql.SQL("coalesce(pg_catalog.octet_length({v}) > {lim}, false)").format(
+            v=v, lim=sql.Literal(LARGE_VALUE_BYTES))
+        if type_oid not in (25, 1043):  # text, varchar: the length is read from the stored header; else only a
+            # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
+            large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
+                            "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
         q = sql.SQL("""
             select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
-            from (select {pk} as row_key, {v} as v from {tbl} where {v} ~* {rx}) s
+            from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
+                  union all
+                  select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
+                  (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
+                  cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
+                  where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
             cross join lateral regexp_matches(v, {rx}, 'gi') m
             group by 1 order by 1""").format(
-            pk=pk_cache[(schema, table)], v=as_text(sql.Identifier(column), type_oid), tbl=sql.Identifier(schema, table),
-            rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS))
+            pk=pk_cache[(schema, table)], v=v, tbl=sql.Identifier(schema, table), large=large,
+            rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS), w=sql.Literal(VALUE_WINDOW), ov=sql.Literal(VALUE_OVERLAP))
         history = (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES
         for host, count, keys in conn.execute(q).fetchall():
             hit = policy.production_match(host) or "a production pattern"

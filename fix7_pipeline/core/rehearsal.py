@@ -31,6 +31,7 @@ from .errors import Fix7Error
 from .hosts import redact_url
 from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .paths import project_dir
+from .redact import RedactedNames
 from .journal import Journal
 from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
 from .request import RehearsalRequest
@@ -119,6 +120,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
             progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
+    from .secrets import dump_names, judge_names, judge_printed_names
 
     started = time.monotonic()
     findings: list[Finding] = []
@@ -150,17 +152,22 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}
+    # Names read from the dump (its table of contents, its tables) are judged by the scan's rules before
+    # anything prints them; one a rule matches is its label in the packet, the events and the record.
+    names = RedactedNames()
     if info is not None:
-        clone.update(info.as_dict())
+        judge_names(dump_names(info), names)
+        clone.update(names.scrub_obj(info.as_dict()))
         findings.extend(screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
                                         "non-production copy (--attested-by NAME)"))
     changes = []
+    change_mod.sweep_stale_copies()
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
-            changes.append(change_mod.read_change(path, label))
+            changes.append(change_mod.read_change(path, label, change_mod.copies_dir(run_id)))
             details[f"{label}_sql"] = changes[-1].summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))
@@ -175,15 +182,17 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         from . import candidates
 
         packet.set(table_A_candidates=candidates.find_candidates([Path(r) for r in request.search_roots]))
-    packet.set(clone=clone)
+    # what screening and the other checks print of the dump (object names in refusals) is judged as well
+    judge_printed_names([[f.as_dict() for f in findings], details], names)
+    packet.set(clone=names.scrub_obj(clone))
     if any(f.extra.get("isolation") for f in findings if f.is_error):
         packet.set(isolation_proven=False)
     outcome = StageOutcome.from_findings(findings, details=details, ok_reason=(
         f"{clone.get('format')} dump, pg_dump {clone.get('pg_dump_version')}, sha256 {str(sha)[:12]}…, "
         f"attested by {attestation['attested_by']}"))
     record = RunRecord(request=RehearsalRequest(**{**asdict(request), "server_url": server_url}), run_id=run_id,
-                       evidence_dir=str(directory), clone=clone, dump=info, changes=tuple(changes),
-                       contract=contract)
+                       evidence_dir=str(directory), clone=names.scrub_obj(clone), dump=redact_dump(info, names),
+                       changes=tuple(changes), contract=contract, redacted_names=names.as_state())
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
@@ -199,6 +208,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))
         outcome.status, outcome.reason = BLOCKED, e.message
+    outcome = names.scrub_outcome(outcome)
     packet.record_stage("intake", outcome, time.monotonic() - started)
     progress["recorded"] = packet.recorded
     if outcome.status != PASSED:
@@ -206,6 +216,18 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         record = record.with_(witness=witness(packet.sealed))
     outcome.duration_s = time.monotonic() - started
     return record, outcome
+
+
+def redact_dump(info, names: RedactedNames):
+    """The dump's facts as the record carries them to later stages: a name a rule matched is its label."""
+    if info is None or not names:
+        return info
+    from dataclasses import replace
+
+    return replace(info, tables=[names.scrub(t) for t in info.tables],
+                   tables_with_data=[names.scrub(t) for t in info.tables_with_data],
+                   toc=[replace(e, name=names.scrub(e.name), schema=names.scrub(e.schema), owner=names.scrub(e.owner),
+                                line=names.scrub(e.line)) for e in info.toc])
 
 
 def _intake_contract(request: RehearsalRequest):
@@ -251,9 +273,11 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore.RestoreFailed as e:
-            partial = partial_dump_finding(e, info, contract)
+            names = _redacted(run.record)
+            partial = partial_dump_finding(e, info, contract, names)
             if partial is None:
                 raise
+            run.put(redacted_names=names.as_state())  # the stage's outcome is printed through it
             return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
         _name_database(run, packet, scratch_name(tw.tag))
         return StageOutcome(status=PASSED, reason="restored by a least-privileged role",
@@ -291,7 +315,7 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
 STAGE_FINDINGS_LISTED = 100  # the stage's findings in rehearsal-report.json; the .jsonl carries every one
 
 
-def partial_dump_finding(e, info, contract) -> Finding | None:
+def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) -> Finding | None:
     """A restore that stopped on an object the dump does not create (pg_dump -t/-n): name what is missing.
 
     The restore ran in one transaction, so only its first error is known; the contract's required tables
@@ -299,8 +323,12 @@ def partial_dump_finding(e, info, contract) -> Finding | None:
     """
     if not e.missing:
         return None
-    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}
-    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried)
+    from .secrets import judge_names
+
+    names = judge_names(e.missing, names if names is not None else RedactedNames())  # named by the server's error
+    carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}  # as judged at intake
+    missing_tables = sorted(n for n, t in contract.tables.items() if t.required and n not in carried
+                            and names.scrub(n) not in carried)
     shown = ", ".join(missing_tables[:12]) + (f" (+{len(missing_tables) - 12} more)" if len(missing_tables) > 12
                                               else "")
     tables = (f" The contract requires {len(missing_tables)} table(s) the dump does not carry: {shown}."
@@ -325,7 +353,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
-                                    tw.database, contract, salt, settings=settings)
+                                    tw.database, contract, salt, settings=settings, names=_redacted(run.record))
         run.put(redacted_names=scan.redacted.as_state())
         encoding, encoding_findings = _clone_encoding(server, tw, run)  # names it prints were judged just now
         packet.put(["clone", "encoding"], encoding)
@@ -485,7 +513,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
     from . import impact as impact_mod
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        ch = run.record.change(label)
+        ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256
         anchor = run.record.anchor
         settings = impact_mod.settings_for(run.request, stage_contract(run, server),
                                            (anchor.fingerprint if anchor else {}).get("tables"))

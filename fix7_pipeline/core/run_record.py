@@ -1,6 +1,6 @@
 """The run record: what intake learnt about a rehearsal's inputs, handed unchanged to every stage.
 
-Intake reads each input once (the dump hashed and screened, each change file's text and sha256, the
+Intake reads each input once (the dump hashed and screened, each change file hashed into a private copy, the
 contract parsed) and puts the facts here; a stage never reads an input again, it reads the record. The
 record is frozen: a stage that learns something (the throwaways it named, the anchor, the contract derived
 from schema SQL) hands the next stage a new record (`with_`), never an edited one. It travels between
@@ -44,7 +44,7 @@ class RunRecord:
     evidence_dir: str
     clone: dict = field(default_factory=dict)  # the packet's `clone` facts
     dump: DumpInfo | None = None  # as intake inspected it: restored by these facts, checked by its sha256
-    changes: tuple[ChangeSQL, ...] = ()  # apply and rollback as intake read them
+    changes: tuple[ChangeSQL, ...] = ()  # apply and rollback as intake read them: sha256 and private copy
     contract: Contract | None = None  # parsed once; from schema SQL, derived at the first stage with a server
     contract_derived_from_schema: bool = False
     throwaway: ThrowawayNames | None = None

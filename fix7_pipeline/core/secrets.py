@@ -31,7 +31,9 @@ printed as its label everywhere, in this scan's findings included.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -50,6 +52,11 @@ from .redact import RedactedNames
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, UNREADABLE, engine
 
 CHUNK_BYTES = 2 << 20          # COPY text gathered per scanner call (each worker holds about 4 copies)
+LARGE_VALUE_BYTES = 2 << 20    # a text value longer than this is not in its row's COPY: it is read in windows ...
+VALUE_WINDOW = 1 << 20         # ... of this many bytes ...
+VALUE_OVERLAP = 64 << 10       # ... each with this many more, so no secret is cut in two at a window's edge
+_STORED_SMALL = 16 << 10       # stored (maybe compressed) at most this: its text is at most a few MB, read whole
+_LENGTH_IS_CHEAP = {25, 1043}  # text, varchar: octet_length reads the stored header, the value is not printed
 LO_WINDOW = 1 << 20            # large objects are read in windows of this size ...
 LO_OVERLAP = 16 << 10          # ... overlapping by this much, so no secret is cut in two
 ROWS_PER_FINDING_KIND = None   # no cap: the packet carries every finding (kept for callers that pass it)
@@ -275,17 +282,89 @@ def _keys_are_secretish(p: TablePlan) -> bool:
                                   for c in p.pk)
 
 
+def _is_large(p: TablePlan, col: str) -> psql.Composable:
+    """Whether a value's text is longer than LARGE_VALUE_BYTES. For other types than text and varchar, only a
+    value stored larger than _STORED_SMALL is printed to be measured (every value is printed once already)."""
+    length = psql.SQL("pg_catalog.octet_length({}) > {}").format(_col_text(p, col), psql.Literal(LARGE_VALUE_BYTES))
+    if p.types.get(col) in _LENGTH_IS_CHEAP and col not in p.render:
+        return psql.SQL("coalesce({}, false)").format(length)
+    return psql.SQL("case when coalesce(pg_catalog.pg_column_size(t.{}) > {}, false) then coalesce({}, false) "
+                    "else false end").format(psql.Identifier(col), psql.Literal(_STORED_SMALL), length)
+
+
 def _table_select(p: TablePlan) -> tuple[psql.Composable, int]:
-    """key, every read column, and (with must-be-NULL columns) the indexes of the ones set: one COPY."""
-    fields = [_key_sql(p)] + [psql.SQL("coalesce({}, '')").format(_col_text(p, c)) for c in p.columns]
+    """key, every read column, (with must-be-NULL columns) the indexes of the ones set, the indexes of the
+    large values (read in windows instead, `_large_value_windows`) and the row's ctid: one COPY.
+
+    A large value is left out of its row (an empty field), so a COPY row, and each chunk, stays small
+    whatever the clone holds: libpq hands over a whole row at once."""
+    fields = [_key_sql(p)] + [psql.SQL("case when {} then '' else coalesce({}, '') end").format(
+        _is_large(p, c), _col_text(p, c)) for c in p.columns]
     if p.must_be_null:
         # num_nonnulls tests the value itself: `IS NOT NULL` on a composite asks whether every field is set
         flags = [psql.SQL("case when pg_catalog.num_nonnulls(t.{}) = 1 then {} end").format(
                  psql.Identifier(c), psql.Literal(str(i))) for i, c in enumerate(p.columns, start=1)
                  if c in p.must_be_null]
         fields.append(psql.SQL("concat_ws(',', {})").format(psql.SQL(", ").join(flags)))
+    large = [psql.SQL("case when {} then {} end").format(_is_large(p, c), psql.Literal(str(i)))
+             for i, c in enumerate(p.columns, start=1)]
+    fields.append(psql.SQL("concat_ws(',', {})").format(psql.SQL(", ").join(large)))
+    fields.append(psql.SQL("t.ctid::pg_catalog.text"))
     q = psql.SQL("copy (select {} from {} t) to stdout").format(psql.SQL(", ").join(fields), _qt(p))
     return q, len(fields)
+
+
+def _large_value_windows(conn: psycopg.Connection, p: TablePlan, col: str, ctid: bytes, *, bytea: bool = False):
+    """(window, length of its own part, last?) of one large value's bytes (its text in UTF-8, or a bytea's bytes),
+    in windows of VALUE_WINDOW bytes, each overlapping the next by VALUE_OVERLAP: one COPY row per window, so
+    this process never holds the value. The server prints the value once (offset 0), then only slices it."""
+    value = (psql.SQL("t.{}").format(psql.Identifier(col)) if bytea else
+             psql.SQL("pg_catalog.convert_to({}, 'UTF8')").format(_col_text(p, col)))
+    query = psql.SQL(
+        "copy (select pg_catalog.length(x.b), g.o, "
+        "pg_catalog.encode(pg_catalog.substr(x.b, g.o::pg_catalog.int4, {wo}), 'hex') "
+        "from (select {value} as b from {t} t where t.ctid operator(pg_catalog.=) {tid}::pg_catalog.tid offset 0) x "
+        "cross join lateral pg_catalog.generate_series(1::pg_catalog.int8, "
+        "greatest(pg_catalog.length(x.b), 1)::pg_catalog.int8, {w}::pg_catalog.int8) g(o)) to stdout"
+    ).format(wo=psql.Literal(VALUE_WINDOW + VALUE_OVERLAP), value=value, t=_qt(p), tid=psql.Literal(ctid.decode()),
+             w=psql.Literal(VALUE_WINDOW))
+    with conn.cursor().copy(query) as copy:
+        for row in _copy_rows(copy):
+            total, start, data = row.split(b"\t")
+            window = bytes.fromhex(data.decode())
+            end = int(start) - 1 + VALUE_WINDOW
+            yield window, min(len(window), VALUE_WINDOW), end >= int(total)
+
+
+def _copy_rows(copy):
+    """A COPY's rows one at a time (without the LF)."""
+    buf = bytearray()
+    for data in copy:
+        buf += data
+        while True:
+            cut = buf.find(b"\n")
+            if cut < 0:
+                break
+            yield bytes(buf[:cut])
+            del buf[:cut + 1]
+    if buf:
+        yield bytes(buf)
+
+
+def _scan_large_value(conn: psycopg.Connection, p: TablePlan, col: str, ctid: bytes, salt: str, *,
+                      headers: bool = False, bytea: bool = False) -> tuple[list[textscan.Hit], str]:
+    """A large value's hits, each once (a hit starting in a window's overlap is the next window's), and the
+    salted fingerprint of the whole value (what a must-be-NULL finding carries)."""
+    digest = hashlib.sha256(salt.encode("utf-8"))
+    hits: list[textscan.Hit] = []
+    at = 0  # bytes of the value before this window
+    for window, own, last in _large_value_windows(conn, p, col, ctid, bytea=bytea):
+        digest.update(window[:own])
+        for h in textscan.scan_value(window, salt, headers=headers):
+            if h.start < own or last:
+                hits.append(textscan.Hit(h.rule, at + h.start, at + h.end, h.fingerprint, h.rules))
+        at += own
+    return hits, digest.hexdigest()[:16]
 
 
 def _copy_chunks(conn: psycopg.Connection, query: psql.Composable):
@@ -319,8 +398,10 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
             return "fingerprint:" + textscan.fingerprint(salt, fields[0])
         return key
 
+    large: list[tuple[list[bytes], bytes, list[int], set[int]]] = []  # (fields, ctid, large columns, set must-be-NULL)
     if p.columns:
         query, per_row = _table_select(p)
+        values_end = 1 + len(p.columns)  # after the key and the values: flags and the ctid, never scanned
         for raw in _copy_chunks(conn, query):
             rows += raw.count(b"\n")
             decoded = textscan.decode_copy_text(raw)
@@ -328,7 +409,7 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
             for scanner, headers in ((eng.scanner, False), *(((eng.header_scanner, True),) if header_idx else ())):
                 for cand in textscan.candidates(decoded, scanner):
                     row, col = divmod(cand.index, per_row)
-                    if col == 0 or (p.must_be_null and col == per_row - 1):
+                    if col == 0 or col >= values_end:
                         if col == 0:
                             entry = found.setdefault(row, [None, False, []])
                             entry[1] = True
@@ -353,8 +434,19 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
                     for h in textscan.merge(col_hits):
                         out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
                                           key_of(fields, key_hit, col), rules=h.rules))
-            if p.must_be_null:
-                out.extend(_must_be_null_hits(p, raw, salt, key_of))
+            out.extend(_flagged_rows(p, raw, salt, key_of, large))
+    for fields, ctid, cols, unset in large:  # after the table's COPY: the connection is free again
+        key_hit = bool(textscan.scan_value(fields[0], salt))
+        for i in cols:
+            col = p.columns[i - 1]
+            col_hits = []
+            for headers in (False, True) if i in header_idx else (False,):
+                hits, whole = _scan_large_value(conn, p, col, ctid, salt, headers=headers)
+                col_hits += hits
+            out.extend(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(fields, key_hit, col),
+                              rules=h.rules) for h in textscan.merge(col_hits))
+            if i in unset:
+                out.append(RawHit(MUST_BE_NULL, whole, "table", p.contract_name, col, key_of(fields, key_hit, col)))
     if p.bytea:
         out.extend(_scan_bytea(conn, p, salt, key_of))
     if p.must_be_empty:
@@ -365,59 +457,96 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
     return out
 
 
-def _must_be_null_hits(p: TablePlan, raw: bytes, salt: str, key_of) -> list[RawHit]:
-    """Rows whose last field (the indexes of their set must-be-NULL columns) is not empty."""
-    import re
-
+def _flagged_rows(p: TablePlan, raw: bytes, salt: str, key_of, large: list) -> list[RawHit]:
+    """Rows with a set must-be-NULL column (a finding each) or a large value (queued in `large`, read later in
+    windows): their last fields, the indexes of those columns, say which (raw TAB and LF are separators only)."""
     out = []
-    for m in re.finditer(rb"\t([0-9,]+)\n", raw):
+    pattern = _FLAGS_NULL if p.must_be_null else _FLAGS
+    for m in pattern.finditer(raw):
+        if not m.group(1) and not m.group(m.lastindex - 1):
+            continue
         start = raw.rfind(b"\n", 0, m.start()) + 1
         fields = textscan.parse_copy_row(raw[start:m.end() - 1])
-        key_hit = bool(textscan.scan_value(fields[0], salt))
-        for flag in fields[-1].decode().split(","):
-            col, value = p.columns[int(flag) - 1], fields[int(flag)]
-            out.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name, col,
-                              key_of(fields, key_hit, col)))
+        unset = {int(f) for f in m.group(1).split(b",") if f} if p.must_be_null else set()
+        big = [int(f) for f in m.group(m.lastindex - 1).split(b",") if f]
+        if big:
+            large.append((fields[:1], m.group(m.lastindex), big, unset & set(big)))
+        if unset - set(big):
+            key_hit = bool(textscan.scan_value(fields[0], salt))
+            for i in sorted(unset - set(big)):
+                col, value = p.columns[i - 1], fields[i]
+                out.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name, col,
+                                  key_of(fields, key_hit, col)))
     return out
 
 
+_FLAGS = re.compile(rb"\t([0-9,]+)\t(\([0-9]+,[0-9]+\))\n")
+_FLAGS_NULL = re.compile(rb"\t([0-9,]*)\t([0-9,]*)\t(\([0-9]+,[0-9]+\))\n")
+
+
 def _scan_bytea(conn: psycopg.Connection, p: TablePlan, salt: str, key_of) -> list[RawHit]:
-    """bytea columns: their bytes, decoded from hex here (PostgreSQL never prints them as text)."""
-    fields = [_key_sql(p)] + [psql.SQL("pg_catalog.encode(t.{}, 'hex')").format(psql.Identifier(c)) for c in p.bytea]
+    """bytea columns: their bytes, decoded from hex here (PostgreSQL never prints them as text); one larger
+    than LARGE_VALUE_BYTES is read in windows after the COPY, like a large text value."""
+    limit = psql.Literal(LARGE_VALUE_BYTES)
+    fields = [_key_sql(p)] + [psql.SQL("case when pg_catalog.octet_length(t.{c}) > {n} then '' else "
+                                       "pg_catalog.encode(t.{c}, 'hex') end").format(c=psql.Identifier(c), n=limit)
+                              for c in p.bytea]
+    fields.append(psql.SQL("concat_ws(',', {})").format(psql.SQL(", ").join(
+        psql.SQL("case when pg_catalog.octet_length(t.{}) > {} then {} end").format(
+            psql.Identifier(c), limit, psql.Literal(str(i))) for i, c in enumerate(p.bytea, start=1))))
+    fields.append(psql.SQL("t.ctid::pg_catalog.text"))
     where = psql.SQL(" or ").join(psql.SQL("t.{} is not null").format(psql.Identifier(c)) for c in p.bytea)
     query = psql.SQL("copy (select {} from {} t where {}) to stdout").format(psql.SQL(", ").join(fields), _qt(p),
                                                                                where)
-    batch = textscan.ValueBatch(salt)
-    rows: dict[int, list[bytes]] = {}
-    null_hits: list[RawHit] = []
-    n = 0
+    out: list[RawHit] = []
+    large: list[tuple[list[bytes], bytes, list[str]]] = []
     for raw in _copy_chunks(conn, query):
-        for line in raw.split(b"\n"):
+        batch = textscan.ValueBatch(salt)
+        keys: dict[int, bytes] = {}
+        for n, line in enumerate(raw.split(b"\n")):
             if not line:
                 continue
             row = textscan.parse_copy_row(line)
-            rows[n] = row
+            keys[n] = row[0]
+            big = {int(f) for f in row[-2].split(b",") if f}
+            if big:
+                large.append(([row[0]], row[-1], [p.bytea[i - 1] for i in sorted(big)]))
             for i, col in enumerate(p.bytea, start=1):
-                if row[i] == b"\\N":
+                if row[i] == b"\\N" or i in big:
                     continue
                 value = bytes.fromhex(row[i].decode())
                 batch.add((n, col), value)
                 if col in p.must_be_null:
-                    null_hits.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name,
-                                            col, key_of(row, bool(textscan.scan_value(row[0], salt)), col)))
-            n += 1
-    batch.flush()
-    key_hits = {r for (r, _c), _h in batch.hits if textscan.scan_value(rows[r][0], salt)}
-    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col),
-                  rules=h.rules) for (r, col), h in batch.hits]
-    return out + null_hits
+                    out.append(RawHit(MUST_BE_NULL, textscan.fingerprint(salt, value), "table", p.contract_name,
+                                      col, key_of(row, bool(textscan.scan_value(row[0], salt)), col)))
+        batch.flush()
+        key_hits = {r for (r, _c), _h in batch.hits if textscan.scan_value(keys[r], salt)}
+        out += [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of([keys[r]], r in key_hits, col),
+                       rules=h.rules) for (r, col), h in batch.hits]
+    for fields, ctid, cols in large:
+        key_hit = bool(textscan.scan_value(fields[0], salt))
+        for col in cols:
+            hits, whole = _scan_large_value(conn, p, col, ctid, salt, bytea=True)
+            out.extend(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(fields, key_hit, col),
+                              rules=h.rules) for h in hits)
+            if col in p.must_be_null:
+                out.append(RawHit(MUST_BE_NULL, whole, "table", p.contract_name, col, key_of(fields, key_hit, col)))
+    return out
 
 
 # -- the catalog ---------------------------------------------------------------------------------
 
+_CATALOG_BODIES: dict[str, str] = {}
+_LARGE_MARK = "<fix7: a value over LARGE_VALUE_BYTES, read in windows>"  # data spelling it only costs a query
+
+
 def _part(label: str, body: str) -> tuple[str, str]:
-    return label, f"copy (select classid, objid, subid, field, value from ({body}) x(classid, objid, subid, field, " \
-                  f"value) where value is not null and value <> '') to stdout"
+    """One catalog place's COPY; a value longer than LARGE_VALUE_BYTES is printed as _LARGE_MARK in it and read
+    afterwards in windows (`_scan_large_catalog_values`)."""
+    _CATALOG_BODIES[label] = body
+    return label, f"copy (select classid, objid, subid, field, case when pg_catalog.octet_length(value) > " \
+                  f"{LARGE_VALUE_BYTES} then '{_LARGE_MARK}' else value end from ({body}) x(classid, objid, subid, " \
+                  f"field, value) where value is not null and value <> '') to stdout"
 
 
 _N = FIRST_NORMAL_OID
@@ -607,7 +736,9 @@ _CATALOG_FIELDS = 5
 
 def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: str) -> list[RawHit]:
     out = []
+    large = False
     for raw in _copy_chunks(conn, query):
+        large = large or _LARGE_MARK.encode() in raw
         decoded = textscan.decode_copy_text(raw)
         for cand in textscan.candidates(decoded, engine().scanner):
             if cand.index % _CATALOG_FIELDS != _CATALOG_FIELDS - 1:
@@ -622,6 +753,31 @@ def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: s
                 out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=ref, part=fname,
                                   name=value.decode("utf-8", "replace") if fname == "name" else None,
                                   rules=h.rules))
+    if large:
+        out += _scan_large_catalog_values(conn, label, salt)
+    return out
+
+
+def _scan_large_catalog_values(conn: psycopg.Connection, label: str, salt: str) -> list[RawHit]:
+    """The values of one catalog place longer than LARGE_VALUE_BYTES (a function body, a comment), in windows of
+    VALUE_WINDOW bytes overlapping by VALUE_OVERLAP, as table values are read: the value is printed once."""
+    query = (f"copy (select x.classid, x.objid, x.subid, x.field, pg_catalog.length(d.b), o, "
+             f"pg_catalog.encode(pg_catalog.substr(d.b, o::pg_catalog.int4, {VALUE_WINDOW + VALUE_OVERLAP}), 'hex') "
+             f"from (select * from ({_CATALOG_BODIES[label]}) x(classid, objid, subid, field, value) "
+             f"where pg_catalog.octet_length(x.value) > {LARGE_VALUE_BYTES} offset 0) x "
+             f"cross join lateral (select pg_catalog.convert_to(x.value, 'UTF8') as b offset 0) d "
+             f"cross join lateral pg_catalog.generate_series(1::pg_catalog.int8, pg_catalog.length(d.b)::pg_catalog.int8,"
+             f" {VALUE_WINDOW}::pg_catalog.int8) o) to stdout")
+    out = []
+    with conn.cursor().copy(query) as copy:
+        for row in _copy_rows(copy):
+            classid, objid, subid, fld, total, start, data = row.split(b"\t")
+            window = bytes.fromhex(data.decode())
+            own, last = min(len(window), VALUE_WINDOW), int(start) - 1 + VALUE_WINDOW >= int(total)
+            for h in textscan.scan_value(window, salt):
+                if h.start < own or last:
+                    out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=(int(classid), int(objid), int(subid)),
+                                      part=fld.decode(), rules=h.rules))
     return out
 
 
@@ -780,6 +936,55 @@ def _render(hits: list[RawHit], idents: dict[tuple, tuple[str, str]], names: Red
     return out
 
 
+def judge_names(names, registry: RedactedNames) -> RedactedNames:
+    """Scan each name alone, as the catalog scan scans an identifier, and register every one a rule matches:
+    how names read from a dump before it is restored (its table of contents) are judged before anything
+    prints them. Returns `registry`."""
+    batch = textscan.ValueBatch("")
+    for name in sorted({n for n in names if n}):
+        batch.add(name, name.encode("utf-8", "surrogatepass"))
+    batch.flush()
+    for name, _hit in batch.hits:
+        registry.add(name)
+    return registry
+
+
+_WORD_BREAK = re.compile(r"[\s,;:()\[\]{}\"'`=]+")
+
+
+def judge_printed_names(obj, registry: RedactedNames) -> RedactedNames:
+    """Judge every word of every string in a JSON-like value (an outcome's reason, findings and details) as a
+    name: what a stage before the scan prints about the clone (a column the isolation proof names, an object a
+    server error names) is judged before it is written. A dotted word is judged whole and part by part."""
+    words: set[str] = set()
+
+    def walk(o) -> None:
+        if isinstance(o, str):
+            for w in _WORD_BREAK.split(o):
+                words.add(w)
+                words.update(w.split("."))
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                walk(k)
+                walk(v)
+        elif isinstance(o, (list, tuple, set)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return judge_names(words, registry)
+
+
+def dump_names(info) -> list[str]:
+    """Every name a dump's inspection carries (table of contents entries, their schemas and owners, tables)."""
+    out: list[str] = []
+    for e in getattr(info, "toc", None) or ():
+        out += [e.name, e.schema or "", e.owner or "", e.label, *e.name.split(" ")]
+    for t in [*(getattr(info, "tables", None) or ()), *(getattr(info, "tables_with_data", None) or ())]:
+        out += [t, *t.split(".", 1)]
+    return out
+
+
 # -- the entry point ---------------------------------------------------------------------------------
 
 def _scan_table(conn: psycopg.Connection, p: TablePlan, salt: str, limit=None) -> list[Finding]:
@@ -830,15 +1035,15 @@ def _return_freed_memory() -> None:
 
 def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], database: str, contract: Contract,
                  salt: str, *, workers: int | None = None, settings: list[dict] | None = None,
-                 rows_per_kind=None) -> ScanFindings:
+                 rows_per_kind=None, names: RedactedNames | None = None) -> ScanFindings:
     """Every finding in `database`: its tables, large objects and catalog, and the `settings` handed in.
 
     `server_conn_factory(database)` opens a read-only proof session of the restoring role (through the
     host guard); each worker thread uses one. `salt` is per run: fingerprints let findings of one run be
     compared, never reversed or joined across runs. `settings` are `server.database_settings` entries
     (name and value of each `ALTER DATABASE/ROLE ... SET` of this run's databases and role); their values
-    are scanned and never printed. Returns a list of Finding with `.redacted` (the names that matched)
-    and `.stats`.
+    are scanned and never printed. Returns a list of Finding with `.redacted` (the names that matched: `names`,
+    the run's registry so far, with this scan's added) and `.stats`.
     """
     if not salt:
         raise ValueError("a per-run salt is required")
@@ -882,7 +1087,7 @@ def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], datab
         for c in opened:
             c.close()
         _return_freed_memory()
-    names = RedactedNames()
+    names = names if names is not None else RedactedNames()
     findings = _render(hits, idents, names)
     stats = {"tables": len(plans), "columns": sum(len(p.columns) + len(p.bytea) for p in plans),
              "catalog_parts": len(CATALOG_PARTS), "settings": len(settings or []),

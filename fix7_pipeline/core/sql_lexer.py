@@ -8,6 +8,8 @@ schema-source sniffing (`core/contract/`).
 from __future__ import annotations
 
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 COPY_FROM_STDIN = re.compile(r"^COPY\b.*\bFROM\s+STDIN\b", re.I | re.S)
@@ -293,20 +295,50 @@ def unquote_ident(name: str) -> str:
     return name.lower()
 
 
+_LINE_END = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+class Lines(Sequence):
+    """A text's lines (as `str.splitlines(keepends=True)` cuts them), kept as the text and where each line
+    starts: a large change file is held once, not once more as a list of lines."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.starts = array("q", [0])
+        self.starts.extend(m.end() for m in _LINE_END.finditer(text))
+        if self.starts[-1] == len(text):
+            self.starts.pop()
+        if not text:
+            self.starts = array("q")
+
+    def start(self, i: int) -> int:
+        """Where line i (0-based) starts; len(self) gives the text's end."""
+        return self.starts[i] if i < len(self.starts) else len(self.text)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.text[self.starts[i]:self.start(i + 1)]
+
+
 @dataclass(frozen=True)
 class Lexed:
     """A change file as the lexer reads it: every statement (one without a final semicolon too) and meta-command."""
 
-    lines: list[str]
+    lines: Lines
     statements: list[Statement]
     metas: list[Meta]
 
     def source(self, st: Statement) -> str:
         """The statement exactly as written, comments and all."""
-        if st.line == st.end_line:
-            return self.lines[st.line - 1][st.col:st.end_col]
-        return "".join([self.lines[st.line - 1][st.col:], *self.lines[st.line:st.end_line - 1],
-                        self.lines[st.end_line - 1][:st.end_col]])
+        return self.lines.text[self.lines.start(st.line - 1) + st.col:self.lines.start(st.end_line - 1) + st.end_col]
 
 
 def lex(text: str) -> Lexed:
@@ -314,7 +346,7 @@ def lex(text: str) -> Lexed:
 
     The change screen and the change runner's pieces both read it, so the two never disagree.
     """
-    lines = text.splitlines(keepends=True)
+    lines = Lines(text)
     statements: list[Statement] = []
     metas: list[Meta] = []
     for item in iter_lexed(lines):
@@ -322,13 +354,15 @@ def lex(text: str) -> Lexed:
     return Lexed(lines, statements, metas)
 
 
-def iter_lexed(lines: list[str]):
+def iter_lexed(lines):
     """Statements (an empty `;` left out, the last one without a semicolon included) and meta-commands, lazily."""
     scanner = PlainScanner()
-    for lineno, line in enumerate(lines, start=1):
-        _, sts, ms = scanner.feed(lineno, line, True)
+    count, last_len = 0, 0  # `lines` may be a file, read line by line
+    for count, line in enumerate(lines, start=1):
+        last_len = len(line)
+        _, sts, ms = scanner.feed(count, line, True)
         yield from ms
         yield from (st for st in sts if st.text != ";")
-    last = scanner.finish(len(lines), len(lines[-1]) if lines else 0)
+    last = scanner.finish(count, last_len)
     if last is not None:
         yield last

@@ -101,6 +101,9 @@ def _throwaway(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaw
     return Throwaway(database=names.database, login=login, tag=names.tag, extra_databases=list(names.extra_databases))
 
 
+BEFORE_THE_SCAN = ("isolation",)  # stages that print what they learnt of the clone before the secret scan ran
+
+
 def _redacted(record: RunRecord) -> RedactedNames:
     return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
@@ -149,8 +152,15 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
             raise  # a full disk is no finding of the stage: below
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
             outcome = _error_outcome(stage, e, server)
-        # A name that matched a secret rule is printed as its label by every stage from the scan on.
-        outcome = _redacted(run.record).scrub_outcome(outcome)
+        # A name that matched a secret rule is printed as its label by every stage from the scan on; before
+        # the scan (the restore and isolation proof), every word the stage would print is judged first.
+        names = _redacted(run.record)
+        if stage in BEFORE_THE_SCAN:
+            from .secrets import judge_printed_names
+
+            judge_printed_names([outcome.reason, [f.as_dict() for f in outcome.findings], outcome.details], names)
+            run.put(redacted_names=names.as_state())
+        outcome = names.scrub_outcome(outcome)
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
             if interrupts.signals_since(position):  # e.g. Ctrl-C killed pg_restore before Python saw it
                 raise interrupts.Interrupted(interrupts.signal_of(None, position))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,6 +32,52 @@ def test_unusable_change_files_are_usage_errors(tmp_path, content, why):
         read_change(f, "apply")
     assert e.value.exit_code == EXIT_USAGE and why in e.value.message
 
+
+
+@pytest.mark.parametrize("content, why", [(b"", "empty"), (b"-- only a comment\n;\n", "empty"),
+                                          (b"select 'caf\xe9';", "UTF-8"), (b"select 1; -- \xc3", "UTF-8")])
+def test_an_unusable_change_file_leaves_no_copy(tmp_path, content, why):
+    f, copies = tmp_path / "change.sql", tmp_path / "copies"
+    f.write_bytes(content)
+    with pytest.raises(Fix7Error) as e:
+        read_change(f, "apply", copies)
+    assert why in e.value.message and list(copies.glob("*")) == []
+
+
+def test_intake_copy_is_what_runs_and_is_checked_against_its_sha256(tmp_path):
+    """read_change streams the file into a private copy (nothing of its text in the record); the text is read
+    back from the copy when the change runs, so an edit of the operator's file after intake changes nothing,
+    and a copy altered after intake is refused, never run."""
+    f, copies = tmp_path / "apply.sql", tmp_path / "copies"
+    body = "insert into t values (1, 'é');\n" * 70_000  # more than one read block
+    f.write_text(body, encoding="utf-8")
+    ch = read_change(f, "apply", copies)
+    assert ch.text == "" and ch.sha256 == hashlib.sha256(body.encode()).hexdigest()
+    assert ch.bytes == len(body.encode()) and ch.summary()["bytes"] == ch.bytes
+    assert oct(Path(ch.copy).stat().st_mode & 0o777) == "0o600" and Path(ch.copy).parent == copies
+    f.write_text("drop table t;\n")
+    assert ch.loaded().text == body
+    Path(ch.copy).write_text(body.replace("(1,", "(2,", 1), encoding="utf-8")
+    with pytest.raises(Fix7Error) as e:
+        ch.loaded()
+    assert e.value.rule == "change_copy" and "nothing was run" in e.value.message
+
+
+def test_copies_left_by_a_killed_run_are_swept_after_a_week(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from fix7_pipeline.core import change as change_mod
+
+    monkeypatch.setattr(change_mod, "copies_dir", lambda run_id: tmp_path / "change-copies" / run_id)
+    f = tmp_path / "apply.sql"
+    f.write_text("select 1;\n")
+    old, fresh = read_change(f, "apply", change_mod.copies_dir("old-run")), read_change(f, "apply",
+                                                                                      change_mod.copies_dir("new-run"))
+    week_ago = time.time() - change_mod.STALE_COPIES_S - 60
+    os.utime(Path(old.copy).parent, (week_ago, week_ago))
+    assert change_mod.sweep_stale_copies() == ["old-run"]
+    assert not Path(old.copy).exists() and Path(fresh.copy).exists()
 
 def test_missing_change_file_is_a_usage_error(tmp_path):
     with pytest.raises(Fix7Error) as e:

@@ -98,6 +98,23 @@ def test_request_operation_and_free_text_production_hosts(conn):
     assert [(f.table, f.extra["host"]) for f in other] == [("directus_operations", "api.prod.corp.internal")]
 
 
+
+def test_a_production_host_in_a_large_value_is_found_across_a_window_edge(conn, monkeypatch):
+    """A value longer than LARGE_VALUE_BYTES is searched in overlapping windows (the server's regex refuses a text
+    over 256 MB): a host that starts 10 characters before a window's edge is still found, in its row."""
+    from fix7_pipeline.core import isolation
+
+    monkeypatch.setattr(isolation, "LARGE_VALUE_BYTES", 64 << 10)
+    monkeypatch.setattr(isolation, "VALUE_WINDOW", 32 << 10)
+    edge = 3 * (32 << 10) - 10
+    conn.execute("create table public.iso_notes (id int primary key, body text)")
+    conn.execute("insert into public.iso_notes select 1, rpad('', %s, 'note ') || ' db9.prod.corp.internal ' || "
+                 "rpad('', 100000, 'more ')", (edge - 1,))
+    conn.execute("insert into public.iso_notes values (2, 'psql -h db2.prod.corp.internal')")
+    errs = [f for f in errors(prove_isolation(conn, PROD)) if f.table == "iso_notes"]
+    assert sorted((f.extra["host"], f.row_key) for f in errs) == [("db2.prod.corp.internal", "2"),
+                                                                   ("db9.prod.corp.internal", "1")]
+
 def test_catalog_pointers_are_found_without_printing_credentials(server, clone):
     """Foreign servers and user mappings need a superuser to plant; the proof's queries are what is tested."""
     conn = superuser(server, clone.database, autocommit=False)

@@ -9,6 +9,7 @@ live key, an AWS key id beside its secret, ...); catalog places are planted by t
 from __future__ import annotations
 
 import json
+import os
 import string
 
 import pytest
@@ -463,3 +464,52 @@ def test_fix7_rules_lists_the_one_registry():
     table = subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "rules", "--source", "fix7"],
                            capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "fix7.password-hash" in table.stdout and "betterleaks." not in table.stdout
+
+
+def test_a_large_value_is_read_in_windows_and_a_secret_across_an_edge_is_found(server, throwaway, monkeypatch):
+    """Values longer than LARGE_VALUE_BYTES leave their row's COPY and are read in overlapping windows: a token
+    at a value's end, one across a window edge, one in a large bytea and a must-be-NULL large value are each
+    found once, in their own row and column, with the fingerprint of the token (or of the whole value)."""
+    monkeypatch.setattr(secrets_mod, "LARGE_VALUE_BYTES", 64 << 10)
+    monkeypatch.setattr(secrets_mod, "VALUE_WINDOW", 32 << 10)
+    monkeypatch.setattr(secrets_mod, "VALUE_OVERLAP", 4 << 10)
+    end, edge, raw, small = github(), slack(), stripe(), github()
+    filler = "lorem ipsum é "  # multibyte: windows are bytes of the text's UTF-8
+    body = (filler * (300_000 // len(filler)))
+    cut = (32 << 10) * 3 - 20  # the slack token starts 20 bytes before the third window edge
+    at_edge = body.encode()[:cut].decode("utf-8", "ignore")
+    at_edge = at_edge + " " * (cut - len(at_edge.encode())) + edge.value + " " + body
+    with as_owner(server, throwaway) as c:
+        c.execute("create table public.docs (id int primary key, body text, extra jsonb, blob bytea)")
+        c.execute("insert into public.docs values (1, %s, null, null), (2, %s, %s, null), (3, 'small ' || %s, null, %s)",
+                  (body + " " + end.value, at_edge, Jsonb({"k": os.urandom(60_000).hex()}), small.value,
+                   b"\x00" * 200_000 + raw.value.encode()))
+    calls = []
+    real = secrets_mod._scan_large_value
+    monkeypatch.setattr(secrets_mod, "_scan_large_value", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    findings = [f for f in scan(server, throwaway) if f.table == "docs"]
+    got = sorted((f.rule, f.row_key, f.column, f.fingerprint) for f in findings)
+    assert got == sorted([
+        ("betterleaks.github-pat", "1", "body", textscan.fingerprint(SALT, end.value.encode())),
+        ("betterleaks.slack-bot-token", "2", "body", textscan.fingerprint(SALT, edge.value.encode())),
+        ("betterleaks.stripe-access-token", "3", "blob", textscan.fingerprint(SALT, raw.value.encode())),
+        ("betterleaks.github-pat", "3", "body", textscan.fingerprint(SALT, small.value.encode()))]), got
+    # the large ones, and only they, in windows (jsonb: stored larger than _STORED_SMALL, so measured)
+    assert sorted(calls) == ["blob", "body", "body", "extra"]
+    assert edge.value.encode() not in at_edge.encode()[:cut] and len(at_edge.encode()) > 3 * (32 << 10)
+
+
+def test_a_large_catalog_value_is_read_in_windows(server, throwaway):
+    """A comment (any catalog text) longer than LARGE_VALUE_BYTES is read in overlapping windows after its
+    place's COPY: a token at its end and one across a window edge are each found once, on that object."""
+    end, edge = github(), slack()
+    at = 2 * secrets_mod.VALUE_WINDOW - 20  # the Slack token starts 20 bytes before the second window's end
+    comment = "x" * at + edge.value + " " + "y" * (secrets_mod.LARGE_VALUE_BYTES + 100) + " " + end.value
+    with as_owner(server, throwaway) as c:
+        c.execute("create table public.documented (id int primary key)")
+        c.execute(sql.SQL("comment on table public.documented is {}").format(sql.Literal(comment)))
+    found = [f for f in scan(server, throwaway) if f.extra.get("place") == "table public.documented (comment)"]
+    assert sorted((f.rule, f.fingerprint) for f in found) == sorted([
+        ("betterleaks.github-pat", textscan.fingerprint(SALT, end.value.encode())),
+        ("betterleaks.slack-bot-token", textscan.fingerprint(SALT, edge.value.encode()))]), found
+    assert find_leaks({"findings": _text(found)}, [end, edge]) == []
