@@ -238,18 +238,25 @@ def test_a_login_without_createrole_is_a_server_fault(clusters, dumps, change, i
             c.execute("drop role ops_nocreaterole")
 
 
+def _dump_of(name: str, sql_text: str, out: Path) -> Path:
+    """A custom dump of a factory database made by `sql_text` alone."""
+    with psycopg.connect(**builder.factory_conninfo(), autocommit=True) as c:
+        c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        builder.run_sql(name, sql_text)
+        return builder.dump_clone(name, "custom", out)
+    finally:
+        builder.drop_clone(name)
+
+
 def test_running_out_of_locks_is_a_server_fault_naming_the_setting(dumps, change, instance, monkeypatch, tmp_path):
     """A wide clone on a server whose lock table is small: the restore's one transaction runs out of lock slots."""
     cluster = start_cluster(18, wheel_bin(), settings={"max_locks_per_transaction": 10, "max_connections": 10})
     try:
-        name = "fix7_t_ext_wide"
-        with psycopg.connect(**builder.factory_conninfo(), autocommit=True) as c:
-            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        builder.run_sql(name, "do $$ begin for i in 1..1500 loop execute format("
-                              "'create table public.t%s (id int primary key)', i); end loop; end $$;")
-        wide = builder.dump_clone(name, "custom", tmp_path / "wide.custom")
-        builder.drop_clone(name)
+        wide = _dump_of("fix7_t_ext_wide", "do $$ begin for i in 1..1500 loop execute format("
+                                           "'create table public.t%s (id int primary key)', i); end loop; end $$;",
+                        tmp_path / "wide.custom")
         out = _rehearse(instance, monkeypatch, cluster, CLOUD_ADMIN, wide, change, tmp_path / "ev")
         _assert_server_fault(out, "server.max_locks_per_transaction", "max_locks_per_transaction")
         assert cluster.leftovers() == set()
@@ -261,14 +268,9 @@ def test_running_out_of_locks_is_a_server_fault_naming_the_setting(dumps, change
 def test_a_full_disk_on_the_server_is_a_server_fault(dumps, change, instance, monkeypatch, tmp_path):
     cluster = start_cluster(18, wheel_bin(), tmpfs_mb=96)
     try:
-        name = "fix7_t_ext_big"
-        with psycopg.connect(**builder.factory_conninfo(), autocommit=True) as c:
-            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        builder.run_sql(name, "create table public.big (id int primary key, v text); insert into public.big "
-                              "select g, md5(g::text) || md5((g + 1)::text) from generate_series(1, 700000) g;")
-        big = builder.dump_clone(name, "custom", tmp_path / "big.custom")
-        builder.drop_clone(name)
+        big = _dump_of("fix7_t_ext_big", "create table public.big (id int primary key, v text); insert into public.big "
+                                         "select g, md5(g::text) || md5((g + 1)::text) from generate_series(1, 700000) g;",
+                       tmp_path / "big.custom")
         out = _rehearse(instance, monkeypatch, cluster, SUPERUSER, big, change, tmp_path / "ev")
         fault = _assert_server_fault(out, out["packet"].get("server_fault", {}).get("rule", "?"))
         assert fault["rule"] in ("server.disk_full", "server.connection"), fault
