@@ -268,9 +268,9 @@ def test_running_out_of_locks_is_a_server_fault_naming_the_setting(dumps, change
 def test_a_full_disk_on_the_server_is_a_server_fault(dumps, change, instance, monkeypatch, tmp_path):
     cluster = start_cluster(18, wheel_bin(), tmpfs_mb=96)
     try:
-        big = _dump_of("fix7_t_ext_big", "create table public.big (id int primary key, v text); insert into public.big "
-                                         "select g, md5(g::text) || md5((g + 1)::text) from generate_series(1, 700000) g;",
-                       tmp_path / "big.custom")
+        big = _dump_of("fix7_t_ext_big", "create table public.big (id int primary key, v text); "
+                                         "insert into public.big select g, md5(g::text) || md5((g + 1)::text) "
+                                         "from generate_series(1, 700000) g;", tmp_path / "big.custom")
         out = _rehearse(instance, monkeypatch, cluster, SUPERUSER, big, change, tmp_path / "ev")
         fault = _assert_server_fault(out, out["packet"].get("server_fault", {}).get("rule", "?"))
         assert fault["rule"] in ("server.disk_full", "server.connection"), fault

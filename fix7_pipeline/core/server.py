@@ -732,7 +732,8 @@ def _try_drop(c: psycopg.Connection, statement: sql.Composed, what: str, left: l
     except psycopg.Error as e:
         reason = (e.diag.message_primary if e.diag else None) or type(e).__name__
         kind, name = what.split(" ", 1)
-        text = f"DROP {kind.upper()} {sql.Identifier(name).as_string(c)}" + (" WITH (FORCE)" if kind == "database" else "")
+        text = f"DROP {kind.upper()} {sql.Identifier(name).as_string(c)}"
+        text += " WITH (FORCE)" if kind == "database" else ""
         first = ""
         if kind == "database" and "subscription" in reason:
             sub = c.execute("select s.subname from pg_catalog.pg_subscription s join pg_catalog.pg_database d "
