@@ -17,6 +17,7 @@ from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.server import RehearsalServer
 from fix7_pipeline.demo import builder
+from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server
 
 DATA = Path(__file__).parent / "data"
@@ -76,7 +77,7 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert any(c["role"].startswith("fix7_restorer_") for c in packet["connections"])
     storage = [c for c in packet["connections"] if c["purpose"] == "dagster storage"]
     assert [(c["role"], c["database"]) for c in storage] == [
-        ("dagster_storage", instance.run_storage.postgres_url.split("?")[0].rsplit("/", 1)[1])]
+        ("dagster_storage", storage_url(instance).split("?")[0].rsplit("/", 1)[1])]
     assert left == set()
     prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
     assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"

@@ -16,7 +16,7 @@ from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, c
                                                   load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.escape import visible
-from fix7_pipeline.defs.partitions import REHEARSALS, add_rehearsal, rehearsal_key
+from fix7_pipeline.defs.partitions import rehearsal_key
 
 JOB = "fix7_rehearsal"
 PARTITION_TAG = "dagster/partition"
@@ -60,10 +60,10 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
                                      f"{cfg_now.drop_folder} holds no settled dump")
             clone = max(settled, key=lambda e: e.mtime_ns).path
         tick = context.scheduled_execution_time
-        # A schedule cannot return partition requests: the tick's rehearsal partition is added here.
-        key = add_rehearsal(context.instance, rehearsal_key("nightly", tick))
+        # The tick's rehearsal partition is named in the tag; the instance's storage adds it with the run.
+        key = rehearsal_key("nightly", tick)
         return dg.RunRequest(
-            run_config=_run_config(cfg_now.request_config(clone, "nightly")), partition_key=key,
+            run_config=_run_config(cfg_now.request_config(clone, "nightly")),
             tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name), PARTITION_TAG: key,
                   "fix7/scheduled_for": tick.isoformat() if tick else ""},
         )
@@ -143,17 +143,16 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
             cursor = {}
         found, notes, next_cursor = evaluate_drop_folder(cfg_now, cursor, time.time())
         keys = [rehearsal_key(r["clone_sha256"][:8]) for r in found]  # one rehearsal partition per request
-        runs = [dg.RunRequest(run_key=r["run_key"], partition_key=key, run_config=_run_config(
+        runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
                                   cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
                               tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
                                     "fix7/clone_file": visible(Path(r["clone_path"]).name),
-                                    # resolved here: the partition exists only once the daemon adds it
+                                    # the instance's storage adds the partition with the run
                                     PARTITION_TAG: key})
                 for r, key in zip(found, keys)]
         next_json = json.dumps(next_cursor, sort_keys=True)
         if runs:
-            return dg.SensorResult(run_requests=runs, cursor=next_json,
-                                   dynamic_partitions_requests=[REHEARSALS.build_add_request(keys)])
+            return dg.SensorResult(run_requests=runs, cursor=next_json)
         reason = "; ".join(notes) if notes else f"no dump in {cfg_now.drop_folder}"
         return dg.SensorResult(skip_reason=visible(reason)[:2000], cursor=next_json)
 

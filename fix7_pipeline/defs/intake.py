@@ -9,6 +9,7 @@ from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core import request as request_schema
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.defs.resources import RehearsalServerResource
+from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,
                                        witnessed_if_interrupted)
 
@@ -59,7 +60,7 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
 
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
-                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None),
+                                          storage_url=storage_url(context.instance),
                                           servers=rehearsal_server.source(), on_packet=tag_evidence)
     clone = record.clone
     # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
