@@ -95,7 +95,7 @@ def refusal(run) -> str | None:
         return WRONG_JOB.format(job=run.job_name)
     if run.parent_run_id or run.op_selection or run.resolved_op_selection:
         return PARTIAL
-    if run.asset_selection is not None and {k.to_user_string() for k in run.asset_selection} != ASSETS:
+    if run.asset_selection and {k.to_user_string() for k in run.asset_selection} != ASSETS:
         return PARTIAL
     if run.asset_check_selection is not None and \
             {(k.asset_key.to_user_string(), k.name) for k in run.asset_check_selection} != CHECKS:

@@ -129,9 +129,18 @@ class DagsterHome:
     env: dict
 
     @classmethod
-    def create(cls, path: Path, tag: str) -> DagsterHome:
+    def create(cls, path: Path, tag: str, *, guarded: bool = True) -> DagsterHome:
+        """`guarded=False`: Dagster's plain PostgreSQL storage instead of fix7's (instance_guard.py), for a test
+        that stands in for a run the guard never lets start (e.g. one stage alone, as a run that died after it)."""
         path.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(project_dir() / "dagster.yaml", path / "dagster.yaml")
+        if not guarded:
+            text = (path / "dagster.yaml").read_text()
+            plain = text.replace("  custom:\n    module: fix7_pipeline.instance_guard\n    class: RehearsalStorage\n"
+                                 "    config:\n      postgres_url:\n        env: FIX7_DAGSTER_PG_URL",
+                                 "  postgres:\n    postgres_url:\n      env: FIX7_DAGSTER_PG_URL")
+            assert plain != text
+            (path / "dagster.yaml").write_text(plain)
         storage_db = f"dagster_e2e_{tag}_{secrets.token_hex(3)}"
         env = {"DAGSTER_HOME": str(path), "FIX7_DAGSTER_PG_URL": embedded_dagster_url(storage_db),
                "FIX7_DAGSTER_ARTIFACTS": str(path / "storage"),

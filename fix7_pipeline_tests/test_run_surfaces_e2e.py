@@ -5,10 +5,13 @@ A CLI run is a run of the code location's job (remote origin, the `.dagster/repo
 tab and the Overview filter by), in a rehearsal partition of its own added before it was launched; it
 carries the verdict, the reason, the dump's sha256, the attestation and the evidence as tags, and ends with
 the verdict as its last event. A run launched outside the rehearsal partitions is refused before anything
-runs. Blocked runs are used: they decide at intake, within seconds.
+runs; one launched without a partition gets one of its own from its launch (instance_guard.py). Blocked
+runs are used: they decide at intake, within seconds.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -25,6 +28,14 @@ NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 @pytest.fixture
 def chain(tmp_path, monkeypatch):
     monkeypatch.setenv("FIX7_AUDIT_CHAIN", str(tmp_path / "audit-chain.jsonl"))
+
+
+@contextmanager
+def _dropped(home):
+    try:
+        yield
+    finally:
+        home.drop()
 
 
 @pytest.fixture
@@ -87,11 +98,28 @@ def test_a_second_blocked_rehearsal_is_a_partition_of_its_own(home, tmp_path, ch
         assert tags["fix7/attested_by"] == "(none)" and len(tags["fix7/clone_sha256"]) == 64
 
 
-def test_a_run_outside_the_rehearsal_partitions_is_refused_before_anything_runs(home, tmp_path, chain):
+def test_a_run_launched_without_a_partition_gets_one_of_its_own(home, tmp_path, chain):
+    """Issue 21.6: the launch makes the rehearsal's partition (instance_guard.py): `<utc-timestamp>-<run8>`."""
     from fix7_pipeline.definitions import defs
 
     change = tiny_change(tmp_path / "change")
     with home.instance() as inst:
+        result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(
+            run_config={"ops": {"clone_intake": {"config": config(tmp_path / "x.dump", *change, tmp_path / "ev")}}},
+            instance=inst, raise_on_error=False)
+        run = inst.get_run_by_id(result.run_id)
+        key = run.tags["dagster/partition"]
+        assert key.endswith("-" + result.run_id[:8]) and inst.get_dynamic_partitions("fix7_rehearsals") == [key]
+        assert run.tags["fix7/verdict"] == NO_SAFE  # judged: the dump is missing
+
+
+def test_a_run_outside_the_rehearsal_partitions_is_refused_before_anything_runs(tmp_path, chain):
+    """Where no storage gives it a partition (Dagster's plain storage), intake refuses the run unjudged."""
+    from fix7_pipeline.definitions import defs
+
+    change = tiny_change(tmp_path / "change")
+    home = DagsterHome.create(tmp_path / "plain_home", "nopart", guarded=False)
+    with home.instance() as inst, _dropped(home):
         result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(
             run_config={"ops": {"clone_intake": {"config": config(tmp_path / "x.dump", *change, tmp_path / "ev")}}},
             instance=inst, raise_on_error=False)
@@ -103,9 +131,11 @@ def test_a_run_outside_the_rehearsal_partitions_is_refused_before_anything_runs(
     assert not (tmp_path / "ev").exists()  # nothing was written: nothing was judged
 
 
-def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_hook(home, tmp_path, chain):
+def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_hook(tmp_path, chain):
     """A run whose process died between stages leaves only its journal; fix7_verdict_sensor's hook renders and
-    seals it once, tags the run with the seal's witness and reports the verdict as its last event."""
+    seals it once, tags the run with the seal's witness and reports the verdict as its last event. (The run of
+    intake alone stands in for the dead process; fix7's storage refuses such a run, so this one is stored by
+    Dagster's plain PostgreSQL storage.)"""
     import json
 
     from fix7_pipeline.core.audit import chain_by_run
@@ -116,7 +146,8 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
     change = tiny_change(tmp_path / "change")
     clone = minimal_plain_dump(tmp_path / "clone.sql")
     evidence = tmp_path / "ev"
-    with home.instance() as inst:
+    home = DagsterHome.create(tmp_path / "plain_home", "died", guarded=False)
+    with home.instance() as inst, _dropped(home):
         inst.add_dynamic_partitions("fix7_rehearsals", ["died-after-intake"])
         result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(  # intake alone: nothing after it ran
             run_config={"ops": {"clone_intake": {"config": config(clone, *change, evidence)}}}, instance=inst,
