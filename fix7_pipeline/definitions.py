@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
 from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import clone_gates_check, rehearsal_clone
@@ -39,5 +40,6 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
 fix7_rehearsal = rehearsal_job()
 
-defs = dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor], resources=RESOURCES)
+defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*CLONE_GATES, chain_verifies],
+                      jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor, audit_chain_sensor], resources=RESOURCES)

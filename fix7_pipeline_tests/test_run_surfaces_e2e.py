@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -169,3 +171,38 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
         end_failed_run(inst, result.run_id)  # the sensor again: nothing rendered over, no second event
         assert (evidence / REPORT).read_bytes() == sealed
         assert sum(1 for e in inst.all_logs(result.run_id) if (e.message or "").startswith(VERDICT_EVENT)) == 1
+
+
+def test_the_audit_chains_state_is_a_check_in_the_ui(home, tmp_path, chain):
+    """Issue 21.4: audit_chain's check chain_verifies says what `fix7 audit --verify` says, reported again only
+    when that changes: green after a sealed run, red naming the edited packet after one byte changed."""
+    from fix7_pipeline.core.packet_files import REPORT
+    from fix7_pipeline.defs.audit_chain import AUDIT_CHAIN, CHAIN_CHECK, audit_chain_sensor
+
+    key = dg.AssetCheckKey(dg.AssetKey(AUDIT_CHAIN), CHAIN_CHECK)
+    change = tiny_change(tmp_path / "change")
+    with home.instance() as inst:
+        out = run_rehearsal(config(tmp_path / "no-such.dump", *change, tmp_path / "ev"), instance=inst, echo=False)
+
+        def tick(cursor):
+            return audit_chain_sensor.evaluate_tick(dg.build_sensor_context(instance=inst, cursor=cursor))
+
+        def latest():
+            records = inst.event_log_storage.get_asset_check_execution_history(key, limit=10)
+            return [r.event.dagster_event.event_specific_data for r in records if r.event]
+
+        first = tick(None)
+        assert latest()[0].passed and latest()[0].description.startswith("verified: 1 packet(s) re-hashed")
+        assert "verified: 1 packet(s)" in first.skip_message
+        again = tick(first.cursor)
+        assert again.cursor == first.cursor and len(latest()) == 1  # unchanged: not reported twice
+
+        report = Path(out["evidence_dir"]) / REPORT
+        data = bytearray(report.read_bytes())
+        data[data.index(NO_SAFE.encode())] = ord("X")
+        report.write_bytes(bytes(data))
+        broken = tick(again.cursor)
+        now = latest()
+        assert len(now) == 2 and not now[0].passed and now[0].description.startswith("AUDIT CHAIN BROKEN")
+        assert any("packet edited" in p for p in now[0].metadata["problems"].value)
+        assert broken.cursor != first.cursor

@@ -172,7 +172,8 @@ clone_drop_sensor = build_sensor(_LOADED)
     description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
                 "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
                 "trace. A run that died before any stage sealed its packet gets it rendered and sealed from "
-                "its journal first. Runs the CLI started already carry both.",
+                "its journal first. Runs the CLI started already carry both. Then reports the audit chain's "
+                "check (audit_chain: chain_verifies).",
 )
 def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
     if context.dagster_run.job_name == JOB:
@@ -184,7 +185,10 @@ def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
     the run's stage outputs (a blocked run leaves those of the stages before the block)."""
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG, close_run, seal_unfinished
 
+    from fix7_pipeline.defs.audit_chain import report_chain_state
+
     run = instance.get_run_by_id(run_id)
     if run is not None and not run.tags.get("fix7/verdict"):
         seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
     close_run(instance, run_id)
+    report_chain_state(instance)  # the audit chain's check, with this run sealed and closed
