@@ -478,3 +478,14 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
 
     assert len([e for e in read_chain() if e.get("run_id") == run_id]) == 1  # the packet was sealed once
     return failed
+
+
+def verdict_facts(inst, run_id: str) -> dict:
+    """The metadata of the run's verdict event (defs/stages.py report_verdict): what is no longer a tag."""
+    from dagster import DagsterEventType
+
+    from fix7_pipeline.defs.stages import VERDICT_EVENT
+
+    event = next(e for e in inst.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
+                 if (e.message or "").startswith(VERDICT_EVENT))
+    return {k: getattr(v, "value", v) for k, v in event.dagster_event.engine_event_data.metadata.items()}

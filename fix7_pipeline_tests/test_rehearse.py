@@ -18,7 +18,7 @@ from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.server import RehearsalServer
 from fix7_pipeline.demo import builder
 from fix7_pipeline.instance_guard import storage_url
-from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server
+from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server, verdict_facts
 
 DATA = Path(__file__).parent / "data"
 SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
@@ -128,8 +128,10 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert packet_md["rehearsal_report"].value == report
     assert packet_md["stages"].value.count("| passed |") == len(STAGES)
     tags = instance.get_run_by_id(out["run_id"]).tags
-    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/stopped_at"] == "none"
-    assert tags["fix7/clone_sha256"] == prov["clone"]["sha256"] and tags["fix7/attested_by"] == "test operator"
+    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" == tags["fix7"]
+    facts = verdict_facts(instance, out["run_id"])
+    assert facts["stopped_at"] == "none"
+    assert facts["clone_sha256"] == prov["clone"]["sha256"] and facts["attested_by"] == "test operator"
 
 
 def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):

@@ -64,8 +64,7 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
         key = rehearsal_key("nightly", tick)
         return dg.RunRequest(
             run_config=_run_config(cfg_now.request_config(clone, "nightly")),
-            tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name), PARTITION_TAG: key,
-                  "fix7/scheduled_for": tick.isoformat() if tick else ""},
+            tags={"fix7/source": "schedule", PARTITION_TAG: key},  # few tags: the Runs list shows each
         )
 
     return nightly_rehearsal
@@ -145,10 +144,8 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
         keys = [rehearsal_key(r["clone_sha256"][:8]) for r in found]  # one rehearsal partition per request
         runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
                                   cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
-                              tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
-                                    "fix7/clone_file": visible(Path(r["clone_path"]).name),
-                                    # the instance's storage adds the partition with the run
-                                    PARTITION_TAG: key})
+                              # few tags (the Runs list shows each); the instance's storage adds the partition
+                              tags={"fix7/source": "sensor", PARTITION_TAG: key})
                 for r, key in zip(found, keys)]
         next_json = json.dumps(next_cursor, sort_keys=True)
         if runs:
