@@ -147,7 +147,7 @@ def test_through_the_job_metadata_and_check_descriptions_stay_on_one_line(tmp_pa
         assert intake.metadata["clone_path"].value == escape.visible(str(clone))
         # the run's tags: one line each, the attestation escaped, the verdict and its reason first
         assert tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-        assert tags["fix7"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE at intake"
+        assert tags["fix7"] == "NO SAFE CLONE at intake"
         assert facts["attested_by"] == "(none)" and facts["clone_sha256"] == out["packet"]["clone"]["sha256"]
         assert tags["fix7/reason"].startswith("intake: no operator attestation") and facts["stopped_at"] == "intake"
         assert all(not CONTROL.search(str(v)) for v in facts.values()), facts

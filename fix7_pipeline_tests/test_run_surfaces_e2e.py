@@ -65,13 +65,13 @@ def test_a_cli_run_is_a_run_of_the_code_locations_job_with_its_verdict_first(hom
         key = run.tags["dagster/partition"]
         assert inst.get_dynamic_partitions("fix7_rehearsals") == [key]
         # the verdict and the operator's reason on the run
-        assert run.tags["fix7/verdict"] == NO_SAFE and run.tags["fix7"] == f"{NO_SAFE} at intake"
+        assert run.tags["fix7/verdict"] == NO_SAFE and run.tags["fix7"] == "NO SAFE CLONE at intake"
         assert run.tags["fix7/reason"].startswith("intake: The dump at ") and "\n" not in run.tags["fix7/reason"]
         assert run.tags["fix7/evidence"] == out["evidence_dir"]
         # few, short tags; the rest is the verdict event's metadata (issue 21.4)
         assert sorted(k for k in run.tags if k.startswith("fix7")) == [
-            "fix7", "fix7/chain_entry_sha256", "fix7/chain_seq", "fix7/evidence", "fix7/packet_dir",
-            "fix7/packet_sha256", "fix7/reason", "fix7/source", "fix7/verdict"]
+            "fix7", "fix7/chain_entry_sha256", "fix7/chain_seq", "fix7/evidence", "fix7/packet_sha256",
+            "fix7/reason", "fix7/source", "fix7/verdict"]
         facts = verdict_facts(inst, out["run_id"])
         assert facts["stopped_at"] == "intake" and facts["clone_sha256"] == "none"
         assert facts["attested_by"] == "e2e test operator"

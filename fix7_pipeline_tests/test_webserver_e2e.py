@@ -274,7 +274,7 @@ def test_a_cli_rehearsal_shows_up_in_the_ui_with_its_metadata(ui, demo_clone):
     assert run_id in [r["runId"] for r in job["runs"]], job
     tags = {t["key"]: t["value"] for t in next(r for r in job["runs"] if r["runId"] == run_id)["tags"]}
     assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/source"] == "cli"
-    assert tags["fix7"] == "REHEARSAL_PASSED" and tags["dagster/partition"]
+    assert tags["fix7"] == "PASSED" and tags["dagster/partition"]
     mats = ui["gql"](MATERIALIZATION, {"key": {"path": ["clone_intake"]}})["assetOrError"]["assetMaterializations"]
     entries = {e["label"]: e.get("text") for m in mats if m["runId"] == run_id for e in m["metadataEntries"]}
     packet = json.loads((ui["home"] / "cli-evidence" / REPORT).read_text())

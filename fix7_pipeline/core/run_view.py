@@ -76,11 +76,18 @@ def verdict_reason(data: dict) -> str:
     return one_line(f"restore_diff: {last.get('reason')}" if last.get("reason") else "every stage passed")
 
 
+# The verdict in the fewest words, so the Runs list's narrow column shows it whole.
+SHORT_VERDICT = {"REHEARSAL_PASSED": "PASSED", "REHEARSAL_FAILED": "FAILED",
+                 "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": "NO SAFE CLONE", "REHEARSAL_INTERRUPTED": "INTERRUPTED",
+                 "NOT_STARTED": "NOT STARTED"}
+
+
 def headline(data: dict) -> str:
-    """The verdict, and the stage that stopped the run: short enough to read first in the Runs list."""
+    """The verdict in short, then the stage that stopped the run: read first in the Runs list."""
     stage = stopping_stage(data)
     verdict = visible(data.get("verdict") or "IN_PROGRESS")
-    return f"{verdict} at {stage}" if stage else verdict
+    short = SHORT_VERDICT.get(verdict, verdict)
+    return f"{short} at {stage}" if stage else short
 
 
 def run_tags(data: dict) -> dict[str, str]:

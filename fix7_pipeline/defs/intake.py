@@ -51,7 +51,7 @@ NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so n
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig,
                  rehearsal_server: RehearsalServerResource):
     if not context.has_partition_key:  # fail closed: a run outside the rehearsal partitions is refused
-        context.instance.add_run_tags(context.run_id, {"fix7": "NOT_STARTED", "fix7/verdict": "NOT_STARTED",
+        context.instance.add_run_tags(context.run_id, {"fix7": "NOT STARTED", "fix7/verdict": "NOT_STARTED",
                                                        "fix7/reason": NO_PARTITION})
         raise dg.Failure(description=NO_PARTITION, allow_retries=False)
 

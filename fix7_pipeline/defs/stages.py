@@ -19,7 +19,7 @@ OWNERS = ["team:data-platform"]
 
 # The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run
 # (the CLI, an interrupted run's cleanup) finds it; fix7/evidence, of the seal's witness, comes at the end.
-PACKET_DIR_TAG = "fix7/packet_dir"
+PACKET_DIR_TAG = "fix7/evidence"  # one tag fewer in the Runs list: the seal's witness names the same folder
 # Each stage's line is carried by one event: its asset's materialization, or for the clone gates' stages
 # (isolation, sanitization, schema_shape) the result of the stage's last evaluated gate (defs/gates.py).
 # STAGE_KEY names the stage, DURATION_KEY how long it ran.

@@ -22,7 +22,7 @@ def test_the_reason_is_the_stage_that_stopped_the_run():
             "clone": {"sha256": "ab" * 32}, "attestation": {"attested_by": "ops on call"}, "evidence_dir": "/ev"}
     data["stages"]["isolation"]["reason"] = "a foreign server points at db.prod\nsecond line"
     tags = run_view.run_tags(data)
-    assert tags == {"fix7": "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE at isolation",
+    assert tags == {"fix7": "NO SAFE CLONE at isolation",
                     "fix7/verdict": "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE",
                     "fix7/reason": "isolation: a foreign server points at db.prod\\nsecond line",
                     "fix7/evidence": "/ev"}
@@ -38,7 +38,7 @@ def test_a_run_that_passed_every_stage_but_breached_a_threshold_says_so():
                  "breaches": [{"message": "apply line 1 held ACCESS EXCLUSIVE for 2.01 s > max_lock_s 1 s"}]}]}}}}
     reason = run_view.verdict_reason(data)
     assert reason.startswith("impact threshold breached: apply line 1"), reason
-    assert run_view.run_facts(data)["stopped_at"] == "none" and run_view.run_tags(data)["fix7"] == "REHEARSAL_FAILED"
+    assert run_view.run_facts(data)["stopped_at"] == "none" and run_view.run_tags(data)["fix7"] == "FAILED"
     assert run_view.run_facts(data)["clone_sha256"] == run_view.NO_CLONE
 
 
