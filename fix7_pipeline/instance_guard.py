@@ -95,11 +95,14 @@ def refusal(run) -> str | None:
         return WRONG_JOB.format(job=run.job_name)
     if run.parent_run_id or run.op_selection or run.resolved_op_selection:
         return PARTIAL
-    if run.asset_selection and {k.to_user_string() for k in run.asset_selection} != ASSETS:
-        return PARTIAL
-    if run.asset_check_selection is not None and \
-            {(k.asset_key.to_user_string(), k.name) for k in run.asset_check_selection} != CHECKS:
-        return PARTIAL
+    # As Dagster reads a selection: empty asset and check selections (the job's launchpad sends both) are the
+    # whole job; a non-empty one selects exactly what it names, and no checks when only assets are named.
+    if run.asset_selection or run.asset_check_selection:
+        if {k.to_user_string() for k in run.asset_selection or ()} != ASSETS:
+            return PARTIAL
+        if run.asset_check_selection is not None and \
+                {(k.asset_key.to_user_string(), k.name) for k in run.asset_check_selection} != CHECKS:
+            return PARTIAL
     if run.step_keys_to_execute is not None and set(run.step_keys_to_execute) != STEPS:
         return PARTIAL
     return config_refusal(run.run_config or {})

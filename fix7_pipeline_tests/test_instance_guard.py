@@ -24,6 +24,7 @@ mutation($executionParams: ExecutionParams!) {
     ... on LaunchRunSuccess { run { runId tags { key value } } }
     ... on PythonError { message }
     ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
   }
 }"""
 BACKFILL_MUTATION = """
@@ -127,8 +128,17 @@ def test_a_selection_of_stages_is_refused(ui):
     assert len(_runs(ui)) == before
 
 
+def test_a_selection_of_every_stage_without_the_gates_is_refused(ui):
+    before = len(_runs(ui))
+    every_stage = [{"path": [a]} for a in sorted(ASSETS)]
+    answer = _launch(ui, assetSelection=every_stage, assetCheckSelection=[])
+    # refused before storage, by Dagster (the stages' own checks cannot be left out) or by the guard
+    assert answer["__typename"] == "InvalidSubsetError" or answer["message"].splitlines()[0].endswith(PARTIAL), answer
+    assert len(_runs(ui)) == before
+
+
 def test_a_launchpad_launch_gets_a_partition_of_its_own_and_is_never_run_again(ui):
-    answer = _launch(ui)
+    answer = _launch(ui, assetSelection=[], assetCheckSelection=[])  # what the job's launchpad sends
     assert answer["__typename"] == "LaunchRunSuccess", answer
     run_id = answer["run"]["runId"]
     key = ui[1].get_run_by_id(run_id).tags["dagster/partition"]
