@@ -71,6 +71,13 @@ def storage_url(instance) -> str | None:
     return getattr(storage, "postgres_url", None) or getattr(getattr(storage, "_storage", None), "postgres_url", None)
 
 
+def guarded(instance) -> bool:
+    """Whether the instance stores its runs through this guard (the project's dagster.yaml), which adds each
+    launch's partition; another instance (a test's) needs the launcher to add it."""
+    storage = instance.run_storage
+    return isinstance(storage, RehearsalRunStorage) or isinstance(getattr(storage, "_storage", None), RehearsalStorage)
+
+
 class RehearsalRefused(Exception):
     """A launch, backfill or partition that is not a new rehearsal of fix7_rehearsal; the message is one line."""
 

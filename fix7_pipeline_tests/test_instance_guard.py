@@ -185,3 +185,13 @@ def test_no_launchpad_field_keeps_the_servers_password(ui):
     assert answer["__typename"] == "RunConfigValidationInvalid", answer
     assert len(_runs(ui)) == before
     assert planted not in _all_storage_text(ui[1])
+
+
+def test_the_projects_instance_is_guarded_and_a_test_instance_is_not(ui):
+    import dagster as dg
+
+    from fix7_pipeline.instance_guard import guarded
+
+    assert guarded(ui[1])
+    with dg.instance_for_test() as plain:
+        assert not guarded(plain)
