@@ -818,7 +818,8 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
         took = time.perf_counter() - t0
     finally:
         drop_throwaway(server, tw)
-    hits = [(f.table, f.row_key, f.rule) for f in findings if getattr(f, "table", None)]
+    hits = [(f.table, f.row_key, rule) for f in findings if getattr(f, "table", None)
+            for rule in ((getattr(f, "extra", None) or {}).get("rules") or [f.rule])]  # every rule of one finding
     return hits, took, {"version": fix7_detector(), "call": "scan_secrets(conn_factory, database, contract, salt"
                         + "".join(f", {k}=all" for k in kw) + ") + scan_catalog, on the restored custom dump"}
 

@@ -6,6 +6,7 @@ import dagster as dg
 
 from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
+from fix7_pipeline.defs.crashes import fix7_crashed_run_sensor
 from fix7_pipeline.defs.evidence import evidence_packet
 from fix7_pipeline.defs.gates import clone_gates_check, rehearsal_clone
 from fix7_pipeline.defs.intake import clone_intake
@@ -42,4 +43,5 @@ fix7_rehearsal = rehearsal_job()
 
 defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*CLONE_GATES, chain_verifies],
                       jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor, audit_chain_sensor], resources=RESOURCES)
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor, audit_chain_sensor],
+                      resources=RESOURCES)

@@ -244,7 +244,9 @@ def left_on_server(server):
 
 
 def findings(packet: dict, stage: str, *, errors_only: bool = True) -> list[dict]:
-    return [f for f in packet["stages"][stage].get("findings", [])
+    """A stage's findings; with errors_only=False its warnings and notes (kept apart in the packet) too."""
+    st = packet["stages"][stage]
+    return [f for f in [*st.get("findings", []), *(st.get("notes", []) if not errors_only else [])]
             if not errors_only or f.get("severity", "error") == "error"]
 
 

@@ -178,8 +178,11 @@ def test_tiny_corpus_run_scores_fix7_and_shows_no_value(tmp_path):
     ours = result["scanners"]["fix7"]
     assert ours["status"] == "ran" and ours["planted"] == result["corpus"]["secrets"] >= 20
     assert 0 <= ours["found"] <= ours["planted"] and ours["recall"] == round(ours["found"] / ours["planted"], 4)
-    assert ours["recall"] > 0.3, ours  # the current detector finds the self-identifying tokens at least
-    assert ours["lookalikes"] == result["corpus"]["lookalikes"] and ours["lookalikes_flagged_pct"] is not None
+    # the benchmark's goals (README "Speed and recall"), on this subset too: recall >= 80 %, look-alikes <= 5 %
+    assert ours["recall"] >= bench_corpus.GOAL_RECALL, ours
+    assert ours["lookalikes"] == result["corpus"]["lookalikes"] >= 10
+    assert ours["lookalikes_flagged_pct"] <= bench_corpus.GOAL_LOOKALIKES_PCT, ours
+    assert result["goal"]["fix7_met"] is True, result["goal"]
     assert ours["hits_on_unplanted_rows"] == 0
     assert sum(b["planted"] for b in ours["recall_by_context"].values()) == ours["planted"]
     assert {g["row_key"] for g in result["ground_truth"]} and all(g["table"] for g in result["ground_truth"])
@@ -205,6 +208,11 @@ def test_full_corpus_against_detect_secrets_and_gitleaks(tmp_path):
             assert all(set(m) == {"kind", "missed", "of"} for m in s["missed_kinds"])
         else:
             assert name != "fix7" and s["reason"]
+    ours, goal = result["scanners"]["fix7"], result["goal"]
+    assert ours["recall"] >= bench_corpus.GOAL_RECALL and ours["lookalikes_flagged_pct"] <= \
+        bench_corpus.GOAL_LOOKALIKES_PCT and goal["fix7_met"] is True, (ours, goal)
+    if goal["fix7_recall_above_every_peer"] is not None:  # README: recall above both peers
+        assert goal["fix7_recall_above_every_peer"] is True, goal
     assert not _shown_leaks(bench_corpus.build_corpus(result["seed"]), r.stdout + r.stderr + out.read_text())
 
 
@@ -223,4 +231,31 @@ def test_rehearsal_bench_at_20000_rows(tmp_path):
     assert result["bare"]["restore_s"] > 0 and result["bare"]["total_s"] >= result["bare"]["restore_s"]
     assert result["ratios"]["sanitization_vs_bare_restore"] > 0 and result["ratios"]["rehearsal_vs_bare"] > 0
     peaks = result["memory"]["peaks_by_phase"]
-    assert peaks["rehearsal"]["bench_tree_rss_mb"] > 0 and result["memory"]["getrusage_peak_rss_mb"]["bench_process"] > 0
+    # the memory goal holds at any size (memory is flat: README "At 1M and 10M"); the time goals are for large
+    # clones, where fixed costs (imports, GX, throwaways) are small beside restoring, so at 20,000 rows only
+    # their verdicts are checked against the ratios they judge
+    assert 0 < peaks["rehearsal"]["bench_tree_rss_mb"] <= MEMORY_GOAL_MB, peaks
+    goal, ratios = result["goal"], result["ratios"]
+    assert goal["rehearsal_met"] == (ratios["rehearsal_vs_bare"] <= goal["rehearsal_vs_bare_at_most"] == 3.0)
+    assert goal["sanitization_met"] == (ratios["sanitization_vs_bare_restore"] <=
+                                        goal["sanitization_vs_bare_restore_at_most"] == 1.0)
+
+
+MEMORY_GOAL_MB = 400  # peak RSS of the bench process tree during a rehearsal (README, docs/SCALE.md)
+
+
+@pytest.mark.parametrize("name, rehearsal_vs_bare, sanitization_vs_restore", [
+    ("rehearsal-1m-71bd3f3.json", 2.09, 0.25), ("rehearsal-10m-71bd3f3.json", 1.89, 0.37)])
+def test_the_recorded_large_runs_meet_the_goals_the_readme_quotes(name, rehearsal_vs_bare, sanitization_vs_restore):
+    """The 1M and 10M results files behind the README's table: each goal met, and the figures are the ones quoted."""
+    from fix7_pipeline.core.paths import project_dir
+
+    result = json.loads((project_dir() / "docs" / "bench" / name).read_text())
+    goal, ratios = result["goal"], result["ratios"]
+    assert result["rehearsal"]["verdict"] == "REHEARSAL_PASSED"
+    assert goal["rehearsal_met"] is True and ratios["rehearsal_vs_bare"] <= goal["rehearsal_vs_bare_at_most"] == 3.0
+    assert goal["sanitization_met"] is True and \
+        ratios["sanitization_vs_bare_restore"] <= goal["sanitization_vs_bare_restore_at_most"] == 1.0
+    assert round(ratios["rehearsal_vs_bare"], 2) == rehearsal_vs_bare
+    assert round(ratios["sanitization_vs_bare_restore"], 2) == sanitization_vs_restore
+    assert result["memory"]["peaks_by_phase"]["rehearsal"]["bench_tree_rss_mb"] <= MEMORY_GOAL_MB

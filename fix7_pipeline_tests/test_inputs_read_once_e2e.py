@@ -69,7 +69,7 @@ def reads(monkeypatch):
 def packet_io(monkeypatch):
     """The packet's reads and writes in order: ("load", sealed yet?) and ("write", file name)."""
     events: list[tuple[str, object]] = []
-    real_write, real_load = report.write_atomic, report.EvidencePacket.load.__func__
+    real_write, real_load = report.write_evidence, report.EvidencePacket.load.__func__
 
     def write(path, text):
         events.append(("write", Path(path).name))
@@ -78,7 +78,7 @@ def packet_io(monkeypatch):
     def load(cls, directory):
         events.append(("load", (Path(directory) / report.REPORT).exists()))
         return real_load(cls, directory)
-    monkeypatch.setattr(report, "write_atomic", write)
+    monkeypatch.setattr(report, "write_evidence", write)
     monkeypatch.setattr(report.EvidencePacket, "load", classmethod(load))
     return events
 

@@ -150,7 +150,7 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
     assert out["verdict"] == "REHEARSAL_PASSED", [(s, v["status"], v["reason"]) for s, v in out["packet"]["stages"].items()
                                                   if v["status"] != "passed"]
     assert shape["status"] == "passed" and "no data rules declared" in shape["reason"]
-    assert [f["rule"] for f in shape["findings"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
+    assert [f["rule"] for f in shape["notes"] if f["rule"].startswith("data_rules")] == ["data_rules.none_declared"]
     assert "gx" not in shape
     from dagster import DagsterEventType
 
@@ -158,6 +158,13 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
         out["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
         if e.dagster_event.event_specific_data.check_name == "data_rules")
     assert gate.passed and gate.description.startswith("no data rules declared") and gate.metadata["evaluated"].value == 0
+    # issue 21: what a passing gate notes (isolated hosts the clone's pointers name) is not counted as findings
+    iso = next(e.dagster_event.event_specific_data for e in instance.all_logs(
+        out["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if e.dagster_event.event_specific_data.check_name == "isolation_proven")
+    notes = out["packet"]["stages"]["isolation"].get("notes") or []
+    assert iso.passed and iso.metadata["finding_count"].value == 0 and out["packet"]["stages"]["isolation"]["findings"] == []
+    assert notes and iso.metadata["note_count"].value == len(notes), notes
 
 
 def test_packet_keys_honour_the_seed(dumps, change, instance, tmp_path):

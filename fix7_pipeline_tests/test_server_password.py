@@ -107,8 +107,9 @@ def test_a_server_password_is_never_stored(case, tmp_path, chain):
             assert "cannot be read" in r.stderr and PASSWORD_ENV in r.stderr
             assert runs == [] and not ev.exists()  # refused before any run was created
         else:
-            assert r.returncode == 3, out  # the server-unreachable path: intake blocks, no safe clone
+            assert r.returncode == 4, out  # the server-unreachable path: intake blocks, the server's fault
             packet = load_packet(ev)
+            assert packet["verdict"] == "REHEARSAL_SERVER_FAULT" and packet["exact_operator_input_needed"] is None
             intake = packet["stages"]["intake"]
             assert intake["status"] == "blocked" and "Could not connect to the rehearsal server" in intake["reason"]
             assert f"{HOST}:5432" in intake["reason"]  # the password did reach the connection attempt's target

@@ -146,7 +146,8 @@ def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
     assert {j["name"] for j in repo["jobs"]} >= {"fix7_rehearsal"}
     assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [("nightly_rehearsal", "STOPPED")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
-        "clone_drop_sensor": "STOPPED", "fix7_verdict_sensor": "RUNNING", "audit_chain_sensor": "RUNNING"}
+        "clone_drop_sensor": "STOPPED", "fix7_verdict_sensor": "RUNNING", "fix7_crashed_run_sensor": "RUNNING",
+        "audit_chain_sensor": "RUNNING"}
 
 
 def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):

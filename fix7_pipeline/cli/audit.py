@@ -62,6 +62,8 @@ def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) ->
     """One row per run of the fix7_rehearsal job, oldest first, with its packet hashed now."""
     from dagster import RunsFilter
 
+    from fix7_pipeline.defs.crashes import is_crashed
+
     by_run = audit.chain_by_run(chain_path)
     rows = []
     for record in instance.get_run_records(filters=RunsFilter(job_name=JOB, created_after=since), ascending=True):
@@ -87,6 +89,8 @@ def collect_rows(instance, since: dt.datetime | None = None, chain_path=None) ->
             row["chain"] = "EDITED since Dagster recorded it"
         if row.get("packet_run_id") and row["packet_run_id"] != run.run_id:
             row["chain"] = f"overwritten by run {row['packet_run_id'][:8]}"
+        running = run.status.value in UNFINISHED and not is_crashed(instance, run)
+        row["state"] = audit.run_state(row, chained, running=running)
         rows.append(row)
     return rows
 
@@ -118,10 +122,20 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
         report.problems.extend(problems)
         warnings.extend(notes)
     genesis = entries[0].get("sealed_at", "") if entries else ""
+    sealed = {e.get("run_id"): e for e in entries or []}
     for row in collect_rows(instance, chain_path=chain_path):
-        if row["run_status"] in UNFINISHED:
+        report.states[row["state"]] = report.states.get(row["state"], 0) + 1
+        if row["state"] == audit.RUNNING:
             continue
         where = f"run {row['run_id']} ({row['evidence_dir'] or 'no evidence dir'})"
+        if row["state"] == audit.CRASHED:  # not tampering: what a killed run leaves, listed for what it is
+            during = f" during {row['stopped_during']}" if row.get("stopped_during") else ""
+            report.crashed.append(f"{where}: crashed{during}: its process died before the packet was sealed; "
+                                  "only its journal is on disk, nothing was judged")
+            continue
+        if row["state"] == audit.NOT_JUDGED:
+            report.not_judged.append(f"{where}: {row['verdict']}: "
+                                     f"{audit.not_judged_reason(sealed.get(row['run_id']))}")
         if row["dagster_witness"]:
             if row["chain"].startswith("overwritten"):
                 warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
@@ -142,9 +156,6 @@ def verify(instance, chain_path=None) -> tuple[audit.ChainReport, list[str]]:
         elif row["chain"].startswith("overwritten"):
             warnings.append(f"{where}: its evidence directory now holds the packet of a later run "
                             f"({row['chain']})")
-        elif row["chain"] == "journal only, not sealed":
-            warnings.append(f"{where}: only its journal is on disk: the run ended before its packet was rendered "
-                            "(a crash); the listing shows what the journal recorded")
         elif row["chain"] in ("packet missing", "no packet"):
             warnings.append(f"{where}: no evidence packet on disk (the run stopped before writing one, or it "
                             "was written elsewhere)")
@@ -167,10 +178,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise Fix7Error(f"audit verification failed with {len(report.problems)} problem(s), listed above; "
                             "the evidence history cannot be trusted until each is explained.",
                             EXIT_REHEARSAL_FAILED, rule="audit_chain_broken")
+        for line in report.crashed:
+            print(f"crashed: {line}")
+        for line in report.not_judged:
+            print(f"not judged: {line}")
         print(f"audit chain verified: {report.verified} packet(s) re-hashed, {report.entries} link(s) checked"
               f"{f', {report.superseded} superseded' if report.superseded else ''}, "
               f"{report.dagster_checked} entr{'y' if report.dagster_checked == 1 else 'ies'} matched with "
               f"Dagster's record ({audit.chain_path()})")
+        if report.states:
+            print("runs: " + ", ".join(f"{n} {state}" for state, n in sorted(report.states.items())))
         return 0
     rows = collect_rows(instance, since)
     sys.stdout.write(audit.render(rows, args.format))

@@ -41,9 +41,9 @@ def cmd_contract(args: argparse.Namespace) -> int:
         server = _contract_server(args) if args.file and is_schema_source(args.file) else None
         out = dump_contract_yaml(load_contract(args.file, server=server))
     if args.output:
-        from fix7_pipeline.core.packet_files import write_atomic
+        from fix7_pipeline.core.packet_files import write_output
 
-        write_atomic(Path(args.output), out)
+        write_output(Path(args.output), out)
         print(f"contract written to {args.output}")
     else:
         sys.stdout.write(out)

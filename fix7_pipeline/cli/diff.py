@@ -3,7 +3,8 @@
 For an operator investigating a kept anchor and clone (`--keep-databases`). It connects through the
 same host guard, as a non-superuser role (the throwaways' own restoring role by default), in the
 pinned, read-only proof session, and compares the catalog fingerprint, the data and pg_dump's schema
-text. Exit 0 equal, 1 different, 2 usage.
+text. Exit 0 equal, 1 different, 2 usage, 4 the rehearsal server or its login failed (unreachable, a
+missing privilege).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+from contextlib import contextmanager
 
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
 
 _THROWAWAY = re.compile(r"^fix7_(?:clone|anchor|probe|scratch|restore)_([a-z0-9]+)")
+_THROWAWAY_ROLE = re.compile(r"^fix7_restorer_[a-z0-9]+$")
 
 
 def _role_for(server, database: str, role: str | None) -> str:
@@ -35,6 +39,32 @@ def _role_for(server, database: str, role: str | None) -> str:
     return row[0]
 
 
+@contextmanager
+def _reading_login(server, role: str, password: str | None):
+    """The login to read as. A kept throwaway role on an external server has a password derived from a key that
+    ended with its rehearsal: the admin (which created the role) gives it a one-time password for this diff, held
+    in this process only, and takes it away again afterwards (back to the derived one where a key is known)."""
+    from psycopg import sql
+
+    from fix7_pipeline.core.server import Login
+
+    if password or server.kind != "external" or not _THROWAWAY_ROLE.match(role):
+        yield Login(role, password)
+        return
+    once = secrets.token_urlsafe(32)
+    with server.connect(purpose="diff: one-time password for the kept role") as c:
+        c.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(once)))
+    try:
+        yield Login(role, once)
+    finally:
+        try:
+            after = server.throwaway_login(role).password
+        except Fix7Error:
+            after = None
+        with server.connect(purpose="diff: take the one-time password back") as c:
+            c.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(after)))
+
+
 def compare(server, db_a: str, db_b: str, role: str | None = None) -> dict:
     from fix7_pipeline.core import diff as diff_mod
     from fix7_pipeline.core import fingerprint, schema_text
@@ -46,14 +76,15 @@ def compare(server, db_a: str, db_b: str, role: str | None = None) -> dict:
     missing = [d for d in (db_a, db_b) if d not in found]
     if missing:
         raise Fix7Error(f"Database {missing[0]!r} does not exist on the rehearsal server.", EXIT_USAGE, rule="usage")
-    login = Login(_role_for(server, db_a, role), os.environ.get("FIX7_DIFF_PASSWORD") or None)
-    with server.connect(db_a, login, purpose="diff: a") as a, server.connect(db_b, login, purpose="diff: b") as b, \
-            server.connect(db_a, login, purpose="diff: a (second core)") as ha, \
-            server.connect(db_b, login, purpose="diff: b (second core)") as hb:
-        fp_a, fp_b = fingerprint.fingerprint(a, [ha]), fingerprint.fingerprint(b, [hb])
-        result = diff_mod.restore_diff(fp_a, fp_b, a, b)
-    text = schema_text.differing(schema_text.schema_sections(server, db_a, login),
-                                 schema_text.schema_sections(server, db_b, login))
+    name = _role_for(server, db_a, role)
+    with _reading_login(server, name, os.environ.get("FIX7_DIFF_PASSWORD") or None) as login:
+        with server.connect(db_a, login, purpose="diff: a") as a, server.connect(db_b, login, purpose="diff: b") as b, \
+                server.connect(db_a, login, purpose="diff: a (second core)") as ha, \
+                server.connect(db_b, login, purpose="diff: b (second core)") as hb:
+            fp_a, fp_b = fingerprint.fingerprint(a, [ha]), fingerprint.fingerprint(b, [hb])
+            result = diff_mod.restore_diff(fp_a, fp_b, a, b)
+        text = schema_text.differing(schema_text.schema_sections(server, db_a, login),
+                                     schema_text.schema_sections(server, db_b, login))
     result["schema_text_differs"] = text
     result["blind_spots"] = text if not result["schema"] else []
     result["equal"] = result["empty"] and not text

@@ -1,8 +1,9 @@
 """`fix7`: the operator's and CI's entry point, one module per subcommand.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
-3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`), 141 when the reader of stdout went away
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 4 REHEARSAL_SERVER_FAULT, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
+143 REHEARSAL_INTERRUPTED by SIGTERM (see `cli/rehearse.py`), 74 REHEARSAL_NOT_JUDGED (the evidence disk
+filled), 141 when the reader of stdout went away
 (`fix7 rules | head`), as a shell reports SIGPIPE. No traceback ever reaches the user.
 """
 

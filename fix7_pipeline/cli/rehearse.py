@@ -1,11 +1,12 @@
 """`fix7 rehearse`: every rehearsal runs the Dagster job `fix7_rehearsal` through the instance.
 
 Exit codes: 0 REHEARSAL_PASSED, 1 REHEARSAL_FAILED, 2 usage error,
-3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C),
-143 REHEARSAL_INTERRUPTED by SIGTERM. Interrupted, the running stage stops within seconds
-(pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is
-sealed REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the
-evidence. No traceback ever reaches the user.
+3 NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE, 4 REHEARSAL_SERVER_FAULT (the rehearsal server or its login failed;
+nothing judged), 130 REHEARSAL_INTERRUPTED by SIGINT (Ctrl-C), 143 REHEARSAL_INTERRUPTED by SIGTERM,
+74 REHEARSAL_NOT_JUDGED when the evidence disk filled (ENOSPC). Interrupted, the running stage stops within
+seconds (pg_restore/psql killed, the running statement ended), the throwaways are dropped, the packet is sealed
+REHEARSAL_INTERRUPTED (not a judgment of the clone) and one line names the stage and the evidence. No traceback
+ever reaches the user.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
-                                       EXIT_USAGE, Fix7Error)
+                                       EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
@@ -32,6 +34,8 @@ VERDICT_EXIT = {
     "REHEARSAL_FAILED": EXIT_REHEARSAL_FAILED,
     "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": EXIT_NO_SAFE_CLONE,
     "REHEARSAL_INTERRUPTED": EXIT_INTERRUPTED,  # 128 + the signal: 130 SIGINT, 143 SIGTERM
+    "REHEARSAL_SERVER_FAULT": EXIT_SERVER_FAULT,
+    "REHEARSAL_NOT_JUDGED": EXIT_EVIDENCE_NOT_WRITTEN,  # 74: the evidence disk filled; the cause is printed
 }
 
 @dataclass
@@ -134,6 +138,13 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)
+    if junit:
+        from fix7_pipeline.core.packet_files import output_problem
+
+        problem = output_problem(Path(junit).expanduser())
+        if problem:
+            raise UsageError(f"The JUnit report {junit!r} {problem}; name a regular file (or a character device, "
+                             "a FIFO or a symlink to one).")
     if config.get("evidence_dir"):
         also = (Path(junit).expanduser().resolve(),) if junit else ()
         problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
@@ -174,7 +185,10 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
+    from fix7_pipeline.defs.crashes import close_crashed_runs, host_tag
     from fix7_pipeline.defs.partitions import rehearsal_key
+
+    close_crashed_runs(instance)  # an earlier rehearsal killed outright is closed as failed, not left running
     from fix7_pipeline.launch import run_job_here
 
     run_id = str(uuid.uuid4())
@@ -187,7 +201,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         result = run_job_here(
             instance, {"ops": {"clone_intake": {"config": config}},
                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            {"fix7/source": "cli", **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
+            {"fix7/source": "cli", **host_tag(), **(tags or {})}, partition_key=rehearsal_key(), run_id=run_id)
     except BaseException as e:  # Dagster handles interruptions inside the run; this is one outside it
         if not interrupts.is_interrupt(e):
             raise
@@ -354,10 +368,20 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return _rehearse(config, args, echo=not args.json)
 
 
+USAGE_RULES = ("change_file", "contract")
+
+
 def _change_file_refusal(packet: dict) -> str | None:
-    """Intake's refusal of a change file (not UTF-8, no statement): a usage error, whatever else intake found."""
-    found = (packet.get("stages") or {}).get("intake", {}).get("findings") or []
-    return next((f["message"] for f in found if f.get("rule") == "change_file"), None)
+    """A refusal of what the operator handed over besides the dump: a change file (not UTF-8, no statement,
+    at intake) or a contract that cannot be read or made (at intake, or where PostgreSQL converts schema SQL
+    or a dump): a usage error (exit 2), whatever else the run found."""
+    for rule in USAGE_RULES:
+        for stage in (packet.get("stages") or {}).values():
+            found = (stage or {}).get("findings") or []
+            message = next((f["message"] for f in found if f.get("rule") == rule), None)
+            if message:
+                return message
+    return None
 
 
 def _finish(out: dict, args: argparse.Namespace) -> int:
@@ -375,6 +399,11 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
                               "interrupted": out["packet"].get("interrupted")}))
         print(interrupted_line(out), file=sys.stderr, flush=True)
         return interrupts.exit_code(out.get("signal"))
+    fault = out["packet"].get("evidence_fault")
+    if fault:  # not judged: the disk, never the clone; the cause and the path in one line
+        from fix7_pipeline.core.escape import visible
+
+        print(f"fix7: {visible(fault.get('message'))}", file=sys.stderr, flush=True)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:

@@ -27,13 +27,21 @@ from pathlib import Path
 
 from .errors import Fix7Error
 from .paths import dagster_home
-from .packet_files import PROVENANCE, READABLE, REPORT
+from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
 
 CHAIN_FILE = "audit-chain.jsonl"
 RENDERED = (PROVENANCE, READABLE)
-COLUMNS = ("run_id", "started_at", "run_status", "source", "clone_sha256", "attested_by", "verdict", "anchor_id",
-           "evidence_dir", "packet_sha256", "chain")
+COLUMNS = ("run_id", "started_at", "run_status", "state", "source", "clone_sha256", "attested_by", "verdict",
+           "anchor_id", "evidence_dir", "packet_sha256", "chain")
+
+# What `fix7 audit` says each run is (the `state` column). Sealed runs are judged, or not judged (interrupted, a
+# fault of the server or the disk: `judged: false` in their chain entry, whatever the verdict's name); a run whose
+# process died left a journal and no seal (crashed); an edited, deleted or forged packet or chain entry is tampered.
+JUDGED, NOT_JUDGED, CRASHED, RUNNING, TAMPERED = "judged", "not judged", "crashed", "running", "TAMPERED"
+NO_PACKET, NOT_SEALED, OVERWRITTEN = "no packet", "not sealed", "overwritten"
+# The verdicts that judge the clone or the change; any other verdict a packet is sealed with judged nothing.
+JUDGED_VERDICTS = ("REHEARSAL_PASSED", "REHEARSAL_FAILED", "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE")
 
 
 def chain_path() -> Path:
@@ -100,11 +108,13 @@ def _append(path: Path, entry: dict) -> None:
         os.close(fd)
 
 
-def seal(packet) -> dict:
+def seal(packet) -> dict | None:
     """Save a finalized EvidencePacket linked to the chain's last packet and append it to the chain.
 
     Called by EvidencePacket.finalize. A packet finalized again (a re-executed run) gets a new entry
-    that names the sha256 it supersedes, so the history shows both.
+    that names the sha256 it supersedes, so the history shows both. When its files cannot be written (the
+    disk is full) it is sealed all the same, REHEARSAL_NOT_JUDGED with `evidence_not_written`, and never again
+    (None).
     """
     path = chain_path()
     with _locked(path):
@@ -116,8 +126,16 @@ def seal(packet) -> dict:
             raise
         directory = str(Path(packet.dir).resolve())
         earlier = [e for e in entries if e.get("evidence_dir") == directory]
+        if earlier and earlier[-1].get("evidence_not_written") and not (Path(directory) / REPORT).exists():
+            return None  # sealed already, its files not written: never sealed twice
         packet.data["previous_packet_sha256"] = entries[-1]["packet_sha256"] if entries else None
-        packet.save()
+        try:
+            packet.save()
+            written = True
+        except EvidenceNotWritten as fault:  # the disk is full: sealed here, REHEARSAL_NOT_JUDGED, no files
+            packet.evidence_not_written(fault, "evidence_packet")
+            _remove_unsealed(Path(directory))
+            written = False
         d = packet.data
         entry = {
             "seq": len(entries) + 1,
@@ -129,16 +147,43 @@ def seal(packet) -> dict:
             "attested_by": (d.get("attestation") or {}).get("attested_by"),
             "anchor_id": d.get("anchor_id"),
             "previous_packet_sha256": d["previous_packet_sha256"],
-            "packet_sha256": _sha256(Path(directory) / REPORT),
+            # not written: the sha256 of the report as it would have been, so the chain still links through it
+            "packet_sha256": _sha256(Path(directory) / REPORT) if written else
+            hashlib.sha256(packet.report_text().encode("utf-8")).hexdigest(),
             "rendered_sha256": {name: _sha256(Path(directory) / name) for name in RENDERED
-                                if (Path(directory) / name).exists()},
+                                if written and (Path(directory) / name).exists()},
             "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
         }
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
             entry["interrupted"] = {k: d["interrupted"].get(k) for k in ("stage", "signal", "at")}
+        if d.get("interrupted") or d.get("judged") is False or d.get("verdict") not in JUDGED_VERDICTS:
             entry["judged"] = False
+        if d.get("server_fault"):  # REHEARSAL_SERVER_FAULT: the server failed; nothing was judged
+            entry["server_fault"] = {k: d["server_fault"].get(k) for k in ("stage", "rule")}
+        if not written:
+            entry["evidence_not_written"] = {k: d["evidence_fault"].get(k) for k in ("errno", "path", "stage",
+                                                                                      "message")}
         _append(path, entry)
     return entry
+
+
+def _remove_unsealed(directory: Path) -> None:
+    """Packet files a render wrote before the disk filled: never sealed, so never left to be taken as sealed."""
+    for name in (REPORT, *RENDERED):
+        try:
+            (directory / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def unwritten_entry(directory: Path, path: Path | None = None) -> dict | None:
+    """The chain entry that sealed `directory` without its files (the disk was full), if that is its last."""
+    directory = str(Path(directory).resolve())
+    try:
+        mine = [e for e in read_chain(path) if e.get("evidence_dir") == directory]
+    except Fix7Error:
+        return None
+    return mine[-1] if mine and mine[-1].get("evidence_not_written") else None
 
 
 @dataclass
@@ -148,6 +193,9 @@ class ChainReport:
     superseded: int = 0
     dagster_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)  # runs that left a journal and no seal: listed, not problems
+    not_judged: list[str] = field(default_factory=list)  # sealed runs that judged nothing, and why
+    states: dict[str, int] = field(default_factory=dict)  # runs per run_state
 
     @property
     def ok(self) -> bool:
@@ -185,6 +233,9 @@ def verify_chain(path: Path | None = None) -> ChainReport:
 def _check_packet(entry: dict) -> list[str]:
     directory = Path(entry.get("evidence_dir") or "")
     report = directory / REPORT
+    if entry.get("evidence_not_written"):  # sealed without files (disk full): none may appear later
+        return [f"packet forged: {report} exists, but the chain sealed this run with no packet written "
+                f"({entry['evidence_not_written'].get('errno')})"] if report.exists() else []
     if not report.is_file():
         return [f"packet missing: {report} no longer exists"]
     problems = []
@@ -212,6 +263,7 @@ def _check_packet(entry: dict) -> list[str]:
 
 WITNESS_PREFIX = "fix7/"
 WITNESS_KEYS = ("packet_sha256", "chain_entry_sha256", "chain_seq", "verdict", "evidence")
+SEAL_KEYS = ("packet_sha256", "chain_entry_sha256", "chain_seq")  # only a seal gives a run these
 
 
 def witness(entry: dict | None) -> dict | None:
@@ -231,7 +283,8 @@ def witness_tags(w: dict) -> dict[str, str]:
 def witness_from_tags(tags: dict) -> dict | None:
     """The witness a run's tags carry; None when the run recorded none (incomplete ones are returned as they are)."""
     found = {k: str(tags.get(WITNESS_PREFIX + k) or "") for k in WITNESS_KEYS}
-    return found if any(found.values()) else None
+    # fix7/verdict and fix7/evidence are also what the Runs list shows of a run in progress: alone, no witness
+    return found if any(found[k] for k in SEAL_KEYS) else None
 
 
 def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], list[str], int]:
@@ -326,6 +379,13 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
         row["chain"] = "no packet"
         return row
     report = Path(evidence_dir) / REPORT
+    if chain_entry and chain_entry.get("evidence_not_written") and not report.exists():
+        fault = chain_entry["evidence_not_written"]
+        row.update(packet_run_id=chain_entry.get("run_id") or "", verdict=chain_entry.get("verdict") or "",
+                   clone_sha256=chain_entry.get("clone_sha256") or "", attested_by=chain_entry.get("attested_by") or "",
+                   anchor_id=chain_entry.get("anchor_id") or "",
+                   chain=f"sealed #{chain_entry.get('seq')}, not written ({fault.get('errno')})")
+        return row
     if not report.is_file():
         return _journal_row(row, Path(evidence_dir))
     row["packet_sha256"] = _sha256(report)
@@ -355,11 +415,50 @@ def _journal_row(row: dict, directory: Path) -> dict:
     except (OSError, ValueError):
         row["chain"] = "journal unreadable"
         return row
+    stages = data.get("stages") or {}
+    reached = [s for s, st in stages.items() if (st or {}).get("status") not in (None, "skipped")]
+    following = [s for s in stages if s not in reached]
     row.update(packet_run_id=data.get("run_id") or "", verdict="(unfinished)",
+               stopped_during=following[0] if following else (reached[-1] if reached else ""),
                clone_sha256=(data.get("clone") or {}).get("sha256") or "",
                attested_by=(data.get("attestation") or {}).get("attested_by") or "",
                anchor_id=data.get("anchor_id") or "", chain="journal only, not sealed")
     return row
+
+
+def run_state(row: dict, chain_entry: dict | None, *, running: bool) -> str:
+    """What one listed run is: judged, not judged, crashed, running, tampered (or no packet, not sealed,
+    overwritten). `row` is packet_row's; `running`: its Dagster run is unfinished and its process alive."""
+    chain = row.get("chain") or ""
+    sealed = bool(chain_entry or row.get("dagster_witness") or row.get("dagster_packet_sha256"))
+    if chain.startswith(("EDITED", "packet unreadable", "journal unreadable")):
+        return TAMPERED
+    if chain in ("journal only, not sealed", "packet missing") and sealed:
+        return TAMPERED  # the chain or Dagster recorded a seal: its packet was deleted
+    if chain.startswith("sealed #"):
+        return NOT_JUDGED if (chain_entry or {}).get("judged") is False else JUDGED
+    if chain == "journal only, not sealed":
+        return RUNNING if running else CRASHED
+    if chain == "packet missing":
+        return NO_PACKET
+    if chain.startswith("overwritten"):
+        return OVERWRITTEN
+    if chain == "not sealed":
+        return RUNNING if running else NOT_SEALED
+    return RUNNING if running else NO_PACKET
+
+
+def not_judged_reason(entry: dict | None) -> str:
+    """Why a sealed run judged nothing, from its chain entry: the interruption or the evidence fault."""
+    entry = entry or {}
+    fault, stopped = entry.get("evidence_not_written") or {}, entry.get("interrupted") or {}
+    if fault:
+        return (f"the evidence could not be written during {fault.get('stage')}: {fault.get('errno')} at "
+                f"{fault.get('path')}")
+    if stopped:
+        by = f" by {stopped['signal']}" if stopped.get("signal") else ""
+        return f"interrupted{by} during {stopped.get('stage')}"
+    return "nothing was judged"
 
 
 def render(rows: list[dict], fmt: str) -> str:

@@ -59,7 +59,8 @@ def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None
     if restore.get("status") != PASSED:  # the restore stopped the run: its stage entry is isolation's
         outcome = StageOutcome(status=restore.get("status", "blocked"), reason=restore.get("reason") or
                                "the clone was not restored",
-                               findings=[Finding(**f) for f in restore.get("findings") or []],
+                               findings=[Finding(**f) for f in [*(restore.get("findings") or []),
+                                                                 *(restore.get("notes") or [])]],
                                duration_s=restore.get("duration_s"))
         yield record, GateResult("isolation_proven", False, outcome.reason, findings=outcome.findings,
                                  outcome=outcome)

@@ -8,6 +8,7 @@ EXIT_PASSED = 0
 EXIT_REHEARSAL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_SAFE_CLONE = 3
+EXIT_SERVER_FAULT = 4  # the rehearsal server or its login failed: nothing was judged
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM exits 143 (interrupts.exit_code)
 
 
@@ -22,6 +23,14 @@ class Fix7Error(Exception):
         self.message = visible(" ".join(message.split()))
         self.exit_code = exit_code
         self.rule = rule
+
+
+class ServerFault(Fix7Error):
+    """The rehearsal server or its admin login failed the run (a missing privilege, a setting, out of locks,
+    disk full on the server, unreachable): the clone and the change were not judged, exit 4."""
+
+    def __init__(self, message: str, rule: str = "server_fault"):
+        super().__init__(message, EXIT_SERVER_FAULT, rule=rule if rule.startswith("server") else f"server.{rule}")
 
 
 class HostRefused(Fix7Error):

@@ -13,11 +13,12 @@ in order to the first entry's fields, giving exactly the data rehearsal-report.j
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 from pathlib import Path
 
-from .packet_files import JOURNAL, sha256_file, write_atomic
+from .packet_files import JOURNAL, sha256_file, write_evidence, writing
 
 
 class JournalTaken(Exception):
@@ -31,24 +32,25 @@ def _line(entry: dict) -> bytes:
 def _write(fd: int, data: bytes) -> None:
     """One write() of the whole line (O_APPEND places it at the end as one piece), then fsync."""
     written = os.write(fd, data)
-    if written != len(data):
-        raise OSError(f"the journal took {written} of {len(data)} bytes")
+    if written != len(data):  # a regular file takes less than asked only when its file system is full
+        raise OSError(errno.ENOSPC, f"the journal took {written} of {len(data)} bytes")
     os.fsync(fd)
 
 
 def create(directory: Path, fields: dict) -> Path:
     """The journal, created exclusively (O_EXCL), holding `fields` as its first entry."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / JOURNAL
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-    except FileExistsError:
-        raise JournalTaken(str(path)) from None
-    try:
-        _write(fd, _line({"op": "start", "value": fields}))
-    finally:
-        os.close(fd)
-    _fsync_dir(directory)
+    with writing(path):
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except FileExistsError:
+            raise JournalTaken(str(path)) from None
+        try:
+            _write(fd, _line({"op": "start", "value": fields}))
+        finally:
+            os.close(fd)
+        _fsync_dir(directory)
     return path
 
 
@@ -62,12 +64,14 @@ def _fsync_dir(directory: Path) -> None:
 
 def append(directory: Path, *entries: dict) -> None:
     """Append entries to an existing journal (never creates one: a stage writes only into its own run's)."""
-    fd = os.open(Path(directory) / JOURNAL, os.O_WRONLY | os.O_APPEND)
-    try:
-        for entry in entries:
-            _write(fd, _line(entry))
-    finally:
-        os.close(fd)
+    path = Path(directory) / JOURNAL
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            for entry in entries:
+                _write(fd, _line(entry))
+        finally:
+            os.close(fd)
 
 
 def read(directory: Path) -> list[dict]:
@@ -152,7 +156,7 @@ class Journal:
         """A further packet file, written atomically; its sha256 goes into rehearsal-report.json (`files`), which
         the audit chain seals, so the file cannot be edited unnoticed."""
         path = self.dir / name
-        write_atomic(path, text)
+        write_evidence(path, text)
         entry = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         self.put(["files", name], entry)
         return entry

@@ -56,6 +56,19 @@ class StageOutcome:
             reason += f" (+{len(errors) - 1} more)"
         return cls(status=status, findings=findings, details=details or {}, reason=reason)
 
+    @property
+    def notes(self) -> list[Finding]:
+        """What the gate only notes (an isolated host named, an optional table absent): not findings."""
+        return [f for f in self.findings if f.severity == "note"]
+
+    @property
+    def finding_count(self) -> int:
+        """Every finding of the stage (its complete count when it lists fewer), notes left out."""
+        return int(self.details.get("finding_total", len(self.findings) - len(self.notes)))
+
     def as_dict(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "findings": [f.as_dict() for f in self.findings],
-                **self.details}
+        out = {"status": self.status, "reason": self.reason,
+               "findings": [f.as_dict() for f in self.findings if f.severity != "note"], **self.details}
+        if self.notes:
+            out["notes"] = [f.as_dict() for f in self.notes]
+        return out

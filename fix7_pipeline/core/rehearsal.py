@@ -36,10 +36,11 @@ from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, ev
 from .request import RehearsalRequest
 from .run_record import Anchor, RunRecord
 from .server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database, database_properties,
-                     storage_connection, sweep)
+                     storage_connection, sweep_leftovers)
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
-                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, interrupted,
-                        open_server, run_stage)
+                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
+                        interrupted, open_server, run_stage)
+from .packet_files import EvidenceNotWritten
 
 __all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
            "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
@@ -76,10 +77,12 @@ def _start_packet(directory: Path, fallback: Path, named: bool, run_id: str,
             if not named:
                 raise
             problem = e.message
-        except OSError as e:
+        except (OSError, EvidenceNotWritten) as e:  # EvidenceNotWritten: its disk is full
             if not named:
                 raise
-            problem = f"The evidence directory {directory} cannot be written ({e.strerror or type(e).__name__})."
+            why = f"{e.strerror} ({e.errno_name})" if isinstance(e, EvidenceNotWritten) else \
+                (e.strerror or type(e).__name__)
+            problem = f"The evidence directory {directory} cannot be written ({why})."
     return (Journal(EvidencePacket.start(fallback, run_id=run_id, request=recorded).dir),
             Finding(rule="evidence_dir", message=problem))
 
@@ -184,7 +187,14 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
         server = servers.open(request)
-        packet.throwaways("swept", sweep(server) if outcome.status == PASSED else [])
+        swept, left = sweep_leftovers(server) if outcome.status == PASSED else ([], [])
+        packet.throwaways("swept", swept)
+        if left:
+            packet.throwaways("undroppable", left)
+            outcome.findings += [Finding(rule="leftover_undroppable", severity="warning", message=(
+                f"a leftover throwaway of an earlier run, {x['object']}, could not be dropped ({x['reason']}); "
+                f"it does not stop this rehearsal. Drop it with: {x['drop_with']}")) for x in left]
+            outcome.reason += f"; {len(left)} warning(s), e.g. {outcome.findings[-len(left)].message}"
         packet.add_connections(server.ledger.as_dicts())
     except Fix7Error as e:
         outcome.findings.append(Finding(rule=e.rule, message=e.message))
@@ -229,6 +239,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the isolation gate passes
+        restore.assert_server_takes(server, run.record.dump)
         tw = _create_throwaway(server, run, packet)
         attrs = role_attributes(server, tw.login.role)
         packet.set(restoring_role=attrs)
@@ -266,7 +277,7 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
             # a contract declaring no pointers (one derived from schema SQL) is checked for the birth surface's
             findings += isolation.prove_isolation(conn, run.request.policy(), contract.pointers or None)
         restored = {k: v for k, v in (run.record.restore or {}).items()
-                    if k not in ("status", "reason", "findings", "duration_s")}
+                    if k not in ("status", "reason", "findings", "notes", "duration_s")}
         outcome = StageOutcome.from_findings(findings, details=restored,
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
@@ -316,18 +327,22 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
                                     tw.database, contract, salt, settings=settings)
         run.put(redacted_names=scan.redacted.as_state())
+        encoding, encoding_findings = _clone_encoding(server, tw, run)  # names it prints were judged just now
+        packet.put(["clone", "encoding"], encoding)
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)
-        lines = [json.dumps({"rule": f.rule, "table": f.table, "column": f.column, "row_key": f.row_key,
-                             "place": f.extra.get("place"), "fingerprint": f.fingerprint,
-                             "source": f.extra.get("source"), "family": f.extra.get("family")},
+        lines = [json.dumps({"rule": f.rule, "rules": f.extra.get("rules") or [f.rule], "table": f.table,
+                             "column": f.column, "row_key": f.row_key, "place": f.extra.get("place"),
+                             "fingerprint": f.fingerprint, "source": f.extra.get("source"),
+                             "family": f.extra.get("family")},
                             sort_keys=True) for f in found]
         file_entry = packet.write_file(FINDINGS, "".join(line + "\n" for line in lines))
         counts = secrets.ScanFindings(found).counts()
-        suite_findings = data_rules.data_rules_findings(suite)
+        suite_findings = suite_failures_beyond(found, suite)
         outcome = StageOutcome.from_findings(
-            found + suite_findings,
+            found + suite_findings + encoding_findings,
             details={"gx": suite, "finding_total": len(found) + len(suite_findings), "finding_counts": counts,
+                     "encoding": encoding,
                      "findings_file": {**file_entry, "lines": len(found)}, "scan": scan.stats},
             ok_reason="no secret in any table, large object, catalog object or setting; must-be-NULL columns "
                       "are NULL and must-be-empty tables empty")
@@ -336,6 +351,44 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
         return outcome
 
     return run_stage(record, "sanitization", body, servers)
+
+
+def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
+    """The sanitization suite's failed expectations that the scan's findings do not already say.
+
+    Each secret gate fails with one unexpected row per finding of its family: that is the same occurrence
+    again, not another finding. A failure it does not account for (a count that differs, an expectation that
+    errored, a finding no gate covers) stays a finding of its own, so the gate still fails closed."""
+    from collections import Counter
+
+    from .data_rules import data_rules_findings, gate_of
+
+    per_gate = Counter(gate_of(f) for f in found)
+    return [f for f in data_rules_findings(suite)
+            if not (f.rule.startswith("sanitization.") and not f.extra.get("error")
+                    and per_gate.get(f.rule[len("sanitization."):], 0) > 0
+                    and f.extra.get("unexpected_count") == per_gate[f.rule[len("sanitization."):]])]
+
+
+def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
+    """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
+    never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
+    from .clone_encoding import encoding_report
+
+    dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
+    with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
+        report = encoding_report(dumped, conn)
+    names = _redacted(run.record)
+    report = names.scrub_obj(report)
+    if not report.get("invalid_utf8"):
+        return report, []
+    columns = report["invalid_utf8_columns"]
+    shown = ", ".join(columns[:8]) + (f" (+{len(columns) - 8} more)" if len(columns) > 8 else "")
+    return report, [Finding(rule="invalid_utf8", severity="warning", extra={"columns": columns},
+                            message=f"The dump is in SQL_ASCII and {len(columns)} text column(s) of the clone hold "
+                                    f"bytes that are not UTF-8: {shown}. PostgreSQL neither converted nor checked "
+                                    "them; the rehearsal server is UTF8, so a change that reads, compares or "
+                                    "converts this text may behave differently here than on production.")]
 
 
 def scratch_name(tag: str) -> str:
@@ -571,6 +624,10 @@ def finish(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunR
             verdict = (rendered or EvidencePacket.load(packet.dir)).data["verdict"]
             record = record.with_(witness=witness(packet.sealed))
     except BaseException as e:
+        if isinstance(e, EvidenceNotWritten):
+            record, outcome = evidence_fault(record, "evidence_packet", e, packet=packet, server=server,
+                                             servers=servers)
+            return record, EvidencePacket.load(packet.dir).data.get("verdict") or outcome.status
         if not interrupts.is_interrupt(e):
             raise
         interrupted(record, "evidence_packet", e, packet=packet, server=server, position=position,

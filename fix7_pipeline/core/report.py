@@ -20,13 +20,18 @@ from .errors import EXIT_USAGE, Fix7Error
 from .escape import md, md_code
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from . import journal
-from .packet_files import PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, sha256_file, write_atomic
+from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten,
+                           sha256_file, write_evidence, writing)
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"
 NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 # SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
 REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
+# The rehearsal server or its login stopped the run (core/server_faults.py): nothing was judged.
+from .server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
+# The evidence could not be written (its disk is full): whatever the stages found, nothing is judged without it.
+REHEARSAL_NOT_JUDGED = "REHEARSAL_NOT_JUDGED"
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 NOT_PROVEN = "N/A_NO_CLONE_TO_PROVE"
 
@@ -139,7 +144,8 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     return None
 
 
-_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS"})
+_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS",
+                    REHEARSAL_INTERRUPTED, REHEARSAL_SERVER_FAULT, REHEARSAL_NOT_JUDGED})
 
 
 def _word(value) -> str:
@@ -207,7 +213,14 @@ class EvidencePacket:
         report = Path(directory) / REPORT
         if report.exists():
             return cls(directory, json.loads(report.read_text(encoding="utf-8")))
-        return cls(directory, journal.fold(journal.read(Path(directory))))
+        packet = cls(directory, journal.fold(journal.read(Path(directory))))
+        from .audit import unwritten_entry
+
+        entry = unwritten_entry(Path(directory))
+        if entry is not None:  # sealed, its files not written: what the chain keeps of it
+            packet.data.update(verdict=entry.get("verdict"), judged=False,
+                               evidence_fault=entry["evidence_not_written"], finished_at=entry.get("sealed_at"))
+        return packet
 
     # -- updates -------------------------------------------------------------------
     def record_stage(self, stage: str, outcome: StageOutcome, duration_s: float | None = None) -> None:
@@ -228,7 +241,7 @@ class EvidencePacket:
         """A further packet file, written atomically; its sha256 goes into rehearsal-report.json (`files`), which
         the audit chain seals, so the file cannot be edited unnoticed."""
         path = self.dir / name
-        write_atomic(path, text)
+        write_evidence(path, text)
         entry = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         self.data.setdefault("files", {})[name] = entry
         return entry
@@ -237,10 +250,23 @@ class EvidencePacket:
         return self.data["stages"][stage]["status"]
 
     # -- verdicts ------------------------------------------------------------------
+    def server_fault(self) -> dict | None:
+        """The stage the rehearsal server stopped, and why ({"stage", "rule", "message"}); None if none did."""
+        for s in STAGES:
+            st = self.data["stages"][s]
+            if st["status"] in (FAILED, BLOCKED):
+                hit = next((f for f in st.get("findings") or [] if is_server_fault(f.get("rule"))), None)
+                if hit:
+                    return {"stage": s, "rule": hit["rule"], "message": hit.get("message")}
+        return None
+
     def clone_verdict(self) -> str | None:
-        statuses = [self.stage_status(s) for s in CLONE_GATES]
+        fault = self.server_fault()
+        statuses = [self.stage_status(s) for s in CLONE_GATES if not (fault and s == fault["stage"])]
         if any(s in (FAILED, BLOCKED) for s in statuses):
             return NO_SAFE_CLONE
+        if fault and fault["stage"] in CLONE_GATES:
+            return None  # a gate the server stopped decided nothing
         if all(s == PASSED for s in statuses):
             return SAFE_CLONE
         return None
@@ -255,6 +281,8 @@ class EvidencePacket:
     def verdict(self) -> str | None:
         if self.interruption():
             return REHEARSAL_INTERRUPTED  # never a judgment, whatever ran before it
+        if self.server_fault():
+            return REHEARSAL_SERVER_FAULT  # the server failed, not the clone nor the change
         cv = self.clone_verdict()
         if cv == NO_SAFE_CLONE:
             return NO_SAFE_CLONE
@@ -273,7 +301,8 @@ class EvidencePacket:
 
         return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
-    def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None) -> str:
+    def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None,
+                 fault: EvidenceNotWritten | None = None, fault_stage: str | None = None) -> str:
         """Fix the verdict; a run that stopped without a gate deciding is a failure, never a pass.
 
         `interrupted` ({"stage", "signal", ...}) seals REHEARSAL_INTERRUPTED: the stages not run say so,
@@ -281,8 +310,16 @@ class EvidencePacket:
         """
         if interrupted is not None:
             self.data["interrupted"] = {**interrupted, "at": utc_now()}
+        if fault is not None:
+            from .audit import seal
+
+            self.evidence_not_written(fault, fault_stage)
+            self.sealed = seal(self)
+            return self.data["verdict"]
         if self.interruption():
             return self._finalize_interrupted()
+        if self.server_fault():
+            return self._finalize_server_fault()
         verdict = self.verdict()
         if verdict is None:
             reason = incomplete_reason or "the run stopped before every stage finished"
@@ -324,6 +361,36 @@ class EvidencePacket:
 
         seal(self)
         return REHEARSAL_INTERRUPTED
+
+    def _finalize_server_fault(self) -> str:
+        fault = self.server_fault()
+        self.data["server_fault"] = {**fault, "server": (self.data["request"].get("server") or {})}
+        for s in STAGES:
+            st = self.data["stages"][s]
+            if st["status"] == SKIPPED:
+                st["reason"] = f"not run: the rehearsal server failed during {fault['stage']}"
+        self.data["verdict"] = REHEARSAL_SERVER_FAULT
+        self.data["clone_verdict"] = SAFE_CLONE if self.clone_verdict() == SAFE_CLONE else None
+        self.data["exact_operator_input_needed"] = None  # the clone was not judged: the server must be fixed
+        self.data["finished_at"] = utc_now()
+        from .audit import seal
+
+        self.sealed = seal(self)
+        return REHEARSAL_SERVER_FAULT
+    def evidence_not_written(self, fault: EvidenceNotWritten, stage: str | None = None) -> None:
+        """The evidence could not be written: the run is sealed REHEARSAL_NOT_JUDGED, naming the cause and path."""
+        if self.data.get("evidence_fault"):
+            return
+        self.data["evidence_fault"] = {**fault.as_dict(), "stage": stage}
+        self.data["verdict"] = REHEARSAL_NOT_JUDGED
+        self.data["judged"] = False
+        self.data["clone_verdict"] = self.clone_verdict() if self.clone_verdict() == SAFE_CLONE else None
+        self.data["exact_operator_input_needed"] = None
+        self.data["finished_at"] = utc_now()
+
+    def report_text(self) -> str:
+        """rehearsal-report.json as written (and as hashed into the chain when it cannot be written)."""
+        return json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
 
     def problems(self) -> list[str]:
         out = []
@@ -372,10 +439,16 @@ class EvidencePacket:
         contains = {PASSED: False, FAILED: True, BLOCKED: True}.get(st["sanitization"]["status"], "NOT_CHECKED")
         interrupted = self.interruption()
         cv = d.get("clone_verdict") or self.clone_verdict() or (REHEARSAL_INTERRUPTED if interrupted else NO_SAFE_CLONE)
+        fault = self.server_fault() if not interrupted and not d.get("clone_verdict") else None
+        if fault:
+            cv = REHEARSAL_SERVER_FAULT
         if cv == REHEARSAL_INTERRUPTED:
             by = f" by {interrupted['signal']}" if interrupted.get("signal") else ""
             note = (f"NOT JUDGED: the rehearsal was interrupted{by} during {interrupted.get('stage') or 'the run'} "
                     "before the clone gates decided; nothing is known about this clone. Rehearse it again.")
+        elif cv == REHEARSAL_SERVER_FAULT:
+            note = (f"NOT JUDGED: the rehearsal server failed during {fault['stage']} before the clone gates decided "
+                    f"({fault.get('message')}); nothing is known about this clone. Fix the server and rehearse again.")
         else:
             note = "; ".join(self.problems()[:5]) if cv == NO_SAFE_CLONE else (
                 f"Restored into a throwaway database and proven isolated, sanitized and production-shaped; "
@@ -473,6 +546,10 @@ class EvidencePacket:
                 lines += ["", f"## Findings: {s}", ""]
                 lines += [f"- \\[{md(f.get('severity', 'error'))}\\] {md(f.get('rule'))}: {md(f.get('message'))}"
                           for f in fs[:200]]
+            notes = d["stages"][s].get("notes") or []
+            if notes:  # what a gate noted (an isolated host, an optional table absent): not findings
+                lines += ["", f"## Notes: {s}", ""]
+                lines += [f"- {md(f.get('rule'))}: {md(f.get('message'))}" for f in notes[:200]]
         need = d.get("exact_operator_input_needed")
         if need:
             lines += ["", "## What the operator must supply", "", md(need["item"]), ""]
@@ -484,13 +561,13 @@ class EvidencePacket:
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / REPORT, json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n")
-        write_atomic(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
-        write_atomic(self.dir / READABLE, self.markdown())
+        write_evidence(self.dir / REPORT, self.report_text())
+        write_evidence(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
+        write_evidence(self.dir / READABLE, self.markdown())
 
 
-def render(directory: Path, *, incomplete_reason: str | None = None,
-           interrupted: dict | None = None) -> EvidencePacket | None:
+def render(directory: Path, *, incomplete_reason: str | None = None, interrupted: dict | None = None,
+           fault: EvidenceNotWritten | None = None, fault_stage: str | None = None) -> EvidencePacket | None:
     """Render the packet from the run's journal, once: the packet files written, the verdict fixed and sealed
     into the audit chain as the last step. Returns the sealed packet (`.sealed` holds its chain entry, but for an
     interruption), or None when the packet was already rendered or is being rendered (the claim file is created
@@ -499,14 +576,26 @@ def render(directory: Path, *, incomplete_reason: str | None = None,
     """
     directory = Path(directory)
     try:
-        fd = os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with writing(directory / RENDER_CLAIM):
+            fd = os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
     except FileExistsError:
         return None
-    os.close(fd)
-    if (directory / REPORT).exists():
-        (directory / RENDER_CLAIM).unlink()
+    except EvidenceNotWritten as e:  # not even the claim fits: the chain's lock decides who seals (audit.seal)
+        fault = fault or e
+    from .audit import unwritten_entry
+
+    if (directory / REPORT).exists() or unwritten_entry(directory) is not None:
+        if not (directory / REPORT).exists():
+            return None  # sealed without its files (the disk was full): the claim stays
+        (directory / RENDER_CLAIM).unlink(missing_ok=True)
         return None
     packet = EvidencePacket(directory, journal.fold(journal.read(directory)))
-    packet.finalize(incomplete_reason=incomplete_reason, interrupted=interrupted)
-    (directory / RENDER_CLAIM).unlink()  # sealed: rehearsal-report.json now refuses every later render
+    packet.finalize(incomplete_reason=incomplete_reason, interrupted=interrupted, fault=fault,
+                    fault_stage=fault_stage)
+    if packet.data.get("evidence_fault") and packet.sealed is None:
+        return None  # another render sealed it first
+    if not packet.data.get("evidence_fault"):
+        (directory / RENDER_CLAIM).unlink(missing_ok=True)  # sealed: rehearsal-report.json refuses later renders
+    # not written: the claim stays, refusing every later render (the chain records the seal)
     return packet

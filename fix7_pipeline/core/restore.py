@@ -8,6 +8,7 @@ restricted mode with a key the dump cannot know, so no meta-command in the dump 
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -90,13 +91,20 @@ def _clean_error_lines(stderr: str, line_offset: int = 0) -> list[str]:
                 continue
         if body.startswith("CONTEXT:") or "CONTEXT:" in body:
             m2 = re.search(r"COPY ([^,]+), line (\d+)", ln)
-            if not m2:
+            fn = _FUNCTION_CONTEXT.search(ln)
+            if m2:
+                ln = ln.split("CONTEXT:")[0] + f"CONTEXT: COPY {m2.group(1)}, data line {m2.group(2)} (values withheld)"
+            elif fn:  # the function the server was running: its name only, never its arguments' values
+                ln = ln.split("CONTEXT:")[0] + f"CONTEXT: function {fn.group(1) or fn.group(2)}"
+            else:
                 continue
-            ln = ln.split("CONTEXT:")[0] + f"CONTEXT: COPY {m2.group(1)}, data line {m2.group(2)} (values withheld)"
         if "ERROR" in ln or "error:" in ln or "DETAIL" in ln or "CONTEXT" in ln:
             out.append(withhold_values(ln)[:400])
     return out
 
+
+# 'SQL function "is_code" during inlining', 'PL/pgSQL function public.is_code(text) line 3 at RETURN'
+_FUNCTION_CONTEXT = re.compile(r'CONTEXT:\s+(?:SQL function "((?:[^"]|"")+)"|PL/pgSQL function ([^\s(]+)\()')
 
 # "relation "public.customer" does not exist", "type "public.year" does not exist", "schema "store" ..."
 _MISSING = re.compile(r'\b(relation|type|schema|function|sequence|collation|text search configuration|'
@@ -124,7 +132,13 @@ def missing_dependencies(lines: list[str]) -> list[str]:
     return out
 
 
-def _restore_failed(tool: str, lines: list[str], rc: int | None) -> RestoreFailed:
+def _restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
+    """What stopped the restore: the server (its fault, not the clone's), else the dump."""
+    from .server_faults import from_tool_lines
+
+    fault = from_tool_lines(lines, server.describe())
+    if fault is not None:
+        return fault
     quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
     return RestoreFailed(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
                          f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "
@@ -147,6 +161,7 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
     refusals = [f for f in screen_toc(toc) if f.is_error]
     if refusals:
         raise Fix7Error(refusals[0].message, rule=refusals[0].rule)
+    client_encoding = _archive_encoding(info, min(timeout, 300))
     skipped: dict[str, int] = {}
     kept = 0
     with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
@@ -161,30 +176,141 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
                     kept += 1
                     f.write(e.line + "\n")
         flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
-        args = [pg_tool("pg_restore"), "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
-                "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-                "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", str(listing),
-                "-d", tw.database, str(info.path)]
-        env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
-        errf = Path(tmp) / "stderr"
+        options = ["-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions", "--no-publications",
+                   "--no-security-labels", "--no-tablespaces", "--exit-on-error", *(["--schema-only"] if schema_only
+                                                                                    else [])]
+        lacking = lacking_settings(server)
         started = time.monotonic()
-        with open(errf, "w+") as err:
-            try:
-                r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                   timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
-                                "kept.", rule="restore_timeout") from None
-            err.seek(0)
-            stderr = err.read(1024 * 1024)
-        if r.returncode != 0:
-            raise _restore_failed("pg_restore", _clean_error_lines(stderr), r.returncode)
-    summary = ["pg_restore", "-F", flag, "--no-owner", "--no-privileges", "--no-subscriptions",
-               "--no-publications", "--no-security-labels", "--no-tablespaces", "--exit-on-error",
-               "--single-transaction", *(["--schema-only"] if schema_only else []), "-L", "<filtered toc>",
-               "-d", tw.database, "<dump>"]
-    return {"tool": "pg_restore (wheel)", "command": " ".join(summary), "duration_s": round(time.monotonic() - started, 3),
-            "entries_restored": kept, "entries_skipped": skipped}
+        if lacking:
+            skipped.update({f"setting {n} (unknown to the server)": 1 for n in lacking})
+            summary = _restore_archive_through_psql(server, tw, info, options, listing, lacking, timeout, Path(tmp))
+        else:
+            summary = _restore_archive_direct(server, tw, info, options, listing, timeout, Path(tmp))
+    return {"tool": "pg_restore (wheel)", "command": summary, "duration_s": round(time.monotonic() - started, 3),
+            "entries_restored": kept, "entries_skipped": skipped, "client_encoding": client_encoding}
+
+
+_CLIENT_ENCODING = re.compile(r"^SET client_encoding = '([A-Za-z0-9_-]{1,40})';", re.M)
+
+
+def _archive_encoding(info: DumpInfo, timeout: float) -> str | None:
+    """The encoding the archive was dumped in: pg_restore writes it first (`SET client_encoding`) in the fixed
+    preamble of a script of no entries (an empty list: no data block is read, no server is contacted)."""
+    flag = {CUSTOM: "c", DIRECTORY: "d", TAR: "t"}[info.format]
+    with tempfile.TemporaryDirectory(prefix="fix7-encoding-") as tmp:
+        empty = Path(tmp) / "none.list"
+        empty.write_text("")
+        try:
+            r = subprocess.run([pg_tool("pg_restore"), "-F", flag, "-L", str(empty), "-f", "-", str(info.path)],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    m = _CLIENT_ENCODING.search(r.stdout[:65536].decode("ascii", "replace")) if r.returncode == 0 else None
+    return m.group(1).upper() if m else None
+
+
+# Settings the wheel's pg_restore (PostgreSQL 18) sends at the start of every restore, with the server version
+# that introduced each; an older server would stop the restore at the first one it lacks.
+CLIENT_SETTINGS = {"transaction_timeout": 170000}
+
+
+def lacking_settings(server: RehearsalServer) -> list[str]:
+    """The client tools' settings this server does not have (none on PostgreSQL 17 and newer)."""
+    return sorted(n for n, since in CLIENT_SETTINGS.items() if server.version() < since)
+
+
+def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Path) -> str:
+    args = [pg_tool("pg_restore"), *options, "--single-transaction", "-L", str(listing), "-d", tw.database,
+            str(info.path)]
+    env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
+    with open(tmp / "stderr", "w+") as err:
+        try:
+            r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                            "kept.", rule="restore_timeout") from None
+        err.seek(0)
+        stderr = err.read(1024 * 1024)
+    if r.returncode != 0:
+        raise _restore_failed(server, "pg_restore", _clean_error_lines(stderr), r.returncode)
+    return " ".join(["pg_restore", *options, "--single-transaction", "-L", "<filtered toc>", "-d", tw.database,
+                     "<dump>"])
+
+
+_SET_LINE = re.compile(rb"^SET ([a-z_]+) = [^;\n]*;\n$")
+_HEADER_BYTES = 1024 * 1024
+
+
+def _restore_archive_through_psql(server, tw, info, options, listing, lacking, timeout, tmp: Path) -> str:
+    """pg_restore writes the script, psql runs it in one transaction; the settings the server lacks are left out.
+
+    Only pg_restore's own opening lines are filtered (the settings it sends come before the first object); the
+    rest is copied through as it is. pg_restore's script starts with its own \\restrict key, so psql runs no
+    meta-command from the dump.
+    """
+    drop = {n.encode() for n in lacking}
+    restore_args = [pg_tool("pg_restore"), *options, "-L", str(listing), "-f", "-", str(info.path)]
+    psql_args = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", tw.database,
+                 "-f", "-"]
+    env = server.tool_env(tw.database, tw.login, "restore", "psql")
+    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c client_min_messages=warning".strip()
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    deadline = time.monotonic() + timeout
+    with open(tmp / "stderr-restore", "w+") as err_r, open(tmp / "stderr-psql", "w+") as err_p:
+        producer = subprocess.Popen(restore_args, env=offline, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err_r)
+        consumer = subprocess.Popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err_p)
+        try:
+            _pump(producer.stdout, consumer.stdin, drop, deadline, timeout)
+            rc_r = producer.wait(timeout=max(1.0, deadline - time.monotonic()))
+            rc_p = consumer.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
+                            "kept.", rule="restore_timeout") from None
+        finally:
+            for p in (producer, consumer):
+                if p.poll() is None:
+                    p.kill()  # psql never reached the end of its input, so its one transaction never commits
+                    p.wait()
+        err_r.seek(0), err_p.seek(0)
+        stderr = err_p.read(1024 * 1024) + "\n" + err_r.read(1024 * 1024)
+    if rc_p != 0 or rc_r != 0:
+        raise _restore_failed(server, "pg_restore | psql", _clean_error_lines(stderr), rc_p or rc_r)
+    left_out = ", ".join(lacking)
+    return " ".join(["pg_restore", *options, "-L", "<filtered toc>", "-f", "-", "<dump>", "|",
+                     f"(without SET {left_out})", "|", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                     "--single-transaction", "-d", tw.database, "-f", "-"])
+
+
+def _pump(source, sink, drop: set[bytes], deadline: float, timeout: float) -> None:
+    """Copy the script through, leaving out `SET name = ...;` lines of the opening for each name in `drop`."""
+    head = 0
+    try:
+        while head < _HEADER_BYTES:
+            line = source.readline()
+            if not line:
+                return
+            head += len(line)
+            m = _SET_LINE.match(line)
+            if m and m.group(1) in drop:
+                sink.write(b"\n")
+                continue
+            sink.write(line)
+            if line.startswith(b"-- Name: "):
+                break
+        while chunk := source.read(1024 * 1024):
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("pg_restore", timeout)
+            sink.write(chunk)
+    except BrokenPipeError:
+        pass  # psql stopped at an error: its exit status and stderr tell which
+    finally:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
 
 
 # -- plain --------------------------------------------------------------------------------------
@@ -192,8 +318,9 @@ def _restore_archive(server: RehearsalServer, tw: Throwaway, info: DumpInfo, tim
 class _PlainFeeder:
     """Streams the screened, filtered plain dump into psql; aborts (no commit) on anything refused."""
 
-    def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str):
+    def __init__(self, info: DumpInfo, proc: subprocess.Popen, key: str, lacking: list[str] = ()):
         self.info, self.proc, self.key = info, proc, key
+        self.lacking = re.compile(r"^SET (?:%s) = [^;]*;\s*$" % "|".join(map(re.escape, lacking))) if lacking else None
         self.screen = PlainScreen(hand_written=info.hand_written)
         self.held: list[str] | None = None
         self.held_bytes = 0
@@ -201,6 +328,7 @@ class _PlainFeeder:
         self.copy_blocks = 0
         self.dropped: dict[str, int] = {}
         self.broken = False
+        self.client_encoding: str | None = None
 
     def _write(self, text: str) -> None:
         if self.broken:
@@ -242,10 +370,18 @@ class _PlainFeeder:
                     self._write("\n" if line.endswith("\n") else "")
                     continue
                 self.statements += len(stmts)
+                if self.client_encoding is None and stmts:
+                    m = _CLIENT_ENCODING.match(stmts[0].text)
+                    self.client_encoding = m.group(1).upper() if m else None
                 if self.held is not None:
                     self.held.append(line)
                     self.held_bytes += len(line)
                     self._settle(stmts)
+                    continue
+                if not was_in_statement and self.lacking is not None and self.lacking.match(line):
+                    why = "setting unknown to the server"  # pg_dump 17+ sends transaction_timeout
+                    self.dropped[why] = self.dropped.get(why, 0) + 1
+                    self._write("\n")
                     continue
                 if not was_in_statement and line[:1].isalpha() and _DROP_CANDIDATE.match(line):
                     self.held, self.held_bytes = [line], len(line)
@@ -282,7 +418,7 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
     with tempfile.TemporaryDirectory(prefix="fix7-restore-") as tmp:
         errf = open(Path(tmp) / "stderr", "w+")
         proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-        feeder = _PlainFeeder(info, proc, key)
+        feeder = _PlainFeeder(info, proc, key, lacking_settings(server))
         try:
             feeder.run()
             if time.monotonic() - started > timeout:
@@ -309,13 +445,14 @@ def _restore_plain(server: RehearsalServer, tw: Throwaway, info: DumpInfo, timeo
         stderr = errf.read(1024 * 1024)
         errf.close()
     if rc != 0 or feeder.broken:
-        raise _restore_failed("psql", _clean_error_lines(stderr, line_offset=1), rc)
+        raise _restore_failed(server, "psql", _clean_error_lines(stderr, line_offset=1), rc)
     return {"tool": "psql (wheel)",
             "command": f"psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d {tw.database} -f - "
                        "(filtered stream, restricted mode)",
             "duration_s": round(time.monotonic() - started, 3),
             "entries_restored": feeder.statements - sum(feeder.dropped.values()),
-            "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped}
+            "copy_blocks": feeder.copy_blocks, "entries_skipped": feeder.dropped,
+            "client_encoding": feeder.client_encoding}
 
 
 def _assert_no_memberships(server: RehearsalServer, role: str, attrs: dict) -> None:
@@ -388,6 +525,118 @@ def _extension_failure(server: RehearsalServer, e: RestoreFailed) -> Fix7Error |
     return _extension_error(server, missing, unloadable) if missing or unloadable else None
 
 
+OLDEST_SERVER = 15  # the oldest rehearsal server tested (make test: Debian's PostgreSQL 15)
+
+
+def assert_server_takes(server: RehearsalServer, info: DumpInfo) -> None:
+    """Refuse, before anything is created, a server older than the dump's source or older than supported.
+
+    A dump of a newer server can use what the older one lacks (types, syntax, catalog columns): the clone could
+    not be production-shaped there. Neither is a fault of the clone: the server is the wrong one (exit 4).
+    """
+    from .dumps.archive import version_major
+    from .errors import ServerFault
+
+    major = server.version() // 10000
+    source = version_major(info.server_version)
+    if major < OLDEST_SERVER:
+        raise ServerFault(f"The rehearsal server ({server.describe()}) runs PostgreSQL {major}; rehearsals need "
+                          f"PostgreSQL {OLDEST_SERVER} to 18. Point --server at a supported server (or leave it "
+                          "unset for the embedded PostgreSQL 18). Nothing is wrong with the clone.",
+                          rule="server.version")
+    if source is not None and source > major:
+        raise ServerFault(f"The dump comes from PostgreSQL {source} ({info.server_version}), newer than the rehearsal "
+                          f"server ({server.describe()}, PostgreSQL {major}): it could use what {major} lacks, so it "
+                          f"is not restored there. Rehearse on a server of PostgreSQL {source} or newer (the same "
+                          "major as production is best, or the embedded PostgreSQL 18). Nothing is wrong with the "
+                          "clone.", rule="server.version")
+# -- what the server lacks, what the dump names without its schema ------------------------------------
+
+_NO_LOCALE = re.compile(r'could not create locale "([^"]+)"')
+_NO_COLLATION = re.compile(r'collation "([^"]+)"(?: for encoding "[^"]+")? does not exist')
+_NO_ICU = "ICU is not supported in this build"
+
+
+def _server_collations(server: RehearsalServer) -> tuple[list[str], bool]:
+    """The collations the server offers (name, and provider when not libc) and whether it was built with ICU
+    (initdb imports ICU's locales as *-x-icu collations only then)."""
+    with server.connect(purpose="available collations") as c:
+        rows = c.execute("select collname, collprovider from pg_catalog.pg_collation "
+                         "where collencoding in (-1, pg_catalog.pg_char_to_encoding("
+                         "pg_catalog.current_setting('server_encoding'))) order by 1").fetchall()
+    icu = any(name.endswith("-x-icu") for name, _ in rows)
+    kinds = {"i": "ICU", "b": "builtin", "d": None, "c": None}
+    offered = [f"{name} ({kinds[p]})" if kinds.get(p) else name for name, p in rows
+               if p != "d" and (icu or p != "i")]
+    return offered, icu
+
+
+def collation_failure(server: RehearsalServer, e: RestoreFailed, info: DumpInfo) -> Fix7Error | None:
+    """The restore stopped on a collation the server lacks (a libc locale, or any ICU collation on a server
+    built without ICU, like the embedded one): a property of the server, not of the clone (rule
+    server_collation), naming what is missing, what the server offers, and how to get a server that has it."""
+    locales, names, icu_needed = [], [], False
+    for ln in e.lines:
+        locales += [x for x in _NO_LOCALE.findall(ln) if x not in locales]
+        names += [x for x in _NO_COLLATION.findall(ln) if x not in names]
+        icu_needed = icu_needed or _NO_ICU in ln
+    if not (locales or names or icu_needed):
+        return None
+    try:
+        offered, has_icu = _server_collations(server)
+    except Exception:  # noqa: BLE001 - the reason stands without the list
+        offered, has_icu = [], False
+    missing = [f"the libc locale {x!r}" for x in locales] + [f"the collation {x!r}" for x in names]
+    if icu_needed:
+        created = [e_.label for e_ in info.toc if e_.kind == "COLLATION"]
+        missing.append("an ICU collation" + (f" (the dump creates {', '.join(created[:8])})" if created else ""))
+    icu_wanted = icu_needed or any(x.endswith("-x-icu") for x in names)
+    where = server.describe()
+    parts = [f"The rehearsal server ({where}) lacks {', '.join(missing)}, which the dump uses; nothing was "
+             "restored. This is a property of the server, not a verdict on the clone."]
+    parts.append(f"It offers {', '.join(offered)}" + ("" if has_icu else " and was built without ICU") + "."
+                 if offered else ("It was built without ICU." if not has_icu else ""))
+    if icu_wanted and not has_icu:
+        parts.append("Fix: rehearse on a PostgreSQL 15-18 server built with ICU (the PGDG and Debian/Ubuntu "
+                     "postgresql-NN packages and the official Docker images are), e.g. `fix7 rehearse --server "
+                     "postgresql://USER@HOST/DB`" + ("; the embedded PostgreSQL of the wheel has no ICU"
+                                                      if server.kind == "embedded" else "") + ".")
+    else:
+        parts.append("Fix: install the locale on the server's machine (Debian: add it to /etc/locale.gen, run "
+                     "locale-gen, restart PostgreSQL and run `select pg_import_system_collations('pg_catalog')` "
+                     "as its superuser), or rehearse on a server that has it (`fix7 rehearse --server "
+                     "postgresql://USER@HOST/DB`).")
+    return Fix7Error(" ".join(p for p in parts if p), rule="server_collation")
+
+
+def unqualified_name_failure(e: RestoreFailed, info: DumpInfo) -> Fix7Error | None:
+    """A function the restore called (a domain CHECK, a default, an index expression) names a table without its
+    schema: pg_dump restores with an empty search_path, so PostgreSQL finds no such table although the dump
+    creates it. Name the function and the unqualified name (rule unqualified_name), not a partial dump."""
+    for i, ln in enumerate(e.lines):
+        m = re.search(r'relation "([^".]+)" does not exist', ln)
+        if not m:
+            continue
+        fn = next((f.group(1) for later in e.lines[i:i + 3]
+                   if (f := re.search(r"CONTEXT: function (\S+)", later))), None)
+        if fn is None:
+            continue
+        name = m.group(1)
+        created = sorted({f"{t.schema}.{t.name}" for t in info.toc
+                          if t.kind in ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE")
+                          and t.name == name and t.schema})
+        where = f"the dump creates it as {', '.join(created)}" if created else "the dump creates no such table"
+        qualified = created[0] if created else f"SCHEMA.{name}"
+        return Fix7Error(
+            f"The dump's function {fn} names the table {name!r} without its schema, and the restore called it "
+            f"(a domain CHECK, a column default, an index or a constraint using it): pg_dump restores with an empty "
+            f"search_path, so PostgreSQL found no {name!r} ({where}); nothing was kept. Fix the function in "
+            f"production: write {qualified} in its body, or give it its own search_path (ALTER FUNCTION {fn} "
+            f"SET search_path = {qualified.split('.')[0]}), then dump again and rehearse.",
+            rule="unqualified_name")
+    return None
+
+
 def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, timeout: float = 3600,
             screen: bool = True, schema_only: bool = False) -> dict:
     """Restore `info` into `throwaway` as its least-privileged role; any error -> Fix7Error, nothing kept.
@@ -414,7 +663,8 @@ def restore(server: RehearsalServer, throwaway: Throwaway, info: DumpInfo, *, ti
         else:
             raise Fix7Error(f"Unknown dump format {info.format!r}.", rule="dump_unreadable")
     except RestoreFailed as e:
-        raise _extension_failure(server, e) or e from None
+        raise (_extension_failure(server, e) or collation_failure(server, e, info)
+               or unqualified_name_failure(e, info) or e) from None
     details.update(database=throwaway.database, role=throwaway.login.role, format=info.format,
                    sha256=info.sha256, least_privilege=attrs)
     return details

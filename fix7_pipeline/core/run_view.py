@@ -61,6 +61,8 @@ def verdict_reason(data: dict) -> str:
     """The one line that decided the verdict: the stopping stage and its reason, else the first impact
     breach, else (passed) the restore diff's reason."""
     stages = data.get("stages") or {}
+    if data.get("evidence_fault"):  # the disk filled: nothing was judged, whatever the stages found
+        return one_line(data["evidence_fault"].get("message") or "the evidence could not be written")
     stage = stopping_stage(data)
     if stage:
         return one_line(f"{stage}: {stages[stage].get('reason') or stages[stage].get('status')}")
@@ -79,6 +81,7 @@ def verdict_reason(data: dict) -> str:
 # The verdict in the fewest words, so the Runs list's narrow column shows it whole.
 SHORT_VERDICT = {"REHEARSAL_PASSED": "PASSED", "REHEARSAL_FAILED": "FAILED",
                  "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": "NO SAFE CLONE", "REHEARSAL_INTERRUPTED": "INTERRUPTED",
+                 "REHEARSAL_NOT_JUDGED": "NOT JUDGED", "REHEARSAL_SERVER_FAULT": "SERVER FAULT",
                  "NOT_STARTED": "NOT STARTED"}
 
 

@@ -10,8 +10,9 @@ read-only proof session, and only as COPY streams (`copy (select ...) to stdout`
 - the catalog: names of schemas, relations (tables, views, sequences, indexes, ...), columns,
   constraints, types and enum labels, functions, triggers, policies, rules, roles of the database,
   publications, subscriptions, foreign-data wrappers and servers; comments on every object; function and
-  procedure bodies, arguments and SET options; view and materialized-view definitions; column defaults
-  and generated expressions; constraint, index, trigger, policy and rule definitions; foreign-server,
+  procedure bodies (SQL-standard BEGIN ATOMIC ones too), arguments and SET options; view and materialized-view
+  definitions; column defaults and generated expressions; constraint, index, trigger, policy, rule and
+  extended-statistics definitions; foreign-server,
   foreign-table, user-mapping and relation options; security labels;
 - database and role settings, read from the shared catalog by the admin on the maintenance database
   (`server.database_settings`) and handed in as `settings`.
@@ -75,6 +76,7 @@ class RawHit:
     name: str | None = None         # the identifier itself, when field == "name"
     place: str | None = None        # for settings, large objects and unreadable places: printable
     extra: dict = field(default_factory=dict)
+    rules: tuple[str, ...] = ()     # every rule that matched this one occurrence (textscan.Hit.rules)
 
 
 class ScanFindings(list):
@@ -344,9 +346,13 @@ def _scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[R
                     entry[2].extend((p.columns[col - 1], h) for h in hits)
             for row in sorted(found):
                 fields, key_hit, hits = found[row]
-                for col, h in hits:
-                    out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
-                                      key_of(fields, key_hit, col)))
+                by_column: dict[str, list] = {}
+                for col, h in hits:  # the header scanner and the main one can match one value's secret
+                    by_column.setdefault(col, []).append(h)
+                for col, col_hits in by_column.items():
+                    for h in textscan.merge(col_hits):
+                        out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
+                                          key_of(fields, key_hit, col), rules=h.rules))
             if p.must_be_null:
                 out.extend(_must_be_null_hits(p, raw, salt, key_of))
     if p.bytea:
@@ -402,8 +408,8 @@ def _scan_bytea(conn: psycopg.Connection, p: TablePlan, salt: str, key_of) -> li
             n += 1
     batch.flush()
     key_hits = {r for (r, _c), _h in batch.hits if textscan.scan_value(rows[r][0], salt)}
-    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col))
-           for (r, col), h in batch.hits]
+    out = [RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(rows[r], r in key_hits, col),
+                  rules=h.rules) for (r, col), h in batch.hits]
     return out + null_hits
 
 
@@ -466,6 +472,9 @@ CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label,
         select 'pg_proc'::regclass::oid, p.oid, 0, 'name', p.proname::text from pg_catalog.pg_proc p where p.oid >= {_N}
         union all
         select 'pg_proc'::regclass::oid, p.oid, 0, 'body', p.prosrc from pg_catalog.pg_proc p where p.oid >= {_N}
+        union all
+        select 'pg_proc'::regclass::oid, p.oid, 0, 'body', pg_catalog.pg_get_function_sqlbody(p.oid)
+        from pg_catalog.pg_proc p where p.oid >= {_N} and p.prosqlbody is not null
         union all
         select 'pg_proc'::regclass::oid, p.oid, 0, 'library', p.probin from pg_catalog.pg_proc p
         where p.oid >= {_N} and p.probin is not null
@@ -555,6 +564,9 @@ CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label,
         union all
         select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'name', s.stxname::text from pg_catalog.pg_statistic_ext s
         union all
+        select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'definition', pg_catalog.pg_get_statisticsobjdef(s.oid)
+        from pg_catalog.pg_statistic_ext s where s.oid >= {_N}
+        union all
         select 'pg_collation'::regclass::oid, c.oid, 0, 'name', c.collname::text from pg_catalog.pg_collation c
         where c.oid >= {_N}
         union all
@@ -608,7 +620,8 @@ def _scan_catalog_part(conn: psycopg.Connection, label: str, query: str, salt: s
             fname = fld.decode()
             for h in hits:
                 out.append(RawHit(h.rule, h.fingerprint, "catalog", ref=ref, part=fname,
-                                  name=value.decode("utf-8", "replace") if fname == "name" else None))
+                                  name=value.decode("utf-8", "replace") if fname == "name" else None,
+                                  rules=h.rules))
     return out
 
 
@@ -638,9 +651,21 @@ def _regclass(conn: psycopg.Connection, name: str) -> int:
     return int(conn.execute("select %s::regclass::oid", (f"pg_catalog.{name}",)).fetchone()[0])
 
 
+def _lo_readable(conn: psycopg.Connection) -> str:
+    """Whether the session may read large object m: the server's own test from PostgreSQL 17 on; before it, the
+    same rule over the catalog (the owner's privileges, a SELECT grant to the session's roles or to PUBLIC, or
+    lo_compat_privileges, which turns the checks off)."""
+    if conn.info.server_version >= 170000:
+        return "pg_catalog.has_largeobject_privilege(m.oid, 'SELECT')"
+    return ("(pg_catalog.current_setting('lo_compat_privileges')::pg_catalog.bool "
+            "or pg_catalog.pg_has_role(m.lomowner, 'USAGE') "
+            "or exists (select from pg_catalog.aclexplode(m.lomacl) a where a.privilege_type = 'SELECT' "
+            "and (a.grantee = 0 or pg_catalog.pg_has_role(a.grantee, 'USAGE'))))")
+
+
 def _scan_large_objects(conn: psycopg.Connection, salt: str) -> list[RawHit]:
     out = []
-    rows = conn.execute("select m.oid::pg_catalog.int8, pg_catalog.has_largeobject_privilege(m.oid, 'SELECT') "
+    rows = conn.execute(f"select m.oid::pg_catalog.int8, {_lo_readable(conn)} "
                         "from pg_catalog.pg_largeobject_metadata m order by 1").fetchall()
     readable = [oid for oid, ok in rows if ok]
     out += [RawHit(UNREADABLE, "", "unreadable", place=f"large object {oid}", part="data")
@@ -670,7 +695,7 @@ def _scan_large_objects(conn: psycopg.Connection, salt: str) -> list[RawHit]:
                         continue
                     seen.add(at)
                     out.append(RawHit(h.rule, h.fingerprint, "large object", place=f"large object {int(oid)}",
-                                      extra={"offset": int(off) + h.start}))
+                                      extra={"offset": int(off) + h.start}, rules=h.rules))
     return out
 
 
@@ -685,7 +710,8 @@ def _scan_settings(settings: list[dict], salt: str) -> list[RawHit]:
         s = settings[i]
         scope = f"database {s['database']}" if s.get("database") else f"role {s.get('role')}"
         out.append(RawHit(h.rule, h.fingerprint, "setting", part=part, place=scope,
-                          name=s.get("name") if part == "name" else None, extra={"setting": s.get("name")}))
+                          name=s.get("name") if part == "name" else None, extra={"setting": s.get("name")},
+                          rules=h.rules))
     return out
 
 
@@ -713,6 +739,8 @@ def _render(hits: list[RawHit], idents: dict[tuple, tuple[str, str]], names: Red
     for h in hits:
         info = eng.info(h.rule)
         extra = {"source": info.source if info else "fix7", "family": info.family if info else h.rule, **h.extra}
+        if h.rules:  # one occurrence, every rule that matched it (rule names only, never the value)
+            extra["rules"] = list(h.rules)
         if h.kind == "table":
             table, column = names.name(h.table), names.name(h.column)
             if h.rule == MUST_BE_EMPTY:

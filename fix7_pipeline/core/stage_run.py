@@ -24,6 +24,7 @@ from . import interrupts
 from .errors import Fix7Error
 from .journal import Journal
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from .packet_files import EvidenceNotWritten
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .report import CLONE_GATES, EvidencePacket, render
 from .request import RehearsalRequest
@@ -104,8 +105,12 @@ def _redacted(record: RunRecord) -> RedactedNames:
     return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
 
-def _error_outcome(stage: str, e: BaseException) -> StageOutcome:
+def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
+    if isinstance(e, psycopg.Error) and server is not None:
+        from .server_faults import from_psycopg
+
+        e = from_psycopg(e, server.describe()) or e  # out of locks, disk full, a lost connection: the server's
     if isinstance(e, Fix7Error):
         msg, rule = e.message, e.rule
     elif isinstance(e, psycopg.Error):
@@ -140,8 +145,10 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         try:
             server = open_server(record.request, servers)
             outcome = body(server, packet, run)
+        except EvidenceNotWritten:
+            raise  # a full disk is no finding of the stage: below
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
-            outcome = _error_outcome(stage, e)
+            outcome = _error_outcome(stage, e, server)
         # A name that matched a secret rule is printed as its label by every stage from the scan on.
         outcome = _redacted(run.record).scrub_outcome(outcome)
         with interrupts.deferred():  # recording, dropping and sealing are never cut short
@@ -157,6 +164,8 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
                 _render(packet)
                 run.put(witness=witness(packet.sealed))  # the Dagster layer records it on the run
     except BaseException as e:
+        if isinstance(e, EvidenceNotWritten):
+            return evidence_fault(run.record, stage, e, packet=packet, server=server, servers=servers)
         if not interrupts.is_interrupt(e):
             raise
         interrupted(run.record, stage, e, packet=packet, server=server, started=started, position=position,
@@ -164,6 +173,37 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         raise
     outcome.duration_s = time.monotonic() - started
     return run.record, outcome
+
+
+class _FullDiskJournal(Journal):
+    """The journal of a run whose evidence disk is full: what no longer fits is left out, nothing stops on it."""
+
+    def put(self, path: list[str], value, op: str = "set") -> None:
+        try:
+            super().put(path, value, op)
+        except EvidenceNotWritten:
+            pass
+
+
+def evidence_fault(record: RunRecord, stage: str, fault: EvidenceNotWritten, *, packet: Journal,
+                   server: RehearsalServer | None = None,
+                   servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
+    """The evidence disk filled during `stage`: the throwaways are dropped, the run is sealed
+    REHEARSAL_NOT_JUDGED into the audit chain (naming the cause and the path; core.audit.seal), and the stage
+    stops the run with that message. Whatever the stages found is not a verdict without its evidence."""
+    with interrupts.deferred(reraise=False):
+        if server is None and record.throwaway:
+            try:
+                server = open_server(record.request, servers)
+            except Exception:  # noqa: BLE001 - the next run's sweep drops them
+                server = None
+        drop_throwaways(record, _FullDiskJournal(packet.dir, packet.recorded), server)
+        rendered = render(packet.dir, fault=fault, fault_stage=stage)
+        packet.sealed = rendered.sealed if rendered is not None else None
+    outcome = StageOutcome(status=FAILED, reason=fault.message,
+                           findings=[Finding(rule=fault.rule, message=fault.message)],
+                           details={"evidence_not_written": fault.as_dict()})
+    return record.with_(witness=witness(packet.sealed)), outcome
 
 
 def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, packet: Journal,

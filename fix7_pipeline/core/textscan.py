@@ -27,12 +27,43 @@ _SEPARATORS = bytes.maketrans(b"\t\n", b"\x00\x00")
 
 @dataclass(frozen=True)
 class Hit:
-    """One rule matching inside one value: offsets are bytes of that value."""
+    """One secret inside one value: offsets are bytes of that value. `rule` is the rule it is reported by;
+    `rules` every rule that matched it (several detectors often match one token: a provider's pattern and
+    fix7's `token = ...` assignment), so one occurrence is one finding."""
 
     rule: str
     start: int
     end: int
     fingerprint: str
+    rules: tuple[str, ...] = ()
+
+
+def _preference(rule: str) -> tuple:
+    """Which rule reports an occurrence several matched: a provider's own pattern before fix7's, and fix7's
+    specific rules before the ones keyed on a word (`token =`, `Bearer`)."""
+    from .rules import KEYED_ON_A_WORD
+
+    return (rule.startswith("fix7."), rule in KEYED_ON_A_WORD, rule)
+
+
+def merge(hits: list[Hit]) -> list[Hit]:
+    """One hit per occurrence: hits whose spans overlap in one value are one secret, reported by the preferred
+    rule (its span and fingerprint) and naming every rule that matched."""
+    out: list[Hit] = []
+    group: list[Hit] = []
+    end = -1
+    for h in sorted(hits, key=lambda h: (h.start, h.end)) + [None]:
+        if h is not None and group and h.start < end:
+            group.append(h)
+            end = max(end, h.end)
+            continue
+        if group:
+            names = sorted({r for g in group for r in (g.rules or (g.rule,))}, key=_preference)
+            first = min(group, key=lambda g: _preference(g.rule))
+            out.append(Hit(first.rule, first.start, first.end, first.fingerprint, tuple(names)))
+        if h is not None:
+            group, end = [h], h.end
+    return out
 
 
 def fingerprint(salt: str, data: bytes) -> str:
@@ -49,17 +80,13 @@ def scan_value(data: bytes, salt: str, *, headers: bool = False) -> list[Hit]:
     """Scan one value alone: the truth every batched candidate is confirmed against."""
     eng = engine()
     scanner = eng.header_scanner if headers else eng.scanner
-    out, seen = [], set()
+    out = []
     for rule, s, e in _raw_hits(scanner, data):
         s, e = max(0, s), min(len(data), max(e, s))
         if not plausible(rule, data[s:e]):
             continue
-        key = (eng.info(rule).family if eng.info(rule) else rule, s, e)
-        if key in seen:  # two rules of one family on the same span (the libpq rules in both orders)
-            continue
-        seen.add(key)
         out.append(Hit(rule, s, e, fingerprint(salt, data[s:e])))
-    return out
+    return merge(out)
 
 
 def decode_copy_text(raw: bytes) -> bytes:

@@ -180,12 +180,14 @@ def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
 def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
     """The run-failure hook: seal what no stage sealed, report the verdict as the run's last event, and remove
     the run's stage outputs (a blocked run leaves those of the stages before the block)."""
+    from fix7_pipeline.defs.crashes import closed_as_crashed
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG, close_run, seal_unfinished
 
     from fix7_pipeline.defs.audit_chain import report_chain_state
 
     run = instance.get_run_by_id(run_id)
-    if run is not None and not run.tags.get("fix7/verdict"):
+    # a crashed run judged nothing: its journal stays as it is, and `fix7 audit` lists it as crashed
+    if run is not None and not run.tags.get("fix7/verdict") and not closed_as_crashed(instance, run_id):
         seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
     close_run(instance, run_id)
     report_chain_state(instance)  # the audit chain's check, with this run sealed and closed

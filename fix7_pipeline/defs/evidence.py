@@ -28,6 +28,9 @@ def evidence_packet(context, restore_diff: RunRecord,
     record_witness(context.instance, context.run_id, record.witness)
     discard_run_outputs(context.instance, context.run_id)
     directory = Path(record.evidence_dir)
+    fault = rehearsal.EvidencePacket.load(directory).data.get("evidence_fault")
+    if fault:  # sealed REHEARSAL_NOT_JUDGED: the run fails with the cause and the path, never as a success
+        raise dg.Failure(description=fault["message"], metadata={"verdict": verdict, **sealed_metadata(str(directory))})
     return dg.MaterializeResult(metadata={
         "verdict": verdict,
         **sealed_metadata(str(directory)),

@@ -69,13 +69,17 @@ def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCh
     stage's last evaluated gate; the verdict first on the gate that sealed the packet."""
     outcome = result.outcome
     counts = outcome.details.get("finding_counts") if outcome is not None and result.name == "sanitized" else None
-    listed = [f.as_dict() for f in result.findings]
+    listed = [f.as_dict() for f in result.findings if f.severity != "note"]
+    notes = [f.as_dict() for f in result.findings if f.severity == "note"]  # notes, not findings
     per_rule = {**run_view.findings_per_rule(None, listed), **run_view.findings_per_rule(counts, [])}
     md: dict = {"gate_status": "not_evaluated" if not result.evaluated else "passed" if result.passed else "failed",
                 "finding_count": int(outcome.details.get("finding_total", len(listed))) if counts else len(listed),
                 "rules": dg.MetadataValue.json(sorted(per_rule)),
                 "findings": dg.MetadataValue.json([{k: v for k, v in f.items() if k != "row_key"}
                                                    for f in listed[:100]])}
+    if notes:
+        md["note_count"] = len(notes)
+        md["notes"] = dg.MetadataValue.json([{k: v for k, v in f.items() if k != "row_key"} for f in notes[:100]])
     md.update({f"findings/{visible(rule)}": n for rule, n in per_rule.items()})
     if counts:  # the secret scan's findings per rule and per place, in full (the outcome lists 100)
         md["finding_counts"] = dg.MetadataValue.md(run_view.finding_counts_table(counts))

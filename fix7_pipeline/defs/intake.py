@@ -56,7 +56,9 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
         raise dg.Failure(description=NO_PARTITION, allow_retries=False)
 
     def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
-        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir})
+        from fix7_pipeline.defs.crashes import host_tag
+
+        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir, **host_tag()})
 
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.intake(config.to_request(), context.run.run_id,

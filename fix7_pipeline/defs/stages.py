@@ -34,8 +34,9 @@ def stage_metadata(outcome: StageOutcome, record: RunRecord) -> dict:
         "status": outcome.status,
         DURATION_KEY: float(outcome.duration_s or 0.0),
         "reason": dg.MetadataValue.text(visible(outcome.reason)),
-        "findings": dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.findings[:100]]),
-        "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
+        "findings": dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.findings
+                                           if f.severity != "note"][:100]),
+        "finding_count": outcome.finding_count,
         "evidence_dir": dg.MetadataValue.path(record.evidence_dir),
     }
     for key in ("sha256", "format", "pg_dump_version"):
@@ -50,8 +51,12 @@ def stage_metadata(outcome: StageOutcome, record: RunRecord) -> dict:
     counts = outcome.details.get("finding_counts")
     if counts:
         md["finding_counts"] = dg.MetadataValue.md(run_view.finding_counts_table(counts))
-    for rule, n in run_view.findings_per_rule(counts, [f.as_dict() for f in outcome.findings]).items():
+    for rule, n in run_view.findings_per_rule(counts, [f.as_dict() for f in outcome.findings
+                                                       if f.severity != "note"]).items():
         md[f"findings/{visible(rule)}"] = n
+    if outcome.notes:  # what the stage notes (an isolated host it saw) is not a finding
+        md["note_count"] = len(outcome.notes)
+        md["notes"] = dg.MetadataValue.json([_no_row_value(f.as_dict()) for f in outcome.notes[:100]])
     return md
 
 
@@ -179,8 +184,8 @@ def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecor
         severity=dg.AssetCheckSeverity.ERROR,
         description=verdict_first(outcome, record),
         metadata={"status": outcome.status,
-                  "finding_count": int(outcome.details.get("finding_total", len(outcome.findings))),
-                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings}
+                  "finding_count": outcome.finding_count,
+                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings if f.severity != "note"}
                                                         | set((outcome.details.get("finding_counts") or {})
                                                               .get("by_rule", {}))))},
     )
@@ -216,9 +221,11 @@ def sealed_metadata(evidence_dir: str) -> dict:
 
     directory = Path(evidence_dir)
     data = EvidencePacket.load(directory).data
-    return {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
-            "stages": dg.MetadataValue.md(run_view.stages_table(data)),
-            "rehearsal_report": dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))}
+    md = {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
+          "stages": dg.MetadataValue.md(run_view.stages_table(data))}
+    if (directory / READABLE).is_file():  # not when the disk filled before it was written (REHEARSAL_NOT_JUDGED)
+        md["rehearsal_report"] = dg.MetadataValue.md((directory / READABLE).read_text(encoding="utf-8"))
+    return md
 
 
 def suite_metadata(gx: dict) -> dict:

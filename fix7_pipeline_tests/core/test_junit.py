@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import threading
 import xml.etree.ElementTree as ET
 
+import pytest
+
+from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline.core.junit import write_junit
 from fix7_pipeline.core.model import STAGES
 
@@ -72,3 +78,82 @@ def test_one_case_per_impact_threshold_and_a_breach_fails_the_verdict_case(tmp_p
     assert cases["apply max_total_s"].find("system-out").text == "measured 2.1 within 9.0"
     assert f"impact: {message}" in cases["verdict"].find("failure").text
     assert (suite.get("tests"), suite.get("failures")) == (str(len(STAGES) + 3), "2")
+
+
+# -- the path the operator named is written into, never swapped (packet_files.write_output) --------------
+
+
+def _fifo_reader(path):
+    got = {}
+
+    def read():
+        with open(path, "rb") as f:
+            got["data"] = f.read()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t, got
+
+
+def test_a_regular_file_is_rewritten_in_place(tmp_path):
+    path, other = tmp_path / "report.xml", tmp_path / "hard-link.xml"
+    path.write_text("old")
+    path.chmod(0o640)
+    os.link(path, other)
+    inode = path.stat().st_ino
+    write_junit(path, _packet({}, "REHEARSAL_PASSED"))
+    assert path.stat().st_ino == inode and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert other.read_text().startswith("<?xml")  # the other link sees the report: the same file
+
+
+def test_a_symlink_stays_a_link_and_its_target_gets_the_report(tmp_path):
+    target, link = tmp_path / "target.xml", tmp_path / "link.xml"
+    target.write_text("old")
+    link.symlink_to(target)
+    write_junit(link, _packet({}, "REHEARSAL_PASSED"))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().startswith("<?xml")
+    dangling, new_target = tmp_path / "dangling.xml", tmp_path / "new-target.xml"
+    dangling.symlink_to(new_target)
+    write_junit(dangling, _packet({}, "REHEARSAL_PASSED"))
+    assert dangling.is_symlink() and new_target.read_text().startswith("<?xml")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_a_character_device_stays_a_device(tmp_path):
+    dev = tmp_path / "null-device"
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a second /dev/null, never /dev/null itself
+    write_junit(dev, _packet({}, "REHEARSAL_PASSED"))
+    assert stat.S_ISCHR(os.lstat(dev).st_mode) and os.lstat(dev).st_rdev == os.makedev(1, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["null-device"]  # no temp file left beside it
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_fifo_is_written_through_to_its_reader(tmp_path):
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    t, got = _fifo_reader(fifo)
+    for _ in range(100):  # the reader's open must come first, or the write is refused (next test)
+        try:
+            write_junit(fifo, _packet({}, "REHEARSAL_PASSED"))
+            break
+        except Fix7Error:
+            threading.Event().wait(0.05)
+    t.join(10)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert got["data"].startswith(b"<?xml") and got["data"].rstrip().endswith(b"</testsuites>")
+
+
+def test_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(Fix7Error) as e:
+        write_junit(fifo, _packet({}, "REHEARSAL_PASSED"))
+    assert e.value.exit_code == EXIT_USAGE and "no process reads" in e.value.message
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_directory_is_refused_with_a_usage_error(tmp_path):
+    with pytest.raises(Fix7Error) as e:
+        write_junit(tmp_path, _packet({}, "REHEARSAL_PASSED"))
+    assert e.value.exit_code == EXIT_USAGE and "is a directory" in e.value.message

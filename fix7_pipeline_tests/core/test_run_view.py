@@ -103,3 +103,13 @@ def test_the_stage_table_leads_with_the_verdict():
     text = run_view.stages_table(data)
     assert text.startswith("**REHEARSAL\\_PASSED**")
     assert text.count("| passed |") == len(STAGES)
+
+
+def test_every_verdict_has_a_short_headline():
+    from fix7_pipeline.core import report
+
+    verdicts = {v for v in vars(report).values() if isinstance(v, str) and v.startswith("REHEARSAL_")}
+    verdicts |= {"NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE", "NOT_STARTED"}
+    for verdict in verdicts:
+        short = run_view.headline({"verdict": verdict, "stages": _stages(**{s: "passed" for s in STAGES})})
+        assert short == run_view.SHORT_VERDICT[verdict] and len("fix7: " + short) <= 20, (verdict, short)

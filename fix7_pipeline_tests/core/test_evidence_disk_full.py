@@ -1,0 +1,78 @@
+"""A full evidence disk at the moment the packet is rendered (every stage done, nothing more fits): the run is
+sealed REHEARSAL_NOT_JUDGED into the audit chain with the cause and the path, no half-written packet file is
+left, it is never sealed twice, and a packet file that appears later is a forgery. On a real 1 MiB tmpfs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.core import audit
+from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.report import REHEARSAL_NOT_JUDGED, EvidencePacket, render
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full disk is a real small tmpfs here, and mounting one needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:
+        size = 64 << 10
+        while size:
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == 28, e
+            size //= 2
+    return filler
+
+
+def test_a_packet_that_cannot_be_written_is_sealed_not_judged(small_disk, tmp_path, monkeypatch):
+    chain = tmp_path / "audit-chain.jsonl"  # the chain lives beside the instance, not on the full disk
+    monkeypatch.setenv("FIX7_AUDIT_CHAIN", str(chain))
+    ev = small_disk / "ev"
+    EvidencePacket.start(ev, run_id="run-disk-full", request={"clone_path": "/nowhere/clone.dump"})
+    filler = fill(small_disk)
+
+    rendered = render(ev)
+    assert rendered is not None and rendered.data["verdict"] == REHEARSAL_NOT_JUDGED
+    entry = rendered.sealed
+    fault = entry["evidence_not_written"]
+    assert entry["verdict"] == REHEARSAL_NOT_JUDGED and entry["judged"] is False
+    assert fault["errno"] == "ENOSPC" and fault["path"].startswith(str(ev)) and "(ENOSPC)" in fault["message"]
+    assert entry["rendered_sha256"] == {} and len(entry["packet_sha256"]) == 64
+    left = sorted(p.name for p in ev.iterdir())
+    assert not {REPORT, PROVENANCE, READABLE} & set(left) and not [n for n in left if n.startswith(".rehearsal-r")
+                                                                   and not n.endswith(".claim")], left
+    assert (ev / JOURNAL).is_file()
+
+    assert audit.verify_chain(chain).ok, audit.verify_chain(chain).problems
+    assert render(ev) is None and len(audit.read_chain(chain)) == 1  # never sealed twice
+    loaded = EvidencePacket.load(ev).data
+    assert loaded["verdict"] == REHEARSAL_NOT_JUDGED and loaded["evidence_fault"]["errno"] == "ENOSPC"
+    row = audit.packet_row(str(ev), entry)
+    assert audit.run_state(row, entry, running=False) == audit.NOT_JUDGED and "not written (ENOSPC)" in row["chain"]
+
+    filler.unlink()  # space again: still sealed as it was, and no render happens over it
+    assert render(ev) is None and len(audit.read_chain(chain)) == 1 and audit.verify_chain(chain).ok
+    (ev / REPORT).write_text('{"verdict": "REHEARSAL_PASSED", "run_id": "run-disk-full"}\n')
+    report = audit.verify_chain(chain)
+    assert not report.ok and "packet forged" in report.problems[0], report.problems
