@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
 from fix7_pipeline.defs.crashes import fix7_crashed_run_sensor
 from fix7_pipeline.defs.evidence import evidence_packet
@@ -40,5 +41,7 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
 fix7_rehearsal = rehearsal_job()
 
-defs = dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES, jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor], resources=RESOURCES)
+defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*CLONE_GATES, chain_verifies],
+                      jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor, audit_chain_sensor],
+                      resources=RESOURCES)

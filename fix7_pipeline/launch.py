@@ -58,16 +58,19 @@ def create_job_run(instance, location, run_config: dict, tags: dict, *, run_id: 
 def run_job_here(instance, run_config: dict, tags: dict, *, partition_key: str | None = None,
                  run_id: str | None = None):
     """Create the run of the code location's job and execute it in this process; returns the
-    JobExecutionResult (run_id, success). `partition_key` is added to the rehearsals' dynamic
-    partitions first and tagged on the run; `run_id` is the run's id when the caller follows it already."""
+    JobExecutionResult (run_id, success). `partition_key` is tagged on the run, and the instance's storage adds
+    it to the rehearsals' partitions with the run (instance_guard.py; on an instance without that storage it
+    is added here first); `run_id` is the run's id when the caller follows it already."""
     from dagster._core.execution.api import execute_run
     from dagster._core.storage.tags import PARTITION_NAME_TAG
     from dagster._utils.hosted_user_process import recon_job_from_origin
 
     from fix7_pipeline.defs.partitions import add_rehearsal
+    from fix7_pipeline.instance_guard import guarded
 
     if partition_key:
-        add_rehearsal(instance, partition_key)
+        if not guarded(instance):  # the project's storage adds it with the run
+            add_rehearsal(instance, partition_key)
         tags = {**tags, PARTITION_NAME_TAG: partition_key}
     with code_location(instance) as location:
         run = create_job_run(instance, location, run_config, tags, run_id=run_id)

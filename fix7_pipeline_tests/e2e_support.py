@@ -55,8 +55,15 @@ class GraphQL:
     def __call__(self, query: str, variables: dict | None = None) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            out = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                out = json.loads(resp.read())
+        except urllib.error.HTTPError as e:  # the webserver answers 500 when the answer holds a PythonError
+            body = e.read()
+            try:
+                out = json.loads(body)
+            except ValueError:
+                raise AssertionError(f"HTTP {e.code}: {body[:3000]!r}") from None
         assert not out.get("errors"), out["errors"]
         return out["data"]
 
@@ -129,9 +136,18 @@ class DagsterHome:
     env: dict
 
     @classmethod
-    def create(cls, path: Path, tag: str) -> DagsterHome:
+    def create(cls, path: Path, tag: str, *, guarded: bool = True) -> DagsterHome:
+        """`guarded=False`: Dagster's plain PostgreSQL storage instead of fix7's (instance_guard.py), for a test
+        that stands in for a run the guard never lets start (e.g. one stage alone, as a run that died after it)."""
         path.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(project_dir() / "dagster.yaml", path / "dagster.yaml")
+        if not guarded:
+            text = (path / "dagster.yaml").read_text()
+            plain = text.replace("  custom:\n    module: fix7_pipeline.instance_guard\n    class: RehearsalStorage\n"
+                                 "    config:\n      postgres_url:\n        env: FIX7_DAGSTER_PG_URL",
+                                 "  postgres:\n    postgres_url:\n      env: FIX7_DAGSTER_PG_URL")
+            assert plain != text
+            (path / "dagster.yaml").write_text(plain)
         storage_db = f"dagster_e2e_{tag}_{secrets.token_hex(3)}"
         env = {"DAGSTER_HOME": str(path), "FIX7_DAGSTER_PG_URL": embedded_dagster_url(storage_db),
                "FIX7_DAGSTER_ARTIFACTS": str(path / "storage"),
@@ -445,8 +461,14 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
     assert not failed.passed and failed.blocking
     assert failed.description.startswith("NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE: "), failed.description
     assert failed.metadata["gate_status"].value == "failed"
-    for later in GATE_NAMES[at + 1:]:
+    for later in GATE_NAMES[at + 1:]:  # not run: a warning with the reason, not a failure (issue 21.3)
         assert not evals[later].passed and evals[later].description == f"not evaluated: {gate} failed"
+        assert evals[later].severity.value == "WARN" and evals[later].metadata["gate_status"].value == "not_evaluated"
+    step_failure = next(e for e in logs if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+                        and e.step_key == "clone_gates")
+    message = step_failure.dagster_event.step_failure_data.error.message
+    assert message.count("blocking asset check") == 1 and message.rstrip().endswith(f"rehearsal_clone: {gate}"), \
+        message
     started = {e.step_key for e in logs if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
     assert started == {"clone_intake", "rehearsal_clone", "clone_gates"}, started
     assert not started & set(AFTER_THE_GATES)
@@ -458,3 +480,14 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
 
     assert len([e for e in read_chain() if e.get("run_id") == run_id]) == 1  # the packet was sealed once
     return failed
+
+
+def verdict_facts(inst, run_id: str) -> dict:
+    """The metadata of the run's verdict event (defs/stages.py report_verdict): what is no longer a tag."""
+    from dagster import DagsterEventType
+
+    from fix7_pipeline.defs.stages import VERDICT_EVENT
+
+    event = next(e for e in inst.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
+                 if (e.message or "").startswith(VERDICT_EVENT))
+    return {k: getattr(v, "value", v) for k, v in event.dagster_event.engine_event_data.metadata.items()}

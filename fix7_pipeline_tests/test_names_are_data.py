@@ -25,7 +25,7 @@ from fix7_pipeline.core.report import EvidencePacket
 from fix7_pipeline.core.request import RehearsalRequest
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.stages import stage_metadata
-from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
+from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change, verdict_facts
 
 EVIL = "evil\n# PASSED | x <b>`&amp;.dump"
 EVIL_ATTESTATION = "ops <i>*x*</i> | [y](http://e.test) _u_ ~~s~~\n# PASSED"
@@ -136,7 +136,8 @@ def test_through_the_job_metadata_and_check_descriptions_stay_on_one_line(tmp_pa
             import dagster as dg
             from dagster import DagsterEventType
 
-            tags = {k: v for k, v in inst.get_run_by_id(out["run_id"]).tags.items() if k.startswith("fix7/")}
+            tags = {k: v for k, v in inst.get_run_by_id(out["run_id"]).tags.items() if k.startswith("fix7")}
+            facts = verdict_facts(inst, out["run_id"])
 
             mats = [e.asset_materialization for e in inst.all_logs(out["run_id"],
                                                                    of_type=DagsterEventType.ASSET_MATERIALIZATION)]
@@ -146,8 +147,10 @@ def test_through_the_job_metadata_and_check_descriptions_stay_on_one_line(tmp_pa
         assert intake.metadata["clone_path"].value == escape.visible(str(clone))
         # the run's tags: one line each, the attestation escaped, the verdict and its reason first
         assert tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-        assert tags["fix7/attested_by"] == "(none)" and tags["fix7/clone_sha256"] == out["packet"]["clone"]["sha256"]
-        assert tags["fix7/reason"].startswith("intake: no operator attestation") and tags["fix7/stopped_at"] == "intake"
+        assert tags["fix7"] == "NO SAFE CLONE at intake"
+        assert facts["attested_by"] == "(none)" and facts["clone_sha256"] == out["packet"]["clone"]["sha256"]
+        assert tags["fix7/reason"].startswith("intake: no operator attestation") and facts["stopped_at"] == "intake"
+        assert all(not CONTROL.search(str(v)) for v in facts.values()), facts
         assert all(not CONTROL.search(v) for v in tags.values()), tags
         tables = 0
         for m in mats:

@@ -17,7 +17,8 @@ from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.server import RehearsalServer
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server
+from fix7_pipeline.instance_guard import storage_url
+from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server, verdict_facts
 
 DATA = Path(__file__).parent / "data"
 SEED = json.loads((DATA / "seed-clone-provenance.json").read_text())
@@ -76,7 +77,7 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert any(c["role"].startswith("fix7_restorer_") for c in packet["connections"])
     storage = [c for c in packet["connections"] if c["purpose"] == "dagster storage"]
     assert [(c["role"], c["database"]) for c in storage] == [
-        ("dagster_storage", instance.run_storage.postgres_url.split("?")[0].rsplit("/", 1)[1])]
+        ("dagster_storage", storage_url(instance).split("?")[0].rsplit("/", 1)[1])]
     assert left == set()
     prov = json.loads((tmp_path / "ev" / "clone-provenance.json").read_text())
     assert prov["verdict"] == "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -127,8 +128,10 @@ def test_correct_change_and_rollback_pass_every_stage(fmt, dumps, change, instan
     assert packet_md["rehearsal_report"].value == report
     assert packet_md["stages"].value.count("| passed |") == len(STAGES)
     tags = instance.get_run_by_id(out["run_id"]).tags
-    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/stopped_at"] == "none"
-    assert tags["fix7/clone_sha256"] == prov["clone"]["sha256"] and tags["fix7/attested_by"] == "test operator"
+    assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7"] == "PASSED"
+    facts = verdict_facts(instance, out["run_id"])
+    assert facts["stopped_at"] == "none"
+    assert facts["clone_sha256"] == prov["clone"]["sha256"] and facts["attested_by"] == "test operator"
 
 
 def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, instance, tmp_path):
@@ -400,7 +403,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
     assert all(line.split()[1] == "passed" for line in printed)
     tags = instance.get_run_by_id(out["run_id"]).tags
     assert tags["fix7/verdict"] == out["verdict"] == out["packet"]["verdict"] == "REHEARSAL_PASSED"
-    assert tags["fix7/packet_dir"] == out["evidence_dir"] == str(tmp_path / "ev")
+    assert tags["fix7/evidence"] == out["evidence_dir"] == str(tmp_path / "ev")
     follower = RunFollower(echo=True, progress=Progress())
     for entry in instance.all_logs(out["run_id"]):
         follower(entry)

@@ -153,30 +153,41 @@ def test_intake_refuses_a_password_in_run_config(case, tmp_path, chain):
     assert [c["purpose"] for c in load_packet(packet)["connections"]] == ["dagster storage"]  # nothing dialled
 
 
-def test_the_job_blocks_a_launchpad_password_and_keeps_it_out_of_the_packet(tmp_path, chain):
-    from fix7_pipeline.definitions import defs
+def test_the_instance_refuses_a_launchpad_password_before_anything_is_stored(tmp_path, chain):
+    """Issue 21.5: a run of the job whose run config carries the server's password, in any form, is refused by
+    the instance's storage (instance_guard.py) with one line: no run, no run config, no packet; the password is
+    in no table of the storage database."""
+    import psycopg
 
-    pw = _password()
-    request = _request(tmp_path, CASES["userinfo"](pw.value))
+    from fix7_pipeline.definitions import defs
+    from fix7_pipeline.instance_guard import PASSWORD, RehearsalRefused, storage_url
+
     home = DagsterHome.create(tmp_path / "dagster_home", "launchpad")
+    planted_values = []
     try:
         with home.instance() as inst:
-            from fix7_pipeline.defs.partitions import add_rehearsal
-
-            result = defs.resolve_job_def("fix7_rehearsal").execute_in_process(
-                run_config={"ops": {"clone_intake": {"config": {
-                    k: getattr(request, k) for k in ("clone_path", "apply_sql", "rollback_sql", "attested_by",
-                                                     "evidence_dir", "server_url")}}}},
-                instance=inst, raise_on_error=False, partition_key=add_rehearsal(inst, "launchpad-password"))
-            checks = [e.dagster_event.event_specific_data for e in inst.all_logs(result.run_id)
-                      if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
-        packet = load_packet(tmp_path / "ev")
-        assert packet["stages"]["intake"]["status"] == "blocked" and PASSWORD_ENV in packet["stages"]["intake"]["reason"]
-        assert packet["stages"]["isolation"]["status"] == "skipped"
-        assert any(not c.passed and PASSWORD_ENV in (c.description or "") for c in checks)
-        outputs = files_under(home.path / "storage", "stored outputs")
-        assert outputs  # the intake's output was stored, without the password
-        assert find_leaks({**files_under(tmp_path / "ev", "evidence"), **outputs}, [pw]) == []
+            for case in ("userinfo", "query", "conninfo", "malformed"):
+                pw = _password()
+                planted_values.append(pw)
+                request = _request(tmp_path, CASES[case](pw.value))
+                with pytest.raises(RehearsalRefused) as e:
+                    defs.resolve_job_def("fix7_rehearsal").execute_in_process(
+                        run_config={"ops": {"clone_intake": {"config": {
+                            k: getattr(request, k) for k in ("clone_path", "apply_sql", "rollback_sql",
+                                                             "attested_by", "evidence_dir", "server_url")}}}},
+                        instance=inst, raise_on_error=False, tags={"dagster/partition": f"launchpad-{case}"})
+                line = str(e.value)
+                assert "\n" not in line and (line == PASSWORD or PASSWORD_ENV in line), line
+                assert find_leaks({"refusal": line.encode()}, [pw]) == []
+            assert inst.get_runs() == []
+            url = storage_url(inst).replace("postgresql+psycopg2://", "postgresql://")
+        with psycopg.connect(url) as conn:
+            tables = [r[0] for r in conn.execute(
+                "select quote_ident(table_name) from information_schema.tables "
+                "where table_schema = 'public' and table_type = 'BASE TABLE'")]
+            rows = "\n".join(str(r) for t in tables for r in conn.execute(f"select t::text from {t} t"))
+        assert find_leaks({"dagster_storage": rows.encode()}, planted_values) == []
+        assert not (tmp_path / "ev").exists()
     finally:
         home.drop()
 

@@ -136,7 +136,8 @@ def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
     repo = ui["graph"]["repositoriesOrError"]["nodes"][0]
     assert repo["location"]["name"] == "fix7_pipeline"
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
-    assert set(assets) == STAGE_ASSETS
+    assert set(assets) == STAGE_ASSETS | {"audit_chain"}
+    assert [c["name"] for c in assets.pop("audit_chain")["assetChecksOrError"]["checks"]] == ["chain_verifies"]
     assert all(a["description"] and a["groupName"] == "fix7_rehearsal" for a in assets.values())
     checks = {(name, c["name"]) for name, a in assets.items() for c in a["assetChecksOrError"]["checks"]}
     assert checks == STAGE_CHECKS
@@ -145,7 +146,8 @@ def test_the_ui_serves_the_stage_assets_checks_schedule_and_sensor(ui):
     assert {j["name"] for j in repo["jobs"]} >= {"fix7_rehearsal"}
     assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [("nightly_rehearsal", "STOPPED")]
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
-        "clone_drop_sensor": "STOPPED", "fix7_verdict_sensor": "RUNNING", "fix7_crashed_run_sensor": "RUNNING"}
+        "clone_drop_sensor": "STOPPED", "fix7_verdict_sensor": "RUNNING", "fix7_crashed_run_sensor": "RUNNING",
+        "audit_chain_sensor": "RUNNING"}
 
 
 def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
@@ -153,7 +155,7 @@ def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(demo_clone["apply"]),
               "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
               "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
-    params = _launch_params(gql, config, "e2e-launchpad", {"fix7/source": "launchpad"})
+    params = _launch_params(gql, config, {"fix7/source": "launchpad"})
     launched = gql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
@@ -166,7 +168,70 @@ def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     mine = [m for m in mats if m["runId"] == run_id]
     assert mine and {"label": "verdict", "text": "REHEARSAL_PASSED"} in mine[0]["metadataEntries"]
 
-    SCENARIO["launchpad"] = {"run_id": run_id, "evidence": evidence}
+    SCENARIO["launchpad"] = {"run_id": run_id, "evidence": evidence, "config": config}
+
+
+BACKFILL = """
+mutation B($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on PythonError { message } ... on LaunchBackfillSuccess { backfillId }
+  }
+}
+"""
+ALL_RUNS = "{ runsOrError { ... on Runs { results { runId pipelineName tags { key value } } } } }"
+
+
+def test_every_other_way_in_is_refused_in_one_line_and_nothing_is_stored(ui):
+    """Issue 21.1, 21.5, 21.6 over the running webserver: Materialize from the asset graph (Dagster's implicit
+    __ASSET_JOB), "Add new partition", a backfill, the launchpad's old partition, a re-execution and a server
+    password in run config each get one line, and the storage keeps no run, partition or password of them."""
+    import psycopg
+
+    from fix7_pipeline.instance_guard import ADD_PARTITION as ADD_REFUSED
+    from fix7_pipeline.instance_guard import BACKFILL as BACKFILL_REFUSED
+    from fix7_pipeline.instance_guard import PASSWORD, PARTIAL, RERUN, WRONG_JOB
+
+    assert "launchpad" in SCENARIO, "the launchpad run of the earlier test is needed"
+    gql = ui["gql"]
+    first = SCENARIO["launchpad"]
+    runs_before = gql(ALL_RUNS)["runsOrError"]["results"]
+    key = next(t["value"] for r in runs_before if r["runId"] == first["run_id"] for t in r["tags"]
+               if t["key"] == "dagster/partition")
+    assert key.endswith("-" + first["run_id"][:8])
+
+    def refused(answer: dict, line: str) -> None:
+        assert answer["__typename"] == "PythonError", answer
+        assert answer["message"].splitlines()[0].endswith(line), answer["message"][:500]
+
+    assets = [{"path": [a]} for a in sorted(STAGE_ASSETS)]
+    materialize = {"selector": {**REPO, "jobName": "__ASSET_JOB", "assetSelection": assets},
+                   "runConfigData": {"ops": {"clone_intake": {"config": first["config"]}}}}
+    refused(gql(LAUNCH, {"params": materialize})["launchRun"], WRONG_JOB.format(job="__ASSET_JOB"))
+    added = gql(ADD_PARTITION, {"repo": REPO, "key": "20261201-fix7-never-ran"})["addDynamicPartition"]
+    refused(added, ADD_REFUSED)
+    refused(gql(BACKFILL, {"params": {"partitionNames": [key], "assetSelection": assets}})["launchPartitionBackfill"],
+            BACKFILL_REFUSED)
+    again = _launch_params(gql, first["config"], {"dagster/partition": key})
+    refused(gql(LAUNCH, {"params": again})["launchRun"], RERUN.format(key=key))
+    rerun = {**_launch_params(gql, first["config"]),
+             "executionMetadata": {"parentRunId": first["run_id"], "rootRunId": first["run_id"], "tags": []}}
+    refused(gql(LAUNCH, {"params": rerun})["launchRun"], PARTIAL)
+    password = f"Pw-webserver-{os.urandom(6).hex()}"
+    typed = _launch_params(gql, {**first["config"], "server_url": f"postgresql://ops:{password}@db.invalid:5433/r"})
+    refused(gql(LAUNCH, {"params": typed})["launchRun"], PASSWORD)
+
+    assert gql(ALL_RUNS)["runsOrError"]["results"] == runs_before
+    assert all(r["pipelineName"] == "fix7_rehearsal" for r in runs_before)
+    info = start_embedded()
+    with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname=STORAGE_DB,
+                         user="postgres") as conn:
+        partitions = [r[0] for r in conn.execute("select partition from dynamic_partitions")]
+        tables = [r[0] for r in conn.execute(
+            "select quote_ident(table_name) from information_schema.tables "
+            "where table_schema = 'public' and table_type = 'BASE TABLE'")]
+        rows = "\n".join(str(r) for t in tables for r in conn.execute(f"select t::text from {t} t"))
+    assert "20261201-fix7-never-ran" not in partitions and key in partitions
+    assert password not in rows
 
 
 ADD_PARTITION = """
@@ -179,14 +244,11 @@ mutation Add($repo: RepositorySelector!, $key: String!) {
 REPO = {"repositoryLocationName": "fix7_pipeline", "repositoryName": "__repository__"}
 
 
-def _launch_params(gql, config: dict, key: str, tags: dict | None = None) -> dict:
-    """What the launchpad sends: the rehearsal's partition (added first, as its partition selector does)."""
-    added = gql(ADD_PARTITION, {"repo": REPO, "key": key})["addDynamicPartition"]
-    assert added["__typename"] == "AddDynamicPartitionSuccess", added
+def _launch_params(gql, config: dict, tags: dict | None = None) -> dict:
+    """What the launchpad of Jobs → fix7_rehearsal sends with no partition selected: the launch makes its own."""
     return {"selector": {**REPO, "jobName": "fix7_rehearsal"},
             "runConfigData": {"ops": {"clone_intake": {"config": config}}},
-            "executionMetadata": {"tags": [{"key": k, "value": v}
-                                           for k, v in {"dagster/partition": key, **(tags or {})}.items()]}}
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
 
 
 def _wait_for_run(gql, run_id: str, timeout: float = 400) -> str:
@@ -213,7 +275,7 @@ def test_a_cli_rehearsal_shows_up_in_the_ui_with_its_metadata(ui, demo_clone):
     assert run_id in [r["runId"] for r in job["runs"]], job
     tags = {t["key"]: t["value"] for t in next(r for r in job["runs"] if r["runId"] == run_id)["tags"]}
     assert tags["fix7/verdict"] == "REHEARSAL_PASSED" and tags["fix7/source"] == "cli"
-    assert tags["fix7/attested_by"] == "e2e test (synthetic demo clone)" and tags["dagster/partition"]
+    assert tags["fix7"] == "PASSED" and tags["dagster/partition"]
     mats = ui["gql"](MATERIALIZATION, {"key": {"path": ["clone_intake"]}})["assetOrError"]["assetMaterializations"]
     entries = {e["label"]: e.get("text") for m in mats if m["runId"] == run_id for e in m["metadataEntries"]}
     packet = json.loads((ui["home"] / "cli-evidence" / REPORT).read_text())
@@ -262,6 +324,7 @@ def test_audit_lists_both_runs_and_verify_catches_one_changed_byte(ui):
     assert rows[SCENARIO["sensor"]["run_id"]]["evidence_dir"].startswith(str(ui["home"] / "evidence"))
     verified = fix7("audit", "--verify")
     assert verified.returncode == 0, verified.stderr
+    assert _chain_check_status(timeout=120, want="SUCCEEDED") == "SUCCEEDED"
     assert "3 packet(s) re-hashed" in verified.stdout
     report = SCENARIO["launchpad"]["evidence"] / REPORT
     data = bytearray(report.read_bytes())
@@ -269,6 +332,24 @@ def test_audit_lists_both_runs_and_verify_catches_one_changed_byte(ui):
     report.write_bytes(bytes(data))
     broken = fix7("audit", "--verify")
     assert broken.returncode == 1 and "AUDIT CHAIN BROKEN" in broken.stderr and "packet edited" in broken.stderr
+    # the UI says so too: audit_chain's check, reported by audit_chain_sensor (issue 21.4)
+    assert _chain_check_status(timeout=120, want="FAILED") == "FAILED"
+
+
+def _chain_check_status(timeout: float, want: str) -> str:
+    """The latest result of audit_chain's check chain_verifies in the storage database, once it is `want`."""
+    import psycopg
+
+    info = start_embedded()
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname=STORAGE_DB,
+                             user="postgres") as conn:
+            row = conn.execute("select execution_status from asset_check_executions where check_name = "
+                               "'chain_verifies' order by id desc limit 1").fetchone()
+        if (row and row[0]) == want or time.monotonic() > deadline:
+            return row and row[0]
+        time.sleep(3)
 
 
 TERMINATE = """
@@ -293,7 +374,7 @@ def test_a_run_terminated_from_the_ui_is_recorded_as_interrupted(ui, demo_clone)
     config = {"clone_path": str(demo_clone["clone"]), "apply_sql": str(sleepy),
               "rollback_sql": str(demo_clone["rollback"]), "attested_by": "e2e test (synthetic demo clone)",
               "evidence_dir": str(evidence), "production_hosts": ["*.prod.invalid-corp.com"]}
-    params = _launch_params(gql, config, "e2e-terminated")
+    params = _launch_params(gql, config)
     launched = gql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]

@@ -164,7 +164,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id.
 
     Progress and the verdict come from the run itself: each stage's line from its materialization event
-    (RunFollower), the packet's folder and the verdict from the run's tags (fix7/packet_dir, fix7/verdict).
+    (RunFollower), the packet's folder and the verdict from the run's tags (fix7/evidence, fix7/verdict).
     The job runs in this process (Dagster's in-process executor): Ctrl-C reaches the running stage at once,
     which then drops its throwaways and seals the packet itself (core/interrupts.py). Under the multiprocess
     executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.

@@ -7,9 +7,10 @@ statuses and fingerprints: never a value of a clone row (restore-diff row keys, 
 finding row keys stay in the packet). Text goes through `core.escape`: a tag or a table cell stays on its
 line, and a Markdown cell cannot add a cell or become markup.
 
-Tags a run carries (`run_tags`): `fix7/verdict`, `fix7/reason` (the one line that decided it),
-`fix7/stopped_at` (the stage that stopped it, or `none`), `fix7/clone_sha256`, `fix7/attested_by`
-(`attestation_tag`: operator text, escaped, limited, and screened by the secret rules), `fix7/evidence`.
+Tags a run carries (`run_tags`), few and short: `fix7` (the headline: the verdict and the stage that
+stopped the run), `fix7/verdict`, `fix7/reason` (the one line that decided it), `fix7/evidence`. The verdict
+event carries the rest (`run_facts`): `stopped_at`, `clone_sha256`, `attested_by` (`attestation_tag`:
+operator text, escaped, limited, and screened by the secret rules).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from .escape import md, visible
 from .model import BLOCKED, FAILED, INTERRUPTED, STAGES
 
 TAG_PREFIX = "fix7/"
+VERDICT_FIRST_TAG = "fix7"  # tags are listed in key order: "fix7" comes before every "fix7/…"
 REASON_LIMIT = 300  # characters of the one-line reason on the run (the packet has it whole)
 ATTESTATION_LIMIT = 120
-NO_CLONE = "none"  # fix7/clone_sha256 of a run whose dump was never hashed (missing, unreadable)
+NO_CLONE = "none"  # clone_sha256 of a run whose dump was never hashed (missing, unreadable)
 NO_ATTESTATION = "(none)"
 STOPPED = (FAILED, BLOCKED, INTERRUPTED)
 
@@ -76,25 +78,44 @@ def verdict_reason(data: dict) -> str:
     return one_line(f"restore_diff: {last.get('reason')}" if last.get("reason") else "every stage passed")
 
 
-def run_tags(data: dict) -> dict[str, str]:
-    """The run tags of a packet (sealed or not): what the Runs list and the run page show first."""
-    clone = data.get("clone") or {}
+# The verdict in the fewest words, so the Runs list's narrow column shows it whole.
+SHORT_VERDICT = {"REHEARSAL_PASSED": "PASSED", "REHEARSAL_FAILED": "FAILED",
+                 "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE": "NO SAFE CLONE", "REHEARSAL_INTERRUPTED": "INTERRUPTED",
+                 "REHEARSAL_NOT_JUDGED": "NOT JUDGED", "REHEARSAL_SERVER_FAULT": "SERVER FAULT",
+                 "NOT_STARTED": "NOT STARTED"}
+
+
+def headline(data: dict) -> str:
+    """The verdict in short, then the stage that stopped the run: read first in the Runs list."""
     stage = stopping_stage(data)
+    verdict = visible(data.get("verdict") or "IN_PROGRESS")
+    short = SHORT_VERDICT.get(verdict, verdict)
+    return f"{short} at {stage}" if stage else short
+
+
+def run_tags(data: dict) -> dict[str, str]:
+    """The run tags of a packet (sealed or not), few and short: `fix7` (the headline, which sorts first of a
+    run's tags, as the Runs list shows them), `fix7/verdict`, `fix7/reason`, `fix7/evidence`. The rest is
+    the verdict event's metadata (`run_facts`)."""
     return {
+        VERDICT_FIRST_TAG: headline(data),
         f"{TAG_PREFIX}verdict": visible(data.get("verdict") or "IN_PROGRESS"),
         f"{TAG_PREFIX}reason": verdict_reason(data),
-        f"{TAG_PREFIX}stopped_at": stage or "none",
-        f"{TAG_PREFIX}clone_sha256": visible(clone.get("sha256") or NO_CLONE),
-        f"{TAG_PREFIX}attested_by": attestation_tag((data.get("attestation") or {}).get("attested_by")),
         f"{TAG_PREFIX}evidence": visible(data.get("evidence_dir") or ""),
     }
 
 
-def intake_tags(clone_sha256: str | None, attested_by: str | None, evidence_dir: str) -> dict[str, str]:
-    """The tags known once intake has run, before any verdict."""
-    return {f"{TAG_PREFIX}clone_sha256": visible(clone_sha256 or NO_CLONE),
-            f"{TAG_PREFIX}attested_by": attestation_tag(attested_by),
-            f"{TAG_PREFIX}evidence": visible(evidence_dir)}
+def run_facts(data: dict) -> dict[str, str]:
+    """What the run page's verdict event carries besides the tags: where it stopped, the dump, the attestation."""
+    clone = data.get("clone") or {}
+    return {"stopped_at": stopping_stage(data) or "none",
+            "clone_sha256": visible(clone.get("sha256") or NO_CLONE),
+            "attested_by": attestation_tag((data.get("attestation") or {}).get("attested_by"))}
+
+
+def intake_tags(evidence_dir: str) -> dict[str, str]:
+    """The tag known once intake has run, before any verdict: where the packet is."""
+    return {f"{TAG_PREFIX}evidence": visible(evidence_dir)}
 
 
 # -- Markdown tables -------------------------------------------------------------------------

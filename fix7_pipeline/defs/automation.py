@@ -16,7 +16,7 @@ from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, c
                                                   load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.escape import visible
-from fix7_pipeline.defs.partitions import REHEARSALS, add_rehearsal, rehearsal_key
+from fix7_pipeline.defs.partitions import rehearsal_key
 
 JOB = "fix7_rehearsal"
 PARTITION_TAG = "dagster/partition"
@@ -60,12 +60,11 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
                                      f"{cfg_now.drop_folder} holds no settled dump")
             clone = max(settled, key=lambda e: e.mtime_ns).path
         tick = context.scheduled_execution_time
-        # A schedule cannot return partition requests: the tick's rehearsal partition is added here.
-        key = add_rehearsal(context.instance, rehearsal_key("nightly", tick))
+        # The tick's rehearsal partition is named in the tag; the instance's storage adds it with the run.
+        key = rehearsal_key("nightly", tick)
         return dg.RunRequest(
-            run_config=_run_config(cfg_now.request_config(clone, "nightly")), partition_key=key,
-            tags={"fix7/source": "schedule", "fix7/clone_file": visible(Path(clone).name), PARTITION_TAG: key,
-                  "fix7/scheduled_for": tick.isoformat() if tick else ""},
+            run_config=_run_config(cfg_now.request_config(clone, "nightly")),
+            tags={"fix7/source": "schedule", PARTITION_TAG: key},  # few tags: the Runs list shows each
         )
 
     return nightly_rehearsal
@@ -143,17 +142,14 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
             cursor = {}
         found, notes, next_cursor = evaluate_drop_folder(cfg_now, cursor, time.time())
         keys = [rehearsal_key(r["clone_sha256"][:8]) for r in found]  # one rehearsal partition per request
-        runs = [dg.RunRequest(run_key=r["run_key"], partition_key=key, run_config=_run_config(
+        runs = [dg.RunRequest(run_key=r["run_key"], run_config=_run_config(
                                   cfg_now.request_config(r["clone_path"], r["clone_sha256"][:8])),
-                              tags={"fix7/source": "sensor", "fix7/clone_sha256": r["clone_sha256"],
-                                    "fix7/clone_file": visible(Path(r["clone_path"]).name),
-                                    # resolved here: the partition exists only once the daemon adds it
-                                    PARTITION_TAG: key})
+                              # few tags (the Runs list shows each); the instance's storage adds the partition
+                              tags={"fix7/source": "sensor", PARTITION_TAG: key})
                 for r, key in zip(found, keys)]
         next_json = json.dumps(next_cursor, sort_keys=True)
         if runs:
-            return dg.SensorResult(run_requests=runs, cursor=next_json,
-                                   dynamic_partitions_requests=[REHEARSALS.build_add_request(keys)])
+            return dg.SensorResult(run_requests=runs, cursor=next_json)
         reason = "; ".join(notes) if notes else f"no dump in {cfg_now.drop_folder}"
         return dg.SensorResult(skip_reason=visible(reason)[:2000], cursor=next_json)
 
@@ -173,7 +169,8 @@ clone_drop_sensor = build_sensor(_LOADED)
     description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
                 "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
                 "trace. A run that died before any stage sealed its packet gets it rendered and sealed from "
-                "its journal first. Runs the CLI started already carry both.",
+                "its journal first. Runs the CLI started already carry both. Then reports the audit chain's "
+                "check (audit_chain: chain_verifies).",
 )
 def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
     if context.dagster_run.job_name == JOB:
@@ -186,8 +183,11 @@ def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
     from fix7_pipeline.defs.crashes import closed_as_crashed
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG, close_run, seal_unfinished
 
+    from fix7_pipeline.defs.audit_chain import report_chain_state
+
     run = instance.get_run_by_id(run_id)
     # a crashed run judged nothing: its journal stays as it is, and `fix7 audit` lists it as crashed
     if run is not None and not run.tags.get("fix7/verdict") and not closed_as_crashed(instance, run_id):
         seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
     close_run(instance, run_id)
+    report_chain_state(instance)  # the audit chain's check, with this run sealed and closed

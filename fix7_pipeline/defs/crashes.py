@@ -55,6 +55,7 @@ def closed_as_crashed(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 def close_crashed_runs(instance: dg.DagsterInstance) -> list[str]:
     """End every crashed run of the job as failed (Dagster's report_run_failed); returns their run ids."""
+    from fix7_pipeline.defs.stages import PACKET_DIR_TAG
     from fix7_pipeline.defs.storage import discard_run_outputs
 
     closed = []
@@ -63,7 +64,7 @@ def close_crashed_runs(instance: dg.DagsterInstance) -> list[str]:
         if not is_crashed(instance, run):
             continue
         pid, _ = started_by(instance, run.run_id)
-        evidence = run.tags.get("fix7/packet_dir") or "no evidence folder yet"
+        evidence = run.tags.get(PACKET_DIR_TAG) or "no evidence folder yet"
         instance.report_run_failed(run, message=(
             f"{CRASHED}: the process that ran this rehearsal (pid {pid}) is gone (killed, or the machine went "
             f"down) and nothing reported its end. Not a verdict: the clone and the change were not judged. Its "

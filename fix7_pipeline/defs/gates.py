@@ -4,7 +4,8 @@ The gates are one `multi_asset_check` on the restored clone, evaluated in order 
 (core/clone_gates.py): one writer of their journal entries and of the packet a failed gate seals, whatever
 executor runs the job. A failed gate is a failed blocking check, so Dagster does not start
 `snapshot_anchor` (its input waits on every blocking check of `rehearsal_clone`); a gate after it reports
-"not evaluated: <gate> failed".
+"not evaluated: <gate> failed" as a warning (it did not run, so it did not fail), so the step's failure
+names only the gate that failed.
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCh
             if record.witness:
                 md = {"verdict": visible(record.witness.get("verdict")), **md,
                       **sealed_metadata(record.evidence_dir)}
+    # A gate after the one that failed was never run: a warning saying why, not a failure of its own, so the
+    # step's failure ("1 blocking asset check failed … rehearsal_clone: sanitized") names the gate that failed.
+    severity = dg.AssetCheckSeverity.ERROR if result.evaluated else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(asset_key=CLONE, check_name=result.name, passed=result.passed,
-                               severity=dg.AssetCheckSeverity.ERROR, description=description, metadata=md)
+                               severity=severity, description=description, metadata=md)
 
 
 def _stage_line(stage: str, outcome: StageOutcome, record: RunRecord) -> dict:

@@ -9,6 +9,7 @@ from fix7_pipeline.core import rehearsal, run_view
 from fix7_pipeline.core import request as request_schema
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.defs.resources import RehearsalServerResource
+from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,
                                        witnessed_if_interrupted)
 
@@ -50,8 +51,8 @@ NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so n
 def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConfig,
                  rehearsal_server: RehearsalServerResource):
     if not context.has_partition_key:  # fail closed: a run outside the rehearsal partitions is refused
-        context.instance.add_run_tags(context.run_id, {"fix7/verdict": "NOT_STARTED", "fix7/reason": NO_PARTITION,
-                                                       "fix7/stopped_at": "intake"})
+        context.instance.add_run_tags(context.run_id, {"fix7": "NOT STARTED", "fix7/verdict": "NOT_STARTED",
+                                                       "fix7/reason": NO_PARTITION})
         raise dg.Failure(description=NO_PARTITION, allow_retries=False)
 
     def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
@@ -61,12 +62,11 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
 
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.intake(config.to_request(), context.run.run_id,
-                                          storage_url=getattr(context.instance.run_storage, "postgres_url", None),
+                                          storage_url=storage_url(context.instance),
                                           servers=rehearsal_server.source(), on_packet=tag_evidence)
     clone = record.clone
-    # Who and what, on the run from the start (the Runs list); the verdict joins them at the seal.
-    context.instance.add_run_tags(context.run_id, run_view.intake_tags(clone.get("sha256"), config.attested_by,
-                                                                       record.evidence_dir))
+    # Where the packet is, on the run from the start; the verdict joins it at the seal.
+    context.instance.add_run_tags(context.run_id, run_view.intake_tags(record.evidence_dir))
     extra = {"attested_by": visible(config.attested_by or "(none)"), "clone_path": visible(config.clone_path),
              "clone_bytes": int(clone.get("bytes") or 0)}
     yield from stage_events("clone_intake", "intake_safe", outcome, record, extra)

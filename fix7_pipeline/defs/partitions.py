@@ -1,13 +1,12 @@
 """One dynamic partition per rehearsal: why, and how every launcher keys its run.
 
 A rehearsal is one event about one dump and one change, not a refresh of one table: keyed as a partition
-of its own (`DynamicPartitionsDefinition`, added before the run is launched), each run materializes
+of its own (`DynamicPartitionsDefinition`, added by its launch: instance_guard.py), each run materializes
 and checks its own partition of the seven stage assets. So a blocked rehearsal marks only its partition
 failed, while the catalog's partition bar and each asset's partition list keep the last good rehearsal
 visible beside it; and an asset check's status is per partition rather than a red that covers the
 whole graph until the next good run. The key names when it was started and what it is about:
-`<utc-timestamp>-<sha8 of the dump>` (sensor), `-<run8>` (CLI, schedule), or what the operator names at
-the launchpad.
+`<utc-timestamp>-<sha8 of the dump>` (sensor), `-nightly` (schedule), `-<run8>` (CLI, launchpad).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import secrets
 import dagster as dg
 
 REHEARSALS = dg.DynamicPartitionsDefinition(name="fix7_rehearsals")
-_KEY_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}")
+KEY_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}")
 
 
 def rehearsal_key(suffix: str | None = None, now: dt.datetime | None = None) -> str:
@@ -30,9 +29,14 @@ def rehearsal_key(suffix: str | None = None, now: dt.datetime | None = None) -> 
 
 
 def add_rehearsal(instance: dg.DagsterInstance, key: str) -> str:
-    """Register `key` as a rehearsal partition (idempotent) before its run is launched."""
-    if not _KEY_OK.fullmatch(key):
+    """Register `key` as a rehearsal partition (idempotent) for a run this process is about to launch itself
+    with `execute_in_process` (which checks the partition first). Every other launcher names its key in the
+    run's `dagster/partition` tag and the instance's storage adds it with the run (instance_guard.py)."""
+    from fix7_pipeline.instance_guard import partitions_added_by_launch
+
+    if not KEY_OK.fullmatch(key):
         raise ValueError(f"{key!r} is not a rehearsal partition key (letters, digits, . _ : + -; at most 100)")
     if not instance.has_dynamic_partition(REHEARSALS.name, key):
-        instance.add_dynamic_partitions(REHEARSALS.name, [key])
+        with partitions_added_by_launch():
+            instance.add_dynamic_partitions(REHEARSALS.name, [key])
     return key

@@ -19,7 +19,7 @@ OWNERS = ["team:data-platform"]
 
 # The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run
 # (the CLI, an interrupted run's cleanup) finds it; fix7/evidence, of the seal's witness, comes at the end.
-PACKET_DIR_TAG = "fix7/packet_dir"
+PACKET_DIR_TAG = "fix7/evidence"  # one tag fewer in the Runs list: the seal's witness names the same folder
 # Each stage's line is carried by one event: its asset's materialization, or for the clone gates' stages
 # (isolation, sanitization, schema_shape) the result of the stage's last evaluated gate (defs/gates.py).
 # STAGE_KEY names the stage, DURATION_KEY how long it ran.
@@ -70,8 +70,8 @@ def record_witness(instance: dg.DagsterInstance, run_id: str, witness: dict | No
     fix7/chain_entry_sha256, fix7/chain_seq, fix7/verdict, fix7/evidence. `fix7 audit --verify` compares every
     chain entry and packet file with them. A failure here fails the step, and verify reports the run.
 
-    With them go the tags the Runs list shows (core.run_view.run_tags, read from the sealed packet):
-    fix7/reason, fix7/stopped_at, fix7/clone_sha256, fix7/attested_by."""
+    With them go the tags the Runs list shows first (core.run_view.run_tags, read from the sealed packet):
+    fix7 (the headline) and fix7/reason."""
     if witness:
         tags = {**packet_tags(witness.get("evidence")), **witness_tags(witness)}
         instance.add_run_tags(run_id, tags)
@@ -124,8 +124,19 @@ def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
     instance.report_engine_event(
         f"{VERDICT_EVENT} {verdict}: {reason}", run,
         EngineEventData(metadata={"verdict": verdict, "reason": dg.MetadataValue.text(reason),
+                                  **packet_facts(run.tags.get("fix7/evidence")),
                                   "evidence": dg.MetadataValue.path(run.tags.get("fix7/evidence", ""))}))
     return True
+
+
+def packet_facts(evidence_dir: str | None) -> dict[str, str]:
+    """run_view.run_facts of the packet in `evidence_dir` (the verdict event's metadata); none when unreadable."""
+    from fix7_pipeline.core.report import EvidencePacket
+
+    try:
+        return run_view.run_facts(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def close_run(instance: dg.DagsterInstance, run_id: str) -> None:

@@ -22,10 +22,13 @@ def test_the_reason_is_the_stage_that_stopped_the_run():
             "clone": {"sha256": "ab" * 32}, "attestation": {"attested_by": "ops on call"}, "evidence_dir": "/ev"}
     data["stages"]["isolation"]["reason"] = "a foreign server points at db.prod\nsecond line"
     tags = run_view.run_tags(data)
-    assert tags == {"fix7/verdict": "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE",
+    assert tags == {"fix7": "NO SAFE CLONE at isolation",
+                    "fix7/verdict": "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE",
                     "fix7/reason": "isolation: a foreign server points at db.prod\\nsecond line",
-                    "fix7/stopped_at": "isolation", "fix7/clone_sha256": "ab" * 32,
-                    "fix7/attested_by": "ops on call", "fix7/evidence": "/ev"}
+                    "fix7/evidence": "/ev"}
+    assert sorted(tags)[0] == "fix7"  # the Runs list shows a run's tags in key order: the headline first
+    assert run_view.run_facts(data) == {"stopped_at": "isolation", "clone_sha256": "ab" * 32,
+                                        "attested_by": "ops on call"}
 
 
 def test_a_run_that_passed_every_stage_but_breached_a_threshold_says_so():
@@ -35,8 +38,8 @@ def test_a_run_that_passed_every_stage_but_breached_a_threshold_says_so():
                  "breaches": [{"message": "apply line 1 held ACCESS EXCLUSIVE for 2.01 s > max_lock_s 1 s"}]}]}}}}
     reason = run_view.verdict_reason(data)
     assert reason.startswith("impact threshold breached: apply line 1"), reason
-    assert run_view.run_tags(data)["fix7/stopped_at"] == "none"
-    assert run_view.run_tags(data)["fix7/clone_sha256"] == run_view.NO_CLONE
+    assert run_view.run_facts(data)["stopped_at"] == "none" and run_view.run_tags(data)["fix7"] == "FAILED"
+    assert run_view.run_facts(data)["clone_sha256"] == run_view.NO_CLONE
 
 
 def test_a_long_reason_is_one_line_of_bounded_length():
@@ -100,3 +103,13 @@ def test_the_stage_table_leads_with_the_verdict():
     text = run_view.stages_table(data)
     assert text.startswith("**REHEARSAL\\_PASSED**")
     assert text.count("| passed |") == len(STAGES)
+
+
+def test_every_verdict_has_a_short_headline():
+    from fix7_pipeline.core import report
+
+    verdicts = {v for v in vars(report).values() if isinstance(v, str) and v.startswith("REHEARSAL_")}
+    verdicts |= {"NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE", "NOT_STARTED"}
+    for verdict in verdicts:
+        short = run_view.headline({"verdict": verdict, "stages": _stages(**{s: "passed" for s in STAGES})})
+        assert short == run_view.SHORT_VERDICT[verdict] and len("fix7: " + short) <= 20, (verdict, short)

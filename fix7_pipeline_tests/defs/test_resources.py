@@ -1,5 +1,6 @@
-"""The rehearsal server resource: its secrets come from the environment of the process that runs a step,
-and Dagster keeps only the variables' names (issue 11.2; issue 9's rule: no password in run storage)."""
+"""The rehearsal server resource: its secrets come from the environment of the process that runs a step, and
+it takes no run config, so Dagster keeps none of them (issue 11.2; issues 9 and 21.5: no password in run
+storage, no launchpad field that could hold one)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def test_the_resource_reads_the_environment_at_run_time_and_stores_only_names(mo
     job = defs.resolve_job_def("fix7_rehearsal")
     stored = serialize_value(job.get_job_snapshot())
     assert "Pw-planted" not in stored and "Tk-planted" not in stored and "db.example.test" not in stored
-    resource_config = job.resource_defs[RESOURCE_KEY].config_schema.default_value
-    assert dict(resource_config) == {"default_url": {"env": SERVER_URL_ENV}, "password": {"env": PASSWORD_ENV},
-                                     "throwaway_key": {"env": THROWAWAY_KEY_ENV}}
+    run_config_fields = job.run_config_schema.config_type.fields["resources"].config_type.fields
+    resource_fields = run_config_fields[RESOURCE_KEY].config_type.fields
+    assert "config" not in resource_fields or not resource_fields["config"].config_type.fields
 
 
 def test_unset_variables_mean_the_embedded_server_and_no_secret(monkeypatch):
