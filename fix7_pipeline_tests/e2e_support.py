@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.instance import INSTANCE_CONFIG
 from fix7_pipeline.core.packet_files import REPORT
 from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
@@ -131,7 +132,7 @@ class DagsterHome:
     @classmethod
     def create(cls, path: Path, tag: str) -> DagsterHome:
         path.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(project_dir() / "dagster.yaml", path / "dagster.yaml")
+        shutil.copyfile(INSTANCE_CONFIG, path / "dagster.yaml")
         storage_db = f"dagster_e2e_{tag}_{secrets.token_hex(3)}"
         env = {"DAGSTER_HOME": str(path), "FIX7_DAGSTER_PG_URL": embedded_dagster_url(storage_db),
                "FIX7_DAGSTER_ARTIFACTS": str(path / "storage"),

@@ -30,6 +30,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from fix7_pipeline.cli.version import version_text
+
+        print(version_text())
+        raise SystemExit(0)
+
+
 EXIT_BROKEN_PIPE = 141
 
 
@@ -44,6 +52,7 @@ def quiet() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="the version and its locked dependency set")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.register(sub)
