@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -81,28 +83,45 @@ def test_the_wheel_carries_what_a_run_needs(wheel):
 
 
 @pytest.mark.slow
-def test_installed_from_the_wheel_it_runs_in_an_empty_repository(wheel, tmp_path):
-    venv = tmp_path / "venv"
+def test_installed_from_the_wheel_it_runs_in_an_empty_repository(wheel):
+    # not under pytest's basetemp, which another pytest session may prune while the home's server runs
+    work = Path(tempfile.mkdtemp(prefix="fix7-installed-"))
+    try:
+        _install_and_rehearse(wheel, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _install_and_rehearse(wheel: Path, work: Path) -> None:
+    venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         str(wheel), "--constraint", str(ROOT / "requirements.lock")], capture_output=True, text=True,
                        timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
-    repo = tmp_path / "app"
+    repo = work / "app"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     for name in ("fix7_apply.sql", "fix7_rollback.sql"):
         (repo / name).write_text((ROOT / "fix7_pipeline" / "demo" / name).read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER", "FIX7_"))}
-    env["FIX7_HOME"] = str(tmp_path / "fix7-home")
+    home = work / "fix7-home"
+    env["FIX7_HOME"] = str(home)
     fix7 = str(venv / "bin" / "fix7")
+    try:
+        _rehearse_as_installed(fix7, repo, env, home)
+    finally:
+        subprocess.run([fix7, "stop"], cwd=repo, env=env, capture_output=True, timeout=300)
+
+
+def _rehearse_as_installed(fix7: str, repo: Path, env: dict, home: Path) -> None:
 
     def run(*args):
         return subprocess.run([fix7, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
 
     demo = run("demo")
     assert demo.returncode == 0 and "verdict: REHEARSAL_PASSED" in demo.stdout, demo.stdout + demo.stderr
-    clone = tmp_path / "fix7-home" / ".fix7" / "demo" / "birth_surface_clone.dump"
+    clone = home / ".fix7" / "demo" / "birth_surface_clone.dump"
     for i in (1, 2):
         out = run("rehearse", "--clone", str(clone), "--apply", "fix7_apply.sql", "--rollback", "fix7_rollback.sql",
                   "--attested-by", "ci", "--junit", f"junit{i}.xml", "--json")
@@ -117,4 +136,5 @@ def test_installed_from_the_wheel_it_runs_in_an_empty_repository(wheel, tmp_path
     assert audit.returncode == 0 and "3 packet(s) re-hashed" in audit.stdout, audit.stdout + audit.stderr
     version = run("--version")
     assert version.returncode == 0 and "this install matches it" in version.stdout, version.stdout
-    assert run("stop").returncode == 0
+    stop = run("stop")
+    assert stop.returncode == 0 and "pgdata: stopped" in stop.stdout, stop.stdout

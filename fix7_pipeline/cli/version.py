@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"
+BUILD_TOOLS = {"pip", "setuptools", "wheel"}  # pinned for `make install`'s build, not what a run uses
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)")
 
 
@@ -30,9 +31,12 @@ def locked() -> dict[str, str]:
 
 def differences() -> list[str]:
     """`name: installed X, locked Y` for each locked package installed at another version or not at all.
-    Test-only tools (pytest, playwright) may be absent from an operator's install: only a wrong version counts."""
+    Test-only tools (pytest, playwright) may be absent from an operator's install: only a wrong version counts;
+    the build tools a fresh virtual environment brings are not part of a run."""
     out = []
     for name, want in sorted(locked().items()):
+        if name in BUILD_TOOLS:
+            continue
         try:
             have = metadata.version(name)
         except metadata.PackageNotFoundError:
