@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,14 +11,28 @@ from fix7_pipeline.core.paths import project_dir, state_dir
 from fix7_pipeline.core.server import embedded_dagster_url
 
 
+INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")  # shipped in the package: the wheel is the tool
+
+
+def workspace_text() -> str:
+    """The code location `fix7 ui` serves: the installed package's definitions, from fix7's home."""
+    from fix7_pipeline.launch import LOCATION, MODULE
+
+    return (f"load_from:\n  - python_module:\n      module_name: {MODULE}\n      location_name: {LOCATION}\n"
+            f"      working_directory: {json.dumps(str(project_dir()))}\n")
+
+
 def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster_storage") -> Path:
-    """Point DAGSTER_HOME at .fix7/dagster_home with the repo's dagster.yaml; start storage on demand."""
+    """Point DAGSTER_HOME at fix7's home (.fix7/dagster_home) with the package's dagster.yaml and a workspace.yaml
+    naming the installed code location; start storage on demand."""
     home = Path(home or os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    src = project_dir() / "dagster.yaml"
     dst = home / "dagster.yaml"
-    if not dst.exists() or dst.read_bytes() != src.read_bytes():
-        shutil.copyfile(src, dst)
+    if not dst.exists() or dst.read_bytes() != INSTANCE_CONFIG.read_bytes():
+        shutil.copyfile(INSTANCE_CONFIG, dst)
+    workspace = home / "workspace.yaml"
+    if not workspace.exists() or workspace.read_text() != workspace_text():
+        workspace.write_text(workspace_text())
     os.environ["DAGSTER_HOME"] = str(home)
     if not os.environ.get("FIX7_DAGSTER_PG_URL"):  # not setdefault: that would connect to create it every time
         os.environ["FIX7_DAGSTER_PG_URL"] = embedded_dagster_url(storage_db)

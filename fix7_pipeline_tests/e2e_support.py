@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.instance import INSTANCE_CONFIG
 from fix7_pipeline.core.packet_files import REPORT
 from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
@@ -140,7 +141,7 @@ class DagsterHome:
         """`guarded=False`: Dagster's plain PostgreSQL storage instead of fix7's (instance_guard.py), for a test
         that stands in for a run the guard never lets start (e.g. one stage alone, as a run that died after it)."""
         path.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(project_dir() / "dagster.yaml", path / "dagster.yaml")
+        shutil.copyfile(INSTANCE_CONFIG, path / "dagster.yaml")
         if not guarded:
             text = (path / "dagster.yaml").read_text()
             plain = text.replace("  custom:\n    module: fix7_pipeline.instance_guard\n    class: RehearsalStorage\n"

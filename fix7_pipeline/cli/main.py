@@ -15,13 +15,13 @@ import os
 import sys
 import warnings
 
-from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, ui
+from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, stop, ui
 from fix7_pipeline.cli.rehearse import Progress, _by
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
 
 # Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.
-COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, rules)
+COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, rules, stop)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +29,14 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"fix7: usage error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from fix7_pipeline.cli.version import version_text
+
+        print(version_text())
+        raise SystemExit(0)
 
 
 EXIT_BROKEN_PIPE = 141
@@ -45,6 +53,7 @@ def quiet() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fix7", description="Rehearse the FIX7 change on a sanitized, production-shaped clone.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="the version and its locked dependency set")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.register(sub)

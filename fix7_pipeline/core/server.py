@@ -302,6 +302,9 @@ def start_embedded() -> dict:
             raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not start ({type(e).__name__}: "
                             f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
     result = {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
+    from .extensions import ensure_installed
+
+    ensure_installed()  # an installed fix7's first use; a checkout's `make extensions` did it already
     give_extensions(str(info.socket_dir), int(info.port or 5432), pgdata)
     result["pending_restart"] = _configure_for_large_restores(srv, pgdata, info)
     return result
