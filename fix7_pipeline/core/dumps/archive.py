@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import subprocess
 from pathlib import Path
 
-from ..server import pg_tool
+from ..pg_tools import VERSION_NUM, pg_tool
 from .formats import CUSTOM, DIRECTORY, TAR, TocEntry, refuse
 
 # TOC descriptions pg_dump writes (pg_restore -l), longest first so multi-word kinds match whole.
@@ -26,24 +25,10 @@ TOC_KINDS = sorted({
     "TEXT SEARCH TEMPLATE", "TRANSFORM", "TRIGGER", "TYPE", "USER MAPPING", "VIEW", "LANGUAGE",
 }, key=len, reverse=True)
 
-_VERSION_NUM = re.compile(r"(\d+)(?:\.(\d+))?")
-
-
-# -- wheel tools ------------------------------------------------------------------------------
-
-@functools.cache
-def wheel_major() -> int:
-    """Major version of the wheel's pg_restore/psql: dumps from a newer pg_dump are refused."""
-    out = subprocess.run([pg_tool("pg_restore"), "--version"], capture_output=True, text=True,
-                         timeout=30).stdout
-    m = _VERSION_NUM.search(out.split(")")[-1] if ")" in out else out)
-    return int(m.group(1)) if m else 0
-
-
 def version_major(version: str | None) -> int | None:
     if not version:
         return None
-    m = _VERSION_NUM.search(version)
+    m = VERSION_NUM.search(version)
     return int(m.group(1)) if m else None
 
 
