@@ -58,7 +58,7 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("round_no", [1, 2, 3])
+@pytest.mark.parametrize("round_no", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])  # 2, 3: test-slow
 def test_two_rehearsals_at_the_same_moment_keep_their_own_facts(round_no, home, dumps, server, tmp_path):
     before = server_throwaway_names(server)
     procs = {"clean": _start(home, dumps, "clean", f"alice-{round_no}", tmp_path),

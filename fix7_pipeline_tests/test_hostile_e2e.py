@@ -123,7 +123,7 @@ def test_plain_check_constraint_that_writes_a_server_file_is_contained(instance,
 FDW_PASSWORD_IN_BUILDER = "prod-password-not-for-tests"
 
 
-@pytest.mark.parametrize("fmt", ["custom", "plain"])
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])  # plain: make test-slow
 def test_foreign_server_and_user_mapping_to_production(fmt, home, change, tmp_path, server):
     password = planted("user mapping password", "Pw-", (rnd(24), True))
     name = f"fix7h_e2e_fdw_{_tag()}"
@@ -204,7 +204,7 @@ def _four_table_secrets() -> tuple[list, str]:
     return [dsn, aws, token, pem], sql_text
 
 
-@pytest.mark.parametrize("fmt", ["custom", "plain"])
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])  # plain: make test-slow
 def test_secrets_in_four_tables_block_sanitization_and_never_leak(fmt, source, home, change, tmp_path, server):
     values, sql_text = _four_table_secrets()
     dump = dumped_variant(source, f"fix7h_e2e_four_{_tag()}", sql_text, tmp_path / f"secrets.{fmt}", fmt)
@@ -342,7 +342,7 @@ def pg15_source():
     builder.drop_clone(name, major=15)
 
 
-@pytest.mark.parametrize("fmt", ["custom", "plain"])
+@pytest.mark.parametrize("fmt", ["custom", pytest.param("plain", marks=pytest.mark.slow)])  # plain: make test-slow
 def test_pg_dump_15_dumps_rehearse_to_passed(fmt, pg15_source, instance, change, tmp_path, server):
     dump = builder.dump_clone(pg15_source, fmt, tmp_path / f"pg15.{fmt}", major=15)
     with left_on_server(server) as left:
