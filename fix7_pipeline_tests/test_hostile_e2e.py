@@ -364,7 +364,7 @@ def clean_dump(source, tmp_path_factory):
 
 @pytest.mark.parametrize("label, escape, kind", [
     ("apply", "update public.system_issues set severity = severity; commit; select pg_sleep(10);", "COMMIT"),
-    ("rollback", "commit and chain;", "COMMIT AND CHAIN"),
+    pytest.param("rollback", "commit and chain;", "COMMIT AND CHAIN", marks=pytest.mark.slow),  # the same guard
 ])
 def test_change_leaving_its_transaction_fails_the_stage_naming_the_statement(label, escape, kind, clean_dump, home,
                                                                                change, tmp_path, server):
