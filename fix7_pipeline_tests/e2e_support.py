@@ -492,3 +492,39 @@ def verdict_facts(inst, run_id: str) -> dict:
     event = next(e for e in inst.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
                  if (e.message or "").startswith(VERDICT_EVENT))
     return {k: getattr(v, "value", v) for k, v in event.dagster_event.engine_event_data.metadata.items()}
+
+
+# -- a disk that fills ------------------------------------------------------------------------------
+
+@contextmanager
+def small_disk(path: Path, size: str):
+    """A real tmpfs of `size` (e.g. "8m") mounted at `path`; the calling test skips, saying why, where mounting
+    one is not possible (it needs root)."""
+    import pytest
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full disk is a real small tmpfs here, and mounting one needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write until the file system says ENOSPC: what another process filling the disk does."""
+    filler = directory / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:
+        size = 64 << 10
+        while size:  # smaller and smaller writes, down to one byte: not a byte is left
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == 28, e  # ENOSPC
+            size //= 2
+    return filler

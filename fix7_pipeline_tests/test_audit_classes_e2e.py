@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from fix7_pipeline.core.audit import read_chain
 from fix7_pipeline.core.packet_files import JOURNAL, REPORT
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.demo import builder
+from fix7_pipeline_tests import e2e_support
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, DagsterHome, rehearse_args
 
 SOURCE = "fix7_t_audit_classes"
@@ -170,33 +170,9 @@ def test_an_edited_or_deleted_packet_is_tampering(home, how):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 8 MiB tmpfs for the evidence folder (mounting one needs root)."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a full disk is a real small tmpfs here, and mounting one needs root")
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    """A real 8 MiB tmpfs for the evidence folder."""
+    with e2e_support.small_disk(tmp_path / "small-disk", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Write until the file system says ENOSPC: what another process filling the disk does."""
-    filler = directory / "filler.bin"
-    with open(filler, "wb", buffering=0) as f:
-        size = 64 << 10
-        while size:  # smaller and smaller writes, down to one byte: not a byte is left
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == 28, e  # ENOSPC
-            size //= 2
-    return filler
 
 
 @pytest.mark.slow  # a whole rehearsal more; core/test_evidence_disk_full.py is the fast one (render-time)
@@ -214,7 +190,7 @@ def test_a_disk_that_fills_during_the_run_is_not_judged_and_named(home, inputs, 
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "apply never started"
             time.sleep(0.05)
-        _fill(small_disk)
+        e2e_support.fill_disk(small_disk)
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:

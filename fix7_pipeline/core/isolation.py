@@ -167,6 +167,20 @@ def _pk_expr(conn, schema: str, table: str) -> sql.Composable:
     return sql.SQL("pg_catalog.concat_ws(',', {})").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
 
 
+def _holds_out_of_line(conn, schema: str, table: str) -> bool:
+    """Whether the table, or a table a scan of it reads (its partitions and inheritors), stores any value out of
+    line (TOAST). A value kept in its row fits a page: even compressed it is far below LARGE_VALUE_BYTES, so a
+    table with empty TOAST needs no windowed search, and its columns are read in one scan."""
+    return bool(conn.execute("""
+        with recursive tree(oid) as (
+            select c.oid from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+            where n.nspname = %s and c.relname = %s
+            union select i.inhrelid from pg_catalog.pg_inherits i join tree t on i.inhparent = t.oid)
+        select coalesce(pg_catalog.bool_or(pg_catalog.pg_relation_size(c.reltoastrelid) > 0), false)
+        from tree join pg_catalog.pg_class c on c.oid = tree.oid where c.reltoastrelid <> 0""",
+                             (schema, table)).fetchone()[0])
+
+
 def _pointer_findings(conn, policy: HostPolicy, pointers) -> tuple[list[Finding], list[dict]]:
     out: list[Finding] = []
     checked: list[dict] = []
@@ -240,6 +254,7 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
         order by 1, 2, a.attnum""").fetchall()
     out: list[Finding] = []
     pk_cache: dict[tuple[str, str], sql.Composable] = {}
+    out_of_line: dict[tuple[str, str], bool] = {}
     for schema, table, column, type_oid in cols:
         if (schema, table) not in pk_cache:
             pk_cache[(schema, table)] = _pk_expr(conn, schema, table)
@@ -252,6 +267,10 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
             # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
             large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
                             "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
+        if (schema, table) not in out_of_line:
+            out_of_line[(schema, table)] = _holds_out_of_line(conn, schema, table)
+        if not out_of_line[(schema, table)]:  # every value is in its row: none can be large, one scan
+            large = sql.SQL("false")
         q = sql.SQL("""
             select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
             from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end

@@ -4,9 +4,6 @@ left, it is never sealed twice, and a packet file that appears later is a forger
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,35 +11,13 @@ import pytest
 from fix7_pipeline.core import audit
 from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
 from fix7_pipeline.core.report import REHEARSAL_NOT_JUDGED, EvidencePacket, render
+from fix7_pipeline_tests import e2e_support
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a full disk is a real small tmpfs here, and mounting one needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with e2e_support.small_disk(tmp_path / "disk", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler.bin"
-    with open(filler, "wb", buffering=0) as f:
-        size = 64 << 10
-        while size:
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == 28, e
-            size //= 2
-    return filler
 
 
 def test_a_packet_that_cannot_be_written_is_sealed_not_judged(small_disk, tmp_path, monkeypatch):
@@ -50,7 +25,7 @@ def test_a_packet_that_cannot_be_written_is_sealed_not_judged(small_disk, tmp_pa
     monkeypatch.setenv("FIX7_AUDIT_CHAIN", str(chain))
     ev = small_disk / "ev"
     EvidencePacket.start(ev, run_id="run-disk-full", request={"clone_path": "/nowhere/clone.dump"})
-    filler = fill(small_disk)
+    filler = e2e_support.fill_disk(small_disk)
 
     rendered = render(ev)
     assert rendered is not None and rendered.data["verdict"] == REHEARSAL_NOT_JUDGED
