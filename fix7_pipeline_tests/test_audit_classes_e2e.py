@@ -147,7 +147,7 @@ def test_the_next_run_closes_the_crashed_one_as_failed_and_passes(home, inputs, 
     assert "crashed: run " in r.stdout and "runs: 1 crashed, 1 judged" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("how", [pytest.param("edited", marks=pytest.mark.slow), "deleted"])  # edits: core/test_audit
+@pytest.mark.parametrize("how", ["edited", "deleted"])
 def test_an_edited_or_deleted_packet_is_tampering(home, how):
     report = RUNS["clean"] / REPORT
     original = report.read_bytes()
