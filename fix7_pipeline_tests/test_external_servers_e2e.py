@@ -245,16 +245,43 @@ def test_a_login_without_createrole_is_a_server_fault(clusters, dumps, change, i
             c.execute("drop role ops_nocreaterole")
 
 
-def _dump_of(name: str, sql_text: str, out: Path) -> Path:
-    """A custom dump of a factory database made by `sql_text` alone."""
-    with psycopg.connect(**builder.factory_conninfo(), autocommit=True) as c:
+def _dump_of(name: str, sql_text: str, out: Path, major: int | None = None) -> Path:
+    """A custom dump of a factory database (PostgreSQL 18, or the system `major`'s) made by `sql_text` alone."""
+    with psycopg.connect(**builder.factory_conninfo(major=major), autocommit=True) as c:
         c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
         c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     try:
-        builder.run_sql(name, sql_text)
-        return builder.dump_clone(name, "custom", out)
+        builder.run_sql(name, sql_text, major=major)
+        return builder.dump_clone(name, "custom", out, major=major)
     finally:
-        builder.drop_clone(name)
+        builder.drop_clone(name, major=major)
+
+
+@pytest.mark.skipif(not HAS_15, reason="no Debian PostgreSQL 15 (make system-pg)")
+def test_a_restore_that_fails_through_psql_on_15_ends_at_once_with_its_reason(clusters, change, tmp_path):
+    """On 15 an archive goes `pg_restore -f - | psql`: when psql stops at an error with much of the dump still to
+    come, pg_restore must not be left blocked on a full pipe (the CLI's time limit here would fail the test)."""
+    cluster = clusters[15]
+    dump = _dump_of("fix7_t_ext_failpipe", """
+        create table public.lookup (id int primary key); insert into public.lookup values (1);
+        create function public.ok(v int) returns boolean language sql as $$ select exists (select 1 from lookup
+          where id = v) $$;
+        create domain public.d as int check (public.ok(value));
+        create table public.a_t (x public.d); insert into public.a_t values (1);
+        create table public.z_big (id int primary key, v text);
+        insert into public.z_big select g, md5(g::text) from generate_series(1, 300000) g;""",
+                    tmp_path / "failpipe.custom", major=15)
+    home = DagsterHome.create(tmp_path / "home", "extpipe")
+    try:
+        r = _cli(home, {PASSWORD_ENV: cluster.cloud_password},
+                 *rehearse_args(dump, (change["apply"], change["rollback"]), tmp_path / "ev", "--server",
+                                cluster.url(CLOUD_ADMIN)))
+        assert r.returncode == 3, r.stdout + r.stderr
+        isolation = load_packet(tmp_path / "ev")["stages"]["isolation"]
+        assert isolation["findings"][0]["rule"] == "unqualified_name", isolation
+        assert cluster.leftovers() == set()
+    finally:
+        home.drop()
 
 
 def test_running_out_of_locks_is_a_server_fault_naming_the_setting(dumps, change, instance, monkeypatch, tmp_path):

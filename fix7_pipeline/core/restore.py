@@ -264,6 +264,7 @@ def _restore_archive_through_psql(server, tw, info, options, listing, lacking, t
                                     stderr=err_p)
         try:
             _pump(producer.stdout, consumer.stdin, drop, deadline, timeout)
+            producer.stdout.close()  # psql stopped early: pg_restore's next write fails at once instead of blocking
             rc_r = producer.wait(timeout=max(1.0, deadline - time.monotonic()))
             rc_p = consumer.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
