@@ -528,3 +528,18 @@ def fill_disk(directory: Path) -> Path:
                 assert e.errno == 28, e  # ENOSPC
             size //= 2
     return filler
+
+
+def fifo_reader(path: Path):
+    """A thread reading the FIFO at `path` to its end: (the thread, {"data": what it read})."""
+    import threading
+
+    got: dict = {}
+
+    def read():
+        with open(path, "rb") as f:
+            got["data"] = f.read()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, got

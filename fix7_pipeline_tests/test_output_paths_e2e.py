@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from fix7_pipeline_tests.e2e_support import DagsterHome, tiny_change
+from fix7_pipeline_tests.e2e_support import DagsterHome, fifo_reader, tiny_change
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +60,7 @@ def test_junit_through_a_symlink_leaves_the_link(home, tmp_path):
 def test_junit_at_a_fifo_feeds_its_reader(home, tmp_path):
     fifo = tmp_path / "junit.fifo"
     os.mkfifo(fifo)
-    got = {}
-
-    def read():
-        with open(fifo, "rb") as f:
-            got["data"] = f.read()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader, got = fifo_reader(fifo)
     r = _rehearse(home, tmp_path, fifo)
     reader.join(30)
     assert r.returncode == 3, r.stdout + r.stderr

@@ -346,37 +346,33 @@ class EvidencePacket:
     def _finalize_interrupted(self) -> str:
         info = self.interruption() or {}
         self.data["interrupted"] = info
-        where = info.get("stage") or "the run"
         by = f" by {info['signal']}" if info.get("signal") else ""
-        for s in STAGES:
-            st = self.data["stages"][s]
-            if st["status"] == SKIPPED:
-                st["reason"] = f"not run: the rehearsal was interrupted{by} during {where}"
-        self.data["verdict"] = REHEARSAL_INTERRUPTED
-        # SAFE only if all four clone gates passed before the interruption; otherwise not judged (None).
-        self.data["clone_verdict"] = self.clone_verdict() if self.clone_verdict() == SAFE_CLONE else None
-        self.data["exact_operator_input_needed"] = None  # nothing is wrong with the clone as far as is known
-        self.data["finished_at"] = utc_now()
-        from .audit import seal
-
-        seal(self)
+        self._seal_not_judged(REHEARSAL_INTERRUPTED,
+                              f"the rehearsal was interrupted{by} during {info.get('stage') or 'the run'}")
         return REHEARSAL_INTERRUPTED
 
     def _finalize_server_fault(self) -> str:
         fault = self.server_fault()
         self.data["server_fault"] = {**fault, "server": (self.data["request"].get("server") or {})}
+        self.sealed = self._seal_not_judged(REHEARSAL_SERVER_FAULT,
+                                            f"the rehearsal server failed during {fault['stage']}")
+        return REHEARSAL_SERVER_FAULT
+
+    def _seal_not_judged(self, verdict: str, why: str) -> dict:
+        """Seal a run that judged nothing: the stages not run say why; the clone is SAFE only if every clone gate
+        had passed before, else not judged (None); nothing is asked of the operator. Returns the chain entry."""
         for s in STAGES:
             st = self.data["stages"][s]
             if st["status"] == SKIPPED:
-                st["reason"] = f"not run: the rehearsal server failed during {fault['stage']}"
-        self.data["verdict"] = REHEARSAL_SERVER_FAULT
+                st["reason"] = f"not run: {why}"
+        self.data["verdict"] = verdict
         self.data["clone_verdict"] = SAFE_CLONE if self.clone_verdict() == SAFE_CLONE else None
-        self.data["exact_operator_input_needed"] = None  # the clone was not judged: the server must be fixed
+        self.data["exact_operator_input_needed"] = None
         self.data["finished_at"] = utc_now()
         from .audit import seal
 
-        self.sealed = seal(self)
-        return REHEARSAL_SERVER_FAULT
+        return seal(self)
+
     def evidence_not_written(self, fault: EvidenceNotWritten, stage: str | None = None) -> None:
         """The evidence could not be written: the run is sealed REHEARSAL_NOT_JUDGED, naming the cause and path."""
         if self.data.get("evidence_fault"):

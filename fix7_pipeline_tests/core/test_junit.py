@@ -12,6 +12,7 @@ import pytest
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline.core.junit import write_junit
 from fix7_pipeline.core.model import STAGES
+from fix7_pipeline_tests.e2e_support import fifo_reader
 
 
 def _packet(statuses: dict, verdict: str | None) -> dict:
@@ -83,18 +84,6 @@ def test_one_case_per_impact_threshold_and_a_breach_fails_the_verdict_case(tmp_p
 # -- the path the operator named is written into, never swapped (packet_files.write_output) --------------
 
 
-def _fifo_reader(path):
-    got = {}
-
-    def read():
-        with open(path, "rb") as f:
-            got["data"] = f.read()
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    return t, got
-
-
 def test_a_regular_file_is_rewritten_in_place(tmp_path):
     path, other = tmp_path / "report.xml", tmp_path / "hard-link.xml"
     path.write_text("old")
@@ -132,7 +121,7 @@ def test_a_character_device_stays_a_device(tmp_path):
 def test_a_fifo_is_written_through_to_its_reader(tmp_path):
     fifo = tmp_path / "report.fifo"
     os.mkfifo(fifo)
-    t, got = _fifo_reader(fifo)
+    t, got = fifo_reader(fifo)
     for _ in range(100):  # the reader's open must come first, or the write is refused (next test)
         try:
             write_junit(fifo, _packet({}, "REHEARSAL_PASSED"))
