@@ -5,10 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
-from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
+from fix7_pipeline.defs.automation import (clone_drop_sensor, fix7_judged_run_sensor, fix7_verdict_sensor,
+                                           nightly_rehearsal)
 from fix7_pipeline.defs.crashes import fix7_crashed_run_sensor
 from fix7_pipeline.defs.evidence import evidence_packet
-from fix7_pipeline.defs.gates import clone_gates_check, rehearsal_clone
+from fix7_pipeline.defs.gates import rehearsal_clone
 from fix7_pipeline.defs.intake import clone_intake
 from fix7_pipeline.defs.rehearsal import apply_change, restore_diff, rollback_change, snapshot_anchor
 from fix7_pipeline.defs.resources import RESOURCE_KEY, rehearsal_server_resource
@@ -16,7 +17,6 @@ from fix7_pipeline.defs.storage import RunScopedIOManager
 
 REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, snapshot_anchor, apply_change, rollback_change, restore_diff,
                     evidence_packet]
-CLONE_GATES = [clone_gates_check]  # blocking checks on rehearsal_clone: a failed gate stops snapshot_anchor
 
 RESOURCES = {"io_manager": RunScopedIOManager(), RESOURCE_KEY: rehearsal_server_resource()}
 
@@ -29,11 +29,11 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
     The code location's job stays in-process: `fix7 rehearse` runs it in its own process, where Ctrl-C reaches
     the running stage at once and the stage itself drops its throwaways and seals the packet, and a run is one
-    process start instead of eight (seven stages and the gates; each imports Dagster, GX and Kingfisher again).
+    process start instead of seven (one per stage; each imports Dagster, GX and Kingfisher again).
     """
     return dg.define_asset_job(
         "fix7_rehearsal",
-        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS) | dg.AssetSelection.checks(*CLONE_GATES),
+        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS),  # with their checks: the gates
         description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
         executor_def=executor_def,
     )
@@ -41,7 +41,8 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
 fix7_rehearsal = rehearsal_job()
 
-defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*CLONE_GATES, chain_verifies],
+defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[chain_verifies],
                       jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
-                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor, audit_chain_sensor],
+                      sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_judged_run_sensor, fix7_crashed_run_sensor,
+                               audit_chain_sensor],
                       resources=RESOURCES)

@@ -32,9 +32,9 @@ from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_c
 JOB = "fix7_rehearsal"
 PARTITIONS = "fix7_rehearsals"
 # The whole job (test_instance_guard.py compares them with the definitions): every stage and every gate.
-STEPS = frozenset({"clone_intake", "rehearsal_clone", "clone_gates", "snapshot_anchor", "apply", "rollback",
-                   "restore_diff", "evidence_packet"})
-ASSETS = frozenset(STEPS - {"clone_gates"})
+STEPS = frozenset({"clone_intake", "rehearsal_clone", "snapshot_anchor", "apply", "rollback", "restore_diff",
+                   "evidence_packet"})
+ASSETS = STEPS
 CHECKS = frozenset({("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_proven"),
                     ("rehearsal_clone", "sanitized"), ("rehearsal_clone", "production_shaped"),
                     ("rehearsal_clone", "data_rules"), ("snapshot_anchor", "anchor_taken"),

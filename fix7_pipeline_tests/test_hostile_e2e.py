@@ -58,7 +58,7 @@ def _tag() -> str:
 
 
 def _assert_cli_stopped(r, ev: Path, stage: str, home=None, gate: str | None = None) -> dict:
-    """The CLI's run stopped at `stage`; with `gate`, at that blocking check of rehearsal_clone (in `home`)."""
+    """The CLI's run stopped at `stage`; with `gate`, at that gate of rehearsal_clone (in `home`)."""
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
     assert "Traceback" not in out and "internal error" not in out, out

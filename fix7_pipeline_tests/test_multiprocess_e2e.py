@@ -28,8 +28,8 @@ from fix7_pipeline_tests.e2e_support import (DagsterHome, assert_blocked_at_gate
                                              variant)
 
 SOURCE = "fix7_t_multiprocess_src"
-STEPS = ["clone_intake", "rehearsal_clone", "clone_gates", "snapshot_anchor", "apply", "rollback", "restore_diff",
-         "evidence_packet"]  # clone_gates: the four blocking checks on rehearsal_clone, one step
+STEPS = ["clone_intake", "rehearsal_clone", "snapshot_anchor", "apply", "rollback", "restore_diff",
+         "evidence_packet"]  # rehearsal_clone's step also evaluates its four gates
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +110,15 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     with left_on_server(server) as left:
         result, tags, starts = _run(home, config(dumps["planted"], *dumps["change"], ev))
     packet = load_packet(ev)
-    assert not result.success  # the blocking gate stopped the run
+    assert result.success  # the failed gate handed no clone on: the run reached its verdict
     assert tags["fix7/verdict"] == packet["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     assert packet["stages"]["isolation"]["status"] == "passed"
     assert packet["stages"]["sanitization"]["status"] == "blocked"
     assert any("system_issues" in (f.get("table") or "") for f in packet["stages"]["sanitization"]["findings"])
     assert [packet["stages"][s]["status"] for s in STAGES[3:]] == ["skipped"] * len(STAGES[3:])
-    assert sorted(starts) == sorted(STEPS[:3])  # the stages after the gate never started
-    assert len(set(starts.values())) == 3 and os.getpid() not in starts.values()
-    with home.instance() as inst:  # the failed blocking check, in its own process, stopped snapshot_anchor
+    assert sorted(starts) == sorted(STEPS[:2])  # the stages after the gate never started
+    assert len(set(starts.values())) == 2 and os.getpid() not in starts.values()
+    with home.instance() as inst:  # the failed gate, in its own process, handed no clone on to snapshot_anchor
         sanitized = assert_blocked_at_gate(inst, result.run_id, "sanitized")
     assert sanitized.metadata["suite"].value == "sanitization" and sanitized.metadata["failed"].value >= 1
     # the blocking stage, in its own process, dropped what the restoring stage's process had created
@@ -128,9 +128,42 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     # a blocked run keeps its stage outputs (the facts the next steps would have read): they hold no secret
     with home.instance() as inst:
         outputs = files_under(run_folder(inst, result.run_id), "stored outputs")
-    assert sorted(outputs) == [f"stored outputs/{s}.json" for s in sorted(STEPS[:2])]  # the gates store nothing
+    assert sorted(outputs) == ["stored outputs/clone_intake.json"]  # a clone that failed a gate is not handed on
     assert find_leaks(outputs, [throwaway_key, dumps["token"]]) == []
     assert _secrets_kept(home, ev, [throwaway_key]) == []
+
+
+def test_a_blocked_rehearsal_after_a_passing_one_leaves_the_catalog_showing_the_passing_one(home, dumps, tmp_path):
+    """Issue 21.3, as the UI's catalog reads it (Dagster's partition status, the assets' latest materializations,
+    the checks' execution records): the blocked rehearsal fails no partition of any asset, materializes nothing
+    after intake, leaves the gates it never ran Skipped (planned in a run that succeeded), and every stage's
+    latest materialization is still the passing rehearsal's."""
+    from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+    from fix7_pipeline.defs.partitions import REHEARSALS
+
+    _run(home, config(dumps["clean"], *dumps["change"], tmp_path / "ev-pass"))
+    blocked, tags, _ = _run(home, config(dumps["planted"], *dumps["change"], tmp_path / "ev-blocked"))
+    assert tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    key = tags[PARTITION_NAME_TAG]
+    with home.instance() as inst:
+        passing = next(r for r in inst.get_runs(dg.RunsFilter(job_name="fix7_rehearsal"))
+                       if r.tags.get("fix7/verdict") == "REHEARSAL_PASSED")  # the latest passing run
+        for asset in STEPS:
+            status = get_and_update_asset_status_cache_value(inst, dg.AssetKey(asset), REHEARSALS)
+            assert list(status.deserialize_failed_partition_subsets(REHEARSALS).get_partition_keys()) == [], asset
+            made = set(status.deserialize_materialized_partition_subsets(REHEARSALS).get_partition_keys())
+            assert (key in made) == (asset == "clone_intake"), asset
+            assert passing.tags[PARTITION_NAME_TAG] in made, asset
+            if asset != "clone_intake":
+                assert inst.get_latest_materialization_event(dg.AssetKey(asset)).run_id == passing.run_id, asset
+        for gate, expected in (("isolation_proven", "SUCCEEDED"), ("sanitized", "FAILED"),
+                               ("production_shaped", "PLANNED"), ("data_rules", "PLANNED")):
+            history = inst.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("rehearsal_clone"), gate), limit=10)
+            record = next(h for h in history if h.run_id == blocked.run_id)
+            assert record.status.value == expected, (gate, record.status)  # PLANNED in a SUCCESS run: Skipped
+        assert inst.get_run_by_id(blocked.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
 @pytest.mark.slow

@@ -257,7 +257,7 @@ def test_no_planted_secret_leaks_anywhere(fmt, source, change, tmp_path, server)
         assert {"stdout", "stderr", "evidence/rehearsal-report.json", "evidence/clone-provenance.json",
                 "evidence/rehearsal-report.md", "evidence/junit.xml", "dagster event log",
                 "dagster run record"} <= set(blobs)
-        assert b"clone_gates" in blobs["dagster event log"]
+        assert b"isolation_proven" in blobs["dagster event log"]
         # the stage outputs (run records) were stored between steps and removed when the run ended; what
         # they hold is scanned in test_multiprocess_e2e, which keeps them (execute_job, no CLI)
         assert not any(k.startswith(f"dagster_home/storage/fix7-runs/{packet['run_id']}") for k in blobs), \

@@ -166,7 +166,8 @@ clone_drop_sensor = build_sensor(_LOADED)
 @dg.run_status_sensor(
     name="fix7_verdict_sensor", run_status=dg.DagsterRunStatus.FAILURE, monitored_jobs=None,
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
-    description="When a rehearsal run fails (blocked or failed verdict), adds its verdict and the operator's "
+    description="When a rehearsal run fails (it reached no verdict: the server, the disk, an interruption or a "
+                "crash stopped it), adds its sealed verdict and the operator's "
                 "one-line reason as the run's last event, so the run page reads it before Dagster's stack "
                 "trace. A run that died before any stage sealed its packet gets it rendered and sealed from "
                 "its journal first. Runs the CLI started already carry both. Then reports the audit chain's "
@@ -175,6 +176,22 @@ clone_drop_sensor = build_sensor(_LOADED)
 def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
     if context.dagster_run.job_name == JOB:
         end_failed_run(context.instance, context.dagster_run.run_id)
+
+
+@dg.run_status_sensor(
+    name="fix7_judged_run_sensor", run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=None,
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
+    description="When a rehearsal run succeeds (it reached a verdict: passed, failed or no safe clone), adds its "
+                "verdict and the operator's one-line reason as the run's last event, removes its stage outputs "
+                "and reports the audit chain's check. Runs the CLI started already carry the verdict event.",
+)
+def fix7_judged_run_sensor(context: dg.RunStatusSensorContext):
+    if context.dagster_run.job_name == JOB:
+        from fix7_pipeline.defs.audit_chain import report_chain_state
+        from fix7_pipeline.defs.stages import close_run
+
+        close_run(context.instance, context.dagster_run.run_id)
+        report_chain_state(context.instance)
 
 
 def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:

@@ -1,11 +1,12 @@
-"""rehearsal_clone and its four blocking gates: isolation_proven, sanitized, production_shaped, data_rules.
+"""rehearsal_clone and its four gates: isolation_proven, sanitized, production_shaped, data_rules.
 
-The gates are one `multi_asset_check` on the restored clone, evaluated in order in one step
-(core/clone_gates.py): one writer of their journal entries and of the packet a failed gate seals, whatever
-executor runs the job. A failed gate is a failed blocking check, so Dagster does not start
-`snapshot_anchor` (its input waits on every blocking check of `rehearsal_clone`); a gate after it reports
-"not evaluated: <gate> failed" as a warning (it did not run, so it did not fail), so the step's failure
-names only the gate that failed.
+One step restores the dump and evaluates the gates in order (core/clone_gates.py): one writer of their
+journal entries and of the packet a failed gate seals, whatever executor runs the job. The clone is handed on
+(materialized) only when every gate passed. When one fails, the step yields its failed check and no output:
+Dagster skips every stage after it, the gates after it stay "Skipped" (they never ran, so they did not fail),
+and the run ends as a success carrying the verdict (NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE). A run fails
+only when it reached no verdict (defs/stages.py end_unjudged), so the catalog keeps showing the last good
+rehearsal and never paints a stage the run did not reach.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import StageOutcome
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
-from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, record_witness,
-                                       sealed_metadata, stage_output, suite_metadata, verdict_first,
-                                       witnessed_if_interrupted)
+from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, end_unjudged,
+                                       record_witness, sealed_metadata, stage_metadata, suite_metadata,
+                                       verdict_first, witnessed_if_interrupted)
 
 CLONE = "rehearsal_clone"
 GATE_DESCRIPTIONS = {
@@ -32,36 +33,36 @@ GATE_DESCRIPTIONS = {
     "data_rules": "The birth surface's data rules hold: the Great Expectations data-rules suite, run inside "
                   "PostgreSQL.",
 }
-GATE_SPECS = [dg.AssetCheckSpec(name, asset=CLONE, blocking=True, description=GATE_DESCRIPTIONS[name])
-              for name in clone_gates.GATES]
+GATE_SPECS = [dg.AssetCheckSpec(name, asset=CLONE, description=GATE_DESCRIPTIONS[name]) for name in clone_gates.GATES]
 
 
-@dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
-    description="The dump restored into a throwaway database by a role that owns only that database, with no "
-                "superuser or server-file privileges. Its blocking checks (isolation_proven, sanitized, "
-                "production_shaped, data_rules) decide whether anything is rehearsed on it.",
+@dg.multi_asset(
+    name=CLONE, partitions_def=REHEARSALS, check_specs=GATE_SPECS, can_subset=True,  # a gate never run: no result
+    outs={CLONE: dg.AssetOut(
+        is_required=False, group_name=GROUP, owners=OWNERS, kinds={"postgres"},
+        description="The dump restored into a throwaway database by a role that owns only that database, with no "
+                    "superuser or server-file privileges, handed on only when its four gates (isolation_proven, "
+                    "sanitized, production_shaped, data_rules) passed, in that order.")},
 )
 def rehearsal_clone(context, clone_intake: RunRecord, rehearsal_server: RehearsalServerResource):
+    server = rehearsal_server.source()
+    witnessed, passed = False, True
     with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.restore_clone(clone_intake, rehearsal_server.source())
-    extra = {"restored_database": record.throwaway.database if record.throwaway else ""}
-    yield from stage_output(CLONE, outcome, record, extra, line=False)  # the isolation gate carries the line
-
-
-@dg.multi_asset_check(
-    specs=GATE_SPECS, name="clone_gates", compute_kind="great_expectations",
-    description="The clone gates in order, in one step: isolation, sanitization, shape, data rules.",
-)
-def clone_gates_check(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
-    op = context.op_execution_context  # the run's id and instance
-    witnessed = False
-    with witnessed_if_interrupted(op):
-        for record, result in clone_gates.evaluate(rehearsal_clone, rehearsal_server.source()):
+        record, outcome = rehearsal.restore_clone(clone_intake, server)
+        for record, result in clone_gates.evaluate(record, server):
+            if not result.evaluated:
+                continue  # Dagster shows it Skipped; the failed gate's description names it
             if record.witness and not witnessed:  # a gate stopped the run: its sealed packet is the run's first
-                record_witness(op.instance, op.run_id, record.witness)
+                record_witness(context.instance, context.run_id, record.witness)
                 witnessed = True
+            passed = passed and result.passed
             yield gate_result(result, record)
+    if passed:
+        md = {k: v for k, v in stage_metadata(outcome, record).items() if k not in ("status", "reason")}
+        yield dg.Output(record, output_name=CLONE, metadata={
+            **md, "restored_database": record.throwaway.database if record.throwaway else ""})
+    else:
+        end_unjudged(record)
 
 
 def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCheckResult:
@@ -72,7 +73,7 @@ def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCh
     listed = [f.as_dict() for f in result.findings if f.severity != "note"]
     notes = [f.as_dict() for f in result.findings if f.severity == "note"]  # notes, not findings
     per_rule = {**run_view.findings_per_rule(None, listed), **run_view.findings_per_rule(counts, [])}
-    md: dict = {"gate_status": "not_evaluated" if not result.evaluated else "passed" if result.passed else "failed",
+    md: dict = {"gate_status": "passed" if result.passed else "failed",
                 "finding_count": int(outcome.details.get("finding_total", len(listed))) if counts else len(listed),
                 "rules": dg.MetadataValue.json(sorted(per_rule)),
                 "findings": dg.MetadataValue.json([{k: v for k, v in f.items() if k != "row_key"}
@@ -95,11 +96,13 @@ def gate_result(result: clone_gates.GateResult, record: RunRecord) -> dg.AssetCh
             if record.witness:
                 md = {"verdict": visible(record.witness.get("verdict")), **md,
                       **sealed_metadata(record.evidence_dir)}
-    # A gate after the one that failed was never run: a warning saying why, not a failure of its own, so the
-    # step's failure ("1 blocking asset check failed … rehearsal_clone: sanitized") names the gate that failed.
-    severity = dg.AssetCheckSeverity.ERROR if result.evaluated else dg.AssetCheckSeverity.WARN
+    if not result.passed:  # the gates after it never ran: Dagster shows them Skipped, this says why
+        after = list(clone_gates.GATES[clone_gates.GATES.index(result.name) + 1:])
+        md["gates_not_evaluated"] = dg.MetadataValue.json(after)
+        if after:
+            description = f"{description}; not evaluated after it: {', '.join(after)}"[:1000]
     return dg.AssetCheckResult(asset_key=CLONE, check_name=result.name, passed=result.passed,
-                               severity=severity, description=description, metadata=md)
+                               severity=dg.AssetCheckSeverity.ERROR, description=description, metadata=md)
 
 
 def _stage_line(stage: str, outcome: StageOutcome, record: RunRecord) -> dict:

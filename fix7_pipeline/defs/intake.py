@@ -41,7 +41,7 @@ NO_PARTITION = ("This rehearsal was launched without a rehearsal partition, so n
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"python", "postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"python", "postgres"}, output_required=False,
     description="The operator's dump as received: path, sha256, bytes, format, pg_dump version, screening of "
                 "psql meta-commands and dangerous archive entries, and the operator's attestation.",
     check_specs=[gate("clone_intake", "intake_safe",

@@ -12,14 +12,14 @@ from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_e
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"}, output_required=False,
     description="A physical copy of the proven clone (CREATE DATABASE … TEMPLATE) and its logical fingerprint "
                 "(schema objects, per-table row counts and content hashes, sequence positions), hashed into an "
                 "anchor id.",
     check_specs=[gate("snapshot_anchor", "anchor_taken", "The anchor exists before anything changes.")],
 )
 def snapshot_anchor(context, rehearsal_clone: RunRecord, rehearsal_server: RehearsalServerResource):
-    # Runs only once every blocking gate on rehearsal_clone passed (defs/gates.py); they hand on nothing.
+    # Runs only when every gate on rehearsal_clone passed: a failed gate hands no clone on (defs/gates.py).
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.snapshot_anchor(rehearsal_clone, rehearsal_server.source())
     yield from stage_events("snapshot_anchor", "anchor_taken", outcome, record)
@@ -39,12 +39,12 @@ def _impact_check(asset: str) -> dg.AssetCheckSpec:
 
 def _change_events(asset: str, gate_name: str, outcome, record: RunRecord):
     extra, check = impact_events(asset, IMPACT_CHECK, outcome.published.get("impact"))
-    yield from stage_events(asset, gate_name, outcome, record, extra)
-    yield check
+    yield from stage_events(asset, gate_name, outcome, record, extra, checks=(check,))
 
 
 @dg.asset(
     group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="apply",
+    output_required=False,
     description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
                 "clone's owner role; each statement's duration, locks, rewrites, WAL and rows measured.",
     check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
@@ -58,6 +58,7 @@ def apply_change(context, snapshot_anchor: RunRecord, rehearsal_server: Rehearsa
 
 @dg.asset(
     group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="rollback",
+    output_required=False,
     description="The operator's rollback of the FIX7 change, in one transaction; each statement's duration, "
                 "locks, rewrites, WAL and rows measured.",
     check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
@@ -70,7 +71,7 @@ def rollback_change(context, apply: RunRecord, rehearsal_server: RehearsalServer
 
 
 @dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"},
+    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres"}, output_required=False,
     description="The clone after rollback against the anchor: rows by primary key (added, removed, changed), "
                 "schema objects and sequences. Empty means the rollback put everything back.",
     check_specs=[gate("restore_diff", "restore_diff_empty", "The rollback put every row and schema object back.")],

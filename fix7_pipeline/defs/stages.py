@@ -11,6 +11,7 @@ from fix7_pipeline.core import run_view
 from fix7_pipeline.core.audit import witness_tags
 from fix7_pipeline.core.escape import visible
 from fix7_pipeline.core.model import PASSED, StageOutcome
+from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
@@ -24,6 +25,7 @@ PACKET_DIR_TAG = "fix7/evidence"  # one tag fewer in the Runs list: the seal's w
 # (isolation, sanitization, schema_shape) the result of the stage's last evaluated gate (defs/gates.py).
 # STAGE_KEY names the stage, DURATION_KEY how long it ran.
 STAGE_KEY, DURATION_KEY, BREACHES_KEY = "stage", "duration_s", "impact_breach_lines"
+JUDGED = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE})  # every other sealed verdict judged nothing
 STAGE_OF_ASSET = {"clone_intake": "intake", "snapshot_anchor": "snapshot_anchor", "apply": "apply",
                   "rollback": "rollback", "restore_diff": "restore_diff"}
 
@@ -171,31 +173,52 @@ def witnessed_if_interrupted(context):
         raise
 
 
-def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None):
-    """Yield the asset's output and its blocking gate: a failed gate stops every stage after it.
+def stage_events(asset: str, check: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None,
+                 checks: tuple[dg.AssetCheckResult, ...] = ()):
+    """The stage's gate, and its output only when the stage passed.
 
-    When the stage stopped the run, the packet it sealed is recorded on the run first (record_witness).
+    A stage that ended the rehearsal hands nothing on: its asset is not materialized for this rehearsal, its
+    failed gate carries the stage's line and the verdict, Dagster skips every stage after it, and the run
+    succeeds with its verdict (end_unjudged fails it when that verdict judged nothing). `checks` are the
+    stage's other check results, yielded with it.
     """
-    yield from stage_output(asset, outcome, record, extra)
-    yield dg.AssetCheckResult(
+    passed = outcome.status == PASSED
+    md = stage_line(asset, outcome, record, extra)
+    result = dg.AssetCheckResult(
         asset_key=asset,
         check_name=check,
-        passed=outcome.status == PASSED,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=verdict_first(outcome, record),
-        metadata={"status": outcome.status,
-                  "finding_count": outcome.finding_count,
-                  "rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings if f.severity != "note"}
+        metadata={"rules": dg.MetadataValue.json(sorted({f.rule for f in outcome.findings if f.severity != "note"}
                                                         | set((outcome.details.get("finding_counts") or {})
-                                                              .get("by_rule", {}))))},
+                                                              .get("by_rule", {})))),
+                  **({"status": outcome.status, "finding_count": outcome.finding_count} if passed else md)},
     )
+    if passed:
+        yield dg.Output(record, metadata=md)
+    yield result
+    yield from checks
+    if not passed:
+        end_unjudged(record)
 
 
-def stage_output(asset: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None, *,
-                 line: bool = True):
-    """The asset's output, with its stage's line (`line`) and, when this stage sealed the packet, its verdict."""
-    md = {**({STAGE_KEY: STAGE_OF_ASSET.get(asset, asset)} if line else {}), **stage_metadata(outcome, record),
-          **(extra or {})}
+def end_unjudged(record: RunRecord) -> None:
+    """Fail the step when the packet a stage sealed judged nothing (the server, the disk or an interruption
+    stopped it): a Dagster failure means "no verdict", never a verdict on the clone or the change."""
+    verdict = (record.witness or {}).get("verdict")
+    if verdict in JUDGED:
+        return
+    raise dg.Failure(description=f"{visible(verdict or 'no verdict sealed')}: the rehearsal was not judged; "
+                                 f"see the evidence packet in {visible(record.evidence_dir)}",
+                     metadata={"verdict": visible(verdict or ""),
+                               "evidence_dir": dg.MetadataValue.path(record.evidence_dir)})
+
+
+def stage_line(asset: str, outcome: StageOutcome, record: RunRecord, extra: dict | None = None) -> dict:
+    """The stage's metadata with its line (the CLI prints it) and, when this stage sealed the packet, its
+    verdict and report, which are then recorded on the run."""
+    md = {STAGE_KEY: STAGE_OF_ASSET.get(asset, asset), **stage_metadata(outcome, record), **(extra or {})}
     breaches = (outcome.details.get("impact_summary") or {}).get("breaches") or []
     if breaches:  # each breached threshold in full, for the CLI's lines: it fails the rehearsal
         md[BREACHES_KEY] = dg.MetadataValue.json([visible(b) for b in breaches[:5]])
@@ -203,7 +226,7 @@ def stage_output(asset: str, outcome: StageOutcome, record: RunRecord, extra: di
         context = dg.AssetExecutionContext.get()
         record_witness(context.instance, context.run_id, record.witness)
         md = {"verdict": visible(record.witness.get("verdict")), **md, **sealed_metadata(record.evidence_dir)}
-    yield dg.Output(record, metadata=md)
+    return md
 
 
 def verdict_first(outcome: StageOutcome, record: RunRecord) -> str | None:
@@ -235,7 +258,9 @@ def suite_metadata(gx: dict) -> dict:
 
 
 def gate(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+    """A stage's gate: it gates by the stage handing nothing on when it fails (stage_events), not by Dagster's
+    blocking checks, which fail the run and mark every later stage failed."""
+    return dg.AssetCheckSpec(name, asset=asset, description=description)
 
 
 def impact_events(asset: str, check: str, impact: dict | None) -> tuple[dict, dg.AssetCheckResult]:
