@@ -483,10 +483,10 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
 
 
 def verdict_facts(inst, run_id: str) -> dict:
-    """The metadata of the run's verdict event (defs/stages.py report_verdict): what is no longer a tag."""
+    """The metadata of the run's verdict event (defs/run_end.py report_verdict): what is no longer a tag."""
     from dagster import DagsterEventType
 
-    from fix7_pipeline.defs.stages import VERDICT_EVENT
+    from fix7_pipeline.defs.run_end import VERDICT_EVENT
 
     event = next(e for e in inst.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
                  if (e.message or "").startswith(VERDICT_EVENT))

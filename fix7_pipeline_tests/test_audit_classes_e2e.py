@@ -137,9 +137,9 @@ def test_the_next_run_closes_the_crashed_one_as_failed_and_passes(home, inputs, 
         failure = inst.all_logs(killed["run_id"], of_type=DagsterEventType.RUN_FAILURE)
         assert len(failure) == 1 and failure[0].message.startswith("fix7 crashed: the process that ran"), failure
         # what fix7_verdict_sensor does with a failed run: a crash is not rendered into a verdict
-        from fix7_pipeline.defs.automation import end_failed_run
+        from fix7_pipeline.defs.automation import end_finished_run
 
-        end_failed_run(inst, killed["run_id"])
+        end_finished_run(inst, killed["run_id"])
     assert not (RUNS["killed"] / REPORT).exists()
     assert _row(home, ev)["state"] == "judged"
     r = _verify(home)

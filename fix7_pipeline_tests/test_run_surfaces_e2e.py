@@ -20,7 +20,7 @@ import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.defs.intake import NO_PARTITION
-from fix7_pipeline.defs.stages import VERDICT_EVENT
+from fix7_pipeline.defs.run_end import VERDICT_EVENT
 from fix7_pipeline.defs.storage import run_folder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change, verdict_facts
 
@@ -153,7 +153,7 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
 
     from fix7_pipeline.core.audit import chain_by_run
     from fix7_pipeline.core.packet_files import JOURNAL, REPORT
-    from fix7_pipeline.defs.automation import end_failed_run
+    from fix7_pipeline.defs.automation import end_finished_run
     from fix7_pipeline.definitions import defs
 
     change = tiny_change(tmp_path / "change")
@@ -169,7 +169,7 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
         assert "fix7/verdict" not in inst.get_run_by_id(result.run_id).tags
 
         assert run_folder(inst, result.run_id).exists()
-        end_failed_run(inst, result.run_id)
+        end_finished_run(inst, result.run_id)
         assert not run_folder(inst, result.run_id).exists()
         report = json.loads((evidence / REPORT).read_text())
         run = inst.get_run_by_id(result.run_id)
@@ -179,7 +179,7 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
         assert inst.all_logs(result.run_id)[-1].message.startswith(f"{VERDICT_EVENT} {report['verdict']}")
 
         sealed = (evidence / REPORT).read_bytes()
-        end_failed_run(inst, result.run_id)  # the sensor again: nothing rendered over, no second event
+        end_finished_run(inst, result.run_id)  # the sensor again: nothing rendered over, no second event
         assert (evidence / REPORT).read_bytes() == sealed
         assert sum(1 for e in inst.all_logs(result.run_id) if (e.message or "").startswith(VERDICT_EVENT)) == 1
 

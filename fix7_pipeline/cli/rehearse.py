@@ -169,9 +169,9 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     which then drops its throwaways and seals the packet itself (core/interrupts.py). Under the multiprocess
     executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.
     """
-    from fix7_pipeline.core import rehearsal
     from fix7_pipeline.core.report import EvidencePacket
     from fix7_pipeline.core.server import THROWAWAY_KEY_ENV
+    from fix7_pipeline.defs.run_end import end_run
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 
     validate_request(config, junit=junit)  # a usage error is found before any run
@@ -211,8 +211,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     run = instance.get_run_by_id(run_id)
     if run is None:
         run_id = None
-    run_tags = dict(run.tags) if run is not None else {}
-    evidence_dir = run_tags.get(PACKET_DIR_TAG) or progress.evidence_dir
+    evidence_dir = (run.tags.get(PACKET_DIR_TAG) if run is not None else None) or progress.evidence_dir
     progress.evidence_dir = evidence_dir
     interrupted = signum is not None or result is None  # a signal, even one Dagster swallowed
     if not evidence_dir:
@@ -222,42 +221,21 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
                         f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
     packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or (no stage ended the run) the journal's view
-    verdict = _tagged_verdict(run_tags, packet.data)
-    if interrupted or (verdict or packet.data.get("verdict")) == REHEARSAL_INTERRUPTED:
-        if not packet.data.get("verdict"):  # between two stages: no stage could record it
-            with interrupts.deferred(reraise=False):
-                rehearsal.abandon(_request(config), evidence_dir, signum)
-            packet = EvidencePacket.load(Path(evidence_dir))
-        from fix7_pipeline.defs.stages import record_chain_witness
-
-        record_chain_witness(instance, run_id or packet.data.get("run_id"))
-        verdict = _tagged_verdict(_tags_of(instance, run_id), packet.data) or packet.data.get("verdict")
-        _report_verdict(instance, run_id)
-        return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id, "success": False,
-                "packet": packet.data, "interrupted": True, "signal": signum}
-    if not packet.data.get("verdict"):  # no step sealed it: render it here, and give Dagster its record of the seal
-        from fix7_pipeline.defs.stages import seal_unfinished
-
-        seal_unfinished(instance, run_id, evidence_dir)
-        packet = EvidencePacket.load(Path(evidence_dir))
-    elif not verdict:  # sealed, but its witness did not reach the run: from the audit chain
-        from fix7_pipeline.defs.stages import record_chain_witness
-
-        record_chain_witness(instance, run_id)
-    verdict = _tagged_verdict(_tags_of(instance, run_id), packet.data)
+    verdict = _tagged_verdict(dict(run.tags) if run is not None else {}, packet.data)
+    interrupted = interrupted or (verdict or packet.data.get("verdict")) == REHEARSAL_INTERRUPTED
+    end = end_run(instance, run_id, evidence_dir=evidence_dir, interrupted=_request(config) if interrupted else None,
+                  signum=signum)
+    if interrupted:
+        return {"verdict": end.verdict or end.packet.get("verdict"), "evidence_dir": evidence_dir, "run_id": run_id,
+                "success": False, "packet": end.packet, "interrupted": True, "signal": signum}
+    verdict = _tagged_verdict(end.tags, end.packet)
     if not verdict:
         raise Fix7Error(f"The Dagster run {run_id} carries no verdict tag (fix7/verdict) although its packet in "
                         f"{evidence_dir} is sealed: Dagster's storage did not keep the seal's witness, so the "
                         "verdict is not reported. Run `fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE,
                         rule="verdict_untagged")
-    _report_verdict(instance, run_id)
     return {"verdict": verdict, "evidence_dir": evidence_dir, "run_id": run_id,
-            "success": result.success, "packet": packet.data}
-
-
-def _tags_of(instance, run_id: str | None) -> dict:
-    run = instance.get_run_by_id(run_id) if run_id else None
-    return dict(run.tags) if run is not None else {}
+            "success": result.success, "packet": end.packet}
 
 
 def _tagged_verdict(tags: dict, packet: dict) -> str | None:
@@ -275,19 +253,6 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
                         f"({sealed}): one of them was changed after the seal, so neither is reported. Run "
                         "`fix7 audit --verify` and rehearse again.", EXIT_NO_SAFE_CLONE, rule="verdict_mismatch")
     return verdict
-
-
-def _report_verdict(instance, run_id: str | None) -> None:
-    """defs.stages.close_run (the verdict as the run's last event, where the run page opens; the stage outputs
-    removed); never masks the verdict itself."""
-    from fix7_pipeline.defs.stages import close_run
-
-    try:
-        with interrupts.deferred(reraise=False):
-            if run_id:
-                close_run(instance, run_id)
-    except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
-        pass
 
 
 def _request(config: dict):

@@ -16,7 +16,9 @@ from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, c
                                                   load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.errors import Fix7Error
 from fix7_pipeline.core.escape import visible
+from fix7_pipeline.defs.audit_chain import report_chain_state
 from fix7_pipeline.defs.partitions import rehearsal_key
+from fix7_pipeline.defs.run_end import end_run
 
 JOB = "fix7_rehearsal"
 PARTITION_TAG = "dagster/partition"
@@ -175,7 +177,7 @@ clone_drop_sensor = build_sensor(_LOADED)
 )
 def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
     if context.dagster_run.job_name == JOB:
-        end_failed_run(context.instance, context.dagster_run.run_id)
+        end_finished_run(context.instance, context.dagster_run.run_id)
 
 
 @dg.run_status_sensor(
@@ -187,24 +189,11 @@ def fix7_verdict_sensor(context: dg.RunStatusSensorContext):
 )
 def fix7_judged_run_sensor(context: dg.RunStatusSensorContext):
     if context.dagster_run.job_name == JOB:
-        from fix7_pipeline.defs.audit_chain import report_chain_state
-        from fix7_pipeline.defs.stages import close_run
-
-        close_run(context.instance, context.dagster_run.run_id)
-        report_chain_state(context.instance)
+        end_finished_run(context.instance, context.dagster_run.run_id)
 
 
-def end_failed_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """The run-failure hook: seal what no stage sealed, report the verdict as the run's last event, and remove
-    the run's stage outputs (a blocked run leaves those of the stages before the block)."""
-    from fix7_pipeline.defs.crashes import closed_as_crashed
-    from fix7_pipeline.defs.stages import PACKET_DIR_TAG, close_run, seal_unfinished
-
-    from fix7_pipeline.defs.audit_chain import report_chain_state
-
-    run = instance.get_run_by_id(run_id)
-    # a crashed run judged nothing: its journal stays as it is, and `fix7 audit` lists it as crashed
-    if run is not None and not run.tags.get("fix7/verdict") and not closed_as_crashed(instance, run_id):
-        seal_unfinished(instance, run_id, run.tags.get(PACKET_DIR_TAG))
-    close_run(instance, run_id)
-    report_chain_state(instance)  # the audit chain's check, with this run sealed and closed
+def end_finished_run(instance: dg.DagsterInstance, run_id: str) -> None:
+    """What both run-status sensors do for a finished run: defs/run_end.py end_run, then the audit chain's
+    check (audit_chain: chain_verifies) with this run sealed and closed."""
+    end_run(instance, run_id)
+    report_chain_state(instance)

@@ -89,67 +89,6 @@ def packet_tags(evidence_dir: str | None) -> dict[str, str]:
         return {}
 
 
-def seal_unfinished(instance: dg.DagsterInstance, run_id: str | None, evidence_dir: str | None,
-                    reason: str = "the Dagster run ended early") -> bool:
-    """Render and seal the packet of a run that ended with no stage sealing it (its process died, a step
-    failed outside a stage), and give the run the seal's witness. The journal is all such a run left; a
-    sealed or claimed packet is never rendered again. Called by the CLI and by fix7_verdict_sensor."""
-    from fix7_pipeline.core.audit import witness
-    from fix7_pipeline.core.packet_files import JOURNAL
-    from fix7_pipeline.core.report import render
-
-    if not evidence_dir or not (Path(evidence_dir) / JOURNAL).exists():
-        return False
-    rendered = render(Path(evidence_dir), incomplete_reason=reason)
-    if rendered is None:
-        return False
-    record_witness(instance, run_id, witness(rendered.sealed))
-    return True
-
-
-VERDICT_EVENT = "fix7 verdict"
-
-
-def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
-    """The verdict and its one-line reason as the run's last event, so the run page (which opens at the end
-    of its log, past Dagster's stack trace and "Not executing" rows) reads the verdict first. Once per run:
-    called by the CLI when its run ends and by fix7_verdict_sensor for runs the daemon launched."""
-    run = instance.get_run_by_id(run_id) if run_id else None
-    if run is None or not run.tags.get("fix7/verdict"):
-        return False
-    if any((e.message or "").startswith(VERDICT_EVENT)
-           for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
-        return False
-    from dagster._core.events import EngineEventData
-
-    verdict, reason = run.tags["fix7/verdict"], run.tags.get("fix7/reason", "")
-    instance.report_engine_event(
-        f"{VERDICT_EVENT} {verdict}: {reason}", run,
-        EngineEventData(metadata={"verdict": verdict, "reason": dg.MetadataValue.text(reason),
-                                  **packet_facts(run.tags.get("fix7/evidence")),
-                                  "evidence": dg.MetadataValue.path(run.tags.get("fix7/evidence", ""))}))
-    return True
-
-
-def packet_facts(evidence_dir: str | None) -> dict[str, str]:
-    """run_view.run_facts of the packet in `evidence_dir` (the verdict event's metadata); none when unreadable."""
-    from fix7_pipeline.core.report import EvidencePacket
-
-    try:
-        return run_view.run_facts(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def close_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """What ends every finished run, whoever follows it (the CLI, fix7_verdict_sensor): the verdict as its last
-    event, and its stage outputs removed (nothing reads them once the run ended, a blocked run's included)."""
-    from fix7_pipeline.defs.storage import discard_run_outputs
-
-    report_verdict(instance, run_id)
-    discard_run_outputs(instance, run_id)
-
-
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
     """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
     (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
