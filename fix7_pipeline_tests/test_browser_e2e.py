@@ -6,7 +6,7 @@ chromium, driven by Playwright (`executable_path`, no browser download), opens t
 evidence packet, the runs lists, the passing run and the blocked run, and reads each one's verdict (and
 the blocked run's reason) on the page.
 
-Issue 21 as an operator meets it (the README's *Launching a rehearsal from the launchpad*): a run launched
+Issue 21 as an operator meets it (docs/AUTOMATION.md, *Launching a rehearsal from the launchpad*): a run launched
 from the job's launchpad in the browser reads its verdict in the Runs list without scrolling; Materialize
 all on the asset graph (a backfill), "Add a partition" and a password typed into the launchpad are each
 refused with fix7's one line, and the storage database keeps none of them; the catalog shows the last good
@@ -241,7 +241,7 @@ def _storage_text() -> str:
 
 
 def test_a_run_launched_from_the_jobs_launchpad_reads_its_verdict_first(browser, scene):
-    """Issue 21.1 and 21.4: the README's way in; the run is fix7_rehearsal's, in a partition of its own, and its
+    """Issue 21.1 and 21.4: docs/AUTOMATION.md's way in; the run is fix7_rehearsal's, in a partition of its own, and its
     verdict is the first fix7 tag in the job's Runs list, on screen at 1280×800 without scrolling."""
     from playwright.sync_api import expect
 

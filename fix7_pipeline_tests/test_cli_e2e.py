@@ -8,6 +8,7 @@ Dumps are built once per module; the passing rehearsal with `--allow-host`, `--s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -83,6 +84,25 @@ def test_demo_builds_a_clone_and_passes(home, tmp_path, demo_dir_restored):
     assert all(s["status"] == "passed" for s in packet["stages"].values())
     assert packet["attestation"]["attested_by"].startswith("fix7 demo")
     assert packet["request"]["clone_path"] == str(state_dir() / "demo" / "birth_surface_clone.dump")
+    assert _line_shapes(stdout) == _line_shapes(_readme_demo_sample())  # the README shows a real run
+
+
+def _readme_demo_sample() -> str:
+    """The run output the README prints under "One rehearsal: `make demo`"."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.search(r"^## One rehearsal.*?^```\n(.*?)^```", readme, re.S | re.M).group(1)
+
+
+def _line_shapes(output: str) -> list[str]:
+    """Each line with what differs between two runs masked (paths, ids, hashes, counts, times): what is left is
+    which stages ran, in which order, with which status and reason, and the verdict."""
+    shapes = []
+    for line in output.strip().splitlines():
+        line = re.sub(r"…?/\S+", "PATH", line)
+        line = re.sub(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", line)
+        line = re.sub(r"(?<![0-9A-Za-z])[0-9a-f]{6,}(?![0-9A-Za-z])", "HEX", line)
+        shapes.append(" ".join(re.sub(r"\d+", "N", line).split()))
+    return shapes
 
 
 # -- fix7 contract -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Issue 24: the package is the tool. Built as a wheel, installed into a fresh virtual environment with the lock as
 constraints, it runs from an empty repository holding only change files: `fix7 demo`, `fix7 rehearse --junit`, a
 second rehearsal that extends the same audit chain, and `fix7 audit --verify`, all under one FIX7_HOME. The CI
-templates (a composite GitHub Action, a GitLab CI template and the README's examples) validate against SchemaStore's
+templates (a composite GitHub Action, a GitLab CI template and docs/CI.md's examples) validate against SchemaStore's
 schemas as check-jsonschema vendors them.
 """
 
