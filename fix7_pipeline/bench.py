@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core import secrets
+from fix7_pipeline.core.sanitization import secrets
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.paths import state_dir

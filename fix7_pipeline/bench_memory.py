@@ -105,7 +105,7 @@ def run(mb: int) -> dict:
     import string
 
     from fix7_pipeline.bench import bench_dir
-    from fix7_pipeline.core import secrets as secrets_mod
+    from fix7_pipeline.core.sanitization import secrets as secrets_mod
     from fix7_pipeline.demo import builder
     from fix7_pipeline_tests.e2e_support import DagsterHome, load_packet, rehearse_args
 

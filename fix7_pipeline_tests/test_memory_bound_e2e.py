@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from fix7_pipeline.core import secrets as secrets_mod
+from fix7_pipeline.core.sanitization import secrets as secrets_mod
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted,
                                              rehearse_args, rnd, variant)

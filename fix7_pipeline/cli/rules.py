@@ -10,7 +10,7 @@ from fix7_pipeline.core.errors import EXIT_PASSED
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core import rules
+    from fix7_pipeline.core.sanitization import rules
     from fix7_pipeline.core.escape import visible
 
     eng = rules.engine()

@@ -16,11 +16,11 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from fix7_pipeline.core import secrets as secrets_mod
-from fix7_pipeline.core import textscan
+from fix7_pipeline.core.sanitization import secrets as secrets_mod
+from fix7_pipeline.core.sanitization import textscan
 from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.redact import RedactedNames
-from fix7_pipeline.core.secrets import scan_secrets
+from fix7_pipeline.core.sanitization.redact import RedactedNames
+from fix7_pipeline.core.sanitization.secrets import scan_secrets
 from fix7_pipeline.core.server import database_settings
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 from fix7_pipeline_tests.e2e_support import find_leaks, planted, rnd
@@ -438,7 +438,7 @@ def test_no_provider_is_ever_contacted():
     """Kingfisher can validate and revoke credentials over the network; fix7 never calls either."""
     import inspect
 
-    from fix7_pipeline.core import rules
+    from fix7_pipeline.core.sanitization import rules
 
     for module in (secrets_mod, textscan, rules):
         source = inspect.getsource(module)
