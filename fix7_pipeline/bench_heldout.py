@@ -40,7 +40,7 @@ DEFAULT_TRUFFLEHOG_GIT = os.environ.get("FIX7_TRUFFLEHOG_GIT", "/work/.mirror/tr
 COPIES_PER_DETECTOR = 1
 MIN_SECRET = 8
 HELDOUT_LOOKALIKE_COPIES = 10
-DEFAULT_ROWS = 3000
+DEFAULT_ROWS = 5000
 
 # -- extracting TruffleHog's test secrets ------------------------------------------------------------
 
@@ -318,11 +318,26 @@ def _provider(detector: str, keyword: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_") or re.sub(r"[^a-z0-9]+", "_", keyword.lower())
 
 
-def heldout_plants(entries: list[dict], seed: int) -> list[bc.Plant]:
+# system_issues has 300 rows whatever the clone's size: a context of it takes no more plants than this
+_ISSUE_ROWS = 295
+
+
+def heldout_plants(entries: list[dict], seed: int, taken: int = 0) -> list[bc.Plant]:
     """The held-out part as plants: each secret once, under a key named for its provider (a suffix among key,
-    token, secret, api_key, credential, auth, password), spread over the contexts; then the look-alikes."""
+    token, secret, api_key, credential, auth, password), spread over the contexts; then the look-alikes.
+    `taken`: rows of system_issues other plants use."""
     rng = random.Random(f"fix7-heldout:{seed}")
     plants: list[bc.Plant] = []
+    issues = [taken]
+
+    def room(ctx: str) -> bool:
+        if ctx != "issue_details":
+            return True
+        if issues[0] >= _ISSUE_ROWS:
+            return False
+        issues[0] += 1
+        return True
+
     for i, e in enumerate(entries):
         value = e["value"]
         shape = _shape_of(value)
@@ -331,7 +346,7 @@ def heldout_plants(entries: list[dict], seed: int) -> list[bc.Plant]:
         for attempt in range(len(allowed)):
             ctx = allowed[(i + attempt) % len(allowed)]
             text = bc.render(ctx, shape, key, value, "secret", i)
-            if bc._fits(ctx, text):
+            if bc._fits(ctx, text) and room(ctx):
                 break
         else:
             continue
@@ -346,7 +361,7 @@ def heldout_plants(entries: list[dict], seed: int) -> list[bc.Plant]:
             allowed = bc._ALLOWED[shape]
             ctx = allowed[(c + j) % len(allowed)]
             text = bc.render(ctx, shape, key, value, "lookalike", j)
-            if not bc._fits(ctx, text):
+            if not bc._fits(ctx, text) or not room(ctx):
                 ctx = "approval_comment"
                 text = bc.render(ctx, shape, key, value, "lookalike", j)
             plants.append(bc.Plant(f"h2-{n:04d}", "lookalike", name, shape, ctx, value, text, [value]))
@@ -373,9 +388,10 @@ def run(rows: int = DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED, peers: tuple[str,
     manifest = json.loads(MANIFEST.read_text())
     out = Path(out) if out else bench_dir() / "heldout-results.json"
     entries = load_heldout(manifest, git_dir, bench_dir() / "heldout")
-    parts = {"heldout": heldout_plants(entries, seed)}
+    tuned = bc.build_corpus(seed) if tuning else []
+    parts = {"heldout": heldout_plants(entries, seed, sum(p.context == "issue_details" for p in tuned))}
     if tuning:
-        parts["tuning"] = bc.build_corpus(seed)
+        parts["tuning"] = tuned
     plants = [p for ps in parts.values() for p in ps]
     work = Path(tempfile.mkdtemp(prefix="fix7-heldout-", dir=bench_dir()))
     scanners: dict[str, dict] = {}

@@ -1,4 +1,4 @@
-"""`fix7 rules`: the sanitization gate's one rule registry (Kingfisher's catalog and fix7's own rules)."""
+"""`fix7 rules`: the sanitization gate's one rule registry (Kingfisher's catalog, detect-secrets' plugins and fix7's own rules)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("rules", help="list the sanitization gate's secret rules (Kingfisher's and fix7's)")
-    p.add_argument("--source", choices=("kingfisher", "fix7"), help="only the rules of this source")
+    p = subparsers.add_parser("rules", help="list the sanitization gate's secret rules (Kingfisher's, detect-secrets' and fix7's)")
+    p.add_argument("--source", choices=("kingfisher", "detect-secrets", "fix7"), help="only the rules of this source")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_rules)
