@@ -129,13 +129,23 @@ def _field_at(decoded: bytes, pos: int) -> tuple[int, int]:
     return fs, len(decoded) if fe < 0 else fe
 
 
+def _encoded_fields(decoded: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each field carrying an encoding `decode.views` reads. Found with bytes.find (a regex
+    over every chunk would cost as much as the scan itself): only fields with a backslash or a % are tested."""
+    found: set[tuple[int, int]] = set()
+    for mark in (b"\\", b"%"):
+        pos = decoded.find(mark)
+        while pos >= 0:
+            fs, fe = _field_at(decoded, pos)
+            if decode.NEEDS.search(decoded, fs, fe):
+                found.add((fs, fe))
+            pos = decoded.find(mark, fe)
+    return sorted(found)
+
+
 def _view_candidates(decoded: bytes, scanner) -> list[Candidate]:
     """Fields whose decoded views (`decode.views`) some match of `scanner` touches."""
-    fields: list[tuple[int, int]] = []
-    for m in decode.NEEDS.finditer(decoded):
-        if fields and m.start() < fields[-1][1]:
-            continue
-        fields.append(_field_at(decoded, m.start()))
+    fields = _encoded_fields(decoded)
     if not fields:
         return []
     views, kept = [], []
