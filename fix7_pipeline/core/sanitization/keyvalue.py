@@ -16,6 +16,7 @@ shape, the same in a JSON object, a config line, a URL query or a header:
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
 
@@ -23,13 +24,13 @@ KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
 _KEY_BEFORE = re.compile(rb"([A-Za-z0-9_.-]{1,80})(?:\\?[\"']){0,3}\s*(?:=|:|=>)\s*(?:\\?[\"']){0,3}\s*$")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _OTHER_THING = re.compile(
-    r"(?:^|[_.-])(?:id|ids|uuid|guid|arn|url|urls|uri|endpoint|endpoints|host|hostname|domain|path|file|filename|"
+    r"(?:^|_)(?:id|ids|uuid|guid|arn|url|urls|uri|endpoint|endpoints|host|hostname|domain|path|file|filename|"
     r"dir|name|names|type|kind|version|hash|hashed|digest|checksum|sha|sha1|sha256|sha512|md5|etag|fingerprint|"
     r"length|len|size|count|expiry|expires|expires_at|expires_in|expiration|ttl|lifetime|format|prefix|hint|ref|"
     r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
     r"username|login|email|created|created_at|updated_at|last_used|source|description)$")
-_PUBLIC = re.compile(r"public|publishable|(?:^|[_.-])pub(?:$|[_.-])|author")
+_PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
 # Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
@@ -43,7 +44,7 @@ def key_before(data: bytes, start: int) -> str | None:
     m = _KEY_BEFORE.search(data, max(0, start - 120), start)
     if not m:
         return None
-    return _CAMEL.sub("_", m.group(1).decode("ascii", "replace")).lower()
+    return re.sub(r"[-.]", "_", _CAMEL.sub("_", m.group(1).decode("ascii", "replace"))).lower()
 
 
 def key_names_a_secret(key: str | None) -> bool:
@@ -54,7 +55,10 @@ def key_names_a_secret(key: str | None) -> bool:
 
 
 def value_can_be_secret(value: bytes) -> bool:
-    """Not a URL, a reference, a placeholder, a mask or a phrase of words, and varied enough."""
+    """Not a URL, a reference, a placeholder, a mask or a phrase of words, and varied enough (read through
+    URL encoding: a query string carries `%24%7BVAR%7D`)."""
+    if b"%" in value:
+        value = unquote_to_bytes(value)
     if b"://" in value or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value) or _MASK.search(value):
         return False
     return len(set(value)) >= MIN_DISTINCT
