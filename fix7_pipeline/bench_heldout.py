@@ -322,10 +322,11 @@ def _provider(detector: str, keyword: str) -> str:
 _ISSUE_ROWS = 295
 
 
-def heldout_plants(entries: list[dict], seed: int, taken: int = 0) -> list[bc.Plant]:
+def heldout_plants(entries: list[dict], seed: int, taken: int = 0, keys: str = "provider") -> list[bc.Plant]:
     """The held-out part as plants: each secret once, under a key named for its provider (a suffix among key,
     token, secret, api_key, credential, auth, password), spread over the contexts; then the look-alikes.
-    `taken`: rows of system_issues other plants use."""
+    `taken`: rows of system_issues other plants use. `keys="bare"` (a stress variant added after tuning, not
+    the fixed measurement): the provider's name alone as the key (`"aiven": "..."`, `AIVEN=...`)."""
     rng = random.Random(f"fix7-heldout:{seed}")
     plants: list[bc.Plant] = []
     issues = [taken]
@@ -343,6 +344,8 @@ def heldout_plants(entries: list[dict], seed: int, taken: int = 0) -> list[bc.Pl
         shape = _shape_of(value)
         allowed = bc._ALLOWED[shape]
         key = f"{_provider(e['detector'], e['keyword'])}_{rng.choice(_KEY_SUFFIXES)}"
+        if keys == "bare":
+            key = _provider(e["detector"], e["keyword"])
         for attempt in range(len(allowed)):
             ctx = allowed[(i + attempt) % len(allowed)]
             text = bc.render(ctx, shape, key, value, "secret", i)
@@ -382,14 +385,14 @@ def _score_parts(rows: dict, parts: dict[str, list[bc.Plant]], where: dict) -> d
 
 
 def run(rows: int = DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED, peers: tuple[str, ...] = ("detect-secrets", "gitleaks"),
-        git_dir: str | None = None, out: Path | None = None, tuning: bool = True) -> dict:
+        git_dir: str | None = None, out: Path | None = None, tuning: bool = True, keys: str = "provider") -> dict:
     from fix7_pipeline.bench import bench_dir
 
     manifest = json.loads(MANIFEST.read_text())
     out = Path(out) if out else bench_dir() / "heldout-results.json"
     entries = load_heldout(manifest, git_dir, bench_dir() / "heldout")
     tuned = bc.build_corpus(seed) if tuning else []
-    parts = {"heldout": heldout_plants(entries, seed, sum(p.context == "issue_details" for p in tuned))}
+    parts = {"heldout": heldout_plants(entries, seed, sum(p.context == "issue_details" for p in tuned), keys)}
     if tuning:
         parts["tuning"] = tuned
     plants = [p for ps in parts.values() for p in ps]
@@ -431,7 +434,7 @@ def run(rows: int = DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED, peers: tuple[str,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "kind": "fix7 held-out corpus benchmark", "seed": seed, "manifest": manifest,
+        "kind": "fix7 held-out corpus benchmark", "seed": seed, "keys": keys, "manifest": manifest,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "parts": {k: {"secrets": sum(p.group == "secret" for p in v), "lookalikes": sum(p.group == "lookalike" for p in v),
                       "secret_kinds": len({p.kind for p in v if p.group == "secret"}),
@@ -483,13 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="detect-secrets,gitleaks", help="comma-separated, or none")
     ap.add_argument("--trufflehog-git", default=None, help="a TruffleHog git directory holding the manifest's commit")
     ap.add_argument("--no-tuning", action="store_true", help="plant the held-out part only")
+    ap.add_argument("--keys", choices=("provider", "bare"), default="provider",
+                    help="held-out keys: <provider>_<secret word> (the fixed measurement) or the provider's name "
+                         "alone (a stress variant added after tuning)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     peers = tuple(p for p in a.peers.split(",") if p and p != "none")
     unknown = set(peers) - {"detect-secrets", "gitleaks"}
     if unknown:
         ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
-    result = run(a.rows, a.seed, peers, a.trufflehog_git, a.out, tuning=not a.no_tuning)
+    result = run(a.rows, a.seed, peers, a.trufflehog_git, a.out, tuning=not a.no_tuning, keys=a.keys)
     print(render_text(result))
     return 0
 
