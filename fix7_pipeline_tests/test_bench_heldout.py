@@ -66,3 +66,28 @@ def test_heldout_plants_fit_the_clone_and_carry_no_tuning_kind():
     tuned = {k.name for k in bench_corpus.SECRET_KINDS} | {k.name for k in bench_corpus.LOOKALIKE_KINDS}
     assert not {p.kind for p in plants} & tuned
     assert {p.context for p in plants if p.group == "secret"} == {c.name for c in bench_corpus.CONTEXTS}
+
+
+def test_a_small_run_scores_every_part_and_shows_no_value(tmp_path, monkeypatch, capsys):
+    """The whole benchmark on a made-up held-out source (fix7 only): plants are found through the restored
+    clone, scored per context, and neither the output nor the results file carries a planted value."""
+    from fix7_pipeline import bench
+    from fix7_pipeline_tests.e2e_support import rnd
+
+    entries = [{"source": "trufflehog", "detector": f"acme{i}", "keyword": "acme", "value": f"acme_{rnd(28)}",
+                "line": ""} for i in range(60)]
+    manifest = json.loads(bench_heldout.MANIFEST.read_text())
+    src = next(s for s in manifest["sources"] if s["name"] == "trufflehog-detector-tests")
+    src["sha256"] = bench_heldout.corpus_digest(entries)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / f"trufflehog-{src['commit'][:12]}.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(bench_heldout, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setattr(bench, "bench_dir", lambda: tmp_path)
+    result = bench_heldout.run(rows=1000, peers=(), out=tmp_path / "r.json", tuning=False)
+    ours = result["scanners"]["fix7"]["heldout"]
+    assert ours["planted"] == 60 and ours["lookalikes"] == 270
+    assert ours["recall"] >= 0.8 and ours["lookalikes_flagged_pct"] <= 5.0, (ours["recall"], ours["flagged_lookalike_kinds"])
+    assert sum(b["planted"] for b in ours["recall_by_context"].values()) == 60
+    text = bench_heldout.render_text(result) + (tmp_path / "r.json").read_text() + str(capsys.readouterr())
+    assert not [e for e in entries if e["value"] in text or e["value"][5:17] in text]
