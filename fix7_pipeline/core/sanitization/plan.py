@@ -54,10 +54,18 @@ class TablePlan:
     must_be_empty: bool
     types: dict[str, int] = field(default_factory=dict)
     render: dict[str, tuple] = field(default_factory=dict)  # column -> ("array",) | ("composite", [(attr, type)])
+    lookalike_columns: list[str] = field(default_factory=list)  # contract: ids and public keys, not secrets
 
     @property
     def scan_columns(self) -> list[str]:
         return self.columns
+
+
+def lookalike_columns(contract: Contract) -> dict[str, list[str]]:
+    """The contract's `lookalike_columns` ({table: [column]}): columns that hold identifiers, public keys or
+    client ids. A rule keyed on a word (`token=`, `Bearer`) is not a finding there; a provider's pattern is."""
+    raw = contract.annotations.get("lookalike_columns") or {}
+    return {str(t): [str(c) for c in cols or []] for t, cols in raw.items()} if isinstance(raw, dict) else {}
 
 
 def contract_name(schema: str, name: str) -> str:
@@ -120,11 +128,13 @@ def scan_plan(conn: psycopg.Connection, contract: Contract) -> list[TablePlan]:
     pks = dict(conn.execute(_PK_SQL, {"oids": oids}).fetchall())
     hashes, nulls, headers = contract.hash_columns, contract.must_be_null, contract.secret_headers
     empties = set(contract.must_be_empty)
+    lookalikes = lookalike_columns(contract)
     plans = []
     for oid, schema, name, relkind in tables:
         cname = contract_name(schema, name)
         p = TablePlan(oid, schema, name, cname, relkind, [], [], [], [], list(pks.get(oid) or []),
                       cname in empties)
+        p.lookalike_columns = list(lookalikes.get(cname, []))
         for col, type_oid in cols.get(oid, []):
             p.types[col] = type_oid
             kind = _classify(types, type_oid)

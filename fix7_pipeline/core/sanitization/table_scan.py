@@ -13,7 +13,7 @@ from .binary_scan import scan_bytea
 from .copy_reader import qualified_table, table_select
 from .findings import RawHit
 from .plan import TablePlan
-from .rules import MUST_BE_EMPTY, MUST_BE_NULL, engine
+from .rules import KEYED_ON_A_WORD, MUST_BE_EMPTY, MUST_BE_NULL, engine
 
 _SECRETISH_KEY = ("token", "secret", "password", "key", "hash")
 
@@ -22,6 +22,14 @@ def keys_are_secretish(p: TablePlan) -> bool:
     """Keys that may themselves be secrets (a session token as primary key) are shown only as fingerprints."""
     return p.must_be_empty or any(c in p.must_be_null or any(s in c.lower() for s in _SECRETISH_KEY)
                                   for c in p.pk)
+
+
+def _kept(p: TablePlan, col: str, hits: list[textscan.Hit]) -> list[textscan.Hit]:
+    """Hits of a column the contract says holds look-alikes (ids, public keys): only those some rule other
+    than a word-keyed one matched."""
+    if col not in p.lookalike_columns:
+        return hits
+    return [h for h in hits if set(h.rules or (h.rule,)) - set(KEYED_ON_A_WORD)]
 
 
 def scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[RawHit]:
@@ -72,7 +80,7 @@ def scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[Ra
                 for col, h in hits:  # the header scanner and the main one can match one value's secret
                     by_column.setdefault(col, []).append(h)
                 for col, col_hits in by_column.items():
-                    for h in textscan.merge(col_hits):
+                    for h in _kept(p, col, textscan.merge(col_hits)):
                         out.append(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col,
                                           key_of(fields, key_hit, col), rules=h.rules))
             out.extend(flagged_rows(p, raw, salt, key_of, large))
@@ -85,7 +93,7 @@ def scan_table_raw(conn: psycopg.Connection, p: TablePlan, salt: str) -> list[Ra
                 hits, whole = copy_reader.scan_large_value(conn, p, col, ctid, salt, headers=headers)
                 col_hits += hits
             out.extend(RawHit(h.rule, h.fingerprint, "table", p.contract_name, col, key_of(fields, key_hit, col),
-                              rules=h.rules) for h in textscan.merge(col_hits))
+                              rules=h.rules) for h in _kept(p, col, textscan.merge(col_hits)))
             if i in unset:
                 out.append(RawHit(MUST_BE_NULL, whole, "table", p.contract_name, col, key_of(fields, key_hit, col)))
     if p.bytea:
