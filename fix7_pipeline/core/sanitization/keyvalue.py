@@ -9,7 +9,8 @@ shape, the same in a JSON object, a config line, a URL query or a header:
   expiry, a reference (`token_id`, `secret_arn`, `token_endpoint`, `password_hash`), or a public half
   (`public_key`, `publishable_key`);
 - a value that is a reference or a placeholder (`${VAR}`, `{{ var }}`, `%(var)s`, `<your-key>`, `arn:`,
-  `vault:`), a mask (`********`, `xxxx…`), a URL, or a phrase of words (`birth-cdn-credentials-84`);
+  `vault:`), a mask (`********`, `xxxx…`), a URL, a file path (an object key `uploads/2024/a1b2.png`), or a
+  phrase of words (`birth-cdn-credentials-84`);
 - a value with too little variety to be generated (fewer than 6 distinct characters).
 """
 
@@ -33,6 +34,7 @@ _OTHER_THING = re.compile(
 _PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
+_PATH = re.compile(rb"^[\w.-]*(?:/[\w.-]+)+\.[A-Za-z][A-Za-z0-9]{1,4}$")  # uploads/2024/a1b2.png: an object key
 # Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
 # (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
 _WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
@@ -59,7 +61,8 @@ def value_can_be_secret(value: bytes) -> bool:
     URL encoding: a query string carries `%24%7BVAR%7D`)."""
     if b"%" in value:
         value = unquote_to_bytes(value)
-    if b"://" in value or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value) or _MASK.search(value):
+    if (b"://" in value or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value) or _MASK.search(value)
+            or _PATH.match(value)):
         return False
     return len(set(value)) >= MIN_DISTINCT
 

@@ -65,6 +65,7 @@ def test_a_low_entropy_real_credential_is_kept():
     ("secret_name", "birth-cdn-credentials-84"),
     ("token_expires_at", "2026-12-04T10:40:00.000Z"),
     ("key_fingerprint", "SHA256:" + rnd(43)),
+    ("key", f"uploads/2024/{rnd(16)}.png"),
 ], ids=lambda v: v if v.isidentifier() else "value")
 def test_look_alikes_under_secret_words_are_not_findings(key, value):
     for shape, text in _shapes(key, value).items():
