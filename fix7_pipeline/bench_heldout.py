@@ -239,7 +239,8 @@ def load_heldout(manifest: dict, git_dir: str | None, cache: Path) -> list[dict]
     digest = corpus_digest(entries)
     if src.get("sha256") and digest != src["sha256"]:
         raise SystemExit(f"The held-out corpus at {path} does not match the manifest (sha256 {digest[:16]}…, "
-                         f"manifest {src['sha256'][:16]}…): it would measure something else. Remove it to extract again.")
+                         f"manifest {src['sha256'][:16]}…): it would measure something else. Remove it to extract "
+                         "again.")
     return entries
 
 
@@ -294,7 +295,8 @@ HELDOUT_LOOKALIKES: tuple[tuple[str, str, object], ...] = (
     ("oauth-token-endpoint", "token_endpoint",
      lambda g: f"https://login.birth-{g.chars(bc.ALPHABETS['n'], 6)}.example.test/oauth2/v2.0/token"),
     ("oidc-discovery-url", "issuer",
-     lambda g: f"https://id.birth.example.test/realms/{g.chars(bc.ALPHABETS['L'], 8)}/.well-known/openid-configuration"),
+     lambda g: f"https://id.birth.example.test/realms/{g.chars(bc.ALPHABETS['L'], 8)}"
+               "/.well-known/openid-configuration"),
     ("ethereum-address", "wallet", lambda g: "0x" + _hex(g, 40)),
     ("ulid-request", "request_id", lambda g: "01H" + g.chars(bc.ALPHABETS["K"], 23)),
     ("base64-png", "image", lambda g: "iVBORw0KGgoAAAANSUhEUgAA" + _b64(g, 60)),
@@ -436,7 +438,8 @@ def run(rows: int = DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED, peers: tuple[str,
     result = {
         "kind": "fix7 held-out corpus benchmark", "seed": seed, "keys": keys, "manifest": manifest,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "parts": {k: {"secrets": sum(p.group == "secret" for p in v), "lookalikes": sum(p.group == "lookalike" for p in v),
+        "parts": {k: {"secrets": sum(p.group == "secret" for p in v),
+                      "lookalikes": sum(p.group == "lookalike" for p in v),
                       "secret_kinds": len({p.kind for p in v if p.group == "secret"}),
                       "lookalike_kinds": len({p.kind for p in v if p.group == "lookalike"})} for k, v in parts.items()},
         "clone": {"registry_rows": rows, "plain_dump_bytes": built["plain_dump_bytes"]},

@@ -87,7 +87,8 @@ def test_a_small_run_scores_every_part_and_shows_no_value(tmp_path, monkeypatch,
     result = bench_heldout.run(rows=1000, peers=(), out=tmp_path / "r.json", tuning=False)
     ours = result["scanners"]["fix7"]["heldout"]
     assert ours["planted"] == 60 and ours["lookalikes"] == 270
-    assert ours["recall"] >= 0.8 and ours["lookalikes_flagged_pct"] <= 5.0, (ours["recall"], ours["flagged_lookalike_kinds"])
+    assert ours["recall"] >= 0.8 and ours["lookalikes_flagged_pct"] <= 5.0, (ours["recall"],
+                                                                              ours["flagged_lookalike_kinds"])
     assert sum(b["planted"] for b in ours["recall_by_context"].values()) == 60
     text = bench_heldout.render_text(result) + (tmp_path / "r.json").read_text() + str(capsys.readouterr())
     leaked = [e["detector"] for e in entries if e["value"] in text or e["value"][5:17] in text]

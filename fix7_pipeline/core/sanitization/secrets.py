@@ -43,7 +43,7 @@ from typing import Callable
 
 import psycopg
 
-from . import textscan
+from . import field_detectors, textscan
 from .binary_scan import scan_large_objects
 from .catalog_scan import scan_catalog_part, unreadable_catalog
 from .catalog_sql import CATALOG_PARTS
@@ -183,6 +183,7 @@ def scan_secrets(server_conn_factory: Callable[[str], psycopg.Connection], datab
     stats = {"tables": len(plans), "columns": sum(len(p.columns) + len(p.bytea) for p in plans),
              "catalog_parts": len(CATALOG_PARTS), "settings": len(settings or []),
              "seconds": round(time.monotonic() - started, 3), "engine": f"kingfisher {engine().version}",
+             "loaded": f"detect-secrets {field_detectors.detect_secrets_rules()[1]}",
              "rules": len(engine().rules)}
     return ScanFindings(findings, redacted=names, stats=stats, present_tables={p.contract_name for p in plans})
 

@@ -460,6 +460,7 @@ def test_fix7_rules_lists_the_one_registry():
     data = json.loads(r.stdout)
     by_name = {x["name"]: x for x in data["rules"]}
     assert data["engine"] == "kingfisher-secret-scanner 1.5.0" and data["cache"].endswith("kingfisher-rules")
+    assert data["loaded"] == {"detect-secrets": "1.5.0"}
     assert by_name["betterleaks.github-pat"]["source"] == "kingfisher"
     for name in ("fix7.password-hash", "fix7.secret-assignment", "fix7.connection-string-password.libpq",
                  "fix7.secret-header", "must_be_null", "must_be_empty", "unreadable"):
