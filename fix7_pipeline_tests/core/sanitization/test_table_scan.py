@@ -31,3 +31,32 @@ def test_lookalike_columns_silence_word_keyed_rules_only(server, throwaway):
     annotated = with_annotations(base, {**base.annotations, "lookalike_columns": {"client_keys": ["client_config"]}})
     silenced = _rows_found(server, throwaway, annotated)
     assert "1" not in silenced and "betterleaks.github-pat" in silenced["2"]
+
+
+def test_encoded_secrets_are_found_through_copy_once_per_row(server, throwaway):
+    """Through the whole table scan (COPY text, chunk candidates, each value confirmed alone): JSON inside JSON
+    strings at depth 1 and 2, a URL-encoded query, a base64 config blob; each one finding on its own row."""
+    import base64
+    import json
+    from urllib.parse import quote
+
+    from psycopg.types.json import Jsonb
+
+    def nest(inner: dict, depth: int) -> dict:
+        doc: object = inner
+        for _ in range(depth):
+            doc = {"payload": json.dumps(doc)}
+        return doc
+
+    rows = {1: Jsonb(nest({"auth": rnd(24)}, 1)), 2: Jsonb(nest({"credential": rnd(24)}, 2)),
+            3: Jsonb({"next": "/cb?" + quote(f"api_key={rnd(24)}&x=1", safe="")}),
+            4: Jsonb({"config_b64": base64.b64encode(f"DB_PASSWORD={rnd(22)}\n".encode()).decode()}),
+            5: Jsonb(nest({"note": "nothing secret here", "count": 3}, 2))}
+    with as_owner(server, throwaway) as c:
+        c.execute("create table public.client_keys (id int primary key, body jsonb)")
+        for i, v in rows.items():
+            c.execute("insert into public.client_keys values (%s, %s)", (i, v))
+    found = scan_secrets(lambda db: server.connect(db, throwaway.login, purpose="secret scan"), throwaway.database,
+                         load_contract(None), "salt-encoded")
+    per_row = sorted(f.row_key for f in found if f.table == "client_keys")
+    assert per_row == ["1", "2", "3", "4"]
