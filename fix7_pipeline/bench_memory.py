@@ -105,7 +105,7 @@ def run(mb: int) -> dict:
     import string
 
     from fix7_pipeline.bench import bench_dir
-    from fix7_pipeline.core import secrets as secrets_mod
+    from fix7_pipeline.core.sanitization import copy_reader
     from fix7_pipeline.demo import builder
     from fix7_pipeline_tests.e2e_support import DagsterHome, load_packet, rehearse_args
 
@@ -123,7 +123,7 @@ def run(mb: int) -> dict:
         builder.build_clone(source, registry_rows=30, seed=5)
         from fix7_pipeline_tests.e2e_support import variant
 
-        variant(source, name, big_value_sql(mb << 20, end, edge, 8 * secrets_mod.VALUE_WINDOW - 20))
+        variant(source, name, big_value_sql(mb << 20, end, edge, 8 * copy_reader.VALUE_WINDOW - 20))
         dump = builder.dump_clone(name, "custom", work / "big-value.dump")
         built_s = time.monotonic() - t0
     finally:

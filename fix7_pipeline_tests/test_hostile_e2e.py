@@ -16,7 +16,7 @@ import pytest
 
 from fix7_pipeline.cli.rehearse import VERDICT_EXIT, run_rehearsal
 from fix7_pipeline.core.model import STAGES
-from fix7_pipeline.core.rules import registry
+from fix7_pipeline.core.sanitization.rules import registry
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
@@ -411,7 +411,7 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
     from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import data_rules
-    from fix7_pipeline.core.secrets import scan_secrets
+    from fix7_pipeline.core.sanitization.secrets import scan_secrets
 
     token = "ghp_" + rnd(36)
     with as_owner(server, throwaway) as c:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from fix7_pipeline.core import secrets as secrets_mod
+from fix7_pipeline.core.sanitization import copy_reader
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted,
                                              rehearse_args, rnd, variant)
@@ -30,7 +30,7 @@ def test_a_48_mb_value_is_scanned_within_the_memory_bound(tmp_path, server):
                    (rnd(13, string.digits), True), "-", (rnd(24), True))
     value_bytes = VALUE_MB << 20
     # the Slack token starts 20 bytes before the end of the 8th window
-    edge_at = 8 * secrets_mod.VALUE_WINDOW - 20
+    edge_at = 8 * copy_reader.VALUE_WINDOW - 20
     builder.build_clone(SOURCE, registry_rows=30, seed=5)
     name = f"fix7h_e2e_membound_{secrets.token_hex(3)}"
     try:

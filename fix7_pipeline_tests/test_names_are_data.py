@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import escape, rehearsal
-from fix7_pipeline.core.candidates import format_table
+from fix7_pipeline.core.sanitization.candidates import format_table
 from fix7_pipeline.core.junit import write_junit
 from fix7_pipeline.core.model import BLOCKED, Finding, StageOutcome
 from fix7_pipeline.core.packet_files import READABLE

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core import textscan
+from fix7_pipeline.core.sanitization import textscan
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import (DagsterHome, Planted, ServerLogTail, dumped_variant, everything_written,
                                              files_under, find_leaks, findings, left_on_server, load_packet, planted,

@@ -10,7 +10,7 @@ from fix7_pipeline.core.errors import EXIT_PASSED
 
 
 def cmd_candidates(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core import candidates
+    from fix7_pipeline.core.sanitization import candidates
 
     rows = candidates.find_candidates([Path(r).expanduser() for r in args.search_root])
     if args.format == "json":

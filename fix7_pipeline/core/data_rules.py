@@ -15,7 +15,7 @@ from .contract.model import Contract
 from .errors import EXIT_USAGE, Fix7Error
 from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
 from .model import Finding
-from .rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
+from .sanitization.rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
 
 SHA256_HEX = "^[0-9a-f]{64}$"
 STATUSES = ["proposed", "approved", "born", "rejected", "retired"]

@@ -31,7 +31,7 @@ from .errors import Fix7Error
 from .hosts import redact_url
 from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .paths import project_dir
-from .redact import RedactedNames
+from .sanitization.redact import RedactedNames
 from .journal import Journal
 from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
 from .request import RehearsalRequest
@@ -120,7 +120,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
             progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
     from .dumps.identify import inspect_dump
     from .dumps.screening import screen_dump
-    from .secrets import dump_names, judge_names, judge_printed_names
+    from .sanitization.secrets import dump_names, judge_names, judge_printed_names
 
     started = time.monotonic()
     findings: list[Finding] = []
@@ -179,7 +179,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     findings += [Finding(rule="impact_thresholds", message=f"impact threshold setting: {p}")
                  for p in threshold_problems(asdict(request))]
     if request.search_roots:
-        from . import candidates
+        from .sanitization import candidates
 
         packet.set(table_A_candidates=candidates.find_candidates([Path(r) for r in request.search_roots]))
     # what screening and the other checks print of the dump (object names in refusals) is judged as well
@@ -323,7 +323,7 @@ def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) 
     """
     if not e.missing:
         return None
-    from .secrets import judge_names
+    from .sanitization.secrets import judge_names
 
     names = judge_names(e.missing, names if names is not None else RedactedNames())  # named by the server's error
     carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}  # as judged at intake
@@ -343,7 +343,8 @@ def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) 
 
 def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
-    from . import data_rules, secrets
+    from . import data_rules
+    from .sanitization import secrets
     from .packet_files import FINDINGS
     from .server import database_settings
 

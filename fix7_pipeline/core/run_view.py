@@ -2,7 +2,7 @@
 
 The Dagster layer shows these (run tags, `MetadataValue.md`); this module imports nothing from Dagster.
 Everything here is built from the packet's data (or a stage's outcome), which the stages already passed
-through `core.redact` (a name that matched a secret rule is its label), and prints only names, counts,
+through `core.sanitization.redact` (a name that matched a secret rule is its label), and prints only names, counts,
 statuses and fingerprints: never a value of a clone row (restore-diff row keys, sequence positions and
 finding row keys stay in the packet). Text goes through `core.escape`: a tag or a table cell stays on its
 line, and a Markdown cell cannot add a cell or become markup.
@@ -41,7 +41,7 @@ def attestation_tag(attested_by: str | None) -> str:
     if not text:
         return NO_ATTESTATION
     try:
-        from .textscan import scan_value
+        from .sanitization.textscan import scan_value
 
         hits = scan_value(text.encode("utf-8", "surrogatepass"), salt="")
     except Exception:  # noqa: BLE001 - the rule engine could not run: show nothing of the text

@@ -25,7 +25,7 @@ from .errors import Fix7Error
 from .journal import Journal
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .packet_files import EvidenceNotWritten
-from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
+from .sanitization.redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .report import CLONE_GATES, EvidencePacket, render
 from .request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
@@ -156,7 +156,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         # the scan (the restore and isolation proof), every word the stage would print is judged first.
         names = _redacted(run.record)
         if stage in BEFORE_THE_SCAN:
-            from .secrets import judge_printed_names
+            from .sanitization.secrets import judge_printed_names
 
             judge_printed_names([outcome.reason, [f.as_dict() for f in outcome.findings], outcome.details], names)
             run.put(redacted_names=names.as_state())

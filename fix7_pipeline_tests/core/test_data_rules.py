@@ -101,7 +101,7 @@ PLANTED_HASH = "$2b$12$" + "R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMU
 
 
 def _scan(server, tw):
-    from fix7_pipeline.core.secrets import scan_secrets
+    from fix7_pipeline.core.sanitization.secrets import scan_secrets
 
     return scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"), tw.database,
                         load_contract(None), "salt-gx")

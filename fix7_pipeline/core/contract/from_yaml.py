@@ -31,6 +31,8 @@ sections so the shape can be compared with its SQL source exactly:
       must_be_empty: [<table>, ...]               # tables a sanitized clone carries empty
       secret_headers: {<table>: [<json column>]}  # Authorization/Cookie/token headers must be absent
       hash_columns:  {<table>: [<column>, ...]}   # sha256 hex columns: data, not secrets
+      lookalike_columns: {<table>: [<column>, ...]}  # ids, public keys, client ids: word-keyed secret rules
+                                                  # do not fire there (core/sanitization/plan.py)
       pointers:      [{table, column, json_key?, status_column?, where?: {column: value}}]
                                                   # outward pointers (URLs a clone would call)
       data_rules:    {<rule name>: {table: ..., description: ...}}   # optional: none means shape only

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.candidates import find_candidates, format_table
+from fix7_pipeline.core.sanitization.candidates import find_candidates, format_table
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 

@@ -16,11 +16,11 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from fix7_pipeline.core import secrets as secrets_mod
-from fix7_pipeline.core import textscan
+from fix7_pipeline.core.sanitization import binary_scan, copy_reader
+from fix7_pipeline.core.sanitization import textscan
 from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.redact import RedactedNames
-from fix7_pipeline.core.secrets import scan_secrets
+from fix7_pipeline.core.sanitization.redact import RedactedNames
+from fix7_pipeline.core.sanitization.secrets import scan_secrets
 from fix7_pipeline.core.server import database_settings
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 from fix7_pipeline_tests.e2e_support import find_leaks, planted, rnd
@@ -104,10 +104,11 @@ def _text(findings) -> bytes:
 
 
 def test_each_plant_is_found_by_its_rule_alone():
-    """What the scan is built on: Kingfisher (and fix7's rules) report each plant by the expected rule."""
+    """What the scan is built on: Kingfisher (and fix7's rules) match each plant by the expected rule (one
+    finding per occurrence names every rule that matched it; a provider's pattern reports it)."""
     for rule, make in PLANTS.items():
         hits = textscan.scan_value(make().value.encode(), SALT)
-        assert rule in {h.rule for h in hits}, (rule, hits)
+        assert rule in {r for h in hits for r in h.rules}, (rule, hits)
 
 
 def test_a_word_keyed_rule_skips_names_and_addresses_not_random_runs():
@@ -156,7 +157,8 @@ COLUMNS = ("t", "v", "j", "jb", "arr", "d", "comp", "b")
 
 def test_every_rule_found_in_every_column_kind(server, planted_clone):
     findings = scan(server, planted_clone, workers=3)
-    got = {(f.rule, f.table, f.column, f.row_key) for f in findings}
+    # one finding per occurrence: matched by every rule it names, reported by the preferred one
+    got = {(r, f.table, f.column, f.row_key) for f in findings for r in f.extra.get("rules") or [f.rule]}
     for i, rule in enumerate(PLANTS):
         rid = str(100 + i)
         for column in COLUMNS:
@@ -173,7 +175,7 @@ def test_every_rule_found_in_every_column_kind(server, planted_clone):
     fps = {f.fingerprint for f in findings if f.rule == "betterleaks.github-pat"}
     assert len(fps) == 1 and len(fps.pop()) == 16
     for f in findings:
-        assert f.extra["source"] in ("kingfisher", "fix7") and f.extra["place"]
+        assert f.extra["source"] in ("kingfisher", "detect-secrets", "fix7") and f.extra["place"]
     assert {f.extra["source"] for f in findings if f.rule.startswith("betterleaks.")} == {"kingfisher"}
 
 
@@ -280,7 +282,7 @@ def test_a_secret_in_a_large_object_is_found(server, throwaway):
     with as_owner(server, throwaway) as c:
         oid = c.execute("select lo_from_bytea(0, %s)", (b"\x00\x01binary head " + token.value.encode() + b" tail",)
                         ).fetchone()[0]
-        big = c.execute("select lo_from_bytea(0, %s)", (b"z" * (secrets_mod.LO_WINDOW - 10) + token.value.encode(),)
+        big = c.execute("select lo_from_bytea(0, %s)", (b"z" * (binary_scan.LO_WINDOW - 10) + token.value.encode(),)
                         ).fetchone()[0]  # across a window boundary
     findings = [f for f in scan(server, throwaway) if f.rule == "betterleaks.slack-bot-token"]
     assert {f.extra["place"] for f in findings} == {f"large object {oid}", f"large object {big}"}
@@ -417,7 +419,7 @@ def test_an_inline_ignore_comment_hides_nothing(server, throwaway):
 
 def test_many_chunks_every_row_mapped_back(server, throwaway, monkeypatch):
     """Small COPY chunks force many scanner calls: every plant keeps its own row key and column."""
-    monkeypatch.setattr(secrets_mod, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(copy_reader, "CHUNK_BYTES", 4096)
     tokens = {i: github() for i in (1, 777, 1500, 2999, 3000)}
     with as_owner(server, throwaway) as c:
         c.execute("create table public.many (id int primary key, a text, b jsonb)")
@@ -436,14 +438,16 @@ def test_many_chunks_every_row_mapped_back(server, throwaway, monkeypatch):
 
 def test_no_provider_is_ever_contacted():
     """Kingfisher can validate and revoke credentials over the network; fix7 never calls either."""
-    import inspect
+    from pathlib import Path
 
-    from fix7_pipeline.core import rules
+    from fix7_pipeline.core import sanitization
 
-    for module in (secrets_mod, textscan, rules):
-        source = inspect.getsource(module)
+    modules = sorted(Path(sanitization.__file__).parent.glob("*.py"))
+    assert len(modules) > 10
+    for path in modules:
+        source = path.read_text()
         for word in ("Validator", "Revoker", ".validate(", ".revoke(", "validation.", "revocation."):
-            assert word not in source, (module.__name__, word)
+            assert word not in source, (path.name, word)
 
 
 def test_fix7_rules_lists_the_one_registry():
@@ -456,11 +460,16 @@ def test_fix7_rules_lists_the_one_registry():
     data = json.loads(r.stdout)
     by_name = {x["name"]: x for x in data["rules"]}
     assert data["engine"] == "kingfisher-secret-scanner 1.5.0" and data["cache"].endswith("kingfisher-rules")
+    assert data["loaded"] == {"detect-secrets": "1.5.0"}
     assert by_name["betterleaks.github-pat"]["source"] == "kingfisher"
     for name in ("fix7.password-hash", "fix7.secret-assignment", "fix7.connection-string-password.libpq",
                  "fix7.secret-header", "must_be_null", "must_be_empty", "unreadable"):
         assert by_name[name]["source"] == "fix7", name
-    assert {x["source"] for x in data["rules"]} == {"kingfisher", "fix7"} and len(data["rules"]) > 400
+    assert {x["source"] for x in data["rules"]} == {"kingfisher", "detect-secrets", "fix7"} and len(data["rules"]) > 400
+    loaded = [x for x in data["rules"] if x["source"] == "detect-secrets"]
+    assert {x["name"].split(".")[1] for x in loaded} >= {"AWSKeyDetector", "IbmCloudIamDetector", "SoftlayerDetector",
+                                                         "GitLabTokenDetector", "StripeDetector"}
+    assert not [x for x in loaded if "IPPublic" in x["name"]]  # an address is not a credential
     table = subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "rules", "--source", "fix7"],
                            capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "fix7.password-hash" in table.stdout and "betterleaks." not in table.stdout
@@ -470,9 +479,9 @@ def test_a_large_value_is_read_in_windows_and_a_secret_across_an_edge_is_found(s
     """Values longer than LARGE_VALUE_BYTES leave their row's COPY and are read in overlapping windows: a token
     at a value's end, one across a window edge, one in a large bytea and a must-be-NULL large value are each
     found once, in their own row and column, with the fingerprint of the token (or of the whole value)."""
-    monkeypatch.setattr(secrets_mod, "LARGE_VALUE_BYTES", 64 << 10)
-    monkeypatch.setattr(secrets_mod, "VALUE_WINDOW", 32 << 10)
-    monkeypatch.setattr(secrets_mod, "VALUE_OVERLAP", 4 << 10)
+    monkeypatch.setattr(copy_reader, "LARGE_VALUE_BYTES", 64 << 10)
+    monkeypatch.setattr(copy_reader, "VALUE_WINDOW", 32 << 10)
+    monkeypatch.setattr(copy_reader, "VALUE_OVERLAP", 4 << 10)
     end, edge, raw, small = github(), slack(), stripe(), github()
     filler = "lorem ipsum é "  # multibyte: windows are bytes of the text's UTF-8
     body = (filler * (300_000 // len(filler)))
@@ -485,8 +494,8 @@ def test_a_large_value_is_read_in_windows_and_a_secret_across_an_edge_is_found(s
                   (body + " " + end.value, at_edge, Jsonb({"k": os.urandom(60_000).hex()}), small.value,
                    b"\x00" * 200_000 + raw.value.encode()))
     calls = []
-    real = secrets_mod._scan_large_value
-    monkeypatch.setattr(secrets_mod, "_scan_large_value", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    real = copy_reader.scan_large_value
+    monkeypatch.setattr(copy_reader, "scan_large_value", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
     findings = [f for f in scan(server, throwaway) if f.table == "docs"]
     got = sorted((f.rule, f.row_key, f.column, f.fingerprint) for f in findings)
     assert got == sorted([
@@ -503,8 +512,8 @@ def test_a_large_catalog_value_is_read_in_windows(server, throwaway):
     """A comment (any catalog text) longer than LARGE_VALUE_BYTES is read in overlapping windows after its
     place's COPY: a token at its end and one across a window edge are each found once, on that object."""
     end, edge = github(), slack()
-    at = 2 * secrets_mod.VALUE_WINDOW - 20  # the Slack token starts 20 bytes before the second window's end
-    comment = "x" * at + edge.value + " " + "y" * (secrets_mod.LARGE_VALUE_BYTES + 100) + " " + end.value
+    at = 2 * copy_reader.VALUE_WINDOW - 20  # the Slack token starts 20 bytes before the second window's end
+    comment = "x" * at + edge.value + " " + "y" * (copy_reader.LARGE_VALUE_BYTES + 100) + " " + end.value
     with as_owner(server, throwaway) as c:
         c.execute("create table public.documented (id int primary key)")
         c.execute(sql.SQL("comment on table public.documented is {}").format(sql.Literal(comment)))

@@ -19,7 +19,8 @@ import codecs
 import hashlib
 from dataclasses import dataclass
 
-from .rules import engine, plausible
+from . import decode, field_detectors, keyvalue
+from .rules import engine
 
 NUL = b"\x00"
 _SEPARATORS = bytes.maketrans(b"\t\n", b"\x00\x00")
@@ -39,11 +40,9 @@ class Hit:
 
 
 def _preference(rule: str) -> tuple:
-    """Which rule reports an occurrence several matched: a provider's own pattern before fix7's, and fix7's
-    specific rules before the ones keyed on a word (`token =`, `Bearer`)."""
-    from .rules import KEYED_ON_A_WORD
-
-    return (rule.startswith("fix7."), rule in KEYED_ON_A_WORD, rule)
+    """Which rule reports an occurrence several matched: a provider's own pattern (Kingfisher's, then
+    detect-secrets') before fix7's, and fix7's specific rules before the ones keyed on a word (`token =`, `Bearer`)."""
+    return (rule.startswith("fix7."), rule.startswith(field_detectors.PREFIX), rule in keyvalue.KEYED_ON_A_WORD, rule)
 
 
 def merge(hits: list[Hit]) -> list[Hit]:
@@ -77,15 +76,23 @@ def _raw_hits(scanner, data: bytes) -> list[tuple[str, int, int]]:
 
 
 def scan_value(data: bytes, salt: str, *, headers: bool = False) -> list[Hit]:
-    """Scan one value alone: the truth every batched candidate is confirmed against."""
+    """Scan one value alone, then its decoded views (`decode.views`): the truth every batched candidate is
+    confirmed against. A secret found in the value is not found again in a view of it."""
     eng = engine()
     scanner = eng.header_scanner if headers else eng.scanner
-    out = []
-    for rule, s, e in _raw_hits(scanner, data):
-        s, e = max(0, s), min(len(data), max(e, s))
-        if not plausible(rule, data[s:e]):
+    view = decode.views(data)
+    text = data + b"\n" + view if view else data
+    out: list[Hit] = []
+    seen: list[bytes] = []  # what the value and the views before showed: a view repeats each level's secrets
+    for rule, s, e in sorted(_raw_hits(scanner, text), key=lambda h: (h[1] >= len(data), h[1])):
+        s, e = max(0, s), min(len(text), max(e, s))
+        if not keyvalue.plausible(rule, text, s, e) or not field_detectors.confirm(rule, text, s, e):
             continue
-        out.append(Hit(rule, s, e, fingerprint(salt, data[s:e])))
+        found = text[s:e]
+        if s >= len(data) and any(found in o or o in found for o in seen):
+            continue
+        seen.append(found)
+        out.append(Hit(rule, s, e, fingerprint(salt, found)))
     return merge(out)
 
 
@@ -107,7 +114,56 @@ class Candidate:
 
 
 def candidates(decoded: bytes, scanner) -> list[Candidate]:
-    """Fields of a decoded chunk that some match of `scanner` touches (sorted, distinct)."""
+    """Fields of a decoded chunk that some match of `scanner` touches, in the field or in its decoded views
+    (sorted, distinct)."""
+    found = {c.index: c for c in _plain_candidates(decoded, scanner)}
+    for c in _view_candidates(decoded, scanner):
+        found.setdefault(c.index, c)
+    return [found[i] for i in sorted(found)]
+
+
+def _field_at(decoded: bytes, pos: int) -> tuple[int, int]:
+    fs = decoded.rfind(NUL, 0, pos) + 1 if pos > 0 else 0
+    fe = decoded.find(NUL, pos)
+    return fs, len(decoded) if fe < 0 else fe
+
+
+def _encoded_fields(decoded: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each field carrying an encoding `decode.views` reads. Found with bytes.find (a regex
+    over every chunk would cost as much as the scan itself): only fields with a backslash or a % are tested."""
+    found: set[tuple[int, int]] = set()
+    for mark in (b"\\", b"%"):
+        pos = decoded.find(mark)
+        while pos >= 0:
+            fs, fe = _field_at(decoded, pos)
+            if decode.NEEDS.search(decoded, fs, fe):
+                found.add((fs, fe))
+            pos = decoded.find(mark, fe)
+    return sorted(found)
+
+
+def _view_candidates(decoded: bytes, scanner) -> list[Candidate]:
+    """Fields whose decoded views (`decode.views`) some match of `scanner` touches."""
+    fields = _encoded_fields(decoded)
+    if not fields:
+        return []
+    views, kept = [], []
+    for fs, fe in fields:
+        v = decode.views(decoded[fs:fe])
+        if v:
+            views.append(v.replace(NUL, b" "))
+            kept.append((fs, fe))
+    touched = {c.index for c in _plain_candidates(NUL.join(views), scanner)}
+    out, counted, at = [], 0, 0
+    for i, (fs, fe) in enumerate(kept):
+        counted += decoded.count(NUL, at, fs)
+        at = fs
+        if i in touched:
+            out.append(Candidate(counted, fs, fe))
+    return out
+
+
+def _plain_candidates(decoded: bytes, scanner) -> list[Candidate]:
     batch = decoded.replace(NUL, b"\n")
     spans = sorted({(s, e) for _rule, s, e in _raw_hits(scanner, batch)})
     if not spans:
@@ -173,11 +229,15 @@ class ValueBatch:
             return
         eng = engine()
         scanner = eng.header_scanner if self.headers else eng.scanner
-        starts, pos = [], 0
+        texts = []
         for v in self.values:
+            view = decode.views(v)
+            texts.append(v + b"\n" + view if view else v)
+        starts, pos = [], 0
+        for v in texts:
             starts.append(pos)
             pos += len(v) + 1
-        batch = b"\n".join(self.values)
+        batch = b"\n".join(texts)
         touched: set[int] = set()
         for _rule, s, e in _raw_hits(scanner, batch):
             first = bisect.bisect_right(starts, s) - 1

@@ -1,7 +1,8 @@
 """The one rule registry of the sanitization gate, and the pattern engine that runs it.
 
 Patterns are Kingfisher's (`kingfisher-secret-scanner`, imported as `kingfisher_sdk`): its bundled rule
-catalog plus fix7's own pattern rules (`fix7_pipeline/rules/fix7.yml`), compiled together into one
+catalog, detect-secrets' plugin patterns loaded from its pinned package (`field_detectors`) and fix7's own
+pattern rules (`fix7_pipeline/rules/fix7.yml`), compiled together into one
 Vectorscan database that is cached under `.fix7/kingfisher-rules/`, so a run loads it instead of
 compiling it. Scanning is offline and in this process; the engine is built with redaction on, so a
 Kingfisher finding never holds the credential it matched. Kingfisher's validation and revocation
@@ -17,15 +18,17 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .paths import state_dir
+from ..paths import state_dir
+from . import field_detectors
+from .keyvalue import KEYED_ON_A_WORD
 
 KINGFISHER = "kingfisher"
 FIX7 = "fix7"
+DETECT_SECRETS = field_detectors.DETECT_SECRETS
 RULE_FILES = ("fix7.yml",)
 HEADER_RULE_FILE = "fix7-headers.yml"
 CONFIDENCE = "low"  # every rule of the catalog: a sanitization gate fails closed
@@ -35,20 +38,12 @@ MUST_BE_NULL = "must_be_null"
 MUST_BE_EMPTY = "must_be_empty"
 UNREADABLE = "unreadable"
 SECRET_HEADER = "fix7.secret-header"
-# Rules that key on a word ("token", "Bearer"): what follows may be an address or a name instead.
-KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
-
-# Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
-# (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
-_WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
-
-
 @dataclass(frozen=True)
 class RuleInfo:
     """One entry of the registry: what `fix7 rules` prints and what a finding's `rule` names."""
 
     name: str
-    source: str         # kingfisher | fix7
+    source: str         # kingfisher | detect-secrets | fix7
     description: str
     family: str         # the sanitization suite has one expectation per family
     scope: str = "every text value and catalog text"
@@ -113,8 +108,8 @@ def engine() -> Engine:
     import kingfisher_sdk as kf
 
     cache = cache_dir()
-    rules = kf.Rules([str(_rule_path(n)) for n in RULE_FILES], builtins=True, confidence=CONFIDENCE,
-                     cache_dir=str(cache))
+    files = [str(_rule_path(n)) for n in RULE_FILES] + [str(field_detectors.rule_file(cache))]
+    rules = kf.Rules(files, builtins=True, confidence=CONFIDENCE, cache_dir=str(cache))
     headers = kf.Rules([str(_rule_path(HEADER_RULE_FILE))], builtins=False, confidence=CONFIDENCE,
                        cache_dir=str(cache))
     # Inline ignore comments (`kingfisher:ignore`) and markup context would let a dump's author hide a
@@ -129,6 +124,8 @@ def engine() -> Engine:
         rid = meta["id"]
         if rid.startswith("fix7."):
             registry.append(RuleInfo(rid, FIX7, meta["name"], _fix7_family(rid)))
+        elif rid.startswith(field_detectors.PREFIX):
+            registry.append(RuleInfo(rid, DETECT_SECRETS, meta["name"], DETECT_SECRETS))
         else:
             registry.append(RuleInfo(rid, KINGFISHER, meta["name"], KINGFISHER))
     registry.extend(CONTRACT_RULES)
@@ -136,12 +133,7 @@ def engine() -> Engine:
                   cache_status=rules.cache_status, version=kf.__version__)
 
 
-def plausible(rule_id: str, value: bytes) -> bool:
-    """Whether a match's secret part can be a secret, for the rules keyed on a word: not a URL (a URL
-    with credentials is reported by the URI rules) and not a phrase of words."""
-    if rule_id not in KEYED_ON_A_WORD:
-        return True
-    return b"://" not in value and _WORD_PHRASE.fullmatch(value) is None
+__all__ = ["KEYED_ON_A_WORD", "engine", "families", "family_of", "registry"]
 
 
 def registry() -> tuple[RuleInfo, ...]:

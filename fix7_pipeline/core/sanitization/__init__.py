@@ -1,0 +1,1 @@
+"""Sanitization: the secret scan of a restored clone, its rule registry and the redaction of names."""

@@ -1,0 +1,79 @@
+"""Key/value context: whether what follows a secret-sounding key can be a secret.
+
+fix7's assignment and header rules key on a word (`token`, `auth`, `credential`, `Bearer`) and match any
+long enough value after it, at a low entropy floor, so a real credential of few characters' variety is kept.
+What holds the look-alikes down is read here, from the key the value was written under and the value's own
+shape, the same in a JSON object, a config line, a URL query or a header:
+
+- a key that names something else than a secret: an id, a URL or endpoint, a name, a hash or digest, an
+  expiry, a reference (`token_id`, `secret_arn`, `token_endpoint`, `password_hash`), or a public half
+  (`public_key`, `publishable_key`);
+- a value that is a reference or a placeholder (`${VAR}`, `{{ var }}`, `%(var)s`, `<your-key>`, `arn:`,
+  `vault:`), a mask (`********`, `xxxx…`), a URL, a file path (an object key `uploads/2024/a1b2.png`), or a
+  phrase of words (`birth-cdn-credentials-84`);
+- a value with too little variety to be generated (fewer than 6 distinct characters).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
+
+# the key right before a value: `key=`, `"key": "`, `key => '`, `\"key\": \"` (JSON inside a string)
+_KEY_BEFORE = re.compile(rb"([A-Za-z0-9_.-]{1,80})(?:\\?[\"']){0,3}\s*(?:=|:|=>)\s*(?:\\?[\"']){0,3}\s*$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_OTHER_THING = re.compile(
+    r"(?:^|_)(?:id|ids|uuid|guid|arn|url|urls|uri|endpoint|endpoints|host|hostname|domain|path|file|filename|"
+    r"dir|name|names|type|kind|version|hash|hashed|digest|checksum|sha|sha1|sha256|sha512|md5|etag|fingerprint|"
+    r"length|len|size|count|expiry|expires|expires_at|expires_in|expiration|ttl|lifetime|format|prefix|hint|ref|"
+    r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
+    r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
+    r"username|login|email|created|created_at|updated_at|last_used|source|description)$")
+_PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
+_REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
+_MASK = re.compile(rb"(.)\1{5,}")
+_PATH = re.compile(rb"^[\w.-]*(?:/[\w.-]+)+\.[A-Za-z][A-Za-z0-9]{1,4}$")  # uploads/2024/a1b2.png: an object key
+# Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
+# (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
+_WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
+MIN_DISTINCT = 6
+
+
+def key_before(data: bytes, start: int) -> str | None:
+    """The key a value at `start` is assigned to, lower case with camelCase split by `_` (None: no key)."""
+    m = _KEY_BEFORE.search(data, max(0, start - 120), start)
+    if not m:
+        return None
+    return re.sub(r"[-.]", "_", _CAMEL.sub("_", m.group(1).decode("ascii", "replace"))).lower()
+
+
+def key_names_a_secret(key: str | None) -> bool:
+    """A key some secret word matched that still names something else (an id, a URL, a public half)."""
+    if key is None:
+        return True
+    return not (_OTHER_THING.search(key) or _PUBLIC.search(key))
+
+
+def value_can_be_secret(value: bytes) -> bool:
+    """Not a URL, a reference, a placeholder, a mask or a phrase of words, and varied enough (read through
+    URL encoding: a query string carries `%24%7BVAR%7D`)."""
+    if b"%" in value:
+        value = unquote_to_bytes(value)
+    if (b"://" in value or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value) or _MASK.search(value)
+            or _PATH.match(value)):
+        return False
+    return len(set(value)) >= MIN_DISTINCT
+
+
+def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
+    """Whether a match of a word-keyed rule, `data[start:end]`, can be a secret (other rules: always)."""
+    if rule_id not in KEYED_ON_A_WORD:
+        return True
+    value = data[start:end]
+    if not value_can_be_secret(value):
+        return False
+    if rule_id == "fix7.secret-assignment":
+        return key_names_a_secret(key_before(data, start))
+    return True

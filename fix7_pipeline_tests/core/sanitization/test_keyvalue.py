@@ -1,0 +1,81 @@
+"""Key/value context: neutral keys and low-entropy credentials are found in every shape a producer writes
+them; what the key or the value says is not a secret (an id, a reference, a public half) is left alone.
+Values are random per run and never printed: assertions compare rule names and counts only."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from fix7_pipeline.core.sanitization import keyvalue, textscan
+from fix7_pipeline_tests.e2e_support import rnd
+
+SALT = "kv-test"
+ASSIGN = "fix7.secret-assignment"
+
+
+def _rules(text: str) -> list[set[str]]:
+    return [set(h.rules) for h in textscan.scan_value(text.encode(), SALT)]
+
+
+def _shapes(key: str, value: str) -> dict[str, str]:
+    """One key/value pair as the benchmark's contexts write it."""
+    return {
+        "json value": json.dumps({key: value}),
+        "nested json": json.dumps({"integration": {"settings": {key: value}}}),
+        "config line": f"# imported\n{key.upper()}={value}\nPOOL_SIZE=5",
+        "config in a json string": json.dumps({"config": f"{key.upper()}={value}\nBACKUP_ENABLED=true"}),
+        "url query": f"https://directus.example.test/admin/login?{key}={quote(value, safe='')}&lang=en",
+        "yaml": f"{key}: {value}",
+        "header": f"X-{key.replace('_', '-')}: {value}",
+    }
+
+
+@pytest.mark.parametrize("key", ["auth", "credential", "credentials", "aiven_key", "AivenCredential", "db_passwd",
+                                 "x_api_key", "session_token", "provider_auth"])
+def test_neutral_and_provider_keys_are_found_in_every_shape(key):
+    value = rnd(20)
+    for shape, text in _shapes(key, value).items():
+        if shape == "header" and not any(w in key.lower() for w in ("key", "token", "auth")):
+            continue  # a header named X-Credential is not a header convention
+        found = _rules(text)
+        assert len(found) == 1 and ASSIGN in found[0], (key, shape, found)
+
+
+def test_a_low_entropy_real_credential_is_kept():
+    """Real passwords and keys of little variety (a word, digits, a hex run) above 2.5 bits/char."""
+    for value in ("Summer2024Birth!", "birthregistry" + rnd(4, "0123456789"), rnd(24, "0123456789abcdef")):
+        found = _rules(json.dumps({"db_password": value}))
+        assert len(found) == 1 and ASSIGN in found[0], found
+
+
+@pytest.mark.parametrize("key,value", [
+    ("token_id", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ("secret_arn", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:birth/db-AbCdEf"),
+    ("publishable_key", "pk_live_" + "Q" * 3 + rnd(30)),
+    ("public_key", "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE" + rnd(20)),
+    ("token_endpoint", "https://login.example.test/oauth2/v2.0/token"),
+    ("credential", "vault:secret/data/birth/app#password"),
+    ("auth", "${BIRTH_AUTH_TOKEN}"),
+    ("api_key", "x" * 32),
+    ("password", "********************"),
+    ("password_hash_algorithm", "argon2id-with-pepper"),
+    ("secret_name", "birth-cdn-credentials-84"),
+    ("token_expires_at", "2026-12-04T10:40:00.000Z"),
+    ("key_fingerprint", "SHA256:" + rnd(43)),
+    ("key", f"uploads/2024/{rnd(16)}.png"),
+], ids=lambda v: v if v.isidentifier() else "value")
+def test_look_alikes_under_secret_words_are_not_findings(key, value):
+    for shape, text in _shapes(key, value).items():
+        found = [r for r in _rules(text) if ASSIGN in r]
+        assert found == [], (key, shape)
+
+
+def test_key_before_reads_every_shape():
+    for text, key in ((b'{"aivenCredential": "', "aiven_credential"), (b"AIVEN_KEY=", "aiven_key"),
+                      (b'{\\"api_key\\": \\"', "api_key"), (b"token => '", "token"), (b"no key here ", None)):
+        assert keyvalue.key_before(text, len(text)) == key, text
+    assert keyvalue.key_names_a_secret("aiven_credential") and keyvalue.key_names_a_secret(None)
+    assert not keyvalue.key_names_a_secret("token_id") and not keyvalue.key_names_a_secret("publishable_key")
