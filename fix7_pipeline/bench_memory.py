@@ -74,7 +74,7 @@ def tree_rss_bytes(pid: int) -> int:
 def rehearse_sampled(env_extra: dict, args: list[str], *, interval: float = 0.02, timeout: float = 3600
                      ) -> tuple[subprocess.CompletedProcess, float]:
     """`python -m fix7_pipeline.cli ARGS` with `env_extra`; (its result, peak tree RSS in MB)."""
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_") and k != "FIX7_DEBUG"}
     env.update(env_extra)

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from fix7_pipeline.core.paths import project_dir, state_dir
+from fix7_pipeline.core.shared.paths import project_dir, state_dir
 from fix7_pipeline.core.server import embedded_dagster_url
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.instance import INSTANCE_CONFIG
 from fix7_pipeline.core.packet_files import REPORT
 from fix7_pipeline.core.server import embedded_dagster_url, start_embedded

@@ -21,7 +21,7 @@ import pytest
 
 from fix7_pipeline.core.audit import read_chain
 from fix7_pipeline.core.packet_files import JOURNAL, REPORT
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests import e2e_support
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, DagsterHome, rehearse_args

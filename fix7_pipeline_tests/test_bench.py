@@ -248,7 +248,7 @@ MEMORY_GOAL_MB = 400  # peak RSS of the bench process tree during a rehearsal (R
     ("rehearsal-1m-f70bace.json", 2.31, 0.41), ("rehearsal-10m-71bd3f3.json", 1.89, 0.37)])
 def test_the_recorded_large_runs_meet_the_goals_the_readme_quotes(name, rehearsal_vs_bare, sanitization_vs_restore):
     """The 1M and 10M results files behind the README's table: each goal met, and the figures are the ones quoted."""
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     result = json.loads((project_dir() / "docs" / "bench" / name).read_text())
     goal, ratios = result["goal"], result["ratios"]

@@ -14,8 +14,8 @@ from psycopg import sql
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import extensions
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.core.restore import RestoreFailed, _extension_failure, check_extensions
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import VERDICT_EXIT, run_rehearsal
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.rules import registry
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
-                                             find_leaks, findings, left_on_server, load_packet, planted,
-                                             rehearse_args, rnd, assert_blocked_at_gate)
+                                             find_leaks, findings, left_on_server, load_packet, planted, rehearse_args,
+                                             rnd, assert_blocked_at_gate)
 from fix7_pipeline_tests.pg import as_owner
 
 NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"

@@ -19,7 +19,7 @@ import pytest
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import change, journal, report, restore
 from fix7_pipeline.core.contract import load as contract_load
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.dumps import identify, screening
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, left_on_server

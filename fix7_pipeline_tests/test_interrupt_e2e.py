@@ -25,8 +25,8 @@ import pytest
 
 from fix7_pipeline.core import rehearsal
 from fix7_pipeline.core.audit import read_chain, verify_chain
-from fix7_pipeline.core.model import INTERRUPTED, STAGES
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.model import INTERRUPTED, STAGES
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 from fix7_pipeline.core.server import sweep
 from fix7_pipeline.demo import builder

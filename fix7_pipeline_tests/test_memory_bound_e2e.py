@@ -13,8 +13,8 @@ import string
 
 from fix7_pipeline.core import secrets as secrets_mod
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted,
-                                             rehearse_args, rnd, variant)
+from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted, rehearse_args,
+                                             rnd, variant)
 
 SOURCE = "fix7_t_e2e_membound_src"
 VALUE_MB = 48

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, assert_blocked_at_gate
 

@@ -13,7 +13,7 @@ import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.audit import verify_chain
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.server import RehearsalServer
 from fix7_pipeline.demo import builder
@@ -413,7 +413,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
 
 def test_a_verdict_tag_that_disagrees_with_the_sealed_packet_fails_closed():
     from fix7_pipeline.cli.rehearse import _tagged_verdict
-    from fix7_pipeline.core.errors import Fix7Error
+    from fix7_pipeline.core.shared.errors import Fix7Error
 
     assert _tagged_verdict({"fix7/verdict": "REHEARSAL_PASSED"}, {"verdict": "REHEARSAL_PASSED"}) == "REHEARSAL_PASSED"
     assert _tagged_verdict({}, {"verdict": "REHEARSAL_PASSED"}) is None  # not recorded (yet): the caller decides

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 
 from fix7_pipeline.core import audit
-from fix7_pipeline.core.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.shared.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
 from fix7_pipeline.core.packet_files import REPORT
 
 JOB = "fix7_rehearsal"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fix7_pipeline.cli.rehearse import UsageError, server_url
-from fix7_pipeline.core.errors import EXIT_PASSED
+from fix7_pipeline.core.shared.errors import EXIT_PASSED
 
 
 def _contract_server(args: argparse.Namespace):

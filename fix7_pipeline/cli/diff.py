@@ -15,7 +15,7 @@ import re
 import secrets
 from contextlib import contextmanager
 
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 
 _THROWAWAY = re.compile(r"^fix7_(?:clone|anchor|probe|scratch|restore)_([a-z0-9]+)")
 _THROWAWAY_ROLE = re.compile(r"^fix7_restorer_[a-z0-9]+$")

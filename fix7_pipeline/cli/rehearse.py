@@ -24,8 +24,8 @@ from pathlib import Path
 
 from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
-from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
-                                       EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.shared.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
+                                              EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
 from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
 
@@ -61,7 +61,7 @@ class UsageError(Fix7Error):
 
 def _print_stage(stage: str, md: dict) -> None:
     """One stage's line, from the metadata of its asset's materialization (defs/stages.py)."""
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.escape import visible
     from fix7_pipeline.defs.stages import BREACHES_KEY, DURATION_KEY
 
     reason = visible(md.get("reason") or "")
@@ -360,7 +360,7 @@ def _rehearse(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.escape import visible
 
     config = request_config(args)
     if not args.json:
@@ -401,13 +401,13 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
         return interrupts.exit_code(out.get("signal"))
     fault = out["packet"].get("evidence_fault")
     if fault:  # not judged: the disk, never the clone; the cause and the path in one line
-        from fix7_pipeline.core.escape import visible
+        from fix7_pipeline.core.shared.escape import visible
 
         print(f"fix7: {visible(fault.get('message'))}", file=sys.stderr, flush=True)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:
-        from fix7_pipeline.core.escape import visible
+        from fix7_pipeline.core.shared.escape import visible
 
         print(f"verdict: {verdict}")
         print(f"evidence: {visible(out['evidence_dir'])}")

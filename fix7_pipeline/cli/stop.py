@@ -13,7 +13,7 @@ import subprocess
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.paths import state_dir
+    from fix7_pipeline.core.shared.paths import state_dir
     from fix7_pipeline.core.server import pg_tool
 
     stopped = []

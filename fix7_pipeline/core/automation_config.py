@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import Fix7Error
-from .paths import project_dir
+from .shared.errors import Fix7Error
+from .shared.paths import project_dir
 from .packet_files import sha256_file
 from .request import RequestField, request_fields
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .dumps.identify import inspect_dump
 from .dumps.screening import screen_dump
-from .errors import Fix7Error
+from .shared.errors import Fix7Error
 
 MAX_DEPTH = 6
 MAX_FILES = 20000
@@ -185,7 +185,7 @@ def _classify_path(path: Path) -> dict | None:
 
 
 def _cell(v) -> str:
-    from .escape import visible
+    from .shared.escape import visible
 
     return visible(v)
 

@@ -21,8 +21,8 @@ from psycopg import pq
 
 from . import impact as impact_mod
 from .sql_lexer import Lexed, Statement, iter_lexed, lex
-from .errors import EXIT_USAGE, Fix7Error, withhold_values
-from .model import FAILED, PASSED, Finding, StageOutcome
+from .shared.errors import EXIT_USAGE, Fix7Error, withhold_values
+from .shared.model import FAILED, PASSED, Finding, StageOutcome
 from .server import CHANGE, RehearsalServer, Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
@@ -76,7 +76,7 @@ class ChangeSQL:
 
 def copies_dir(run_id: str) -> Path:
     """Where intake keeps a run's private copies of its change files (removed when the run ends)."""
-    from .paths import state_dir
+    from .shared.paths import state_dir
 
     return state_dir() / "change-copies" / run_id
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 
 from .contract.model import Contract
-from .errors import EXIT_USAGE, Fix7Error
+from .shared.errors import EXIT_USAGE, Fix7Error
 from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
-from .model import Finding
+from .shared.model import Finding
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
 
 SHA256_HEX = "^[0-9a-f]{64}$"

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .escape import md
+from .shared.escape import md
 from .sql_lexer import Tok, tokens
 
 LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from .dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from .hosts import HostPolicy, redact_url
-from .model import Finding
+from .shared.model import Finding
 from .proof_sql import as_text
 
 # Addresses recorded as history, not places anything connects to.

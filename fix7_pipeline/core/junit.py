@@ -9,8 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .escape import xml as _x
-from .model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
+from .shared.escape import xml as _x
+from .shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
 from .packet_files import write_output
 
 SUITE = "fix7_rehearsal"

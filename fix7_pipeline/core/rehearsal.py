@@ -27,10 +27,10 @@ import psycopg
 from . import change as change_mod
 from . import interrupts
 from .audit import witness
-from .errors import Fix7Error
+from .shared.errors import Fix7Error
 from .hosts import redact_url
-from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
-from .paths import project_dir
+from .shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from .shared.paths import project_dir
 from .redact import RedactedNames
 from .journal import Journal
 from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now

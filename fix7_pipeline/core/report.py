@@ -16,12 +16,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import EXIT_USAGE, Fix7Error
-from .escape import md, md_code
-from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
+from .shared.errors import EXIT_USAGE, Fix7Error
+from .shared.escape import md, md_code
+from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from . import journal
-from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten,
-                           sha256_file, write_evidence, writing)
+from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file,
+                           write_evidence, writing)
 
 REHEARSAL_PASSED = "REHEARSAL_PASSED"
 REHEARSAL_FAILED = "REHEARSAL_FAILED"

@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from .hosts import HostPolicy
-from .paths import project_dir
+from .shared.paths import project_dir
 from .server import PASSWORD_ENV
 
 DEMO_DIR = ".fix7/demo"

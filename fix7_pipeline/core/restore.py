@@ -20,7 +20,7 @@ from .dumps.archive import list_archive
 from .dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
 from .dumps.screening import PlainScreen, screen_dump, screen_toc
 from .dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
-from .errors import Fix7Error, withhold_values
+from .shared.errors import Fix7Error, withhold_values
 from .sql_lexer import Statement
 from .server import RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
 
@@ -536,7 +536,7 @@ def assert_server_takes(server: RehearsalServer, info: DumpInfo) -> None:
     not be production-shaped there. Neither is a fault of the clone: the server is the wrong one (exit 4).
     """
     from .dumps.archive import version_major
-    from .errors import ServerFault
+    from .shared.errors import ServerFault
 
     major = server.version() // 10000
     source = version_major(info.server_version)

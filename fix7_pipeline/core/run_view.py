@@ -15,8 +15,8 @@ operator text, escaped, limited, and screened by the secret rules).
 
 from __future__ import annotations
 
-from .escape import md, visible
-from .model import BLOCKED, FAILED, INTERRUPTED, STAGES
+from .shared.escape import md, visible
+from .shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
 
 TAG_PREFIX = "fix7/"
 VERDICT_FIRST_TAG = "fix7"  # tags are listed in key order: "fix7" comes before every "fix7/…"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from .errors import Fix7Error, withhold_values
+from .shared.errors import Fix7Error, withhold_values
 from .server import Login, RehearsalServer, pg_tool, run_tool
 
 _HEADER = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>.*?); Schema: (?P<schema>.*?); Owner: .*$")

@@ -21,9 +21,9 @@ import psycopg
 
 from . import change as change_mod
 from . import interrupts
-from .errors import Fix7Error
+from .shared.errors import Fix7Error
 from .journal import Journal
-from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from .packet_files import EvidenceNotWritten
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .report import CLONE_GATES, EvidencePacket, render

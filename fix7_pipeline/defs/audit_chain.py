@@ -14,7 +14,7 @@ import json
 
 import dagster as dg
 
-from fix7_pipeline.core.escape import visible
+from fix7_pipeline.core.shared.escape import visible
 
 AUDIT_CHAIN = "audit_chain"
 CHAIN_CHECK = "chain_verifies"

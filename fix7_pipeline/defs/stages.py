@@ -9,8 +9,8 @@ import dagster as dg
 
 from fix7_pipeline.core import run_view
 from fix7_pipeline.core.audit import witness_tags
-from fix7_pipeline.core.escape import visible
-from fix7_pipeline.core.model import PASSED, StageOutcome
+from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.model import PASSED, StageOutcome
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.paths import state_dir
+from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.core.server import pg_tool
 
 OWNER_ROLES = ("directus", "birth_app")

@@ -13,7 +13,7 @@ import pytest
 
 from fix7_pipeline.core.change import (ChangeSQL, open_transaction, read_change, run_change, screen_change,
                                        session_options, statement_chunks, transaction_escape)
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline_tests.pg import as_owner, proof
 from fix7_pipeline.core.server import CHANGE, create_throwaway, drop_throwaway
 

@@ -6,7 +6,7 @@ schema_shape outcome between production_shaped and data_rules, which decides whi
 from __future__ import annotations
 
 from fix7_pipeline.core import clone_gates
-from fix7_pipeline.core.model import Finding, StageOutcome
+from fix7_pipeline.core.shared.model import Finding, StageOutcome
 
 SHAPE = Finding("shape.column_missing", "os_proposal_approvals.comment: column missing", table="os_proposal_approvals")
 RULE = Finding("data_rules.row_version_positive", "birth_registry: row_version_positive failed (1 unexpected row(s))")

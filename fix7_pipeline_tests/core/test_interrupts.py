@@ -15,7 +15,7 @@ import pytest
 
 from fix7_pipeline.core import audit, interrupts
 from fix7_pipeline.core.junit import junit_xml
-from fix7_pipeline.core.model import INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
+from fix7_pipeline.core.shared.model import INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from fix7_pipeline.core.packet_files import PROVENANCE, READABLE
 from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED, SAFE_CLONE, EvidencePacket
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.fingerprint import fingerprint
 from fix7_pipeline.core.proof_sql import as_text
 from fix7_pipeline.core.server import planted_settings

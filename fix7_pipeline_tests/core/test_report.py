@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fix7_pipeline.core.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from fix7_pipeline.core.shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT, write_atomic
 from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED, SAFE_CLONE, EvidencePacket
 

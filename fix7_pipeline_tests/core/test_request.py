@@ -11,8 +11,8 @@ import yaml
 from fix7_pipeline.cli.main import build_parser
 from fix7_pipeline.cli.rehearse import request_config
 from fix7_pipeline.core.automation_config import TOP_KEYS, load_automation_config, yaml_settings
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.core.request import RehearsalRequest, request_fields
 
 PIPELINE_ORDER = ["clone_path", "apply_sql", "rollback_sql", "attested_by", "contract", "search_roots",

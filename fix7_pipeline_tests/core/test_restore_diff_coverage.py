@@ -179,7 +179,7 @@ def _cli(*args: str):
     import subprocess
     import sys
 
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     return subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "diff", *args], capture_output=True,
                           text=True, cwd=str(project_dir()), timeout=120)

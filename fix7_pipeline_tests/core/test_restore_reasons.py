@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.restore import restore
 from fix7_pipeline.demo import builder
 

@@ -7,7 +7,7 @@ import re
 from markdown_it import MarkdownIt
 
 from fix7_pipeline.core import run_view
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.model import STAGES
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u202e]")
 

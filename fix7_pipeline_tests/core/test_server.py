@@ -12,7 +12,7 @@ import threading
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.errors import Fix7Error, HostRefused
+from fix7_pipeline.core.shared.errors import Fix7Error, HostRefused
 from fix7_pipeline.core.hosts import HostPolicy
 from fix7_pipeline.core.server import (RehearsalServer, assert_least_privilege, create_throwaway, drop_throwaway,
                                        leftovers, role_attributes, sweep)

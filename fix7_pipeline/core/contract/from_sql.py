@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import Fix7Error
+from ..shared.errors import Fix7Error
 from ..server import RehearsalServer, create_throwaway, drop_throwaway
 from .model import Contract, contract_error
 

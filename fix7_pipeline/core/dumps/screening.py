@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..model import Finding
+from ..shared.model import Finding
 from ..sql_lexer import Meta, PlainScanner, Statement, unquote_ident
 from .formats import PLAIN, PLAIN_GZIP, DumpInfo, TocEntry
 from .streams import iter_lines, open_plain
