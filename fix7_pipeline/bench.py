@@ -37,10 +37,10 @@ from psycopg import sql
 from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core import secrets
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.core.restore import restore
-from fix7_pipeline.core.server import CHANGE, RehearsalServer, create_throwaway, drop_throwaway, pg_tool
+from fix7_pipeline.core.postgres.server import CHANGE, RehearsalServer, create_throwaway, drop_throwaway, pg_tool
 from fix7_pipeline.demo import builder
 
 CACHE_VERSION = 2

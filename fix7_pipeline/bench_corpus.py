@@ -794,9 +794,9 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
     from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
-    from fix7_pipeline.core.hosts import HostPolicy
+    from fix7_pipeline.core.postgres.hosts import HostPolicy
     from fix7_pipeline.core.restore import restore
-    from fix7_pipeline.core.server import RehearsalServer, create_throwaway, drop_throwaway
+    from fix7_pipeline.core.postgres.server import RehearsalServer, create_throwaway, drop_throwaway
 
     server = RehearsalServer.embedded(HostPolicy())
     contract = load_contract(None)

@@ -147,7 +147,7 @@ class MemorySampler:
 
 
 def _postmaster_pid() -> int | None:
-    from fix7_pipeline.core.server import start_embedded
+    from fix7_pipeline.core.postgres.server import start_embedded
 
     try:
         return int((Path(start_embedded()["pgdata"]) / "postmaster.pid").read_text().split()[0])
@@ -176,7 +176,7 @@ def bare(server, dump: Path, apply_sql: Path, rollback_sql: Path, statement_time
 
     apply and rollback get the rehearsal's statement timeout (`-c statement_timeout`), so both sides stop
     a runaway statement at the same point."""
-    from fix7_pipeline.core.server import create_throwaway, drop_throwaway, pg_tool
+    from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway, pg_tool
 
     tw = create_throwaway(server)
     steps: dict[str, dict] = {}
@@ -216,7 +216,7 @@ def sanitization_parts(server, dump: Path) -> dict:
     from fix7_pipeline.core import data_rules, secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.restore import restore
-    from fix7_pipeline.core.server import create_throwaway, drop_throwaway
+    from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
 
     contract = load_contract(None)
     tw = create_throwaway(server)
@@ -294,8 +294,8 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
 def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: bool = False,
         statement_timeout_s: int = 600, breakdown: bool = False) -> dict:
     from fix7_pipeline.bench import bench_dir
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
+    from fix7_pipeline.core.postgres.hosts import HostPolicy
+    from fix7_pipeline.core.postgres.server import RehearsalServer
     from fix7_pipeline.demo import builder
 
     out = Path(out) if out else bench_dir() / "rehearsal-results.json"

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import extensions
+from fix7_pipeline.core.postgres import extensions
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.paths import project_dir

@@ -14,8 +14,8 @@ import pytest
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.audit import verify_chain
 from fix7_pipeline.core.shared.model import STAGES
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.server import RehearsalServer
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.postgres.server import RehearsalServer
 from fix7_pipeline.demo import builder
 from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server, verdict_facts

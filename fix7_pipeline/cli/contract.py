@@ -13,8 +13,8 @@ from fix7_pipeline.core.shared.errors import EXIT_PASSED
 
 def _contract_server(args: argparse.Namespace):
     """The server PostgreSQL reads a schema on: --server, FIX7_REHEARSAL_SERVER or the embedded one."""
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
+    from fix7_pipeline.core.postgres.hosts import HostPolicy
+    from fix7_pipeline.core.postgres.server import RehearsalServer
 
     url = server_url(getattr(args, "server", None)) or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
     return RehearsalServer.from_url(url, HostPolicy((), tuple(getattr(args, "allow_host", None) or ())))

@@ -115,7 +115,7 @@ def server_url(url: str | None) -> str:
     The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
     that cannot be read is a usage error (exit 2) before any run, and its message never quotes the URL.
     """
-    from fix7_pipeline.core.server import PASSWORD_ENV, split_server_password
+    from fix7_pipeline.core.postgres.server import PASSWORD_ENV, split_server_password
 
     if not url:
         return ""
@@ -171,7 +171,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     """
     from fix7_pipeline.core import rehearsal
     from fix7_pipeline.core.report import EvidencePacket
-    from fix7_pipeline.core.server import THROWAWAY_KEY_ENV
+    from fix7_pipeline.core.postgres.server import THROWAWAY_KEY_ENV
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 
     validate_request(config, junit=junit)  # a usage error is found before any run

@@ -20,10 +20,10 @@ import psycopg
 from psycopg import pq
 
 from . import impact as impact_mod
-from .sql_lexer import Lexed, Statement, iter_lexed, lex
+from .postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
 from .shared.errors import EXIT_USAGE, Fix7Error, withhold_values
 from .shared.model import FAILED, PASSED, Finding, StageOutcome
-from .server import CHANGE, RehearsalServer, Throwaway
+from .postgres.server import CHANGE, RehearsalServer, Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 
@@ -308,7 +308,7 @@ def server_error_message(e: psycopg.Error, text: str | None = None, *, first_lin
 def statement_chunks(text: str) -> list[tuple[int, int, str]]:
     """(first line, statement line, SQL) pieces that concatenate back to the file, one per statement start line.
 
-    Uses the one SQL lexer (core/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
+    Uses the one SQL lexer (core/postgres/sql_lexer.py, as the dump screening does), so quotes, comments and dollar
     quotes never split a statement; running piece by piece tells which statement failed.
     """
     return list(iter_statement_chunks(lex(text)))

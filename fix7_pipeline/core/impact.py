@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .shared.escape import md
-from .sql_lexer import Tok, tokens
+from .postgres.sql_lexer import Tok, tokens
 
 LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
               "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")

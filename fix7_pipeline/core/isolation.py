@@ -13,9 +13,9 @@ import psycopg
 from psycopg import sql
 
 from .dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
-from .hosts import HostPolicy, redact_url
+from .postgres.hosts import HostPolicy, redact_url
 from .shared.model import Finding
-from .proof_sql import as_text
+from .postgres.proof_sql import as_text
 
 # Addresses recorded as history, not places anything connects to.
 HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"), ("directus_sessions", "ip"),

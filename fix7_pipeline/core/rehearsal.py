@@ -28,7 +28,7 @@ from . import change as change_mod
 from . import interrupts
 from .audit import witness
 from .shared.errors import Fix7Error
-from .hosts import redact_url
+from .postgres.hosts import redact_url
 from .shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .shared.paths import project_dir
 from .redact import RedactedNames
@@ -36,8 +36,8 @@ from .journal import Journal
 from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
 from .request import RehearsalRequest
 from .run_record import Anchor, RunRecord
-from .server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database, database_properties,
-                     storage_connection, sweep_leftovers)
+from .postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
+                              database_properties, storage_connection, sweep_leftovers)
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
                         _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
                         interrupted, open_server, run_stage)
@@ -257,7 +257,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
     run drops it even though the gates (asset checks) hand no record on.
     """
     from . import restore
-    from .server import assert_least_privilege, role_attributes
+    from .postgres.server import assert_least_privilege, role_attributes
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the isolation gate passes
@@ -291,7 +291,7 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
     """The isolation gate on the restored clone: nothing in it points at a live host. Records the `isolation`
     stage with the restore's details (restore_clone)."""
     from . import isolation
-    from .server import planted_settings
+    from .postgres.server import planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -345,7 +345,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from . import data_rules, secrets
     from .packet_files import FINDINGS
-    from .server import database_settings
+    from .postgres.server import database_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -539,7 +539,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
 def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import diff as diff_mod
     from . import fingerprint, isolation, schema_text
-    from .server import database_properties, planted_settings
+    from .postgres.server import database_properties, planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)

@@ -28,8 +28,8 @@ REHEARSAL_FAILED = "REHEARSAL_FAILED"
 NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 # SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
 REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
-# The rehearsal server or its login stopped the run (core/server_faults.py): nothing was judged.
-from .server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
+# The rehearsal server or its login stopped the run (core/postgres/server_faults.py): nothing was judged.
+from .postgres.server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
 # The evidence could not be written (its disk is full): whatever the stages found, nothing is judged without it.
 REHEARSAL_NOT_JUDGED = "REHEARSAL_NOT_JUDGED"
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"

@@ -21,8 +21,9 @@ from .dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
 from .dumps.screening import PlainScreen, screen_dump, screen_toc
 from .dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
 from .shared.errors import Fix7Error, withhold_values
-from .sql_lexer import Statement
-from .server import RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool, role_attributes
+from .postgres.sql_lexer import Statement
+from .postgres.server import (RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool,
+                              role_attributes)
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [
@@ -134,7 +135,7 @@ def missing_dependencies(lines: list[str]) -> list[str]:
 
 def _restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
     """What stopped the restore: the server (its fault, not the clone's), else the dump."""
-    from .server_faults import from_tool_lines
+    from .postgres.server_faults import from_tool_lines
 
     fault = from_tool_lines(lines, server.describe())
     if fault is not None:
@@ -482,7 +483,7 @@ def dump_extensions(info: DumpInfo) -> list[str]:
 
 
 def _extension_error(server: RehearsalServer, missing: list[str], unloadable: dict[str, str]) -> Fix7Error:
-    from . import extensions
+    from .postgres import extensions
 
     parts = []
     if missing:
@@ -499,7 +500,7 @@ def _extension_error(server: RehearsalServer, missing: list[str], unloadable: di
 
 def check_extensions(server: RehearsalServer, info: DumpInfo) -> None:
     """Refuse, naming each one and its fix, a dump whose extensions the rehearsal server cannot create."""
-    from . import extensions
+    from .postgres import extensions
 
     wanted = dump_extensions(info)
     if not wanted:

@@ -47,7 +47,7 @@ from psycopg import sql as psql
 from . import textscan
 from .contract.model import Contract
 from .shared.model import Finding
-from .proof_sql import FIRST_NORMAL_OID, as_text
+from .postgres.proof_sql import FIRST_NORMAL_OID, as_text
 from .redact import RedactedNames
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, UNREADABLE, engine
 

@@ -30,9 +30,9 @@ from .report import CLONE_GATES, EvidencePacket, render
 from .request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
 from .audit import witness
-from .server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
-                     config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
-                     throwaway_names)
+from .postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
+                              config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
+                              throwaway_names)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _redacted(record: RunRecord) -> RedactedNames:
 def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
     if isinstance(e, psycopg.Error) and server is not None:
-        from .server_faults import from_psycopg
+        from .postgres.server_faults import from_psycopg
 
         e = from_psycopg(e, server.describe()) or e  # out of locks, disk full, a lost connection: the server's
     if isinstance(e, Fix7Error):

@@ -15,7 +15,7 @@ from fix7_pipeline.core.change import (ChangeSQL, open_transaction, read_change,
                                        session_options, statement_chunks, transaction_escape)
 from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline_tests.pg import as_owner, proof
-from fix7_pipeline.core.server import CHANGE, create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.server import CHANGE, create_throwaway, drop_throwaway
 
 
 def _change(text: str, label: str = "apply") -> ChangeSQL:

@@ -7,10 +7,10 @@ import pytest
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.dumps.screening import screen_dump
-from fix7_pipeline.core.hosts import HostPolicy
+from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.isolation import display_url, isolation_proven, production_regex, prove_isolation
 from fix7_pipeline.core.restore import restore
-from fix7_pipeline.core.server import create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.pg import as_owner, proof, superuser

@@ -68,7 +68,7 @@ def test_core_modules_import_no_cycle():
 
 
 def test_one_sql_lexer():
-    """Only core/sql_lexer.py knows where quotes, dollar quotes and comments end."""
+    """Only core/postgres/sql_lexer.py knows where quotes, dollar quotes and comments end."""
     for path in PACKAGE.rglob("*.py"):
         if path.name == "sql_lexer.py":
             continue

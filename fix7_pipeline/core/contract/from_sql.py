@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..shared.errors import Fix7Error
-from ..server import RehearsalServer, create_throwaway, drop_throwaway
+from ..postgres.server import RehearsalServer, create_throwaway, drop_throwaway
 from .model import Contract, contract_error
 
 

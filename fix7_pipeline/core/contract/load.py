@@ -6,7 +6,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from ..sql_lexer import Statement, iter_lexed
+from ..postgres.sql_lexer import Statement, iter_lexed
 from .from_yaml import contract_from_yaml_text
 from .model import Contract, contract_error
 

@@ -9,8 +9,8 @@ import stat
 import zlib
 from pathlib import Path
 
-from ..sql_lexer import COPY_FROM_STDIN, copy_target
-from ..pg_tools import wheel_major
+from ..postgres.sql_lexer import COPY_FROM_STDIN, copy_target
+from ..postgres.pg_tools import wheel_major
 from .archive import version_major, list_archive, tables_from_toc, verify_archive_data
 from .screening import PlainScreen
 from .formats import (CUSTOM, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_PLAIN_BYTES, DIRECTORY, PLAIN, PLAIN_GZIP, TAR,

@@ -13,7 +13,7 @@ import re
 
 import psycopg
 
-from .shared.errors import Fix7Error, ServerFault
+from ..shared.errors import Fix7Error, ServerFault
 
 REHEARSAL_SERVER_FAULT = "REHEARSAL_SERVER_FAULT"
 # Rules that name a fault of the server (ServerFault's own "server.*", and the older names kept for it).

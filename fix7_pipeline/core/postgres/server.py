@@ -25,9 +25,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .shared.errors import EXIT_USAGE, Fix7Error, HostRefused, ServerFault
+from ..shared.errors import EXIT_USAGE, Fix7Error, HostRefused, ServerFault
 from .hosts import HostPolicy
-from .shared.paths import state_dir
+from ..shared.paths import state_dir
 from .pg_tools import bin_dir, pg_tool  # noqa: F401 - the server layer's callers take them from here too
 
 THROWAWAY_PREFIX = "fix7_"

@@ -190,7 +190,7 @@ def fix_for(names: list[str], *, embedded: bool, server: str) -> str:
 
 def _main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "install":
-        print("usage: python -m fix7_pipeline.core.extensions install WHEEL DEST", file=sys.stderr)
+        print("usage: python -m fix7_pipeline.core.postgres.extensions install WHEEL DEST", file=sys.stderr)
         return 2
     from .pg_tools import wheel_major
 
