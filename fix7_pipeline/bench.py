@@ -39,7 +39,7 @@ from fix7_pipeline.core import secrets
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.shared.paths import state_dir
-from fix7_pipeline.core.restore import restore
+from fix7_pipeline.core.clone.restore import restore
 from fix7_pipeline.core.postgres.server import CHANGE, RehearsalServer, create_throwaway, drop_throwaway, pg_tool
 from fix7_pipeline.demo import builder
 
@@ -512,7 +512,7 @@ def run_bench(rows: int = 1_000_000, seed: int = 7, repeat: int = 3, out: Path |
         "plain_dump_bytes": clone["plain_dump_bytes"], "custom_dump_bytes": clone["custom_dump_bytes"],
         "clone": {"reused": clone["reused"], "build_s": clone["build_s"], "dump_custom_s": clone["dump_custom_s"],
                   "dump_plain_s": clone["dump_plain_s"], "restore_s": round(t_restore, 2),
-                  "restored_with": "fix7_pipeline.core.restore.restore (wheel pg_restore, least-privileged role) "
+                  "restored_with": "fix7_pipeline.core.clone.restore.restore (wheel pg_restore, least-privileged role) "
                                    "of the custom dump, then VACUUM (ANALYZE)"},
         "plants": clone["plants"],
         "times_s": {k: [round(x, 3) for x in v] for k, v in times.items()},

@@ -215,7 +215,7 @@ def sanitization_parts(server, dump: Path) -> dict:
     from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core import data_rules, secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
-    from fix7_pipeline.core.restore import restore
+    from fix7_pipeline.core.clone.restore import restore
     from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
 
     contract = load_contract(None)

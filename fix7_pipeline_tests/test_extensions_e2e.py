@@ -16,7 +16,7 @@ from fix7_pipeline.core.postgres import extensions
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.paths import project_dir
-from fix7_pipeline.core.restore import RestoreFailed, _extension_failure, check_extensions
+from fix7_pipeline.core.clone.restore import RestoreFailed, _extension_failure, check_extensions
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome
 
@@ -125,7 +125,7 @@ def test_dump_with_the_five_extensions_rehearses_on_the_default_set_up(major, fm
 
 
 def extensions_in(dump) -> list[str]:
-    from fix7_pipeline.core.restore import dump_extensions
+    from fix7_pipeline.core.clone.restore import dump_extensions
 
     return dump_extensions(inspect_dump(dump))
 

@@ -170,7 +170,7 @@ def test_every_dump_rehearses_with_the_derived_contract(major, fmt, dumps, contr
 @pytest.mark.parametrize("major,fmt", [(m, f) for m in MAJORS for f in ("plain", "custom", "directory", "tar")])
 def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps, contract, server):
     """Every pair through intake's inspection and screen, the least-privileged restore and the shape gate."""
-    from fix7_pipeline.core import restore
+    from fix7_pipeline.core.clone import restore
     from fix7_pipeline.core.contract.load import load_contract
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.dumps.screening import screen_dump

@@ -256,7 +256,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
     the record (`restore`). The scratch database the shape gate may need is named here, so whatever ends the
     run drops it even though the gates (asset checks) hand no record on.
     """
-    from . import restore
+    from .clone import restore
     from .postgres.server import assert_least_privilege, role_attributes
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
@@ -290,7 +290,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
 def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The isolation gate on the restored clone: nothing in it points at a live host. Records the `isolation`
     stage with the restore's details (restore_clone)."""
-    from . import isolation
+    from .clone import isolation
     from .postgres.server import planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
@@ -401,7 +401,7 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
 def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
     """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
     never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
-    from .clone_encoding import encoding_report
+    from .clone.clone_encoding import encoding_report
 
     dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
     with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
@@ -538,7 +538,8 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
 
 def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from . import diff as diff_mod
-    from . import fingerprint, isolation, schema_text
+    from . import fingerprint, schema_text
+    from .clone import isolation
     from .postgres.server import database_properties, planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
@@ -608,7 +609,8 @@ def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -
     difference is listed (by name) and the restore path is not proven.
     """
     from . import diff as diff_mod
-    from . import fingerprint, restore
+    from . import fingerprint
+    from .clone import restore
 
     tw = _throwaway(run.record.throwaway, server)
     anchor = run.record.anchor

@@ -189,7 +189,7 @@ def test_a_dump_restored_twice_by_its_role_fingerprints_exactly_the_same(server,
     database, has the same fingerprint, sequence positions included; so any difference it reports is real."""
     from fix7_pipeline.core.diff import fingerprint_differences
     from fix7_pipeline.core.dumps.identify import inspect_dump
-    from fix7_pipeline.core.restore import restore
+    from fix7_pipeline.core.clone.restore import restore
     from fix7_pipeline.core.postgres.server import Throwaway
 
     info = inspect_dump(format_dumps[fmt])

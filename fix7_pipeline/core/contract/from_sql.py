@@ -19,7 +19,7 @@ from .model import Contract, contract_error
 def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: str | None = None,
                          timeout: float = 1800) -> Contract:
     """The shape of every table that the schema at `path` creates, as PostgreSQL on `server` reads it."""
-    from .. import restore
+    from ..clone import restore
     from ..dumps.identify import inspect_dump
     from ..shape import read_catalog_shape
 

@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from .dumps.archive import list_archive
-from .dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
-from .dumps.screening import PlainScreen, screen_dump, screen_toc
-from .dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
-from .shared.errors import Fix7Error, withhold_values
-from .postgres.sql_lexer import Statement
-from .postgres.server import (RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool,
-                              role_attributes)
+from ..dumps.archive import list_archive
+from ..dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
+from ..dumps.screening import PlainScreen, screen_dump, screen_toc
+from ..dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
+from ..shared.errors import Fix7Error, withhold_values
+from ..postgres.sql_lexer import Statement
+from ..postgres.server import (RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool,
+                               role_attributes)
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [
@@ -135,7 +135,7 @@ def missing_dependencies(lines: list[str]) -> list[str]:
 
 def _restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
     """What stopped the restore: the server (its fault, not the clone's), else the dump."""
-    from .postgres.server_faults import from_tool_lines
+    from ..postgres.server_faults import from_tool_lines
 
     fault = from_tool_lines(lines, server.describe())
     if fault is not None:
@@ -483,7 +483,7 @@ def dump_extensions(info: DumpInfo) -> list[str]:
 
 
 def _extension_error(server: RehearsalServer, missing: list[str], unloadable: dict[str, str]) -> Fix7Error:
-    from .postgres import extensions
+    from ..postgres import extensions
 
     parts = []
     if missing:
@@ -500,7 +500,7 @@ def _extension_error(server: RehearsalServer, missing: list[str], unloadable: di
 
 def check_extensions(server: RehearsalServer, info: DumpInfo) -> None:
     """Refuse, naming each one and its fix, a dump whose extensions the rehearsal server cannot create."""
-    from .postgres import extensions
+    from ..postgres import extensions
 
     wanted = dump_extensions(info)
     if not wanted:
@@ -536,8 +536,8 @@ def assert_server_takes(server: RehearsalServer, info: DumpInfo) -> None:
     A dump of a newer server can use what the older one lacks (types, syntax, catalog columns): the clone could
     not be production-shaped there. Neither is a fault of the clone: the server is the wrong one (exit 4).
     """
-    from .dumps.archive import version_major
-    from .shared.errors import ServerFault
+    from ..dumps.archive import version_major
+    from ..shared.errors import ServerFault
 
     major = server.version() // 10000
     source = version_major(info.server_version)

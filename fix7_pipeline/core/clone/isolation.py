@@ -12,10 +12,10 @@ import re
 import psycopg
 from psycopg import sql
 
-from .dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
-from .postgres.hosts import HostPolicy, redact_url
-from .shared.model import Finding
-from .postgres.proof_sql import as_text
+from ..dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
+from ..postgres.hosts import HostPolicy, redact_url
+from ..shared.model import Finding
+from ..postgres.proof_sql import as_text
 
 # Addresses recorded as history, not places anything connects to.
 HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"), ("directus_sessions", "ip"),
@@ -305,7 +305,7 @@ def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
                     contract_pointer_columns: list[dict] | tuple[dict, ...] | None = None) -> list[Finding]:
     """All isolation findings for the clone behind `conn` (an admin connection to it)."""
     if contract_pointer_columns is None:  # the birth surface's pointers, from the default contract
-        from .contract.load import load_contract
+        from ..contract.load import load_contract
 
         contract_pointer_columns = load_contract().pointers
     pointers = contract_pointer_columns
