@@ -213,7 +213,8 @@ def sanitization_parts(server, dump: Path) -> dict:
     import secrets as pysecrets
 
     from fix7_pipeline.core.contract.load import load_contract
-    from fix7_pipeline.core import data_rules, secrets
+    from fix7_pipeline.core.shape import data_rules
+    from fix7_pipeline.core import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.clone.restore import restore
     from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway

@@ -343,7 +343,8 @@ def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) 
 
 def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
-    from . import data_rules, secrets
+    from .shape import data_rules
+    from . import secrets
     from .packet_files import FINDINGS
     from .postgres.server import database_settings
 
@@ -389,7 +390,7 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
     errored, a finding no gate covers) stays a finding of its own, so the gate still fails closed."""
     from collections import Counter
 
-    from .data_rules import data_rules_findings, gate_of
+    from .shape.data_rules import data_rules_findings, gate_of
 
     per_gate = Counter(gate_of(f) for f in found)
     return [f for f in data_rules_findings(suite)
@@ -448,7 +449,7 @@ def _dump_time(record: RunRecord) -> dt.datetime:
 
 
 def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from . import data_rules, shape
+    from .shape import data_rules, schema_shape as shape
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)

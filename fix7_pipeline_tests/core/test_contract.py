@@ -12,7 +12,7 @@ from fix7_pipeline.core.contract.from_yaml import contract_from_dict, dump_contr
 from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.postgres.server import leftovers, pg_tool, run_tool
-from fix7_pipeline.core.shape import check_shape, compare_shapes, read_catalog_shape
+from fix7_pipeline.core.shape.schema_shape import check_shape, compare_shapes, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
 from fix7_pipeline_tests.pg import as_owner, scratch
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from fix7_pipeline.core.shared.errors import Fix7Error
-from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, import_expectations, run_suite
+from fix7_pipeline.core.shape.gx_gates import RESULT_FORMAT, RuleExpectation, _context, import_expectations, run_suite
 from fix7_pipeline_tests.pg import as_owner
 
 gxe = import_expectations()

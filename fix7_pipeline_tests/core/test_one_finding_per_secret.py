@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import string
 
-from fix7_pipeline.core import data_rules, textscan
+from fix7_pipeline.core.shape import data_rules
+from fix7_pipeline.core import textscan
 from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.shared.model import PASSED, Finding, StageOutcome
 from fix7_pipeline.core.rehearsal import suite_failures_beyond

@@ -21,7 +21,7 @@ def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: s
     """The shape of every table that the schema at `path` creates, as PostgreSQL on `server` reads it."""
     from ..clone import restore
     from ..dumps.identify import inspect_dump
-    from ..shape import read_catalog_shape
+    from ..shape.schema_shape import read_catalog_shape
 
     p = Path(path)
     source = source or str(p)

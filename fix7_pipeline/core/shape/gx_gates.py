@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .shared.errors import Fix7Error
+from ..shared.errors import Fix7Error
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from .contract.model import FK_ACTIONS, GENERATED, IDENTITY, Check, Column, Contract, ForeignKey, Index, Key, TableShape
-from .shared.model import Finding
+from ..contract.model import (FK_ACTIONS, GENERATED, IDENTITY, Check, Column, Contract, ForeignKey, Index, Key,
+                              TableShape)
+from ..shared.model import Finding
 
 _USER_SCHEMAS = """n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
                    and n.nspname !~ '^pg_(toast_)?temp_' """
