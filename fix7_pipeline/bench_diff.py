@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from fix7_pipeline.core import diff as diff_mod
-from fix7_pipeline.core import fingerprint
+from fix7_pipeline.core.anchor import diff as diff_mod
+from fix7_pipeline.core.anchor import fingerprint
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.shared.paths import state_dir

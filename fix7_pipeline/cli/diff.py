@@ -66,8 +66,8 @@ def _reading_login(server, role: str, password: str | None):
 
 
 def compare(server, db_a: str, db_b: str, role: str | None = None) -> dict:
-    from fix7_pipeline.core import diff as diff_mod
-    from fix7_pipeline.core import fingerprint, schema_text
+    from fix7_pipeline.core.anchor import diff as diff_mod
+    from fix7_pipeline.core.anchor import fingerprint, schema_text
     from fix7_pipeline.core.postgres.server import Login
 
     with server.connect(purpose="diff: databases") as c:

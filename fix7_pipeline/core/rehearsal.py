@@ -486,7 +486,7 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
 
 
 def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from . import fingerprint
+    from .anchor import fingerprint
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -538,8 +538,8 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
 
 
 def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from . import diff as diff_mod
-    from . import fingerprint, schema_text
+    from .anchor import diff as diff_mod
+    from .anchor import fingerprint, schema_text
     from .clone import isolation
     from .postgres.server import database_properties, planted_settings
 
@@ -609,8 +609,8 @@ def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -
     The anchor is taken after the gates, which only read, so the re-restored dump must equal it exactly; any
     difference is listed (by name) and the restore path is not proven.
     """
-    from . import diff as diff_mod
-    from . import fingerprint
+    from .anchor import diff as diff_mod
+    from .anchor import fingerprint
     from .clone import restore
 
     tw = _throwaway(run.record.throwaway, server)

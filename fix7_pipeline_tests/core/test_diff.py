@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.diff import restore_diff
-from fix7_pipeline.core.fingerprint import fingerprint
+from fix7_pipeline.core.anchor.diff import restore_diff
+from fix7_pipeline.core.anchor.fingerprint import fingerprint
 from fix7_pipeline.core.postgres.server import pg_tool
 from fix7_pipeline.demo.builder import build_clone, demo_file, drop_clone, dump_clone
 from fix7_pipeline.core.postgres.server import create_database
