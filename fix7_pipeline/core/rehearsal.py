@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import change as change_mod
+from .change import change_sql as change_mod
 from . import interrupts
 from .audit import witness
 from .shared.errors import Fix7Error

@@ -19,11 +19,11 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from . import impact as impact_mod
-from .postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
-from .shared.errors import EXIT_USAGE, Fix7Error, withhold_values
-from .shared.model import FAILED, PASSED, Finding, StageOutcome
-from .postgres.server import CHANGE, RehearsalServer, Throwaway
+from .. import impact as impact_mod
+from ..postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
+from ..shared.errors import EXIT_USAGE, Fix7Error, withhold_values
+from ..shared.model import FAILED, PASSED, Finding, StageOutcome
+from ..postgres.server import CHANGE, RehearsalServer, Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 
@@ -76,7 +76,7 @@ class ChangeSQL:
 
 def copies_dir(run_id: str) -> Path:
     """Where intake keeps a run's private copies of its change files (removed when the run ends)."""
-    from .shared.paths import state_dir
+    from ..shared.paths import state_dir
 
     return state_dir() / "change-copies" / run_id
 
