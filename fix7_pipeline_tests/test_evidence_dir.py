@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import UsageError, validate_request
-from fix7_pipeline.core import audit, rehearsal
-from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
-from fix7_pipeline.core.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.evidence.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
 REFUSED = "already holds an evidence packet"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core.audit import verify_chain
+from fix7_pipeline.core.evidence.audit import verify_chain
 from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.postgres.server import RehearsalServer
@@ -230,7 +230,7 @@ def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, pre
     """The residue rehearsal, with a superuser (outside the guard) running `statements` in the run's database
     named `prefix…` as soon as `after_stage` ends (its materialization is in the run's event log); returns the
     run and the databases it tampered with."""
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
     apply_sql, rollback_sql = _residue_change(tmp_path)
@@ -390,7 +390,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
     recorded_at_line = []  # each line comes when its stage ends: the next stage has not been recorded yet
 
     def journal_so_far(stage, metadata, evidence_dir):
-        from fix7_pipeline.core.report import EvidencePacket
+        from fix7_pipeline.core.evidence.report import EvidencePacket
 
         stages = EvidencePacket.load(Path(evidence_dir)).data["stages"]
         recorded_at_line.append([s for s in STAGES if stages[s]["status"] != "skipped"])

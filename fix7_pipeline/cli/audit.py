@@ -6,9 +6,9 @@ import argparse
 import datetime as dt
 import sys
 
-from fix7_pipeline.core import audit
+from fix7_pipeline.core.evidence import audit
 from fix7_pipeline.core.shared.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
-from fix7_pipeline.core.packet_files import REPORT
+from fix7_pipeline.core.evidence.packet_files import REPORT
 
 JOB = "fix7_rehearsal"
 DAGSTER_SHA_KEY = f"sha256_{REPORT}"

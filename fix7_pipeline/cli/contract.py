@@ -41,7 +41,7 @@ def cmd_contract(args: argparse.Namespace) -> int:
         server = _contract_server(args) if args.file and is_schema_source(args.file) else None
         out = dump_contract_yaml(load_contract(args.file, server=server))
     if args.output:
-        from fix7_pipeline.core.packet_files import write_output
+        from fix7_pipeline.core.evidence.packet_files import write_output
 
         write_output(Path(args.output), out)
         print(f"contract written to {args.output}")

@@ -26,8 +26,8 @@ from fix7_pipeline.cli import flags
 from fix7_pipeline.core import interrupts
 from fix7_pipeline.core.shared.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                               EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
-from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
-from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
+from fix7_pipeline.core.evidence.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
+from fix7_pipeline.core.evidence.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
     "REHEARSAL_PASSED": EXIT_PASSED,
@@ -134,12 +134,12 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
     JUnit report about to be written): a sealed packet is never overwritten.
     """
     from fix7_pipeline.core.change import change_sql as change
-    from fix7_pipeline.core.report import evidence_dir_problem
+    from fix7_pipeline.core.evidence.report import evidence_dir_problem
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)
     if junit:
-        from fix7_pipeline.core.packet_files import output_problem
+        from fix7_pipeline.core.evidence.packet_files import output_problem
 
         problem = output_problem(Path(junit).expanduser())
         if problem:
@@ -170,7 +170,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.
     """
     from fix7_pipeline.core import rehearsal
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
     from fix7_pipeline.core.postgres.server import THROWAWAY_KEY_ENV
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 
@@ -266,7 +266,7 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
     None when the run recorded none yet. A tag that disagrees with the sealed packet on disk fails closed:
     one of them was changed after the seal, and neither can be reported.
     """
-    from fix7_pipeline.core.audit import WITNESS_PREFIX
+    from fix7_pipeline.core.evidence.audit import WITNESS_PREFIX
 
     verdict = tags.get(WITNESS_PREFIX + "verdict") or None
     sealed = packet.get("verdict")
@@ -390,7 +390,7 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
     if refusal:
         raise UsageError(f"{refusal} (the refused run's packet: {out['evidence_dir']})")
     if getattr(args, "junit", None):
-        from fix7_pipeline.core.junit import write_junit
+        from fix7_pipeline.core.evidence.junit import write_junit
 
         write_junit(Path(args.junit), out["packet"])
     if out.get("interrupted"):

@@ -20,7 +20,7 @@ import yaml
 
 from .shared.errors import Fix7Error
 from .shared.paths import project_dir
-from .packet_files import sha256_file
+from .evidence.packet_files import sha256_file
 from .request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"

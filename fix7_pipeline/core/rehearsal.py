@@ -4,7 +4,7 @@ fails, is interrupted and handles the run's throwaways is core/stage_run.py.
 Intake reads every input once into a frozen RunRecord; each later stage receives the record, never an
 input again, and returns the next record with what it learnt (throwaway names, the anchor, a contract
 derived from schema SQL). Each stage records its outcome, the connections it opened and its duration in
-the run's journal (core/journal.py) before returning; nothing loads or rewrites the packet while the run
+the run's journal (core/evidence/journal.py) before returning; nothing loads or rewrites the packet while the run
 goes on. Whatever ends the run (a stage that stops it, the last one, an interruption) drops the throwaways
 and renders the packet from the journal, once (core.report.render).
 
@@ -26,14 +26,15 @@ import psycopg
 
 from .change import change_sql as change_mod
 from . import interrupts
-from .audit import witness
+from .evidence.audit import witness
 from .shared.errors import Fix7Error
 from .postgres.hosts import redact_url
 from .shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
 from .shared.paths import project_dir
 from .redact import RedactedNames
-from .journal import Journal
-from .report import EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render, utc_now
+from .evidence.journal import Journal
+from .evidence.report import (EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render,
+                              utc_now)
 from .request import RehearsalRequest
 from .run_record import Anchor, RunRecord
 from .postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
@@ -41,7 +42,7 @@ from .postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
                         _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
                         interrupted, open_server, run_stage)
-from .packet_files import EvidenceNotWritten
+from .evidence.packet_files import EvidenceNotWritten
 
 __all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
            "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
@@ -345,7 +346,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
     from .shape import data_rules
     from . import secrets
-    from .packet_files import FINDINGS
+    from .evidence.packet_files import FINDINGS
     from .postgres.server import database_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:

@@ -22,14 +22,14 @@ import psycopg
 from .change import change_sql as change_mod
 from . import interrupts
 from .shared.errors import Fix7Error
-from .journal import Journal
+from .evidence.journal import Journal
 from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
-from .packet_files import EvidenceNotWritten
+from .evidence.packet_files import EvidenceNotWritten
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
-from .report import CLONE_GATES, EvidencePacket, render
+from .evidence.report import CLONE_GATES, EvidencePacket, render
 from .request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
-from .audit import witness
+from .evidence.audit import witness
 from .postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
                               config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
                               throwaway_names)

@@ -31,7 +31,7 @@ audit_chain = dg.AssetSpec(
 def chain_evaluation(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
     """`fix7 audit --verify` as a check evaluation; a verification that cannot run fails the check, saying why."""
     from fix7_pipeline.cli.audit import verify
-    from fix7_pipeline.core import audit
+    from fix7_pipeline.core.evidence import audit
 
     try:
         report, warnings = verify(instance)

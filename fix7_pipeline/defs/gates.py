@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fix7_pipeline.core import clone_gates, rehearsal, run_view
+from fix7_pipeline.core import clone_gates, rehearsal
+from fix7_pipeline.core.evidence import run_view
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.model import StageOutcome
 from fix7_pipeline.core.run_record import RunRecord

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core import run_view
-from fix7_pipeline.core.audit import witness_tags
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.evidence.audit import witness_tags
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.model import PASSED, StageOutcome
 from fix7_pipeline.core.run_record import RunRecord
@@ -79,7 +79,7 @@ def record_witness(instance: dg.DagsterInstance, run_id: str, witness: dict | No
 
 def packet_tags(evidence_dir: str | None) -> dict[str, str]:
     """run_view.run_tags of the packet in `evidence_dir`; none when it cannot be read (the witness still is)."""
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
 
     try:
         return run_view.run_tags(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
@@ -92,9 +92,9 @@ def seal_unfinished(instance: dg.DagsterInstance, run_id: str | None, evidence_d
     """Render and seal the packet of a run that ended with no stage sealing it (its process died, a step
     failed outside a stage), and give the run the seal's witness. The journal is all such a run left; a
     sealed or claimed packet is never rendered again. Called by the CLI and by fix7_verdict_sensor."""
-    from fix7_pipeline.core.audit import witness
-    from fix7_pipeline.core.packet_files import JOURNAL
-    from fix7_pipeline.core.report import render
+    from fix7_pipeline.core.evidence.audit import witness
+    from fix7_pipeline.core.evidence.packet_files import JOURNAL
+    from fix7_pipeline.core.evidence.report import render
 
     if not evidence_dir or not (Path(evidence_dir) / JOURNAL).exists():
         return False
@@ -131,7 +131,7 @@ def report_verdict(instance: dg.DagsterInstance, run_id: str | None) -> bool:
 
 def packet_facts(evidence_dir: str | None) -> dict[str, str]:
     """run_view.run_facts of the packet in `evidence_dir` (the verdict event's metadata); none when unreadable."""
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
 
     try:
         return run_view.run_facts(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
@@ -151,7 +151,7 @@ def close_run(instance: dg.DagsterInstance, run_id: str) -> None:
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
     """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
     (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
-    from fix7_pipeline.core.audit import chain_by_run, witness
+    from fix7_pipeline.core.evidence.audit import chain_by_run, witness
 
     try:
         run = instance.get_run_by_id(run_id) if run_id else None
@@ -217,7 +217,7 @@ def verdict_first(outcome: StageOutcome, record: RunRecord) -> str | None:
 def sealed_metadata(evidence_dir: str) -> dict:
     """What the asset whose stage sealed the packet carries of it: the stage summary table, the verdict's
     reason, and rehearsal-report.md itself (escaped when it was written; names redacted)."""
-    from fix7_pipeline.core.report import READABLE, EvidencePacket
+    from fix7_pipeline.core.evidence.report import READABLE, EvidencePacket
 
     directory = Path(evidence_dir)
     data = EvidencePacket.load(directory).data

@@ -51,7 +51,7 @@ def test_core_imports_nothing_from_dagster():
 
 def test_core_modules_import_no_cycle():
     graph = _core_graph()
-    assert "fix7_pipeline.core.report" not in graph["fix7_pipeline.core.audit"]
+    assert "fix7_pipeline.core.evidence.report" not in graph["fix7_pipeline.core.evidence.audit"]
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:

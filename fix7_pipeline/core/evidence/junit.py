@@ -9,8 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .shared.escape import xml as _x
-from .shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
+from ..shared.escape import xml as _x
+from ..shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
 from .packet_files import write_output
 
 SUITE = "fix7_rehearsal"
@@ -75,7 +75,7 @@ def junit_xml(packet: dict) -> str:
         counts["failures"] += 1
         stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
                    if (stages[n] or {}).get("status") in (FAILED, BLOCKED, INTERRUPTED)]
-        from .impact import breaches
+        from ..impact import breaches
 
         stopped += [_x(f"impact: {m}") for label in ("apply", "rollback")
                     for m in breaches((packet.get("impact") or {}).get(label))]

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .shared.errors import Fix7Error
-from .shared.paths import dagster_home
+from ..shared.errors import Fix7Error
+from ..shared.paths import dagster_home
 from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
 
@@ -476,7 +476,7 @@ def render(rows: list[dict], fmt: str) -> str:
     if not rows:
         return "no rehearsals recorded in this Dagster instance\n"
     short = {"run_id": 8, "clone_sha256": 12, "packet_sha256": 12, "anchor_id": 16}
-    from .shared.escape import visible
+    from ..shared.escape import visible
 
     cells = [[visible(r.get(c) or "")[:short[c]] if c in short else visible(r.get(c) or "") for c in COLUMNS]
              for r in rows]

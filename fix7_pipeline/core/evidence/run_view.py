@@ -15,8 +15,8 @@ operator text, escaped, limited, and screened by the secret rules).
 
 from __future__ import annotations
 
-from .shared.escape import md, visible
-from .shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
+from ..shared.escape import md, visible
+from ..shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
 
 TAG_PREFIX = "fix7/"
 VERDICT_FIRST_TAG = "fix7"  # tags are listed in key order: "fix7" comes before every "fix7/…"
@@ -41,7 +41,7 @@ def attestation_tag(attested_by: str | None) -> str:
     if not text:
         return NO_ATTESTATION
     try:
-        from .textscan import scan_value
+        from ..textscan import scan_value
 
         hits = scan_value(text.encode("utf-8", "surrogatepass"), salt="")
     except Exception:  # noqa: BLE001 - the rule engine could not run: show nothing of the text
@@ -66,7 +66,7 @@ def verdict_reason(data: dict) -> str:
     stage = stopping_stage(data)
     if stage:
         return one_line(f"{stage}: {stages[stage].get('reason') or stages[stage].get('status')}")
-    from .impact import breaches
+    from ..impact import breaches
 
     found = [b for label in ("apply", "rollback") for b in breaches((data.get("impact") or {}).get(label))]
     if found:

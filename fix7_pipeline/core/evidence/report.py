@@ -1,6 +1,6 @@
 """The evidence packet: rehearsal-report.json, clone-provenance.json and a readable report.md.
 
-The stages append what they learn to the run's journal (core/journal.py); nothing rewrites the packet
+The stages append what they learn to the run's journal (core/evidence/journal.py); nothing rewrites the packet
 while the run goes on. Whatever ends the run (the last stage, a stage that stops it, an interruption, the
 CLI for a run that ended early) calls `render` once: it claims the packet exclusively, folds the journal
 into the packet's data, fixes the verdict, writes the three files atomically and seals them into the audit
@@ -16,9 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .shared.errors import EXIT_USAGE, Fix7Error
-from .shared.escape import md, md_code
-from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
+from ..shared.errors import EXIT_USAGE, Fix7Error
+from ..shared.escape import md, md_code
+from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from . import journal
 from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file,
                            write_evidence, writing)
@@ -29,7 +29,7 @@ NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 # SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
 REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
 # The rehearsal server or its login stopped the run (core/postgres/server_faults.py): nothing was judged.
-from .postgres.server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
+from ..postgres.server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
 # The evidence could not be written (its disk is full): whatever the stages found, nothing is judged without it.
 REHEARSAL_NOT_JUDGED = "REHEARSAL_NOT_JUDGED"
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -297,7 +297,7 @@ class EvidencePacket:
 
     def impact_breaches(self) -> list[str]:
         """Every impact threshold breached by apply or rollback (core/impact.py): any one fails the rehearsal."""
-        from .impact import breaches
+        from ..impact import breaches
 
         return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
@@ -530,7 +530,7 @@ class EvidencePacket:
             lines += [f"- sequence: {md(o)}" for o in diff.get("sequences", [])]
         impact = {k: v for k, v in (d.get("impact") or {}).items() if v}
         if impact:
-            from .impact import markdown as impact_markdown
+            from ..impact import markdown as impact_markdown
 
             lines += ["", "## Impact: what production will feel"]
             for label in ("apply", "rollback"):

@@ -1,7 +1,7 @@
 """The evidence packet on disk: its file names, how a file of it is hashed, and how one is written.
 
-Below both the packet (`core/report.py`, which renders and seals it) and the audit chain
-(`core/audit.py`, which seals and verifies it), so neither imports the other for these.
+Below both the packet (`core/evidence/report.py`, which renders and seals it) and the audit chain
+(`core/evidence/audit.py`, which seals and verifies it), so neither imports the other for these.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .shared.errors import Fix7Error
+from ..shared.errors import Fix7Error
 
 REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
 READABLE = "rehearsal-report.md"
 FINDINGS = "sanitization-findings.jsonl"  # every finding of the secret scan, one JSON object a line
-JOURNAL = "rehearsal-journal.jsonl"  # what the stages appended as they ran (core/journal.py)
+JOURNAL = "rehearsal-journal.jsonl"  # what the stages appended as they ran (core/evidence/journal.py)
 RENDER_CLAIM = ".rehearsal-render.claim"  # created exclusively by the one renderer of the packet
 PACKET_FILES = (REPORT, PROVENANCE, READABLE, FINDINGS, JOURNAL)
 
@@ -91,7 +91,7 @@ def write_evidence(path: Path, text: str) -> None:
     with writing(path):
         write_atomic(path, text)
 def _refused(path: Path, why: str):
-    from .shared.errors import EXIT_USAGE, Fix7Error
+    from ..shared.errors import EXIT_USAGE, Fix7Error
 
     return Fix7Error(f"The output {str(path)!r} {why}; name a regular file (or a character device, a FIFO or a "
                      "symlink to one), or leave the option out.", EXIT_USAGE, rule="output_path")
