@@ -34,7 +34,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core import secrets
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.postgres.hosts import HostPolicy

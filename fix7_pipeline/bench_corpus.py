@@ -791,7 +791,7 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
     Returns (table, row_key, rule) per finding. The stage lists at most ROWS_PER_FINDING_KIND rows per
     column and rule in its packet; the bench asks for every row (the detector is the same).
     """
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.postgres.hosts import HostPolicy

@@ -212,7 +212,7 @@ def sanitization_parts(server, dump: Path) -> dict:
     the stage's three calls one by one, in its order, on the same cold (never vacuumed) clone."""
     import secrets as pysecrets
 
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.shape import data_rules
     from fix7_pipeline.core import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump

@@ -409,7 +409,7 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
 
 
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.shape import data_rules
     from fix7_pipeline.core.secrets import scan_secrets
 

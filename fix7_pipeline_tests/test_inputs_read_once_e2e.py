@@ -20,7 +20,7 @@ from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.change import change_sql as change
 from fix7_pipeline.core.evidence import journal, report
 from fix7_pipeline.core.clone import restore
-from fix7_pipeline.core.contract import load as contract_load
+from fix7_pipeline.core.intake import contract_load as contract_load
 from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.dumps import identify, screening
 from fix7_pipeline.demo import builder

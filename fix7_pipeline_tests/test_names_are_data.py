@@ -23,7 +23,7 @@ from fix7_pipeline.core.evidence.junit import write_junit
 from fix7_pipeline.core.shared.model import BLOCKED, Finding, StageOutcome
 from fix7_pipeline.core.evidence.packet_files import READABLE
 from fix7_pipeline.core.evidence.report import EvidencePacket
-from fix7_pipeline.core.request import RehearsalRequest
+from fix7_pipeline.core.intake.request import RehearsalRequest
 from fix7_pipeline.core.run_record import RunRecord
 from fix7_pipeline.defs.stages import stage_metadata
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change, verdict_facts

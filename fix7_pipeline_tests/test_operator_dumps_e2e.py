@@ -171,7 +171,7 @@ def test_every_dump_rehearses_with_the_derived_contract(major, fmt, dumps, contr
 def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps, contract, server):
     """Every pair through intake's inspection and screen, the least-privileged restore and the shape gate."""
     from fix7_pipeline.core.clone import restore
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.dumps.screening import screen_dump
     from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
@@ -194,7 +194,7 @@ def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps
 def test_schema_sql_as_the_contract_and_a_rollback_residue_is_caught(dumps, change, instance, tmp_path, monkeypatch):
     """--contract names the schema-only SQL itself: PostgreSQL converts it, once, at the first stage with a server,
     and every later stage uses that contract; the forgotten index is named."""
-    from fix7_pipeline.core.contract import from_sql
+    from fix7_pipeline.core.intake import contract_from_schema as from_sql
 
     conversions = []
     real = from_sql.contract_from_schema

@@ -138,7 +138,7 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
     import yaml
 
     from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
 
     data = yaml.safe_load(dump_contract_yaml(load_contract(None)))
     del data["annotations"]["data_rules"]

@@ -22,9 +22,9 @@ def _contract_server(args: argparse.Namespace):
 
 def cmd_contract(args: argparse.Namespace) -> int:
     """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
-    from fix7_pipeline.core.contract.from_sql import contract_from_schema
+    from fix7_pipeline.core.intake.contract_from_schema import contract_from_schema
     from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
-    from fix7_pipeline.core.contract.load import is_schema_source, load_contract
+    from fix7_pipeline.core.intake.contract_load import is_schema_source, load_contract
 
     if args.action in ("from-sql", "from-dump"):
         what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"

@@ -21,7 +21,7 @@ import yaml
 from .shared.errors import Fix7Error
 from .shared.paths import project_dir
 from .evidence.packet_files import sha256_file
-from .request import RequestField, request_fields
+from .intake.request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"

@@ -35,7 +35,7 @@ from .redact import RedactedNames
 from .evidence.journal import Journal
 from .evidence.report import (EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render,
                               utc_now)
-from .request import RehearsalRequest
+from .intake.request import RehearsalRequest
 from .run_record import Anchor, RunRecord
 from .postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
                               database_properties, storage_connection, sweep_leftovers)
@@ -54,7 +54,7 @@ ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth su
 def stage_contract(run: _Run, server: RehearsalServer):
     """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL on `server` at the
     first stage that has one, and carried forward in the record, so no later stage (or process) converts it again."""
-    from .contract.load import load_contract
+    from .intake.contract_load import load_contract
 
     if run.record.contract is None:
         run.put(contract=load_contract(run.request.contract, server=server), contract_derived_from_schema=True)
@@ -234,7 +234,7 @@ def redact_dump(info, names: RedactedNames):
 def _intake_contract(request: RehearsalRequest):
     """(the parsed contract, None), or (None, None) for schema SQL or a dump (converted at the first stage with a
     server: stage_contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
-    from .contract.load import is_schema_source, load_contract
+    from .intake.contract_load import is_schema_source, load_contract
 
     if request.contract and is_schema_source(request.contract):
         return None, None

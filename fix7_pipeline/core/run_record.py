@@ -16,7 +16,7 @@ from pathlib import Path
 from .change.change_sql import ChangeSQL
 from .contract.model import Contract
 from .dumps.formats import DumpInfo, TocEntry
-from .request import RehearsalRequest
+from .intake.request import RehearsalRequest
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES,
 from .evidence.packet_files import EvidenceNotWritten
 from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from .evidence.report import CLONE_GATES, EvidencePacket, render
-from .request import RehearsalRequest
+from .intake.request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
 from .evidence.audit import witness
 from .postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,

@@ -36,7 +36,7 @@ def test_a_shape_mismatch_fails_production_shaped_and_the_suite_is_not_evaluated
 
 
 def test_a_restore_that_failed_is_the_isolation_gates_failure_and_nothing_else_runs():
-    from fix7_pipeline.core.request import RehearsalRequest
+    from fix7_pipeline.core.intake.request import RehearsalRequest
     from fix7_pipeline.core.run_record import RunRecord
 
     failed = StageOutcome.from_findings([Finding("partial_dump", "The dump is partial: …")])

@@ -8,7 +8,7 @@ import json
 import pytest
 from psycopg.types.json import Jsonb
 
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.shape.data_rules import (KNOWN_DATA_RULES, data_rules_expectations, data_rules_findings,
                                                  run_data_rules, run_sanitization)
 from fix7_pipeline.core.shared.errors import Fix7Error

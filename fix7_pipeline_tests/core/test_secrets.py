@@ -18,7 +18,7 @@ from psycopg.types.json import Json, Jsonb
 
 from fix7_pipeline.core import secrets as secrets_mod
 from fix7_pipeline.core import textscan
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.redact import RedactedNames
 from fix7_pipeline.core.secrets import scan_secrets
 from fix7_pipeline.core.postgres.server import database_settings

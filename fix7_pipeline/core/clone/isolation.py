@@ -305,7 +305,7 @@ def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
                     contract_pointer_columns: list[dict] | tuple[dict, ...] | None = None) -> list[Finding]:
     """All isolation findings for the clone behind `conn` (an admin connection to it)."""
     if contract_pointer_columns is None:  # the birth surface's pointers, from the default contract
-        from ..contract.load import load_contract
+        from ..intake.contract_load import load_contract
 
         contract_pointer_columns = load_contract().pointers
     pointers = contract_pointer_columns

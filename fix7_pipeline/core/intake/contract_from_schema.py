@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..shared.errors import Fix7Error
 from ..postgres.server import RehearsalServer, create_throwaway, drop_throwaway
-from .model import Contract, contract_error
+from ..contract.model import Contract, contract_error
 
 
 def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: str | None = None,

@@ -7,8 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..postgres.sql_lexer import Statement, iter_lexed
-from .from_yaml import contract_from_yaml_text
-from .model import Contract, contract_error
+from ..contract.from_yaml import contract_from_yaml_text
+from ..contract.model import Contract, contract_error
 
 DEFAULT_CONTRACT = "birth_surface.yaml"
 _CREATE_TABLE = re.compile(r"(?i)^create\s+(?:(?:global|local)\s+)?(?:temp\s+|temporary\s+|unlogged\s+)?table\b")
@@ -47,7 +47,7 @@ def load_contract(path: str | Path | None = None, *, server=None) -> Contract:
         if server is None:
             raise contract_error(str(p), "it is SQL or a pg_dump archive, which PostgreSQL must restore to read "
                                          "its shape, and no rehearsal server was given")
-        from .from_sql import contract_from_schema
+        from .contract_from_schema import contract_from_schema
 
         return contract_from_schema(server, p)
     try:
