@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.run import rehearsal
 from fix7_pipeline.core.evidence.audit import read_chain, verify_chain
 from fix7_pipeline.core.shared.model import INTERRUPTED, STAGES
 from fix7_pipeline.core.shared.paths import project_dir

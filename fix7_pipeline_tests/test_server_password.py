@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import rehearsal
-from fix7_pipeline.core.automation_config import load_automation_config
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.run.automation_config import load_automation_config
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.core.postgres.server import PASSWORD_ENV, parse_server_url, split_server_password

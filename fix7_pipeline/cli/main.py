@@ -17,7 +17,7 @@ import warnings
 
 from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, stop, ui
 from fix7_pipeline.cli.rehearse import Progress, _by
-from fix7_pipeline.core import interrupts
+from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.shared.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
 
 # Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fix7_pipeline.cli import flags
-from fix7_pipeline.core import interrupts
+from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.shared.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                               EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
 from fix7_pipeline.core.evidence.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
@@ -166,10 +166,10 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     Progress and the verdict come from the run itself: each stage's line from its materialization event
     (RunFollower), the packet's folder and the verdict from the run's tags (fix7/evidence, fix7/verdict).
     The job runs in this process (Dagster's in-process executor): Ctrl-C reaches the running stage at once,
-    which then drops its throwaways and seals the packet itself (core/interrupts.py). Under the multiprocess
+    which then drops its throwaways and seals the packet itself (core/run/interrupts.py). Under the multiprocess
     executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.
     """
-    from fix7_pipeline.core import rehearsal
+    from fix7_pipeline.core.run import rehearsal
     from fix7_pipeline.core.evidence.report import EvidencePacket
     from fix7_pipeline.core.postgres.server import THROWAWAY_KEY_ENV
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG
@@ -293,7 +293,7 @@ def _report_verdict(instance, run_id: str | None) -> None:
 def _request(config: dict):
     from dataclasses import fields
 
-    from fix7_pipeline.core.rehearsal import RehearsalRequest
+    from fix7_pipeline.core.run.rehearsal import RehearsalRequest
 
     names = {f.name for f in fields(RehearsalRequest)}
     return RehearsalRequest(**{k: v for k, v in config.items() if k in names})

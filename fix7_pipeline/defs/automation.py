@@ -12,8 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, config_path, dump_sha256,
-                                                  load_automation_config, load_for_definitions, scan_drop_folder)
+from fix7_pipeline.core.run.automation_config import (AutomationConfig, DropEntry, config_path, dump_sha256,
+                                                      load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.defs.partitions import rehearsal_key

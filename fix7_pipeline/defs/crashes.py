@@ -13,7 +13,7 @@ import socket
 
 import dagster as dg
 
-from fix7_pipeline.core.liveness import process_alive
+from fix7_pipeline.core.run.liveness import process_alive
 
 JOB = "fix7_rehearsal"
 CRASHED = "fix7 crashed"  # how the failure Dagster records for a closed crashed run begins

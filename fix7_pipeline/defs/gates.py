@@ -1,7 +1,7 @@
 """rehearsal_clone and its four blocking gates: isolation_proven, sanitized, production_shaped, data_rules.
 
 The gates are one `multi_asset_check` on the restored clone, evaluated in order in one step
-(core/clone_gates.py): one writer of their journal entries and of the packet a failed gate seals, whatever
+(core/run/clone_gates.py): one writer of their journal entries and of the packet a failed gate seals, whatever
 executor runs the job. A failed gate is a failed blocking check, so Dagster does not start
 `snapshot_anchor` (its input waits on every blocking check of `rehearsal_clone`); a gate after it reports
 "not evaluated: <gate> failed" as a warning (it did not run, so it did not fail), so the step's failure
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fix7_pipeline.core import clone_gates, rehearsal
+from fix7_pipeline.core.run import clone_gates, rehearsal
 from fix7_pipeline.core.evidence import run_view
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.model import StageOutcome
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, record_witness,
                                        sealed_metadata, stage_output, suite_metadata, verdict_first,

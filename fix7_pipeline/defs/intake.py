@@ -5,7 +5,7 @@
 import dagster as dg
 from pydantic import Field, create_model
 
-from fix7_pipeline.core import rehearsal
+from fix7_pipeline.core.run import rehearsal
 from fix7_pipeline.core.evidence import run_view
 from fix7_pipeline.core.intake import request as request_schema
 from fix7_pipeline.core.shared.escape import visible

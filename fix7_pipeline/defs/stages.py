@@ -11,7 +11,7 @@ from fix7_pipeline.core.evidence import run_view
 from fix7_pipeline.core.evidence.audit import witness_tags
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.model import PASSED, StageOutcome
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
 GROUP = "fix7_rehearsal"

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from fix7_pipeline.core.evidence import audit
-from fix7_pipeline.core import interrupts
+from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.evidence.junit import junit_xml
 from fix7_pipeline.core.shared.model import INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from fix7_pipeline.core.evidence.packet_files import PROVENANCE, READABLE

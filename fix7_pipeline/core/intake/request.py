@@ -9,7 +9,7 @@ impact, the evidence). Each field also says how the other two surfaces spell it:
 
 Each surface is derived from `request_fields()` where it lives: the Dagster `Config` in
 `defs/intake.py`, the flags and their run config in `cli/flags.py`, the rehearsal.yaml settings in
-`core/automation_config.py`. A new field is written once, here. Nothing here imports Dagster.
+`core/run/automation_config.py`. A new field is written once, here. Nothing here imports Dagster.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .change.change_sql import ChangeSQL
-from .contract.model import Contract
-from .dumps.formats import DumpInfo, TocEntry
-from .intake.request import RehearsalRequest
+from ..change.change_sql import ChangeSQL
+from ..contract.model import Contract
+from ..dumps.formats import DumpInfo, TocEntry
+from ..intake.request import RehearsalRequest
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> RunRecord:
-        from .contract.from_yaml import contract_from_dict
+        from ..contract.from_yaml import contract_from_dict
 
         c = data.get("contract")
         tw = data.get("throwaway")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import rehearsal
-from .shared.model import PASSED, Finding, StageOutcome
+from ..shared.model import PASSED, Finding, StageOutcome
 from .run_record import RunRecord
 
 GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")

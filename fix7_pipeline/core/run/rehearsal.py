@@ -1,5 +1,5 @@
-"""The rehearsal's stages as plain functions over the run record (core/run_record.py); how each one runs,
-fails, is interrupted and handles the run's throwaways is core/stage_run.py.
+"""The rehearsal's stages as plain functions over the run record (core/run/run_record.py); how each one runs,
+fails, is interrupted and handles the run's throwaways is core/run/stage_run.py.
 
 Intake reads every input once into a frozen RunRecord; each later stage receives the record, never an
 input again, and returns the next record with what it learnt (throwaway names, the anchor, a contract
@@ -24,25 +24,25 @@ from pathlib import Path
 
 import psycopg
 
-from .change import change_sql as change_mod
+from ..change import change_sql as change_mod
 from . import interrupts
-from .evidence.audit import witness
-from .shared.errors import Fix7Error
-from .postgres.hosts import redact_url
-from .shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
-from .shared.paths import project_dir
-from .redact import RedactedNames
-from .evidence.journal import Journal
-from .evidence.report import (EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render,
-                              utc_now)
-from .intake.request import RehearsalRequest
+from ..evidence.audit import witness
+from ..shared.errors import Fix7Error
+from ..postgres.hosts import redact_url
+from ..shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from ..shared.paths import project_dir
+from ..redact import RedactedNames
+from ..evidence.journal import Journal
+from ..evidence.report import (EvidenceDirRefused, EvidencePacket, default_evidence_dir, evidence_dir_problem, render,
+                               utc_now)
+from ..intake.request import RehearsalRequest
 from .run_record import Anchor, RunRecord
-from .postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
-                              database_properties, storage_connection, sweep_leftovers)
+from ..postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
+                               database_properties, storage_connection, sweep_leftovers)
 from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
                         _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
                         interrupted, open_server, run_stage)
-from .evidence.packet_files import EvidenceNotWritten
+from ..evidence.packet_files import EvidenceNotWritten
 
 __all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
            "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
@@ -54,7 +54,7 @@ ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth su
 def stage_contract(run: _Run, server: RehearsalServer):
     """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL on `server` at the
     first stage that has one, and carried forward in the record, so no later stage (or process) converts it again."""
-    from .intake.contract_load import load_contract
+    from ..intake.contract_load import load_contract
 
     if run.record.contract is None:
         run.put(contract=load_contract(run.request.contract, server=server), contract_derived_from_schema=True)
@@ -119,9 +119,9 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
 
 def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None, storage_url: str | None,
             progress: dict, servers: ServerSource, on_packet) -> tuple[RunRecord, StageOutcome]:
-    from .dumps.identify import inspect_dump
-    from .dumps.screening import screen_dump
-    from .secrets import dump_names, judge_names, judge_printed_names
+    from ..dumps.identify import inspect_dump
+    from ..dumps.screening import screen_dump
+    from ..secrets import dump_names, judge_names, judge_printed_names
 
     started = time.monotonic()
     findings: list[Finding] = []
@@ -175,12 +175,12 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     contract, contract_finding = _intake_contract(request)
     if contract_finding is not None:
         findings.append(contract_finding)
-    from .impact import threshold_problems
+    from ..impact import threshold_problems
 
     findings += [Finding(rule="impact_thresholds", message=f"impact threshold setting: {p}")
                  for p in threshold_problems(asdict(request))]
     if request.search_roots:
-        from . import candidates
+        from .. import candidates
 
         packet.set(table_A_candidates=candidates.find_candidates([Path(r) for r in request.search_roots]))
     # what screening and the other checks print of the dump (object names in refusals) is judged as well
@@ -234,7 +234,7 @@ def redact_dump(info, names: RedactedNames):
 def _intake_contract(request: RehearsalRequest):
     """(the parsed contract, None), or (None, None) for schema SQL or a dump (converted at the first stage with a
     server: stage_contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
-    from .intake.contract_load import is_schema_source, load_contract
+    from ..intake.contract_load import is_schema_source, load_contract
 
     if request.contract and is_schema_source(request.contract):
         return None, None
@@ -257,8 +257,8 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
     the record (`restore`). The scratch database the shape gate may need is named here, so whatever ends the
     run drops it even though the gates (asset checks) hand no record on.
     """
-    from .clone import restore
-    from .postgres.server import assert_least_privilege, role_attributes
+    from ..clone import restore
+    from ..postgres.server import assert_least_privilege, role_attributes
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         packet.set(isolation_proven=False)  # not proven until the isolation gate passes
@@ -291,8 +291,8 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
 def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The isolation gate on the restored clone: nothing in it points at a live host. Records the `isolation`
     stage with the restore's details (restore_clone)."""
-    from .clone import isolation
-    from .postgres.server import planted_settings
+    from ..clone import isolation
+    from ..postgres.server import planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -324,7 +324,7 @@ def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) 
     """
     if not e.missing:
         return None
-    from .secrets import judge_names
+    from ..secrets import judge_names
 
     names = judge_names(e.missing, names if names is not None else RedactedNames())  # named by the server's error
     carried = {t[len("public."):] if t.startswith("public.") else t for t in info.tables}  # as judged at intake
@@ -344,10 +344,10 @@ def partial_dump_finding(e, info, contract, names: RedactedNames | None = None) 
 
 def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The secret scan over every place the clone holds text, then the GX suite over its findings."""
-    from .shape import data_rules
-    from . import secrets
-    from .evidence.packet_files import FINDINGS
-    from .postgres.server import database_settings
+    from ..shape import data_rules
+    from .. import secrets
+    from ..evidence.packet_files import FINDINGS
+    from ..postgres.server import database_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -391,7 +391,7 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
     errored, a finding no gate covers) stays a finding of its own, so the gate still fails closed."""
     from collections import Counter
 
-    from .shape.data_rules import data_rules_findings, gate_of
+    from ..shape.data_rules import data_rules_findings, gate_of
 
     per_gate = Counter(gate_of(f) for f in found)
     return [f for f in data_rules_findings(suite)
@@ -403,7 +403,7 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
 def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
     """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
     never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
-    from .clone.clone_encoding import encoding_report
+    from ..clone.clone_encoding import encoding_report
 
     dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
     with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
@@ -450,7 +450,7 @@ def _dump_time(record: RunRecord) -> dt.datetime:
 
 
 def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from .shape import data_rules, schema_shape as shape
+    from ..shape import data_rules, schema_shape as shape
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -487,7 +487,7 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
 
 
 def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from .anchor import fingerprint
+    from ..anchor import fingerprint
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -512,7 +512,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
                      ) -> tuple[RunRecord, StageOutcome]:
     """Run the change as intake read it (its text and sha256 are the record's): the file is not read again, so
     one edited after intake is not what runs."""
-    from . import impact as impact_mod
+    from .. import impact as impact_mod
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256
@@ -539,10 +539,10 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
 
 
 def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
-    from .anchor import diff as diff_mod
-    from .anchor import fingerprint, schema_text
-    from .clone import isolation
-    from .postgres.server import database_properties, planted_settings
+    from ..anchor import diff as diff_mod
+    from ..anchor import fingerprint, schema_text
+    from ..clone import isolation
+    from ..postgres.server import database_properties, planted_settings
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         tw = _throwaway(run.record.throwaway, server)
@@ -610,9 +610,9 @@ def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -
     The anchor is taken after the gates, which only read, so the re-restored dump must equal it exactly; any
     difference is listed (by name) and the restore path is not proven.
     """
-    from .anchor import diff as diff_mod
-    from .anchor import fingerprint
-    from .clone import restore
+    from ..anchor import diff as diff_mod
+    from ..anchor import fingerprint
+    from ..clone import restore
 
     tw = _throwaway(run.record.throwaway, server)
     anchor = run.record.anchor

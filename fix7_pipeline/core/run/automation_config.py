@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from .shared.errors import Fix7Error
-from .shared.paths import project_dir
-from .evidence.packet_files import sha256_file
-from .intake.request import RequestField, request_fields
+from ..shared.errors import Fix7Error
+from ..shared.paths import project_dir
+from ..evidence.packet_files import sha256_file
+from ..intake.request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"
@@ -156,7 +156,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
                 value = _resolve(base, value)
             request[key] = value
     if request.get("server_url"):
-        from .postgres.server import config_server_url
+        from ..postgres.server import config_server_url
 
         _, refusal = config_server_url(request["server_url"])
         if refusal is not None:  # its message names FIX7_REHEARSAL_SERVER_PASSWORD and never quotes the URL
@@ -268,7 +268,7 @@ def scan_drop_folder(folder: str | Path, patterns=DEFAULT_PATTERNS) -> list[Drop
 
 def dump_sha256(entry: DropEntry) -> str:
     """The clone's sha256 exactly as the intake stage records it."""
-    from .dumps.formats import DIRECTORY
-    from .dumps.streams import hash_dump
+    from ..dumps.formats import DIRECTORY
+    from ..dumps.streams import hash_dump
 
     return hash_dump(Path(entry.path), DIRECTORY if entry.is_dir else "file")

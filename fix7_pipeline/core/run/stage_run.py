@@ -1,7 +1,7 @@
 """How one stage of a rehearsal runs: its server, its hold on the run record, its journal entries, its failure or
 interruption, and the run's throwaway databases and role.
 
-`run_stage` wraps every stage after intake (core/rehearsal.py): a fresh connection ledger, the outcome appended
+`run_stage` wraps every stage after intake (core/run/rehearsal.py): a fresh connection ledger, the outcome appended
 to the journal, and, when the stage stops the run, the throwaways dropped and the packet rendered. Interrupted
 (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records `interrupted`, drops the
 throwaways, renders REHEARSAL_INTERRUPTED and re-raises. Every throwaway database and role is named in the
@@ -19,20 +19,20 @@ from pathlib import Path
 
 import psycopg
 
-from .change import change_sql as change_mod
+from ..change import change_sql as change_mod
 from . import interrupts
-from .shared.errors import Fix7Error
-from .evidence.journal import Journal
-from .shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
-from .evidence.packet_files import EvidenceNotWritten
-from .redact import STATE_KEY as REDACTED_NAMES, RedactedNames
-from .evidence.report import CLONE_GATES, EvidencePacket, render
-from .intake.request import RehearsalRequest
+from ..shared.errors import Fix7Error
+from ..evidence.journal import Journal
+from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from ..evidence.packet_files import EvidenceNotWritten
+from ..redact import STATE_KEY as REDACTED_NAMES, RedactedNames
+from ..evidence.report import CLONE_GATES, EvidencePacket, render
+from ..intake.request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
-from .evidence.audit import witness
-from .postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
-                              config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
-                              throwaway_names)
+from ..evidence.audit import witness
+from ..postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
+                               config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
+                               throwaway_names)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _redacted(record: RunRecord) -> RedactedNames:
 def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
     status = BLOCKED if stage in CLONE_GATES else FAILED
     if isinstance(e, psycopg.Error) and server is not None:
-        from .postgres.server_faults import from_psycopg
+        from ..postgres.server_faults import from_psycopg
 
         e = from_psycopg(e, server.describe()) or e  # out of locks, disk full, a lost connection: the server's
     if isinstance(e, Fix7Error):
@@ -156,7 +156,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         # the scan (the restore and isolation proof), every word the stage would print is judged first.
         names = _redacted(run.record)
         if stage in BEFORE_THE_SCAN:
-            from .secrets import judge_printed_names
+            from ..secrets import judge_printed_names
 
             judge_printed_names([outcome.reason, [f.as_dict() for f in outcome.findings], outcome.details], names)
             run.put(redacted_names=names.as_state())
