@@ -12,6 +12,7 @@ import re
 import psycopg
 from psycopg import sql
 
+from ..contract.from_yaml import default_contract
 from ..dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from ..postgres.hosts import HostPolicy, redact_url
 from ..shared.model import Finding
@@ -305,9 +306,7 @@ def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
                     contract_pointer_columns: list[dict] | tuple[dict, ...] | None = None) -> list[Finding]:
     """All isolation findings for the clone behind `conn` (an admin connection to it)."""
     if contract_pointer_columns is None:  # the birth surface's pointers, from the default contract
-        from ..intake.contract_load import load_contract
-
-        contract_pointer_columns = load_contract().pointers
+        contract_pointer_columns = default_contract().pointers
     pointers = contract_pointer_columns
     findings = _catalog_findings(conn, policy)
     pointer_findings, _checked = _pointer_findings(conn, policy, pointers)

@@ -42,6 +42,7 @@ sections so the shape can be compared with its SQL source exactly:
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 import yaml
 
@@ -131,6 +132,13 @@ def contract_from_yaml_text(text: str, source: str) -> Contract:
     return contract_from_dict(data, source)
 
 
+DEFAULT_CONTRACT = "birth_surface.yaml"
+
+
+def default_contract() -> Contract:
+    """The shipped default contract (the birth surface), used when the operator names none."""
+    text = resources.files("fix7_pipeline").joinpath("contracts", DEFAULT_CONTRACT).read_text("utf-8")
+    return contract_from_yaml_text(text, f"default ({DEFAULT_CONTRACT})")
 
 
 # -- hand-written YAML types ------------------------------------------------------------------

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from importlib import resources
 from pathlib import Path
 
 from ..postgres.sql_lexer import Statement, iter_lexed
-from ..contract.from_yaml import contract_from_yaml_text
+from ..contract.from_yaml import contract_from_yaml_text, default_contract
 from ..contract.model import Contract, contract_error
 
-DEFAULT_CONTRACT = "birth_surface.yaml"
 _CREATE_TABLE = re.compile(r"(?i)^create\s+(?:(?:global|local)\s+)?(?:temp\s+|temporary\s+|unlogged\s+)?table\b")
 
 
@@ -40,8 +38,7 @@ def load_contract(path: str | Path | None = None, *, server=None) -> Contract:
     catalog; without a server that is refused, since fix7 parses no DDL itself.
     """
     if path is None:
-        text = resources.files("fix7_pipeline").joinpath("contracts", DEFAULT_CONTRACT).read_text("utf-8")
-        return contract_from_yaml_text(text, f"default ({DEFAULT_CONTRACT})")
+        return default_contract()
     p = Path(path)
     if is_schema_source(p):
         if server is None:
