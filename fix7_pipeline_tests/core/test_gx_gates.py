@@ -87,7 +87,7 @@ def test_scipy_stats_loads_only_when_used():
 
     probe = (
         "import sys, pandas as pd\n"
-        "from fix7_pipeline.core import data_rules, gx_gates\n"
+        "from fix7_pipeline.core.shape import data_rules, gx_gates\n"
         "from fix7_pipeline.core.shared.model import Finding\n"
         "gxe = gx_gates.import_expectations()\n"
         "s = gx_gates.run_frame_suite('probe', pd.DataFrame({'gate': ['a']}, dtype=object), [gx_gates.RuleExpectation("
