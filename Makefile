@@ -71,25 +71,25 @@ browser:
 bench: bench-corpus bench-rehearsal bench-diff bench-memory
 
 bench-corpus: install
-	$(BIN)/python -m fix7_pipeline.bench_corpus
+	$(BIN)/python -m benchmarks.corpus
 
 bench-rehearsal: install
-	$(BIN)/python -m fix7_pipeline.bench_rehearsal --rows $(or $(ROWS),1000000)
+	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)
 
 # Issue 14: ten times larger (not yet measured here).
 bench-10m: install
-	$(BIN)/python -m fix7_pipeline.bench_rehearsal --rows 10000000
+	$(BIN)/python -m benchmarks.rehearsal --rows 10000000
 
 # The scan alone against pg_dump and detect-secrets on a 1M-row planted clone (issue 4's benchmark).
 bench-scan: install
-	$(BIN)/python -m fix7_pipeline.bench
+	$(BIN)/python -m benchmarks.scan
 
 bench-diff: install
-	$(BIN)/python -m fix7_pipeline.bench_diff
+	$(BIN)/python -m benchmarks.diff
 
 # Issue 22: peak RSS of the fix7 process tree for one 300 MB text value, against 400 MB + 1.5 x the value.
 bench-memory: install
-	$(BIN)/python -m fix7_pipeline.bench_memory --mb $(or $(MB),300)
+	$(BIN)/python -m benchmarks.memory --mb $(or $(MB),300)
 
 ui: install
 	$(BIN)/fix7 ui

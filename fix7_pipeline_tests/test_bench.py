@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from fix7_pipeline import bench
+from benchmarks import scan as bench
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # benchmarks/ is a top-level folder of the checkout
 
 
 def _run(tmp_path, rows: int) -> tuple[dict, str]:
     out = tmp_path / "results.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench", "--rows", str(rows), "--repeat", "1",
-                        "--no-profile", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.scan", "--rows", str(rows), "--repeat", "1",
+                        "--no-profile", "--out", str(out)], capture_output=True, text=True, timeout=900,
+                       cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(out.read_text()), r.stdout + r.stderr + out.read_text()
 
@@ -89,7 +93,7 @@ def test_needles_found_on_the_right_lines(tmp_path):
 
 # -- the corpus benchmark (bench_corpus) ------------------------------------------------------------
 
-from fix7_pipeline import bench_corpus  # noqa: E402
+from benchmarks import corpus as bench_corpus  # noqa: E402
 
 
 def _shown_leaks(plants, shown: str) -> list[str]:
@@ -171,8 +175,9 @@ def test_dump_lines_map_to_rows(tmp_path):
 
 def test_tiny_corpus_run_scores_fix7_and_shows_no_value(tmp_path):
     out = tmp_path / "corpus.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_corpus", "--rows", "300", "--limit", "36",
-                        "--peers", "none", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.corpus", "--rows", "300", "--limit", "36",
+                        "--peers", "none", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     ours = result["scanners"]["fix7"]
@@ -196,8 +201,8 @@ def test_tiny_corpus_run_scores_fix7_and_shows_no_value(tmp_path):
 @pytest.mark.slow
 def test_full_corpus_against_detect_secrets_and_gitleaks(tmp_path):
     out = tmp_path / "corpus.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_corpus", "--out", str(out)],
-                       capture_output=True, text=True, timeout=1800)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.corpus", "--out", str(out)],
+                       capture_output=True, text=True, timeout=1800, cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["corpus"]["secrets"] >= 300 and result["corpus"]["lookalikes"] >= 200
@@ -221,7 +226,7 @@ def test_full_corpus_against_detect_secrets_and_gitleaks(tmp_path):
 @pytest.mark.slow
 def test_rehearsal_bench_at_20000_rows(tmp_path):
     out = tmp_path / "rehearsal.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_rehearsal", "--rows", "20000", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.rehearsal", "--rows", "20000", "--out", str(out)],
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -992,6 +992,9 @@ def _scan_table(conn: psycopg.Connection, p: TablePlan, salt: str, limit=None) -
     return _render(_scan_table_raw(conn, p, salt), {}, RedactedNames())
 
 
+scan_table = _scan_table  # public: one table's findings (benchmarks/scan.py profiles the scan per table)
+
+
 def scan_catalog(conn: psycopg.Connection, salt: str = "", *, large_objects: bool = True) -> list[Finding]:
     """The catalog's and large objects' findings on one connection (`scan_secrets` includes them)."""
     salt = salt or os.urandom(16).hex()

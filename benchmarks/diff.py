@@ -146,7 +146,7 @@ def run(rows: int, seed: int, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fix7_pipeline.bench_diff")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.diff")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=state_dir() / "bench" / "diff-results.json")

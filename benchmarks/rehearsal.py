@@ -1,6 +1,6 @@
 """Rehearsal speed: the sanitization stage and the whole rehearsal against a bare restore + apply + rollback.
 
-`python -m fix7_pipeline.bench_rehearsal [--rows N]` builds (or reuses, keyed by rows and seed) a clean
+`python -m benchmarks.rehearsal [--rows N]` builds (or reuses, keyed by rows and seed) a clean
 production-shaped clone on the factory server and its custom-format dump, then in one run:
 
 1. **bare**: a fresh database and role (`create_throwaway`), the wheel's `pg_restore --no-owner
@@ -46,7 +46,7 @@ def clean_clone(rows: int, seed: int, *, rebuild: bool = False) -> dict:
     """The cached clean clone's custom dump for (rows, seed), with the sample change beside it."""
     import psycopg
 
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
     from fix7_pipeline.demo import builder
 
     cdir = bench_dir() / f"rehearsal-r{rows}-s{seed}"
@@ -245,7 +245,7 @@ def sanitization_parts(server, dump: Path) -> dict:
 
 def _bench_instance():
     """A Dagster instance for bench runs: the one DAGSTER_HOME names, else .fix7/bench/dagster_home."""
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
     from fix7_pipeline.instance import get_instance, prepare_dagster_home
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -257,7 +257,7 @@ def _bench_instance():
 
 def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_s: int) -> dict:
     """The fix7_rehearsal job on the dump; wall time of the call and each stage's time from the packet."""
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
     from fix7_pipeline.cli import rehearse as cli
     from fix7_pipeline.cli.main import quiet
 
@@ -294,7 +294,7 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
 
 def run(rows: int = 1_000_000, seed: int = 7, out: Path | None = None, rebuild: bool = False,
         statement_timeout_s: int = 600, breakdown: bool = False) -> dict:
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
     from fix7_pipeline.core.postgres.hosts import HostPolicy
     from fix7_pipeline.core.postgres.server import RehearsalServer
     from fix7_pipeline.demo import builder
@@ -387,7 +387,7 @@ def render_text(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fix7_pipeline.bench_rehearsal", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.rehearsal", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="birth_registry rows (default 1,000,000)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default .fix7/bench/rehearsal-results.json)")

@@ -1,6 +1,6 @@
 """Recall and look-alikes on a planted corpus: fix7's sanitization scan next to detect-secrets and gitleaks.
 
-`python -m fix7_pipeline.bench_corpus` builds a small production-shaped clone on the factory server,
+`python -m benchmarks.corpus` builds a small production-shaped clone on the factory server,
 plants the corpus below one value per row in six places of the birth surface, dumps it (custom format
 to restore, plain SQL for the peers) and runs:
 
@@ -874,7 +874,7 @@ def run_gitleaks(exe: str, plain: Path) -> list[dict]:
 
 
 def run_detect_secrets(plain: Path) -> tuple[list[dict], str | None, str]:
-    from fix7_pipeline import bench
+    from benchmarks import scan as bench
 
     exe, version = bench.detect_secrets_bin()
     if exe is None:
@@ -943,7 +943,7 @@ def _rows_from_lines(hits: list[dict], plain: Path, pks: dict[str, str]) -> tupl
 
 def run(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, limit: int | None = None,
         peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
 
     out = Path(out) if out else bench_dir() / "corpus-results.json"
     plants = subset(build_corpus(seed), limit)
@@ -1065,7 +1065,7 @@ def render_text(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fix7_pipeline.bench_corpus", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"registry rows of the clone (default {DEFAULT_ROWS})")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--limit", type=int, default=None, help="plant about this many values (default: the whole corpus)")

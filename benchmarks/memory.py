@@ -1,6 +1,6 @@
 """Memory against the largest value: `fix7 rehearse` of a clone holding one huge text value with a token at its end.
 
-`python -m fix7_pipeline.bench_memory [--mb 300]` builds a small factory clone plus `public.big_values` (one row,
+`python -m benchmarks.memory [--mb 300]` builds a small factory clone plus `public.big_values` (one row,
 one text value of that many MB; a GitHub token at its very end, a Slack token across an edge of the scan's
 windows), dumps it (custom format), rehearses it through the CLI as an operator would, and samples the resident
 set of the CLI's whole process tree (the CLI and every process it starts: pg_restore, psql) every 20 ms from
@@ -104,7 +104,7 @@ def run(mb: int) -> dict:
     import shutil
     import string
 
-    from fix7_pipeline.bench import bench_dir
+    from benchmarks.scan import bench_dir
     from fix7_pipeline.core import secrets as secrets_mod
     from fix7_pipeline.demo import builder
     from fix7_pipeline_tests.e2e_support import DagsterHome, load_packet, rehearse_args
@@ -160,7 +160,7 @@ def result_ok(rules: set[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fix7_pipeline.bench_memory", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=int, default=300, help="size of the one large value (default 300)")
     a = ap.parse_args(argv)
     res = run(a.mb)

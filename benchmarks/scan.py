@@ -1,6 +1,6 @@
 """Benchmark: the sanitization scan against `pg_dump -Fp` and `detect-secrets` on a large planted clone.
 
-`python -m fix7_pipeline.bench [--rows N]` builds (or reuses, keyed by rows and seed) a production-shaped
+`python -m benchmarks.scan [--rows N]` builds (or reuses, keyed by rows and seed) a production-shaped
 clone on the factory server, plants one secret per rule family in different tables and column kinds,
 dumps it with the wheel's pg_dump (custom format to restore, plain SQL for detect-secrets), restores the
 custom dump into a throwaway on the rehearsal server the way a rehearsal does, and times, median of
@@ -439,11 +439,11 @@ def _median(xs: list[float]) -> float:
 def per_table_times(server: RehearsalServer, tw, contract) -> dict[str, float]:
     """One table at a time on one connection: where the scan's time goes (for profiling, not the ratio)."""
     out: dict[str, float] = {}
-    if not all(hasattr(secrets, n) for n in ("scan_plan", "_scan_table", "ROWS_PER_FINDING_KIND")):
+    if not all(hasattr(secrets, n) for n in ("scan_plan", "scan_table", "ROWS_PER_FINDING_KIND")):
         return out  # a detector without per-table plans: no profile
     with server.connect(tw.database, tw.login, purpose="secret scan profile") as conn:
         for p in secrets.scan_plan(conn, contract):
-            t, _ = _timed(lambda: secrets._scan_table(conn, p, "profile-" + pysecrets.token_hex(8),
+            t, _ = _timed(lambda: secrets.scan_table(conn, p, "profile-" + pysecrets.token_hex(8),
                                                       secrets.ROWS_PER_FINDING_KIND))
             out[p.contract_name] = round(t, 3)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
@@ -581,7 +581,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fix7_pipeline.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.scan", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="birth_registry rows (default 1,000,000)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3, help="rounds per tool; the median is reported")
