@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.core.shared.names import JOB
 from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
 from fix7_pipeline.defs.automation import clone_drop_sensor, fix7_verdict_sensor, nightly_rehearsal
 from fix7_pipeline.defs.crashes import fix7_crashed_run_sensor
@@ -16,7 +17,7 @@ from fix7_pipeline.defs.storage import RunScopedIOManager
 
 REHEARSAL_ASSETS = [clone_intake, rehearsal_clone, snapshot_anchor, apply_change, rollback_change, restore_diff,
                     evidence_packet]
-CLONE_GATES = [clone_gates_check]  # blocking checks on rehearsal_clone: a failed gate stops snapshot_anchor
+GATE_CHECKS = [clone_gates_check]  # blocking checks on rehearsal_clone: a failed gate stops snapshot_anchor
 
 RESOURCES = {"io_manager": RunScopedIOManager(), RESOURCE_KEY: rehearsal_server_resource()}
 
@@ -32,8 +33,8 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
     process start instead of eight (seven stages and the gates; each imports Dagster, GX and Kingfisher again).
     """
     return dg.define_asset_job(
-        "fix7_rehearsal",
-        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS) | dg.AssetSelection.checks(*CLONE_GATES),
+        JOB,
+        selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS) | dg.AssetSelection.checks(*GATE_CHECKS),
         description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
         executor_def=executor_def,
     )
@@ -41,7 +42,7 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
 
 fix7_rehearsal = rehearsal_job()
 
-defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*CLONE_GATES, chain_verifies],
+defs = dg.Definitions(assets=[*REHEARSAL_ASSETS, audit_chain], asset_checks=[*GATE_CHECKS, chain_verifies],
                       jobs=[fix7_rehearsal], schedules=[nightly_rehearsal],
                       sensors=[clone_drop_sensor, fix7_verdict_sensor, fix7_crashed_run_sensor, audit_chain_sensor],
                       resources=RESOURCES)

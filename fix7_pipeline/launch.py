@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
+from fix7_pipeline.core.shared.names import JOB
+
 LOCATION = "fix7_pipeline"  # workspace.yaml's location_name
 MODULE = "fix7_pipeline.definitions"
-JOB = "fix7_rehearsal"
 
 
 @contextmanager

@@ -434,9 +434,9 @@ def multiprocess_rehearsal_job():
     this module and calls it again, so it must build everything from importable definitions."""
     import dagster as dg
 
-    from fix7_pipeline.definitions import CLONE_GATES, REHEARSAL_ASSETS, RESOURCES, rehearsal_job
+    from fix7_pipeline.definitions import GATE_CHECKS, REHEARSAL_ASSETS, RESOURCES, rehearsal_job
 
-    return dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=CLONE_GATES,
+    return dg.Definitions(assets=REHEARSAL_ASSETS, asset_checks=GATE_CHECKS,
                           jobs=[rehearsal_job(dg.multiprocess_executor)],
                           resources=RESOURCES).resolve_job_def("fix7_rehearsal")
 

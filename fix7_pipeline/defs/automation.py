@@ -16,9 +16,9 @@ from fix7_pipeline.core.run.automation_config import (AutomationConfig, DropEntr
                                                       load_automation_config, load_for_definitions, scan_drop_folder)
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.names import JOB
 from fix7_pipeline.defs.partitions import rehearsal_key
 
-JOB = "fix7_rehearsal"
 PARTITION_TAG = "dagster/partition"
 KEEP_REQUESTED = 500
 

@@ -14,8 +14,8 @@ import socket
 import dagster as dg
 
 from fix7_pipeline.core.run.liveness import process_alive
+from fix7_pipeline.core.shared.names import JOB
 
-JOB = "fix7_rehearsal"
 CRASHED = "fix7 crashed"  # how the failure Dagster records for a closed crashed run begins
 # The machine the run's process runs on (tagged by the CLI as it creates the run, by intake for the others): a pid
 # means nothing on another machine sharing the Dagster storage, so only runs of this machine are ever judged crashed.

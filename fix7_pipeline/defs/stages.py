@@ -11,10 +11,11 @@ from fix7_pipeline.core.evidence import run_view
 from fix7_pipeline.core.evidence.audit import witness_tags
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.model import PASSED, StageOutcome
+from fix7_pipeline.core.shared.names import ASSET_GROUP
 from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
-GROUP = "fix7_rehearsal"
+GROUP = ASSET_GROUP
 OWNERS = ["team:data-platform"]
 
 # The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run

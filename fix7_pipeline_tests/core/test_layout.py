@@ -229,3 +229,43 @@ def test_one_sql_lexer():
         text = path.read_text(encoding="utf-8")
         assert "class PlainScanner" not in text and "_DOLLAR_TAG" not in text, path
         assert "def tokens(" not in text, path
+
+
+def _string_constants(path: Path) -> list[str]:
+    """The string literals of `path`, docstrings and comments aside (comments are not in the ast)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_the_pipeline_names_are_defined_once():
+    """The job and its partitions are spelled, and the lists of stages, gates and assets written, in
+    core/shared/names.py only; `CLONE_GATES` meant three things and is gone (BLOCKING_STAGES, GATES,
+    definitions.GATE_CHECKS)."""
+    from fix7_pipeline.core.shared import names as n
+
+    home = CORE / "shared" / "names.py"
+    lists = [set(n.STAGES), set(n.GATES), set(n.ASSETS)]
+    for path in PACKAGE.rglob("*.py"):
+        if path == home:
+            continue
+        where = path.relative_to(PACKAGE)
+        found = {"fix7_rehearsal", "fix7_rehearsals"} & {s.strip() for s in _string_constants(path)}
+        assert not found, f"{where} spells {sorted(found)}: import it from core/shared/names.py"
+        assert "CLONE_GATES" not in path.read_text(encoding="utf-8"), where
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        exports = {id(a.value) for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                   and any(isinstance(t, ast.Name) and t.id == "__all__" for t in a.targets)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and id(node) not in exports:
+                items = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                assert not any(len(items & known) >= 3 for known in lists), \
+                    f"{where}:{node.lineno} writes out a list of stages, gates or assets: use core/shared/names.py"
+
+
+def test_benchmarks_live_outside_the_package():
+    assert not list(PACKAGE.glob("bench*.py")), "benchmarks belong in the top-level benchmarks/ folder"
+    assert BENCHMARKS.is_dir() and list(BENCHMARKS.glob("*.py"))

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ..shared.escape import xml as _x
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
+from ..shared.names import JOB
 from .packet_files import write_output
 
-SUITE = "fix7_rehearsal"
+SUITE = JOB
 PASSED_VERDICT = "REHEARSAL_PASSED"
 
 

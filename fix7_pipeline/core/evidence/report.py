@@ -19,6 +19,7 @@ from pathlib import Path
 from ..shared.errors import EXIT_USAGE, Fix7Error
 from ..shared.escape import md, md_code
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
+from ..shared.names import BLOCKING_STAGES, CHANGE_STAGES, JOB
 from . import journal
 from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file,
                            write_evidence, writing)
@@ -35,8 +36,6 @@ REHEARSAL_NOT_JUDGED = "REHEARSAL_NOT_JUDGED"
 SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
 NOT_PROVEN = "N/A_NO_CLONE_TO_PROVE"
 
-CLONE_GATES = ("intake", "isolation", "sanitization", "schema_shape")
-CHANGE_STAGES = ("snapshot_anchor", "apply", "rollback", "restore_diff")
 
 SEED_MUST_CONTAIN = [
     "birth_registry table shape matching production (columns, types, PK)",
@@ -169,7 +168,7 @@ class EvidencePacket:
             "verdict": None,
             "clone_verdict": None,
             "run_id": run_id,
-            "job": "fix7_rehearsal",
+            "job": JOB,
             "started_at": utc_now(),
             "finished_at": None,
             "request": request,
@@ -262,10 +261,10 @@ class EvidencePacket:
 
     def clone_verdict(self) -> str | None:
         fault = self.server_fault()
-        statuses = [self.stage_status(s) for s in CLONE_GATES if not (fault and s == fault["stage"])]
+        statuses = [self.stage_status(s) for s in BLOCKING_STAGES if not (fault and s == fault["stage"])]
         if any(s in (FAILED, BLOCKED) for s in statuses):
             return NO_SAFE_CLONE
-        if fault and fault["stage"] in CLONE_GATES:
+        if fault and fault["stage"] in BLOCKING_STAGES:
             return None  # a gate the server stopped decided nothing
         if all(s == PASSED for s in statuses):
             return SAFE_CLONE
@@ -390,7 +389,7 @@ class EvidencePacket:
 
     def problems(self) -> list[str]:
         out = []
-        for s in CLONE_GATES:
+        for s in BLOCKING_STAGES:
             st = self.data["stages"][s]
             if st["status"] in (FAILED, BLOCKED):
                 errs = [f for f in st.get("findings", []) if f.get("severity", "error") == "error"]
@@ -499,7 +498,7 @@ class EvidencePacket:
         if interrupted:
             by = f" by {interrupted['signal']}" if interrupted.get("signal") else ""
             steps += f"; the run was interrupted{by} during {interrupted.get('stage') or 'the run'}"
-        return (f"fix7_pipeline Dagster job fix7_rehearsal (run {d.get('run_id')}): {steps}. Every connection went "
+        return (f"fix7_pipeline Dagster job {JOB} (run {d.get('run_id')}): {steps}. Every connection went "
                 "through one host guard to the rehearsal server only; no live production system was contacted.")
 
     def markdown(self) -> str:

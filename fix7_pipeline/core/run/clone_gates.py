@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 
 from . import rehearsal
 from ..shared.model import PASSED, Finding, StageOutcome
+from ..shared.names import GATES, STAGE_OF_GATE
 from .run_record import RunRecord
 
-GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")
-STAGE_OF_GATE = {"isolation_proven": "isolation", "sanitized": "sanitization", "production_shaped": "schema_shape",
-                 "data_rules": "schema_shape"}
 DATA_RULES_PREFIX = "data_rules."  # core.data_rules.data_rules_findings names the data-rules suite's findings so
 
 

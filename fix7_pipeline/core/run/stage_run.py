@@ -24,9 +24,10 @@ from . import interrupts
 from ..shared.errors import Fix7Error
 from ..evidence.journal import Journal
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from ..shared.names import BLOCKING_STAGES
 from ..evidence.packet_files import EvidenceNotWritten
 from ..redact import STATE_KEY as REDACTED_NAMES, RedactedNames
-from ..evidence.report import CLONE_GATES, EvidencePacket, render
+from ..evidence.report import EvidencePacket, render
 from ..intake.request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
 from ..evidence.audit import witness
@@ -109,7 +110,7 @@ def _redacted(record: RunRecord) -> RedactedNames:
 
 
 def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
-    status = BLOCKED if stage in CLONE_GATES else FAILED
+    status = BLOCKED if stage in BLOCKING_STAGES else FAILED
     if isinstance(e, psycopg.Error) and server is not None:
         from ..postgres.server_faults import from_psycopg
 

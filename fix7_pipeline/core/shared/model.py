@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 PASSED, FAILED, BLOCKED, SKIPPED = "passed", "failed", "blocked", "skipped"
 INTERRUPTED = "interrupted"  # SIGINT/SIGTERM/UI termination stopped the stage: it decided nothing
-STAGES = ("intake", "isolation", "sanitization", "schema_shape", "snapshot_anchor", "apply", "rollback",
-          "restore_diff")
+from .names import STAGES  # noqa: F401 - the stages' order, defined in names.py
 
 
 @dataclass
