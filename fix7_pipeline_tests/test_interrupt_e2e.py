@@ -263,8 +263,8 @@ def test_dagster_interruption_inside_a_stage_is_recorded_dropped_and_reraised(du
     assert outcome.status == "passed", outcome.reason
     made = {}
 
-    def body(srv, packet, run):  # what a terminated run's step sees: the interruption mid-stage
-        made["tw"] = rehearsal._create_throwaway(srv, run, packet)
+    def body(ctx):  # what a terminated run's step sees: the interruption mid-stage
+        made["tw"] = ctx.create_throwaway()
         assert {f"database {made['tw'].database}", f"role {made['tw'].login.role}"} <= _fix7_objects(server)
         raise DagsterExecutionInterruptedError()
 

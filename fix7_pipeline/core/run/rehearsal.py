@@ -39,26 +39,15 @@ from ..intake.request import RehearsalRequest
 from .run_record import Anchor, RunRecord
 from ..postgres.server import (SCRATCH, RehearsalServer, Throwaway, config_server_url, create_database,
                                database_properties, storage_connection, sweep_leftovers)
-from .stage_run import (ServerSource, _create_throwaway, _created, _error_outcome, _name_database, _new_database,
-                        _redacted, _render, _Run, _source, _throwaway, abandon, drop_throwaways, evidence_fault,
-                        interrupted, open_server, run_stage)
+from .stage_run import (ServerSource, StageContext, abandon, drop_throwaways, error_outcome, evidence_fault,
+                        interrupted, open_server, redacted_names, render_packet, run_stage, server_source)
 from ..evidence.packet_files import EvidenceNotWritten
 
 __all__ = ["ATTESTATION_TEXT", "RehearsalRequest", "ServerSource", "abandon", "drop_throwaways", "finish", "intake",
            "interrupted", "open_server", "prove_isolation", "restore_clone", "restore_diff", "run_change_stage", "run_stage",
-           "sanitization", "schema_shape", "snapshot_anchor", "stage_contract"]
+           "sanitization", "schema_shape", "snapshot_anchor"]
 
 ATTESTATION_TEXT = "The dump is a sanitized, non-production copy of the birth surface, handed over for rehearsal only."
-
-
-def stage_contract(run: _Run, server: RehearsalServer):
-    """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL on `server` at the
-    first stage that has one, and carried forward in the record, so no later stage (or process) converts it again."""
-    from ..intake.contract_load import load_contract
-
-    if run.record.contract is None:
-        run.put(contract=load_contract(run.request.contract, server=server), contract_derived_from_schema=True)
-    return run.record.contract
 
 
 # -- stages ------------------------------------------------------------------------------
@@ -107,7 +96,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     position = interrupts.mark()
     try:
         return _intake(request, run_id, evidence_root=evidence_root, storage_url=storage_url, progress=progress,
-                       servers=_source(servers), on_packet=on_packet)
+                       servers=server_source(servers), on_packet=on_packet)
     except BaseException as e:
         if not interrupts.is_interrupt(e) or not progress.get("evidence_dir"):
             raise
@@ -213,7 +202,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     packet.record_stage("intake", outcome, time.monotonic() - started)
     progress["recorded"] = packet.recorded
     if outcome.status != PASSED:
-        _render(packet)
+        render_packet(packet)
         record = record.with_(witness=witness(packet.sealed))
     outcome.duration_s = time.monotonic() - started
     return record, outcome
@@ -233,7 +222,7 @@ def redact_dump(info, names: RedactedNames):
 
 def _intake_contract(request: RehearsalRequest):
     """(the parsed contract, None), or (None, None) for schema SQL or a dump (converted at the first stage with a
-    server: stage_contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
+    server: StageContext.contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
     from ..intake.contract_load import is_schema_source, load_contract
 
     if request.contract and is_schema_source(request.contract):
@@ -260,27 +249,28 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
     from ..clone import restore
     from ..postgres.server import assert_least_privilege, role_attributes
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        packet.set(isolation_proven=False)  # not proven until the isolation gate passes
-        restore.assert_server_takes(server, run.record.dump)
-        tw = _create_throwaway(server, run, packet)
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        ctx.journal.set(isolation_proven=False)  # not proven until the isolation gate passes
+        restore.assert_server_takes(server, ctx.record.dump)
+        tw = ctx.create_throwaway()
         attrs = role_attributes(server, tw.login.role)
-        packet.set(restoring_role=attrs)
+        ctx.journal.set(restoring_role=attrs)
         assert_least_privilege(attrs)
-        info = run.record.dump
-        contract = stage_contract(run, server)  # a bad contract stops the run before the restore
+        info = ctx.record.dump
+        contract = ctx.contract()  # a bad contract stops the run before the restore
         used = {"source": contract.source, "tables": len(contract.tables),
-                "derived_from_schema": run.record.contract_derived_from_schema}
+                "derived_from_schema": ctx.record.contract_derived_from_schema}
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore.RestoreFailed as e:
-            names = _redacted(run.record)
+            names = ctx.redacted_names()
             partial = partial_dump_finding(e, info, contract, names)
             if partial is None:
                 raise
-            run.put(redacted_names=names.as_state())  # the stage's outcome is printed through it
+            ctx.put(redacted_names=names.as_state())  # the stage's outcome is printed through it
             return StageOutcome.from_findings([partial], details={"restoring_role": attrs, "contract": used})
-        _name_database(run, packet, scratch_name(tw.tag))
+        ctx.name_database(scratch_name(tw.tag))
         return StageOutcome(status=PASSED, reason="restored by a least-privileged role",
                             details={"restore": restored, "restoring_role": attrs, "contract": used})
 
@@ -294,19 +284,20 @@ def prove_isolation(record: RunRecord, servers: ServerSource | None = None) -> t
     from ..clone import isolation
     from ..postgres.server import planted_settings
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        tw = _throwaway(run.record.throwaway, server)
-        contract = stage_contract(run, server)
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        tw = ctx.throwaway()
+        contract = ctx.contract()
         findings = isolation.settings_findings(planted_settings(server, [tw.database], tw.login.role))
         with server.connect(tw.database, tw.login, purpose="isolation proof") as conn:
             # a contract declaring no pointers (one derived from schema SQL) is checked for the birth surface's
-            findings += isolation.prove_isolation(conn, run.request.policy(), contract.pointers or None)
-        restored = {k: v for k, v in (run.record.restore or {}).items()
+            findings += isolation.prove_isolation(conn, ctx.request.policy(), contract.pointers or None)
+        restored = {k: v for k, v in (ctx.record.restore or {}).items()
                     if k not in ("status", "reason", "findings", "notes", "duration_s")}
         outcome = StageOutcome.from_findings(findings, details=restored,
                                              ok_reason="restored by a least-privileged role; no outward pointer "
                                                        "to a live host")
-        packet.set(isolation_proven=outcome.status == PASSED)
+        ctx.journal.set(isolation_proven=outcome.status == PASSED)
         return outcome
 
     return run_stage(record, "isolation", body, servers,  # the stage's duration is the restore's and the proof's
@@ -349,16 +340,17 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
     from ..evidence.packet_files import FINDINGS
     from ..postgres.server import database_settings
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        tw = _throwaway(run.record.throwaway, server)
-        contract = stage_contract(run, server)
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        tw = ctx.throwaway()
+        contract = ctx.contract()
         salt = pysecrets.token_hex(16)  # per run, never stored: fingerprints cannot be joined across runs
         settings = database_settings(server, [tw.database], tw.login.role)
         scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"),
-                                    tw.database, contract, salt, settings=settings, names=_redacted(run.record))
-        run.put(redacted_names=scan.redacted.as_state())
-        encoding, encoding_findings = _clone_encoding(server, tw, run)  # names it prints were judged just now
-        packet.put(["clone", "encoding"], encoding)
+                                    tw.database, contract, salt, settings=settings, names=ctx.redacted_names())
+        ctx.put(redacted_names=scan.redacted.as_state())
+        encoding, encoding_findings = _clone_encoding(ctx, tw)  # names it prints were judged just now
+        ctx.journal.put(["clone", "encoding"], encoding)
         found = _dedupe(list(scan))
         suite = data_rules.run_sanitization(found, contract, scan.present_tables)
         lines = [json.dumps({"rule": f.rule, "rules": f.extra.get("rules") or [f.rule], "table": f.table,
@@ -366,7 +358,7 @@ def sanitization(record: RunRecord, servers: ServerSource | None = None) -> tupl
                              "fingerprint": f.fingerprint, "source": f.extra.get("source"),
                              "family": f.extra.get("family")},
                             sort_keys=True) for f in found]
-        file_entry = packet.write_file(FINDINGS, "".join(line + "\n" for line in lines))
+        file_entry = ctx.journal.write_file(FINDINGS, "".join(line + "\n" for line in lines))
         counts = secrets.ScanFindings(found).counts()
         suite_findings = suite_failures_beyond(found, suite)
         outcome = StageOutcome.from_findings(
@@ -400,15 +392,16 @@ def suite_failures_beyond(found: list[Finding], suite: dict) -> list[Finding]:
                     and f.extra.get("unexpected_count") == per_gate[f.rule[len("sanitization."):]])]
 
 
-def _clone_encoding(server: RehearsalServer, tw: Throwaway, run: _Run) -> tuple[dict, list[Finding]]:
+def _clone_encoding(ctx: StageContext, tw: Throwaway) -> tuple[dict, list[Finding]]:
     """The clone's encoding for the packet, and a warning when a SQL_ASCII dump brought bytes that are not UTF-8:
     never a silent pass (clone_encoding.py says why only SQL_ASCII can)."""
     from ..clone.clone_encoding import encoding_report
 
-    dumped = ((run.record.restore or {}).get("restore") or {}).get("client_encoding")
+    server = ctx.server
+    dumped = ((ctx.record.restore or {}).get("restore") or {}).get("client_encoding")
     with server.connect(tw.database, tw.login, purpose="clone encoding") as conn:
         report = encoding_report(dumped, conn)
-    names = _redacted(run.record)
+    names = ctx.redacted_names()
     report = names.scrub_obj(report)
     if not report.get("invalid_utf8"):
         return report, []
@@ -425,15 +418,16 @@ def scratch_name(tag: str) -> str:
     return f"fix7_scratch_{tag}"
 
 
-def scratch_database(server: RehearsalServer, run: _Run, packet: Journal) -> psycopg.Connection:
+def scratch_database(ctx: StageContext) -> psycopg.Connection:
     """An empty database of this run where PostgreSQL may deparse the contract: no object of the dump in it.
     Named by the restore (restore_clone), created at its first use."""
-    tw = _throwaway(run.record.throwaway, server)
+    server = ctx.server
+    tw = ctx.throwaway()
     name = scratch_name(tw.tag)
-    if name not in run.record.throwaway.extra_databases:
-        _name_database(run, packet, name)
+    if name not in ctx.record.throwaway.extra_databases:
+        ctx.name_database(name)
     create_database(server, name, tw.login)
-    _created(packet, name)
+    ctx.created(name)
     return server.connect(name, tw.login, purpose="contract deparse (scratch)", session=SCRATCH)
 
 
@@ -452,14 +446,15 @@ def _dump_time(record: RunRecord) -> dt.datetime:
 def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from ..shape import data_rules, schema_shape as shape
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        tw = _throwaway(run.record.throwaway, server)
-        contract = stage_contract(run, server)
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        tw = ctx.throwaway()
+        contract = ctx.contract()
         with server.connect(tw.database, tw.login, purpose="schema shape") as conn:
-            findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(server, run, packet))
+            findings = shape.check_shape(conn, contract, scratch=lambda: scratch_database(ctx))
         details: dict = {}
         declared = bool(contract.data_rules)
-        schema_only = bool(run.record.clone.get("schema_only"))
+        schema_only = bool(ctx.record.clone.get("schema_only"))
         if schema_only:
             matches = not any(f.is_error for f in findings)
             findings.insert(0 if matches else len(findings), Finding(
@@ -472,7 +467,7 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
         elif not any(f.is_error for f in findings):
             if declared:
                 source = server.sqlalchemy_source(tw.database, tw.login, "great expectations: data rules suite")
-                suite = data_rules.run_data_rules(source, contract, _dump_time(run.record))
+                suite = data_rules.run_data_rules(source, contract, _dump_time(ctx.record))
                 details["gx"] = suite
                 findings += data_rules.data_rules_findings(suite, declared=True)
             else:
@@ -489,17 +484,18 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
 def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     from ..anchor import fingerprint
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        tw = _throwaway(run.record.throwaway, server)
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        tw = ctx.throwaway()
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
-        _new_database(server, run, packet, anchor_db, template=tw.database, read_only=True)
+        ctx.new_database(anchor_db, template=tw.database, read_only=True)
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])
         anchor = fingerprint.anchor_id(fp)
-        run.put(anchor=Anchor(database=anchor_db, anchor_id=anchor, fingerprint=fp, database_properties=properties))
-        packet.set(anchor_id=anchor)
+        ctx.put(anchor=Anchor(database=anchor_db, anchor_id=anchor, fingerprint=fp, database_properties=properties))
+        ctx.journal.set(anchor_id=anchor)
         return StageOutcome(status=PASSED, reason=f"anchor {anchor}: physical copy {anchor_db} + logical fingerprint",
                             details={"anchor_id": anchor, "physical_copy": anchor_db,
                                      "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
@@ -514,16 +510,17 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
     one edited after intake is not what runs."""
     from .. import impact as impact_mod
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256
-        anchor = run.record.anchor
-        settings = impact_mod.settings_for(run.request, stage_contract(run, server),
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        ch = ctx.record.change(label).loaded()  # intake's private copy, checked against its sha256
+        anchor = ctx.record.anchor
+        settings = impact_mod.settings_for(ctx.request, ctx.contract(),
                                            (anchor.fingerprint if anchor else {}).get("tables"))
-        outcome = change_mod.run_change(server, _throwaway(run.record.throwaway, server), ch,
-                                        statement_timeout_s=run.request.statement_timeout_s,
-                                        lock_timeout_s=run.request.lock_timeout_s, impact=settings)
+        outcome = change_mod.run_change(server, ctx.throwaway(), ch,
+                                        statement_timeout_s=ctx.request.statement_timeout_s,
+                                        lock_timeout_s=ctx.request.lock_timeout_s, impact=settings)
         impact = outcome.details.pop("impact", None)
-        packet.put(["impact", label], impact)
+        ctx.journal.put(["impact", label], impact)
         outcome.published["impact"] = impact
         if impact is not None:
             outcome.details["impact_summary"] = summary = impact_mod.summary(impact)
@@ -544,9 +541,10 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
     from ..clone import isolation
     from ..postgres.server import database_properties, planted_settings
 
-    def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
-        tw = _throwaway(run.record.throwaway, server)
-        anchor = run.record.anchor
+    def body(ctx: StageContext) -> StageOutcome:
+        server = ctx.server
+        tw = ctx.throwaway()
+        anchor = ctx.record.anchor
         with server.connect(tw.database, tw.login, purpose="restore diff") as after, \
                 server.connect(anchor.database, tw.login, purpose="restore diff (anchor)") as anchor_conn, \
                 server.connect(tw.database, tw.login, purpose="restore diff (second core)") as helper:
@@ -583,9 +581,9 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
-            details["anchor_restore_path"] = _prove_anchor_restore(server, run, packet)
-        diff = _redacted(run.record).scrub_obj(result)
-        packet.set(restore_diff=diff)
+            details["anchor_restore_path"] = _prove_anchor_restore(ctx)
+        diff = ctx.redacted_names().scrub_obj(result)
+        ctx.journal.set(restore_diff=diff)
         outcome = StageOutcome.from_findings(findings, details=details, fail_status=FAILED,
                                              ok_reason="every row and schema object is back as anchored")
         outcome.published["restore_diff"] = diff
@@ -599,7 +597,7 @@ RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha25
                         "database; its fingerprint compared with the anchor's recorded fingerprint")
 
 
-def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -> dict:
+def _prove_anchor_restore(ctx: StageContext) -> dict:
     """When the rollback left a residue, show that the way back does not depend on the rollback nor on the anchor
     copy: the clone's dump, restored again, gives exactly the anchored state (schema, rows, sequence positions).
 
@@ -614,18 +612,19 @@ def _prove_anchor_restore(server: RehearsalServer, run: _Run, packet: Journal) -
     from ..anchor import fingerprint
     from ..clone import restore
 
-    tw = _throwaway(run.record.throwaway, server)
-    anchor = run.record.anchor
+    server = ctx.server
+    tw = ctx.throwaway()
+    anchor = ctx.record.anchor
     result: dict = {"proven": False, "method": RESTORE_PROOF_METHOD, "differs": []}
     name = f"fix7_rerestore_{tw.tag}"
     try:
-        _new_database(server, run, packet, name)
-        restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), run.record.dump,
+        ctx.new_database(name)
+        restored = restore.restore(server, Throwaway(database=name, login=tw.login, tag=tw.tag), ctx.record.dump,
                                    screen=False)
         with server.connect(name, tw.login, purpose="anchor restore proof") as conn:
             fp = fingerprint.fingerprint(conn)
     except (Fix7Error, psycopg.Error) as e:
-        result["error"] = _error_outcome("restore_diff", e).reason
+        result["error"] = error_outcome("restore_diff", e).reason
         return result
     result["differs"] = diff_mod.fingerprint_differences(anchor.fingerprint, fp)
     # and the physical anchor is still what was recorded: a copy changed after it was taken restores nothing

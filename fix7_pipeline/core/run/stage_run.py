@@ -28,6 +28,7 @@ from ..shared.names import BLOCKING_STAGES
 from ..evidence.packet_files import EvidenceNotWritten
 from ..redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from ..evidence.report import EvidencePacket, render
+from ..intake.contract_load import load_contract
 from ..intake.request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
 from ..evidence.audit import witness
@@ -68,22 +69,25 @@ class ServerSource:
                                         password=self.password, throwaway_key=self.throwaway_key, environ=False)
 
 
-def _source(servers: ServerSource | None) -> ServerSource:
+def server_source(servers: ServerSource | None) -> ServerSource:
     return servers if servers is not None else ServerSource.from_environment()
 
 
 def open_server(request: RehearsalRequest, servers: ServerSource | None = None) -> RehearsalServer:
-    return _source(servers).open(request)
+    return server_source(servers).open(request)
 
 
-class _Run:
-    """One stage's hold on the run record: the record it received, replaced (never edited) by each fact it learns.
+class StageContext:
+    """What a stage body works with: the run's server, the run's journal, and the stage's hold on the run record
+    (the record it received, replaced, never edited, by each fact it learns).
 
     Local to one stage call; the stage returns `record`, which is what the next stage receives.
     """
 
-    def __init__(self, record: RunRecord):
+    def __init__(self, record: RunRecord, journal: Journal, server: RehearsalServer | None = None):
         self.record = record
+        self.journal = journal
+        self.server = server
 
     @property
     def request(self) -> RehearsalRequest:
@@ -92,8 +96,51 @@ class _Run:
     def put(self, **facts) -> None:
         self.record = self.record.with_(**facts)
 
+    def throwaway(self) -> Throwaway:
+        """The run's throwaway (clone database and role), its login derived by the server."""
+        return throwaway_of(self.record.throwaway, self.server)
 
-def _throwaway(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaway:
+    def redacted_names(self) -> RedactedNames:
+        return redacted_names(self.record)
+
+    def contract(self):
+        """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL at the first
+        stage that needs one, and carried forward in the record, so no later stage (or process) converts it again."""
+        if self.record.contract is None:
+            self.put(contract=load_contract(self.request.contract, server=self.server),
+                     contract_derived_from_schema=True)
+        return self.record.contract
+
+    def create_throwaway(self) -> Throwaway:
+        """The clone database and its role: named in the record and on disk first, then created."""
+        tag = pysecrets.token_hex(5)
+        role, database = throwaway_names(tag)
+        self.server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
+        self.put(throwaway=ThrowawayNames(database=database, role=role, tag=tag))
+        _plan(self.journal, ("role", role), ("database", database))
+        tw = create_throwaway(self.server, tag)
+        self.created(tw.database, tw.login.role)
+        return tw
+
+    def created(self, *names: str) -> None:
+        """Throwaways the stage has just created, recorded on disk."""
+        self.journal.throwaways("created", list(names), "extend")
+
+    def name_database(self, database: str) -> None:
+        """A further throwaway database named in the record and on disk now, created later if at all."""
+        names = self.record.throwaway
+        self.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
+        _plan(self.journal, ("database", database))
+
+    def new_database(self, database: str, **how) -> None:
+        """One more throwaway database of the run (anchor, re-restore): named on disk before it exists,
+        created by `create_database(**how)`, and dropped with the rest."""
+        self.name_database(database)
+        create_database(self.server, database, self.throwaway().login, **how)
+        self.created(database)
+
+
+def throwaway_of(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaway:
     """The run's throwaway as the record names it; its login is derived by `server`, never stored.
 
     Without a server, the login has no password: enough for the admin to drop or keep it by name.
@@ -105,11 +152,12 @@ def _throwaway(names: ThrowawayNames, server: RehearsalServer | None) -> Throwaw
 BEFORE_THE_SCAN = ("isolation",)  # stages that print what they learnt of the clone before the secret scan ran
 
 
-def _redacted(record: RunRecord) -> RedactedNames:
+def redacted_names(record: RunRecord) -> RedactedNames:
     return RedactedNames.from_state({REDACTED_NAMES: record.redacted_names})
 
 
-def _error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
+def error_outcome(stage: str, e: BaseException, server: RehearsalServer | None = None) -> StageOutcome:
+    """`e`, which stopped `stage`, as the stage's outcome: the server's fault, a fix7 refusal, or where it failed."""
     status = BLOCKED if stage in BLOCKING_STAGES else FAILED
     if isinstance(e, psycopg.Error) and server is not None:
         from ..postgres.server_faults import from_psycopg
@@ -133,29 +181,29 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
               record_passed: bool = True, earlier_s: float = 0.0) -> tuple[RunRecord, StageOutcome]:
     """Run one stage's body with a fresh connection ledger, record it, and stop cleanly on failure.
 
-    `body(server, packet, run)` returns the stage's outcome; what it learns goes into `run` (a _Run), and the
-    record it leaves there is returned with the outcome. An interruption (KeyboardInterrupt,
+    `body(ctx)` (a StageContext) returns the stage's outcome; what it learns goes into `ctx`, and the record it
+    leaves there is returned with the outcome. An interruption (KeyboardInterrupt,
     DagsterExecutionInterruptedError: BaseExceptions) is recorded as `interrupted`, never as the stage's
     judgment; the throwaways are dropped, the packet is sealed REHEARSAL_INTERRUPTED and the interruption is
     re-raised, so Dagster ends the run. `record_passed=False` (the first half of a stage, restore_clone) records
     the stage only when it stops the run; the stage's second half counts the first's `earlier_s` in its duration.
     """
-    run = _Run(record)
     packet = Journal(record.evidence_dir)
+    run = StageContext(record, packet)
     started = time.monotonic() - earlier_s
     position = interrupts.mark()
     server = None
     try:
         try:
-            server = open_server(record.request, servers)
-            outcome = body(server, packet, run)
+            server = run.server = open_server(record.request, servers)
+            outcome = body(run)
         except EvidenceNotWritten:
             raise  # a full disk is no finding of the stage: below
         except Exception as e:  # every failure becomes a recorded, explained stage outcome
-            outcome = _error_outcome(stage, e, server)
+            outcome = error_outcome(stage, e, server)
         # A name that matched a secret rule is printed as its label by every stage from the scan on; before
         # the scan (the restore and isolation proof), every word the stage would print is judged first.
-        names = _redacted(run.record)
+        names = redacted_names(run.record)
         if stage in BEFORE_THE_SCAN:
             from ..secrets import judge_printed_names
 
@@ -172,7 +220,7 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
             if outcome.status != PASSED:
-                _render(packet)
+                render_packet(packet)
                 run.put(witness=witness(packet.sealed))  # the Dagster layer records it on the run
     except BaseException as e:
         if isinstance(e, EvidenceNotWritten):
@@ -248,7 +296,7 @@ def interrupted(record: RunRecord, stage: str, error: BaseException | None, *, p
         if not sealed:  # a sealed packet is never edited: that would break its hash in the audit chain
             if server is not None:
                 packet.add_connections(server.ledger.as_dicts())
-            _render(packet, interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
+            render_packet(packet, interrupted={"stage": stage, "signal": signame, "before_start": duration is None})
 
 
 def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer | None, *,
@@ -260,7 +308,7 @@ def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer 
     """
     if server is None or record.throwaway is None:
         return
-    tw = _throwaway(record.throwaway, None)  # dropped and kept by name, as the admin
+    tw = throwaway_of(record.throwaway, None)  # dropped and kept by name, as the admin
     if record.request.keep_databases:
         try:
             if stop_sessions:
@@ -286,37 +334,6 @@ def _end_sessions(server: RehearsalServer, databases: list[str]) -> None:
 def _plan(packet: Journal, *names: tuple[str, str]) -> None:
     """Name throwaways ("database"|"role", name) in the journal on disk before they are created."""
     packet.throwaways("planned", [{"kind": kind, "name": name} for kind, name in names], "extend")
-
-
-def _create_throwaway(server: RehearsalServer, run: _Run, packet: Journal) -> Throwaway:
-    """The clone database and its role: named in the record and on disk first, then created."""
-    tag = pysecrets.token_hex(5)
-    role, database = throwaway_names(tag)
-    server.throwaway_login(role)  # no secret to derive its password from: refused before anything is named
-    run.put(throwaway=ThrowawayNames(database=database, role=role, tag=tag))
-    _plan(packet, ("role", role), ("database", database))
-    tw = create_throwaway(server, tag)
-    _created(packet, tw.database, tw.login.role)
-    return tw
-
-
-def _created(packet: Journal, *names: str) -> None:
-    packet.throwaways("created", list(names), "extend")
-
-
-def _name_database(run: _Run, packet: Journal, database: str) -> None:
-    """A further throwaway database named in the record and on disk now, created later if at all."""
-    names = run.record.throwaway
-    run.put(throwaway=ThrowawayNames(names.database, names.role, names.tag, (*names.extra_databases, database)))
-    _plan(packet, ("database", database))
-
-
-def _new_database(server: RehearsalServer, run: _Run, packet: Journal, database: str, **how) -> None:
-    """One more throwaway database of the run (anchor, re-restore): named on disk before it exists,
-    created by `create_database(**how)`, and dropped with the rest."""
-    _name_database(run, packet, database)
-    create_database(server, database, _throwaway(run.record.throwaway, server).login, **how)
-    _created(packet, database)
 
 
 def _throwaway_from_packet(packet: EvidencePacket) -> ThrowawayNames | None:
@@ -350,7 +367,7 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     return EvidencePacket.load(Path(evidence_dir)).data
 
 
-def _render(packet: Journal, **how) -> None:
+def render_packet(packet: Journal, **how) -> None:
     """The packet rendered from the journal by whatever ends the run; `packet.sealed` is the seal's chain entry."""
     rendered = render(packet.dir, **how)
     packet.sealed = rendered.sealed if rendered is not None else None
