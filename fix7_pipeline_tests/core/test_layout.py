@@ -48,7 +48,6 @@ PENDING_SPLIT = {
     "core/secrets.py": "H26 splits it into core/sanitization/",
     "core/impact.py": "H27 splits it into core/change/",
     "core/postgres/server.py": "tool paths, connection ledger, embedded server, throwaways: to split",
-    "core/run/rehearsal.py": "stage bodies: to split by stage",
     "core/clone/restore.py": "archive and plain restores, extension and collation checks: to split",
     "core/evidence/report.py": "the packet model and its Markdown: to split",
 }

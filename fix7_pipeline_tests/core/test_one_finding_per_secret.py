@@ -13,7 +13,7 @@ from fix7_pipeline.core.shape import data_rules
 from fix7_pipeline.core import textscan
 from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.shared.model import PASSED, Finding, StageOutcome
-from fix7_pipeline.core.run.rehearsal import suite_failures_beyond
+from fix7_pipeline.core.run.clone_stages import suite_failures_beyond
 from fix7_pipeline_tests.core.test_secrets import SALT, scan
 from fix7_pipeline_tests.e2e_support import planted, rnd
 

@@ -119,7 +119,7 @@ class RehearsalServer:
 
         The admin password is the URL's, else `password`, else (`environ`) FIX7_REHEARSAL_SERVER_PASSWORD;
         the throwaway key is `throwaway_key`, else (`environ`) FIX7_THROWAWAY_KEY, else the admin password.
-        A caller that already read its secrets (core.rehearsal.ServerSource) passes environ=False.
+        A caller that already read its secrets (core.run.stage_run.ServerSource) passes environ=False.
         """
         if not url or url == "embedded":
             return cls.embedded(policy, ledger)

@@ -1,8 +1,9 @@
 """How one stage of a rehearsal runs: its server, its hold on the run record, its journal entries, its failure or
 interruption, and the run's throwaway databases and role.
 
-`run_stage` wraps every stage after intake (core/run/rehearsal.py): a fresh connection ledger, the outcome appended
-to the journal, and, when the stage stops the run, the throwaways dropped and the packet rendered. Interrupted
+`run_stage` wraps every stage after intake (core/run/clone_stages.py, change_stages.py): a fresh connection ledger,
+the outcome appended to the journal, and, when the stage stops the run, the throwaways dropped and the packet
+rendered; the stage's body gets a StageContext. Interrupted
 (Ctrl-C, SIGTERM, a run terminated in the Dagster UI), the running stage records `interrupted`, drops the
 throwaways, renders REHEARSAL_INTERRUPTED and re-raises. Every throwaway database and role is named in the
 journal on disk before it is created, so even kill -9 leaves it named; its mark lets the next run's sweep drop it.
