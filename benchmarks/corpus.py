@@ -796,7 +796,8 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.postgres.hosts import HostPolicy
     from fix7_pipeline.core.clone.restore import restore
-    from fix7_pipeline.core.postgres.server import RehearsalServer, create_throwaway, drop_throwaway
+    from fix7_pipeline.core.postgres.server import RehearsalServer
+    from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
     server = RehearsalServer.embedded(HostPolicy())
     contract = load_contract(None)

@@ -147,7 +147,7 @@ class MemorySampler:
 
 
 def _postmaster_pid() -> int | None:
-    from fix7_pipeline.core.postgres.server import start_embedded
+    from fix7_pipeline.core.postgres.embedded import start_embedded
 
     try:
         return int((Path(start_embedded()["pgdata"]) / "postmaster.pid").read_text().split()[0])
@@ -176,7 +176,8 @@ def bare(server, dump: Path, apply_sql: Path, rollback_sql: Path, statement_time
 
     apply and rollback get the rehearsal's statement timeout (`-c statement_timeout`), so both sides stop
     a runaway statement at the same point."""
-    from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway, pg_tool
+    from fix7_pipeline.core.postgres.server import pg_tool
+    from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
     tw = create_throwaway(server)
     steps: dict[str, dict] = {}
@@ -217,7 +218,7 @@ def sanitization_parts(server, dump: Path) -> dict:
     from fix7_pipeline.core import secrets
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.clone.restore import restore
-    from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
+    from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
     contract = load_contract(None)
     tw = create_throwaway(server)

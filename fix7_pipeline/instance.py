@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from fix7_pipeline.core.shared.paths import project_dir, state_dir
-from fix7_pipeline.core.postgres.server import embedded_dagster_url
+from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
 
 
 INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")  # shipped in the package: the wheel is the tool

@@ -114,7 +114,7 @@ def config_refusal(run_config: dict) -> str | None:
     """A password in the request's server_url, or any resource config (the server's comes from the
     environment): refused, never quoted."""
     from fix7_pipeline.core.shared.errors import Fix7Error
-    from fix7_pipeline.core.postgres.server import split_server_password
+    from fix7_pipeline.core.postgres.server_urls import split_server_password
 
     if any((entry or {}).get("config") for entry in (run_config.get("resources") or {}).values()):
         return RESOURCE_CONFIG

@@ -27,7 +27,7 @@ from psycopg import sql
 from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.instance import INSTANCE_CONFIG
 from fix7_pipeline.core.evidence.packet_files import REPORT
-from fix7_pipeline.core.postgres.server import embedded_dagster_url, start_embedded
+from fix7_pipeline.core.postgres.embedded import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.pg import server_throwaway_names
 

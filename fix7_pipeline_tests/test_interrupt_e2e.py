@@ -28,7 +28,7 @@ from fix7_pipeline.core.evidence.audit import read_chain, verify_chain
 from fix7_pipeline.core.shared.model import INTERRUPTED, STAGES
 from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.core.evidence.report import REHEARSAL_INTERRUPTED
-from fix7_pipeline.core.postgres.server import sweep
+from fix7_pipeline.core.postgres.throwaways import sweep
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, DagsterHome, config, load_packet, rehearse_args
 

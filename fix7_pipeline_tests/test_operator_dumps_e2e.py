@@ -174,7 +174,7 @@ def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps
     from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.dumps.screening import screen_dump
-    from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
+    from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
     from fix7_pipeline.core.shape.schema_shape import check_shape
 
     info = inspect_dump(dumps[(major, fmt)])

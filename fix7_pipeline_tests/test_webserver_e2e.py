@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.core.evidence.packet_files import REPORT
-from fix7_pipeline.core.postgres.server import start_embedded
+from fix7_pipeline.core.postgres.embedded import start_embedded
 from fix7_pipeline_tests.e2e_support import built_clone, fix7_ui
 
 pytestmark = pytest.mark.slow

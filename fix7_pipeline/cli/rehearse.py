@@ -115,7 +115,8 @@ def server_url(url: str | None) -> str:
     The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
     that cannot be read is a usage error (exit 2) before any run, and its message never quotes the URL.
     """
-    from fix7_pipeline.core.postgres.server import PASSWORD_ENV, split_server_password
+    from fix7_pipeline.core.postgres.server import PASSWORD_ENV
+    from fix7_pipeline.core.postgres.server_urls import split_server_password
 
     if not url:
         return ""

@@ -15,7 +15,8 @@ from fix7_pipeline.core.change.change_sql import (ChangeSQL, open_transaction, r
                                                   session_options, statement_chunks, transaction_escape)
 from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline_tests.pg import as_owner, proof
-from fix7_pipeline.core.postgres.server import CHANGE, create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.server import CHANGE
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
 
 def _change(text: str, label: str = "apply") -> ChangeSQL:

@@ -11,7 +11,7 @@ from fix7_pipeline.core.anchor.fingerprint import (anchor_id, fingerprint, schem
                                                    table_fingerprints)
 from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
 from fix7_pipeline.core.postgres.server import pg_tool
-from fix7_pipeline.core.postgres.server import create_database
+from fix7_pipeline.core.postgres.throwaways import create_database
 from fix7_pipeline_tests.pg import as_owner, proof
 
 
@@ -190,7 +190,7 @@ def test_a_dump_restored_twice_by_its_role_fingerprints_exactly_the_same(server,
     from fix7_pipeline.core.anchor.diff import fingerprint_differences
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.clone.restore import restore
-    from fix7_pipeline.core.postgres.server import Throwaway
+    from fix7_pipeline.core.postgres.throwaways import Throwaway
 
     info = inspect_dump(format_dumps[fmt])
     restore(server, throwaway, info, timeout=120)

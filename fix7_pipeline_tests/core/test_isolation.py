@@ -10,7 +10,7 @@ from fix7_pipeline.core.dumps.screening import screen_dump
 from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.clone.isolation import display_url, isolation_proven, production_regex, prove_isolation
 from fix7_pipeline.core.clone.restore import restore
-from fix7_pipeline.core.postgres.server import create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.pg import as_owner, proof, superuser

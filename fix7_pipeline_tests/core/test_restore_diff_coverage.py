@@ -14,7 +14,7 @@ import pytest
 from fix7_pipeline.core.anchor import schema_text
 from fix7_pipeline.core.anchor.diff import restore_diff
 from fix7_pipeline.core.anchor.fingerprint import fingerprint
-from fix7_pipeline.core.postgres.server import create_database, create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.throwaways import create_database, create_throwaway, drop_throwaway
 from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 BASE = """

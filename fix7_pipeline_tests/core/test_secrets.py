@@ -21,7 +21,7 @@ from fix7_pipeline.core import textscan
 from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.redact import RedactedNames
 from fix7_pipeline.core.secrets import scan_secrets
-from fix7_pipeline.core.postgres.server import database_settings
+from fix7_pipeline.core.postgres.throwaways import database_settings
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 from fix7_pipeline_tests.e2e_support import find_leaks, planted, rnd
 from fix7_pipeline_tests.pg import as_owner, superuser

@@ -14,8 +14,9 @@ from psycopg import sql
 
 from fix7_pipeline.core.shared.errors import Fix7Error, HostRefused
 from fix7_pipeline.core.postgres.hosts import HostPolicy
-from fix7_pipeline.core.postgres.server import (RehearsalServer, assert_least_privilege, create_throwaway,
-                                                drop_throwaway, leftovers, role_attributes, sweep)
+from fix7_pipeline.core.postgres.server import RehearsalServer
+from fix7_pipeline.core.postgres.throwaways import (assert_least_privilege, create_throwaway, drop_throwaway, leftovers,
+                                                    role_attributes, sweep)
 
 
 class Listener:
@@ -134,7 +135,7 @@ def test_sweep_drops_leftovers_of_dead_runs_only(server):
 
 
 def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(server, throwaway):
-    from fix7_pipeline.core.postgres.server import DAGSTER_STORAGE_ROLE, embedded_dagster_url
+    from fix7_pipeline.core.postgres.embedded import DAGSTER_STORAGE_ROLE, embedded_dagster_url
 
     embedded_dagster_url("dagster_t_role_probe")
     try:
@@ -153,7 +154,7 @@ def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(serve
 
 
 def test_kept_throwaways_are_never_swept(server):
-    from fix7_pipeline.core.postgres.server import keep_throwaway
+    from fix7_pipeline.core.postgres.throwaways import keep_throwaway
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

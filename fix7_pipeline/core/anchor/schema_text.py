@@ -13,7 +13,8 @@ import hashlib
 import re
 
 from ..shared.errors import Fix7Error, withhold_values
-from ..postgres.server import Login, RehearsalServer, pg_tool, run_tool
+from ..postgres.server import Login, RehearsalServer, pg_tool
+from ..postgres.pg_tools import run_tool
 
 _HEADER = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>.*?); Schema: (?P<schema>.*?); Owner: .*$")
 _NOISE = ("\\restrict", "\\unrestrict", "SET ", "SELECT pg_catalog.set_config(")

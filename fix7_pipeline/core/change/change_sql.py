@@ -23,7 +23,8 @@ from .. import impact as impact_mod
 from ..postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
 from ..shared.errors import EXIT_USAGE, Fix7Error, withhold_values
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from ..postgres.server import CHANGE, RehearsalServer, Throwaway
+from ..postgres.server import CHANGE, RehearsalServer
+from ..postgres.throwaways import Throwaway
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 

@@ -22,8 +22,8 @@ from ..dumps.screening import PlainScreen, screen_dump, screen_toc
 from ..dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
 from ..shared.errors import Fix7Error, withhold_values
 from ..postgres.sql_lexer import Statement
-from ..postgres.server import (RULE_MEMBERSHIP, RehearsalServer, Throwaway, assert_least_privilege, pg_tool,
-                               role_attributes)
+from ..postgres.server import RehearsalServer, pg_tool
+from ..postgres.throwaways import RULE_MEMBERSHIP, Throwaway, assert_least_privilege, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [

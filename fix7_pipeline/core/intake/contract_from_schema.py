@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..shared.errors import Fix7Error
-from ..postgres.server import RehearsalServer, create_throwaway, drop_throwaway
+from ..postgres.server import RehearsalServer
+from ..postgres.throwaways import create_throwaway, drop_throwaway
 from ..contract.model import Contract, contract_error
 
 

@@ -31,3 +31,9 @@ def wheel_major() -> int:
                          timeout=30).stdout
     m = VERSION_NUM.search(out.split(")")[-1] if ")" in out else out)
     return int(m.group(1)) if m else 0
+
+
+def run_tool(args: list[str], env: dict, *, stdin=None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run a wheel client tool; stderr captured for the operator, never a shell."""
+    return subprocess.run(args, env=env, stdin=stdin, capture_output=True, text=True, timeout=timeout,
+                          errors="replace")

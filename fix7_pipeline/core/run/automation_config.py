@@ -156,7 +156,7 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
                 value = _resolve(base, value)
             request[key] = value
     if request.get("server_url"):
-        from ..postgres.server import config_server_url
+        from ..postgres.server_urls import config_server_url
 
         _, refusal = config_server_url(request["server_url"])
         if refusal is not None:  # its message names FIX7_REHEARSAL_SERVER_PASSWORD and never quotes the URL

@@ -10,7 +10,7 @@ from ..anchor import diff as diff_mod
 from ..anchor import fingerprint, schema_text
 from ..change import change_sql as change_mod
 from ..clone import isolation, restore
-from ..postgres.server import Throwaway, database_properties, planted_settings
+from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
 from .run_record import Anchor, RunRecord

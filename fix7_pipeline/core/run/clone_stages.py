@@ -15,8 +15,9 @@ from ..secrets import judge_names
 from ..clone import isolation, restore
 from ..clone.clone_encoding import encoding_report
 from ..evidence.packet_files import FINDINGS
-from ..postgres.server import (SCRATCH, Throwaway, assert_least_privilege, create_database, database_settings,
-                               planted_settings, role_attributes)
+from ..postgres.server import SCRATCH
+from ..postgres.throwaways import (Throwaway, assert_least_privilege, create_database, database_settings,
+                                   planted_settings, role_attributes)
 from ..redact import RedactedNames
 from ..shape import data_rules
 from ..shape import schema_shape as shape

@@ -20,7 +20,8 @@ from ..impact import threshold_problems
 from ..intake.contract_load import is_schema_source, load_contract
 from ..intake.request import RehearsalRequest
 from ..postgres.hosts import redact_url
-from ..postgres.server import config_server_url, storage_connection, sweep_leftovers
+from ..postgres.server_urls import config_server_url, storage_connection
+from ..postgres.throwaways import sweep_leftovers
 from ..redact import RedactedNames
 from ..secrets import dump_names, judge_names, judge_printed_names
 from ..shared.errors import Fix7Error

@@ -33,9 +33,10 @@ from ..intake.contract_load import load_contract
 from ..intake.request import RehearsalRequest
 from .run_record import RunRecord, ThrowawayNames
 from ..evidence.audit import witness
-from ..postgres.server import (PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer, Throwaway,
-                               config_server_url, create_database, create_throwaway, drop_throwaway, keep_throwaway,
-                               throwaway_names)
+from ..postgres.server import PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer
+from ..postgres.server_urls import config_server_url
+from ..postgres.throwaways import (Throwaway, create_database, create_throwaway, drop_throwaway, keep_throwaway,
+                                   throwaway_names)
 
 
 @dataclass(frozen=True)
