@@ -12,7 +12,7 @@ import psycopg
 
 from .. import secrets
 from ..secrets import judge_names
-from ..clone import isolation, restore
+from ..clone import isolation, restore, restore_failures
 from ..clone.clone_encoding import encoding_report
 from ..evidence.packet_files import FINDINGS
 from ..postgres.server import SCRATCH
@@ -43,7 +43,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
     def body(ctx: StageContext) -> StageOutcome:
         server = ctx.server
         ctx.journal.set(isolation_proven=False)  # not proven until the isolation gate passes
-        restore.assert_server_takes(server, ctx.record.dump)
+        restore_failures.assert_server_takes(server, ctx.record.dump)
         tw = ctx.create_throwaway()
         attrs = role_attributes(server, tw.login.role)
         ctx.journal.set(restoring_role=attrs)
@@ -54,7 +54,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
                 "derived_from_schema": ctx.record.contract_derived_from_schema}
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
-        except restore.RestoreFailed as e:
+        except restore_failures.RestoreFailed as e:
             names = ctx.redacted_names()
             partial = partial_dump_finding(e, info, contract, names)
             if partial is None:
