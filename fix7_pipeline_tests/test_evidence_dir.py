@@ -21,7 +21,8 @@ from fix7_pipeline.cli.rehearse import UsageError, validate_request
 from fix7_pipeline.core.evidence import audit
 from fix7_pipeline.core.run import intake_stage, rehearsal
 from fix7_pipeline.core.evidence.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
-from fix7_pipeline.core.evidence.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
+from fix7_pipeline.core.evidence.report import EvidencePacket
+from fix7_pipeline.core.evidence.evidence_dir import EvidenceDirRefused, evidence_dir_problem
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
 REFUSED = "already holds an evidence packet"

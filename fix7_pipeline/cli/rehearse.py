@@ -135,7 +135,7 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
     JUnit report about to be written): a sealed packet is never overwritten.
     """
     from fix7_pipeline.core.change import change_sql as change
-    from fix7_pipeline.core.evidence.report import evidence_dir_problem
+    from fix7_pipeline.core.evidence.evidence_dir import evidence_dir_problem
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)

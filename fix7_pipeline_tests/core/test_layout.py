@@ -47,7 +47,6 @@ MAX_LINES = 500
 PENDING_SPLIT = {
     "core/secrets.py": "H26 splits it into core/sanitization/",
     "core/impact.py": "H27 splits it into core/change/",
-    "core/evidence/report.py": "the packet model and its Markdown: to split",
 }
 # Private names still imported across modules, (importer, name): each one goes when a public name replaces it.
 PRIVATE_PENDING = {

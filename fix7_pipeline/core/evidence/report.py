@@ -13,28 +13,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from ..shared.errors import EXIT_USAGE, Fix7Error
+from ..impact import breaches, markdown as impact_markdown
+from .audit import seal, unwritten_entry
 from ..shared.escape import md, md_code
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from ..shared.names import BLOCKING_STAGES, CHANGE_STAGES, JOB
 from . import journal
-from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file,
-                           write_evidence, writing)
-
-REHEARSAL_PASSED = "REHEARSAL_PASSED"
-REHEARSAL_FAILED = "REHEARSAL_FAILED"
-NO_SAFE_CLONE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-# SIGINT, SIGTERM or a UI termination stopped the run: neither the clone nor the change was judged.
-REHEARSAL_INTERRUPTED = "REHEARSAL_INTERRUPTED"
-# The rehearsal server or its login stopped the run (core/postgres/server_faults.py): nothing was judged.
-from ..postgres.server_faults import REHEARSAL_SERVER_FAULT, is_server_fault  # noqa: E402
-# The evidence could not be written (its disk is full): whatever the stages found, nothing is judged without it.
-REHEARSAL_NOT_JUDGED = "REHEARSAL_NOT_JUDGED"
-SAFE_CLONE = "SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-NOT_PROVEN = "N/A_NO_CLONE_TO_PROVE"
+from .evidence_dir import EvidenceDirRefused
+from ..postgres.server_faults import is_server_fault
+from .verdicts import (NO_SAFE_CLONE, NOT_PROVEN, REHEARSAL_FAILED, REHEARSAL_INTERRUPTED, REHEARSAL_NOT_JUDGED,
+                       REHEARSAL_PASSED, REHEARSAL_SERVER_FAULT, SAFE_CLONE, verdict_word)
+from .packet_files import (PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file, write_evidence,
+                           writing)
 
 
 SEED_MUST_CONTAIN = [
@@ -65,91 +57,6 @@ LIVE_PRODUCTION_ROW = {
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def default_evidence_dir(root: Path, sha256: str | None, run_id: str) -> Path:
-    """<utc-timestamp>-<sha8>-<run8>: the run id keeps runs started in the same second apart."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return root / f"{stamp}-{(sha256 or 'noclone')[:8]}-{run_id[:8]}"
-
-
-class EvidenceDirRefused(Fix7Error):
-    """The evidence directory cannot take a new packet: one sentence, exit 2."""
-
-    def __init__(self, message: str):
-        super().__init__(message, EXIT_USAGE, rule="evidence_dir")
-
-
-def _packet_file_names(names) -> list[str]:
-    """The names among `names` that a packet writes: its files and their temp files (write_atomic)."""
-    temp = tuple(f".{name}." for name in PACKET_FILES)
-    return sorted(n for n in names if n in PACKET_FILES or n.startswith(temp))
-
-
-def _writable_dir(directory: Path) -> bool:
-    """Really writable, root included: a probe file is created and removed (os.access alone trusts root)."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return False
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".fix7-write-probe-", dir=directory)
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(probe)
-    return True
-
-
-def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str | None:
-    """Why `directory` cannot take a new evidence packet, in one sentence; None when it can.
-
-    A directory holding any file a packet writes, or a file in `also` (the JUnit report the CLI will write
-    there, which may not be named like a packet file at all), is refused: a sealed packet is never
-    overwritten. So is a path that is not a directory or cannot be written. Nothing is written into a
-    refused directory (the write probe of a usable one is created and removed).
-    """
-    d = Path(directory)
-    fresh = "name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a fresh one"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(d)):
-        return f"The evidence directory name {str(d)!r} holds a control character; {fresh}."
-    try:
-        here = d.resolve()
-        also = tuple(p.resolve() for p in also)
-        clash = sorted(p.name for p in also if p.parent == here and p.name in PACKET_FILES)
-        if clash:
-            return f"The JUnit report would overwrite the packet's {clash[0]} in {d}; write it to another file."
-        if d.exists() or d.is_symlink():
-            if not d.is_dir():
-                return f"The evidence directory {d} is not a directory; {fresh}."
-            held = _packet_file_names(os.listdir(d))
-            held += sorted(p.name for p in also if p.parent == here and p.name not in held
-                           and (p.exists() or p.is_symlink()))
-            if held:
-                return (f"The evidence directory {d} already holds an evidence packet ({', '.join(held[:4])}), "
-                        f"and a packet is never overwritten; {fresh}.")
-            if not _writable_dir(d):
-                return f"The evidence directory {d} is not writable by this user; make it writable or {fresh}."
-            return None
-        parent = d.parent
-        while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            return f"The evidence directory {d} cannot be created: {parent} is not a directory; {fresh}."
-        if not _writable_dir(parent):
-            return (f"The evidence directory {d} cannot be created: {parent} is not writable by this user; "
-                    f"make it writable or {fresh}.")
-    except (OSError, RuntimeError) as e:
-        why = getattr(e, "strerror", None) or type(e).__name__
-        return f"The evidence directory {d} cannot be checked ({why}); {fresh}."
-    return None
-
-
-_WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS",
-                    REHEARSAL_INTERRUPTED, REHEARSAL_SERVER_FAULT, REHEARSAL_NOT_JUDGED})
-
-
-def _word(value) -> str:
-    """One of the packet's own verdict words as written, anything else escaped."""
-    return value if isinstance(value, str) and value in _WORDS else md(value)
 
 
 class EvidencePacket:
@@ -213,8 +120,6 @@ class EvidencePacket:
         if report.exists():
             return cls(directory, json.loads(report.read_text(encoding="utf-8")))
         packet = cls(directory, journal.fold(journal.read(Path(directory))))
-        from .audit import unwritten_entry
-
         entry = unwritten_entry(Path(directory))
         if entry is not None:  # sealed, its files not written: what the chain keeps of it
             packet.data.update(verdict=entry.get("verdict"), judged=False,
@@ -296,8 +201,6 @@ class EvidencePacket:
 
     def impact_breaches(self) -> list[str]:
         """Every impact threshold breached by apply or rollback (core/impact.py): any one fails the rehearsal."""
-        from ..impact import breaches
-
         return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
     def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None,
@@ -310,8 +213,6 @@ class EvidencePacket:
         if interrupted is not None:
             self.data["interrupted"] = {**interrupted, "at": utc_now()}
         if fault is not None:
-            from .audit import seal
-
             self.evidence_not_written(fault, fault_stage)
             self.sealed = seal(self)
             return self.data["verdict"]
@@ -337,8 +238,6 @@ class EvidencePacket:
         else:
             self.data["exact_operator_input_needed"] = None
         self.data["finished_at"] = utc_now()
-        from .audit import seal
-
         self.sealed = seal(self)  # saves the packet linked to the previous one and chains it
         return verdict
 
@@ -368,8 +267,6 @@ class EvidencePacket:
         self.data["clone_verdict"] = SAFE_CLONE if self.clone_verdict() == SAFE_CLONE else None
         self.data["exact_operator_input_needed"] = None
         self.data["finished_at"] = utc_now()
-        from .audit import seal
-
         return seal(self)
 
     def evidence_not_written(self, fault: EvidenceNotWritten, stage: str | None = None) -> None:
@@ -506,13 +403,13 @@ class EvidencePacket:
         cannot split a line, add a table cell or become markup."""
         d = self.data
         clone = d.get("clone") or {}
-        lines = [f"# FIX7 rehearsal — {_word(d.get('verdict') or 'IN PROGRESS')}", "",
+        lines = [f"# FIX7 rehearsal — {verdict_word(d.get('verdict') or 'IN PROGRESS')}", "",
                  f"- run: {md_code(d.get('run_id'))}  started {md(d.get('started_at'))}  "
                  f"finished {md(d.get('finished_at'))}",
                  f"- clone: {md_code(clone.get('path'))} sha256 {md_code(clone.get('sha256'))} "
                  f"format {md(clone.get('format'))} pg_dump {md(clone.get('pg_dump_version'))}",
                  f"- attestation: {md(json.dumps(d.get('attestation')))}",
-                 f"- anchor: {md_code(d.get('anchor_id'))}; isolation proven: {_word(d.get('isolation_proven'))}",
+                 f"- anchor: {md_code(d.get('anchor_id'))}; isolation proven: {verdict_word(d.get('isolation_proven'))}",
                  *([f"- interrupted{' by ' + md(i['signal']) if i.get('signal') else ''} during {md(i.get('stage'))} "
                     f"at {md(i.get('at'))}: not a judgment of the clone or the change"]
                    if (i := self.interruption()) else []),
@@ -529,8 +426,6 @@ class EvidencePacket:
             lines += [f"- sequence: {md(o)}" for o in diff.get("sequences", [])]
         impact = {k: v for k, v in (d.get("impact") or {}).items() if v}
         if impact:
-            from ..impact import markdown as impact_markdown
-
             lines += ["", "## Impact: what production will feel"]
             for label in ("apply", "rollback"):
                 if impact.get(label):
@@ -578,8 +473,6 @@ def render(directory: Path, *, incomplete_reason: str | None = None, interrupted
         return None
     except EvidenceNotWritten as e:  # not even the claim fits: the chain's lock decides who seals (audit.seal)
         fault = fault or e
-    from .audit import unwritten_entry
-
     if (directory / REPORT).exists() or unwritten_entry(directory) is not None:
         if not (directory / REPORT).exists():
             return None  # sealed without its files (the disk was full): the claim stays
