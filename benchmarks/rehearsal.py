@@ -247,11 +247,12 @@ def sanitization_parts(server, dump: Path) -> dict:
 def _bench_instance():
     """A Dagster instance for bench runs: the one DAGSTER_HOME names, else .fix7/bench/dagster_home."""
     from benchmarks.scan import bench_dir
+    from fix7_pipeline.core.shared.environment import set_environment
     from fix7_pipeline.instance import get_instance, prepare_dagster_home
 
     if not os.environ.get("DAGSTER_HOME"):
         home = bench_dir() / "dagster_home"
-        os.environ.setdefault("FIX7_AUDIT_CHAIN", str(home / "audit-chain.jsonl"))
+        set_environment(defaults={"FIX7_AUDIT_CHAIN": str(home / "audit-chain.jsonl")})
         prepare_dagster_home(home, storage_db="dagster_bench")
     return get_instance()
 

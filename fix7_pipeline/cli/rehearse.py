@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fix7_pipeline.cli import flags
 from fix7_pipeline.core.run import interrupts
+from fix7_pipeline.core.shared.environment import set_environment
 from fix7_pipeline.core.shared.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
                                               EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
 from fix7_pipeline.core.evidence.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
@@ -122,7 +123,7 @@ def server_url(url: str | None) -> str:
         return ""
     clean, password = split_server_password(url)
     if password:
-        os.environ[PASSWORD_ENV] = password
+        set_environment({PASSWORD_ENV: password})
     return clean
 
 
@@ -180,7 +181,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     # The secret the throwaway roles' passwords on an external server are derived from, inherited by every
     # step process: this process's own, never written anywhere (an operator's FIX7_THROWAWAY_KEY is kept).
     if not os.environ.get(THROWAWAY_KEY_ENV):
-        os.environ[THROWAWAY_KEY_ENV] = secrets.token_urlsafe(32)
+        set_environment({THROWAWAY_KEY_ENV: secrets.token_urlsafe(32)})
 
     if instance is None:
         from fix7_pipeline.instance import get_instance

@@ -265,3 +265,54 @@ def test_the_pipeline_names_are_defined_once():
 def test_benchmarks_live_outside_the_package():
     assert not list(PACKAGE.glob("bench*.py")), "benchmarks belong in the top-level benchmarks/ folder"
     assert BENCHMARKS.is_dir() and list(BENCHMARKS.glob("*.py"))
+
+
+def _functions_of(tree: ast.AST) -> dict[int, str]:
+    """id(node) -> the name of the innermost function holding it, for every node inside a function."""
+    inside: dict[int, str] = {}
+    for f in ast.walk(tree):
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(f):
+                if id(n) not in inside or n is not f:
+                    inside[id(n)] = f.name
+    return inside
+
+
+def test_core_imports_at_module_top():
+    """No fix7 module is imported inside a function in core/: an import circle is fixed, not hidden (the
+    pending modules, and heavy third-party imports such as Great Expectations, aside)."""
+    for path in CORE.rglob("*.py"):
+        if path.relative_to(CORE).as_posix() in PENDING_MOVE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside = _functions_of(tree)
+        late = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) in inside
+                and inside[id(n)] != "_main" and (n.level or (n.module or "").startswith("fix7_pipeline"))]
+        assert not late, f"core/{path.relative_to(CORE)}:{late}: import it at the top of the module"
+
+
+def _writes_environment(node: ast.AST) -> bool:
+    environ = lambda n: isinstance(n, ast.Attribute) and n.attr == "environ" and \
+        isinstance(n.value, ast.Name) and n.value.id == "os"  # noqa: E731
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        return any(isinstance(t, ast.Subscript) and environ(t.value) for t in targets)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        f = node.func
+        return (environ(f.value) and f.attr in {"update", "setdefault", "pop", "popitem", "clear"}) or \
+            (isinstance(f.value, ast.Name) and f.value.id == "os" and f.attr in {"putenv", "unsetenv"})
+    return False
+
+
+def test_the_environment_is_written_in_one_function_never_at_import_time():
+    home = CORE / "shared" / "environment.py"
+    for path in [*PACKAGE.rglob("*.py"), *BENCHMARKS.rglob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside = _functions_of(tree)
+        for node in ast.walk(tree):
+            if _writes_environment(node):
+                assert path == home and inside.get(id(node)) == "set_environment", \
+                    f"{path}:{node.lineno} writes os.environ: call core/shared/environment.set_environment"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == \
+                    "set_environment":
+                assert id(node) in inside, f"{path}:{node.lineno} sets the environment at import time"

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
+from ..shared.paths import state_dir
 from .. import impact as impact_mod
 from ..postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
 from ..shared.errors import EXIT_USAGE, Fix7Error, withhold_values
@@ -77,8 +78,6 @@ class ChangeSQL:
 
 def copies_dir(run_id: str) -> Path:
     """Where intake keeps a run's private copies of its change files (removed when the run ends)."""
-    from ..shared.paths import state_dir
-
     return state_dir() / "change-copies" / run_id
 
 

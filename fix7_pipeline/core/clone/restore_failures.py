@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import re
 
+from ..dumps.archive import version_major
+from ..postgres import extensions
+from ..postgres.server_faults import from_tool_lines
+from ..shared.errors import Fix7Error, ServerFault, withhold_values
 from ..dumps.formats import DumpInfo
-from ..shared.errors import Fix7Error, withhold_values
 from ..postgres.server import RehearsalServer
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
@@ -81,8 +84,6 @@ def missing_dependencies(lines: list[str]) -> list[str]:
 
 def restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
     """What stopped the restore: the server (its fault, not the clone's), else the dump."""
-    from ..postgres.server_faults import from_tool_lines
-
     fault = from_tool_lines(lines, server.describe())
     if fault is not None:
         return fault
@@ -105,8 +106,6 @@ def dump_extensions(info: DumpInfo) -> list[str]:
 
 
 def _extension_error(server: RehearsalServer, missing: list[str], unloadable: dict[str, str]) -> Fix7Error:
-    from ..postgres import extensions
-
     parts = []
     if missing:
         parts.append(f"The rehearsal server ({server.describe()}) lacks the extension(s) the dump creates: "
@@ -122,8 +121,6 @@ def _extension_error(server: RehearsalServer, missing: list[str], unloadable: di
 
 def check_extensions(server: RehearsalServer, info: DumpInfo) -> None:
     """Refuse, naming each one and its fix, a dump whose extensions the rehearsal server cannot create."""
-    from ..postgres import extensions
-
     wanted = dump_extensions(info)
     if not wanted:
         return
@@ -158,9 +155,6 @@ def assert_server_takes(server: RehearsalServer, info: DumpInfo) -> None:
     A dump of a newer server can use what the older one lacks (types, syntax, catalog columns): the clone could
     not be production-shaped there. Neither is a fault of the clone: the server is the wrong one (exit 4).
     """
-    from ..dumps.archive import version_major
-    from ..shared.errors import ServerFault
-
     major = server.version() // 10000
     source = version_major(info.server_version)
     if major < OLDEST_SERVER:

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import journal
+from ..shared.escape import visible
 from ..shared.errors import Fix7Error
 from ..shared.paths import dagster_home
 from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
@@ -405,8 +407,6 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
 def _journal_row(row: dict, directory: Path) -> dict:
     """A run that left a journal and no packet (it crashed, or is still running): what the journal recorded,
     marked not sealed; no packet sha256, as there is no packet to hash."""
-    from . import journal
-
     if not journal.exists(directory):
         row["chain"] = "packet missing"
         return row
@@ -476,8 +476,6 @@ def render(rows: list[dict], fmt: str) -> str:
     if not rows:
         return "no rehearsals recorded in this Dagster instance\n"
     short = {"run_id": 8, "clone_sha256": 12, "packet_sha256": 12, "anchor_id": 16}
-    from ..shared.escape import visible
-
     cells = [[visible(r.get(c) or "")[:short[c]] if c in short else visible(r.get(c) or "") for c in COLUMNS]
              for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]

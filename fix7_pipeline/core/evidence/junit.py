@@ -9,6 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..impact import breaches
 from ..shared.escape import xml as _x
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
 from ..shared.names import JOB
@@ -76,8 +77,6 @@ def junit_xml(packet: dict) -> str:
         counts["failures"] += 1
         stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
                    if (stages[n] or {}).get("status") in (FAILED, BLOCKED, INTERRUPTED)]
-        from ..impact import breaches
-
         stopped += [_x(f"impact: {m}") for label in ("apply", "rollback")
                     for m in breaches((packet.get("impact") or {}).get(label))]
         failure = ET.SubElement(case, "failure", type="verdict",

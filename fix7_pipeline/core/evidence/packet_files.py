@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..shared.errors import Fix7Error
+from ..shared.errors import EXIT_USAGE, Fix7Error
 
 REPORT = "rehearsal-report.json"
 PROVENANCE = "clone-provenance.json"
@@ -91,8 +91,6 @@ def write_evidence(path: Path, text: str) -> None:
     with writing(path):
         write_atomic(path, text)
 def _refused(path: Path, why: str):
-    from ..shared.errors import EXIT_USAGE, Fix7Error
-
     return Fix7Error(f"The output {str(path)!r} {why}; name a regular file (or a character device, a FIFO or a "
                      "symlink to one), or leave the option out.", EXIT_USAGE, rule="output_path")
 

@@ -15,6 +15,8 @@ operator text, escaped, limited, and screened by the secret rules).
 
 from __future__ import annotations
 
+from ..impact import breaches
+from ..textscan import scan_value
 from ..shared.escape import md, visible
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
 
@@ -41,8 +43,6 @@ def attestation_tag(attested_by: str | None) -> str:
     if not text:
         return NO_ATTESTATION
     try:
-        from ..textscan import scan_value
-
         hits = scan_value(text.encode("utf-8", "surrogatepass"), salt="")
     except Exception:  # noqa: BLE001 - the rule engine could not run: show nothing of the text
         return "[attestation not shown: it could not be screened for secrets]"
@@ -66,8 +66,6 @@ def verdict_reason(data: dict) -> str:
     stage = stopping_stage(data)
     if stage:
         return one_line(f"{stage}: {stages[stage].get('reason') or stages[stage].get('status')}")
-    from ..impact import breaches
-
     found = [b for label in ("apply", "rollback") for b in breaches((data.get("impact") or {}).get(label))]
     if found:
         more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""

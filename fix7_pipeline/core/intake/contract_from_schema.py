@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..clone import restore
+from ..dumps.identify import inspect_dump
+from ..shape.schema_shape import read_catalog_shape
 from ..shared.errors import Fix7Error
 from ..postgres.server import RehearsalServer
 from ..postgres.throwaways import create_throwaway, drop_throwaway
@@ -20,10 +23,6 @@ from ..contract.model import Contract, contract_error
 def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: str | None = None,
                          timeout: float = 1800) -> Contract:
     """The shape of every table that the schema at `path` creates, as PostgreSQL on `server` reads it."""
-    from ..clone import restore
-    from ..dumps.identify import inspect_dump
-    from ..shape.schema_shape import read_catalog_shape
-
     p = Path(path)
     source = source or str(p)
     try:

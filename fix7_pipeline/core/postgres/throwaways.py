@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from .server_faults import admin_error
 from ..shared.errors import Fix7Error
 from .ledger import now_utc
 from .server import Login, RehearsalServer
@@ -66,8 +67,6 @@ def create_throwaway(server: RehearsalServer, tag: str | None = None) -> Throwaw
                                                                      sql.Literal(throwaway_mark())))
             c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
         except psycopg.Error as e:
-            from .server_faults import admin_error
-
             raise admin_error(e, server, f"creating the throwaway role {role} and database {database}") from None
     return Throwaway(database=database, login=login, tag=tag)
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from ..dumps.formats import DIRECTORY
+from ..dumps.streams import hash_dump
+from ..postgres.server_urls import config_server_url
 from ..shared.errors import Fix7Error
 from ..shared.paths import project_dir
 from ..evidence.packet_files import sha256_file
@@ -156,8 +159,6 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
                 value = _resolve(base, value)
             request[key] = value
     if request.get("server_url"):
-        from ..postgres.server_urls import config_server_url
-
         _, refusal = config_server_url(request["server_url"])
         if refusal is not None:  # its message names FIX7_REHEARSAL_SERVER_PASSWORD and never quotes the URL
             raise _bad(path, f"`server_url`: {refusal.message.rstrip('.')}")
@@ -268,7 +269,4 @@ def scan_drop_folder(folder: str | Path, patterns=DEFAULT_PATTERNS) -> list[Drop
 
 def dump_sha256(entry: DropEntry) -> str:
     """The clone's sha256 exactly as the intake stage records it."""
-    from ..dumps.formats import DIRECTORY
-    from ..dumps.streams import hash_dump
-
     return hash_dump(Path(entry.path), DIRECTORY if entry.is_dir else "file")

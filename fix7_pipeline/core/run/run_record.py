@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from ..contract.from_yaml import contract_from_dict
 from ..change.change_sql import ChangeSQL
 from ..contract.model import Contract
 from ..dumps.formats import DumpInfo, TocEntry
@@ -72,8 +73,6 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> RunRecord:
-        from ..contract.from_yaml import contract_from_dict
-
         c = data.get("contract")
         tw = data.get("throwaway")
         return cls(**{**data,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psycopg
 
+from ..postgres.server_faults import from_psycopg
+from ..secrets import judge_printed_names
 from ..change import change_sql as change_mod
 from . import interrupts
 from ..shared.errors import Fix7Error
@@ -162,8 +164,6 @@ def error_outcome(stage: str, e: BaseException, server: RehearsalServer | None =
     """`e`, which stopped `stage`, as the stage's outcome: the server's fault, a fix7 refusal, or where it failed."""
     status = BLOCKED if stage in BLOCKING_STAGES else FAILED
     if isinstance(e, psycopg.Error) and server is not None:
-        from ..postgres.server_faults import from_psycopg
-
         e = from_psycopg(e, server.describe()) or e  # out of locks, disk full, a lost connection: the server's
     if isinstance(e, Fix7Error):
         msg, rule = e.message, e.rule
@@ -207,8 +207,6 @@ def run_stage(record: RunRecord, stage: str, body, servers: ServerSource | None 
         # the scan (the restore and isolation proof), every word the stage would print is judged first.
         names = redacted_names(run.record)
         if stage in BEFORE_THE_SCAN:
-            from ..secrets import judge_printed_names
-
             judge_printed_names([outcome.reason, [f.as_dict() for f in outcome.findings], outcome.details], names)
             run.put(redacted_names=names.as_state())
         outcome = names.scrub_outcome(outcome)

@@ -9,14 +9,12 @@ example values, and the summary keeps only rule, table, expectation type, succes
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ..shared.environment import set_environment
 from ..shared.errors import Fix7Error
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 # GX imports these at start-up for expectations the gates never use (KS tests, KL divergence); loading
 # them on first use instead keeps ~55 MB of SciPy out of every rehearsal process.
@@ -53,6 +51,7 @@ def _defer(name: str) -> None:
 def import_gx():
     """`great_expectations`, imported with DEFERRED_MODULES deferred. Every GX import goes through here."""
     if "great_expectations" not in sys.modules:
+        set_environment(defaults={"GX_ANALYTICS_ENABLED": "false"})
         for name in DEFERRED_MODULES:
             _defer(name)
     import great_expectations

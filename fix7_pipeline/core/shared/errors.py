@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from .escape import visible
 
 EXIT_PASSED = 0
 EXIT_REHEARSAL_FAILED = 1
@@ -16,8 +17,6 @@ class Fix7Error(Exception):
     """An expected failure, explained in operator words; never shown as a traceback."""
 
     def __init__(self, message: str, exit_code: int = EXIT_NO_SAFE_CLONE, rule: str = "error"):
-        from .escape import visible
-
         super().__init__(message)
         # one paragraph, and a quoted name can neither hide characters nor drive a terminal
         self.message = visible(" ".join(message.split()))
