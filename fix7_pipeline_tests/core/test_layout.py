@@ -291,16 +291,20 @@ def test_core_imports_at_module_top():
         assert not late, f"core/{path.relative_to(CORE)}:{late}: import it at the top of the module"
 
 
-def _writes_environment(node: ast.AST) -> bool:
-    environ = lambda n: isinstance(n, ast.Attribute) and n.attr == "environ" and \
-        isinstance(n.value, ast.Name) and n.value.id == "os"  # noqa: E731
+def _writes_environment(node: ast.AST, os_names: set[str], environ_names: set[str]) -> bool:
+    """Whether `node` writes the process environment: through os.environ (however os or environ is imported
+    or named), os.putenv or os.unsetenv."""
+    def environ(n: ast.AST) -> bool:
+        return (isinstance(n, ast.Attribute) and n.attr == "environ" and isinstance(n.value, ast.Name)
+                and n.value.id in os_names) or (isinstance(n, ast.Name) and n.id in environ_names)
+
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
         targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
         return any(isinstance(t, ast.Subscript) and environ(t.value) for t in targets)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         f = node.func
         return (environ(f.value) and f.attr in {"update", "setdefault", "pop", "popitem", "clear"}) or \
-            (isinstance(f.value, ast.Name) and f.value.id == "os" and f.attr in {"putenv", "unsetenv"})
+            (isinstance(f.value, ast.Name) and f.value.id in os_names and f.attr in {"putenv", "unsetenv"})
     return False
 
 
@@ -309,8 +313,14 @@ def test_the_environment_is_written_in_one_function_never_at_import_time():
     for path in [*PACKAGE.rglob("*.py"), *BENCHMARKS.rglob("*.py")]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         inside = _functions_of(tree)
+        os_names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                    for a in n.names if a.name == "os"}
+        environ_names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                         and n.module == "os" for a in n.names if a.name in ("environ", "putenv", "unsetenv")}
         for node in ast.walk(tree):
-            if _writes_environment(node):
+            if _writes_environment(node, os_names, environ_names) or (
+                    isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in environ_names
+                    and node.func.id != "environ"):
                 assert path == home and inside.get(id(node)) == "set_environment", \
                     f"{path}:{node.lineno} writes os.environ: call core/shared/environment.set_environment"
             if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == \
