@@ -3,7 +3,7 @@
 A contract comes from YAML (the shipped default, `contracts/birth_surface.yaml`, or an operator's
 file) or from PostgreSQL itself: schema-only SQL or any pg_dump archive is restored through the
 screened, least-privileged restore path into a throwaway database and its shape is read from the
-catalog (`contract.from_sql.contract_from_schema`); no DDL is parsed here. The YAML has two top-level
+catalog (`core/intake/contract_from_schema.contract_from_schema`); no DDL is parsed here. The YAML has two top-level
 sections so the shape can be compared with its SQL source exactly:
 
     version: 1
