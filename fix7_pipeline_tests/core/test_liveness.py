@@ -1,4 +1,4 @@
-"""core.liveness on real processes: a running one, one killed and reaped, a zombie, and a reused pid."""
+"""core/run/liveness.py on real processes: a running one, one killed and reaped, a zombie, and a reused pid."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Every stage appends what it learnt as JSON lines to `rehearsal-journal.jsonl`; n
 entry is one `write()` of one line on an O_APPEND descriptor, fsynced before the stage goes on, so stages in
 several processes may append at once and a crash (even kill -9) leaves every entry written so far, readable.
 The first entry (the packet's starting fields) creates the file exclusively: of two runs naming one directory,
-one gets it. The packet files are rendered from the journal once, when the run ends (core/report.render).
+one gets it. The packet files are rendered from the journal once, when the run ends (core/evidence/report.render).
 
 An entry is {"op": "set" | "extend" | "extend_new" | "pop", "path": [...], "value": ...}: `fold` applies them
 in order to the first entry's fields, giving exactly the data rehearsal-report.json is rendered from.

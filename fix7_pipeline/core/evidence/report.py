@@ -399,8 +399,8 @@ class EvidencePacket:
                 "through one host guard to the rehearsal server only; no live production system was contacted.")
 
     def markdown(self) -> str:
-        """rehearsal-report.md. Every value is escaped (core.escape): names from the dump or the operator
-        cannot split a line, add a table cell or become markup."""
+        """rehearsal-report.md. Every value is escaped (core/shared/escape.py): names from the dump or the
+        operator cannot split a line, add a table cell or become markup."""
         d = self.data
         clone = d.get("clone") or {}
         lines = [f"# FIX7 rehearsal — {verdict_word(d.get('verdict') or 'IN PROGRESS')}", "",
@@ -409,7 +409,8 @@ class EvidencePacket:
                  f"- clone: {md_code(clone.get('path'))} sha256 {md_code(clone.get('sha256'))} "
                  f"format {md(clone.get('format'))} pg_dump {md(clone.get('pg_dump_version'))}",
                  f"- attestation: {md(json.dumps(d.get('attestation')))}",
-                 f"- anchor: {md_code(d.get('anchor_id'))}; isolation proven: {verdict_word(d.get('isolation_proven'))}",
+                 f"- anchor: {md_code(d.get('anchor_id'))}; "
+                 f"isolation proven: {verdict_word(d.get('isolation_proven'))}",
                  *([f"- interrupted{' by ' + md(i['signal']) if i.get('signal') else ''} during {md(i.get('stage'))} "
                     f"at {md(i.get('at'))}: not a judgment of the clone or the change"]
                    if (i := self.interruption()) else []),

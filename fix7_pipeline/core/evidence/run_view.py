@@ -4,7 +4,7 @@ The Dagster layer shows these (run tags, `MetadataValue.md`); this module import
 Everything here is built from the packet's data (or a stage's outcome), which the stages already passed
 through `core.redact` (a name that matched a secret rule is its label), and prints only names, counts,
 statuses and fingerprints: never a value of a clone row (restore-diff row keys, sequence positions and
-finding row keys stay in the packet). Text goes through `core.escape`: a tag or a table cell stays on its
+finding row keys stay in the packet). Text goes through `core/shared/escape.py`: a tag or a table cell stays on its
 line, and a Markdown cell cannot add a cell or become markup.
 
 Tags a run carries (`run_tags`), few and short: `fix7` (the headline: the verdict and the stage that

@@ -6,8 +6,8 @@ shape against the contract) and `data_rules` (the GX data-rules suite, run in Po
 belongs to exactly one gate, so one bad value fails one gate.
 
 They run one after another in one call (a generator), so the journal has one writer for them whatever
-executor runs the job; the first that fails has sealed the packet (its stage did, core.run.stage_run.run_stage), and every
-later gate is reported not evaluated. They read the clone and create at most the scratch database the
+executor runs the job; the first that fails has sealed the packet (its stage did, core/run/stage_run.run_stage),
+and every later gate is reported not evaluated. They read the clone and create at most the scratch database the
 restore named: a record they pass hands the change stages nothing the restored clone's record lacks (no
 name matched a secret rule, or `sanitized` failed), so the Dagster layer can run them as asset checks,
 which hand no output on.
@@ -23,7 +23,7 @@ from ..shared.model import PASSED, Finding, StageOutcome
 from ..shared.names import GATES, STAGE_OF_GATE
 from .run_record import RunRecord
 
-DATA_RULES_PREFIX = "data_rules."  # core.data_rules.data_rules_findings names the data-rules suite's findings so
+DATA_RULES_PREFIX = "data_rules."  # core/shape/data_rules.data_rules_findings names the data-rules suite's findings so
 
 
 @dataclass(frozen=True)

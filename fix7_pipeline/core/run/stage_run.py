@@ -248,7 +248,7 @@ def evidence_fault(record: RunRecord, stage: str, fault: EvidenceNotWritten, *, 
                    server: RehearsalServer | None = None,
                    servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
     """The evidence disk filled during `stage`: the throwaways are dropped, the run is sealed
-    REHEARSAL_NOT_JUDGED into the audit chain (naming the cause and the path; core.audit.seal), and the stage
+    REHEARSAL_NOT_JUDGED into the audit chain (naming the cause and the path; core/evidence/audit.seal), and the stage
     stops the run with that message. Whatever the stages found is not a verdict without its evidence."""
     with interrupts.deferred(reraise=False):
         if server is None and record.throwaway:
