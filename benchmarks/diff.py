@@ -25,13 +25,13 @@ from urllib.parse import quote
 
 from fix7_pipeline.core.anchor import diff as diff_mod
 from fix7_pipeline.core.anchor import fingerprint
+from fix7_pipeline.core.clone.restore import restore
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.postgres.hosts import HostPolicy
-from fix7_pipeline.core.shared.paths import state_dir
-from fix7_pipeline.core.clone.restore import restore
-from fix7_pipeline.core.postgres.server import CHANGE, RehearsalServer, pg_tool
 from fix7_pipeline.core.postgres.pg_tools import run_tool
+from fix7_pipeline.core.postgres.server import CHANGE, RehearsalServer, pg_tool
 from fix7_pipeline.core.postgres.throwaways import create_database, create_throwaway, drop_throwaway
+from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.demo import builder
 
 RELADIFF = "reladiff==0.6.0"

@@ -34,14 +34,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core import secrets
-from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.postgres.hosts import HostPolicy
-from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.core.clone.restore import restore
+from fix7_pipeline.core.dumps.identify import inspect_dump
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.postgres.hosts import HostPolicy
 from fix7_pipeline.core.postgres.server import CHANGE, RehearsalServer, pg_tool
 from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
+from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.demo import builder
 
 CACHE_VERSION = 2

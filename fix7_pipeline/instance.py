@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
 from fix7_pipeline.core.shared.environment import set_environment
 from fix7_pipeline.core.shared.paths import project_dir, state_dir
-from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
 
 
 INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")  # shipped in the package: the wheel is the tool

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ..shared.errors import Fix7Error, withhold_values
-from ..postgres.server import Login, RehearsalServer, pg_tool
 from ..postgres.pg_tools import run_tool
+from ..postgres.server import Login, RehearsalServer, pg_tool
+from ..shared.errors import Fix7Error, withhold_values
 
 _HEADER = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>.*?); Schema: (?P<schema>.*?); Owner: .*$")
 _NOISE = ("\\restrict", "\\unrestrict", "SET ", "SELECT pg_catalog.set_config(")

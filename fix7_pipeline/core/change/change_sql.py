@@ -19,13 +19,13 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from ..shared.paths import state_dir
 from .. import impact as impact_mod
+from ..postgres.server import CHANGE, RehearsalServer
 from ..postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
+from ..postgres.throwaways import Throwaway
 from ..shared.errors import EXIT_USAGE, Fix7Error, withhold_values
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from ..postgres.server import CHANGE, RehearsalServer
-from ..postgres.throwaways import Throwaway
+from ..shared.paths import state_dir
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 

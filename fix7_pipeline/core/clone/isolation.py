@@ -15,8 +15,8 @@ from psycopg import sql
 from ..contract.from_yaml import default_contract
 from ..dumps.screening import OUTWARD_EXTENSIONS, TRUSTED_EXTENSIONS
 from ..postgres.hosts import HostPolicy, redact_url
-from ..shared.model import Finding
 from ..postgres.proof_sql import as_text
+from ..shared.model import Finding
 
 # Addresses recorded as history, not places anything connects to.
 HISTORY_COLUMNS = {("directus_activity", "ip"), ("directus_activity", "origin"), ("directus_sessions", "ip"),

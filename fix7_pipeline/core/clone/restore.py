@@ -20,12 +20,12 @@ from ..dumps.archive import list_archive
 from ..dumps.formats import CUSTOM, DIRECTORY, PLAIN, PLAIN_GZIP, TAR, DumpInfo
 from ..dumps.screening import PlainScreen, screen_dump, screen_toc
 from ..dumps.streams import HashingReader, hash_dump, iter_lines, open_plain
-from ..shared.errors import Fix7Error
-from ..postgres.sql_lexer import Statement
 from ..postgres.server import RehearsalServer, pg_tool
+from ..postgres.sql_lexer import Statement
+from ..postgres.throwaways import RULE_MEMBERSHIP, Throwaway, assert_least_privilege, role_attributes
+from ..shared.errors import Fix7Error
 from .restore_failures import (RestoreFailed, check_extensions, clean_error_lines, collation_failure,
                                extension_failure, restore_failed, unqualified_name_failure)
-from ..postgres.throwaways import RULE_MEMBERSHIP, Throwaway, assert_least_privilege, role_attributes
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 _DROP_RULES = [

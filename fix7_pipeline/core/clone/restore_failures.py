@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 
 from ..dumps.archive import version_major
+from ..dumps.formats import DumpInfo
 from ..postgres import extensions
+from ..postgres.server import RehearsalServer
 from ..postgres.server_faults import from_tool_lines
 from ..shared.errors import Fix7Error, ServerFault, withhold_values
-from ..dumps.formats import DumpInfo
-from ..postgres.server import RehearsalServer
 
 # Statements pg_dump writes that a role-less clone cannot run and a rehearsal does not need.
 

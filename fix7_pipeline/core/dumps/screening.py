@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..shared.model import Finding
 from ..postgres.sql_lexer import Meta, PlainScanner, Statement, unquote_ident
+from ..shared.model import Finding
 from .formats import PLAIN, PLAIN_GZIP, DumpInfo, TocEntry
 from .streams import iter_lines, open_plain
 

@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import journal
-from ..shared.escape import visible
 from ..shared.errors import Fix7Error
+from ..shared.escape import visible
 from ..shared.paths import dagster_home
+from . import journal
 from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
 

@@ -16,17 +16,17 @@ import os
 from pathlib import Path
 
 from ..impact import breaches, markdown as impact_markdown
-from .audit import seal, unwritten_entry
+from ..postgres.server_faults import is_server_fault
 from ..shared.escape import md, md_code
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from ..shared.names import BLOCKING_STAGES, CHANGE_STAGES, JOB
-from . import journal
+from .audit import seal, unwritten_entry
 from .evidence_dir import EvidenceDirRefused
-from ..postgres.server_faults import is_server_fault
-from .verdicts import (NO_SAFE_CLONE, NOT_PROVEN, REHEARSAL_FAILED, REHEARSAL_INTERRUPTED, REHEARSAL_NOT_JUDGED,
-                       REHEARSAL_PASSED, REHEARSAL_SERVER_FAULT, SAFE_CLONE, verdict_word)
+from . import journal
 from .packet_files import (PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file, write_evidence,
                            writing)
+from .verdicts import (NO_SAFE_CLONE, NOT_PROVEN, REHEARSAL_FAILED, REHEARSAL_INTERRUPTED, REHEARSAL_NOT_JUDGED,
+                       REHEARSAL_PASSED, REHEARSAL_SERVER_FAULT, SAFE_CLONE, verdict_word)
 
 
 SEED_MUST_CONTAIN = [

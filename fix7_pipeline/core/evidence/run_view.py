@@ -16,9 +16,9 @@ operator text, escaped, limited, and screened by the secret rules).
 from __future__ import annotations
 
 from ..impact import breaches
-from ..textscan import scan_value
 from ..shared.escape import md, visible
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
+from ..textscan import scan_value
 
 TAG_PREFIX = "fix7/"
 VERDICT_FIRST_TAG = "fix7"  # tags are listed in key order: "fix7" comes before every "fix7/…"

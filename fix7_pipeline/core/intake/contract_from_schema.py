@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..clone import restore
+from ..contract.model import Contract, contract_error
 from ..dumps.identify import inspect_dump
-from ..shape.schema_shape import read_catalog_shape
-from ..shared.errors import Fix7Error
 from ..postgres.server import RehearsalServer
 from ..postgres.throwaways import create_throwaway, drop_throwaway
-from ..contract.model import Contract, contract_error
+from ..shape.schema_shape import read_catalog_shape
+from ..shared.errors import Fix7Error
 
 
 def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: str | None = None,

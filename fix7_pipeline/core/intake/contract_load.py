@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .contract_from_schema import contract_from_schema
-from ..postgres.sql_lexer import Statement, iter_lexed
 from ..contract.from_yaml import contract_from_yaml_text, default_contract
 from ..contract.model import Contract, contract_error
+from ..postgres.sql_lexer import Statement, iter_lexed
+from .contract_from_schema import contract_from_schema
 
 _CREATE_TABLE = re.compile(r"(?i)^create\s+(?:(?:global|local)\s+)?(?:temp\s+|temporary\s+|unlogged\s+)?table\b")
 

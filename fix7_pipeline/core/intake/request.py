@@ -27,8 +27,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from ..postgres.hosts import HostPolicy
-from ..shared.paths import project_dir
 from ..postgres.server import PASSWORD_ENV
+from ..shared.paths import project_dir
 
 DEMO_DIR = ".fix7/demo"
 # Relative paths (launchpad defaults, run config written by hand) are relative to the project directory.

@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .extensions import configure_server, ensure_installed, server_settings
 from ..shared.errors import Fix7Error
 from ..shared.paths import state_dir
+from .extensions import configure_server, ensure_installed, server_settings
 
 def start_embedded() -> dict:
     """Start (or reuse) the project's embedded PostgreSQL 18; unix socket only, no TCP listener."""

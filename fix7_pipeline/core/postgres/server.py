@@ -18,8 +18,8 @@ from urllib.parse import quote
 import psycopg
 
 from ..shared.errors import Fix7Error, HostRefused, ServerFault
-from .hosts import HostPolicy
 from .embedded import start_embedded
+from .hosts import HostPolicy
 from .ledger import ConnectionLedger
 from .pg_tools import bin_dir, pg_tool  # noqa: F401 - the server layer's callers take them from here too
 from .server_urls import PASSWORD_ENV, THROWAWAY_KEY_ENV, parse_server_url

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from .server_faults import admin_error
 from ..shared.errors import Fix7Error
 from .ledger import now_utc
 from .server import Login, RehearsalServer
+from .server_faults import admin_error
 
 THROWAWAY_PREFIX = "fix7_"
 THROWAWAY_MARK = "fix7-throwaway"

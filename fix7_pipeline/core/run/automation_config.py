@@ -20,11 +20,11 @@ import yaml
 
 from ..dumps.formats import DIRECTORY
 from ..dumps.streams import hash_dump
+from ..evidence.packet_files import sha256_file
+from ..intake.request import RequestField, request_fields
 from ..postgres.server_urls import config_server_url
 from ..shared.errors import Fix7Error
 from ..shared.paths import project_dir
-from ..evidence.packet_files import sha256_file
-from ..intake.request import RequestField, request_fields
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import psycopg
 
-from .. import impact as impact_mod
 from ..anchor import diff as diff_mod
 from ..anchor import fingerprint, schema_text
 from ..change import change_sql as change_mod
 from ..clone import isolation, restore
+from .. import impact as impact_mod
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome

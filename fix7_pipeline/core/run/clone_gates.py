@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import rehearsal
 from ..shared.model import PASSED, Finding, StageOutcome
 from ..shared.names import GATES, STAGE_OF_GATE
+from . import rehearsal
 from .run_record import RunRecord
 
 DATA_RULES_PREFIX = "data_rules."  # core/shape/data_rules.data_rules_findings names the data-rules suite's findings so

@@ -10,8 +10,6 @@ from collections import Counter
 
 import psycopg
 
-from .. import secrets
-from ..secrets import judge_names
 from ..clone import isolation, restore, restore_failures
 from ..clone.clone_encoding import encoding_report
 from ..evidence.packet_files import FINDINGS
@@ -19,6 +17,8 @@ from ..postgres.server import SCRATCH
 from ..postgres.throwaways import (Throwaway, assert_least_privilege, create_database, database_settings,
                                    planted_settings, role_attributes)
 from ..redact import RedactedNames
+from .. import secrets
+from ..secrets import judge_names
 from ..shape import data_rules
 from ..shape import schema_shape as shape
 from ..shape.data_rules import data_rules_findings, gate_of

@@ -13,10 +13,10 @@ from ..change import change_sql as change_mod
 from ..dumps.identify import inspect_dump
 from ..dumps.screening import screen_dump
 from ..evidence.audit import witness
+from ..evidence.evidence_dir import EvidenceDirRefused, default_evidence_dir, evidence_dir_problem
 from ..evidence.journal import Journal
 from ..evidence.packet_files import EvidenceNotWritten
 from ..evidence.report import EvidencePacket, utc_now
-from ..evidence.evidence_dir import EvidenceDirRefused, default_evidence_dir, evidence_dir_problem
 from ..impact import threshold_problems
 from ..intake.contract_load import is_schema_source, load_contract
 from ..intake.request import RehearsalRequest

@@ -22,10 +22,10 @@ from ..evidence.packet_files import EvidenceNotWritten
 from ..evidence.report import EvidencePacket, render
 from ..intake.request import RehearsalRequest
 from ..shared.names import STAGES
-from . import interrupts
 from .change_stages import restore_diff, run_change_stage, snapshot_anchor
 from .clone_stages import prove_isolation, restore_clone, sanitization, schema_shape
 from .intake_stage import ATTESTATION_TEXT, intake
+from . import interrupts
 from .run_record import RunRecord
 from .stage_run import (ServerSource, StageContext, abandon, drop_throwaways, evidence_fault, interrupted, open_server,
                         run_stage)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..contract.from_yaml import contract_from_dict
 from ..change.change_sql import ChangeSQL
+from ..contract.from_yaml import contract_from_dict
 from ..contract.model import Contract
 from ..dumps.formats import DumpInfo, TocEntry
 from ..intake.request import RehearsalRequest

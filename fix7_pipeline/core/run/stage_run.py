@@ -20,25 +20,25 @@ from pathlib import Path
 
 import psycopg
 
-from ..postgres.server_faults import from_psycopg
-from ..secrets import judge_printed_names
 from ..change import change_sql as change_mod
-from . import interrupts
-from ..shared.errors import Fix7Error
+from ..evidence.audit import witness
 from ..evidence.journal import Journal
-from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
-from ..shared.names import BLOCKING_STAGES
 from ..evidence.packet_files import EvidenceNotWritten
-from ..redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from ..evidence.report import EvidencePacket, render
 from ..intake.contract_load import load_contract
 from ..intake.request import RehearsalRequest
-from .run_record import RunRecord, ThrowawayNames
-from ..evidence.audit import witness
 from ..postgres.server import PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer
+from ..postgres.server_faults import from_psycopg
 from ..postgres.server_urls import config_server_url
 from ..postgres.throwaways import (Throwaway, create_database, create_throwaway, drop_throwaway, keep_throwaway,
                                    throwaway_names)
+from ..redact import STATE_KEY as REDACTED_NAMES, RedactedNames
+from ..secrets import judge_printed_names
+from ..shared.errors import Fix7Error
+from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
+from ..shared.names import BLOCKING_STAGES
+from . import interrupts
+from .run_record import RunRecord, ThrowawayNames
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 
 from ..contract.model import Contract
-from ..shared.errors import EXIT_USAGE, Fix7Error
-from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
-from ..shared.model import Finding
 from ..rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
+from ..shared.errors import EXIT_USAGE, Fix7Error
+from ..shared.model import Finding
+from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
 
 SHA256_HEX = "^[0-9a-f]{64}$"
 STATUSES = ["proposed", "approved", "born", "rejected", "retired"]
