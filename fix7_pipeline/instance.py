@@ -7,8 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from fix7_pipeline.core.paths import project_dir, state_dir
-from fix7_pipeline.core.server import embedded_dagster_url
+from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
+from fix7_pipeline.core.shared.environment import set_environment
+from fix7_pipeline.core.shared.paths import project_dir, state_dir
 
 
 INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")  # shipped in the package: the wheel is the tool
@@ -33,12 +34,12 @@ def prepare_dagster_home(home: Path | None = None, storage_db: str = "dagster_st
     workspace = home / "workspace.yaml"
     if not workspace.exists() or workspace.read_text() != workspace_text():
         workspace.write_text(workspace_text())
-    os.environ["DAGSTER_HOME"] = str(home)
-    if not os.environ.get("FIX7_DAGSTER_PG_URL"):  # not setdefault: that would connect to create it every time
-        os.environ["FIX7_DAGSTER_PG_URL"] = embedded_dagster_url(storage_db)
-    os.environ.setdefault("FIX7_DAGSTER_ARTIFACTS", str(home / "storage"))
-    os.environ.setdefault("FIX7_DAGSTER_COMPUTE_LOGS", str(home / "compute_logs"))
-    os.environ.setdefault("FIX7_PROJECT_DIR", str(project_dir()))
+    set_environment({"DAGSTER_HOME": str(home)})
+    if not os.environ.get("FIX7_DAGSTER_PG_URL"):  # not a default: that would connect to create it every time
+        set_environment({"FIX7_DAGSTER_PG_URL": embedded_dagster_url(storage_db)})
+    set_environment(defaults={"FIX7_DAGSTER_ARTIFACTS": str(home / "storage"),
+                              "FIX7_DAGSTER_COMPUTE_LOGS": str(home / "compute_logs"),
+                              "FIX7_PROJECT_DIR": str(project_dir())})
     return home
 
 

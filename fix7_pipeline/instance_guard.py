@@ -29,24 +29,19 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
-JOB = "fix7_rehearsal"
-PARTITIONS = "fix7_rehearsals"
-# The whole job (test_instance_guard.py compares them with the definitions): every stage and every gate.
-STEPS = frozenset({"clone_intake", "rehearsal_clone", "snapshot_anchor", "apply", "rollback", "restore_diff",
-                   "evidence_packet"})
-ASSETS = STEPS
-CHECKS = frozenset({("clone_intake", "intake_safe"), ("rehearsal_clone", "isolation_proven"),
-                    ("rehearsal_clone", "sanitized"), ("rehearsal_clone", "production_shaped"),
-                    ("rehearsal_clone", "data_rules"), ("snapshot_anchor", "anchor_taken"),
-                    ("apply", "change_applied"), ("apply", "impact_within_thresholds"),
-                    ("rollback", "rollback_applied"), ("rollback", "impact_within_thresholds"),
-                    ("restore_diff", "restore_diff_empty")})
+from fix7_pipeline.core.shared import names
+from fix7_pipeline.core.shared.names import JOB, PARTITIONS
 
-HOW = "launch a new rehearsal from Jobs → fix7_rehearsal → Launchpad, or with fix7 rehearse"
-WRONG_JOB = ("fix7 refused this launch: a rehearsal runs only as the job fix7_rehearsal, and this launch asked "
+# The whole job (test_instance_guard.py compares them with the definitions): every stage and every gate.
+ASSETS = frozenset(names.ASSETS)
+STEPS = ASSETS
+CHECKS = names.CHECKS
+
+HOW = f"launch a new rehearsal from Jobs → {JOB} → Launchpad, or with fix7 rehearse"
+WRONG_JOB = (f"fix7 refused this launch: a rehearsal runs only as the job {JOB}, and this launch asked "
              "for {job} (the asset graph's Materialize runs Dagster's implicit asset job); nothing was stored: "
              f"{HOW}.")
-PARTIAL = ("fix7 refused this launch: a rehearsal runs every stage and gate of fix7_rehearsal, never a selection "
+PARTIAL = (f"fix7 refused this launch: a rehearsal runs every stage and gate of {JOB}, never a selection "
            f"or a re-execution of some of them; nothing was stored: {HOW}.")
 RERUN = ("fix7 refused this launch: rehearsal partition {key} already has its run, and a rehearsal is never "
          f"re-run under its old name; nothing was stored: {HOW} (with no partition: it gets its own).")
@@ -61,7 +56,7 @@ RESOURCE_CONFIG = ("fix7 refused this launch: the rehearsal server's settings co
 BACKFILL = ("fix7 refused this backfill: every rehearsal is one run in a partition of its own, and a backfill "
             f"would re-run old rehearsals under their old names or none at all; nothing was stored: {HOW}.")
 ADD_PARTITION = ("fix7 refused to add a rehearsal partition: a rehearsal's partition is made by its launch, so "
-                 "none exists without its run; launch from Jobs → fix7_rehearsal → Launchpad with no partition "
+                 f"none exists without its run; launch from Jobs → {JOB} → Launchpad with no partition "
                  "selected and the run gets a partition of its own.")
 
 
@@ -118,8 +113,8 @@ def refusal(run) -> str | None:
 def config_refusal(run_config: dict) -> str | None:
     """A password in the request's server_url, or any resource config (the server's comes from the
     environment): refused, never quoted."""
-    from fix7_pipeline.core.errors import Fix7Error
-    from fix7_pipeline.core.server import split_server_password
+    from fix7_pipeline.core.shared.errors import Fix7Error
+    from fix7_pipeline.core.postgres.server_urls import split_server_password
 
     if any((entry or {}).get("config") for entry in (run_config.get("resources") or {}).values()):
         return RESOURCE_CONFIG

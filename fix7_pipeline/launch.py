@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
+from fix7_pipeline.core.shared.names import JOB
+
 LOCATION = "fix7_pipeline"  # workspace.yaml's location_name
 MODULE = "fix7_pipeline.definitions"
-JOB = "fix7_rehearsal"
 
 
 @contextmanager
@@ -25,7 +26,7 @@ def code_location(instance):
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     origin = InProcessCodeLocationOrigin(
         loadable_target_origin=LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE,

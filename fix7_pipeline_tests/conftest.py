@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.server import RehearsalServer, create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.postgres.server import RehearsalServer
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def isolated_instance_env(tmp_path_factory):
     """Tests never write into the project's own Dagster history or audit chain, in-process or in subprocesses."""
     import os
 
-    from fix7_pipeline.core.server import embedded_dagster_url
+    from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
 
     home = tmp_path_factory.mktemp("session_dagster_home")
     keys = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS",

@@ -24,10 +24,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.instance import INSTANCE_CONFIG
-from fix7_pipeline.core.packet_files import REPORT
-from fix7_pipeline.core.server import embedded_dagster_url, start_embedded
+from fix7_pipeline.core.evidence.packet_files import REPORT
+from fix7_pipeline.core.postgres.embedded import embedded_dagster_url, start_embedded
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.pg import server_throwaway_names
 
@@ -220,7 +220,7 @@ def load_packet(evidence_dir: Path) -> dict:
     """The sealed packet; for a run that left only its journal (kill -9), the journal's view (verdict None)."""
     if (Path(evidence_dir) / REPORT).exists():
         return json.loads((Path(evidence_dir) / REPORT).read_text())
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
 
     return EvidencePacket.load(Path(evidence_dir)).data
 
@@ -476,7 +476,7 @@ def assert_blocked_at_gate(inst, run_id: str, gate: str):
     assert made == {"clone_intake"}, made
     run = inst.get_run_by_id(run_id)
     assert run.status == DagsterRunStatus.SUCCESS and run.tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
-    from fix7_pipeline.core.audit import read_chain
+    from fix7_pipeline.core.evidence.audit import read_chain
 
     assert len([e for e in read_chain() if e.get("run_id") == run_id]) == 1  # the packet was sealed once
     return failed

@@ -29,7 +29,7 @@ CLOUD_ADMIN = "ops_cloud"
 
 
 def wheel_bin() -> Path:
-    from fix7_pipeline.core.pg_tools import bin_dir
+    from fix7_pipeline.core.postgres.pg_tools import bin_dir
 
     return bin_dir()
 

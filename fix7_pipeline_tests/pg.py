@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
-from fix7_pipeline.core.server import CHANGE, SCRATCH, RehearsalServer, Throwaway, create_database
+from fix7_pipeline.core.postgres.server import CHANGE, SCRATCH, RehearsalServer
+from fix7_pipeline.core.postgres.throwaways import Throwaway, create_database
 
 
 def superuser(server: RehearsalServer, database: str, *, autocommit: bool = True) -> psycopg.Connection:

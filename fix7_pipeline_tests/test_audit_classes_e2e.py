@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core.audit import read_chain
-from fix7_pipeline.core.packet_files import JOURNAL, REPORT
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.evidence.audit import read_chain
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, REPORT
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests import e2e_support
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, DagsterHome, rehearse_args
@@ -66,7 +66,7 @@ def _applying(server, ev: Path) -> bool:
     """The apply statement of this run (on a database its journal names) is running on the server."""
     if not (ev / JOURNAL).is_file():
         return False
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
 
     names = [p["name"] for p in EvidencePacket.load(ev).data["throwaways"].get("planned") or []]
     with psycopg.connect(host=server.host, port=server.port, user=server.admin.role, dbname="postgres",
@@ -215,7 +215,7 @@ def test_a_disk_that_fills_during_the_run_is_not_judged_and_named(home, inputs, 
     # the throwaways were dropped although nothing more could be written about them
     with psycopg.connect(host=server.host, port=server.port, user=server.admin.role, dbname="postgres",
                          autocommit=True) as c:
-        from fix7_pipeline.core.report import EvidencePacket
+        from fix7_pipeline.core.evidence.report import EvidencePacket
 
         planted = [p["name"] for p in EvidencePacket.load(ev).data["throwaways"]["planned"] if p["kind"] == "database"]
         left = c.execute("select datname from pg_database where datname = any(%s)", (planted,)).fetchall()

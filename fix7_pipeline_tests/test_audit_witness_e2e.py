@@ -16,8 +16,8 @@ import pytest
 
 from fix7_pipeline.cli.main import main
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import audit
-from fix7_pipeline.core.packet_files import REPORT, sha256_file
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.evidence.packet_files import REPORT, sha256_file
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config
 

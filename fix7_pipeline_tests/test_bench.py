@@ -6,16 +6,20 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from fix7_pipeline import bench
+from benchmarks import scan as bench
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # benchmarks/ is a top-level folder of the checkout
 
 
 def _run(tmp_path, rows: int) -> tuple[dict, str]:
     out = tmp_path / "results.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench", "--rows", str(rows), "--repeat", "1",
-                        "--no-profile", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.scan", "--rows", str(rows), "--repeat", "1",
+                        "--no-profile", "--out", str(out)], capture_output=True, text=True, timeout=900,
+                       cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(out.read_text()), r.stdout + r.stderr + out.read_text()
 
@@ -90,7 +94,7 @@ def test_needles_found_on_the_right_lines(tmp_path):
 
 # -- the corpus benchmark (bench_corpus) ------------------------------------------------------------
 
-from fix7_pipeline import bench_corpus  # noqa: E402
+from benchmarks import corpus as bench_corpus  # noqa: E402
 
 
 def _shown_leaks(plants, shown: str) -> list[str]:
@@ -172,8 +176,9 @@ def test_dump_lines_map_to_rows(tmp_path):
 
 def test_tiny_corpus_run_scores_fix7_and_shows_no_value(tmp_path):
     out = tmp_path / "corpus.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_corpus", "--rows", "300", "--limit", "36",
-                        "--peers", "none", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.corpus", "--rows", "300", "--limit", "36",
+                        "--peers", "none", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     ours = result["scanners"]["fix7"]
@@ -197,8 +202,8 @@ def test_tiny_corpus_run_scores_fix7_and_shows_no_value(tmp_path):
 @pytest.mark.slow
 def test_full_corpus_against_detect_secrets_and_gitleaks(tmp_path):
     out = tmp_path / "corpus.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_corpus", "--out", str(out)],
-                       capture_output=True, text=True, timeout=1800)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.corpus", "--out", str(out)],
+                       capture_output=True, text=True, timeout=1800, cwd=CHECKOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["corpus"]["secrets"] >= 300 and result["corpus"]["lookalikes"] >= 200
@@ -222,7 +227,7 @@ def test_full_corpus_against_detect_secrets_and_gitleaks(tmp_path):
 @pytest.mark.slow
 def test_rehearsal_bench_at_20000_rows(tmp_path):
     out = tmp_path / "rehearsal.json"
-    r = subprocess.run([sys.executable, "-m", "fix7_pipeline.bench_rehearsal", "--rows", "20000", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.rehearsal", "--rows", "20000", "--out", str(out)],
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -248,7 +253,7 @@ MEMORY_GOAL_MB = 400  # peak RSS of the bench process tree during a rehearsal (d
 def _quoted_table(heading: str) -> list[list[str]]:
     """The first table under a heading of docs/BENCHMARK.md, as cells with Markdown emphasis dropped: the figures
     the documentation quotes, read where they are written."""
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     text = (project_dir() / "docs" / "BENCHMARK.md").read_text()
     section = text[text.index(heading + "\n"):]
@@ -273,7 +278,7 @@ def _same(quoted: str, measured: float) -> bool:
 
 def _rehearsal_result(column_header: str) -> dict:
     """A column such as "1M rows (1.42 GB), `f70bace`" is the results file docs/bench/rehearsal-1m-f70bace.json."""
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     size, commit = re.match(r"(\d+M) rows.*`([0-9a-f]{7})`", column_header).groups()
     return json.loads((project_dir() / "docs" / "bench" / f"rehearsal-{size.lower()}-{commit}.json").read_text())
@@ -316,7 +321,7 @@ def test_the_recorded_large_runs_meet_the_goals_and_are_the_figures_the_docs_quo
 
 def test_the_recorded_memory_run_is_the_one_the_docs_quote():
     """docs/BENCHMARK.md section 4: the 300 MB value's peak, its bound, both tokens found, as the results file says."""
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     result = json.loads((project_dir() / "docs" / "bench" / "memory-300mb-results.json").read_text())
     _, peak, found = _quoted_table("## 4. Memory against the largest value (`make bench-memory`)")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fix7_pipeline import bench_corpus, bench_heldout
+from benchmarks import corpus as bench_corpus, heldout as bench_heldout
 
 GO = '''package acme
 

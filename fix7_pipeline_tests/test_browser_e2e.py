@@ -230,7 +230,7 @@ def _storage_text() -> str:
     """Every row of every table of the UI's storage database, as text."""
     import psycopg
 
-    from fix7_pipeline.core.server import start_embedded
+    from fix7_pipeline.core.postgres.embedded import start_embedded
 
     info = start_embedded()
     with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname=STORAGE_DB,
@@ -300,7 +300,7 @@ def test_materialize_all_on_the_asset_graph_is_refused_in_one_line(page, scene):
     expect(page.get_by_text(BACKFILL[:80]).first).to_be_visible()
     import psycopg
 
-    from fix7_pipeline.core.server import start_embedded
+    from fix7_pipeline.core.postgres.embedded import start_embedded
 
     info = start_embedded()
     with psycopg.connect(host=str(info["socket_dir"]), port=int(info["port"]), dbname=STORAGE_DB,

@@ -17,11 +17,11 @@ import yaml
 from psycopg import sql
 
 from fix7_pipeline.core.contract.from_yaml import contract_from_dict
-from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.paths import state_dir
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.shared.paths import state_dir
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import (DagsterHome, assert_blocked_at_gate, dumped_variant, findings,
-                                             load_packet, rehearse_args)
+from fix7_pipeline_tests.e2e_support import (DagsterHome, assert_blocked_at_gate, dumped_variant, findings, load_packet,
+                                             rehearse_args)
 from fix7_pipeline_tests.pg import superuser
 
 SOURCE = "fix7_t_cli_src"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, PRODUCTION, DagsterHome, load_packet, rnd, variant
 from fix7_pipeline_tests.pg import server_throwaway_names

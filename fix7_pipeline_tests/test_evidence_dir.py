@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import UsageError, validate_request
-from fix7_pipeline.core import audit, rehearsal
-from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
-from fix7_pipeline.core.report import EvidenceDirRefused, EvidencePacket, evidence_dir_problem
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.run import intake_stage, rehearsal
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.evidence.report import EvidencePacket
+from fix7_pipeline.core.evidence.evidence_dir import EvidenceDirRefused, evidence_dir_problem
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change
 
 REFUSED = "already holds an evidence packet"
@@ -230,14 +232,14 @@ def test_two_runs_naming_one_directory_cannot_both_write(tmp_path, chain):
 def test_a_run_that_loses_the_race_after_its_check_is_blocked(tmp_path, chain, monkeypatch):
     """The interleaving the threads above rarely hit: our check passes, the other run claims, we claim."""
     ev = tmp_path / "shared"
-    real_check = rehearsal.evidence_dir_problem
+    real_check = intake_stage.evidence_dir_problem
 
     def check_then_the_other_run_claims(directory, **kw):
         problem = real_check(directory, **kw)
         EvidencePacket.start(directory, run_id="run-other", request={})
         return problem
 
-    monkeypatch.setattr(rehearsal, "evidence_dir_problem", check_then_the_other_run_claims)
+    monkeypatch.setattr(intake_stage, "evidence_dir_problem", check_then_the_other_run_claims)
     state, outcome = rehearsal.intake(_request(tmp_path, ev), "run-late", evidence_root=tmp_path / "fallback")
     assert outcome.status == "blocked"
     assert any(f.rule == "evidence_dir" and REFUSED in f.message for f in outcome.findings)

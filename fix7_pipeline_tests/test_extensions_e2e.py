@@ -12,11 +12,11 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import extensions
+from fix7_pipeline.core.postgres import extensions
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.paths import project_dir
-from fix7_pipeline.core.restore import RestoreFailed, _extension_failure, check_extensions
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.paths import project_dir
+from fix7_pipeline.core.clone.restore_failures import RestoreFailed, check_extensions, extension_failure
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome
 
@@ -125,7 +125,7 @@ def test_dump_with_the_five_extensions_rehearses_on_the_default_set_up(major, fm
 
 
 def extensions_in(dump) -> list[str]:
-    from fix7_pipeline.core.restore import dump_extensions
+    from fix7_pipeline.core.clone.restore_failures import dump_extensions
 
     return dump_extensions(inspect_dump(dump))
 
@@ -169,6 +169,6 @@ def test_each_missing_extension_and_an_unloadable_one_are_named(server, monkeypa
     failed = RestoreFailed("x", ['line 3: ERROR:  extension "pgcrypto" is not available',
                                  'line 9: ERROR:  could not load library "/x/lib/uuid-ossp.so": libossp-uuid.so.16: '
                                  'cannot open shared object file: No such file or directory'])
-    mapped = _extension_failure(server, failed)
+    mapped = extension_failure(server, failed)
     assert mapped.rule == "extension_missing" and "creates: pgcrypto." in mapped.message
     assert "make extensions" in mapped.message and "cannot load it" in mapped.message

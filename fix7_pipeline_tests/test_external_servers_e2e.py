@@ -210,7 +210,7 @@ def _assert_server_fault(out: dict, rule: str, *words: str) -> dict:
     for w in words:
         assert w in fault["message"], fault["message"]
     assert "Supply a dump" not in fault["message"] and "superuser rights" not in fault["message"]
-    from fix7_pipeline.core.audit import read_chain
+    from fix7_pipeline.core.evidence.audit import read_chain
 
     entry = next(e for e in read_chain() if e.get("run_id") == packet["run_id"])
     assert entry["judged"] is False and entry["verdict"] == "REHEARSAL_SERVER_FAULT"

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import VERDICT_EXIT, run_rehearsal
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.sanitization.rules import registry
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.e2e_support import (DagsterHome, ServerLogTail, config, dumped_variant, everything_written,
-                                             find_leaks, findings, left_on_server, load_packet, planted,
-                                             rehearse_args, rnd, assert_blocked_at_gate)
+                                             find_leaks, findings, left_on_server, load_packet, planted, rehearse_args,
+                                             rnd, assert_blocked_at_gate)
 from fix7_pipeline_tests.pg import as_owner
 
 NO_SAFE = "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -409,8 +409,8 @@ def test_webhook_token_in_the_first_path_segment_is_not_shown(source, home, inst
 
 
 def test_gx_secret_family_findings_do_not_blame_a_clean_table(server, throwaway):
-    from fix7_pipeline.core.contract.load import load_contract
-    from fix7_pipeline.core import data_rules
+    from fix7_pipeline.core.intake.contract_load import load_contract
+    from fix7_pipeline.core.shape import data_rules
     from fix7_pipeline.core.sanitization.secrets import scan_secrets
 
     token = "ghp_" + rnd(36)

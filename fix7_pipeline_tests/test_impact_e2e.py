@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, load_packet, rehearse_args
 

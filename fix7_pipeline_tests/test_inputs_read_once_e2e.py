@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import change, journal, report, restore
-from fix7_pipeline.core.contract import load as contract_load
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.change import change_sql as change
+from fix7_pipeline.core.evidence import journal, report
+from fix7_pipeline.core.clone import restore
+from fix7_pipeline.core.intake import contract_load as contract_load
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline.core.dumps import identify, screening
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, left_on_server

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = Path(sys.executable).parent / "check-jsonschema"
@@ -49,7 +49,7 @@ def test_fix7_home_is_where_state_lives(tmp_path, monkeypatch):
     assert project_dir() == tmp_path / "home" and (tmp_path / "home").is_dir()
     monkeypatch.delenv("FIX7_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    from fix7_pipeline.core import paths
+    from fix7_pipeline.core.shared import paths
 
     monkeypatch.setattr(paths, "__file__", str(tmp_path / "site-packages" / "fix7_pipeline" / "core" / "paths.py"))
     assert project_dir() == tmp_path / "xdg" / "fix7"

@@ -13,8 +13,8 @@ import secrets
 import psycopg
 import pytest
 
-from fix7_pipeline.instance_guard import (ADD_PARTITION, ASSETS, BACKFILL, CHECKS, PARTIAL, PASSWORD, RERUN,
-                                          STEPS, WRONG_JOB, RehearsalRefused, storage_url)
+from fix7_pipeline.instance_guard import (ADD_PARTITION, ASSETS, BACKFILL, CHECKS, PARTIAL, PASSWORD, RERUN, STEPS,
+                                          WRONG_JOB, RehearsalRefused, storage_url)
 from fix7_pipeline_tests.e2e_support import DagsterHome
 
 LAUNCH = """
@@ -54,7 +54,7 @@ def ui(tmp_path_factory):
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
     from fix7_pipeline.launch import LOCATION, MODULE
 
     home = DagsterHome.create(tmp_path_factory.mktemp("guard_home"), "guard")

@@ -23,12 +23,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core import rehearsal
-from fix7_pipeline.core.audit import read_chain, verify_chain
-from fix7_pipeline.core.model import INTERRUPTED, STAGES
-from fix7_pipeline.core.paths import project_dir
-from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
-from fix7_pipeline.core.server import sweep
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.evidence.audit import read_chain, verify_chain
+from fix7_pipeline.core.shared.model import INTERRUPTED, STAGES
+from fix7_pipeline.core.shared.paths import project_dir
+from fix7_pipeline.core.evidence.report import REHEARSAL_INTERRUPTED
+from fix7_pipeline.core.postgres.throwaways import sweep
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DAGSTER_ENV, DagsterHome, config, load_packet, rehearse_args
 
@@ -263,8 +263,8 @@ def test_dagster_interruption_inside_a_stage_is_recorded_dropped_and_reraised(du
     assert outcome.status == "passed", outcome.reason
     made = {}
 
-    def body(srv, packet, run):  # what a terminated run's step sees: the interruption mid-stage
-        made["tw"] = rehearsal._create_throwaway(srv, run, packet)
+    def body(ctx):  # what a terminated run's step sees: the interruption mid-stage
+        made["tw"] = ctx.create_throwaway()
         assert {f"database {made['tw'].database}", f"role {made['tw'].login.role}"} <= _fix7_objects(server)
         raise DagsterExecutionInterruptedError()
 

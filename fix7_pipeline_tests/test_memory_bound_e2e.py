@@ -3,7 +3,7 @@
 
 The clone carries one 48 MB text value with a GitHub token at its very end and a Slack token across an edge of
 the scan's windows; both must be found (so the value really was read) while /proc is sampled every 20 ms.
-The memory figure for a 300 MB value is `make bench-memory` (fix7_pipeline/bench_memory.py).
+The memory figure for a 300 MB value is `make bench-memory` (benchmarks/memory.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import string
 
 from fix7_pipeline.core.sanitization import copy_reader
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted,
-                                             rehearse_args, rnd, variant)
+from fix7_pipeline_tests.e2e_support import (DagsterHome, find_leaks, findings, load_packet, planted, rehearse_args,
+                                             rnd, variant)
 
 SOURCE = "fix7_t_e2e_membound_src"
 VALUE_MB = 48
@@ -23,7 +23,7 @@ PER_VALUE = 1.5
 
 
 def test_a_48_mb_value_is_scanned_within_the_memory_bound(tmp_path, server):
-    from fix7_pipeline.bench_memory import big_value_sql, rehearse_sampled
+    from benchmarks.memory import big_value_sql, rehearse_sampled
 
     end = planted("GitHub token at the value's end", "ghp_", (rnd(36), True))
     edge = planted("Slack token across a window edge", "xoxb-", (rnd(12, string.digits), True), "-",

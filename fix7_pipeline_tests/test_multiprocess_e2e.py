@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.model import STAGES
-from fix7_pipeline.core.server import THROWAWAY_KEY_ENV, RehearsalServer
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.shared.model import STAGES
+from fix7_pipeline.core.postgres.server import THROWAWAY_KEY_ENV, RehearsalServer
 from fix7_pipeline.defs.partitions import add_rehearsal, rehearsal_key
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 from fix7_pipeline.defs.storage import run_folder

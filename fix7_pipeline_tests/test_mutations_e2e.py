@@ -15,8 +15,8 @@ import types
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import report
-from fix7_pipeline.core.packet_files import REPORT
+from fix7_pipeline.core.evidence import report
+from fix7_pipeline.core.evidence.packet_files import REPORT
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, dumped_variant, load_packet
 

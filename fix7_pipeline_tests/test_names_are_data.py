@@ -16,14 +16,15 @@ import pytest
 from markdown_it import MarkdownIt
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import escape, rehearsal
+from fix7_pipeline.core.shared import escape
+from fix7_pipeline.core.run import rehearsal
 from fix7_pipeline.core.sanitization.candidates import format_table
-from fix7_pipeline.core.junit import write_junit
-from fix7_pipeline.core.model import BLOCKED, Finding, StageOutcome
-from fix7_pipeline.core.packet_files import READABLE
-from fix7_pipeline.core.report import EvidencePacket
-from fix7_pipeline.core.request import RehearsalRequest
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.evidence.junit import write_junit
+from fix7_pipeline.core.shared.model import BLOCKED, Finding, StageOutcome
+from fix7_pipeline.core.evidence.packet_files import READABLE
+from fix7_pipeline.core.evidence.report import EvidencePacket
+from fix7_pipeline.core.intake.request import RehearsalRequest
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.stages import stage_metadata
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, minimal_plain_dump, tiny_change, verdict_facts
 

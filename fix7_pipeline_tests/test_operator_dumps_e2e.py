@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, assert_blocked_at_gate
 
@@ -170,12 +170,12 @@ def test_every_dump_rehearses_with_the_derived_contract(major, fmt, dumps, contr
 @pytest.mark.parametrize("major,fmt", [(m, f) for m in MAJORS for f in ("plain", "custom", "directory", "tar")])
 def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps, contract, server):
     """Every pair through intake's inspection and screen, the least-privileged restore and the shape gate."""
-    from fix7_pipeline.core import restore
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.clone import restore
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.dumps.screening import screen_dump
-    from fix7_pipeline.core.server import create_throwaway, drop_throwaway
-    from fix7_pipeline.core.shape import check_shape
+    from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
+    from fix7_pipeline.core.shape.schema_shape import check_shape
 
     info = inspect_dump(dumps[(major, fmt)])
     assert info.pg_dump_version.startswith(f"{major}.") and not info.schema_only
@@ -194,7 +194,7 @@ def test_every_dump_restores_screened_and_matches_the_contract(major, fmt, dumps
 def test_schema_sql_as_the_contract_and_a_rollback_residue_is_caught(dumps, change, instance, tmp_path, monkeypatch):
     """--contract names the schema-only SQL itself: PostgreSQL converts it, once, at the first stage with a server,
     and every later stage uses that contract; the forgotten index is named."""
-    from fix7_pipeline.core.contract import from_sql
+    from fix7_pipeline.core.intake import contract_from_schema as from_sql
 
     conversions = []
     real = from_sql.contract_from_schema

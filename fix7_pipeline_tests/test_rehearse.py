@@ -12,10 +12,10 @@ import psycopg
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core.audit import verify_chain
-from fix7_pipeline.core.model import STAGES
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.server import RehearsalServer
+from fix7_pipeline.core.evidence.audit import verify_chain
+from fix7_pipeline.core.shared.model import STAGES
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.postgres.server import RehearsalServer
 from fix7_pipeline.demo import builder
 from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline_tests.e2e_support import DagsterHome, left_on_server, verdict_facts
@@ -138,7 +138,7 @@ def test_contract_without_data_rules_runs_the_shape_gate_alone(dumps, change, in
     import yaml
 
     from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
-    from fix7_pipeline.core.contract.load import load_contract
+    from fix7_pipeline.core.intake.contract_load import load_contract
 
     data = yaml.safe_load(dump_contract_yaml(load_contract(None)))
     del data["annotations"]["data_rules"]
@@ -230,7 +230,7 @@ def _tampered_rehearsal(dumps, instance, tmp_path, server, after_stage: str, pre
     """The residue rehearsal, with a superuser (outside the guard) running `statements` in the run's database
     named `prefix…` as soon as `after_stage` ends (its materialization is in the run's event log); returns the
     run and the databases it tampered with."""
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
     from fix7_pipeline_tests.pg import superuser
 
     apply_sql, rollback_sql = _residue_change(tmp_path)
@@ -390,7 +390,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
     recorded_at_line = []  # each line comes when its stage ends: the next stage has not been recorded yet
 
     def journal_so_far(stage, metadata, evidence_dir):
-        from fix7_pipeline.core.report import EvidencePacket
+        from fix7_pipeline.core.evidence.report import EvidencePacket
 
         stages = EvidencePacket.load(Path(evidence_dir)).data["stages"]
         recorded_at_line.append([s for s in STAGES if stages[s]["status"] != "skipped"])
@@ -413,7 +413,7 @@ def test_the_cli_follows_the_run_through_its_events_and_tags(dumps, change, inst
 
 def test_a_verdict_tag_that_disagrees_with_the_sealed_packet_fails_closed():
     from fix7_pipeline.cli.rehearse import _tagged_verdict
-    from fix7_pipeline.core.errors import Fix7Error
+    from fix7_pipeline.core.shared.errors import Fix7Error
 
     assert _tagged_verdict({"fix7/verdict": "REHEARSAL_PASSED"}, {"verdict": "REHEARSAL_PASSED"}) == "REHEARSAL_PASSED"
     assert _tagged_verdict({}, {"verdict": "REHEARSAL_PASSED"}) is None  # not recorded (yet): the caller decides

@@ -151,8 +151,8 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
     Dagster's plain PostgreSQL storage.)"""
     import json
 
-    from fix7_pipeline.core.audit import chain_by_run
-    from fix7_pipeline.core.packet_files import JOURNAL, REPORT
+    from fix7_pipeline.core.evidence.audit import chain_by_run
+    from fix7_pipeline.core.evidence.packet_files import JOURNAL, REPORT
     from fix7_pipeline.defs.automation import end_finished_run
     from fix7_pipeline.definitions import defs
 
@@ -187,7 +187,7 @@ def test_a_run_that_died_after_intake_is_sealed_from_its_journal_by_the_failure_
 def test_the_audit_chains_state_is_a_check_in_the_ui(home, tmp_path, chain):
     """Issue 21.4: audit_chain's check chain_verifies says what `fix7 audit --verify` says, reported again only
     when that changes: green after a sealed run, red naming the edited packet after one byte changed."""
-    from fix7_pipeline.core.packet_files import REPORT
+    from fix7_pipeline.core.evidence.packet_files import REPORT
     from fix7_pipeline.defs.audit_chain import AUDIT_CHAIN, CHAIN_CHECK, audit_chain_sensor
 
     key = dg.AssetCheckKey(dg.AssetKey(AUDIT_CHAIN), CHAIN_CHECK)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import rehearsal
-from fix7_pipeline.core.automation_config import load_automation_config
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.paths import state_dir
-from fix7_pipeline.core.server import PASSWORD_ENV, parse_server_url, split_server_password
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.run.automation_config import load_automation_config
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.paths import state_dir
+from fix7_pipeline.core.postgres.server import PASSWORD_ENV
+from fix7_pipeline.core.postgres.server_urls import parse_server_url, split_server_password
 from fix7_pipeline_tests.e2e_support import (DagsterHome, files_below, files_under, find_leaks, load_packet,
                                              minimal_plain_dump, planted, rnd, tiny_change)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.packet_files import REPORT
-from fix7_pipeline.core.server import start_embedded
+from fix7_pipeline.core.evidence.packet_files import REPORT
+from fix7_pipeline.core.postgres.embedded import start_embedded
 from fix7_pipeline_tests.e2e_support import built_clone, fix7_ui
 
 pytestmark = pytest.mark.slow

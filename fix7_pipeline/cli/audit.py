@@ -6,11 +6,11 @@ import argparse
 import datetime as dt
 import sys
 
-from fix7_pipeline.core import audit
-from fix7_pipeline.core.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
-from fix7_pipeline.core.packet_files import REPORT
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.shared.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.evidence.packet_files import REPORT
+from fix7_pipeline.core.shared.names import JOB
 
-JOB = "fix7_rehearsal"
 DAGSTER_SHA_KEY = f"sha256_{REPORT}"
 UNFINISHED = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"}
 

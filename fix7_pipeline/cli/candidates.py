@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fix7_pipeline.core.errors import EXIT_PASSED
+from fix7_pipeline.core.shared.errors import EXIT_PASSED
 
 
 def cmd_candidates(args: argparse.Namespace) -> int:

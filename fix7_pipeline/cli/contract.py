@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from fix7_pipeline.cli.rehearse import UsageError, server_url
-from fix7_pipeline.core.errors import EXIT_PASSED
+from fix7_pipeline.core.shared.errors import EXIT_PASSED
 
 
 def _contract_server(args: argparse.Namespace):
     """The server PostgreSQL reads a schema on: --server, FIX7_REHEARSAL_SERVER or the embedded one."""
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
+    from fix7_pipeline.core.postgres.hosts import HostPolicy
+    from fix7_pipeline.core.postgres.server import RehearsalServer
 
     url = server_url(getattr(args, "server", None)) or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
     return RehearsalServer.from_url(url, HostPolicy((), tuple(getattr(args, "allow_host", None) or ())))
@@ -22,9 +22,9 @@ def _contract_server(args: argparse.Namespace):
 
 def cmd_contract(args: argparse.Namespace) -> int:
     """`from-sql FILE` / `from-dump DUMP`: PostgreSQL restores the schema into a throwaway and the catalog is read."""
-    from fix7_pipeline.core.contract.from_sql import contract_from_schema
+    from fix7_pipeline.core.intake.contract_from_schema import contract_from_schema
     from fix7_pipeline.core.contract.from_yaml import dump_contract_yaml
-    from fix7_pipeline.core.contract.load import is_schema_source, load_contract
+    from fix7_pipeline.core.intake.contract_load import is_schema_source, load_contract
 
     if args.action in ("from-sql", "from-dump"):
         what = "schema-only SQL file" if args.action == "from-sql" else "pg_dump (any format; its data is left out)"
@@ -41,7 +41,7 @@ def cmd_contract(args: argparse.Namespace) -> int:
         server = _contract_server(args) if args.file and is_schema_source(args.file) else None
         out = dump_contract_yaml(load_contract(args.file, server=server))
     if args.output:
-        from fix7_pipeline.core.packet_files import write_output
+        from fix7_pipeline.core.evidence.packet_files import write_output
 
         write_output(Path(args.output), out)
         print(f"contract written to {args.output}")

@@ -8,7 +8,7 @@ from fix7_pipeline.cli.rehearse import _rehearse, request_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.paths import state_dir
+    from fix7_pipeline.core.shared.paths import state_dir
     from fix7_pipeline.demo import builder
 
     work = state_dir() / "demo"

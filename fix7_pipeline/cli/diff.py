@@ -15,7 +15,7 @@ import re
 import secrets
 from contextlib import contextmanager
 
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 
 _THROWAWAY = re.compile(r"^fix7_(?:clone|anchor|probe|scratch|restore)_([a-z0-9]+)")
 _THROWAWAY_ROLE = re.compile(r"^fix7_restorer_[a-z0-9]+$")
@@ -46,7 +46,7 @@ def _reading_login(server, role: str, password: str | None):
     in this process only, and takes it away again afterwards (back to the derived one where a key is known)."""
     from psycopg import sql
 
-    from fix7_pipeline.core.server import Login
+    from fix7_pipeline.core.postgres.server import Login
 
     if password or server.kind != "external" or not _THROWAWAY_ROLE.match(role):
         yield Login(role, password)
@@ -66,9 +66,9 @@ def _reading_login(server, role: str, password: str | None):
 
 
 def compare(server, db_a: str, db_b: str, role: str | None = None) -> dict:
-    from fix7_pipeline.core import diff as diff_mod
-    from fix7_pipeline.core import fingerprint, schema_text
-    from fix7_pipeline.core.server import Login
+    from fix7_pipeline.core.anchor import diff as diff_mod
+    from fix7_pipeline.core.anchor import fingerprint, schema_text
+    from fix7_pipeline.core.postgres.server import Login
 
     with server.connect(purpose="diff: databases") as c:
         found = {r[0] for r in c.execute("select datname from pg_catalog.pg_database where datname = any(%s)",
@@ -109,8 +109,8 @@ def render(result: dict, db_a: str, db_b: str) -> str:
 
 
 def cmd_diff(args) -> int:
-    from fix7_pipeline.core.hosts import HostPolicy
-    from fix7_pipeline.core.server import RehearsalServer
+    from fix7_pipeline.core.postgres.hosts import HostPolicy
+    from fix7_pipeline.core.postgres.server import RehearsalServer
 
     url = args.server or os.environ.get("FIX7_REHEARSAL_SERVER") or "embedded"
     server = RehearsalServer.from_url(url, HostPolicy((), tuple(args.allow_host or ())))

@@ -1,11 +1,11 @@
-"""`fix7 rehearse`'s request flags: one per field of the request schema (`core/request.py`), and back to run config."""
+"""`fix7 rehearse`'s request flags: one per field of the request schema (`core/intake/request.py`), and back to run config."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fix7_pipeline.core.request import IMPACT, request_fields
+from fix7_pipeline.core.intake.request import IMPACT, request_fields
 
 _GROUPS = {IMPACT: "impact thresholds (a breach fails the rehearsal; unset, the impact is only reported)"}
 

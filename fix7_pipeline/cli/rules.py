@@ -7,12 +7,12 @@ import argparse
 import json
 from collections import Counter
 
-from fix7_pipeline.core.errors import EXIT_PASSED
+from fix7_pipeline.core.shared.errors import EXIT_PASSED
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
     from fix7_pipeline.core.sanitization import field_detectors, rules
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.escape import visible
 
     eng = rules.engine()
     entries = [r for r in eng.rules if args.source in (None, r.source)]

@@ -13,8 +13,8 @@ import subprocess
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from fix7_pipeline.core.paths import state_dir
-    from fix7_pipeline.core.server import pg_tool
+    from fix7_pipeline.core.shared.paths import state_dir
+    from fix7_pipeline.core.postgres.server import pg_tool
 
     stopped = []
     for pgdata in sorted(p.parent for p in state_dir().glob("*pgdata/postmaster.pid")):

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 
 
 def dagster_executable() -> str:
@@ -33,8 +33,8 @@ def dev_command(port: int, host: str, home: Path) -> list[str]:
 def cmd_ui(args: argparse.Namespace) -> int:
     import os
 
-    from fix7_pipeline.core.paths import project_dir
-    from fix7_pipeline.core.escape import visible
+    from fix7_pipeline.core.shared.paths import project_dir
+    from fix7_pipeline.core.shared.escape import visible
     from fix7_pipeline.instance import prepare_dagster_home, storage_database
 
     if not 0 < args.port < 65536:

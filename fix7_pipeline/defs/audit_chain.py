@@ -14,14 +14,15 @@ import json
 
 import dagster as dg
 
-from fix7_pipeline.core.escape import visible
+from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.names import ASSET_GROUP
 
 AUDIT_CHAIN = "audit_chain"
 CHAIN_CHECK = "chain_verifies"
 SHOWN = 20  # problems and warnings listed on the check; `fix7 audit --verify` lists every one
 
 audit_chain = dg.AssetSpec(
-    AUDIT_CHAIN, group_name="fix7_rehearsal", owners=["team:data-platform"], kinds={"json"},
+    AUDIT_CHAIN, group_name=ASSET_GROUP, owners=["team:data-platform"], kinds={"json"},
     description="The append-only audit chain of every sealed evidence packet (FIX7_AUDIT_CHAIN), with each "
                 "packet on disk and Dagster's record of it. Its check says whether `fix7 audit --verify` "
                 "passes now.",
@@ -31,7 +32,7 @@ audit_chain = dg.AssetSpec(
 def chain_evaluation(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
     """`fix7 audit --verify` as a check evaluation; a verification that cannot run fails the check, saying why."""
     from fix7_pipeline.cli.audit import verify
-    from fix7_pipeline.core import audit
+    from fix7_pipeline.core.evidence import audit
 
     try:
         report, warnings = verify(instance)

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core.automation_config import (AutomationConfig, DropEntry, config_path, dump_sha256,
-                                                  load_automation_config, load_for_definitions, scan_drop_folder)
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.escape import visible
-from fix7_pipeline.defs.audit_chain import report_chain_state
+from fix7_pipeline.core.run.automation_config import (AutomationConfig, DropEntry, config_path, dump_sha256,
+                                                      load_automation_config, load_for_definitions, scan_drop_folder)
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.names import JOB
 from fix7_pipeline.defs.partitions import rehearsal_key
 from fix7_pipeline.defs.run_end import end_run
 
-JOB = "fix7_rehearsal"
 PARTITION_TAG = "dagster/partition"
 KEEP_REQUESTED = 500
 

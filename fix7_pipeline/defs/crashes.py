@@ -1,7 +1,7 @@
 """A rehearsal whose process died (SIGKILL, the machine went down) is closed as failed, never judged.
 
 Dagster leaves such a run STARTED: nothing of it is left to report its end. `close_crashed_runs` finds the
-runs of the job whose starting process is gone (core.liveness, from the pid Dagster recorded with the run's
+runs of the job whose starting process is gone (core/run/liveness.py, from the pid Dagster recorded with the run's
 RUN_START event) and ends each with Dagster's own `report_run_failed`, naming the crash; its journal stays as
 it is (nothing is rendered from it, as nothing was judged) and `fix7 audit` lists it as crashed. Called by
 the next `fix7 rehearse` before it starts, and every minute by fix7_crashed_run_sensor.
@@ -13,9 +13,9 @@ import socket
 
 import dagster as dg
 
-from fix7_pipeline.core.liveness import process_alive
+from fix7_pipeline.core.run.liveness import process_alive
+from fix7_pipeline.core.shared.names import JOB
 
-JOB = "fix7_rehearsal"
 CRASHED = "fix7 crashed"  # how the failure Dagster records for a closed crashed run begins
 # The machine the run's process runs on (tagged by the CLI as it creates the run, by intake for the others): a pid
 # means nothing on another machine sharing the Dagster storage, so only runs of this machine are ever judged crashed.

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core import rehearsal
-from fix7_pipeline.core.packet_files import PROVENANCE, READABLE, REPORT, sha256_file
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.evidence.packet_files import PROVENANCE, READABLE, REPORT, sha256_file
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
                                        witnessed_if_interrupted)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fix7_pipeline.core import clone_gates, rehearsal, run_view
-from fix7_pipeline.core.escape import visible
-from fix7_pipeline.core.model import StageOutcome
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run import clone_gates, rehearsal
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.model import StageOutcome
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (DURATION_KEY, GROUP, OWNERS, REHEARSALS, STAGE_KEY, end_unjudged,
                                        record_witness, sealed_metadata, stage_metadata, suite_metadata,

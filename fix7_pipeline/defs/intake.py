@@ -5,9 +5,10 @@
 import dagster as dg
 from pydantic import Field, create_model
 
-from fix7_pipeline.core import rehearsal, run_view
-from fix7_pipeline.core import request as request_schema
-from fix7_pipeline.core.escape import visible
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.intake import request as request_schema
+from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.instance_guard import storage_url
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, PACKET_DIR_TAG, REHEARSALS, gate, stage_events,

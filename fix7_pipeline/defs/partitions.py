@@ -17,7 +17,9 @@ import secrets
 
 import dagster as dg
 
-REHEARSALS = dg.DynamicPartitionsDefinition(name="fix7_rehearsals")
+from fix7_pipeline.core.shared.names import PARTITIONS
+
+REHEARSALS = dg.DynamicPartitionsDefinition(name=PARTITIONS)
 KEY_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fix7_pipeline.core import rehearsal, run_view
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run import rehearsal
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, gate, impact_events, stage_events,
                                        witnessed_if_interrupted)

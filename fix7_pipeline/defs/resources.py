@@ -17,8 +17,8 @@ import os
 
 import dagster as dg
 
-from fix7_pipeline.core.rehearsal import ServerSource
-from fix7_pipeline.core.server import PASSWORD_ENV, THROWAWAY_KEY_ENV
+from fix7_pipeline.core.run.rehearsal import ServerSource
+from fix7_pipeline.core.postgres.server import PASSWORD_ENV, THROWAWAY_KEY_ENV
 
 SERVER_URL_ENV = "FIX7_REHEARSAL_SERVER"
 RESOURCE_KEY = "rehearsal_server"

@@ -20,10 +20,11 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.events import EngineEventData
 
-from fix7_pipeline.core import interrupts, rehearsal, run_view
-from fix7_pipeline.core.audit import WITNESS_PREFIX, witness
-from fix7_pipeline.core.packet_files import JOURNAL
-from fix7_pipeline.core.report import EvidencePacket, render
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.run import interrupts, rehearsal
+from fix7_pipeline.core.evidence.audit import WITNESS_PREFIX, witness
+from fix7_pipeline.core.evidence.packet_files import JOURNAL
+from fix7_pipeline.core.evidence.report import EvidencePacket, render
 from fix7_pipeline.defs.crashes import closed_as_crashed
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG, record_chain_witness, record_witness
 from fix7_pipeline.defs.storage import discard_run_outputs

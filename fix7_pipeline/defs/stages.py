@@ -7,15 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core import run_view
-from fix7_pipeline.core.audit import witness_tags
-from fix7_pipeline.core.escape import visible
-from fix7_pipeline.core.model import PASSED, StageOutcome
-from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.evidence.audit import witness_tags
+from fix7_pipeline.core.evidence.verdicts import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED
+from fix7_pipeline.core.shared.escape import visible
+from fix7_pipeline.core.shared.model import PASSED, StageOutcome
+from fix7_pipeline.core.shared.names import ASSET_GROUP
+from fix7_pipeline.core.run.run_record import RunRecord
 from fix7_pipeline.defs.partitions import REHEARSALS  # noqa: F401 - every stage asset is keyed by rehearsal
 
-GROUP = "fix7_rehearsal"
+GROUP = ASSET_GROUP
 OWNERS = ["team:data-platform"]
 
 # The packet's folder, tagged on the run as soon as intake creates the packet, so whoever follows the run
@@ -81,7 +82,7 @@ def record_witness(instance: dg.DagsterInstance, run_id: str, witness: dict | No
 
 def packet_tags(evidence_dir: str | None) -> dict[str, str]:
     """run_view.run_tags of the packet in `evidence_dir`; none when it cannot be read (the witness still is)."""
-    from fix7_pipeline.core.report import EvidencePacket
+    from fix7_pipeline.core.evidence.report import EvidencePacket
 
     try:
         return run_view.run_tags(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
@@ -92,7 +93,7 @@ def packet_tags(evidence_dir: str | None) -> dict[str, str]:
 def record_chain_witness(instance: dg.DagsterInstance, run_id: str | None) -> None:
     """The seal's witness read back from the audit chain, for a run whose sealing step could not return it
     (interrupted: terminated from the UI, Ctrl-C in the CLI). Never masks what interrupted the run."""
-    from fix7_pipeline.core.audit import chain_by_run, witness
+    from fix7_pipeline.core.evidence.audit import chain_by_run, witness
 
     try:
         run = instance.get_run_by_id(run_id) if run_id else None
@@ -179,7 +180,7 @@ def verdict_first(outcome: StageOutcome, record: RunRecord) -> str | None:
 def sealed_metadata(evidence_dir: str) -> dict:
     """What the asset whose stage sealed the packet carries of it: the stage summary table, the verdict's
     reason, and rehearsal-report.md itself (escaped when it was written; names redacted)."""
-    from fix7_pipeline.core.report import READABLE, EvidencePacket
+    from fix7_pipeline.core.evidence.report import READABLE, EvidencePacket
 
     directory = Path(evidence_dir)
     data = EvidencePacket.load(directory).data

@@ -1,4 +1,4 @@
-"""Where a stage hands its output (the run record, core/run_record.py) to the next: a folder of the run's own,
+"""Where a stage hands its output (the run record, core/run/run_record.py) to the next: a folder of the run's own,
 never a path shared by runs.
 
 Dagster's default filesystem IO manager keys asset outputs by asset key alone, so two rehearsals running
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from fix7_pipeline.core.run_record import RunRecord
+from fix7_pipeline.core.run.run_record import RunRecord
 
 
 def run_folder(instance: dg.DagsterInstance, run_id: str) -> Path:
@@ -45,7 +45,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
 
 def discard_run_outputs(instance: dg.DagsterInstance, run_id: str) -> None:
-    from fix7_pipeline.core.change import discard_copies
+    from fix7_pipeline.core.change.change_sql import discard_copies
 
     shutil.rmtree(run_folder(instance, run_id), ignore_errors=True)
     discard_copies(run_id)  # intake's private copies of the change files

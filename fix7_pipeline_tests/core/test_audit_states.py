@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import audit
-from fix7_pipeline.core.packet_files import REPORT
-from fix7_pipeline.core.report import EvidencePacket
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.evidence.packet_files import REPORT
+from fix7_pipeline.core.evidence.report import EvidencePacket
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core.change import (ChangeSQL, open_transaction, read_change, run_change, screen_change,
-                                       session_options, statement_chunks, transaction_escape)
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.change.change_sql import (ChangeSQL, open_transaction, read_change, run_change, screen_change,
+                                                  session_options, statement_chunks, transaction_escape)
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline_tests.pg import as_owner, proof
-from fix7_pipeline.core.server import CHANGE, create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.server import CHANGE
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 
 
 def _change(text: str, label: str = "apply") -> ChangeSQL:
@@ -67,7 +68,7 @@ def test_copies_left_by_a_killed_run_are_swept_after_a_week(tmp_path, monkeypatc
     import os
     import time
 
-    from fix7_pipeline.core import change as change_mod
+    from fix7_pipeline.core.change import change_sql as change_mod
 
     monkeypatch.setattr(change_mod, "copies_dir", lambda run_id: tmp_path / "change-copies" / run_id)
     f = tmp_path / "apply.sql"

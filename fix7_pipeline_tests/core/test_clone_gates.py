@@ -1,12 +1,12 @@
-"""One source per rule: how a stage's outcome becomes the clone gates' results (core/clone_gates.py).
+"""One source per rule: how a stage's outcome becomes the clone gates' results (core/run/clone_gates.py).
 
 The gates' runs on real dumps are in test_hostile_e2e.py and test_operator_dumps_e2e.py; here, the split of one
 schema_shape outcome between production_shaped and data_rules, which decides which check a finding fails."""
 
 from __future__ import annotations
 
-from fix7_pipeline.core import clone_gates
-from fix7_pipeline.core.model import Finding, StageOutcome
+from fix7_pipeline.core.run import clone_gates
+from fix7_pipeline.core.shared.model import Finding, StageOutcome
 
 SHAPE = Finding("shape.column_missing", "os_proposal_approvals.comment: column missing", table="os_proposal_approvals")
 RULE = Finding("data_rules.row_version_positive", "birth_registry: row_version_positive failed (1 unexpected row(s))")
@@ -36,8 +36,8 @@ def test_a_shape_mismatch_fails_production_shaped_and_the_suite_is_not_evaluated
 
 
 def test_a_restore_that_failed_is_the_isolation_gates_failure_and_nothing_else_runs():
-    from fix7_pipeline.core.request import RehearsalRequest
-    from fix7_pipeline.core.run_record import RunRecord
+    from fix7_pipeline.core.intake.request import RehearsalRequest
+    from fix7_pipeline.core.run.run_record import RunRecord
 
     failed = StageOutcome.from_findings([Finding("partial_dump", "The dump is partial: …")])
     record = RunRecord(request=RehearsalRequest(), run_id="r", evidence_dir="/nonexistent",

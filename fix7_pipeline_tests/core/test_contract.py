@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fix7_pipeline.core.contract.from_sql import contract_from_schema
+from fix7_pipeline.core.intake.contract_from_schema import contract_from_schema
 from fix7_pipeline.core.contract.from_yaml import contract_from_dict, dump_contract_yaml
-from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.server import leftovers, pg_tool, run_tool
-from fix7_pipeline.core.shape import check_shape, compare_shapes, read_catalog_shape
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.postgres.server import pg_tool
+from fix7_pipeline.core.postgres.pg_tools import run_tool
+from fix7_pipeline.core.postgres.throwaways import leftovers
+from fix7_pipeline.core.shape.schema_shape import check_shape, compare_shapes, read_catalog_shape
 from fix7_pipeline_tests.core.test_shape import REFERENCE_SQL
 from fix7_pipeline_tests.pg import as_owner, scratch
 

@@ -8,10 +8,10 @@ import json
 import pytest
 from psycopg.types.json import Jsonb
 
-from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.data_rules import (KNOWN_DATA_RULES, data_rules_expectations, data_rules_findings,
-                                           run_data_rules, run_sanitization)
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.shape.data_rules import (KNOWN_DATA_RULES, data_rules_expectations, data_rules_findings,
+                                                 run_data_rules, run_sanitization)
+from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline_tests.core.test_shape import PROPOSAL, REGISTRY, USERS, make_birth_surface
 from fix7_pipeline_tests.pg import as_owner
 
@@ -135,7 +135,7 @@ def test_sanitization_suite_gates_the_scan_findings_and_shows_no_values(server, 
 
 def test_a_finding_no_expectation_gates_fails_the_suite():
     """The suite's last expectation: every finding belongs to a gated family, so none can pass unnoticed."""
-    from fix7_pipeline.core.model import Finding
+    from fix7_pipeline.core.shared.model import Finding
 
     stray = Finding("made.up", "x", extra={"family": "made.up", "source": "fix7"})
     summary = run_sanitization([stray], load_contract(None), set())

@@ -8,11 +8,11 @@ import subprocess
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.diff import restore_diff
-from fix7_pipeline.core.fingerprint import fingerprint
-from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.core.anchor.diff import restore_diff
+from fix7_pipeline.core.anchor.fingerprint import fingerprint
+from fix7_pipeline.core.postgres.server import pg_tool
 from fix7_pipeline.demo.builder import build_clone, demo_file, drop_clone, dump_clone
-from fix7_pipeline.core.server import create_database
+from fix7_pipeline.core.postgres.throwaways import create_database
 from fix7_pipeline_tests.pg import as_owner, proof
 
 APPLY = demo_file("fix7_apply.sql").read_text()

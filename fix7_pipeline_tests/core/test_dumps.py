@@ -13,7 +13,7 @@ from fix7_pipeline.core.dumps.archive import parse_toc_line
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.dumps.screening import screen_dump
 from fix7_pipeline.core.dumps.streams import hash_dump
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 
@@ -108,7 +108,7 @@ def test_missing_empty_random_and_special_files(tmp_path):
 _INSPECT_WITHOUT_DAC_OVERRIDE = """
 import json, sys
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.shared.errors import Fix7Error
 path, probe = sys.argv[1], sys.argv[2]
 try:
     open(probe, "rb").close()

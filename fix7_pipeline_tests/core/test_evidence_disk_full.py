@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core import audit
-from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
-from fix7_pipeline.core.report import REHEARSAL_NOT_JUDGED, EvidencePacket, render
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
+from fix7_pipeline.core.evidence.report import REHEARSAL_NOT_JUDGED, EvidencePacket, render
 from fix7_pipeline_tests import e2e_support
 
 

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from fix7_pipeline.core.fingerprint import (anchor_id, fingerprint, schema_objects, sequence_positions, snapshot,
-                                            table_fingerprints)
+from fix7_pipeline.core.anchor.fingerprint import (anchor_id, fingerprint, schema_objects, sequence_positions, snapshot,
+                                                   table_fingerprints)
 from fix7_pipeline.demo.builder import build_clone, drop_clone, dump_clone
-from fix7_pipeline.core.server import pg_tool
-from fix7_pipeline.core.server import create_database
+from fix7_pipeline.core.postgres.server import pg_tool
+from fix7_pipeline.core.postgres.throwaways import create_database
 from fix7_pipeline_tests.pg import as_owner, proof
 
 
@@ -187,10 +187,10 @@ def format_dumps(tmp_path_factory):
 def test_a_dump_restored_twice_by_its_role_fingerprints_exactly_the_same(server, throwaway, format_dumps, fmt):
     """What the restore proof rests on: the same dump, restored again the same way by the same role into a fresh
     database, has the same fingerprint, sequence positions included; so any difference it reports is real."""
-    from fix7_pipeline.core.diff import fingerprint_differences
+    from fix7_pipeline.core.anchor.diff import fingerprint_differences
     from fix7_pipeline.core.dumps.identify import inspect_dump
-    from fix7_pipeline.core.restore import restore
-    from fix7_pipeline.core.server import Throwaway
+    from fix7_pipeline.core.clone.restore import restore
+    from fix7_pipeline.core.postgres.throwaways import Throwaway
 
     info = inspect_dump(format_dumps[fmt])
     restore(server, throwaway, info, timeout=120)
@@ -205,7 +205,7 @@ def test_a_dump_restored_twice_by_its_role_fingerprints_exactly_the_same(server,
 
 
 def test_fingerprint_differences_name_every_difference_and_no_value(server, throwaway):
-    from fix7_pipeline.core.diff import fingerprint_differences
+    from fix7_pipeline.core.anchor.diff import fingerprint_differences
 
     with as_owner(server, throwaway) as c:
         c.execute("create table t (id int primary key, v text); create table gone (id int);"

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.gx_gates import RESULT_FORMAT, RuleExpectation, _context, import_expectations, run_suite
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shape.gx_gates import RESULT_FORMAT, RuleExpectation, _context, import_expectations, run_suite
 from fix7_pipeline_tests.pg import as_owner
 
 gxe = import_expectations()
@@ -87,8 +87,8 @@ def test_scipy_stats_loads_only_when_used():
 
     probe = (
         "import sys, pandas as pd\n"
-        "from fix7_pipeline.core import data_rules, gx_gates\n"
-        "from fix7_pipeline.core.model import Finding\n"
+        "from fix7_pipeline.core.shape import data_rules, gx_gates\n"
+        "from fix7_pipeline.core.shared.model import Finding\n"
         "gxe = gx_gates.import_expectations()\n"
         "s = gx_gates.run_frame_suite('probe', pd.DataFrame({'gate': ['a']}, dtype=object), [gx_gates.RuleExpectation("
         "'none', 'findings', gxe.ExpectColumnValuesToNotBeInSet(column='gate', value_set=['b']))])\n"

@@ -13,11 +13,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fix7_pipeline.core import audit, interrupts
-from fix7_pipeline.core.junit import junit_xml
-from fix7_pipeline.core.model import INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
-from fix7_pipeline.core.packet_files import PROVENANCE, READABLE
-from fix7_pipeline.core.report import REHEARSAL_INTERRUPTED, SAFE_CLONE, EvidencePacket
+from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.run import interrupts
+from fix7_pipeline.core.evidence.junit import junit_xml
+from fix7_pipeline.core.shared.model import INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
+from fix7_pipeline.core.evidence.packet_files import PROVENANCE, READABLE
+from fix7_pipeline.core.evidence.report import REHEARSAL_INTERRUPTED, SAFE_CLONE, EvidencePacket
 
 
 @pytest.fixture

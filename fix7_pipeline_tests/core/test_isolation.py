@@ -7,10 +7,10 @@ import pytest
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.dumps.screening import screen_dump
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.isolation import display_url, isolation_proven, production_regex, prove_isolation
-from fix7_pipeline.core.restore import restore
-from fix7_pipeline.core.server import create_throwaway, drop_throwaway
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.clone.isolation import display_url, isolation_proven, production_regex, prove_isolation
+from fix7_pipeline.core.clone.restore import restore
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.pg import as_owner, proof, superuser
@@ -102,7 +102,7 @@ def test_request_operation_and_free_text_production_hosts(conn):
 def test_a_production_host_in_a_large_value_is_found_across_a_window_edge(conn, monkeypatch):
     """A value longer than LARGE_VALUE_BYTES is searched in overlapping windows (the server's regex refuses a text
     over 256 MB): a host that starts 10 characters before a window's edge is still found, in its row."""
-    from fix7_pipeline.core import isolation
+    from fix7_pipeline.core.clone import isolation
 
     monkeypatch.setattr(isolation, "LARGE_VALUE_BYTES", 64 << 10)
     monkeypatch.setattr(isolation, "VALUE_WINDOW", 32 << 10)

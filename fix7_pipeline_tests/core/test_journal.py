@@ -8,10 +8,10 @@ import multiprocessing
 
 import pytest
 
-from fix7_pipeline.core import audit, journal
-from fix7_pipeline.core.model import PASSED, STAGES, StageOutcome
-from fix7_pipeline.core.packet_files import JOURNAL, RENDER_CLAIM, REPORT, sha256_file
-from fix7_pipeline.core.report import REHEARSAL_PASSED, EvidencePacket, render
+from fix7_pipeline.core.evidence import audit, journal
+from fix7_pipeline.core.shared.model import PASSED, STAGES, StageOutcome
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, RENDER_CLAIM, REPORT, sha256_file
+from fix7_pipeline.core.evidence.report import REHEARSAL_PASSED, EvidencePacket, render
 
 
 @pytest.fixture

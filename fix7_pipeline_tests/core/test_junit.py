@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
-from fix7_pipeline.core.junit import write_junit
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.shared.errors import EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.evidence.junit import write_junit
+from fix7_pipeline.core.shared.model import STAGES
 from fix7_pipeline_tests.e2e_support import fifo_reader
 
 

@@ -1,4 +1,4 @@
-"""core.liveness on real processes: a running one, one killed and reaped, a zombie, and a reused pid."""
+"""core/run/liveness.py on real processes: a running one, one killed and reaped, a zombie, and a reused pid."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from fix7_pipeline.core.liveness import process_alive
+from fix7_pipeline.core.run.liveness import process_alive
 
 
 def test_a_running_process_is_alive_and_a_killed_one_is_not():

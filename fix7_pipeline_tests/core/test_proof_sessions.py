@@ -6,10 +6,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.fingerprint import fingerprint
-from fix7_pipeline.core.proof_sql import as_text
-from fix7_pipeline.core.server import planted_settings
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.anchor.fingerprint import fingerprint
+from fix7_pipeline.core.postgres.proof_sql import as_text
+from fix7_pipeline.core.postgres.throwaways import planted_settings
 from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 SHADOW = """

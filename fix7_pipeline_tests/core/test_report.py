@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from fix7_pipeline.core.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
-from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT, write_atomic
-from fix7_pipeline.core.report import NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED, SAFE_CLONE, EvidencePacket
+from fix7_pipeline.core.shared.model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from fix7_pipeline.core.evidence.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT, write_atomic
+from fix7_pipeline.core.evidence.report import (NO_SAFE_CLONE, REHEARSAL_FAILED, REHEARSAL_PASSED, SAFE_CLONE,
+                                                EvidencePacket)
 
 def _packet(tmp_path, name="ev", **statuses) -> EvidencePacket:
     p = EvidencePacket.start(tmp_path / name, run_id="run-1", request={"clone_path": "/x.dump"})

@@ -10,10 +10,10 @@ import yaml
 
 from fix7_pipeline.cli.main import build_parser
 from fix7_pipeline.cli.rehearse import request_config
-from fix7_pipeline.core.automation_config import TOP_KEYS, load_automation_config, yaml_settings
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.paths import project_dir
-from fix7_pipeline.core.request import RehearsalRequest, request_fields
+from fix7_pipeline.core.run.automation_config import TOP_KEYS, load_automation_config, yaml_settings
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.shared.paths import project_dir
+from fix7_pipeline.core.intake.request import RehearsalRequest, request_fields
 
 PIPELINE_ORDER = ["clone_path", "apply_sql", "rollback_sql", "attested_by", "contract", "search_roots",
                   "allowed_roots", "production_hosts", "allow_hosts", "server_url", "keep_databases",
@@ -35,7 +35,7 @@ def test_the_core_schema_does_not_import_dagster():
     import subprocess
     import sys
 
-    code = ("import sys; import fix7_pipeline.core.request, fix7_pipeline.core.automation_config; "
+    code = ("import sys; import fix7_pipeline.core.intake.request, fix7_pipeline.core.run.automation_config; "
             "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

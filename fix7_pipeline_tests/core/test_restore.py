@@ -9,9 +9,9 @@ from psycopg import sql
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
 from fix7_pipeline.core.dumps.screening import screen_dump
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.restore import restore
-from fix7_pipeline.core.server import RULE_ATTRIBUTES, RULE_MEMBERSHIP, RULE_SERVER_FILES
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.clone.restore import restore
+from fix7_pipeline.core.postgres.throwaways import RULE_ATTRIBUTES, RULE_MEMBERSHIP, RULE_SERVER_FILES
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.core import hostile
 from fix7_pipeline_tests.pg import proof

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core import schema_text
-from fix7_pipeline.core.diff import restore_diff
-from fix7_pipeline.core.fingerprint import fingerprint
-from fix7_pipeline.core.server import create_database, create_throwaway, drop_throwaway
+from fix7_pipeline.core.anchor import schema_text
+from fix7_pipeline.core.anchor.diff import restore_diff
+from fix7_pipeline.core.anchor.fingerprint import fingerprint
+from fix7_pipeline.core.postgres.throwaways import create_database, create_throwaway, drop_throwaway
 from fix7_pipeline_tests.pg import as_owner, proof, superuser
 
 BASE = """
@@ -164,7 +164,7 @@ def test_data_of_everything_that_holds_data(server, base, name, owner_sql, check
 
 def test_pg_dump_text_sees_what_the_fingerprint_was_told_not_to(server, base, monkeypatch):
     """A blind spot made on purpose: without comments in the fingerprint, the dump text still differs."""
-    import fix7_pipeline.core.fingerprint as fpmod
+    import fix7_pipeline.core.anchor.fingerprint as fpmod
 
     blind = fpmod.SCHEMA_OBJECTS_SQL.replace("{}".format("obj_description(r.oid, 'pg_class')"), "''")
     monkeypatch.setattr(fpmod, "SCHEMA_OBJECTS_SQL", blind)
@@ -179,7 +179,7 @@ def _cli(*args: str):
     import subprocess
     import sys
 
-    from fix7_pipeline.core.paths import project_dir
+    from fix7_pipeline.core.shared.paths import project_dir
 
     return subprocess.run([sys.executable, "-m", "fix7_pipeline.cli", "diff", *args], capture_output=True,
                           text=True, cwd=str(project_dir()), timeout=120)

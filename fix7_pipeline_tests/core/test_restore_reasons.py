@@ -14,8 +14,8 @@ import pytest
 from psycopg import sql
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.restore import restore
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.clone.restore import restore
 from fix7_pipeline.demo import builder
 
 SOURCE = "fix7h_restore_reasons"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.change import ChangeSQL
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.change.change_sql import ChangeSQL
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.dumps.formats import CUSTOM, DumpInfo, TocEntry
-from fix7_pipeline.core.request import RehearsalRequest
-from fix7_pipeline.core.run_record import Anchor, RunRecord, ThrowawayNames
+from fix7_pipeline.core.intake.request import RehearsalRequest
+from fix7_pipeline.core.run.run_record import Anchor, RunRecord, ThrowawayNames
 
 
 def _record() -> RunRecord:

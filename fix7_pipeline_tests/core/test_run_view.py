@@ -1,4 +1,4 @@
-"""What a run shows outside the packet (core/run_view.py): tags and Markdown tables, never a value of a row."""
+"""What a run shows outside the packet (core/evidence/run_view.py): tags and Markdown tables, never a value of a row."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 from markdown_it import MarkdownIt
 
-from fix7_pipeline.core import run_view
-from fix7_pipeline.core.model import STAGES
+from fix7_pipeline.core.evidence import run_view
+from fix7_pipeline.core.shared.model import STAGES
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u202e]")
 
@@ -106,7 +106,7 @@ def test_the_stage_table_leads_with_the_verdict():
 
 
 def test_every_verdict_has_a_short_headline():
-    from fix7_pipeline.core import report
+    from fix7_pipeline.core.evidence import report
 
     verdicts = {v for v in vars(report).values() if isinstance(v, str) and v.startswith("REHEARSAL_")}
     verdicts |= {"NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE", "NOT_STARTED"}

@@ -12,10 +12,11 @@ import threading
 import pytest
 from psycopg import sql
 
-from fix7_pipeline.core.errors import Fix7Error, HostRefused
-from fix7_pipeline.core.hosts import HostPolicy
-from fix7_pipeline.core.server import (RehearsalServer, assert_least_privilege, create_throwaway, drop_throwaway,
-                                       leftovers, role_attributes, sweep)
+from fix7_pipeline.core.shared.errors import Fix7Error, HostRefused
+from fix7_pipeline.core.postgres.hosts import HostPolicy
+from fix7_pipeline.core.postgres.server import RehearsalServer
+from fix7_pipeline.core.postgres.throwaways import (assert_least_privilege, create_throwaway, drop_throwaway, leftovers,
+                                                    role_attributes, sweep)
 
 
 class Listener:
@@ -134,7 +135,7 @@ def test_sweep_drops_leftovers_of_dead_runs_only(server):
 
 
 def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(server, throwaway):
-    from fix7_pipeline.core.server import DAGSTER_STORAGE_ROLE, embedded_dagster_url
+    from fix7_pipeline.core.postgres.embedded import DAGSTER_STORAGE_ROLE, embedded_dagster_url
 
     embedded_dagster_url("dagster_t_role_probe")
     try:
@@ -153,7 +154,7 @@ def test_dagster_storage_has_its_own_role_that_no_rehearsal_role_can_reach(serve
 
 
 def test_kept_throwaways_are_never_swept(server):
-    from fix7_pipeline.core.server import keep_throwaway
+    from fix7_pipeline.core.postgres.throwaways import keep_throwaway
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -225,7 +226,7 @@ def test_throwaway_passwords_are_derived_per_role_from_the_process_secret(monkey
     assert _external(password="admin-pw").throwaway_login("r").password == _external("admin-pw").throwaway_login("r").password
     assert _external(key, password="admin-pw").throwaway_login("r").password == _external(key).throwaway_login("r").password
     # another process holding the same key (a step process under the multiprocess executor) derives the same
-    code = ("import sys; from fix7_pipeline.core.hosts import HostPolicy; from fix7_pipeline.core.server import "
+    code = ("import sys; from fix7_pipeline.core.postgres.hosts import HostPolicy; from fix7_pipeline.core.postgres.server import "
             "RehearsalServer; print(RehearsalServer.from_url('postgresql://ops@127.0.0.1:1/postgres', HostPolicy())"
             ".throwaway_login('fix7_restorer_aa').password)")
     env = {k: v for k, v in os.environ.items() if k != "FIX7_REHEARSAL_SERVER_PASSWORD"}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.shape import check_shape
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.shape.schema_shape import check_shape
 from fix7_pipeline_tests.pg import as_owner, proof
 
 _SHARED = Path("/work/shared/reference/birth_surface.sql")

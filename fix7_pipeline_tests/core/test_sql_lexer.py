@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core.sql_lexer import (BLOCK_COMMENT, LINE_COMMENT, PlainScanner, Tok, lex, quote_at, quote_end,
-                                          tokens)
+from fix7_pipeline.core.postgres.sql_lexer import (BLOCK_COMMENT, LINE_COMMENT, PlainScanner, Tok, lex, quote_at,
+                                                   quote_end, tokens)
 from fix7_pipeline_tests.pg import superuser
 
 

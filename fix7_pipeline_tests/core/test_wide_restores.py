@@ -14,9 +14,9 @@ import warnings
 import psycopg
 import pytest
 
-from fix7_pipeline.core.paths import state_dir
-from fix7_pipeline.core.server import (EMBEDDED_RESTART_SETTINGS, _configure_for_large_restores,
-                                       _settings_in_force, start_embedded)
+from fix7_pipeline.core.shared.paths import state_dir
+from fix7_pipeline.core.postgres.embedded import (EMBEDDED_RESTART_SETTINGS, _configure_for_large_restores,
+                                                  _settings_in_force, start_embedded)
 
 WANTED = int(EMBEDDED_RESTART_SETTINGS["max_locks_per_transaction"])
 

@@ -13,9 +13,11 @@ import dagster as dg
 import pytest
 
 from fix7_pipeline.core.dumps.identify import inspect_dump
-from fix7_pipeline.core.automation_config import load_automation_config
-from fix7_pipeline.core.errors import Fix7Error
-from fix7_pipeline.core.server import create_throwaway, drop_throwaway, pg_tool, run_tool
+from fix7_pipeline.core.run.automation_config import load_automation_config
+from fix7_pipeline.core.shared.errors import Fix7Error
+from fix7_pipeline.core.postgres.server import pg_tool
+from fix7_pipeline.core.postgres.pg_tools import run_tool
+from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 from fix7_pipeline.defs.automation import build_schedule, build_sensor, clone_drop_sensor, nightly_rehearsal
 from fix7_pipeline_tests.pg import as_owner
 

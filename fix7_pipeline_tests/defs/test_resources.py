@@ -7,8 +7,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster._serdes import serialize_value
 
-from fix7_pipeline.core.rehearsal import RehearsalRequest, ServerSource
-from fix7_pipeline.core.server import PASSWORD_ENV, THROWAWAY_KEY_ENV
+from fix7_pipeline.core.run.rehearsal import RehearsalRequest, ServerSource
+from fix7_pipeline.core.postgres.server import PASSWORD_ENV, THROWAWAY_KEY_ENV
 from fix7_pipeline.defs.resources import RESOURCE_KEY, SERVER_URL_ENV, rehearsal_server_resource
 
 

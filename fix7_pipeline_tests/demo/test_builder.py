@@ -9,11 +9,10 @@ import subprocess
 import psycopg
 import pytest
 
-from fix7_pipeline.core.server import pg_tool
+from fix7_pipeline.core.postgres.server import pg_tool
 from fix7_pipeline.demo import builder
 from fix7_pipeline.demo.builder import (DUMP_FORMATS, build_clone, drop_clone, dump_clone, factory_conninfo,
-                                        reference_schema_sql, run_sql, system_pg_dump,
-                                        write_sample_change)
+                                        reference_schema_sql, run_sql, system_pg_dump, write_sample_change)
 
 HEX64 = "^[0-9a-f]{64}$"
 

@@ -3,7 +3,7 @@
 A contract comes from YAML (the shipped default, `contracts/birth_surface.yaml`, or an operator's
 file) or from PostgreSQL itself: schema-only SQL or any pg_dump archive is restored through the
 screened, least-privileged restore path into a throwaway database and its shape is read from the
-catalog (`contract.from_sql.contract_from_schema`); no DDL is parsed here. The YAML has two top-level
+catalog (`core/intake/contract_from_schema.contract_from_schema`); no DDL is parsed here. The YAML has two top-level
 sections so the shape can be compared with its SQL source exactly:
 
     version: 1
@@ -44,6 +44,7 @@ sections so the shape can be compared with its SQL source exactly:
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 import yaml
 
@@ -133,6 +134,13 @@ def contract_from_yaml_text(text: str, source: str) -> Contract:
     return contract_from_dict(data, source)
 
 
+DEFAULT_CONTRACT = "birth_surface.yaml"
+
+
+def default_contract() -> Contract:
+    """The shipped default contract (the birth surface), used when the operator names none."""
+    text = resources.files("fix7_pipeline").joinpath("contracts", DEFAULT_CONTRACT).read_text("utf-8")
+    return contract_from_yaml_text(text, f"default ({DEFAULT_CONTRACT})")
 
 
 # -- hand-written YAML types ------------------------------------------------------------------

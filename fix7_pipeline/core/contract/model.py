@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from ..errors import EXIT_USAGE, Fix7Error
+from ..shared.errors import EXIT_USAGE, Fix7Error
 
 FK_ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

@@ -2,7 +2,7 @@
 
 Nothing here connects to a database. Archives are read with the wheel's `pg_restore -l`
 (never the system's); plain dumps are read line by line with the one SQL lexer
-(`core/sql_lexer.py`), so a meta-command hidden after pg_dump's `\\unrestrict` or a foreign server
+(`core/postgres/sql_lexer.py`), so a meta-command hidden after pg_dump's `\\unrestrict` or a foreign server
 pointing at production is refused before anything runs.
 
 - `formats`   — the five formats, size caps, `DumpInfo` and `TocEntry`, and how a dump is refused

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..pg_tools import VERSION_NUM, pg_tool
+from ..postgres.pg_tools import VERSION_NUM, pg_tool
 from .formats import CUSTOM, DIRECTORY, TAR, TocEntry, refuse
 
 # TOC descriptions pg_dump writes (pg_restore -l), longest first so multi-word kinds match whole.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import Fix7Error
+from ..shared.errors import Fix7Error
 
 PLAIN, PLAIN_GZIP, CUSTOM, DIRECTORY, TAR = "plain", "plain-gzip", "custom", "directory", "tar"
 FORMATS = (PLAIN, PLAIN_GZIP, CUSTOM, DIRECTORY, TAR)

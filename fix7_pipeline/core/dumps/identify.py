@@ -9,12 +9,12 @@ import stat
 import zlib
 from pathlib import Path
 
-from ..sql_lexer import COPY_FROM_STDIN, copy_target
-from ..pg_tools import wheel_major
+from ..postgres.pg_tools import wheel_major
+from ..postgres.sql_lexer import COPY_FROM_STDIN, copy_target
 from .archive import version_major, list_archive, tables_from_toc, verify_archive_data
-from .screening import PlainScreen
 from .formats import (CUSTOM, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_PLAIN_BYTES, DIRECTORY, PLAIN, PLAIN_GZIP, TAR,
                       DumpInfo, TocEntry, refuse)
+from .screening import PlainScreen
 from .streams import HashingReader, hash_directory, hash_file, iter_lines, open_plain, resolve_path
 
 _TOC_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")

@@ -1,6 +1,6 @@
 """Screening before anything runs: psql meta-commands, outward pointers, untrusted code in a dump.
 
-A plain dump is screened statement by statement through the one SQL lexer (`core/sql_lexer.py`), so a
+A plain dump is screened statement by statement through the one SQL lexer (`core/postgres/sql_lexer.py`), so a
 meta-command hidden after pg_dump's `\\unrestrict` or a foreign server pointing at production is refused
 before anything is restored; an archive is screened by its table of contents.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..model import Finding
-from ..sql_lexer import Meta, PlainScanner, Statement, unquote_ident
+from ..postgres.sql_lexer import Meta, PlainScanner, Statement, unquote_ident
+from ..shared.model import Finding
 from .formats import PLAIN, PLAIN_GZIP, DumpInfo, TocEntry
 from .streams import iter_lines, open_plain
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..dumps.identify import inspect_dump
 from ..dumps.screening import screen_dump
-from ..errors import Fix7Error
+from ..shared.errors import Fix7Error
+from ..shared.escape import visible
 
 MAX_DEPTH = 6
 MAX_FILES = 20000
@@ -185,8 +186,6 @@ def _classify_path(path: Path) -> dict | None:
 
 
 def _cell(v) -> str:
-    from ..escape import visible
-
     return visible(v)
 
 

@@ -4,7 +4,7 @@ afterwards in windows."""
 
 from __future__ import annotations
 
-from ..proof_sql import FIRST_NORMAL_OID
+from ..postgres.proof_sql import FIRST_NORMAL_OID
 from .copy_reader import LARGE_VALUE_BYTES
 
 CATALOG_BODIES: dict[str, str] = {}

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql as psql
 
 from . import textscan
-from ..proof_sql import as_text
+from ..postgres.proof_sql import as_text
 from .plan import TablePlan
 
 CHUNK_BYTES = 2 << 20          # COPY text gathered per scanner call (each worker holds about 4 copies)

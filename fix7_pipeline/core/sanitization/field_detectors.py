@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..shared.errors import Fix7Error
+
 DETECT_SECRETS = "detect-secrets"
 PINNED = "1.5.0"
 PREFIX = "detect-secrets."
@@ -106,8 +108,6 @@ def detect_secrets_rules() -> tuple[tuple[FieldRule, ...], str]:
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
         version = metadata.version("detect-secrets")
     except ImportError as e:
-        from ..errors import Fix7Error
-
         raise Fix7Error(f"The sanitization gate loads detect-secrets' detectors from its pinned package "
                         f"(detect-secrets=={PINNED}, requirements.lock), which is not installed ({e}). Install the "
                         "project with `make install` (or pip install -r requirements.lock).") from e

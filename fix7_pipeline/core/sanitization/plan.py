@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from ..contract.model import Contract
-from ..proof_sql import FIRST_NORMAL_OID
+from ..postgres.proof_sql import FIRST_NORMAL_OID
 
 _NON_TEXT_CATEGORIES = set("BDNTGIVPX")   # bool, date/time, numeric, interval, geometry, inet, bit, pseudo
 _NON_TEXT_TYPES = {"uuid", "pg_lsn", "oid", "regclass", "regtype", "regproc", "tid", "xid", "xid8", "cid",

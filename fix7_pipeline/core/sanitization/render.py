@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ..model import Finding
+from ..shared.model import Finding
 from .findings import RawHit
 from .redact import RedactedNames
 from .rules import MUST_BE_EMPTY, MUST_BE_NULL, UNREADABLE, engine

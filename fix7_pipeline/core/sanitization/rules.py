@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..paths import state_dir
+from ..shared.paths import state_dir
 from . import field_detectors
 from .keyvalue import KEYED_ON_A_WORD
 

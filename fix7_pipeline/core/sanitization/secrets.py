@@ -55,7 +55,7 @@ from .render import identify, render
 from .rules import UNREADABLE, engine
 from .table_scan import scan_table_raw
 from ..contract.model import Contract
-from ..model import Finding
+from ..shared.model import Finding
 
 ROWS_PER_FINDING_KIND = None   # no cap: the packet carries every finding (kept for callers that pass it)
 

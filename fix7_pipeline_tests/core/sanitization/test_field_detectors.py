@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.sanitization import field_detectors, rules, textscan
 from fix7_pipeline_tests.e2e_support import rnd
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import string
 
-from fix7_pipeline.core import data_rules
+from fix7_pipeline.core.shape import data_rules
 from fix7_pipeline.core.sanitization import textscan
-from fix7_pipeline.core.contract.load import load_contract
-from fix7_pipeline.core.model import PASSED, Finding, StageOutcome
-from fix7_pipeline.core.rehearsal import suite_failures_beyond
+from fix7_pipeline.core.intake.contract_load import load_contract
+from fix7_pipeline.core.shared.model import PASSED, Finding, StageOutcome
+from fix7_pipeline.core.run.clone_stages import suite_failures_beyond
 from fix7_pipeline_tests.core.sanitization.test_secrets import SALT, scan
 from fix7_pipeline_tests.e2e_support import planted, rnd
 

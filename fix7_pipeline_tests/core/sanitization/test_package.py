@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fix7_pipeline.core import sanitization
-from fix7_pipeline.core.model import Finding
+from fix7_pipeline.core.shared.model import Finding
 from fix7_pipeline.core.sanitization import catalog_sql, copy_reader, plan
 from fix7_pipeline.core.sanitization.findings import ScanFindings
 from fix7_pipeline.core.sanitization.names import judge_printed_names

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fix7_pipeline.core.model import Finding, StageOutcome
+from fix7_pipeline.core.shared.model import Finding, StageOutcome
 from fix7_pipeline.core.sanitization.redact import RedactedNames
 
 TOKEN = "ghp_" + "Zx9" * 12

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.sanitization.secrets import scan_secrets
 from fix7_pipeline_tests.e2e_support import rnd
 from fix7_pipeline_tests.pg import as_owner

@@ -18,10 +18,10 @@ from psycopg.types.json import Json, Jsonb
 
 from fix7_pipeline.core.sanitization import binary_scan, copy_reader
 from fix7_pipeline.core.sanitization import textscan
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.sanitization.redact import RedactedNames
 from fix7_pipeline.core.sanitization.secrets import scan_secrets
-from fix7_pipeline.core.server import database_settings
+from fix7_pipeline.core.postgres.throwaways import database_settings
 from fix7_pipeline_tests.core.test_shape import USERS, make_birth_surface
 from fix7_pipeline_tests.e2e_support import find_leaks, planted, rnd
 from fix7_pipeline_tests.pg import as_owner, superuser

@@ -3,7 +3,7 @@ silence the word-keyed rules there, never a provider's pattern (a real token in 
 
 from __future__ import annotations
 
-from fix7_pipeline.core.contract.load import load_contract
+from fix7_pipeline.core.intake.contract_load import load_contract
 from fix7_pipeline.core.contract.model import with_annotations
 from fix7_pipeline.core.sanitization.secrets import scan_secrets
 from fix7_pipeline_tests.e2e_support import rnd
