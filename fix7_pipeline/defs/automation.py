@@ -17,6 +17,7 @@ from fix7_pipeline.core.run.automation_config import (AutomationConfig, DropEntr
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.shared.escape import visible
 from fix7_pipeline.core.shared.names import JOB
+from fix7_pipeline.defs.audit_chain import report_chain_state
 from fix7_pipeline.defs.partitions import rehearsal_key
 from fix7_pipeline.defs.run_end import end_run
 
