@@ -15,7 +15,7 @@ import types
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core.evidence import report
+from fix7_pipeline.core.evidence import evidence_dir as packet_dirs
 from fix7_pipeline.core.evidence.packet_files import REPORT
 from fix7_pipeline.demo import builder
 from fix7_pipeline_tests.e2e_support import DagsterHome, config, dumped_variant, load_packet
@@ -82,7 +82,7 @@ def test_a_rollback_that_unlinks_an_anchored_large_object_fails(instance, dump, 
 
 
 def test_the_same_dump_twice_in_the_same_second_gets_two_folders(instance, dump, tmp_path, monkeypatch):
-    """The folder name's clock is held at one second for both runs (report.default_evidence_dir's stamp)."""
+    """The folder name's clock is held at one second for both runs (evidence_dir.default_evidence_dir's stamp)."""
     held = real_dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=real_dt.timezone.utc)
 
     class HeldClock(real_dt.datetime):
@@ -90,7 +90,7 @@ def test_the_same_dump_twice_in_the_same_second_gets_two_folders(instance, dump,
         def now(cls, tz=None):
             return held if tz else held.replace(tzinfo=None)
 
-    monkeypatch.setattr(report, "dt", types.SimpleNamespace(**{**vars(real_dt), "datetime": HeldClock}))
+    monkeypatch.setattr(packet_dirs, "dt", types.SimpleNamespace(**{**vars(real_dt), "datetime": HeldClock}))
     monkeypatch.setenv("FIX7_EVIDENCE_ROOT", str(tmp_path / "evidence"))
     runs = [_rehearse(instance, dump, tmp_path / f"run{i}", "select 1;\n", "select 1;\n", evidence_dir=None)
             for i in range(2)]

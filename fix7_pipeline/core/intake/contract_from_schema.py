@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..clone import restore
 from ..contract.model import Contract, contract_error
-from ..dumps.identify import inspect_dump
+from ..dumps import identify
 from ..postgres.server import RehearsalServer
 from ..postgres.throwaways import create_throwaway, drop_throwaway
 from ..shape.schema_shape import read_catalog_shape
@@ -26,7 +26,7 @@ def contract_from_schema(server: RehearsalServer, path: str | Path, *, source: s
     p = Path(path)
     source = source or str(p)
     try:
-        info = inspect_dump(p, schema_sql=True, timeout=timeout)
+        info = identify.inspect_dump(p, schema_sql=True, timeout=timeout)
     except Fix7Error as e:
         raise contract_error(source, e.message) from None
     tw = create_throwaway(server)

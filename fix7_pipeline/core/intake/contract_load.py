@@ -8,7 +8,7 @@ from pathlib import Path
 from ..contract.from_yaml import contract_from_yaml_text, default_contract
 from ..contract.model import Contract, contract_error
 from ..postgres.sql_lexer import Statement, iter_lexed
-from .contract_from_schema import contract_from_schema
+from . import contract_from_schema as from_schema
 
 _CREATE_TABLE = re.compile(r"(?i)^create\s+(?:(?:global|local)\s+)?(?:temp\s+|temporary\s+|unlogged\s+)?table\b")
 
@@ -45,7 +45,7 @@ def load_contract(path: str | Path | None = None, *, server=None) -> Contract:
         if server is None:
             raise contract_error(str(p), "it is SQL or a pg_dump archive, which PostgreSQL must restore to read "
                                          "its shape, and no rehearsal server was given")
-        return contract_from_schema(server, p)
+        return from_schema.contract_from_schema(server, p)
     try:
         text = p.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as e:

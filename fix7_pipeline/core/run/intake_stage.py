@@ -10,15 +10,14 @@ from pathlib import Path
 
 from ..sanitization import candidates
 from ..change import change_sql as change_mod
-from ..dumps.identify import inspect_dump
-from ..dumps.screening import screen_dump
+from ..dumps import identify, screening
 from ..evidence.audit import witness
 from ..evidence.evidence_dir import EvidenceDirRefused, default_evidence_dir, evidence_dir_problem
 from ..evidence.journal import Journal
 from ..evidence.packet_files import EvidenceNotWritten
 from ..evidence.report import EvidencePacket, utc_now
 from ..impact import threshold_problems
-from ..intake.contract_load import is_schema_source, load_contract
+from ..intake import contract_load
 from ..intake.request import RehearsalRequest
 from ..postgres.hosts import redact_url
 from ..postgres.server_urls import config_server_url, storage_connection
@@ -99,7 +98,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     info = None
     try:
         roots = [Path(r) for r in request.allowed_roots] or None
-        info = inspect_dump(Path(request.clone_path), allowed_roots=roots)
+        info = identify.inspect_dump(Path(request.clone_path), allowed_roots=roots)
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
@@ -130,7 +129,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     if info is not None:
         judge_names(dump_names(info), names)
         clone.update(names.scrub_obj(info.as_dict()))
-        findings.extend(screen_dump(info))
+        findings.extend(screening.screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
                                 message="no operator attestation: name who attests that the dump is a sanitized, "
@@ -199,9 +198,9 @@ def redact_dump(info, names: RedactedNames):
 def _intake_contract(request: RehearsalRequest):
     """(the parsed contract, None), or (None, None) for schema SQL or a dump (converted at the first stage with a
     server: StageContext.contract), or (None, the finding that blocks intake) for a contract that cannot be read."""
-    if request.contract and is_schema_source(request.contract):
+    if request.contract and contract_load.is_schema_source(request.contract):
         return None, None
     try:
-        return load_contract(request.contract or None), None
+        return contract_load.load_contract(request.contract or None), None
     except Fix7Error as e:
         return None, Finding(rule=e.rule, message=e.message)

@@ -25,7 +25,7 @@ from ..evidence.audit import witness
 from ..evidence.journal import Journal
 from ..evidence.packet_files import EvidenceNotWritten
 from ..evidence.report import EvidencePacket, render
-from ..intake.contract_load import load_contract
+from ..intake import contract_load
 from ..intake.request import RehearsalRequest
 from ..postgres.server import PASSWORD_ENV, THROWAWAY_KEY_ENV, ConnectionLedger, Login, RehearsalServer
 from ..postgres.server_faults import from_psycopg
@@ -111,7 +111,7 @@ class StageContext:
         """The run's contract: parsed at intake, or (schema SQL, a dump) converted once by PostgreSQL at the first
         stage that needs one, and carried forward in the record, so no later stage (or process) converts it again."""
         if self.record.contract is None:
-            self.put(contract=load_contract(self.request.contract, server=self.server),
+            self.put(contract=contract_load.load_contract(self.request.contract, server=self.server),
                      contract_derived_from_schema=True)
         return self.record.contract
 
