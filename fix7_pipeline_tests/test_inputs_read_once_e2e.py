@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
-from fix7_pipeline.core import change, journal, report, restore
+from fix7_pipeline.core import journal, report, restore
+from fix7_pipeline.core.change import change
 from fix7_pipeline.core.contract import load as contract_load
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.dumps import identify, screening

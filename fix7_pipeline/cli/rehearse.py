@@ -133,7 +133,7 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
     operator-named evidence directory must be a writable directory holding no packet file (and not the
     JUnit report about to be written): a sealed packet is never overwritten.
     """
-    from fix7_pipeline.core import change
+    from fix7_pipeline.core.change import change
     from fix7_pipeline.core.report import evidence_dir_problem
 
     for label in ("apply", "rollback"):

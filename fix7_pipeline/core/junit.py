@@ -55,7 +55,7 @@ def junit_xml(packet: dict) -> str:
         elif reason:
             ET.SubElement(case, "system-out").text = reason
     impact_cases = 0
-    for label in ("apply", "rollback"):  # one case per impact threshold set (core/impact.py)
+    for label in ("apply", "rollback"):  # one case per impact threshold set (core/change/impact.py)
         impact = (packet.get("impact") or {}).get(label) or {}
         for r in (impact.get("thresholds") or {}).get("results", []):
             impact_cases += 1
@@ -75,7 +75,7 @@ def junit_xml(packet: dict) -> str:
         counts["failures"] += 1
         stopped = [_x(f"{n}: {(stages[n] or {}).get('reason')}") for n in names
                    if (stages[n] or {}).get("status") in (FAILED, BLOCKED, INTERRUPTED)]
-        from .impact import breaches
+        from .change.impact import breaches
 
         stopped += [_x(f"impact: {m}") for label in ("apply", "rollback")
                     for m in breaches((packet.get("impact") or {}).get(label))]

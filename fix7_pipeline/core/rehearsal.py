@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import change as change_mod
+from .change import change as change_mod
 from . import interrupts
 from .audit import witness
 from .errors import Fix7Error
@@ -174,7 +174,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     contract, contract_finding = _intake_contract(request)
     if contract_finding is not None:
         findings.append(contract_finding)
-    from .impact import threshold_problems
+    from .change.impact import threshold_problems
 
     findings += [Finding(rule="impact_thresholds", message=f"impact threshold setting: {p}")
                  for p in threshold_problems(asdict(request))]
@@ -510,7 +510,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
                      ) -> tuple[RunRecord, StageOutcome]:
     """Run the change as intake read it (its text and sha256 are the record's): the file is not read again, so
     one edited after intake is not what runs."""
-    from . import impact as impact_mod
+    from .change import impact as impact_mod
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256

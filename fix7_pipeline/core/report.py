@@ -296,8 +296,8 @@ class EvidencePacket:
         return None
 
     def impact_breaches(self) -> list[str]:
-        """Every impact threshold breached by apply or rollback (core/impact.py): any one fails the rehearsal."""
-        from .impact import breaches
+        """Every impact threshold breached by apply or rollback (core/change/impact.py): any one fails the rehearsal."""
+        from .change.impact import breaches
 
         return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
@@ -530,7 +530,7 @@ class EvidencePacket:
             lines += [f"- sequence: {md(o)}" for o in diff.get("sequences", [])]
         impact = {k: v for k, v in (d.get("impact") or {}).items() if v}
         if impact:
-            from .impact import markdown as impact_markdown
+            from .change.impact import markdown as impact_markdown
 
             lines += ["", "## Impact: what production will feel"]
             for label in ("apply", "rollback"):

@@ -137,7 +137,7 @@ class RehearsalRequest:
     lock_timeout_s: Annotated[int, Flag("--lock-timeout-s", "lock timeout of apply and rollback, seconds "
                                         "(default 15)", "N", parse=seconds), Yaml()] = Field(
         default=15, description="Lock timeout for apply and rollback.")
-    # -- what production will feel (core/impact.py): thresholds that gate (None = not set), warning sizes
+    # -- what production will feel (core/change/impact.py): thresholds that gate (None = not set), warning sizes
     max_statement_s: Annotated[float | None, Flag("--max-statement-s", "longest one statement may run", "S",
                                                   parse=non_negative(float), group=IMPACT), Yaml()] = Field(
         default=None, description="Impact threshold: the longest one statement of apply or rollback may run, in "

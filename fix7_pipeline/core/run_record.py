@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .change import ChangeSQL
+from .change.change import ChangeSQL
 from .contract.model import Contract
 from .dumps.formats import DumpInfo, TocEntry
 from .request import RehearsalRequest

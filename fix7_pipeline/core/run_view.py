@@ -66,7 +66,7 @@ def verdict_reason(data: dict) -> str:
     stage = stopping_stage(data)
     if stage:
         return one_line(f"{stage}: {stages[stage].get('reason') or stages[stage].get('status')}")
-    from .impact import breaches
+    from .change.impact import breaches
 
     found = [b for label in ("apply", "rollback") for b in breaches((data.get("impact") or {}).get(label))]
     if found:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import change as change_mod
+from .change import change as change_mod
 from . import interrupts
 from .errors import Fix7Error
 from .journal import Journal

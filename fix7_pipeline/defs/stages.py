@@ -244,7 +244,7 @@ def impact_events(asset: str, check: str, impact: dict | None) -> tuple[dict, dg
     The check fails when a threshold set in the request is breached, or when the impact could not be
     measured at all (the change did not run); with no thresholds set it passes and gates nothing.
     """
-    from fix7_pipeline.core.impact import breaches, markdown
+    from fix7_pipeline.core.change.impact import breaches, markdown
 
     if not impact:
         return {}, dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,

@@ -45,7 +45,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
 
 def discard_run_outputs(instance: dg.DagsterInstance, run_id: str) -> None:
-    from fix7_pipeline.core.change import discard_copies
+    from fix7_pipeline.core.change.change import discard_copies
 
     shutil.rmtree(run_folder(instance, run_id), ignore_errors=True)
     discard_copies(run_id)  # intake's private copies of the change files

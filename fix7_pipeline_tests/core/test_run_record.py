@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.change import ChangeSQL
+from fix7_pipeline.core.change.change import ChangeSQL
 from fix7_pipeline.core.contract.load import load_contract
 from fix7_pipeline.core.dumps.formats import CUSTOM, DumpInfo, TocEntry
 from fix7_pipeline.core.request import RehearsalRequest

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .escape import md
-from .sql_lexer import Tok, tokens
+from ..escape import md
+from ..sql_lexer import Tok, tokens
 
 LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
               "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")

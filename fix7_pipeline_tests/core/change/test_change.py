@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fix7_pipeline.core.change import (ChangeSQL, open_transaction, read_change, run_change, screen_change,
+from fix7_pipeline.core.change.change import (ChangeSQL, open_transaction, read_change, run_change, screen_change,
                                        session_options, statement_chunks, transaction_escape)
 from fix7_pipeline.core.errors import EXIT_USAGE, Fix7Error
 from fix7_pipeline_tests.pg import as_owner, proof
@@ -67,7 +67,7 @@ def test_copies_left_by_a_killed_run_are_swept_after_a_week(tmp_path, monkeypatc
     import os
     import time
 
-    from fix7_pipeline.core import change as change_mod
+    from fix7_pipeline.core.change import change as change_mod
 
     monkeypatch.setattr(change_mod, "copies_dir", lambda run_id: tmp_path / "change-copies" / run_id)
     f = tmp_path / "apply.sql"
