@@ -511,16 +511,19 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
     """Run the change as intake read it (its text and sha256 are the record's): the file is not read again, so
     one edited after intake is not what runs."""
     from .change import impact as impact_mod
+    from .change import traffic
+    from .change.probe import probing
 
     def body(server: RehearsalServer, packet: Journal, run: _Run) -> StageOutcome:
         ch = run.record.change(label).loaded()  # intake's private copy, checked against its sha256
         anchor = run.record.anchor
         settings = impact_mod.settings_for(run.request, stage_contract(run, server),
                                            (anchor.fingerprint if anchor else {}).get("tables"))
-        outcome = change_mod.run_change(server, _throwaway(run.record.throwaway, server), ch,
-                                        statement_timeout_s=run.request.statement_timeout_s,
-                                        lock_timeout_s=run.request.lock_timeout_s, impact=settings)
-        impact = outcome.details.pop("impact", None)
+        tw = _throwaway(run.record.throwaway, server)
+        with probing(server, tw, settings, label, run.request.statement_timeout_s) as probe_run:
+            outcome = change_mod.run_change(server, tw, ch, statement_timeout_s=run.request.statement_timeout_s,
+                                            lock_timeout_s=run.request.lock_timeout_s, impact=settings)
+        impact = traffic.attach(outcome.details.pop("impact", None), probe_run, settings)
         packet.put(["impact", label], impact)
         outcome.published["impact"] = impact
         if impact is not None:

@@ -557,6 +557,9 @@ class EvidencePacket:
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        from .change.chart import write_charts  # matplotlib: loaded only when a packet is written
+
+        self.data.setdefault("files", {}).update(write_charts(self.dir, self.data.get("impact") or {}))
         write_evidence(self.dir / REPORT, self.report_text())
         write_evidence(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
         write_evidence(self.dir / READABLE, self.markdown())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .estimates import estimates
 from .thresholds import evaluate
 from .units import ACCESS_EXCLUSIVE, KINDS, scale_note, strength
 from .statement_warnings import warnings
@@ -30,7 +31,8 @@ def analyse(meter, lexed=None) -> dict:
                  "mode": span["mode"], "line": s["line"], "kind": s["kind"], "held_s": round(held, 4),
                  "to": "commit" if span["released"] is None and meter.committed else
                        "rollback" if span["released"] is None else f"line {st[span['released']]['line']}",
-                 "new_relation": not existing}
+                 "new_relation": not existing, "from_s": s.get("start_s"),
+                 "until_s": _until(meter, span)}
         table = tables_of.get(span["oid"])
         note = scale_note(settings, table) if existing else ""
         if note:
@@ -85,5 +87,20 @@ def analyse(meter, lexed=None) -> dict:
         "server_version_num": meter.server_version,
     }
     out["warnings"] = warnings(meter, lexed, out)
+    out["estimates"] = estimates(meter, lexed, out)
     out["thresholds"] = evaluate(meter, out)
+    # for the traffic probe (core/change/traffic.py), which takes them out: its clock and the change's session
+    out["clock"] = {"origin_perf_s": meter.origin, "change_pid": meter.backend_pid,
+                    "commit_s": list(meter.commit_at) if meter.commit_at else None}
     return out
+
+
+def _until(meter, span: dict) -> float | None:
+    """When a lock was given back, in the meter's seconds: the end of the statement after which it was gone,
+    else the end of COMMIT, else (rolled back) the end of the last statement."""
+    st = meter.statements
+    if span["released"] is not None:
+        return st[span["released"]].get("end_s")
+    if meter.commit_at:
+        return round(meter.commit_at[1], 4)
+    return st[-1].get("end_s") if st else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..escape import md
+from .traffic_markdown import traffic_lines
 from .units import bytes_text
 
 MD_STATEMENTS = 100
@@ -64,4 +65,4 @@ def markdown(label: str, impact: dict, *, heading: str = "###") -> list[str]:
     if ws:
         lines += ["", "Warnings:", ""]
         lines += [f"- {md(w['rule'])}: {md(w['message'])}" for w in ws[:50]]
-    return lines
+    return lines + traffic_lines(label, impact, heading=heading + "#")

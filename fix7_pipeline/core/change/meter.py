@@ -95,12 +95,16 @@ class Meter:
         self.commit_wal: int | None = None
         self.committed = False
         self.measure_s = 0.0
+        self.origin = time.perf_counter()     # the clock the statements' start_s/end_s count from
+        self.backend_pid: int | None = None
+        self.commit_at: tuple[float, float] | None = None
 
     # -- before the transaction ---------------------------------------------------------
     def prepare(self, conn: psycopg.Connection, function_names: set[str]) -> None:
         """What is read outside the change's transaction (and rolled back): anything here may fail
         without touching the change. The WAL function is tried here, so it never aborts the change."""
         self.server_version = conn.info.server_version
+        self.backend_pid = conn.info.backend_pid
         for what, body in (("wal", self._probe_wal), ("size", self._db_size_before),
                            ("schemas", self._schemas), ("volatile", lambda c: self._volatile(c, function_names))):
             try:
@@ -163,6 +167,7 @@ class Meter:
 
     def statement(self, conn: psycopg.Connection, line: int, cursor, duration_s: float) -> None:
         """After one statement line ran (and the transaction was seen still open)."""
+        ended = time.perf_counter()  # the checks since it ended ask the server nothing: microseconds
         tags, rows = [], None
         while True:
             tag = (cursor.statusmessage or "").strip()
@@ -208,12 +213,19 @@ class Meter:
         self.current = rels
         self.statements.append({"line": line, "kind": "; ".join(dict.fromkeys(tags)) or "?",
                                 "duration_s": round(duration_s, 4), "rows": rows, "wal_bytes": wal,
-                                "rewrites": rewrites, "created": created, "dropped": dropped})
+                                "rewrites": rewrites, "created": created, "dropped": dropped,
+                                **self._span(ended, duration_s)})
 
     def failed(self, line: int, kind: str, duration_s: float) -> None:
         """The statement that failed: its duration; the transaction was rolled back."""
+        ended = time.perf_counter()
         self.statements.append({"line": line, "kind": kind, "duration_s": round(duration_s, 4), "rows": None,
-                                "wal_bytes": None, "rewrites": [], "created": [], "dropped": [], "failed": True})
+                                "wal_bytes": None, "rewrites": [], "created": [], "dropped": [], "failed": True,
+                                **self._span(ended, duration_s)})
+
+    def _span(self, ended: float, duration_s: float) -> dict:
+        """When it ran, in seconds from the meter's origin: the traffic probe's waits are placed by it."""
+        return {"start_s": round(ended - duration_s - self.origin, 4), "end_s": round(ended - self.origin, 4)}
 
     def _name(self, oid: int, rels: dict[int, Rel]) -> str:
         r = rels.get(oid) or self.known.get(oid)
@@ -253,7 +265,9 @@ class Meter:
     def commit(self, conn: psycopg.Connection) -> None:
         started = time.perf_counter()
         conn.commit()
-        self.commit_s = time.perf_counter() - started
+        ended = time.perf_counter()
+        self.commit_s = ended - started
+        self.commit_at = (started - self.origin, ended - self.origin)
         self.committed = True
         try:  # after COMMIT: the WAL of the COMMIT itself, and the database size with old files truncated
             wal = self._wal(conn)

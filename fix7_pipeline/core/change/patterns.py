@@ -143,3 +143,33 @@ def function_names(lexed) -> set[str]:
         for p in patterns(lexed.source(st), st.line):
             names.update(p.extra.get("functions", []))
     return names
+
+
+def growth_patterns(text: str, line: int) -> list[Pattern]:
+    """Statements whose time grows with a table's rows and that `patterns` does not already name: an UPDATE or
+    DELETE (its target), VALIDATE CONSTRAINT and SET NOT NULL (a scan of every row)."""
+    toks = tokens(text)
+    w = [t.value if t.kind == "word" and t.depth == 0 else "" for t in toks]
+    i = None
+    if w[:1] == ["update"]:
+        i, rule = 1, "update_rows"
+    elif w[:2] == ["delete", "from"]:
+        i, rule = 2, "delete_rows"
+    if i is not None:
+        i += w[i:i + 1] == ["only"]
+        name, _ = _name_at(toks, i)
+        return [Pattern(rule, line, name)] if name else []
+    out: list[Pattern] = []
+    if w[:2] == ["alter", "table"]:
+        i = 2 + 2 * (w[2:4] == ["if", "exists"])
+        i += w[i:i + 1] == ["only"]
+        name, i = _name_at(toks, i)
+        if not name:
+            return out
+        for action in _split_actions(toks[i:]):
+            aw = [t.value if t.kind == "word" and t.depth == 0 else "" for t in action]
+            if aw[:2] == ["validate", "constraint"]:
+                out.append(Pattern("validate_constraint", line, name, "VALIDATE CONSTRAINT"))
+            elif aw[:1] == ["alter"] and _has_seq(aw, ["set", "not", "null"]):
+                out.append(Pattern("set_not_null", line, name, "SET NOT NULL"))
+    return out

@@ -7,7 +7,7 @@ from .patterns import patterns
 from .units import ACCESS_EXCLUSIVE, bytes_text, scale_note, strength
 
 
-def _resolve(meter, parts: list[str]):
+def resolve_table(meter, parts: list[str]):
     by_name = {(r.schema, r.name): r for r in meter.baseline.values()}
     if len(parts) >= 2:
         return by_name.get((parts[-2], parts[-1]))
@@ -18,7 +18,7 @@ def _resolve(meter, parts: list[str]):
     return None
 
 
-def _chunk_of(statements: list[dict], line: int) -> dict | None:
+def chunk_of(statements: list[dict], line: int) -> dict | None:
     """The measured piece a statement at `line` ran in (the last piece starting at or before it)."""
     best = None
     for s in statements:
@@ -39,10 +39,10 @@ def warnings(meter, lexed, impact: dict) -> list[dict]:
     lab = meter.label
     for stmt in (lexed.statements if lexed is not None else []):
         for p in patterns(lexed.source(stmt), stmt.line):
-            rel = _resolve(meter, p.table)
+            rel = resolve_table(meter, p.table)
             if rel is None:
                 continue  # a table the change itself creates: no one is using it yet
-            piece = _chunk_of(st, p.line)
+            piece = chunk_of(st, p.line)
             measured = piece is not None and not piece.get("failed")
             kind = piece["kind"] if piece else "?"
             scale = scale_note(settings, rel.qname)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .estimates import threshold as estimate_threshold
 from .units import ACCESS_EXCLUSIVE, bytes_text, qualified, strength
 
 DEFAULT_INDEX_WARN_MB = 10.0
 DEFAULT_INDEX_WARN_ROWS = 100_000
-THRESHOLD_NAMES = ("max_statement_s", "max_lock_s", "max_access_exclusive_s", "max_total_s", "no_rewrite_tables")
+THRESHOLD_NAMES = ("max_statement_s", "max_lock_s", "max_access_exclusive_s", "max_total_s", "no_rewrite_tables",
+                   "max_blocked_ms", "max_production_estimate_s")
+MAX_PROBE_SESSIONS = 12  # the probe's role may open this many, plus its reader and its lock monitor
 
 
 @dataclass(frozen=True)
@@ -19,10 +22,23 @@ class Thresholds:
     max_access_exclusive_s: float | None = None
     max_total_s: float | None = None
     no_rewrite_tables: tuple[str, ...] = ()
+    max_blocked_ms: float | None = None            # the longest wait of any traffic probe query
+    max_production_estimate_s: float | None = None  # the longest statement estimated at production size
 
     def as_dict(self) -> dict:
         return {n: (list(getattr(self, n)) if n == "no_rewrite_tables" else getattr(self, n))
                 for n in THRESHOLD_NAMES}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The synthetic traffic on the contract's hot tables while apply and rollback run (core/change/probe.py)."""
+
+    enabled: bool = True
+    sessions: int = 4
+    rate: float = 20.0                  # queries a second, each session (half point reads, half point writes)
+    reader_hold_s: float = 0.5          # the long reader holds ACCESS SHARE this long after the change starts
+    lock_timeout_ms: float = 1000.0     # the application's lock_timeout: would it have fired?
 
 
 @dataclass(frozen=True)
@@ -33,19 +49,28 @@ class ImpactSettings:
     hot_tables: frozenset = frozenset()         # schema.table
     production_rows: dict = field(default_factory=dict)   # schema.table -> rows, from the contract
     clone_rows: dict = field(default_factory=dict)        # schema.table -> rows, counted at the anchor
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 def threshold_problems(values: dict) -> list[str]:
     """Why threshold settings are unusable (negative, not a number, a table list that is not names)."""
     out = []
+    units = {"rows": "rows", "_s": "seconds", "_ms": "milliseconds", "_mb": "MB", "sessions": "sessions",
+             "rate": "queries a second"}
     for name in ("max_statement_s", "max_lock_s", "max_access_exclusive_s", "max_total_s", "index_warn_mb",
-                 "index_warn_rows"):
+                 "index_warn_rows", "max_blocked_ms", "max_production_estimate_s", "probe_sessions", "probe_rate",
+                 "probe_reader_hold_s", "probe_lock_timeout_ms"):
         v = values.get(name)
         if v is None:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            out.append(f"{name} must be a number of {'rows' if name.endswith('rows') else 'seconds' if name.endswith('_s') else 'MB'} "
-                       f"at or above 0, not {v!r}")
+            unit = next(u for k, u in units.items() if name.endswith(k))
+            out.append(f"{name} must be a number of {unit} at or above 0, not {v!r}")
+    sessions = values.get("probe_sessions")
+    if isinstance(sessions, int) and not isinstance(sessions, bool) and not 1 <= sessions <= MAX_PROBE_SESSIONS:
+        out.append(f"probe_sessions must be 1 to {MAX_PROBE_SESSIONS}, not {sessions}")
+    if values.get("no_traffic_probe") and values.get("max_blocked_ms") is not None:
+        out.append("max_blocked_ms is measured by the traffic probe, which no_traffic_probe turns off: drop one")
     tables = values.get("no_rewrite_tables") or []
     if not isinstance(tables, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in tables):
         out.append("no_rewrite_tables must be a list of table names (schema.table, or table for public)")
@@ -58,14 +83,20 @@ def settings_for(request, contract, anchor_tables: dict | None) -> ImpactSetting
     th = Thresholds(
         max_statement_s=_opt(request.max_statement_s), max_lock_s=_opt(request.max_lock_s),
         max_access_exclusive_s=_opt(request.max_access_exclusive_s), max_total_s=_opt(request.max_total_s),
-        no_rewrite_tables=tuple(qualified(t) for t in request.no_rewrite_tables or ()))
+        no_rewrite_tables=tuple(qualified(t) for t in request.no_rewrite_tables or ()),
+        max_blocked_ms=_opt(request.max_blocked_ms),
+        max_production_estimate_s=_opt(request.max_production_estimate_s))
+    probe = ProbeSettings(enabled=not request.no_traffic_probe, sessions=int(request.probe_sessions),
+                          rate=float(request.probe_rate), reader_hold_s=float(request.probe_reader_hold_s),
+                          lock_timeout_ms=float(request.probe_lock_timeout_ms))
     return ImpactSettings(
         thresholds=th,
         index_warn_bytes=int(float(request.index_warn_mb) * 1024 * 1024),
         index_warn_rows=int(request.index_warn_rows),
         hot_tables=frozenset(qualified(t) for t in contract.hot_tables),
         production_rows={qualified(t): int(n) for t, n in contract.production_rows.items()},
-        clone_rows={k: int(v.get("rows") or 0) for k, v in (anchor_tables or {}).items()})
+        clone_rows={k: int(v.get("rows") or 0) for k, v in (anchor_tables or {}).items()},
+        probe=probe)
 
 
 def _opt(v) -> float | None:
@@ -120,6 +151,8 @@ def evaluate(meter, impact: dict) -> dict:
                                       f"({bytes_text(r['size_before_bytes'])} -> {bytes_text(r['size_after_bytes'])}), "
                                       "which no_rewrite_tables forbids"})
         results.append(("no_rewrite_tables", list(th.no_rewrite_tables), sorted(set(rewritten)), br))
+    if th.max_production_estimate_s is not None:
+        results.append(estimate_threshold(lab, impact.get("estimates") or [], th.max_production_estimate_s))
     if not impact["completed"]:
         for r in results:
             r[3].append({"message": f"{lab} did not complete, so the impact measured is not the whole file's"})
