@@ -520,7 +520,7 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
         settings = impact_mod.settings_for(run.request, stage_contract(run, server),
                                            (anchor.fingerprint if anchor else {}).get("tables"))
         tw = _throwaway(run.record.throwaway, server)
-        with probing(server, tw, settings, label, run.request.statement_timeout_s) as probe_run:
+        with probing(server, tw, settings, label, run.request.statement_timeout_s, packet) as probe_run:
             outcome = change_mod.run_change(server, tw, ch, statement_timeout_s=run.request.statement_timeout_s,
                                             lock_timeout_s=run.request.lock_timeout_s, impact=settings)
         impact = traffic.attach(outcome.details.pop("impact", None), probe_run, settings)

@@ -13,8 +13,9 @@ _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#
 
 
 def draw(label: str, traffic: dict) -> bytes:
-    """Each probe query as a point (time since the change began, latency in ms, log scale), by table; blocked
-    ones ringed in red; the change's statements as bands, named by line."""
+    """Each probe query as a point (time since the change began, latency in ms, log scale), by table; a blocked
+    one as a bar over the time it waited, ringed in red where it was answered; the change's statements as
+    bands, named by line."""
     import io
 
     import matplotlib
@@ -41,10 +42,11 @@ def draw(label: str, traffic: dict) -> bytes:
             continue
         colour = _COLOURS[idx % len(_COLOURS)]
         ax.scatter([p[0] for p in pts], [max(p[1], 0.01) for p in pts], s=8, color=colour, label=name, zorder=2)
-        blocked = [p for p in pts if p[2]]
-        if blocked:
-            ax.scatter([p[0] for p in blocked], [p[1] for p in blocked], s=40, facecolors="none",
-                       edgecolors="red", linewidths=0.8, zorder=3)
+        for t, ms, b in pts:  # a blocked query as the span it waited, from its start to its answer
+            if b:
+                ax.plot([t, t + ms / 1000], [ms, ms], color=colour, linewidth=2.5, solid_capstyle="butt", zorder=3)
+                ax.scatter([t + ms / 1000], [ms], s=40, facecolors="none", edgecolors="red", linewidths=0.8,
+                           zorder=4)
     limit = (traffic.get("settings") or {}).get("lock_timeout_ms")
     if limit:
         ax.axhline(limit, color="red", linestyle=":", linewidth=0.8, label=f"lock_timeout {limit:g} ms")

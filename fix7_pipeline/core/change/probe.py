@@ -61,7 +61,7 @@ class ProbeRun:
 
 class TrafficProbe:
     def __init__(self, server: RehearsalServer, tw: Throwaway, settings: ProbeSettings, hot_tables, label: str,
-                 statement_timeout_s: int = 600):
+                 statement_timeout_s: int = 600, journal=None):
         self.server, self.tw, self.settings, self.label = server, tw, settings, label
         self.hot_tables = list(hot_tables)
         self.timeout_ms = int((statement_timeout_s + 60) * 1000)
@@ -73,6 +73,7 @@ class TrafficProbe:
         self._lock = threading.Lock()
         self._granted: list = []
         self._login = None
+        self.journal = journal  # the run's journal: the role is named there before it exists, like every throwaway
 
     # -- set up and tear down --------------------------------------------------------------------
     def start(self) -> None:
@@ -83,8 +84,10 @@ class TrafficProbe:
             run.reason = ("the contract names no hot table the clone has" if run.tables else
                           "the contract names no hot tables (annotations.hot_tables)")
             return
+        self._note("planned", [{"kind": "role", "name": run.role}], "extend")
         self._login, self._granted = probe_role.create(self.server, self.tw, run.role, run.tables,
                                                        self.settings.sessions)
+        self._note("created", [run.role], "extend")
         targets = [i for i, t in enumerate(run.tables) if t.probed]
         if not targets:
             run.reason = "no hot table could be granted to the probe: " + "; ".join(t.why for t in run.tables)
@@ -114,7 +117,14 @@ class TrafficProbe:
 
     def remove(self) -> None:
         if self._login is not None:
-            self.run.problems += probe_role.remove(self.server, self.tw, self.run.role, self._granted)
+            problems = probe_role.remove(self.server, self.tw, self.run.role, self._granted)
+            self.run.problems += problems
+            if not any("dropping" in p for p in problems):
+                self._note("dropped", [self.run.role], "extend_new")
+
+    def _note(self, key: str, value, op: str) -> None:
+        if self.journal is not None:
+            self.journal.throwaways(key, value, op)
 
     def _halt(self) -> None:
         self._stop.set()
@@ -265,12 +275,13 @@ class TrafficProbe:
 
 
 @contextmanager
-def probing(server: RehearsalServer, tw: Throwaway, settings, label: str, statement_timeout_s: int = 600):
+def probing(server: RehearsalServer, tw: Throwaway, settings, label: str, statement_timeout_s: int = 600,
+            journal=None):
     """Traffic on the hot tables for as long as the block runs (the change); yields the ProbeRun, filled in
     when the block ends. A probe that cannot start says why and the change runs anyway: nothing it measures is
     then reported, and a max_blocked_ms set cannot be checked (core/change/traffic.py)."""
     probe_settings = settings.probe
-    probe = TrafficProbe(server, tw, probe_settings, settings.hot_tables, label, statement_timeout_s)
+    probe = TrafficProbe(server, tw, probe_settings, settings.hot_tables, label, statement_timeout_s, journal)
     if not probe_settings.enabled:
         probe.run.reason = "turned off (no_traffic_probe)"
         yield probe.run

@@ -212,8 +212,8 @@ def _per_statement(queries: list[dict], names: list[str], tl: _Timeline, limit: 
         order.setdefault(s["line"], len(order))
     for q in queries:
         r = q["running"]
-        key = (q["phase"] if r is None else "during", r["line"] if r else None, r["kind"] if r else q["phase"],
-               q["table"])
+        kind = r["kind"] if r else "between statements" if q["phase"] == "during" else q["phase"]
+        key = (q["phase"] if r is None else "during", r["line"] if r else None, kind, q["table"])
         groups[key].append(q)
     blocking: dict[tuple, list] = defaultdict(list)
     for q in queries:

@@ -141,3 +141,51 @@ def test_a_full_table_update_gets_a_production_estimate_that_gates(server, throw
     assert result["breaches"][0]["message"].startswith("apply line 1 (UPDATE), UPDATE of many rows of "
                                                        "public.registry: ")
     assert "> max_production_estimate_s 1 s" in result["breaches"][0]["message"]
+
+
+def test_the_probe_login_reads_and_writes_the_hot_tables_and_nothing_else(server, throwaway):
+    import psycopg
+    import pytest
+
+    from fix7_pipeline.core.change import probe_role
+    from fix7_pipeline.core.server import SCRATCH
+
+    with as_owner(server, throwaway) as c:
+        c.execute(TABLES + "create table public.other (id int primary key, secret text);"
+                           "insert into public.other values (1, 's');"
+                           "create table public.guarded (id int primary key);"
+                           "alter table public.guarded enable row level security;"
+                           "create domain public.code as int check (value > 0);"
+                           "create table public.coded (id public.code primary key);")
+        acl_before = c.execute("select relname, relacl::text from pg_class where relnamespace = 'public'::regnamespace "
+                               "order by 1").fetchall()
+    tables = probe_role.find_tables(server, throwaway, ["registry", "public.guarded", "coded", "public.nope"])
+    modes = {t.name: (t.mode, t.why) for t in tables}
+    assert modes["public.registry"] == ("row", "")
+    assert modes["public.guarded"][0] == "lock" and "row-level security" in modes["public.guarded"][1]
+    assert modes["public.coded"][0] == "lock" and "type the dump defined" in modes["public.coded"][1]
+    assert modes["public.nope"][1] == "not a table of the clone"
+    role = probe_role.role_name(throwaway.tag, "apply")
+    login, granted = probe_role.create(server, throwaway, role, tables, 2)
+    try:
+        with server.connect(throwaway.database, login, purpose="test probe login", session=SCRATCH) as c:
+            assert c.execute("select 1 from public.registry where id = 5").fetchall() == [(1,)]
+            c.execute("begin; lock table public.registry in row exclusive mode; rollback")
+            for forbidden in ("select v from public.registry", "select * from public.other",
+                              "insert into public.registry values (0, 'x')", "delete from public.registry",
+                              "truncate public.registry", "create table public.mine (i int)",
+                              "select 1 from public.guarded"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(forbidden)
+            attrs = c.execute("select rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolinherit "
+                              "from pg_roles where rolname = current_user").fetchone()
+            assert attrs == (False, False, False, False, False)
+    finally:
+        assert probe_role.remove(server, throwaway, role, granted) == []
+    assert not {n for n in server_throwaway_names(server) if n == f"role {role}"}
+    with as_owner(server, throwaway) as c:
+        acl_after = c.execute("select relname, relacl::text from pg_class where relnamespace = 'public'::regnamespace "
+                              "order by 1").fetchall()
+    owner = throwaway.login.role
+    norm = {None: None, f"{{{owner}=arwdDxtm/{owner}}}": None}  # granted then revoked: the owner's default
+    assert [(n, norm.get(a, a)) for n, a in acl_after] == [(n, norm.get(a, a)) for n, a in acl_before]
