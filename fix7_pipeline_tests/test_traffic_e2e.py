@@ -101,6 +101,7 @@ def _contract(path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # the core tests (core/change/test_traffic.py) show both in the default suite
 def test_a_benign_change_passes_max_blocked_ms_and_a_full_update_is_estimated_at_production_size(
         home, dump, tmp_path):
     small = "update public.birth_registry set row_version = row_version where object_id = 'none';\n"

@@ -129,8 +129,9 @@ class TrafficProbe:
     def _halt(self) -> None:
         self._stop.set()
         self._release_reader.set()
+        deadline = time.monotonic() + 30
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         for c in self._conns:  # one still blocked after 30 s: its query is cancelled, its session closed
             try:
                 c.cancel_safe(timeout=5)

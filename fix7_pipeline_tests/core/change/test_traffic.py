@@ -84,8 +84,7 @@ def test_create_index_without_concurrently_blocks_writes_not_reads(server, throw
 def test_a_small_update_shows_no_wait_over_100_ms(server, throwaway):
     with as_owner(server, throwaway) as c:
         c.execute(TABLES)
-    out, imp = _rehearse(server, throwaway, "update public.registry set v = 'x' where id = 7;\n"
-                                            "select pg_sleep(0.5);\n",
+    out, imp = _rehearse(server, throwaway, "update public.registry set v = 'x' where id = 1999;\n",
                          _settings(thresholds=Thresholds(max_blocked_ms=100)))
     assert out.status == "passed", out.reason
     assert imp["traffic"]["ran"] and imp["traffic"]["queries"] > 20
