@@ -26,7 +26,7 @@ def draw(label: str, traffic: dict) -> bytes:
     tl = traffic["timeline"]
     names = [t["table"] for t in traffic["tables"] if t.get("mode") != "not probed"]
     all_names = [t["table"] for t in traffic["tables"]]
-    fig = Figure(figsize=(10, 4.2), dpi=100)
+    fig = Figure(figsize=(11.5, 4.2), dpi=100)
     ax = fig.add_subplot()
     for k, (line, kind, start, end) in enumerate(tl["statements"]):
         ax.axvspan(start, end, color="#dddddd" if k % 2 else "#eeeeee", zorder=0)
@@ -53,7 +53,7 @@ def draw(label: str, traffic: dict) -> bytes:
     ax.set_yscale("log")
     ax.set_xlabel(f"seconds since {label} began (statements shaded; dashed: COMMIT)")
     ax.set_ylabel("probe query latency, ms")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", metadata={"Software": None})

@@ -188,3 +188,24 @@ def test_the_probe_login_reads_and_writes_the_hot_tables_and_nothing_else(server
     owner = throwaway.login.role
     norm = {None: None, f"{{{owner}=arwdDxtm/{owner}}}": None}  # granted then revoked: the owner's default
     assert [(n, norm.get(a, a)) for n, a in acl_after] == [(n, norm.get(a, a)) for n, a in acl_before]
+
+
+def test_a_rewrite_and_an_index_build_are_scaled_by_their_methods(server, throwaway):
+    import math
+
+    with as_owner(server, throwaway) as c:
+        c.execute(TABLES)
+    settings = _settings(production_rows={"public.registry": 40_000_000, "public.approvals": 2_000_000},
+                         probe=ProbeSettings(enabled=False))
+    out, imp = _rehearse(server, throwaway, "alter table public.approvals alter column n type bigint;\n"
+                                            "create index registry_v on public.registry (v);\n"
+                                            "alter table public.approvals add constraint n_pos check (n > 0);\n",
+                         settings)
+    assert out.status == "passed", out.reason
+    by = {(e["line"], e["table"]): e for e in imp["estimates"]}
+    assert by[(1, "public.approvals")]["grows_by"] == "table rewrite" and by[(1, "public.approvals")]["factor"] == 1000
+    index = by[(2, "public.registry")]
+    assert index["method"] == "n log n in rows (an index build sorts)"
+    assert index["factor"] == round(40_000_000 * math.log(40_000_000) / (2000 * math.log(2000)), 3)
+    assert by[(3, "public.approvals")]["grows_by"] == "every row checked"
+    assert imp["traffic"]["ran"] is False and imp["traffic"]["reason"] == "turned off (no_traffic_probe)"
