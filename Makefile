@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-rehearsal bench-10m bench-scan bench-diff bench-memory ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -94,6 +94,10 @@ bench-diff: install
 # Issue 22: peak RSS of the fix7 process tree for one 300 MB text value, against 400 MB + 1.5 x the value.
 bench-memory: install
 	$(BIN)/python -m benchmarks.memory --mb $(or $(MB),300)
+
+# The traffic probe's overhead on apply time (probe off and on, alternating; issue 27).
+bench-traffic: install
+	$(BIN)/python -m benchmarks.traffic --rows $(or $(ROWS),200000) --rounds $(or $(ROUNDS),5)
 
 ui: install
 	$(BIN)/fix7 ui

@@ -71,7 +71,7 @@ def test_heldout_plants_fit_the_clone_and_carry_no_tuning_kind():
 def test_a_small_run_scores_every_part_and_shows_no_value(tmp_path, monkeypatch, capsys):
     """The whole benchmark on a made-up held-out source (fix7 only): plants are found through the restored
     clone, scored per context, and neither the output nor the results file carries a planted value."""
-    from fix7_pipeline import bench
+    from benchmarks import scan as bench
     from fix7_pipeline_tests.e2e_support import rnd
 
     entries = [{"source": "trufflehog", "detector": f"acme{i}", "keyword": "acme", "value": f"acme_{rnd(28)}",

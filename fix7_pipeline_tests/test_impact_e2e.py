@@ -75,7 +75,8 @@ def test_a_lock_over_max_lock_s_fails_the_rehearsal_naming_the_statement(home, d
         1, "LOCK TABLE", 2, 3, "ALTER TABLE")
     assert 2.0 <= sleep["duration_s"] < 2.5
     [held] = [lk for lk in lock["locks"] if lk["relation"] == "public.birth_registry"]
-    assert held["mode"] == "ACCESS EXCLUSIVE" and 2.0 <= held["held_s"] < 2.5
+    # held from LOCK TABLE, which first queued behind the traffic probe's long reader (up to 0.5 s)
+    assert held["mode"] == "ACCESS EXCLUSIVE" and 2.0 <= held["held_s"] < 3.0
     rewritten = {r["relation"]: r for r in alter["rewrites"]}
     assert rewritten["public.os_proposal_approvals"]["size_after_bytes"] > 0
     assert rewritten["public.os_proposal_approvals"]["size_before_bytes"] > 0
@@ -92,7 +93,7 @@ def test_a_lock_over_max_lock_s_fails_the_rehearsal_naming_the_statement(home, d
     report = (ev / "rehearsal-report.md").read_text()
     assert report.startswith("# FIX7 rehearsal — REHEARSAL_FAILED")
     assert "### Impact: apply" in report and "### Impact: rollback" in report
-    assert "| 1 | LOCK TABLE | 0.0" in report and "| 2 | SELECT | 2.0" in report
+    assert "| 1 | LOCK TABLE | 0." in report and "| 2 | SELECT | 2.0" in report
     assert "public.os\\_proposal\\_approvals" in report and "Top locks" in report
     assert "production has 40M" in report and "**FAILED**" in report
 
@@ -112,7 +113,7 @@ def test_a_lock_over_max_lock_s_fails_the_rehearsal_naming_the_statement(home, d
             e.dagster_event.event_specific_data
             for e in inst.all_logs(packet["run_id"], of_type=DagsterEventType.ASSET_CHECK_EVALUATION))}
     assert "| 1 | LOCK TABLE |" in mats["apply"]["impact"].value
-    assert 2.0 <= mats["apply"]["impact_max_lock_s"].value < 2.5
+    assert 2.0 <= mats["apply"]["impact_max_lock_s"].value < 3.0
     assert mats["apply"]["impact_rewrites"].value >= 1 and mats["apply"]["impact_breaches"].value == 1
     assert isinstance(mats["rollback"]["impact_total_s"].value, float)
     assert checks[("apply", "impact_within_thresholds")].passed is False

@@ -209,7 +209,7 @@ def impact_events(asset: str, check: str, impact: dict | None) -> tuple[dict, dg
     The check fails when a threshold set in the request is breached, or when the impact could not be
     measured at all (the change did not run); with no thresholds set it passes and gates nothing.
     """
-    from fix7_pipeline.core.impact import breaches, markdown
+    from fix7_pipeline.core.change.impact import breaches, markdown
 
     if not impact:
         return {}, dg.AssetCheckResult(asset_key=asset, check_name=check, passed=False,
@@ -228,6 +228,18 @@ def impact_events(asset: str, check: str, impact: dict | None) -> tuple[dict, dg
         "impact_warnings": len(impact.get("warnings") or []),
         "impact_breaches": len(breaches(impact)),
     }
+    traffic = impact.get("traffic") or {}
+    if traffic.get("ran"):  # numbers Dagster plots across runs: the probe's waits and latency, per stage
+        tables = [t for t in traffic.get("tables") or [] if t.get("mode") != "not probed"]
+        md["probe_queries"] = int(traffic.get("queries") or 0)
+        md["probe_max_blocked_ms"] = float(traffic.get("max_blocked_ms") or 0.0)
+        md["probe_p99_ms"] = float(max((t.get("p99_ms") or 0.0 for t in tables), default=0.0))
+        md["probe_blocked_queries"] = sum(int(t.get("blocked_queries") or 0) for t in tables)
+        md["probe_lock_timeout_fired"] = sum(int(t.get("lock_timeout_fired") or 0) for t in tables)
+        md["probe_longest_queue"] = max((int(t.get("longest_queue") or 0) for t in tables), default=0)
+    figures = [e["production_s"] for e in impact.get("estimates") or [] if e.get("production_s") is not None]
+    if figures:
+        md["impact_max_production_estimate_s"] = float(max(figures))
     if impact.get("wal_bytes") is not None:
         md["impact_wal_bytes"] = int(impact["wal_bytes"])
     if impact.get("db_size_change_bytes") is not None:

@@ -18,7 +18,9 @@ from fix7_pipeline.core.intake.request import RehearsalRequest, request_fields
 PIPELINE_ORDER = ["clone_path", "apply_sql", "rollback_sql", "attested_by", "contract", "search_roots",
                   "allowed_roots", "production_hosts", "allow_hosts", "server_url", "keep_databases",
                   "statement_timeout_s", "lock_timeout_s", "max_statement_s", "max_lock_s", "max_access_exclusive_s",
-                  "max_total_s", "no_rewrite_tables", "index_warn_mb", "index_warn_rows", "evidence_dir"]
+                  "max_total_s", "no_rewrite_tables", "index_warn_mb", "index_warn_rows", "max_blocked_ms",
+                  "max_production_estimate_s", "no_traffic_probe", "probe_sessions", "probe_rate",
+                  "probe_reader_hold_s", "probe_lock_timeout_ms", "evidence_dir"]
 
 
 def test_every_field_has_a_description_a_default_and_a_flag_in_pipeline_order():
@@ -81,7 +83,9 @@ def test_every_cli_flag_maps_to_its_field():
             "--keep-databases", "--statement-timeout-s", "5", "--lock-timeout-s", "2", "--max-statement-s", "1.5",
             "--max-lock-s", "0", "--max-access-exclusive-s", "2", "--max-total-s", "9",
             "--no-rewrite-table", "t1", "--no-rewrite-table", "s.t2", "--index-warn-mb", "3",
-            "--index-warn-rows", "7", "--evidence-dir", "ev"]
+            "--index-warn-rows", "7", "--max-blocked-ms", "500", "--max-production-estimate-s", "60",
+            "--probe-sessions", "2", "--probe-rate", "5", "--probe-reader-hold-s", "0.2",
+            "--probe-lock-timeout-ms", "300", "--evidence-dir", "ev"]
     config = request_config(build_parser().parse_args(argv))
     assert list(config) == PIPELINE_ORDER
     assert config["clone_path"] == str(Path("c.dump").absolute())
@@ -89,6 +93,8 @@ def test_every_cli_flag_maps_to_its_field():
     assert config["search_roots"] == ["s1", "s2"] and config["no_rewrite_tables"] == ["t1", "s.t2"]
     assert (config["max_lock_s"], config["statement_timeout_s"], config["index_warn_rows"]) == (0.0, 5, 7)
     assert config["keep_databases"] is True and config["server_url"] == "postgresql://u@h/db"
+    assert (config["max_blocked_ms"], config["max_production_estimate_s"], config["probe_sessions"],
+            config["no_traffic_probe"]) == (500.0, 60.0, 2, False)
     RehearsalRequest(**config)  # the run config the CLI sends is a valid request
 
     bare = request_config(build_parser().parse_args(argv[:7]))

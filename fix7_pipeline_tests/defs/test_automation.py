@@ -322,10 +322,13 @@ def test_the_committed_example_is_valid():
 def test_impact_thresholds_in_rehearsal_yaml_reach_the_run_config(operator):
     root = operator(text="drop_folder: drop\napply_sql: change/apply.sql\nrollback_sql: change/rollback.sql\n"
                          "max_lock_s: 1\nmax_access_exclusive_s: 0.5\nno_rewrite_tables: [birth_registry]\n"
-                         "index_warn_rows: 500\n")
+                         "index_warn_rows: 500\nmax_blocked_ms: 250\nmax_production_estimate_s: 30\n"
+                         "probe_sessions: 2\n")
     request = load_automation_config(root / "rehearsal.yaml").request_config("/x.dump", "t")
     assert (request["max_lock_s"], request["max_access_exclusive_s"]) == (1.0, 0.5)
     assert request["no_rewrite_tables"] == ["birth_registry"] and request["index_warn_rows"] == 500
+    assert (request["max_blocked_ms"], request["max_production_estimate_s"], request["probe_sessions"]) == (
+        250.0, 30.0, 2)
     assert "max_statement_s" not in request  # unset: not gated
     from fix7_pipeline.defs.intake import RehearsalRequestConfig
 

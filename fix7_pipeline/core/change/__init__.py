@@ -1,1 +1,1 @@
-"""The change: the operator's FIX7 apply and rollback, screened and run in one transaction each."""
+"""The change stage: the operator's change and rollback run in one transaction each, and what production would feel."""

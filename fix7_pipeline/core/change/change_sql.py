@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from .. import impact as impact_mod
+from . import impact as impact_mod
 from ..postgres.server import CHANGE, RehearsalServer
 from ..postgres.sql_lexer import Lexed, Statement, iter_lexed, lex
 from ..postgres.throwaways import Throwaway
@@ -407,7 +407,7 @@ def _run_chunks(conn: psycopg.Connection, change: ChangeSQL, xid: str, meter: im
                 lexed: Lexed | None = None) -> None:
     """Each statement line in turn, checking after each that the server is still in transaction `xid`.
 
-    With a meter, each is timed alone and measured after the checks (core/impact.py).
+    With a meter, each is timed alone and measured after the checks (core/change/impact.py).
     """
     lexed = lexed or lex(change.text)
     for first_line, statement_line, chunk in iter_statement_chunks(lexed):
@@ -442,7 +442,7 @@ def run_change(server: RehearsalServer, tw: Throwaway, change: ChangeSQL, *, sta
 
     It passes only when the server's transaction id at COMMIT is the one it had before the file ran.
     What each statement did that production would feel is measured as it runs (`details["impact"]`,
-    core/impact.py); thresholds breached there do not change this stage's status (the packet's verdict
+    core/change/impact.py); thresholds breached there do not change this stage's status (the packet's verdict
     reads them).
     """
     summary = {"change": change.summary(), "statement_timeout_s": statement_timeout_s,

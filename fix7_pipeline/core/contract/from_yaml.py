@@ -37,7 +37,7 @@ sections so the shape can be compared with its SQL source exactly:
                                                   # outward pointers (URLs a clone would call)
       data_rules:    {<rule name>: {table: ..., description: ...}}   # optional: none means shape only
       hot_tables:    [<table>, ...]               # production reads/writes them all the time: an ACCESS
-                                                  # EXCLUSIVE lock on one is a warning (core/impact.py)
+                                                  # EXCLUSIVE lock on one is a warning (core/change/impact.py)
       production_rows: {<table>: <rows>}          # production's row counts, shown beside the clone's
 """
 

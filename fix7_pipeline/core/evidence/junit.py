@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..impact import breaches
+from ..change.impact import breaches
 from ..shared.escape import xml as _x
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, SKIPPED, STAGES
 from ..shared.names import JOB
@@ -57,7 +57,7 @@ def junit_xml(packet: dict) -> str:
         elif reason:
             ET.SubElement(case, "system-out").text = reason
     impact_cases = 0
-    for label in ("apply", "rollback"):  # one case per impact threshold set (core/impact.py)
+    for label in ("apply", "rollback"):  # one case per impact threshold set (core/change/impact.py)
         impact = (packet.get("impact") or {}).get(label) or {}
         for r in (impact.get("thresholds") or {}).get("results", []):
             impact_cases += 1

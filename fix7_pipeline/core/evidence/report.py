@@ -15,12 +15,13 @@ import json
 import os
 from pathlib import Path
 
-from ..impact import breaches, markdown as impact_markdown
+from ..change.impact import breaches, markdown as impact_markdown
 from ..postgres.server_faults import is_server_fault
 from ..shared.escape import md, md_code
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from ..shared.names import BLOCKING_STAGES, CHANGE_STAGES, JOB
 from .audit import seal, unwritten_entry
+from .charts import write_charts
 from .evidence_dir import EvidenceDirRefused
 from . import journal
 from .packet_files import (PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file, write_evidence,
@@ -200,7 +201,7 @@ class EvidencePacket:
         return None
 
     def impact_breaches(self) -> list[str]:
-        """Every impact threshold breached by apply or rollback (core/impact.py): any one fails the rehearsal."""
+        """Every impact threshold breached by apply or rollback (core/change/impact.py): any one fails the rehearsal."""
         return [m for label in ("apply", "rollback") for m in breaches((self.data.get("impact") or {}).get(label))]
 
     def finalize(self, *, incomplete_reason: str | None = None, interrupted: dict | None = None,
@@ -452,6 +453,7 @@ class EvidencePacket:
 
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.data.setdefault("files", {}).update(write_charts(self.dir, self.data.get("impact") or {}))
         write_evidence(self.dir / REPORT, self.report_text())
         write_evidence(self.dir / PROVENANCE, json.dumps(self.provenance(), indent=2, default=str) + "\n")
         write_evidence(self.dir / READABLE, self.markdown())

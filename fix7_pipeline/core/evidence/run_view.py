@@ -15,7 +15,7 @@ operator text, escaped, limited, and screened by the secret rules).
 
 from __future__ import annotations
 
-from ..impact import breaches
+from ..change.impact import breaches
 from ..shared.escape import md, visible
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, STAGES
 from ..sanitization.textscan import scan_value

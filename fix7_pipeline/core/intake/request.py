@@ -137,7 +137,7 @@ class RehearsalRequest:
     lock_timeout_s: Annotated[int, Flag("--lock-timeout-s", "lock timeout of apply and rollback, seconds "
                                         "(default 15)", "N", parse=seconds), Yaml()] = Field(
         default=15, description="Lock timeout for apply and rollback.")
-    # -- what production will feel (core/impact.py): thresholds that gate (None = not set), warning sizes
+    # -- what production will feel (core/change/impact.py): thresholds that gate (None = not set), warning sizes
     max_statement_s: Annotated[float | None, Flag("--max-statement-s", "longest one statement may run", "S",
                                                   parse=non_negative(float), group=IMPACT), Yaml()] = Field(
         default=None, description="Impact threshold: the longest one statement of apply or rollback may run, in "
@@ -171,6 +171,40 @@ class RehearsalRequest:
                                Yaml()] = Field(
         default=100_000, description="... or with at least this many rows in the clone or (contract "
                                      "production_rows) in production.")
+    # -- what production traffic will feel (core/change/probe.py, traffic.py, estimates.py) ------------
+    max_blocked_ms: Annotated[float | None, Flag("--max-blocked-ms", "longest any traffic probe query on a hot table "
+                                                 "may wait", "MS", parse=non_negative(float), group=IMPACT),
+                              Yaml()] = Field(
+        default=None, description="Impact threshold: the longest any query of the traffic probe (point reads and "
+                                  "writes on the contract's hot tables) may wait while apply or rollback runs, in "
+                                  "milliseconds. Empty = not gated.")
+    max_production_estimate_s: Annotated[float | None, Flag("--max-production-estimate-s", "longest a statement may "
+                                                            "take at production size (contract production_rows)",
+                                                            "S", parse=non_negative(float), group=IMPACT),
+                                         Yaml()] = Field(
+        default=None, description="Impact threshold: the longest a statement whose time grows with rows may take "
+                                  "when its measured time is scaled to the contract's production_rows, in seconds. "
+                                  "Empty = not gated.")
+    no_traffic_probe: Annotated[bool, Flag("--no-traffic-probe", "run apply and rollback without the synthetic "
+                                           "traffic on the hot tables", switch=True, group=IMPACT), Yaml()] = Field(
+        default=False, description="Run apply and rollback without the traffic probe (on by default).")
+    probe_sessions: Annotated[int, Flag("--probe-sessions", "sessions of the traffic probe (default 4)", "N",
+                                        parse=non_negative(int), group=IMPACT), Yaml()] = Field(
+        default=4, description="Sessions of the traffic probe, each reading and writing the hot tables by primary "
+                               "key.")
+    probe_rate: Annotated[float, Flag("--probe-rate", "queries a second of each probe session (default 20)", "Q",
+                                      parse=non_negative(float), group=IMPACT), Yaml()] = Field(
+        default=20.0, description="Queries a second of each traffic probe session.")
+    probe_reader_hold_s: Annotated[float, Flag("--probe-reader-hold-s", "how long the probe's long reader holds "
+                                               "ACCESS SHARE after the change starts (default 0.5)", "S",
+                                               parse=non_negative(float), group=IMPACT), Yaml()] = Field(
+        default=0.5, description="How long the probe's long-running reader holds ACCESS SHARE on the hot tables "
+                                 "after the change starts, so the lock queue behind it shows; 0 = no reader.")
+    probe_lock_timeout_ms: Annotated[float, Flag("--probe-lock-timeout-ms", "the application's lock_timeout: the "
+                                                 "report says where it would have fired (default 1000)", "MS",
+                                                 parse=non_negative(float), group=IMPACT), Yaml()] = Field(
+        default=1000.0, description="The application's lock_timeout, in milliseconds: the report says which probe "
+                                    "waits would have hit it.")
     # -- evidence ------------------------------------------------------------------------------
     evidence_dir: Annotated[str, Flag("--evidence-dir", "default: evidence/<utc-timestamp>-<sha8>-<run8>/", "DIR",
                                       path="resolve")] = Field(

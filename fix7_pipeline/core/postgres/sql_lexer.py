@@ -1,7 +1,7 @@
 """One SQL lexer: quotes, comments, dollar quotes and COPY data the way psql and the server read them.
 
 Every reader of SQL in fix7 goes through it: the dump screening and the restore (`core/dumps/`), the
-change screen and runner (`core/change/change_sql.py`), the impact patterns (`core/impact.py`) and the contract's
+change screen and runner (`core/change/change_sql.py`), the impact patterns (`core/change/impact.py`) and the contract's
 schema-source sniffing (`core/contract/`).
 """
 

@@ -9,7 +9,9 @@ from ..anchor import diff as diff_mod
 from ..anchor import fingerprint, schema_text
 from ..change import change_sql as change_mod
 from ..clone import isolation, restore
-from .. import impact as impact_mod
+from ..change import impact as impact_mod
+from ..change import traffic
+from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
@@ -48,10 +50,11 @@ def run_change_stage(record: RunRecord, label: str, servers: ServerSource | None
         anchor = ctx.record.anchor
         settings = impact_mod.settings_for(ctx.request, ctx.contract(),
                                            (anchor.fingerprint if anchor else {}).get("tables"))
-        outcome = change_mod.run_change(server, ctx.throwaway(), ch,
-                                        statement_timeout_s=ctx.request.statement_timeout_s,
-                                        lock_timeout_s=ctx.request.lock_timeout_s, impact=settings)
-        impact = outcome.details.pop("impact", None)
+        tw = ctx.throwaway()
+        with probing(server, tw, settings, label, ctx.request.statement_timeout_s, ctx.journal) as probe_run:
+            outcome = change_mod.run_change(server, tw, ch, statement_timeout_s=ctx.request.statement_timeout_s,
+                                            lock_timeout_s=ctx.request.lock_timeout_s, impact=settings)
+        impact = traffic.attach(outcome.details.pop("impact", None), probe_run, settings)
         ctx.journal.put(["impact", label], impact)
         outcome.published["impact"] = impact
         if impact is not None:

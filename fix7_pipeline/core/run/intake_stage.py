@@ -16,7 +16,7 @@ from ..evidence.evidence_dir import EvidenceDirRefused, default_evidence_dir, ev
 from ..evidence.journal import Journal
 from ..evidence.packet_files import EvidenceNotWritten
 from ..evidence.report import EvidencePacket, utc_now
-from ..impact import threshold_problems
+from ..change.impact import threshold_problems
 from ..intake import contract_load
 from ..intake.request import RehearsalRequest
 from ..postgres.hosts import redact_url

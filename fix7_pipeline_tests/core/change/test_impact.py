@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fix7_pipeline.core import impact
+from fix7_pipeline.core.change import impact
 from fix7_pipeline.core.change.change_sql import ChangeSQL, run_change
-from fix7_pipeline.core.impact import ImpactSettings, Thresholds, patterns
+from fix7_pipeline.core.change.impact import ImpactSettings, Thresholds, patterns
 from fix7_pipeline_tests.pg import as_owner, superuser
 
 
