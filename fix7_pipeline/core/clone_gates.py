@@ -66,6 +66,11 @@ def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None
                                  outcome=outcome)
         yield from ((record, not_evaluated(g, "isolation_proven")) for g in GATES[1:])
         return
+    if (restore.get("reused_clone") or {}).get("reused"):  # a verified template: its sealed packet gated it
+        from .clone import reuse
+
+        yield from reuse.gates(record, servers)
+        return
     done: list[GateResult] = []
     for stage in (rehearsal.prove_isolation, rehearsal.sanitization, rehearsal.schema_shape):
         failed = next((r.name for r in done if not r.passed), None)

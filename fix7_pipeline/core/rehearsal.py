@@ -270,6 +270,13 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         contract = stage_contract(run, server)  # a bad contract stops the run before the restore
         used = {"source": contract.source, "tables": len(contract.tables),
                 "derived_from_schema": run.record.contract_derived_from_schema}
+        from .clone import templates
+
+        reuse = templates.reuse(server, run.record, tw, packet, contract)  # a verified template of this dump
+        packet.set(clone_reuse=reuse)
+        if reuse.get("reused"):
+            return StageOutcome(status=PASSED, reason=templates.reused_reason(reuse),
+                                details={"reused_clone": reuse, "restoring_role": attrs, "contract": used})
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore.RestoreFailed as e:
