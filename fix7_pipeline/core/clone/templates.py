@@ -340,9 +340,7 @@ def reuse(server, record, tw, packet, contract) -> dict:
             return {**facts, "discarded": True, "found_anchor_id": proven, "recorded_anchor_id": gating["anchor_id"],
                     "why": f"the template was changed behind fix7's back (its copy fingerprints to {proven}, "
                            f"its gating packet recorded {gating['anchor_id']}): discarded"}
-        used = {**found.facts, "last_used_at": _now(), "uses": int(found.facts.get("uses") or 0) + 1}
-        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name),
-                                                                 sql.Literal(MARK + json.dumps(used, sort_keys=True))))
+        _count_use(c, name)
     how = strategy(server)
     return {"reused": True, "key": key, "template": name, "key_parts": parts, "gating_packet": gating,
             "proven_anchor_id": proven, "copy": {"strategy": how or "wal_log (server default)",
@@ -477,6 +475,18 @@ def _copy_and_prove(c: psycopg.Connection, server, found: Template, tw, gating: 
     if proven != gating["anchor_id"]:
         _recreate_empty(c, tw.database, role, throwaway_mark())
     return proven, copied_s, verified_s
+
+
+def _count_use(c: psycopg.Connection, name: str) -> None:
+    """The template's last use and count, for the budget's eviction order; concurrent uses each count."""
+    with c.transaction():
+        c.execute("select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))", ("fix7 template use " + name,))
+        comment = c.execute("select pg_catalog.shobj_description(oid, 'pg_database') from pg_catalog.pg_database "
+                            "where datname = %s", (name,)).fetchone()[0]
+        facts = json.loads(comment[len(MARK):])
+        facts.update(last_used_at=_now(), uses=int(facts.get("uses") or 0) + 1)
+        c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name),
+                                                                 sql.Literal(MARK + json.dumps(facts, sort_keys=True))))
 
 
 def reused_reason(facts: dict) -> str:
