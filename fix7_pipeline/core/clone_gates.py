@@ -69,7 +69,7 @@ def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None
     if (restore.get("reused_clone") or {}).get("reused"):  # a verified template: its sealed packet gated it
         from .clone import reuse
 
-        yield from reuse.gates(record, servers)
+        yield from reuse.gates(record, servers, GateResult)
         return
     done: list[GateResult] = []
     for stage in (rehearsal.prove_isolation, rehearsal.sanitization, rehearsal.schema_shape):

@@ -220,8 +220,12 @@ def lacking_settings(server: RehearsalServer) -> list[str]:
 
 
 def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Path) -> str:
-    args = [pg_tool("pg_restore"), *options, "--single-transaction", "-L", str(listing), "-d", tw.database,
-            str(info.path)]
+    from .clone.restore_jobs import restore_jobs
+
+    jobs = restore_jobs(info.format, "--schema-only" in options)
+    # -j N: N sessions of the same role, data and indexes in parallel; it cannot be one transaction
+    how = ["-j", str(jobs)] if jobs > 1 else ["--single-transaction"]
+    args = [pg_tool("pg_restore"), *options, *how, "-L", str(listing), "-d", tw.database, str(info.path)]
     env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
     with open(tmp / "stderr", "w+") as err:
         try:
@@ -234,8 +238,7 @@ def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Pa
         stderr = err.read(1024 * 1024)
     if r.returncode != 0:
         raise _restore_failed(server, "pg_restore", _clean_error_lines(stderr), r.returncode)
-    return " ".join(["pg_restore", *options, "--single-transaction", "-L", "<filtered toc>", "-d", tw.database,
-                     "<dump>"])
+    return " ".join(["pg_restore", *options, *how, "-L", "<filtered toc>", "-d", tw.database, "<dump>"])
 
 
 _SET_LINE = re.compile(rb"^SET ([a-z_]+) = [^;\n]*;\n$")

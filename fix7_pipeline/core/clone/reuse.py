@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..clone_gates import GATES, GateResult
 from ..model import PASSED, StageOutcome
 from ..run_record import RunRecord
 from ..stage_run import ServerSource, run_stage
@@ -19,7 +18,11 @@ GATE_STAGES = (("isolation", ("isolation_proven",)), ("sanitization", ("sanitize
                ("schema_shape", ("production_shaped", "data_rules")))
 
 
-def gates(record: RunRecord, servers: ServerSource | None = None) -> Iterator[tuple[RunRecord, GateResult]]:
+GATES = ("isolation_proven", "sanitized", "production_shaped", "data_rules")  # core.clone_gates.GATES
+
+
+def gates(record: RunRecord, servers: ServerSource | None, result) -> Iterator[tuple[RunRecord, object]]:
+    """Each gate's result (`result`: core.clone_gates.GateResult) in order, each stage recorded as it passes."""
     facts = (record.restore or {})["reused_clone"]
     reason = reused_reason(facts)
     earlier = float((record.restore or {}).get("duration_s") or 0.0)
@@ -33,9 +36,9 @@ def gates(record: RunRecord, servers: ServerSource | None = None) -> Iterator[tu
 
         record, outcome = run_stage(record, stage, body, servers, earlier_s=earlier if stage == "isolation" else 0.0)
         if outcome.status != PASSED:  # the server failed while recording: the stage said why and sealed
-            yield record, GateResult(names[0], False, outcome.reason, findings=outcome.findings, outcome=outcome)
-            yield from ((record, GateResult(g, False, f"not evaluated: {names[0]} failed", evaluated=False))
+            yield record, result(names[0], False, outcome.reason, findings=outcome.findings, outcome=outcome)
+            yield from ((record, result(g, False, f"not evaluated: {names[0]} failed", evaluated=False))
                         for g in GATES[GATES.index(names[0]) + 1:])
             return
         for i, name in enumerate(names):
-            yield record, GateResult(name, True, reason, outcome=outcome if i == len(names) - 1 else None)
+            yield record, result(name, True, reason, outcome=outcome if i == len(names) - 1 else None)

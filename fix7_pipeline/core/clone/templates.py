@@ -410,16 +410,12 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
         packet.set(clone_template={"kept": True, "database": name, "key": key, "anchor_id": anchor.anchor_id,
                                    "objects_role": role})
         ident = sql.Identifier(name)
-        for statement in (
-                sql.SQL("alter database {} owner to {}").format(ident, sql.Identifier(OWNER_ROLE)),
-                sql.SQL("alter database {} with allow_connections false is_template true").format(ident),
-                sql.SQL("alter database {} reset all").format(ident),
-                sql.SQL("revoke all on database {} from public, {}").format(ident, sql.Identifier(role)),
-                sql.SQL("comment on database {} is {}").format(ident, sql.Literal(
-                    MARK + json.dumps(facts, sort_keys=True))),
-                sql.SQL("alter role {} nologin password null").format(sql.Identifier(role)),
-                sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(OBJECTS_MARK + name))):
-            c.execute(statement)
+        try:
+            _lock_template(c, name, role, facts)
+        except psycopg.Error:  # never half a template
+            c.execute(sql.SQL("alter database {} is_template false").format(ident))
+            c.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
+            raise
     dropped = enforce_budget(server, max_bytes(), keep=name)
     if dropped:
         packet.put(["clone_template", "evicted"], dropped)
@@ -429,12 +425,30 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
     return anchor.database, name not in dropped
 
 
+def _lock_template(c: psycopg.Connection, name: str, role: str, facts: dict) -> None:
+    """The renamed anchor made fix7's, unconnectable, copyable; the run's role kept only as its objects' owner."""
+    ident = sql.Identifier(name)
+    for statement in (
+            sql.SQL("alter database {} owner to {}").format(ident, sql.Identifier(OWNER_ROLE)),
+            sql.SQL("alter database {} with allow_connections false is_template true").format(ident),
+            sql.SQL("alter database {} reset all").format(ident),
+            sql.SQL("revoke all on database {} from public, {}").format(ident, sql.Identifier(role)),
+            sql.SQL("comment on database {} is {}").format(ident, sql.Literal(
+                MARK + json.dumps(facts, sort_keys=True))),
+            sql.SQL("alter role {} nologin password null").format(sql.Identifier(role)),
+            sql.SQL("comment on role {} is {}").format(sql.Identifier(role), sql.Literal(OBJECTS_MARK + name))):
+        c.execute(statement)
+
+
 def _ensure_owner_role(c: psycopg.Connection) -> None:
     if not c.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (OWNER_ROLE,)).fetchone():
         try:
             c.execute(sql.SQL("create role {} nologin").format(sql.Identifier(OWNER_ROLE)))
             c.execute(sql.SQL("comment on role {} is {}").format(sql.Identifier(OWNER_ROLE), sql.Literal(
                 "fix7: owns the verified clone templates (fix7 clones)")))
+            if not c.execute("select rolsuper from pg_catalog.pg_roles where rolname = current_user").fetchone()[0]:
+                # an admin that is not superuser (a managed server) gives its templates to the role it is a member of
+                c.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(OWNER_ROLE)))
         except psycopg.errors.DuplicateObject:
             pass
 
