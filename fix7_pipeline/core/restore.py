@@ -220,7 +220,7 @@ def lacking_settings(server: RehearsalServer) -> list[str]:
 
 
 def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Path) -> str:
-    from .clone.restore_jobs import restore_jobs
+    from .clone.restore_jobs import empty_again, restore_jobs
 
     jobs = restore_jobs(info.format, "--schema-only" in options)
     # -j N: N sessions of the same role, data and indexes in parallel; it cannot be one transaction
@@ -232,11 +232,15 @@ def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Pa
             r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                timeout=timeout)
         except subprocess.TimeoutExpired:
+            if jobs > 1:
+                empty_again(server, tw)
             raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
                             "kept.", rule="restore_timeout") from None
         err.seek(0)
         stderr = err.read(1024 * 1024)
     if r.returncode != 0:
+        if jobs > 1:
+            empty_again(server, tw)
         raise _restore_failed(server, "pg_restore", _clean_error_lines(stderr), r.returncode)
     return " ".join(["pg_restore", *options, *how, "-L", "<filtered toc>", "-d", tw.database, "<dump>"])
 

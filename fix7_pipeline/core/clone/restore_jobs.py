@@ -36,3 +36,13 @@ def restore_jobs(fmt: str, schema_only: bool = False) -> int:
         except ValueError:
             return 1
     return default_jobs()
+
+
+def empty_again(server, tw) -> None:
+    """After a parallel restore that failed: the clone database as it was before it, empty, so that, as with one
+    transaction, nothing of a failed restore is kept."""
+    from .templates import _recreate_empty
+    from ..server import throwaway_mark
+
+    with server.connect(purpose="restore failed: empty the clone database again") as c:
+        _recreate_empty(c, tw.database, tw.login.role, throwaway_mark())
