@@ -309,7 +309,21 @@ def reuse(server, record, tw, packet, contract) -> dict:
 
     Returns the facts for the packet: `reused` True (the clone database `tw.database` is now a copy of the
     template, its objects the run role's), or False with `why` (the clone database is empty as created, and
-    the full path runs). A template that no longer holds is discarded here."""
+    the full path runs). A template that no longer holds is discarded here. A template that cannot be used
+    (the server refused a step) is only a slower run: the full path runs and the packet says why."""
+    try:
+        return _reuse(server, record, tw, packet, contract)
+    except (psycopg.Error, Fix7Error) as e:
+        # never the server's message: it can quote a name from the dump, and this is written before any scan
+        why = e.message if isinstance(e, Fix7Error) else f"{type(e).__name__}, SQLSTATE {e.sqlstate}"
+        with server.connect(purpose="clone template: not used, the clone database empty again") as c:
+            from ..server import throwaway_mark
+
+            _recreate_empty(c, tw.database, tw.login.role, throwaway_mark())
+        return {"reused": False, "why": f"the template could not be used ({why}); restored and gated instead"}
+
+
+def _reuse(server, record, tw, packet, contract) -> dict:
     if not enabled():
         return {"reused": False, "why": f"clone templates are off ({ENV}=off)"}
     parts = key_parts(record, server, contract)
