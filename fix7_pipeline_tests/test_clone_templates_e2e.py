@@ -244,3 +244,36 @@ def test_fix7_clones_lists_caps_and_drops(on, home, instance, dump, server, tmp_
     with superuser(server, server.admin_db) as c:  # nor the role its objects belonged to
         assert not c.execute("select 1 from pg_roles where rolname = %s",
                              (second["packet"]["clone_template"]["objects_role"],)).fetchone()
+
+
+# -- the same on an external server, as a managed-cloud login (LOGIN CREATEDB CREATEROLE, no superuser) ----------
+
+@pytest.mark.parametrize("major", [15, pytest.param(18, marks=pytest.mark.slow)])
+def test_an_external_server_reuses_its_template_as_a_cloud_login(major, on, instance, dump, tmp_path, monkeypatch):
+    from fix7_pipeline_tests.external_pg import CLOUD_ADMIN, PG15_BIN, available, start_cluster, wheel_bin
+
+    if major == 15 and not (available(PG15_BIN) and builder.system_pg_dump(15) is not None):
+        pytest.skip("no Debian PostgreSQL 15 (make system-pg)")
+    cluster = start_cluster(major, PG15_BIN if major == 15 else wheel_bin())
+    try:
+        source = "fix7_t_templates_ext"
+        builder.build_clone(source, registry_rows=120, seed=26, major=15 if major == 15 else None)
+        try:
+            clone = builder.dump_clone(source, "custom", tmp_path / "clone.dump", major=15 if major == 15 else None)
+        finally:
+            builder.drop_clone(source, major=15 if major == 15 else None)
+        monkeypatch.setenv("FIX7_REHEARSAL_SERVER_PASSWORD", cluster.password(CLOUD_ADMIN))
+        runs = [run_rehearsal(config(clone, *dump["change"], tmp_path / f"ev{i}", server_url=cluster.url(CLOUD_ADMIN)),
+                              instance=instance, echo=False) for i in (1, 2)]
+        assert [r["verdict"] for r in runs] == ["REHEARSAL_PASSED"] * 2, [
+            (s, v["status"], v["reason"]) for r in runs for s, v in r["packet"]["stages"].items()
+            if v["status"] != "passed"]
+        assert runs[0]["packet"]["clone_template"]["kept"] is True, runs[0]["packet"]["clone_template"]
+        reuse = runs[1]["packet"]["clone_reuse"]
+        assert reuse["reused"] is True, reuse
+        assert reuse["gating_packet"]["run_id"] == runs[0]["run_id"]
+        assert reuse["key_parts"]["server"]["version_num"] // 10000 == major
+        assert {c["host"] for c in runs[1]["packet"]["connections"] if c["purpose"] != "dagster storage"} == \
+            {"127.0.0.1"}
+    finally:
+        cluster.stop()
