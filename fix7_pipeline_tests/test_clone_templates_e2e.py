@@ -232,7 +232,7 @@ def test_fix7_clones_lists_caps_and_drops(on, home, instance, dump, server, tmp_
     assert name in table.stdout and first["run_id"] in table.stdout
     missing = home.cli("clones", "--drop", templates.PREFIX + "0" * 24)
     assert missing.returncode == 2 and "no clone template" in missing.stderr and "Traceback" not in missing.stderr
-    capped = home.cli("clones", "--max-bytes", str(row["bytes"]), "--json")
+    capped = home.cli("clones", "--max-bytes", str(2 * row["bytes"]), "--json")
     assert json.loads(capped.stdout)["dropped"] == []  # it fits
     capped = home.cli("clones", "--max-bytes", "1M", "--json")
     assert json.loads(capped.stdout)["dropped"] == [name] and json.loads(capped.stdout)["templates"] == []
