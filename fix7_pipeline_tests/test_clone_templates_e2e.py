@@ -219,6 +219,23 @@ def test_two_rehearsals_of_one_dump_at_once_share_one_template(on, home, instanc
     assert t.facts["uses"] == 2
 
 
+@pytest.mark.slow
+def test_two_first_rehearsals_at_once_keep_one_template(on, home, dump, server, tmp_path):
+    """No template yet: both restore and gate; one keeps its anchor as the template, the other says why not."""
+    procs = [_start(home, dump, tmp_path / f"run{i}") for i in (1, 2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    packets = [json.loads((tmp_path / f"run{i}" / "rehearsal-report.json").read_text()) for i in (1, 2)]
+    assert [p["clone_reuse"]["reused"] for p in packets] == [False, False]
+    kept = sorted(p["clone_template"]["kept"] for p in packets)
+    assert kept == [False, True], [p["clone_template"] for p in packets]
+    loser = next(p for p in packets if not p["clone_template"]["kept"])
+    assert loser["clone_template"]["why"] == "a template of this key is already on the server"
+    (t,) = templates.list_templates(server)
+    assert t.facts["gating_run_id"] == next(p["run_id"] for p in packets if p["clone_template"]["kept"])
+    assert t.sound
+
+
 def test_fix7_clones_lists_caps_and_drops(on, home, instance, dump, server, tmp_path):
     first = _rehearse(instance, dump, tmp_path / "first")
     name = first["packet"]["clone_template"]["database"]
