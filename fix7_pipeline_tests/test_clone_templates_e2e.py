@@ -17,6 +17,8 @@ from psycopg import sql
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core import audit
 from fix7_pipeline.core.clone import templates
+from fix7_pipeline.core.errors import Fix7Error
+from fix7_pipeline.core.server import create_throwaway, drop_throwaway
 from fix7_pipeline.core.model import STAGES
 from fix7_pipeline.core.paths import project_dir
 from fix7_pipeline.demo import builder
@@ -115,6 +117,16 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert prov["clone_reuse"]["gating_packet"]["packet_sha256"] == entry["packet_sha256"]
     assert "copied from the verified clone template" in prov["method"]
     assert left == set()  # the copy and its role are dropped; the template stays as it was
+    with superuser(server, server.admin_db) as c:  # the copy's membership in the objects' role was for one statement
+        assert c.execute("select count(*) from pg_auth_members m join pg_roles r on r.oid = m.roleid "
+                         "where r.rolname = %s", (kept["objects_role"],)).fetchone()[0] == 0
+    # no run's role can reach the template
+    tw = create_throwaway(server)
+    try:
+        with pytest.raises(Fix7Error, match="Could not connect"):
+            server.connect(t.name, tw.login, purpose="test: a run role tries the template").close()
+    finally:
+        drop_throwaway(server, tw)
     (after,) = templates.list_templates(server)
     assert after.sound and after.facts["uses"] == 1 and after.facts["anchor_id"] == gating["anchor_id"]
     assert audit.verify_chain().ok
@@ -169,6 +181,18 @@ def test_a_template_the_admin_altered_is_detected_and_not_used(on, instance, dum
     assert second["packet"]["stages"]["isolation"]["restore"]["tool"]
     (t,) = templates.list_templates(server)
     assert t.facts["gating_run_id"] == second["run_id"] and t.facts["anchor_id"] == second["packet"]["anchor_id"]
+
+
+def test_a_template_whose_gating_packet_was_edited_is_not_used(on, instance, dump, server, tmp_path):
+    first = _rehearse(instance, dump, tmp_path / "first")
+    report = tmp_path / "first" / "rehearsal-report.json"
+    report.write_text(report.read_text().replace('"verdict": "REHEARSAL_PASSED"', '"verdict": "REHEARSAL_PASSED" '))
+    second = _rehearse(instance, dump, tmp_path / "second")
+    reuse = second["packet"]["clone_reuse"]
+    assert reuse["reused"] is False and reuse["discarded"] is True and "packet edited" in reuse["why"], reuse
+    assert second["verdict"] == "REHEARSAL_PASSED"
+    (t,) = templates.list_templates(server)  # the new gated clone replaced it
+    assert t.facts["gating_run_id"] == second["run_id"] != first["run_id"]
 
 
 def test_an_unlocked_template_is_not_used(on, instance, dump, server, tmp_path):
