@@ -132,7 +132,8 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert audit.verify_chain().ok
 
 
-@pytest.mark.parametrize("what", ["contract", "rule_set", "fix7_version"])
+@pytest.mark.parametrize("what", ["contract", *(pytest.param(w, marks=pytest.mark.slow)  # test-slow: the same key
+                                                 for w in ("rule_set", "fix7_version"))])
 def test_a_changed_contract_rule_set_or_fix7_forces_a_fresh_gate(what, on, instance, dump, server, tmp_path,
                                                                   monkeypatch):
     first = _rehearse(instance, dump, tmp_path / "first")
@@ -195,6 +196,7 @@ def test_a_template_whose_gating_packet_was_edited_is_not_used(on, instance, dum
     assert t.facts["gating_run_id"] == second["run_id"] != first["run_id"]
 
 
+@pytest.mark.slow
 def test_an_unlocked_template_is_not_used(on, instance, dump, server, tmp_path):
     first = _rehearse(instance, dump, tmp_path / "first")
     name = first["packet"]["clone_template"]["database"]
