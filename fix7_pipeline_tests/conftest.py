@@ -31,9 +31,12 @@ def isolated_instance_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("session_dagster_home")
     keys = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS",
             "FIX7_AUDIT_CHAIN")
+    keys += ("FIX7_CLONE_TEMPLATES",)
     saved = {k: os.environ.get(k) for k in keys}
+    # Clone templates (core/run/clone_templates.py) would carry one test's gated clone into the next test of the same
+    # dump: off, except in the tests of templates themselves (test_clone_templates_e2e.py).
     os.environ.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url("dagster_tests"),
-                      FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"))
+                      FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"), FIX7_CLONE_TEMPLATES="off")
     yield home
     for k, v in saved.items():
         if v is None:

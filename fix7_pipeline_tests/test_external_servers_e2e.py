@@ -287,6 +287,7 @@ def test_a_restore_that_fails_through_psql_on_15_ends_at_once_with_its_reason(cl
 def test_running_out_of_locks_is_a_server_fault_naming_the_setting(dumps, change, instance, monkeypatch, tmp_path):
     """A wide clone on a server whose lock table is small: the restore's one transaction runs out of lock slots."""
     cluster = start_cluster(18, wheel_bin(), settings={"max_locks_per_transaction": 10, "max_connections": 10})
+    monkeypatch.setenv("FIX7_RESTORE_JOBS", "1")  # one transaction; pg_restore -j commits each object on its own
     try:
         wide = _dump_of("fix7_t_ext_wide", "do $$ begin for i in 1..1500 loop execute format("
                                            "'create table public.t%s (id int primary key)', i); end loop; end $$;",

@@ -15,14 +15,14 @@ import os
 import sys
 import warnings
 
-from fix7_pipeline.cli import audit, candidates, contract, demo, diff, rehearse, rules, stop, ui
+from fix7_pipeline.cli import audit, candidates, clones, contract, demo, diff, rehearse, rules, stop, ui
 from fix7_pipeline.cli.rehearse import Progress, _by
 from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.shared.environment import set_environment
 from fix7_pipeline.core.shared.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
 
 # Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.
-COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, rules, stop)
+COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, clones, rules, stop)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ from fix7_pipeline.core.shared.paths import project_dir
 from fix7_pipeline.core.intake.request import RehearsalRequest, request_fields
 
 PIPELINE_ORDER = ["clone_path", "apply_sql", "rollback_sql", "attested_by", "contract", "search_roots",
-                  "allowed_roots", "production_hosts", "allow_hosts", "server_url", "keep_databases",
+                  "allowed_roots", "production_hosts", "allow_hosts", "server_url", "keep_databases", "fresh_clone",
                   "statement_timeout_s", "lock_timeout_s", "max_statement_s", "max_lock_s", "max_access_exclusive_s",
                   "max_total_s", "no_rewrite_tables", "index_warn_mb", "index_warn_rows", "max_blocked_ms",
                   "max_production_estimate_s", "no_traffic_probe", "probe_sessions", "probe_rate",

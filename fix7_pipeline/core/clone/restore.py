@@ -24,6 +24,7 @@ from ..postgres.server import RehearsalServer, pg_tool
 from ..postgres.sql_lexer import Statement
 from ..postgres.throwaways import RULE_MEMBERSHIP, Throwaway, assert_least_privilege, role_attributes
 from ..shared.errors import Fix7Error
+from .restore_jobs import empty_again, restore_jobs
 from .restore_failures import (RestoreFailed, check_extensions, clean_error_lines, collation_failure,
                                extension_failure, restore_failed, unqualified_name_failure)
 
@@ -143,22 +144,27 @@ def lacking_settings(server: RehearsalServer) -> list[str]:
 
 
 def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Path) -> str:
-    args = [pg_tool("pg_restore"), *options, "--single-transaction", "-L", str(listing), "-d", tw.database,
-            str(info.path)]
+    jobs = restore_jobs(info.format, "--schema-only" in options)
+    # -j N: N sessions of the same role, data and indexes in parallel; it cannot be one transaction
+    how = ["-j", str(jobs)] if jobs > 1 else ["--single-transaction"]
+    args = [pg_tool("pg_restore"), *options, *how, "-L", str(listing), "-d", tw.database, str(info.path)]
     env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
     with open(tmp / "stderr", "w+") as err:
         try:
             r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                timeout=timeout)
         except subprocess.TimeoutExpired:
+            if jobs > 1:
+                empty_again(server, tw)
             raise Fix7Error(f"Restoring the dump took longer than {timeout:.0f} s and was stopped; nothing was "
                             "kept.", rule="restore_timeout") from None
         err.seek(0)
         stderr = err.read(1024 * 1024)
     if r.returncode != 0:
+        if jobs > 1:
+            empty_again(server, tw)
         raise restore_failed(server, "pg_restore", clean_error_lines(stderr), r.returncode)
-    return " ".join(["pg_restore", *options, "--single-transaction", "-L", "<filtered toc>", "-d", tw.database,
-                     "<dump>"])
+    return " ".join(["pg_restore", *options, *how, "-L", "<filtered toc>", "-d", tw.database, "<dump>"])
 
 
 _SET_LINE = re.compile(rb"^SET ([a-z_]+) = [^;\n]*;\n$")

@@ -227,12 +227,12 @@ def verify_chain(path: Path | None = None) -> ChainReport:
         if latest.get(e.get("evidence_dir")) != i:
             report.superseded += 1
             continue
-        report.problems.extend(f"{where}: {p}" for p in _check_packet(e))
+        report.problems.extend(f"{where}: {p}" for p in check_packet(e))
         report.verified += 1
     return report
 
 
-def _check_packet(entry: dict) -> list[str]:
+def check_packet(entry: dict) -> list[str]:
     directory = Path(entry.get("evidence_dir") or "")
     report = directory / REPORT
     if entry.get("evidence_not_written"):  # sealed without files (disk full): none may appear later

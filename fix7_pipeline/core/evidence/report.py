@@ -379,13 +379,20 @@ class EvidencePacket:
             "attestation": d.get("attestation"),
             "rehearsal_verdict": d.get("verdict"),
             "run_id": d.get("run_id"),
+            # core/run/clone_templates.py: the verified template this clone was copied from, or the one it left
+            "clone_reuse": d.get("clone_reuse"),
+            "clone_template": d.get("clone_template"),
         }
 
     def _method(self) -> str:
         d = self.data
         kind = (d["request"].get("server") or {}).get("kind", "embedded")
         steps = "the operator-named dump was hashed and screened"
-        if d["stages"]["isolation"]["status"] != SKIPPED:
+        if (d.get("clone_reuse") or {}).get("reused"):
+            steps += (f", copied from the verified clone template {d['clone_reuse']['template']} whose gates passed "
+                      f"in the sealed packet {d['clone_reuse']['gating_packet']['packet_sha256'][:12]}, its anchor "
+                      "fingerprint proven equal on the copy")
+        elif d["stages"]["isolation"]["status"] != SKIPPED:
             steps += (f", restored by a least-privileged role into a throwaway database on the {kind} rehearsal "
                       "server, and gated for isolation, sanitization and schema shape")
         if d["stages"]["snapshot_anchor"]["status"] != SKIPPED:

@@ -130,6 +130,9 @@ class RehearsalRequest:
     keep_databases: Annotated[bool, Flag("--keep-databases", "keep the throwaway databases for inspection",
                                          switch=True), Yaml()] = Field(
         default=False, description="Keep the throwaway databases for inspection.")
+    fresh_clone: Annotated[bool, Flag("--fresh-clone", "restore and gate the dump again even if a verified clone "
+                                      "template of it exists (core/run/clone_templates.py)", switch=True), Yaml()] = Field(
+        default=False, description="Restore and gate the dump again even if a verified clone template of it exists.")
     # -- apply and rollback --------------------------------------------------------------------
     statement_timeout_s: Annotated[int, Flag("--statement-timeout-s", "statement timeout of apply and rollback, "
                                              "seconds (default 600)", "N", parse=seconds), Yaml()] = Field(

@@ -214,14 +214,17 @@ def assert_least_privilege(attrs: dict) -> None:
                         rule=RULE_SERVER_FILES)
 
 
-def drop_throwaway(server: RehearsalServer, tw: Throwaway) -> list[str]:
-    """Drop the throwaway's databases (ending their sessions) and role; returns the names that existed."""
+def drop_throwaway(server: RehearsalServer, tw: Throwaway, *, keep_role: bool = False) -> list[str]:
+    """Drop the throwaway's databases (ending their sessions) and role; returns the names that existed.
+    `keep_role`: the role owns the objects of the clone template the run kept (core/run/clone_templates.py)."""
     dropped = []
     with server.connect(purpose="drop throwaway") as c:
         for db in [*tw.extra_databases, tw.database]:
             if c.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
                 dropped.append(db)
             c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+        if keep_role:
+            return dropped
         if c.execute("select 1 from pg_roles where rolname = %s", (tw.login.role,)).fetchone():
             dropped.append(tw.login.role)
         c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(tw.login.role)))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..shared.model import PASSED, Finding, StageOutcome
 from ..shared.names import GATES, STAGE_OF_GATE
-from . import rehearsal
+from . import clone_reuse, rehearsal
 from .run_record import RunRecord
 
 DATA_RULES_PREFIX = "data_rules."  # core/shape/data_rules.data_rules_findings names the data-rules suite's findings so
@@ -63,6 +63,9 @@ def evaluate(record: RunRecord, servers: rehearsal.ServerSource | None = None
         yield record, GateResult("isolation_proven", False, outcome.reason, findings=outcome.findings,
                                  outcome=outcome)
         yield from ((record, not_evaluated(g, "isolation_proven")) for g in GATES[1:])
+        return
+    if (restore.get("reused_clone") or {}).get("reused"):  # a verified template: its sealed packet gated it
+        yield from clone_reuse.gates(record, servers, GateResult)
         return
     done: list[GateResult] = []
     for stage in (rehearsal.prove_isolation, rehearsal.sanitization, rehearsal.schema_shape):

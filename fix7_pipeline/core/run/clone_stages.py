@@ -23,6 +23,7 @@ from ..shape import data_rules
 from ..shape import schema_shape as shape
 from ..shape.data_rules import data_rules_findings, gate_of
 from ..shared.model import PASSED, Finding, StageOutcome
+from . import clone_templates
 from .run_record import RunRecord
 from .stage_run import ServerSource, StageContext, run_stage
 
@@ -52,6 +53,11 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         contract = ctx.contract()  # a bad contract stops the run before the restore
         used = {"source": contract.source, "tables": len(contract.tables),
                 "derived_from_schema": ctx.record.contract_derived_from_schema}
+        reuse = clone_templates.reuse(server, ctx.record, tw, ctx.journal, contract)  # a verified template of it
+        ctx.journal.set(clone_reuse=reuse)
+        if reuse.get("reused"):
+            return StageOutcome(status=PASSED, reason=clone_templates.reused_reason(reuse),
+                                details={"reused_clone": reuse, "restoring_role": attrs, "contract": used})
         try:
             restored = restore.restore(server, tw, info, screen=False)  # intake screened these very bytes
         except restore_failures.RestoreFailed as e:

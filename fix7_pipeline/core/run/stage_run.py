@@ -37,6 +37,7 @@ from ..sanitization.secrets import judge_printed_names
 from ..shared.errors import Fix7Error
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, Finding, StageOutcome
 from ..shared.names import BLOCKING_STAGES
+from . import clone_templates
 from . import interrupts
 from .run_record import RunRecord, ThrowawayNames
 
@@ -318,7 +319,9 @@ def drop_throwaways(record: RunRecord, packet: Journal, server: RehearsalServer 
             packet.throwaways("drop_error", type(e).__name__)
     else:
         try:
-            gone = drop_throwaway(server, tw)  # WITH (FORCE): ends every session on them first
+            kept, keep_role = clone_templates.adopt(server, record, packet)  # a gated anchor stays as the template
+            tw.extra_databases = [d for d in tw.extra_databases if d != kept]
+            gone = drop_throwaway(server, tw, keep_role=keep_role)  # WITH (FORCE): ends every session on them
             packet.throwaways("dropped", list(gone), "extend_new")
             packet.throwaways("drop_error", None, "pop")
         except Exception as e:  # noqa: BLE001 - recorded; the next run's sweep retries
