@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Fix7Error
+from .evidence import s3_store
+from .evidence.store import evidence_path, is_remote, scheme
 from .paths import dagster_home
 from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
@@ -45,15 +47,26 @@ JUDGED_VERDICTS = ("REHEARSAL_PASSED", "REHEARSAL_FAILED", "NO_SAFE_PRODUCTION_S
 
 
 def chain_path() -> Path:
-    """FIX7_AUDIT_CHAIN, else beside the Dagster instance (DAGSTER_HOME, default .fix7/dagster_home):
-    one chain per instance, so a temporary test instance never mixes into the project's history."""
+    """FIX7_AUDIT_CHAIN, else `<root>/audit-chain` when FIX7_EVIDENCE_ROOT is in S3 (one object per entry: every
+    machine of a deployment seals into it), else beside the Dagster instance (DAGSTER_HOME, default
+    .fix7/dagster_home): one chain per instance, so a temporary test instance never mixes into the project's
+    history."""
     env = os.environ.get("FIX7_AUDIT_CHAIN")
-    return Path(env) if env else dagster_home() / CHAIN_FILE
+    if env:
+        return evidence_path(env)
+    root = os.environ.get("FIX7_EVIDENCE_ROOT") or ""
+    if scheme(root) == "s3":
+        return evidence_path(root) / "audit-chain"
+    return dagster_home() / CHAIN_FILE
 
 
 @contextmanager
 def _locked(path: Path):
     """One writer at a time across processes (the daemon may run two rehearsals at once)."""
+    if is_remote(path):
+        with s3_store.chain_lock(path):
+            yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -65,11 +78,15 @@ def _locked(path: Path):
 
 def read_chain(path: Path | None = None) -> list[dict]:
     """The chain's entries in order; an unreadable line is an error, never skipped."""
-    path = Path(path or chain_path())
-    if not path.exists():
+    path = evidence_path(path or chain_path())
+    if is_remote(path):
+        lines = s3_store.chain_lines(path)
+    elif not path.exists():
         return []
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
     entries = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -100,6 +117,8 @@ def entry_sha256(entry: dict) -> str:
 
 def _append(path: Path, entry: dict) -> None:
     line = (_canonical(entry) + "\n").encode("utf-8")
+    if is_remote(path):
+        return s3_store.chain_append(path, entry["seq"], line)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -124,9 +143,9 @@ def seal(packet) -> dict | None:
             packet.data["previous_packet_sha256"] = None
             packet.save()
             raise
-        directory = str(Path(packet.dir).resolve())
+        directory = str(evidence_path(packet.dir).resolve())
         earlier = [e for e in entries if e.get("evidence_dir") == directory]
-        if earlier and earlier[-1].get("evidence_not_written") and not (Path(directory) / REPORT).exists():
+        if earlier and earlier[-1].get("evidence_not_written") and not (evidence_path(directory) / REPORT).exists():
             return None  # sealed already, its files not written: never sealed twice
         packet.data["previous_packet_sha256"] = entries[-1]["packet_sha256"] if entries else None
         try:
@@ -134,7 +153,7 @@ def seal(packet) -> dict | None:
             written = True
         except EvidenceNotWritten as fault:  # the disk is full: sealed here, REHEARSAL_NOT_JUDGED, no files
             packet.evidence_not_written(fault, "evidence_packet")
-            _remove_unsealed(Path(directory))
+            _remove_unsealed(evidence_path(directory))
             written = False
         d = packet.data
         entry = {
@@ -148,10 +167,10 @@ def seal(packet) -> dict | None:
             "anchor_id": d.get("anchor_id"),
             "previous_packet_sha256": d["previous_packet_sha256"],
             # not written: the sha256 of the report as it would have been, so the chain still links through it
-            "packet_sha256": _sha256(Path(directory) / REPORT) if written else
+            "packet_sha256": _sha256(evidence_path(directory) / REPORT) if written else
             hashlib.sha256(packet.report_text().encode("utf-8")).hexdigest(),
-            "rendered_sha256": {name: _sha256(Path(directory) / name) for name in RENDERED
-                                if written and (Path(directory) / name).exists()},
+            "rendered_sha256": {name: _sha256(evidence_path(directory) / name) for name in RENDERED
+                                if written and (evidence_path(directory) / name).exists()},
             "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
         }
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
@@ -178,7 +197,7 @@ def _remove_unsealed(directory: Path) -> None:
 
 def unwritten_entry(directory: Path, path: Path | None = None) -> dict | None:
     """The chain entry that sealed `directory` without its files (the disk was full), if that is its last."""
-    directory = str(Path(directory).resolve())
+    directory = str(evidence_path(directory).resolve())
     try:
         mine = [e for e in read_chain(path) if e.get("evidence_dir") == directory]
     except Fix7Error:
@@ -204,7 +223,7 @@ class ChainReport:
 
 def verify_chain(path: Path | None = None) -> ChainReport:
     """Re-hash every packet of the chain; report gaps, broken links, missing and edited files."""
-    path = Path(path or chain_path())
+    path = evidence_path(path or chain_path())
     report = ChainReport()
     try:
         entries = read_chain(path)
@@ -231,7 +250,7 @@ def verify_chain(path: Path | None = None) -> ChainReport:
 
 
 def _check_packet(entry: dict) -> list[str]:
-    directory = Path(entry.get("evidence_dir") or "")
+    directory = evidence_path(entry.get("evidence_dir") or "")
     report = directory / REPORT
     if entry.get("evidence_not_written"):  # sealed without files (disk full): none may appear later
         return [f"packet forged: {report} exists, but the chain sealed this run with no packet written "
@@ -349,7 +368,7 @@ def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], li
                             + (f" ({'; '.join(what)})" if what else ""))
         if latest.get(e.get("evidence_dir")) != i:
             continue  # a later entry sealed this directory again; its packet on disk is that entry's
-        report = Path(w["evidence"]) / REPORT
+        report = evidence_path(w["evidence"]) / REPORT
         if report.is_file():  # a missing packet is reported by verify_chain
             actual = _sha256(report)
             if actual != w["packet_sha256"]:
@@ -378,7 +397,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
     if not evidence_dir:
         row["chain"] = "no packet"
         return row
-    report = Path(evidence_dir) / REPORT
+    report = evidence_path(evidence_dir) / REPORT
     if chain_entry and chain_entry.get("evidence_not_written") and not report.exists():
         fault = chain_entry["evidence_not_written"]
         row.update(packet_run_id=chain_entry.get("run_id") or "", verdict=chain_entry.get("verdict") or "",
@@ -387,7 +406,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
                    chain=f"sealed #{chain_entry.get('seq')}, not written ({fault.get('errno')})")
         return row
     if not report.is_file():
-        return _journal_row(row, Path(evidence_dir))
+        return _journal_row(row, evidence_path(evidence_dir))
     row["packet_sha256"] = _sha256(report)
     try:
         data = json.loads(report.read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from .audit import witness
 from .errors import Fix7Error
 from .hosts import redact_url
 from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from .evidence.store import evidence_root as env_evidence_root, is_remote
 from .paths import project_dir
 from .redact import RedactedNames
 from .journal import Journal
@@ -131,9 +132,9 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
-    root = evidence_root or Path(os.environ.get("FIX7_EVIDENCE_ROOT") or project_dir() / "evidence")
+    root = evidence_root or env_evidence_root(project_dir() / "evidence")
     fallback = default_evidence_dir(root, sha, run_id)
-    directory = Path(request.evidence_dir) if request.evidence_dir else fallback
+    directory = request.evidence_dir or fallback  # an unsupported URL is refused by _start_packet, like a used folder
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
                    "attested_at": utc_now() if request.attested_by.strip() else None}
@@ -149,6 +150,10 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     if refused is not None:
         findings.append(refused)
     packet.add_connections([storage_connection(storage_url or os.environ.get("FIX7_DAGSTER_PG_URL"))])
+    if is_remote(directory):  # the object store is a connection of the run like the databases
+        from .evidence.s3_store import connection
+
+        packet.add_connections([connection(directory)])
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}

@@ -20,6 +20,8 @@ from .errors import EXIT_USAGE, Fix7Error
 from .escape import md, md_code
 from .model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from . import journal
+from .evidence import s3_store
+from .evidence.store import evidence_path, is_remote, unsupported_problem
 from .packet_files import (PACKET_FILES, PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten,
                            sha256_file, write_evidence, writing)
 
@@ -108,8 +110,12 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     overwritten. So is a path that is not a directory or cannot be written. Nothing is written into a
     refused directory (the write probe of a usable one is created and removed).
     """
-    d = Path(directory)
     fresh = "name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a fresh one"
+    if not isinstance(directory, Path) and (problem := unsupported_problem(directory)):
+        return problem
+    if is_remote(directory):
+        return _remote_dir_problem(evidence_path(directory), fresh)
+    d = Path(directory)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(d)):
         return f"The evidence directory name {str(d)!r} holds a control character; {fresh}."
     try:
@@ -144,6 +150,22 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     return None
 
 
+def _remote_dir_problem(d, fresh: str) -> str | None:
+    """evidence_dir_problem for a prefix in S3: the bucket answers, and no packet (nor journal) is there."""
+    problem = s3_store.reachable_problem(d)
+    if problem:
+        return problem
+    try:
+        names = d.names()
+    except OSError as e:
+        return f"The evidence directory {d} cannot be checked ({e.strerror}); {fresh}."
+    held = _packet_file_names(names) + [n for n in (RENDER_CLAIM, s3_store.JOURNAL_ENTRIES) if n in names]
+    if held:
+        return (f"The evidence directory {d} already holds an evidence packet ({', '.join(held[:4])}), "
+                f"and a packet is never overwritten; {fresh}.")
+    return None
+
+
 _WORDS = frozenset({REHEARSAL_PASSED, REHEARSAL_FAILED, NO_SAFE_CLONE, SAFE_CLONE, NOT_PROVEN, "IN PROGRESS",
                     REHEARSAL_INTERRUPTED, REHEARSAL_SERVER_FAULT, REHEARSAL_NOT_JUDGED})
 
@@ -157,7 +179,7 @@ class EvidencePacket:
     """The packet's data in one evidence directory: its verdict, rendering and sealing (see `render`)."""
 
     def __init__(self, directory: Path, data: dict):
-        self.dir = Path(directory)
+        self.dir = evidence_path(directory)
         self.data = data
         self.sealed: dict | None = None  # the audit-chain entry finalize() appended
 
@@ -210,13 +232,14 @@ class EvidencePacket:
     @classmethod
     def load(cls, directory: Path) -> EvidencePacket:
         """The sealed packet; before (or without, after a crash) its render, the journal's view of it."""
-        report = Path(directory) / REPORT
+        directory = evidence_path(directory)
+        report = directory / REPORT
         if report.exists():
             return cls(directory, json.loads(report.read_text(encoding="utf-8")))
-        packet = cls(directory, journal.fold(journal.read(Path(directory))))
+        packet = cls(directory, journal.fold(journal.read(directory)))
         from .audit import unwritten_entry
 
-        entry = unwritten_entry(Path(directory))
+        entry = unwritten_entry(directory)
         if entry is not None:  # sealed, its files not written: what the chain keeps of it
             packet.data.update(verdict=entry.get("verdict"), judged=False,
                                evidence_fault=entry["evidence_not_written"], finished_at=entry.get("sealed_at"))
@@ -570,11 +593,13 @@ def render(directory: Path, *, incomplete_reason: str | None = None, interrupted
     exclusively, and left behind by a render that crashed), or when a sealed packet is there: that is never
     rendered over.
     """
-    directory = Path(directory)
+    directory = evidence_path(directory)
     try:
         with writing(directory / RENDER_CLAIM):
-            fd = os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
+            if is_remote(directory):
+                (directory / RENDER_CLAIM).create(b"")
+            else:
+                os.close(os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     except FileExistsError:
         return None
     except EvidenceNotWritten as e:  # not even the claim fits: the chain's lock decides who seals (audit.seal)

@@ -27,6 +27,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from .hosts import HostPolicy
+from .evidence.store import scheme
 from .paths import project_dir
 from .server import PASSWORD_ENV
 
@@ -180,7 +181,7 @@ class RehearsalRequest:
         """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
         for name in PROJECT_RELATIVE:
             value = getattr(self, name)
-            if value and not Path(value).expanduser().is_absolute():
+            if value and not scheme(value) and not Path(value).expanduser().is_absolute():
                 setattr(self, name, str(project_dir() / value))
 
     def policy(self) -> HostPolicy:

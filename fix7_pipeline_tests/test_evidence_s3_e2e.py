@@ -1,0 +1,213 @@
+"""Issue 28.1 and 28.3: the evidence root in an S3 bucket, tried for real against moto's server mode (a local
+S3-compatible server on a free localhost port), and every other URL refused before anything is written.
+
+On S3 the packet keeps the guarantees it has on disk: the journal's first entry and the render claim are created
+exclusively (If-None-Match: *), a sealed packet is never overwritten, the audit chain's entries are one object
+each, and `fix7 audit --verify` re-hashes the packets in the bucket: an edited object fails it (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fix7_pipeline.core.paths import project_dir
+from fix7_pipeline.core.packet_files import JOURNAL, PROVENANCE, READABLE, REPORT
+from fix7_pipeline_tests.e2e_support import DagsterHome, built_clone, free_port, minimal_plain_dump, tiny_change
+
+ACCESS_KEY, SECRET_KEY = "fix7testaccess", "fix7-test-secret-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's S3 server in a process of its own, on a free localhost port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto's server did not start")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    """A fresh bucket, the AWS environment naming it (for this process and the CLI processes it starts)."""
+    import boto3
+
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "FIX7_AUDIT_CHAIN"):
+        monkeypatch.delenv(k, raising=False)
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "AWS_ENDPOINT_URL": moto_endpoint, "AWS_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bucket = f"fix7-evidence-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id=ACCESS_KEY,
+                          aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("FIX7_EVIDENCE_ROOT", f"s3://{bucket}/rehearsals")
+    return client, bucket
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = DagsterHome.create(tmp_path_factory.mktemp("s3_home"), "s3ev")
+    yield h
+    h.drop()
+
+
+def _keys(client, bucket: str, prefix: str = "") -> list[str]:
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents") or [])
+
+
+def _usage_error(r) -> str:
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fix7: "), r.stderr
+    return lines[0]
+
+
+def _rehearse(home, clone, change, *extra):
+    return home.cli("rehearse", "--clone", str(clone), "--apply", str(change[0]), "--rollback", str(change[1]),
+                    "--attested-by", "e2e test operator", *extra)
+
+
+def _runs(home) -> int:
+    with home.instance() as inst:
+        return len(inst.get_runs())
+
+
+# -- fail closed: a URL fix7 cannot keep evidence at ------------------------------------------------
+
+@pytest.mark.parametrize("url", ["gs://bucket/run1", "https://example.invalid/run1", "S3A://bucket/run1"])
+def test_an_unsupported_url_is_refused_and_nothing_is_written(home, tmp_path, url, monkeypatch):
+    monkeypatch.delenv("FIX7_EVIDENCE_ROOT", raising=False)
+    change = tiny_change(tmp_path / "change")
+    runs = _runs(home)
+    before = sorted(p.name for p in project_dir().iterdir())
+    r = _rehearse(home, tmp_path / "x.dump", change, "--evidence-dir", url)
+    line = _usage_error(r)
+    assert "URL" in line and "Nothing was written" in line
+    assert sorted(p.name for p in project_dir().iterdir()) == before  # no folder named `gs:` or `https:`
+    assert _runs(home) == runs
+
+    monkeypatch.setenv("FIX7_EVIDENCE_ROOT", url)
+    r = _rehearse(home, tmp_path / "x.dump", change)
+    assert "FIX7_EVIDENCE_ROOT" in _usage_error(r)
+    assert sorted(p.name for p in project_dir().iterdir()) == before
+    assert _runs(home) == runs
+
+
+def test_credentials_in_an_s3_url_are_refused_without_printing_them(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("FIX7_EVIDENCE_ROOT", raising=False)
+    r = _rehearse(home, tmp_path / "x.dump", tiny_change(tmp_path / "change"), "--evidence-dir",
+                  "s3://AKIAEXAMPLE:hunter2secret@bucket/run1")
+    assert "credentials" in _usage_error(r)
+    assert "hunter2secret" not in r.stdout + r.stderr and "AKIAEXAMPLE" not in r.stdout + r.stderr
+
+
+def test_a_missing_bucket_is_refused_before_any_run(home, s3, tmp_path):
+    runs = _runs(home)
+    r = _rehearse(home, tmp_path / "x.dump", tiny_change(tmp_path / "change"), "--evidence-dir",
+                  "s3://fix7-no-such-bucket/run1")
+    assert "no such bucket" in _usage_error(r)
+    assert _runs(home) == runs
+    assert SECRET_KEY not in r.stdout + r.stderr
+
+
+# -- evidence in the bucket ----------------------------------------------------------------------
+
+def test_rehearsals_seal_their_packets_in_the_bucket_and_audit_verifies_them(home, s3, tmp_path):
+    client, bucket = s3
+    dump, apply_sql, rollback_sql = built_clone(tmp_path, "fix7_t_s3_src", seed=28, rows=100)
+    passing_url = f"s3://{bucket}/named/pass"
+    passed = _rehearse(home, dump, (apply_sql, rollback_sql), "--evidence-dir", passing_url)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"evidence: {passing_url}" in passed.stdout
+    blocked = _rehearse(home, tmp_path / "missing.dump", (apply_sql, rollback_sql))  # under FIX7_EVIDENCE_ROOT
+    assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+    blocked_url = next(ln.split("evidence: ", 1)[1] for ln in blocked.stdout.splitlines() if "evidence: " in ln)
+    assert blocked_url.startswith(f"s3://{bucket}/rehearsals/")
+    assert not any(project_dir().glob("s3:*")) and not any(Path.cwd().glob("s3:*"))
+
+    for url, verdict in ((passing_url, "REHEARSAL_PASSED"), (blocked_url, "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE")):
+        prefix = url.split(f"s3://{bucket}/", 1)[1]
+        keys = _keys(client, bucket, prefix + "/")
+        for name in (REPORT, PROVENANCE, READABLE):
+            assert f"{prefix}/{name}" in keys, keys
+        entries = [k for k in keys if k.startswith(f"{prefix}/rehearsal-journal/")]
+        assert len(entries) >= 3  # one object per journal entry
+        report = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/{REPORT}")["Body"].read())
+        assert report["verdict"] == verdict
+        store = [c for c in report["connections"] if c["purpose"].startswith("evidence store")]
+        assert store and store[0]["database"] == f"s3://{bucket}" and store[0]["port"] == int(
+            os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+        assert SECRET_KEY not in json.dumps(report) and ACCESS_KEY not in json.dumps(report)
+    chain = _keys(client, bucket, "rehearsals/audit-chain/")
+    assert chain == ["rehearsals/audit-chain/00000001.json", "rehearsals/audit-chain/00000002.json"]
+
+    verify = home.cli("audit", "--verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "2 packet(s) re-hashed" in verify.stdout and f"s3://{bucket}/rehearsals/audit-chain" in verify.stdout
+
+    # a sealed packet in the bucket is never overwritten: not by a second rehearsal, not by a second render
+    sealed = client.get_object(Bucket=bucket, Key=f"named/pass/{REPORT}")["Body"].read()
+    again = _rehearse(home, dump, (apply_sql, rollback_sql), "--evidence-dir", passing_url)
+    assert "already holds an evidence packet" in _usage_error(again)
+    from fix7_pipeline.core.packet_files import write_evidence
+    from fix7_pipeline.core.report import render
+    from fix7_pipeline.core.evidence.store import evidence_path
+
+    assert render(passing_url) is None
+    with pytest.raises(FileExistsError):
+        write_evidence(evidence_path(passing_url) / REPORT, "{}\n")
+    assert client.get_object(Bucket=bucket, Key=f"named/pass/{REPORT}")["Body"].read() == sealed
+    assert len(_keys(client, bucket, "rehearsals/audit-chain/")) == 2
+
+    # an object edited behind fix7's back (a plain PUT, no condition) is found by --verify
+    client.put_object(Bucket=bucket, Key=f"named/pass/{REPORT}", Body=sealed.replace(b"REHEARSAL_PASSED", b"REHEARSAL_PASSEDX"))
+    broken = home.cli("audit", "--verify")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "packet edited" in broken.stderr and passing_url in broken.stderr
+    assert SECRET_KEY not in broken.stdout + broken.stderr
+
+
+def test_the_journal_and_the_claim_are_exclusive_in_the_bucket(s3):
+    """Of two runs naming one prefix, one gets it; appends from two holders never overwrite an entry."""
+    from fix7_pipeline.core import journal
+    from fix7_pipeline.core.evidence.store import evidence_path
+
+    client, bucket = s3
+    d = evidence_path(f"s3://{bucket}/exclusive")
+    journal.create(d, {"run_id": "a", "stages": {}})
+    with pytest.raises(journal.JournalTaken):
+        journal.create(d, {"run_id": "b", "stages": {}})
+    first, second = journal.Journal(d), journal.Journal(f"s3://{bucket}/exclusive")
+    first.set(one=1)
+    from fix7_pipeline.core.evidence import s3_store
+
+    s3_store._next_entry.pop(str(d), None)  # a second process: it knows nothing of the first's position
+    second.set(two=2)
+    first.set(three=3)  # the first's next position was taken by the second: it moves on, overwriting nothing
+    data = journal.fold(journal.read(d))
+    assert (data["run_id"], data["one"], data["two"], data["three"]) == ("a", 1, 2, 3)
+    assert len(_keys(client, bucket, "exclusive/rehearsal-journal/")) == 4
