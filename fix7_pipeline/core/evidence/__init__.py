@@ -1,0 +1,1 @@
+"""The evidence: the run's journal, its packet and the audit chain, and where they are kept."""
