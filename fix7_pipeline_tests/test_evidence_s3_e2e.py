@@ -211,3 +211,107 @@ def test_the_journal_and_the_claim_are_exclusive_in_the_bucket(s3):
     data = journal.fold(journal.read(d))
     assert (data["run_id"], data["one"], data["two"], data["three"]) == ("a", 1, 2, 3)
     assert len(_keys(client, bucket, "exclusive/rehearsal-journal/")) == 4
+
+
+# -- issue 28.3: each step in a process and a working directory of its own, sharing no local folder ----------
+
+PARENT_PID_ENV = "FIX7_TEST_SPLIT_PARENT"
+
+
+def split_process_job():
+    """The rehearsal job on the multiprocess executor; a step process (any but the test's) works in a fresh empty
+    directory of its own, so nothing a step reads can come from a folder another step wrote there."""
+    import tempfile
+
+    from fix7_pipeline_tests.e2e_support import multiprocess_rehearsal_job
+
+    if os.environ.get(PARENT_PID_ENV) and int(os.environ[PARENT_PID_ENV]) != os.getpid():
+        os.chdir(tempfile.mkdtemp(prefix="fix7-step-"))
+    return multiprocess_rehearsal_job()
+
+
+def _split_run(home, cfg: dict, monkeypatch):
+    import dagster as dg
+    from dagster._core.storage.tags import PARTITION_NAME_TAG
+
+    from fix7_pipeline.defs.partitions import add_rehearsal, rehearsal_key
+
+    monkeypatch.setenv(PARENT_PID_ENV, str(os.getpid()))
+    with home.instance() as inst:
+        key = add_rehearsal(inst, rehearsal_key())
+        result = dg.execute_job(dg.reconstructable(split_process_job), instance=inst,
+                                run_config={"ops": {"clone_intake": {"config": cfg}}},
+                                tags={PARTITION_NAME_TAG: key}, raise_on_error=False)
+        tags = dict(inst.get_run_by_id(result.run_id).tags)
+        pids = {e.step_key: e.dagster_event.pid for e in inst.all_logs(result.run_id)
+                if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
+        local_runs = Path(inst.storage_directory()) / "fix7-runs"
+    return result, tags, pids, local_runs
+
+
+@pytest.fixture(scope="module")
+def split_dumps(tmp_path_factory):
+    from fix7_pipeline.demo import builder
+    from fix7_pipeline_tests.e2e_support import planted, rnd, variant
+
+    out = tmp_path_factory.mktemp("split")
+    source = "fix7_t_s3_split_src"
+    builder.build_clone(source, registry_rows=100, seed=28)
+    try:
+        clean = builder.dump_clone(source, "custom", out / "clean.dump")
+        token = planted("planted deploy key", "ghp_", (rnd(36), True))
+        name = variant(source, "fix7_t_s3_split_tok",
+                       f"update public.system_issues set details = details || "
+                       f"jsonb_build_object('note', 'deploy key {token.value}') where id = 1")
+        try:
+            leaky = builder.dump_clone(name, "custom", out / "planted.dump")
+        finally:
+            builder.drop_clone(name)
+    finally:
+        builder.drop_clone(source)
+    return {"clean": clean, "planted": leaky, "change": builder.write_sample_change(out)}
+
+
+@pytest.fixture
+def split_home(tmp_path):
+    """A Dagster instance of this test alone: `fix7 audit --verify` compares its runs with this bucket's chain."""
+    h = DagsterHome.create(tmp_path / "split_home", "s3split")
+    yield h
+    h.drop()
+
+
+@pytest.mark.slow  # two rehearsals, seven step processes each (about two minutes on two cores)
+def test_split_process_rehearsals_keep_records_and_evidence_in_the_bucket(split_home, s3, split_dumps, tmp_path,
+                                                                          monkeypatch):
+    from fix7_pipeline_tests.e2e_support import config
+
+    home = split_home
+
+    client, bucket = s3
+    passing_url, blocked_url = f"s3://{bucket}/split/pass", f"s3://{bucket}/split/blocked"
+    passed, tags, pids, local_runs = _split_run(home, config(split_dumps["clean"], *split_dumps["change"],
+                                                             passing_url), monkeypatch)
+    report = json.loads(client.get_object(Bucket=bucket, Key=f"split/pass/{REPORT}")["Body"].read())
+    assert passed.success, report["stages"]
+    assert tags["fix7/verdict"] == report["verdict"] == "REHEARSAL_PASSED"
+    assert len(pids) == 7 and len(set(pids.values())) == 7 and os.getpid() not in pids.values()
+    assert not local_runs.exists()  # no stage output went through a folder here
+    assert _keys(client, bucket, f"rehearsals/runs/{passed.run_id}/") == []  # removed when the run ended
+
+    blocked, tags, pids, local_runs = _split_run(home, config(split_dumps["planted"], *split_dumps["change"],
+                                                              blocked_url), monkeypatch)
+    report = json.loads(client.get_object(Bucket=bucket, Key=f"split/blocked/{REPORT}")["Body"].read())
+    assert blocked.success  # the run reached its verdict
+    assert tags["fix7/verdict"] == report["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
+    assert report["stages"]["sanitization"]["status"] == "blocked"
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+    assert not local_runs.exists()
+    kept = _keys(client, bucket, f"rehearsals/runs/{blocked.run_id}/")  # a blocked run keeps its outputs
+    assert f"rehearsals/runs/{blocked.run_id}/clone_intake.json" in kept
+    assert any(k.startswith(f"rehearsals/runs/{blocked.run_id}/changes/apply-") for k in kept)
+
+    verify = home.cli("audit", "--verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    client.put_object(Bucket=bucket, Key=f"split/blocked/{PROVENANCE}", Body=b"{}\n")
+    broken = home.cli("audit", "--verify")
+    assert broken.returncode == 1 and "packet edited" in broken.stderr, broken.stdout + broken.stderr

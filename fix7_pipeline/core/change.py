@@ -64,7 +64,9 @@ class ChangeSQL:
         if self.text or not self.copy:
             return self
         try:
-            raw = Path(self.copy).read_bytes()
+            from .evidence.store import evidence_path
+
+            raw = evidence_path(self.copy).read_bytes()  # in S3 when the steps share no folder (run_outputs.py)
         except OSError as e:
             raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) cannot be read ({e.strerror}); "
                             "nothing was run. Rehearse again.", rule="change_copy") from None

@@ -30,6 +30,7 @@ from .audit import witness
 from .errors import Fix7Error
 from .hosts import redact_url
 from .model import BLOCKED, FAILED, PASSED, STAGES, Finding, StageOutcome
+from .evidence.run_outputs import share_change_copy
 from .evidence.store import evidence_root as env_evidence_root, is_remote
 from .paths import project_dir
 from .redact import RedactedNames
@@ -172,7 +173,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     change_mod.sweep_stale_copies()
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
-            changes.append(change_mod.read_change(path, label, change_mod.copies_dir(run_id)))
+            changes.append(share_change_copy(run_id, change_mod.read_change(path, label,
+                                                                             change_mod.copies_dir(run_id))))
             details[f"{label}_sql"] = changes[-1].summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))

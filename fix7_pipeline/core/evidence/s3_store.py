@@ -191,6 +191,16 @@ class S3Path:
         _call(self, "writing", "put_object", Bucket=self.bucket, Key=self.key, Body=data, IfNoneMatch="*")
 
 
+    def write(self, data: bytes) -> None:
+        """PUT, replacing what is there: only for what is not evidence (a run's stage outputs)."""
+        _call(self, "writing", "put_object", Bucket=self.bucket, Key=self.key, Body=data)
+
+    def remove_tree(self) -> None:
+        """Every object under this prefix removed (a run's stage outputs, once the run ended)."""
+        for k in self.keys():
+            (self / k).unlink()
+
+
 def url_problem(url: str, what: str = "evidence directory") -> str | None:
     """Why `url` cannot name a place for evidence in S3, in one paragraph (never echoing a credential in it)."""
     parts = urlsplit(url)
