@@ -184,7 +184,17 @@ class S3Path:
 
     def names(self) -> list[str]:
         """What this prefix holds one level down (objects and sub-prefixes), like os.listdir."""
-        return sorted({k.split("/", 1)[0] for k in self.keys()})
+        out, token = set(), None
+        prefix = self.key + "/" if self.key else ""
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/",
+                  **({"ContinuationToken": token} if token else {})}
+            got = _call(self, "listing", "list_objects_v2", **kw)
+            out |= {o["Key"][len(prefix):] for o in got.get("Contents") or []}
+            out |= {p["Prefix"][len(prefix):].rstrip("/") for p in got.get("CommonPrefixes") or []}
+            token = got.get("NextContinuationToken")
+            if not token:
+                return sorted(out)
 
     def create(self, data: bytes) -> None:
         """PUT only if no object has this key (If-None-Match: *); FileExistsError when one does."""
