@@ -211,6 +211,11 @@ def test_the_journal_and_the_claim_are_exclusive_in_the_bucket(s3):
     data = journal.fold(journal.read(d))
     assert (data["run_id"], data["one"], data["two"], data["three"]) == ("a", 1, 2, 3)
     assert len(_keys(client, bucket, "exclusive/rehearsal-journal/")) == 4
+    from fix7_pipeline.core.report import evidence_dir_problem
+
+    problem = evidence_dir_problem(f"s3://{bucket}/exclusive")  # a journal alone (a run in progress) holds it
+    assert "already holds an evidence packet (rehearsal-journal)" in problem
+    assert evidence_dir_problem(f"s3://{bucket}/fresh") is None
 
 
 # -- issue 28.3: each step in a process and a working directory of its own, sharing no local folder ----------
