@@ -320,3 +320,24 @@ def test_split_process_rehearsals_keep_records_and_evidence_in_the_bucket(split_
     client.put_object(Bucket=bucket, Key=f"split/blocked/{PROVENANCE}", Body=b"{}\n")
     broken = home.cli("audit", "--verify")
     assert broken.returncode == 1 and "packet edited" in broken.stderr, broken.stdout + broken.stderr
+
+
+def test_rehearsal_yaml_takes_an_s3_evidence_root_and_refuses_other_urls(tmp_path):
+    """The schedule's and the sensor's runs: rehearsal.yaml's evidence_root as an S3 prefix, never a folder."""
+    from fix7_pipeline.core.automation_config import load_automation_config
+    from fix7_pipeline.core.errors import Fix7Error
+
+    apply_sql, rollback_sql = tiny_change(tmp_path / "changes")
+
+    def load(root: str):
+        path = tmp_path / "rehearsal.yaml"
+        path.write_text(f"version: 1\nclone_path: {tmp_path / 'x.dump'}\nevidence_root: {root}\n"
+                        f"apply_sql: {apply_sql}\nrollback_sql: {rollback_sql}\nattested_by: ops\n")
+        return load_automation_config(path)
+
+    evidence = load("s3://fix7-evidence/nightly").request_config(str(tmp_path / "x.dump"), "sched")["evidence_dir"]
+    assert evidence.startswith("s3://fix7-evidence/nightly/") and "-sched-" in evidence
+    with pytest.raises(Fix7Error) as refused:
+        load("gs://fix7-evidence/nightly")
+    assert refused.value.exit_code == 2 and "gs:// URL" in refused.value.message
+    assert not (tmp_path / "gs:").exists()
