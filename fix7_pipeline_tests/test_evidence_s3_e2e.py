@@ -125,13 +125,14 @@ def test_credentials_in_an_s3_url_are_refused_without_printing_them(home, tmp_pa
     assert "hunter2secret" not in r.stdout + r.stderr and "AKIAEXAMPLE" not in r.stdout + r.stderr
 
 
-def test_a_missing_bucket_is_refused_before_any_run(home, s3, tmp_path):
+def test_a_missing_bucket_is_refused_before_any_run(home, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", os.environ["AWS_ENDPOINT_URL"].replace("://", "://proxyuser:proxypass@"))
     runs = _runs(home)
     r = _rehearse(home, tmp_path / "x.dump", tiny_change(tmp_path / "change"), "--evidence-dir",
                   "s3://fix7-no-such-bucket/run1")
     assert "no such bucket" in _usage_error(r)
     assert _runs(home) == runs
-    assert SECRET_KEY not in r.stdout + r.stderr
+    assert SECRET_KEY not in r.stdout + r.stderr and "proxypass" not in r.stdout + r.stderr
 
 
 # -- evidence in the bucket ----------------------------------------------------------------------
@@ -341,3 +342,15 @@ def test_rehearsal_yaml_takes_an_s3_evidence_root_and_refuses_other_urls(tmp_pat
         load("gs://fix7-evidence/nightly")
     assert refused.value.exit_code == 2 and "gs:// URL" in refused.value.message
     assert not (tmp_path / "gs:").exists()
+
+
+def test_an_unreachable_store_is_a_fault_of_the_storage_not_a_traceback(home, s3, monkeypatch):
+    """`fix7 audit --verify` against a chain whose store does not answer: exit 74 (EX_IOERR), one line that
+    names the store and its answer, never a credential."""
+    _, bucket = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    r = home.cli("audit", "--verify")
+    assert r.returncode == 74, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and f"s3://{bucket}/rehearsals/audit-chain" in r.stderr
+    assert "EndpointConnectionError" in r.stderr and SECRET_KEY not in r.stdout + r.stderr

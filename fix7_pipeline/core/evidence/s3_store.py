@@ -53,6 +53,15 @@ def endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def endpoint_shown() -> str:
+    """The endpoint as printed: scheme, host and port only (a URL may carry a login)."""
+    url = endpoint()
+    if not url:
+        return f"AWS S3 in {region()}"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+
+
 def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
@@ -246,7 +255,7 @@ def reachable_problem(path: S3Path) -> str | None:
         _call(path, "checking the bucket", "head_bucket", Bucket=path.bucket)
     except (FileNotFoundError, StoreFault) as e:
         why = "there is no such bucket" if isinstance(e, FileNotFoundError) else e.strerror
-        return (f"The evidence location {path} cannot be used: {why} (endpoint {endpoint() or 'AWS'}). Create "
+        return (f"The evidence location {path} cannot be used: {why} (endpoint {endpoint_shown()}). Create "
                 "the bucket or fix AWS_ENDPOINT_URL and the credentials; nothing was written.")
     return None
 
