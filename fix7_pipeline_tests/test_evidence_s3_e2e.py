@@ -184,6 +184,15 @@ def test_rehearsals_seal_their_packets_in_the_bucket_and_audit_verifies_them(hom
     assert client.get_object(Bucket=bucket, Key=f"named/pass/{REPORT}")["Body"].read() == sealed
     assert len(_keys(client, bucket, "rehearsals/audit-chain/")) == 2
 
+    # a chain entry rewritten in the bucket disagrees with Dagster's record of it
+    entry_key = "rehearsals/audit-chain/00000001.json"
+    entry = client.get_object(Bucket=bucket, Key=entry_key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=entry_key, Body=entry.replace(b'"seq":1', b'"seq":1,"note":"x"'))
+    broken = home.cli("audit", "--verify")
+    assert broken.returncode == 1 and "chain entry differs from Dagster's record" in broken.stderr, broken.stderr
+    client.put_object(Bucket=bucket, Key=entry_key, Body=entry)
+    assert home.cli("audit", "--verify").returncode == 0
+
     # an object edited behind fix7's back (a plain PUT, no condition) is found by --verify
     client.put_object(Bucket=bucket, Key=f"named/pass/{REPORT}", Body=sealed.replace(b"REHEARSAL_PASSED", b"REHEARSAL_PASSEDX"))
     broken = home.cli("audit", "--verify")
