@@ -71,7 +71,7 @@ def test_a_cli_run_is_a_run_of_the_code_locations_job_with_its_verdict_first(hom
         # few, short tags; the rest is the verdict event's metadata (issue 21.4)
         assert sorted(k for k in run.tags if k.startswith("fix7")) == [
             "fix7", "fix7/chain_entry_sha256", "fix7/chain_seq", "fix7/evidence", "fix7/host", "fix7/packet_sha256",
-            "fix7/reason", "fix7/source", "fix7/verdict"]
+            "fix7/reason", "fix7/server", "fix7/source", "fix7/verdict"]
         facts = verdict_facts(inst, out["run_id"])
         assert facts["stopped_at"] == "intake" and facts["clone_sha256"] == "none"
         assert facts["attested_by"] == "e2e test operator"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -165,6 +166,9 @@ def test_a_rehearsal_launched_from_the_ui_succeeds(ui, demo_clone):
     packet = json.loads((evidence / REPORT).read_text())
     assert status == "SUCCESS", packet.get("stages")
     assert packet["verdict"] == "REHEARSAL_PASSED" and packet["run_id"] == run_id
+    runs = gql(ALL_RUNS)["runsOrError"]["results"]  # queued by the webserver's coordinator, keyed by its server
+    tags = {t["key"]: t["value"] for r in runs if r["runId"] == run_id for t in r["tags"]}
+    assert tags["fix7/server"] == f"embedded@{socket.gethostname()}"
 
     mats = gql(MATERIALIZATION, {"key": {"path": ["evidence_packet"]}})["assetOrError"]["assetMaterializations"]
     mine = [m for m in mats if m["runId"] == run_id]

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.evidence import audit, audit_listing
 from fix7_pipeline.core.shared.errors import EXIT_REHEARSAL_FAILED, EXIT_USAGE, Fix7Error
 from fix7_pipeline.core.evidence.packet_files import REPORT
 from fix7_pipeline.core.shared.names import JOB
@@ -190,7 +190,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print("runs: " + ", ".join(f"{n} {state}" for state, n in sorted(report.states.items())))
         return 0
     rows = collect_rows(instance, since)
-    sys.stdout.write(audit.render(rows, args.format))
+    sys.stdout.write(audit_listing.render(rows, args.format))
     return 0
 
 

@@ -35,6 +35,10 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _cli_path(value: str, how: str | None) -> str:
+    from fix7_pipeline.core.storage.store import scheme
+
+    if scheme(value):  # a URL (s3://bucket/prefix) is a location, never a folder named after its scheme
+        return value
     p = Path(value).expanduser()
     return str(p.absolute() if how == "absolute" else p.resolve() if how == "resolve" else p)
 

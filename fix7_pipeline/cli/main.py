@@ -20,6 +20,7 @@ from fix7_pipeline.cli.rehearse import Progress, _by
 from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.shared.environment import set_environment
 from fix7_pipeline.core.shared.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
+from fix7_pipeline.core.evidence.packet_files import EXIT_EVIDENCE_NOT_WRITTEN
 
 # Each adds its subcommand with register(subparsers), in the order `fix7 --help` lists them.
 COMMANDS = (rehearse, demo, contract, candidates, ui, audit, diff, clones, rules, stop)
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except Exception as e:  # noqa: BLE001 - never a traceback for the user; fail closed
+        if getattr(e, "evidence_store", False):  # the object store holding the evidence failed (s3_store)
+            print(f"fix7: {e.message}", file=sys.stderr)
+            return EXIT_EVIDENCE_NOT_WRITTEN
         print(f"fix7: internal error ({type(e).__name__}); nothing was passed. Run with FIX7_DEBUG=1 for details.",
               file=sys.stderr)
         if os.environ.get("FIX7_DEBUG"):

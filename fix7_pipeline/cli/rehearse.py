@@ -149,7 +149,13 @@ def validate_request(config: dict, *, junit: str | None = None) -> None:
                              "a FIFO or a symlink to one).")
     if config.get("evidence_dir"):
         also = (Path(junit).expanduser().resolve(),) if junit else ()
-        problem = evidence_dir_problem(Path(config["evidence_dir"]), also=also)
+        problem = evidence_dir_problem(config["evidence_dir"], also=also)
+        if problem:
+            raise UsageError(problem)
+    elif os.environ.get("FIX7_EVIDENCE_ROOT"):
+        from fix7_pipeline.core.storage.store import root_problem
+
+        problem = root_problem(os.environ["FIX7_EVIDENCE_ROOT"])
         if problem:
             raise UsageError(problem)
 
@@ -222,7 +228,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
                                          "evidence was written")
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
                         f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
-    packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or (no stage ended the run) the journal's view
+    packet = EvidencePacket.load(evidence_dir)  # sealed, or (no stage ended the run) the journal's view
     verdict = _tagged_verdict(dict(run.tags) if run is not None else {}, packet.data)
     interrupted = interrupted or (verdict or packet.data.get("verdict")) == REHEARSAL_INTERRUPTED
     end = end_run(instance, run_id, evidence_dir=evidence_dir, interrupted=_request(config) if interrupted else None,

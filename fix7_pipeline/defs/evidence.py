@@ -9,6 +9,7 @@ import dagster as dg
 from fix7_pipeline.core.run import rehearsal
 from fix7_pipeline.core.evidence.packet_files import PROVENANCE, READABLE, REPORT, sha256_file
 from fix7_pipeline.core.run.run_record import RunRecord
+from fix7_pipeline.core.storage.store import evidence_path
 from fix7_pipeline.defs.resources import RehearsalServerResource
 from fix7_pipeline.defs.stages import (GROUP, OWNERS, REHEARSALS, record_witness, sealed_metadata,
                                        witnessed_if_interrupted)
@@ -27,7 +28,7 @@ def evidence_packet(context, restore_diff: RunRecord,
         record, verdict = rehearsal.finish(restore_diff, rehearsal_server.source())
     record_witness(context.instance, context.run_id, record.witness)
     discard_run_outputs(context.instance, context.run_id)
-    directory = Path(record.evidence_dir)
+    directory = evidence_path(record.evidence_dir)
     fault = rehearsal.EvidencePacket.load(directory).data.get("evidence_fault")
     if fault:  # sealed REHEARSAL_NOT_JUDGED: the run fails with the cause and the path, never as a success
         raise dg.Failure(description=fault["message"], metadata={"verdict": verdict, **sealed_metadata(str(directory))})

@@ -59,7 +59,10 @@ def clone_intake(context: dg.AssetExecutionContext, config: RehearsalRequestConf
     def tag_evidence(evidence_dir: str) -> None:  # the CLI (and an interrupted run) find the packet by it
         from fix7_pipeline.defs.crashes import host_tag
 
-        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir, **host_tag()})
+        from fix7_pipeline.run_queue import SERVER_TAG, server_key
+
+        context.instance.add_run_tags(context.run_id, {PACKET_DIR_TAG: evidence_dir, **host_tag(),
+                                                       SERVER_TAG: server_key(config.server_url)})
 
     with witnessed_if_interrupted(context):
         record, outcome = rehearsal.intake(config.to_request(), context.run.run_id,

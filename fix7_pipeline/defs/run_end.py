@@ -21,10 +21,10 @@ import dagster as dg
 from dagster._core.events import EngineEventData
 
 from fix7_pipeline.core.evidence import run_view
-from fix7_pipeline.core.run import interrupts, rehearsal
 from fix7_pipeline.core.evidence.audit import WITNESS_PREFIX, witness
-from fix7_pipeline.core.evidence.packet_files import JOURNAL
+from fix7_pipeline.core.evidence.journal import exists as journal_exists
 from fix7_pipeline.core.evidence.report import EvidencePacket, render
+from fix7_pipeline.core.run import interrupts, rehearsal
 from fix7_pipeline.defs.crashes import closed_as_crashed
 from fix7_pipeline.defs.stages import PACKET_DIR_TAG, record_chain_witness, record_witness
 from fix7_pipeline.defs.storage import discard_run_outputs
@@ -53,10 +53,10 @@ def end_run(instance: dg.DagsterInstance, run_id: str | None, *, evidence_dir: s
     could not tag it; `interrupted`: the request of a run the CLI saw interrupted (by `signum`)."""
     run = instance.get_run_by_id(run_id) if run_id else None
     evidence_dir = (run.tags.get(PACKET_DIR_TAG) if run is not None else None) or evidence_dir
-    if evidence_dir and (Path(evidence_dir) / JOURNAL).exists():
+    if evidence_dir and journal_exists(evidence_dir):
         with interrupts.deferred(reraise=False):  # a second Ctrl-C cannot leave the packet half sealed
             crashed = run is not None and closed_as_crashed(instance, run.run_id)
-            if not crashed and not EvidencePacket.load(Path(evidence_dir)).data.get("verdict"):
+            if not crashed and not EvidencePacket.load(evidence_dir).data.get("verdict"):
                 if interrupted is not None:
                     rehearsal.abandon(interrupted, evidence_dir, signum)
                 else:
@@ -70,7 +70,7 @@ def end_run(instance: dg.DagsterInstance, run_id: str | None, *, evidence_dir: s
         except Exception:  # noqa: BLE001 - the tags and the packet still carry the verdict
             pass
         run = instance.get_run_by_id(run.run_id)
-    packet = EvidencePacket.load(Path(evidence_dir)).data if evidence_dir else {}
+    packet = EvidencePacket.load(evidence_dir).data if evidence_dir else {}
     return RunEnd(tags=dict(run.tags) if run is not None else {}, evidence_dir=evidence_dir, packet=packet)
 
 
@@ -78,7 +78,7 @@ def seal_unfinished(instance: dg.DagsterInstance, run_id: str | None, evidence_d
                     reason: str = ENDED_EARLY) -> bool:
     """Render and seal the packet of a run that ended with no stage sealing it, and give the run the seal's
     witness. The journal is all such a run left; a sealed or claimed packet is never rendered again."""
-    rendered = render(Path(evidence_dir), incomplete_reason=reason)
+    rendered = render(evidence_dir, incomplete_reason=reason)
     if rendered is None:
         return False
     if run_id:
@@ -107,6 +107,6 @@ def report_verdict(instance: dg.DagsterInstance, run_id: str) -> bool:
 def packet_facts(evidence_dir: str | None) -> dict[str, str]:
     """run_view.run_facts of the packet in `evidence_dir` (the verdict event's metadata); none when unreadable."""
     try:
-        return run_view.run_facts(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
+        return run_view.run_facts(EvidencePacket.load(evidence_dir).data) if evidence_dir else {}
     except (OSError, ValueError, KeyError):
         return {}

@@ -85,7 +85,7 @@ def packet_tags(evidence_dir: str | None) -> dict[str, str]:
     from fix7_pipeline.core.evidence.report import EvidencePacket
 
     try:
-        return run_view.run_tags(EvidencePacket.load(Path(evidence_dir)).data) if evidence_dir else {}
+        return run_view.run_tags(EvidencePacket.load(evidence_dir).data) if evidence_dir else {}
     except (OSError, ValueError, KeyError):
         return {}
 
@@ -182,7 +182,9 @@ def sealed_metadata(evidence_dir: str) -> dict:
     reason, and rehearsal-report.md itself (escaped when it was written; names redacted)."""
     from fix7_pipeline.core.evidence.report import READABLE, EvidencePacket
 
-    directory = Path(evidence_dir)
+    from fix7_pipeline.core.storage.store import evidence_path
+
+    directory = evidence_path(evidence_dir)
     data = EvidencePacket.load(directory).data
     md = {"reason_for_verdict": dg.MetadataValue.text(run_view.verdict_reason(data)),
           "stages": dg.MetadataValue.md(run_view.stages_table(data))}

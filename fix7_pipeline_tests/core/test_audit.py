@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fix7_pipeline.core.evidence import audit
+from fix7_pipeline.core.evidence import audit, audit_listing
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.evidence.packet_files import READABLE, REPORT, sha256_file
 from fix7_pipeline.core.evidence.report import EvidencePacket
@@ -129,13 +129,13 @@ def test_listing_rows_compare_the_packet_on_disk_with_its_seal(tmp_path, chain):
 
 def test_render_formats(tmp_path, chain):
     rows = [audit.packet_row(str(_packet(tmp_path, n)), None) | {"run_id": f"run-{n}"} for n in ("a", "b")]
-    parsed = list(csv.DictReader(io.StringIO(audit.render(rows, "csv"))))
-    assert [r["run_id"] for r in parsed] == ["run-a", "run-b"] and list(parsed[0]) == list(audit.COLUMNS)
-    assert json.loads(audit.render(rows, "json"))[1]["evidence_dir"] == str(tmp_path / "b")
-    table = audit.render(rows, "table").splitlines()
+    parsed = list(csv.DictReader(io.StringIO(audit_listing.render(rows, "csv"))))
+    assert [r["run_id"] for r in parsed] == ["run-a", "run-b"] and list(parsed[0]) == list(audit_listing.COLUMNS)
+    assert json.loads(audit_listing.render(rows, "json"))[1]["evidence_dir"] == str(tmp_path / "b")
+    table = audit_listing.render(rows, "table").splitlines()
     assert table[0].split()[0] == "run_id" and len(table) == 3
     with pytest.raises(Fix7Error):
-        audit.render(rows, "xml")
+        audit_listing.render(rows, "xml")
 
 
 # -- the listing and --verify over a real Dagster instance ------------------------------------------

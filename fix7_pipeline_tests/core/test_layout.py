@@ -17,11 +17,12 @@ CORE = PACKAGE / "core"
 BENCHMARKS = ROOT / "benchmarks"
 
 # Shared by the stages, below all of them: what every stage may use.
-LIBRARIES = {"shared", "postgres", "dumps", "contract"}
+LIBRARIES = {"shared", "storage", "postgres", "dumps", "contract"}
 # One folder per stage of a rehearsal; a stage reaches another only through the run record that run/ hands on.
 STAGES = {"intake", "clone", "sanitization", "shape", "anchor", "change"}
 MAY_IMPORT: dict[str, set[str]] = {
     "shared": set(),
+    "storage": {"shared"},
     "postgres": {"shared"},
     "dumps": {"shared", "postgres"},
     "contract": {"shared", "postgres"},

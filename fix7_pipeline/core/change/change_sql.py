@@ -26,6 +26,7 @@ from ..postgres.throwaways import Throwaway
 from ..shared.errors import EXIT_USAGE, Fix7Error, withhold_values
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
 from ..shared.paths import state_dir
+from ..storage.store import evidence_path
 
 MAX_CHANGE_BYTES = 50 * 1024 * 1024
 
@@ -66,7 +67,7 @@ class ChangeSQL:
         if self.text or not self.copy:
             return self
         try:
-            raw = Path(self.copy).read_bytes()
+            raw = evidence_path(self.copy).read_bytes()  # in S3 when the steps share no folder (run_outputs.py)
         except OSError as e:
             raise Fix7Error(f"The {self.label} SQL intake copied ({self.copy}) cannot be read ({e.strerror}); "
                             "nothing was run. Rehearse again.", rule="change_copy") from None

@@ -14,11 +14,9 @@ record (`fix7 audit --verify`). This module imports nothing from Dagster.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import fcntl
 import hashlib
-import io
 import json
 import os
 from contextlib import contextmanager
@@ -28,14 +26,14 @@ from pathlib import Path
 from ..shared.errors import Fix7Error
 from ..shared.escape import visible
 from ..shared.paths import dagster_home
+from ..storage import s3_store
+from ..storage.store import evidence_path, is_remote, scheme
 from . import journal
 from .packet_files import PROVENANCE, READABLE, REPORT, EvidenceNotWritten
 from .packet_files import sha256_file as _sha256
 
 CHAIN_FILE = "audit-chain.jsonl"
 RENDERED = (PROVENANCE, READABLE)
-COLUMNS = ("run_id", "started_at", "run_status", "state", "source", "clone_sha256", "attested_by", "verdict",
-           "anchor_id", "evidence_dir", "packet_sha256", "chain")
 
 # What `fix7 audit` says each run is (the `state` column). Sealed runs are judged, or not judged (interrupted, a
 # fault of the server or the disk: `judged: false` in their chain entry, whatever the verdict's name); a run whose
@@ -47,15 +45,26 @@ JUDGED_VERDICTS = ("REHEARSAL_PASSED", "REHEARSAL_FAILED", "NO_SAFE_PRODUCTION_S
 
 
 def chain_path() -> Path:
-    """FIX7_AUDIT_CHAIN, else beside the Dagster instance (DAGSTER_HOME, default .fix7/dagster_home):
-    one chain per instance, so a temporary test instance never mixes into the project's history."""
+    """FIX7_AUDIT_CHAIN, else `<root>/audit-chain` when FIX7_EVIDENCE_ROOT is in S3 (one object per entry: every
+    machine of a deployment seals into it), else beside the Dagster instance (DAGSTER_HOME, default
+    .fix7/dagster_home): one chain per instance, so a temporary test instance never mixes into the project's
+    history."""
     env = os.environ.get("FIX7_AUDIT_CHAIN")
-    return Path(env) if env else dagster_home() / CHAIN_FILE
+    if env:
+        return evidence_path(env)
+    root = os.environ.get("FIX7_EVIDENCE_ROOT") or ""
+    if scheme(root) == "s3":
+        return evidence_path(root) / "audit-chain"
+    return dagster_home() / CHAIN_FILE
 
 
 @contextmanager
 def _locked(path: Path):
     """One writer at a time across processes (the daemon may run two rehearsals at once)."""
+    if is_remote(path):
+        with s3_store.chain_lock(path):
+            yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -67,11 +76,15 @@ def _locked(path: Path):
 
 def read_chain(path: Path | None = None) -> list[dict]:
     """The chain's entries in order; an unreadable line is an error, never skipped."""
-    path = Path(path or chain_path())
-    if not path.exists():
+    path = evidence_path(path or chain_path())
+    if is_remote(path):
+        lines = s3_store.chain_lines(path)
+    elif not path.exists():
         return []
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
     entries = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -102,6 +115,8 @@ def entry_sha256(entry: dict) -> str:
 
 def _append(path: Path, entry: dict) -> None:
     line = (_canonical(entry) + "\n").encode("utf-8")
+    if is_remote(path):
+        return s3_store.chain_append(path, entry["seq"], line)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -126,9 +141,9 @@ def seal(packet) -> dict | None:
             packet.data["previous_packet_sha256"] = None
             packet.save()
             raise
-        directory = str(Path(packet.dir).resolve())
+        directory = str(evidence_path(packet.dir).resolve())
         earlier = [e for e in entries if e.get("evidence_dir") == directory]
-        if earlier and earlier[-1].get("evidence_not_written") and not (Path(directory) / REPORT).exists():
+        if earlier and earlier[-1].get("evidence_not_written") and not (evidence_path(directory) / REPORT).exists():
             return None  # sealed already, its files not written: never sealed twice
         packet.data["previous_packet_sha256"] = entries[-1]["packet_sha256"] if entries else None
         try:
@@ -136,7 +151,7 @@ def seal(packet) -> dict | None:
             written = True
         except EvidenceNotWritten as fault:  # the disk is full: sealed here, REHEARSAL_NOT_JUDGED, no files
             packet.evidence_not_written(fault, "evidence_packet")
-            _remove_unsealed(Path(directory))
+            _remove_unsealed(evidence_path(directory))
             written = False
         d = packet.data
         entry = {
@@ -150,10 +165,10 @@ def seal(packet) -> dict | None:
             "anchor_id": d.get("anchor_id"),
             "previous_packet_sha256": d["previous_packet_sha256"],
             # not written: the sha256 of the report as it would have been, so the chain still links through it
-            "packet_sha256": _sha256(Path(directory) / REPORT) if written else
+            "packet_sha256": _sha256(evidence_path(directory) / REPORT) if written else
             hashlib.sha256(packet.report_text().encode("utf-8")).hexdigest(),
-            "rendered_sha256": {name: _sha256(Path(directory) / name) for name in RENDERED
-                                if written and (Path(directory) / name).exists()},
+            "rendered_sha256": {name: _sha256(evidence_path(directory) / name) for name in RENDERED
+                                if written and (evidence_path(directory) / name).exists()},
             "supersedes": earlier[-1]["packet_sha256"] if earlier else None,
         }
         if d.get("interrupted"):  # REHEARSAL_INTERRUPTED: a record of an interruption, not a judgment
@@ -180,7 +195,7 @@ def _remove_unsealed(directory: Path) -> None:
 
 def unwritten_entry(directory: Path, path: Path | None = None) -> dict | None:
     """The chain entry that sealed `directory` without its files (the disk was full), if that is its last."""
-    directory = str(Path(directory).resolve())
+    directory = str(evidence_path(directory).resolve())
     try:
         mine = [e for e in read_chain(path) if e.get("evidence_dir") == directory]
     except Fix7Error:
@@ -206,7 +221,7 @@ class ChainReport:
 
 def verify_chain(path: Path | None = None) -> ChainReport:
     """Re-hash every packet of the chain; report gaps, broken links, missing and edited files."""
-    path = Path(path or chain_path())
+    path = evidence_path(path or chain_path())
     report = ChainReport()
     try:
         entries = read_chain(path)
@@ -233,7 +248,7 @@ def verify_chain(path: Path | None = None) -> ChainReport:
 
 
 def check_packet(entry: dict) -> list[str]:
-    directory = Path(entry.get("evidence_dir") or "")
+    directory = evidence_path(entry.get("evidence_dir") or "")
     report = directory / REPORT
     if entry.get("evidence_not_written"):  # sealed without files (disk full): none may appear later
         return [f"packet forged: {report} exists, but the chain sealed this run with no packet written "
@@ -351,7 +366,7 @@ def cross_check(entries: list[dict], records: list[dict]) -> tuple[list[str], li
                             + (f" ({'; '.join(what)})" if what else ""))
         if latest.get(e.get("evidence_dir")) != i:
             continue  # a later entry sealed this directory again; its packet on disk is that entry's
-        report = Path(w["evidence"]) / REPORT
+        report = evidence_path(w["evidence"]) / REPORT
         if report.is_file():  # a missing packet is reported by verify_chain
             actual = _sha256(report)
             if actual != w["packet_sha256"]:
@@ -380,7 +395,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
     if not evidence_dir:
         row["chain"] = "no packet"
         return row
-    report = Path(evidence_dir) / REPORT
+    report = evidence_path(evidence_dir) / REPORT
     if chain_entry and chain_entry.get("evidence_not_written") and not report.exists():
         fault = chain_entry["evidence_not_written"]
         row.update(packet_run_id=chain_entry.get("run_id") or "", verdict=chain_entry.get("verdict") or "",
@@ -389,7 +404,7 @@ def packet_row(evidence_dir: str | None, chain_entry: dict | None) -> dict:
                    chain=f"sealed #{chain_entry.get('seq')}, not written ({fault.get('errno')})")
         return row
     if not report.is_file():
-        return _journal_row(row, Path(evidence_dir))
+        return _journal_row(row, evidence_path(evidence_dir))
     row["packet_sha256"] = _sha256(report)
     try:
         data = json.loads(report.read_text(encoding="utf-8"))
@@ -459,26 +474,3 @@ def not_judged_reason(entry: dict | None) -> str:
         by = f" by {stopped['signal']}" if stopped.get("signal") else ""
         return f"interrupted{by} during {stopped.get('stage')}"
     return "nothing was judged"
-
-
-def render(rows: list[dict], fmt: str) -> str:
-    """The listing as an aligned table, JSON or CSV."""
-    if fmt == "json":
-        return json.dumps(rows, indent=2, default=str) + "\n"
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue()
-    if fmt != "table":
-        raise Fix7Error(f"unknown audit format {fmt!r}: use table, json or csv", 2, rule="usage")
-    if not rows:
-        return "no rehearsals recorded in this Dagster instance\n"
-    short = {"run_id": 8, "clone_sha256": 12, "packet_sha256": 12, "anchor_id": 16}
-    cells = [[visible(r.get(c) or "")[:short[c]] if c in short else visible(r.get(c) or "") for c in COLUMNS]
-             for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..storage.store import is_remote
 from .packet_files import sha256_file, writing
 from ..change.traffic_markdown import chart_name
 
@@ -69,14 +70,17 @@ def write_charts(directory: Path, impact: dict) -> dict:
         if not traffic.get("ran") or not (traffic.get("timeline") or {}).get("t_s"):
             continue
         name = chart_name(label)
-        path = Path(directory) / name
+        path = directory / name
         try:
             png = draw(label, traffic)
         except Exception as e:  # noqa: BLE001 - the chart is a view of the numbers, which the packet keeps
             traffic["chart_error"] = f"the chart could not be drawn: {type(e).__name__}: {e}"[:300]
             continue
         with writing(path):
-            _write_atomic(path, png)
+            if is_remote(path):
+                path.create(png)  # created only if no object has its key: a sealed chart is never replaced
+            else:
+                _write_atomic(path, png)
         traffic["chart"] = name
         files[name] = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files

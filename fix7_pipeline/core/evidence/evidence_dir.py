@@ -9,7 +9,9 @@ import tempfile
 from pathlib import Path
 
 from ..shared.errors import EXIT_USAGE, Fix7Error
-from .packet_files import PACKET_FILES
+from ..storage import s3_store
+from ..storage.store import evidence_path, is_remote, unsupported_problem
+from .packet_files import PACKET_FILES, RENDER_CLAIM
 
 
 def default_evidence_dir(root: Path, sha256: str | None, run_id: str) -> Path:
@@ -52,8 +54,12 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     overwritten. So is a path that is not a directory or cannot be written. Nothing is written into a
     refused directory (the write probe of a usable one is created and removed).
     """
-    d = Path(directory)
     fresh = "name a new directory, or leave it unset (--evidence-dir, evidence_dir) for a fresh one"
+    if not isinstance(directory, Path) and (problem := unsupported_problem(directory)):
+        return problem
+    if is_remote(directory):
+        return _remote_dir_problem(evidence_path(directory), fresh)
+    d = Path(directory)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(d)):
         return f"The evidence directory name {str(d)!r} holds a control character; {fresh}."
     try:
@@ -85,4 +91,20 @@ def evidence_dir_problem(directory: Path, *, also: tuple[Path, ...] = ()) -> str
     except (OSError, RuntimeError) as e:
         why = getattr(e, "strerror", None) or type(e).__name__
         return f"The evidence directory {d} cannot be checked ({why}); {fresh}."
+    return None
+
+
+def _remote_dir_problem(d, fresh: str) -> str | None:
+    """evidence_dir_problem for a prefix in S3: the bucket answers, and no packet (nor journal) is there."""
+    problem = s3_store.reachable_problem(d)
+    if problem:
+        return problem
+    try:
+        names = d.names()
+    except OSError as e:
+        return f"The evidence directory {d} cannot be checked ({e.strerror}); {fresh}."
+    held = _packet_file_names(names) + [n for n in (RENDER_CLAIM, s3_store.JOURNAL_ENTRIES) if n in names]
+    if held:
+        return (f"The evidence directory {d} already holds an evidence packet ({', '.join(held[:4])}), "
+                f"and a packet is never overwritten; {fresh}.")
     return None

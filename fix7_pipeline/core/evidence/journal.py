@@ -18,6 +18,8 @@ import json
 import os
 from pathlib import Path
 
+from ..storage import s3_store
+from ..storage.store import evidence_path, is_remote
 from .packet_files import JOURNAL, sha256_file, write_evidence, writing
 
 
@@ -39,7 +41,15 @@ def _write(fd: int, data: bytes) -> None:
 
 def create(directory: Path, fields: dict) -> Path:
     """The journal, created exclusively (O_EXCL), holding `fields` as its first entry."""
+    directory = evidence_path(directory)
     path = directory / JOURNAL
+    if is_remote(directory):  # in S3 one object per entry (core/storage/s3_store.py)
+        with writing(path):
+            try:
+                s3_store.journal_create(directory, _line({"op": "start", "value": fields}))
+            except FileExistsError:
+                raise JournalTaken(str(path)) from None
+        return path
     with writing(path):
         directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -64,7 +74,10 @@ def _fsync_dir(directory: Path) -> None:
 
 def append(directory: Path, *entries: dict) -> None:
     """Append entries to an existing journal (never creates one: a stage writes only into its own run's)."""
-    path = Path(directory) / JOURNAL
+    path = evidence_path(directory) / JOURNAL
+    if is_remote(path):
+        with writing(path):
+            return s3_store.journal_append(path.parent, [_line(e) for e in entries])
     with writing(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -77,7 +90,9 @@ def append(directory: Path, *entries: dict) -> None:
 def read(directory: Path) -> list[dict]:
     """The journal's entries in order. A last line cut short by a crash mid-write is left out; any other
     unreadable line is an error."""
-    lines = (Path(directory) / JOURNAL).read_bytes().split(b"\n")
+    directory = evidence_path(directory)
+    raw = s3_store.journal_bytes(directory) if is_remote(directory) else (directory / JOURNAL).read_bytes()
+    lines = raw.split(b"\n")
     entries = []
     for n, raw in enumerate(lines):
         if not raw.strip():
@@ -117,7 +132,8 @@ def fold(entries: list[dict]) -> dict:
 
 
 def exists(directory: Path) -> bool:
-    return (Path(directory) / JOURNAL).is_file()
+    directory = evidence_path(directory)
+    return s3_store.journal_exists(directory) if is_remote(directory) else (directory / JOURNAL).is_file()
 
 
 class Journal:
@@ -128,7 +144,7 @@ class Journal:
     """
 
     def __init__(self, directory: Path, recorded: set[str] | None = None):
-        self.dir = Path(directory)
+        self.dir = evidence_path(directory)
         self.recorded: set[str] = set(recorded or ())
         self.sealed: dict | None = None
 

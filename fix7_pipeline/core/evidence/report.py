@@ -20,40 +20,16 @@ from ..postgres.server_faults import is_server_fault
 from ..shared.escape import md, md_code
 from ..shared.model import BLOCKED, FAILED, INTERRUPTED, PASSED, SKIPPED, STAGES, StageOutcome
 from ..shared.names import BLOCKING_STAGES, CHANGE_STAGES, JOB
+from ..storage.store import evidence_path, is_remote
 from .audit import seal, unwritten_entry
 from .charts import write_charts
 from .evidence_dir import EvidenceDirRefused
 from . import journal
 from .packet_files import (PROVENANCE, READABLE, RENDER_CLAIM, REPORT, EvidenceNotWritten, sha256_file, write_evidence,
                            writing)
+from .seed import LIVE_PRODUCTION_ROW, SEED_MUST_CONTAIN, SEED_MUST_NOT_CONTAIN
 from .verdicts import (NO_SAFE_CLONE, NOT_PROVEN, REHEARSAL_FAILED, REHEARSAL_INTERRUPTED, REHEARSAL_NOT_JUDGED,
                        REHEARSAL_PASSED, REHEARSAL_SERVER_FAULT, SAFE_CLONE, verdict_word)
-
-
-SEED_MUST_CONTAIN = [
-    "birth_registry table shape matching production (columns, types, PK)",
-    "registry-row expectations (object id, status fields)",
-    "approval fields (e.g. os_proposal_approvals) as modeled in production",
-    "Directus-related expected fields IF the birth surface writes Directus rows",
-    "system_issues-related expected fields IF modeled",
-    "required IDs / hashes / timestamps used by the birth surface",
-    "rollback fields / snapshot anchor needed to prove restore",
-]
-SEED_MUST_NOT_CONTAIN = [
-    "production secrets / credentials / connection strings to live hosts",
-    "any pointer that resolves to a live production host",
-]
-LIVE_PRODUCTION_ROW = {
-    "candidate_clone": "live production PG / Directus / VPS",
-    "source": "production",
-    "production_shaped": True,
-    "isolated": False,
-    "contains_secrets": True,
-    "allowed": False,
-    "present": "n/a",
-    "note": "FORBIDDEN. Not contacted: every connection of this run went through the host guard to the "
-            "rehearsal server only (see rehearsal-report.json `connections`).",
-}
 
 
 def utc_now() -> str:
@@ -64,7 +40,7 @@ class EvidencePacket:
     """The packet's data in one evidence directory: its verdict, rendering and sealing (see `render`)."""
 
     def __init__(self, directory: Path, data: dict):
-        self.dir = Path(directory)
+        self.dir = evidence_path(directory)
         self.data = data
         self.sealed: dict | None = None  # the audit-chain entry finalize() appended
 
@@ -117,11 +93,12 @@ class EvidencePacket:
     @classmethod
     def load(cls, directory: Path) -> EvidencePacket:
         """The sealed packet; before (or without, after a crash) its render, the journal's view of it."""
-        report = Path(directory) / REPORT
+        directory = evidence_path(directory)
+        report = directory / REPORT
         if report.exists():
             return cls(directory, json.loads(report.read_text(encoding="utf-8")))
-        packet = cls(directory, journal.fold(journal.read(Path(directory))))
-        entry = unwritten_entry(Path(directory))
+        packet = cls(directory, journal.fold(journal.read(directory)))
+        entry = unwritten_entry(directory)
         if entry is not None:  # sealed, its files not written: what the chain keeps of it
             packet.data.update(verdict=entry.get("verdict"), judged=False,
                                evidence_fault=entry["evidence_not_written"], finished_at=entry.get("sealed_at"))
@@ -474,11 +451,13 @@ def render(directory: Path, *, incomplete_reason: str | None = None, interrupted
     exclusively, and left behind by a render that crashed), or when a sealed packet is there: that is never
     rendered over.
     """
-    directory = Path(directory)
+    directory = evidence_path(directory)
     try:
         with writing(directory / RENDER_CLAIM):
-            fd = os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
+            if is_remote(directory):
+                (directory / RENDER_CLAIM).create(b"")
+            else:
+                os.close(os.open(directory / RENDER_CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     except FileExistsError:
         return None
     except EvidenceNotWritten as e:  # not even the claim fits: the chain's lock decides who seals (audit.seal)

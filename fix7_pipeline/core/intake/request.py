@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from ..postgres.hosts import HostPolicy
 from ..postgres.server import PASSWORD_ENV
 from ..shared.paths import project_dir
+from ..storage.store import scheme
 
 DEMO_DIR = ".fix7/demo"
 # Relative paths (launchpad defaults, run config written by hand) are relative to the project directory.
@@ -217,7 +218,7 @@ class RehearsalRequest:
         """Relative paths (launchpad defaults, rehearsal.yaml) are relative to the project directory."""
         for name in PROJECT_RELATIVE:
             value = getattr(self, name)
-            if value and not Path(value).expanduser().is_absolute():
+            if value and not scheme(value) and not Path(value).expanduser().is_absolute():
                 setattr(self, name, str(project_dir() / value))
 
     def policy(self) -> HostPolicy:

@@ -25,6 +25,7 @@ from ..intake.request import RequestField, request_fields
 from ..postgres.server_urls import config_server_url
 from ..shared.errors import Fix7Error
 from ..shared.paths import project_dir
+from ..storage.store import evidence_path, scheme, unsupported_problem
 
 CONFIG_FILE = "rehearsal.yaml"
 DEFAULT_CRON = "0 2 * * *"
@@ -75,7 +76,7 @@ class AutomationConfig:
         config = {**self.request, "clone_path": str(clone_path)}
         if self.evidence_root:
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            config["evidence_dir"] = str(Path(self.evidence_root) / f"{stamp}-{label}-{secrets.token_hex(4)}")
+            config["evidence_dir"] = str(evidence_path(self.evidence_root) / f"{stamp}-{label}-{secrets.token_hex(4)}")
         return config
 
     def change_sha256(self) -> tuple[str, str]:
@@ -167,8 +168,13 @@ def load_automation_config(path: Path | None = None) -> AutomationConfig | None:
             raise _bad(path, f"`{key}` is required: the change to rehearse and its rollback")
     clone = _resolve(base, _typed(path, "clone_path", raw["clone_path"], str)) if raw.get("clone_path") else ""
     drop = _resolve(base, _typed(path, "drop_folder", raw["drop_folder"], str)) if raw.get("drop_folder") else ""
-    evidence = _resolve(base, _typed(path, "evidence_root", raw["evidence_root"], str)) \
-        if raw.get("evidence_root") else ""
+    evidence = _typed(path, "evidence_root", raw["evidence_root"], str) if raw.get("evidence_root") else ""
+    if scheme(evidence):  # s3://bucket/prefix is kept as written; any other URL is refused
+        problem = unsupported_problem(evidence, "evidence_root")
+        if problem:
+            raise _bad(path, f"`evidence_root`: {problem.rstrip('.')}")
+    elif evidence:
+        evidence = _resolve(base, evidence)
     if not clone and not drop:
         raise _bad(path, "name `clone_path` (for the schedule), `drop_folder` (for the sensor), or both")
     return AutomationConfig(source=path.resolve(), request=request, clone_path=clone, drop_folder=drop,

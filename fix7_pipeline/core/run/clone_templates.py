@@ -48,7 +48,9 @@ from ..evidence.verdicts import SAFE_CLONE
 from ..postgres.server import SCRATCH
 from ..postgres.throwaways import throwaway_mark
 from ..sanitization import rules
+from ..storage.store import evidence_path
 from ..shared.errors import Fix7Error
+from ..shared.names import BLOCKING_STAGES
 
 ENV = "FIX7_CLONE_TEMPLATES"            # "off": no template is kept nor used
 BUDGET_ENV = "FIX7_CLONE_TEMPLATES_MAX_BYTES"
@@ -61,7 +63,7 @@ PREFIX = "fix7_template_"
 OWNER_ROLE = "fix7_templates"
 MARK = "fix7-template "
 OBJECTS_MARK = "fix7-template-objects "
-GATE_STAGES = ("intake", "isolation", "sanitization", "schema_shape", "snapshot_anchor")
+GATE_STAGES = (*BLOCKING_STAGES, "snapshot_anchor")  # what a template spares a rehearsal
 
 
 def enabled() -> bool:
@@ -97,7 +99,7 @@ def rule_set_version() -> str:
 
     h = hashlib.sha256()
     for name in (*rules.RULE_FILES, rules.HEADER_RULE_FILE):
-        h.update(name.encode() + b"\0" + rules._rule_path(name).read_bytes() + b"\0")
+        h.update(name.encode() + b"\0" + rules.rule_path(name).read_bytes() + b"\0")
     try:
         kf = metadata.version("kingfisher-secret-scanner")
     except metadata.PackageNotFoundError:
@@ -274,7 +276,7 @@ def gating_evidence(template: Template) -> tuple[dict | None, str | None, bool]:
     problems = audit.check_packet(entry)
     if problems:
         return None, f"its gating packet does not hold: {problems[0]}", True
-    data = json.loads((Path(entry["evidence_dir"]) / REPORT).read_text(encoding="utf-8"))
+    data = json.loads((evidence_path(entry["evidence_dir"]) / REPORT).read_text(encoding="utf-8"))
     failed = [s for s in GATE_STAGES if data["stages"][s]["status"] != "passed"]
     if data.get("clone_verdict") != SAFE_CLONE or failed:
         return None, f"its gating packet does not pass every gate ({', '.join(failed) or data.get('clone_verdict')})", \
@@ -384,7 +386,7 @@ def adopt(server, record, packet) -> tuple[str | None, bool]:
 
 def _gates_passed(record) -> bool:
 
-    data = EvidencePacket.load(Path(record.evidence_dir)).data
+    data = EvidencePacket.load(record.evidence_dir).data
     return all(data["stages"][s]["status"] == "passed" for s in GATE_STAGES) and \
         not (data.get("clone_reuse") or {}).get("reused")
 

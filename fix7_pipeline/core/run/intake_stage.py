@@ -27,6 +27,9 @@ from ..sanitization.secrets import dump_names, judge_names, judge_printed_names
 from ..shared.errors import Fix7Error
 from ..shared.model import BLOCKED, PASSED, Finding, StageOutcome
 from ..shared.paths import project_dir
+from ..storage import s3_store
+from ..storage.run_outputs import share_change_copy
+from ..storage.store import evidence_root as env_evidence_root, is_remote
 from . import interrupts
 from .run_record import RunRecord
 from .stage_run import ServerSource, interrupted, render_packet, server_source
@@ -102,9 +105,9 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
-    root = evidence_root or Path(os.environ.get("FIX7_EVIDENCE_ROOT") or project_dir() / "evidence")
+    root = evidence_root or env_evidence_root(project_dir() / "evidence")
     fallback = default_evidence_dir(root, sha, run_id)
-    directory = Path(request.evidence_dir) if request.evidence_dir else fallback
+    directory = request.evidence_dir or fallback  # an unsupported URL is refused by _start_packet, like a used folder
     attestation = {"attested_by": request.attested_by.strip() or None,
                    "statement": ATTESTATION_TEXT if request.attested_by.strip() else None,
                    "attested_at": utc_now() if request.attested_by.strip() else None}
@@ -120,6 +123,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     if refused is not None:
         findings.append(refused)
     packet.add_connections([storage_connection(storage_url or os.environ.get("FIX7_DAGSTER_PG_URL"))])
+    if is_remote(directory):  # the object store is a connection of the run like the databases
+        packet.add_connections([s3_store.connection(directory)])
     packet.set(attestation=attestation)
     clone = {"path": request.clone_path, "present": info is not None}
     details: dict = {}
@@ -138,7 +143,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     change_mod.sweep_stale_copies()
     for label, path in (("apply", request.apply_sql), ("rollback", request.rollback_sql)):
         try:
-            changes.append(change_mod.read_change(path, label, change_mod.copies_dir(run_id)))
+            changes.append(share_change_copy(run_id, change_mod.read_change(path, label,
+                                                                             change_mod.copies_dir(run_id))))
             details[f"{label}_sql"] = changes[-1].summary()
         except Fix7Error as e:
             findings.append(Finding(rule="change_file", message=e.message))

@@ -358,7 +358,7 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     plan). Drops the throwaways the packet names and seals REHEARSAL_INTERRUPTED, at the stage that was
     next; returns the packet. A packet already sealed is returned as it is.
     """
-    packet = EvidencePacket.load(Path(evidence_dir))  # sealed, or the journal's view of the run so far
+    packet = EvidencePacket.load(evidence_dir)  # sealed, or the journal's view of the run so far
     if packet.data.get("verdict"):
         return packet.data
     stage = next((s for s in STAGES if packet.stage_status(s) in (SKIPPED, INTERRUPTED)), "evidence_packet")
@@ -367,7 +367,7 @@ def abandon(request: RehearsalRequest, evidence_dir: str | Path, signum: int | N
     error = interrupts.Interrupted(signum) if signum is not None else None
     journal = Journal(evidence_dir, recorded={s for s in STAGES if packet.stage_status(s) != SKIPPED})
     interrupted(record, stage, error, packet=journal, servers=servers)
-    return EvidencePacket.load(Path(evidence_dir)).data
+    return EvidencePacket.load(evidence_dir).data
 
 
 def render_packet(packet: Journal, **how) -> None:

@@ -65,7 +65,7 @@ CONTRACT_RULES: tuple[RuleInfo, ...] = (
 )
 
 
-def _rule_path(name: str) -> Path:
+def rule_path(name: str) -> Path:
     return Path(str(resources.files("fix7_pipeline") / "rules" / name))
 
 
@@ -108,9 +108,9 @@ def engine() -> Engine:
     import kingfisher_sdk as kf
 
     cache = cache_dir()
-    files = [str(_rule_path(n)) for n in RULE_FILES] + [str(field_detectors.rule_file(cache))]
+    files = [str(rule_path(n)) for n in RULE_FILES] + [str(field_detectors.rule_file(cache))]
     rules = kf.Rules(files, builtins=True, confidence=CONFIDENCE, cache_dir=str(cache))
-    headers = kf.Rules([str(_rule_path(HEADER_RULE_FILE))], builtins=False, confidence=CONFIDENCE,
+    headers = kf.Rules([str(rule_path(HEADER_RULE_FILE))], builtins=False, confidence=CONFIDENCE,
                        cache_dir=str(cache))
     # Inline ignore comments (`kingfisher:ignore`) and markup context would let a dump's author hide a
     # secret from the scan: both are off. Detection only, redacted: no finding keeps the credential.
