@@ -16,7 +16,7 @@ from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.evidence import audit
-from fix7_pipeline.core.run import clone_templates as templates
+from fix7_pipeline.core.run import clone_template_key, clone_templates as templates
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 from fix7_pipeline.core.shared.model import STAGES
@@ -148,9 +148,9 @@ def test_a_changed_contract_rule_set_or_fix7_forces_a_fresh_gate(what, on, insta
         contract.write_text(json.dumps(data))
         kw["contract"] = str(contract)
     elif what == "rule_set":
-        monkeypatch.setattr(templates, "rule_set_version", lambda: "kingfisher 9.9.9, fix7 rules edited")
+        monkeypatch.setattr(clone_template_key, "rule_set_version", lambda: "kingfisher 9.9.9, fix7 rules edited")
     else:
-        monkeypatch.setattr(templates, "fix7_version", lambda: "0.1.0+another")
+        monkeypatch.setattr(clone_template_key, "fix7_version", lambda: "0.1.0+another")
     second = _rehearse(instance, dump, tmp_path / "second", **kw)
     assert second["verdict"] == "REHEARSAL_PASSED"
     reuse = second["packet"]["clone_reuse"]

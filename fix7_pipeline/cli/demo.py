@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fix7_pipeline.cli.rehearse import _rehearse, request_config
+from fix7_pipeline.cli.rehearse import rehearse_config, request_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             evidence_dir=args.evidence_dir, production_hosts=["*.prod.invalid-corp.com"],
                             server_url=args.server, json=False, junit=None,
                             progress=getattr(args, "progress", None))
-    return _rehearse(request_config(ns), ns, echo=True)
+    return rehearse_config(request_config(ns), ns, echo=True)
 
 
 def register(subparsers) -> None:

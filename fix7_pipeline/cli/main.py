@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from fix7_pipeline.cli import audit, candidates, clones, contract, demo, diff, rehearse, rules, stop, ui
-from fix7_pipeline.cli.rehearse import Progress, _by
+from fix7_pipeline.cli.rehearse import Progress, by_signal
 from fix7_pipeline.core.run import interrupts
 from fix7_pipeline.core.shared.environment import set_environment
 from fix7_pipeline.core.shared.errors import EXIT_NO_SAFE_CLONE, EXIT_USAGE, Fix7Error
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             where = " before the rehearsal started; nothing was created"
         else:
             where = ""
-        print(f"fix7: interrupted{_by(signum)}{where}", file=sys.stderr, flush=True)
+        print(f"fix7: interrupted{by_signal(signum)}{where}", file=sys.stderr, flush=True)
         return interrupts.exit_code(signum)
 
 

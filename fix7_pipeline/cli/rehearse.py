@@ -224,7 +224,7 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
     interrupted = signum is not None or result is None  # a signal, even one Dagster swallowed
     if not evidence_dir:
         if interrupted:
-            raise RunInterrupted(signum, f"interrupted{_by(signum)} during intake; nothing was created and no "
+            raise RunInterrupted(signum, f"interrupted{by_signal(signum)} during intake; nothing was created and no "
                                          "evidence was written")
         raise Fix7Error("The rehearsal stopped before the intake stage could record anything; see the Dagster "
                         f"run {run_id} in `fix7 ui`.", EXIT_NO_SAFE_CLONE, rule="no_intake")
@@ -272,7 +272,7 @@ def _request(config: dict):
     return RehearsalRequest(**{k: v for k, v in config.items() if k in names})
 
 
-def _by(signum: int | None) -> str:
+def by_signal(signum: int | None) -> str:
     name = interrupts.signal_name(signum)
     return f" ({name})" if name else ""
 
@@ -294,7 +294,7 @@ def interrupted_line(out: dict) -> str:
         fate = "throwaways dropped"
     else:
         fate = "no throwaway had been created"
-    return f"fix7: interrupted{_by(out.get('signal'))} {where}; {fate}; evidence: {out['evidence_dir']}"
+    return f"fix7: interrupted{by_signal(out.get('signal'))} {where}; {fate}; evidence: {out['evidence_dir']}"
 
 
 @contextmanager
@@ -320,7 +320,7 @@ def _stderr_held():
         held.close()
 
 
-def _rehearse(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
+def rehearse_config(config: dict, args: argparse.Namespace, *, echo: bool) -> int:
     with _stderr_held() as held:
         try:
             out = run_rehearsal(config, echo=echo, junit=getattr(args, "junit", None),
@@ -338,7 +338,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     config = request_config(args)
     if not args.json:
         print(f"fix7 rehearse: {visible(config['clone_path']) or '(no clone)'}", flush=True)
-    return _rehearse(config, args, echo=not args.json)
+    return rehearse_config(config, args, echo=not args.json)
 
 
 USAGE_RULES = ("change_file", "contract")

@@ -52,8 +52,7 @@ def build_schedule(cfg: AutomationConfig | None) -> dg.ScheduleDefinition:
     def nightly_rehearsal(context: dg.ScheduleEvaluationContext):
         cfg_now = load_automation_config()  # a broken file fails the tick with its reason
         if cfg_now is None:
-            return dg.SkipReason(f"no rehearsal.yaml at {config_path()}: nothing is registered to rehearse "
-                                 "(copy rehearsal.example.yaml)")
+            return _no_config("nothing is registered to rehearse")
         clone = cfg_now.clone_path
         if not clone:
             settled = _settled_entries(cfg_now, time.time())
@@ -134,8 +133,7 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
     def clone_drop_sensor(context: dg.SensorEvaluationContext):
         cfg_now = load_automation_config()  # a broken file fails the tick with its reason
         if cfg_now is None:
-            return dg.SkipReason(f"no rehearsal.yaml at {config_path()}: no drop folder to watch "
-                                 "(copy rehearsal.example.yaml)")
+            return _no_config("no drop folder to watch")
         if not cfg_now.drop_folder:
             return dg.SkipReason(f"{cfg_now.source} names no drop_folder")
         try:
@@ -156,6 +154,10 @@ def build_sensor(cfg: AutomationConfig | None) -> dg.SensorDefinition:
         return dg.SensorResult(skip_reason=visible(reason)[:2000], cursor=next_json)
 
     return clone_drop_sensor
+
+
+def _no_config(what: str) -> dg.SkipReason:
+    return dg.SkipReason(f"no rehearsal.yaml at {config_path()}: {what} (copy rehearsal.example.yaml)")
 
 
 _LOADED = load_for_definitions()

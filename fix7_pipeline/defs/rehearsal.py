@@ -38,37 +38,30 @@ def _impact_check(asset: str) -> dg.AssetCheckSpec:
                                          f"{asset}; a breach fails the rehearsal.")
 
 
-def _change_events(asset: str, gate_name: str, outcome, record: RunRecord):
-    extra, check = impact_events(asset, IMPACT_CHECK, outcome.published.get("impact"))
-    yield from stage_events(asset, gate_name, outcome, record, extra, checks=(check,))
+def change_asset(label: str, upstream: str, gate_name: str, gate_text: str, description: str):
+    """apply and rollback: one stage each, the operator's SQL on the record the stage before handed on."""
+    @dg.asset(
+        name=label, group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"},
+        output_required=False, description=description, ins={"previous": dg.AssetIn(upstream)},
+        check_specs=[gate(label, gate_name, gate_text), _impact_check(label)],
+    )
+    def change_stage(context, previous: RunRecord, rehearsal_server: RehearsalServerResource):
+        with witnessed_if_interrupted(context):
+            record, outcome = rehearsal.run_change_stage(previous, label, rehearsal_server.source())
+        extra, check = impact_events(label, IMPACT_CHECK, outcome.published.get("impact"))
+        yield from stage_events(label, gate_name, outcome, record, extra, checks=(check,))
+
+    return change_stage
 
 
-@dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="apply",
-    output_required=False,
-    description="The operator's FIX7 change, in one transaction with statement and lock timeouts, as the "
-                "clone's owner role; each statement's duration, locks, rewrites, WAL and rows measured.",
-    check_specs=[gate("apply", "change_applied", "The FIX7 change commits in one transaction the server confirms."),
-                 _impact_check("apply")],
-)
-def apply_change(context, snapshot_anchor: RunRecord, rehearsal_server: RehearsalServerResource):
-    with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.run_change_stage(snapshot_anchor, "apply", rehearsal_server.source())
-    yield from _change_events("apply", "change_applied", outcome, record)
-
-
-@dg.asset(
-    group_name=GROUP, owners=OWNERS, partitions_def=REHEARSALS, kinds={"postgres", "sql"}, key="rollback",
-    output_required=False,
-    description="The operator's rollback of the FIX7 change, in one transaction; each statement's duration, "
-                "locks, rewrites, WAL and rows measured.",
-    check_specs=[gate("rollback", "rollback_applied", "The rollback commits in one transaction the server confirms."),
-                 _impact_check("rollback")],
-)
-def rollback_change(context, apply: RunRecord, rehearsal_server: RehearsalServerResource):
-    with witnessed_if_interrupted(context):
-        record, outcome = rehearsal.run_change_stage(apply, "rollback", rehearsal_server.source())
-    yield from _change_events("rollback", "rollback_applied", outcome, record)
+apply_change = change_asset(
+    "apply", "snapshot_anchor", "change_applied", "The FIX7 change commits in one transaction the server confirms.",
+    "The operator's FIX7 change, in one transaction with statement and lock timeouts, as the clone's owner role; "
+    "each statement's duration, locks, rewrites, WAL and rows measured.")
+rollback_change = change_asset(
+    "rollback", "apply", "rollback_applied", "The rollback commits in one transaction the server confirms.",
+    "The operator's rollback of the FIX7 change, in one transaction; each statement's duration, locks, rewrites, "
+    "WAL and rows measured.")
 
 
 @dg.asset(

@@ -42,13 +42,9 @@ CROSSINGS = {
 PENDING_MOVE: dict[str, str] = {}
 MAX_LINES = 500
 # Over MAX_LINES, to be split; an entry goes when its module is short enough (the test says when).
-PENDING_SPLIT = {
-    "core/run/clone_templates.py": "issue 25: its key, its keeping and its use, to split into modules of one kind",
-}
+PENDING_SPLIT: dict[str, str] = {}
 # Private names still imported across modules, (importer, name): each one goes when a public name replaces it.
-PRIVATE_PENDING = {
-    ("cli/main.py", "_by"), ("cli/demo.py", "_rehearse"),  # cli/rehearse.py is the lead's file this round
-}
+PRIVATE_PENDING: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

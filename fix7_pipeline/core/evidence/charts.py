@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
-from ..storage.store import is_remote
-from .packet_files import sha256_file, writing
+from .packet_files import sha256_file, write_atomic, writing
 from ..change.traffic_markdown import chart_name
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -17,8 +15,6 @@ def draw(label: str, traffic: dict) -> bytes:
     """Each probe query as a point (time since the change began, latency in ms, log scale), by table; a blocked
     one as a bar over the time it waited, ringed in red where it was answered; the change's statements as
     bands, named by line."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -77,23 +73,7 @@ def write_charts(directory: Path, impact: dict) -> dict:
             traffic["chart_error"] = f"the chart could not be drawn: {type(e).__name__}: {e}"[:300]
             continue
         with writing(path):
-            if is_remote(path):
-                path.create(png)  # created only if no object has its key: a sealed chart is never replaced
-            else:
-                _write_atomic(path, png)
+            write_atomic(path, png)
         traffic["chart"] = name
         files[name] = {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     return files
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -70,20 +70,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write via a temp file in the same directory, fsync, then rename: readers never see half a file.
 
     Only for files fix7 names in a folder it owns (the packet's); a path the operator names goes through
     `write_output`, which never swaps what is there. In S3 the object is created only if none has its key: a
     sealed packet file is never replaced (FileExistsError).
     """
+    data = text.encode("utf-8") if isinstance(text, str) else text
     if is_remote(path):
-        return path.create(text.encode("utf-8"))
+        return path.create(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

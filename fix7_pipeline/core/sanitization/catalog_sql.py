@@ -21,6 +21,21 @@ def _part(label: str, body: str) -> tuple[str, str]:
 
 
 _N = FIRST_NORMAL_OID
+
+
+def _named(*catalogs: tuple[str, str]) -> str:
+    """A scan row for the name of each object of these catalogs a dump created (oid >= FIRST_NORMAL_OID)."""
+    return "".join(f"""
+        select '{cat}'::regclass::oid, o.oid, 0, 'name', o.{col}::text from pg_catalog.{cat} o
+        where o.oid >= {_N}
+        union all""" for cat, col in catalogs)
+
+
+_NAMED_OBJECTS = _named(("pg_collation", "collname"), ("pg_conversion", "conname"), ("pg_operator", "oprname"),
+                        ("pg_opclass", "opcname"), ("pg_opfamily", "opfname"), ("pg_ts_config", "cfgname"),
+                        ("pg_ts_dict", "dictname"))
+_NAMED_LANGUAGE_OBJECTS = _named(("pg_ts_parser", "prsname"), ("pg_ts_template", "tmplname"),
+                                 ("pg_language", "lanname"))
 THIS_DB = "(select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database())"
 _REAL_TYPE = ("t.oid >= {n} and (t.typrelid = 0 or (select c.relkind from pg_catalog.pg_class c where c.oid = t.typrelid)"
               " = 'c') and not exists (select 1 from pg_catalog.pg_type e where e.typarray = t.oid)").format(n=_N)
@@ -167,39 +182,11 @@ CATALOG_PARTS: tuple[tuple[str, str], ...] = tuple(_part(label, body) for label,
         select 'pg_statistic_ext'::regclass::oid, s.oid, 0, 'definition', pg_catalog.pg_get_statisticsobjdef(s.oid)
         from pg_catalog.pg_statistic_ext s where s.oid >= {_N}
         union all
-        select 'pg_collation'::regclass::oid, c.oid, 0, 'name', c.collname::text from pg_catalog.pg_collation c
-        where c.oid >= {_N}
-        union all
-        select 'pg_conversion'::regclass::oid, c.oid, 0, 'name', c.conname::text from pg_catalog.pg_conversion c
-        where c.oid >= {_N}
-        union all
-        select 'pg_operator'::regclass::oid, o.oid, 0, 'name', o.oprname::text from pg_catalog.pg_operator o
-        where o.oid >= {_N}
-        union all
-        select 'pg_opclass'::regclass::oid, o.oid, 0, 'name', o.opcname::text from pg_catalog.pg_opclass o
-        where o.oid >= {_N}
-        union all
-        select 'pg_opfamily'::regclass::oid, o.oid, 0, 'name', o.opfname::text from pg_catalog.pg_opfamily o
-        where o.oid >= {_N}
-        union all
-        select 'pg_ts_config'::regclass::oid, c.oid, 0, 'name', c.cfgname::text from pg_catalog.pg_ts_config c
-        where c.oid >= {_N}
-        union all
-        select 'pg_ts_dict'::regclass::oid, d.oid, 0, 'name', d.dictname::text from pg_catalog.pg_ts_dict d
-        where d.oid >= {_N}
-        union all
+        {_NAMED_OBJECTS}
         select 'pg_ts_dict'::regclass::oid, d.oid, 0, 'options', d.dictinitoption from pg_catalog.pg_ts_dict d
         where d.oid >= {_N}
         union all
-        select 'pg_ts_parser'::regclass::oid, p.oid, 0, 'name', p.prsname::text from pg_catalog.pg_ts_parser p
-        where p.oid >= {_N}
-        union all
-        select 'pg_ts_template'::regclass::oid, t.oid, 0, 'name', t.tmplname::text from pg_catalog.pg_ts_template t
-        where t.oid >= {_N}
-        union all
-        select 'pg_language'::regclass::oid, l.oid, 0, 'name', l.lanname::text from pg_catalog.pg_language l
-        where l.oid >= {_N}
-        union all
+        {_NAMED_LANGUAGE_OBJECTS}
         select 'pg_am'::regclass::oid, a.oid, 0, 'name', a.amname::text from pg_catalog.pg_am a where a.oid >= {_N}"""),
 ))
 CATALOG_FIELDS = 5
