@@ -148,7 +148,8 @@ def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Pa
     # -j N: N sessions of the same role, data and indexes in parallel; it cannot be one transaction
     how = ["-j", str(jobs)] if jobs > 1 else ["--single-transaction"]
     args = [pg_tool("pg_restore"), *options, *how, "-L", str(listing), "-d", tw.database, str(info.path)]
-    env = server.tool_env(tw.database, tw.login, "restore", "pg_restore")
+    # pg_restore -j N: its own session for what comes before the data, N workers, and a session again after them
+    env = server.tool_env(tw.database, tw.login, "restore", "pg_restore", sessions=jobs + 2 if jobs > 1 else 1)
     with open(tmp / "stderr", "w+") as err:
         try:
             r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,

@@ -198,8 +198,11 @@ class RehearsalServer:
         return SqlAlchemySource(url=f"postgresql+psycopg://fix7@{SQLALCHEMY_NO_HOST}/{quote(database, safe='')}"
                                     f"?{SQLALCHEMY_GRANT_PARAM}=creator-only", creator=creator)
 
-    def tool_env(self, database: str, login: Login, purpose: str, client: str) -> dict:
-        """Environment for a wheel client tool; the password travels in PGPASSWORD, never argv."""
+    def tool_env(self, database: str, login: Login, purpose: str, client: str, sessions: int = 1) -> dict:
+        """Environment for a wheel client tool that opens `sessions` connections (each one in the ledger); the
+        password travels in PGPASSWORD, never argv."""
+        for _ in range(sessions - 1):
+            self.grant(database, login, purpose, client, session=RESTORE)
         params = self.grant(database, login, purpose, client, session=RESTORE)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(PGHOST=str(params["host"]), PGPORT=str(params["port"]), PGDATABASE=database,
