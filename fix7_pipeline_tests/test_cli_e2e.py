@@ -100,6 +100,7 @@ def _line_shapes(output: str) -> list[str]:
     for line in output.strip().splitlines():
         line = re.sub(r"…?/\S+", "PATH", line)
         line = re.sub(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", "UUID", line)
+        line = re.sub(r"(fix7_[a-z]+_)[0-9a-f]{10}\b", r"\1HEX", line)  # a throwaway's tag, even all digits
         line = re.sub(r"(?<![0-9A-Za-z])(?=[0-9]*[a-f])[0-9a-f]{6,}(?![0-9A-Za-z])", "HEX", line)  # not a number
         shapes.append(" ".join(re.sub(r"\d+", "N", line).split()))
     return shapes
