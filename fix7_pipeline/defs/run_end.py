@@ -15,7 +15,6 @@ Each is done once per run, so whoever comes second changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import EngineEventData

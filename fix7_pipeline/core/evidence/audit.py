@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..shared.errors import Fix7Error
-from ..shared.escape import visible
 from ..shared.paths import dagster_home
 from ..storage import s3_store
 from ..storage.store import evidence_path, is_remote, scheme
