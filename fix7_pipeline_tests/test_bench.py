@@ -237,19 +237,24 @@ def test_rehearsal_bench_at_20000_rows(tmp_path):
     assert result["rehearsal"]["verdict"] == "REHEARSAL_PASSED"
     assert all(v is not None and v >= 0 for v in result["rehearsal"]["stages_s"].values())
     assert result["bare"]["restore_s"] > 0 and result["bare"]["total_s"] >= result["bare"]["restore_s"]
-    second = result["second_rehearsal"]  # issue 25: from the first one's verified clone template
+    second = result["second_rehearsal"]  # issue 25: another change, from the first one's verified clone template
     assert second["verdict"] == "REHEARSAL_PASSED" and second["clone_reuse"]["reused"] is True, second
-    assert result["ratios"]["second_rehearsal_vs_bare"] > 0 and result["bare_j2"]["total_s"] > 0
-    assert result["ratios"]["sanitization_vs_bare_restore"] > 0 and result["ratios"]["rehearsal_vs_bare"] > 0
+    assert result["rehearsal"]["clone_reuse"]["reused"] is False  # the first restored and gated: --fresh-clone
+    assert result["bare_j2"]["total_s"] > 0 and result["bare"]["apply_s"] > 0
+    heavy = result["heavy"]  # the sample change as shipped: a second row, both sides
+    assert heavy["rehearsal"]["verdict"] == "REHEARSAL_PASSED" and heavy["rehearsal_vs_bare_j2"] > 0
     peaks = result["memory"]["peaks_by_phase"]
-    # the memory goal holds at any size (memory is flat: docs/BENCHMARK.md, "At 1M and 10M"); the time goals are
-    # for large clones, where fixed costs (imports, GX, throwaways) are small beside restoring, so at 20,000 rows
-    # only their verdicts are checked against the ratios they judge
-    assert 0 < peaks["rehearsal"]["bench_tree_rss_mb"] <= MEMORY_GOAL_MB, peaks
+    # the memory goal holds at any size (memory is flat: docs/SCALE.md); the time goals are for large clones, where
+    # fixed costs (imports, GX, throwaways) are small beside restoring, so at 20,000 rows only their verdicts are
+    # checked against the ratios they judge
+    assert 0 < result["memory"]["peak_rehearsal_rss_mb"] == max(
+        peaks[k]["process_tree_rss_mb"] for k in ("rehearsal", "second", "heavy")) <= MEMORY_GOAL_MB, peaks
     goal, ratios = result["goal"], result["ratios"]
-    assert goal["rehearsal_met"] == (ratios["rehearsal_vs_bare"] <= goal["rehearsal_vs_bare_at_most"] == 3.0)
-    assert goal["sanitization_met"] == (ratios["sanitization_vs_bare_restore"] <=
-                                        goal["sanitization_vs_bare_restore_at_most"] == 1.0)
+    assert goal["at_most"] == {"rehearsal_vs_bare_j2": 2.0, "rehearsal_vs_bare": 1.5,
+                               "second_rehearsal_vs_bare_j2": 0.75, "sanitization_vs_bare_restore": 0.5}
+    for k, limit in goal["at_most"].items():
+        assert ratios[k] > 0 and goal["met"][k] == (ratios[k] <= limit), (k, ratios, goal)
+    assert goal["peak_rss_met"] is True and goal["peak_rss_mb_at_most"] == MEMORY_GOAL_MB
 
 
 MEMORY_GOAL_MB = 400  # peak RSS of the bench process tree during a rehearsal (docs/BENCHMARK.md, docs/SCALE.md)
