@@ -167,6 +167,8 @@ def request_config(args: argparse.Namespace) -> dict:
     return config
 
 
+STORAGE_CONNECTIONS = 4  # beyond the one kept open: the run, its event writes and the follower at once
+
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
                   junit: str | None = None, progress: Progress | None = None, on_stage=None) -> dict:
     """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id.
@@ -193,6 +195,9 @@ def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict 
         from fix7_pipeline.instance import get_instance
 
         instance = get_instance()
+    # dagster-postgres opens a new connection for every storage call (NullPool), about 400 in one rehearsal; a
+    # process that runs the job holds a few open instead, as Dagster's webserver does (no statement timeout).
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=STORAGE_CONNECTIONS)
     from fix7_pipeline.defs.crashes import close_crashed_runs, host_tag
     from fix7_pipeline.defs.partitions import rehearsal_key
 
