@@ -11,15 +11,21 @@ from ..change.traffic_markdown import chart_name
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
-def draw(label: str, traffic: dict) -> bytes:
-    """Each probe query as a point (time since the change began, latency in ms, log scale), by table; a blocked
-    one as a bar over the time it waited, ringed in red where it was answered; the change's statements as
-    bands, named by line."""
+def load_matplotlib():
+    """matplotlib's Figure, drawing off screen (Agg); imported on first use, or ahead by core/run/preload.py."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
+    return Figure
+
+
+def draw(label: str, traffic: dict) -> bytes:
+    """Each probe query as a point (time since the change began, latency in ms, log scale), by table; a blocked
+    one as a bar over the time it waited, ringed in red where it was answered; the change's statements as
+    bands, named by line."""
+    Figure = load_matplotlib()
     tl = traffic["timeline"]
     names = [t["table"] for t in traffic["tables"] if t.get("mode") != "not probed"]
     all_names = [t["table"] for t in traffic["tables"]]

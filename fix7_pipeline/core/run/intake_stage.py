@@ -31,6 +31,7 @@ from ..storage import s3_store
 from ..storage.run_outputs import share_change_copy
 from ..storage.store import evidence_root as env_evidence_root, is_remote
 from . import interrupts
+from .preload import start_preloading
 from .run_record import RunRecord
 from .stage_run import ServerSource, interrupted, render_packet, server_source
 
@@ -79,6 +80,7 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     Interrupted once the packet exists, it is sealed REHEARSAL_INTERRUPTED (no throwaway exists yet).
     `on_packet(evidence_dir)` is called as soon as the packet exists (the Dagster layer tags the run with it).
     """
+    start_preloading()
     progress: dict = {}
     started = time.monotonic()
     position = interrupts.mark()
