@@ -150,6 +150,7 @@ class Statement:
     table: str
     rules: tuple[str, ...]
     text: sql.Composable
+    reads: tuple[str, ...] = ()  # the tables it reads besides `table`
 
 
 def statements(counts: Sequence[RuleCount]) -> list[Statement]:
@@ -164,7 +165,8 @@ def statements(counts: Sequence[RuleCount]) -> list[Statement]:
             out.append(Statement(table, tuple(c.rule for c in scanned), sql.SQL("select {} from {} t").format(
                 sql.SQL(", ").join(sql.SQL("pg_catalog.count(*) filter (where {})").format(c.violated())
                                    for c in scanned), qualified(table))))
-        out += [Statement(table, (c.rule,), c.query(qualified(table))) for c in items if c.query is not None]
+        out += [Statement(table, (c.rule,), c.query(qualified(table)), tuple(t for t, _ in c.refs))
+                for c in items if c.query is not None]
     return out
 
 
@@ -172,6 +174,17 @@ _COLUMN_TYPES_SQL = """
 select a.attname::pg_catalog.text, a.atttypid::pg_catalog.int8
 from pg_catalog.pg_attribute a
 where a.attrelid = pg_catalog.to_regclass(%(table)s) and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped"""
+
+
+_SIZE_SQL = "select pg_catalog.pg_relation_size(pg_catalog.to_regclass(%(table)s))"
+
+
+def largest_first(conn: psycopg.Connection, sts: Sequence[Statement]) -> list[Statement]:
+    """The statements by the bytes they read, most first, so the sessions finish together."""
+    sizes: dict[str, int] = {}
+    for t in {t for st in sts for t in (st.table, *st.reads)}:
+        sizes[t] = int(conn.execute(_SIZE_SQL, {"table": _quoted(t)}).fetchone()[0] or 0)
+    return sorted(sts, key=lambda st: -sum(sizes[t] for t in (st.table, *st.reads)))
 
 
 def _quoted(table: str) -> str:
@@ -225,7 +238,7 @@ def count_violations(connect: Callable[[str], psycopg.Connection], counts: Seque
         _begin(conn, None)
         errors.update(unsafe_columns(conn, counts))
         todo: queue.SimpleQueue = queue.SimpleQueue()
-        for st in statements([c for c in counts if c.rule not in errors]):
+        for st in largest_first(conn, statements([c for c in counts if c.rule not in errors])):
             todo.put(st)
         n_helpers = max(0, min(jobs, todo.qsize()) - 1)
         exported = conn.execute("select pg_catalog.pg_export_snapshot()").fetchone()[0] if n_helpers else None
