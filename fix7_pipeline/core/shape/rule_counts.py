@@ -249,9 +249,15 @@ def count_violations(connect: Callable[[str], psycopg.Connection], counts: Seque
         exported = conn.execute("select pg_catalog.pg_export_snapshot()").fetchone()[0] if n_helpers else None
         for i in range(n_helpers):
             h = connect(f"data rules: one pass per table (session {i + 2})")
+            try:
+                h.autocommit = True
+                _begin(h, exported)
+            except psycopg.Error as e:
+                h.close()
+                if (fault := from_psycopg(e, server)) is not None:
+                    raise fault from None
+                break  # the snapshot could not be shared (its session ended): the sessions open go on alone
             helpers.append(h)
-            h.autocommit = True
-            _begin(h, exported)
 
         def work(c: psycopg.Connection) -> None:
             while True:
@@ -285,6 +291,10 @@ def count_violations(connect: Callable[[str], psycopg.Connection], counts: Seque
                         r.result()
         else:
             work(conn)
+    except psycopg.Error as e:
+        if (fault := from_psycopg(e, server)) is not None:
+            raise fault from None
+        raise
     finally:
         for c in (conn, *helpers):
             try:

@@ -185,3 +185,24 @@ def test_a_missing_column_fails_its_rule_with_the_reason(server, violated):
     assert not got["resolved_after_opened"]["success"]
     assert got["resolved_after_opened"]["error"] == "a column it reads is not in system_issues"
     assert got["severity_valid"]["unexpected_count"] == 1
+
+
+def test_a_session_the_server_ends_is_a_server_fault_not_a_verdict(server, violated):
+    """The first session is ended by the server as the second opens: the pass raises the server's fault,
+    and no rule is reported passed or failed on the clone's account."""
+    from fix7_pipeline.core.shared.errors import ServerFault
+
+    opened = []
+
+    def connect(purpose):
+        conn = server.connect(violated.database, violated.login, purpose=purpose)
+        if opened:
+            with server.connect(purpose="test: end a session") as admin:
+                admin.execute("select pg_terminate_backend(%s)", (opened[0].info.backend_pid,))
+        opened.append(conn)
+        return conn
+
+    with pytest.raises(ServerFault) as raised:
+        count_violations(connect, data_rule_counts(load_contract(None), DUMP_TIME), jobs=2,
+                         server=server.describe())
+    assert raised.value.rule.startswith("server.") and "Nothing is wrong with the clone" in str(raised.value)
