@@ -175,10 +175,13 @@ def statements(counts: Sequence[RuleCount]) -> list[Statement]:
     return out
 
 
+# Only a table's stored rows are read: a view would run the dump's query (and any function it calls).
 _COLUMN_TYPES_SQL = """
-select a.attname::pg_catalog.text, a.atttypid::pg_catalog.int8
-from pg_catalog.pg_attribute a
-where a.attrelid = pg_catalog.to_regclass(%(table)s) and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped"""
+select c.relkind operator(pg_catalog.=) any ('{r,p,m}'::pg_catalog."char"[]), a.attname::pg_catalog.text,
+       a.atttypid::pg_catalog.int8
+from pg_catalog.pg_class c join pg_catalog.pg_attribute a on a.attrelid operator(pg_catalog.=) c.oid
+where c.oid operator(pg_catalog.=) pg_catalog.to_regclass(%(table)s) and a.attnum operator(pg_catalog.>) 0
+  and not a.attisdropped"""
 
 
 _SIZE_SQL = "select pg_catalog.pg_relation_size(pg_catalog.to_regclass(%(table)s))"
@@ -197,16 +200,22 @@ def _quoted(table: str) -> str:
 
 
 def unsafe_columns(conn: psycopg.Connection, counts: Sequence[RuleCount]) -> dict[str, str]:
-    """{rule: why it cannot be counted safely}: its table or a column is missing, or a column's type is the dump's."""
+    """{rule: why it cannot be counted safely}: its table or a column is missing, it is no table, or a column's
+    type is the dump's."""
     out: dict[str, str] = {}
     types: dict[str, dict[str, int]] = {}
+    stored: dict[str, bool] = {}
 
     def why(table: str, columns: Sequence[str]) -> str | None:
         if table not in types:
-            types[table] = dict(conn.execute(_COLUMN_TYPES_SQL, {"table": _quoted(table)}).fetchall())
+            rows = conn.execute(_COLUMN_TYPES_SQL, {"table": _quoted(table)}).fetchall()
+            types[table] = {name: typ for _, name, typ in rows}
+            stored[table] = bool(rows) and all(r[0] for r in rows)
         have = types[table]
         if not have:
             return f"table {table} is not in the clone"
+        if not stored[table]:
+            return f"{table} is not a table (a view would run the dump's query)"
         if any(n not in have for n in columns):
             return f"a column it reads is not in {table}"
         if any(not is_builtin(have[n]) for n in columns):

@@ -206,3 +206,18 @@ def test_a_session_the_server_ends_is_a_server_fault_not_a_verdict(server, viola
         count_violations(connect, data_rule_counts(load_contract(None), DUMP_TIME), jobs=2,
                          server=server.describe())
     assert raised.value.rule.startswith("server.") and "Nothing is wrong with the clone" in str(raised.value)
+
+
+def test_a_rule_pointed_at_a_view_is_not_counted(server, violated):
+    """A contract may name a rule's table; a view of that name would run the dump's query and functions, so the
+    rule fails with the reason instead of reading it."""
+    with as_owner(server, violated) as c:
+        c.execute("""
+            create function public.fix7_fine(text) returns text language sql immutable as 'select ''info''';
+            create view public.issues_seen as select id, public.fix7_fine(severity) as severity from system_issues""")
+    contract = load_contract(None)
+    contract.annotations["data_rules"] = {"severity_valid": {"table": "issues_seen"}}
+    summary = run_data_rules(_connect(server, violated), contract, DUMP_TIME)
+    [row] = summary["expectations"]
+    assert not summary["success"] and row["table"] == "issues_seen" and "unexpected_count" not in row
+    assert row["error"] == "issues_seen is not a table (a view would run the dump's query)"
