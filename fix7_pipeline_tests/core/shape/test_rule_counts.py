@@ -36,6 +36,8 @@ def _unconstrained(c) -> None:
         end loop; end $$""")
     for table, cols in NULLABLE.items():
         c.execute(f"alter table public.{table} " + ", ".join(f"alter column {x} drop not null" for x in cols))
+    # text, not character(64): a value of hex digits only may then be shorter or longer than 64
+    c.execute("alter table public.os_proposal_approvals alter column approval_hash type text")
 
 
 def _violate(c) -> None:
@@ -64,7 +66,11 @@ def _violate(c) -> None:
           ('{PROPOSAL}', '{r0}', null, null, now(), null),
           ('{PROPOSAL}', null, null, 'approved', now(), '{"f" * 64}'),
           (null, '{r0}', '{USERS[1]}', 'approved', now(), '{"f" * 64}'),
-          (null, '{r0}', '{USERS[1]}', 'approved', now(), '{"f" * 64}');
+          (null, '{r0}', '{USERS[1]}', 'approved', now(), '{"f" * 64}'),
+          -- hex digits only, one short and one long; and 64 of them with a trailing space
+          ('{PROPOSAL}', '{r1}', '{USERS[1]}', 'abstained', now(), '{HEX[:63]}'),
+          ('{PROPOSAL}', '{r2}', '{USERS[1]}', 'abstained', now(), '{HEX}0'),
+          ('{PROPOSAL}', '{r2}', '{USERS[0]}', 'abstained', now(), '{HEX} ');
         insert into public.directus_activity (id, action, collection, item) values (50, 'update', 'x', 'y');
         insert into public.directus_revisions (activity, collection, item) values
           (50, 'birth_registry', '99999999-0000-4000-8000-00000000dead'),
@@ -119,9 +125,11 @@ def test_every_rule_fails_on_its_row_with_the_count_gx_gave(server, violated):
     assert counts == _reference(server, violated)
     assert all(not e["success"] and e["unexpected_count"] > 0 for e in got.values()), counts
     assert {e["expectation"] for e in got.values()} == {"ExpectColumnMaxToBeBetween"}
-    # two pairs twice each; the pairs with a NULL part, twice each too, are no duplicates to GX
-    assert counts["one_approval_per_approver"] == 4
+    # (proposal, user 0) three times, (proposal, user 1) four; the pairs with a NULL part, twice each too,
+    # are no duplicates to GX
+    assert counts["one_approval_per_approver"] == 7
     assert counts["approval_approver_exists"] == 2 and counts["approval_registry_exists"] == 2  # NULLs missing
+    assert counts["approval_hash_sha256"] == 4  # "nothex", 63 and 65 digits, 64 and a space (the NULL ignored)
     assert counts["revision_registry_exists"] == 3  # unknown id, the id in braces (text compared), NULL
     text = json.dumps(summary)
     assert "hatched" not in text and "limbo" not in text and "catastrophic" not in text
