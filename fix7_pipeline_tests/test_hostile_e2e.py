@@ -322,7 +322,7 @@ def test_a_broken_data_rule_fails_the_data_rules_gate_alone(source, instance, ch
     rules = assert_blocked_at_gate(instance, out["run_id"], "data_rules")
     assert rules.metadata["suite"].value == "data_rules" and rules.metadata["failed"].value == 1
     assert rules.metadata["findings/data_rules.row_version_positive"].value == 1
-    assert "| row\\_version\\_positive | birth\\_registry | ExpectColumnValuesToBeBetween | failed | 1 |" in \
+    assert "| row\\_version\\_positive | birth\\_registry | ExpectColumnMaxToBeBetween | failed | 1 |" in \
         rules.metadata["expectations"].value
     assert left == set()
 

@@ -25,7 +25,8 @@ def clone(server, throwaway):
 
 
 def _url(server, tw):
-    return server.sqlalchemy_source(tw.database, tw.login, "gx test")
+    """The sessions the data rules count on: the clone's own least-privileged login, read-only."""
+    return lambda purpose: server.connect(tw.database, tw.login, purpose=purpose)
 
 
 def test_default_contract_names_every_known_rule():

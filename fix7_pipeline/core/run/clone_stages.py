@@ -12,6 +12,7 @@ import psycopg
 
 from ..clone import isolation, restore, restore_failures
 from ..clone.clone_encoding import encoding_report
+from ..clone.restore_jobs import default_jobs
 from ..evidence.packet_files import FINDINGS
 from ..postgres.server import SCRATCH
 from ..postgres.throwaways import (Throwaway, assert_least_privilege, create_database, database_settings,
@@ -245,8 +246,9 @@ def schema_shape(record: RunRecord, servers: ServerSource | None = None) -> tupl
             details["data_rules"] = "not run: a schema-only dump has no rows to check"
         elif not any(f.is_error for f in findings):
             if declared:
-                source = server.sqlalchemy_source(tw.database, tw.login, "great expectations: data rules suite")
-                suite = data_rules.run_data_rules(source, contract, _dump_time(ctx.record))
+                suite = data_rules.run_data_rules(
+                    lambda purpose: server.connect(tw.database, tw.login, purpose=purpose), contract,
+                    _dump_time(ctx.record), jobs=min(2, default_jobs()), server=server.describe())
                 details["gx"] = suite
                 findings += data_rules.data_rules_findings(suite, declared=True)
             else:

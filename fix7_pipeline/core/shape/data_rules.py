@@ -1,7 +1,8 @@
 """The GX suites a clone must pass: `data_rules` (BIRTH_SURFACE.md's rules table) and `sanitization`.
 
-`data_rules` runs in PostgreSQL; `sanitization` validates the secret scan's findings in memory (the
-clone's data is read once, by the scan).
+`data_rules` validates the rules' violating-row counts, counted inside PostgreSQL in one pass per table
+(`rule_counts.py`); `sanitization` validates the secret scan's findings in memory (the clone's data is read
+once, by the scan). Neither suite's batch holds a value of the clone.
 
 Each expectation carries the operator's rule name (`meta={"rule": ...}`); the contract's
 `annotations.data_rules` says which data rules apply, and an unknown rule name fails closed.
@@ -10,82 +11,78 @@ Each expectation carries the operator's rule name (`meta={"rule": ...}`); the co
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
 
 from ..contract.model import Contract
 from ..sanitization.rules import MUST_BE_EMPTY, MUST_BE_NULL, families, family_of
 from ..shared.errors import EXIT_USAGE, Fix7Error
 from ..shared.model import Finding
-from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite, run_suite
+from .gx_gates import FRAME_TABLE, RuleExpectation, import_expectations, run_frame_suite
+from .rule_counts import (RuleCount, at_least, cmp, col, count_violations, exists_in, hex_digest, in_set, lit,
+                          rows_where, timestamptz, unique_together)
 
-SHA256_HEX = "^[0-9a-f]{64}$"
 STATUSES = ["proposed", "approved", "born", "rejected", "retired"]
 DECISIONS = ["approved", "rejected", "abstained"]
 SEVERITIES = ["info", "warning", "error", "critical"]
 
 
-def _data_rule_builders(dump_time: dt.datetime) -> dict:
-    """Rule name -> (table, expectation factory). GX aliases `{batch}` itself: queries must not alias it."""
-    gxe = import_expectations()
-
-    ts = dump_time.astimezone(dt.timezone.utc).isoformat()
-
-    def rows(sql: str):
-        return gxe.UnexpectedRowsExpectation(unexpected_rows_query=sql)
-
+def _data_rule_counts(dump_time: dt.datetime) -> dict[str, RuleCount]:
+    """Rule name -> how its violating rows are counted (rule_counts.py), on the table it names by default."""
+    ts = timestamptz(dump_time.astimezone(dt.timezone.utc).isoformat())
+    status, born_at, cert = col("status"), col("born_at"), col("birth_certificate_hash")
+    born = cmp(status, "=", lit("born"))
     br, ap, rev, iss = "birth_registry", "os_proposal_approvals", "directus_revisions", "system_issues"
-    return {
-        "content_hash_sha256": (br, lambda: gxe.ExpectColumnValuesToMatchRegex(column="content_hash",
-                                                                                regex=SHA256_HEX)),
-        "birth_certificate_hash_sha256": (br, lambda: gxe.ExpectColumnValuesToMatchRegex(
-            column="birth_certificate_hash", regex=SHA256_HEX)),
-        "approval_hash_sha256": (ap, lambda: gxe.ExpectColumnValuesToMatchRegex(column="approval_hash",
-                                                                                 regex=SHA256_HEX)),
-        "status_valid": (br, lambda: gxe.ExpectColumnValuesToBeInSet(column="status", value_set=STATUSES)),
-        "born_has_certificate": (br, lambda: rows(
-            "select id from {batch} where (status = 'born') is distinct from "
-            "(born_at is not null and birth_certificate_hash is not null) "
-            "or (status <> 'born' and (born_at is not null or birth_certificate_hash is not null))")),
-        "updated_after_created": (br, lambda: rows("select id from {batch} where updated_at < created_at")),
-        "no_future_timestamps": (br, lambda: rows(
-            f"select id from {{batch}} where created_at > '{ts}'::timestamptz or updated_at > '{ts}'::timestamptz "
-            f"or born_at > '{ts}'::timestamptz")),
-        "row_version_positive": (br, lambda: gxe.ExpectColumnValuesToBeBetween(column="row_version", min_value=1)),
-        "previous_status_valid": (br, lambda: gxe.ExpectColumnValuesToBeInSet(column="previous_status",
-                                                                               value_set=STATUSES)),
-        "decision_valid": (ap, lambda: gxe.ExpectColumnValuesToBeInSet(column="decision", value_set=DECISIONS)),
-        "one_approval_per_approver": (ap, lambda: gxe.ExpectCompoundColumnsToBeUnique(
-            column_list=["proposal_id", "approver_id"])),
-        "approval_registry_exists": (ap, lambda: rows(
-            "select id from {batch} where not exists "
-            "(select 1 from public.birth_registry r where r.id = birth_registry_id)")),
-        "approval_approver_exists": (ap, lambda: rows(
-            "select id from {batch} where not exists "
-            "(select 1 from public.directus_users u where u.id = approver_id)")),
-        "revision_registry_exists": (rev, lambda: rows(
-            "select id from {batch} where collection = 'birth_registry' and not exists "
-            "(select 1 from public.birth_registry r where r.id::text = item)")),
-        "severity_valid": (iss, lambda: gxe.ExpectColumnValuesToBeInSet(column="severity", value_set=SEVERITIES)),
-        "resolved_after_opened": (iss, lambda: rows("select id from {batch} where resolved_at < opened_at")),
-    }
+    rules = [
+        hex_digest("content_hash_sha256", br, "content_hash", 64),
+        hex_digest("birth_certificate_hash_sha256", br, "birth_certificate_hash", 64),
+        hex_digest("approval_hash_sha256", ap, "approval_hash", 64),
+        in_set("status_valid", br, "status", STATUSES),
+        rows_where("born_has_certificate", br, ("status", "born_at", "birth_certificate_hash"), lambda: sql.SQL(
+            "({born} IS DISTINCT FROM ({b} IS NOT NULL AND {c} IS NOT NULL) OR ({not_born} AND ({b} IS NOT NULL OR "
+            "{c} IS NOT NULL)))").format(born=born, b=born_at, c=cert, not_born=cmp(status, "<>", lit("born")))),
+        rows_where("updated_after_created", br, ("updated_at", "created_at"),
+                   lambda: cmp(col("updated_at"), "<", col("created_at"))),
+        rows_where("no_future_timestamps", br, ("created_at", "updated_at", "born_at"), lambda: sql.SQL("({})").format(
+            sql.SQL(" OR ").join(cmp(col(c), ">", ts) for c in ("created_at", "updated_at", "born_at")))),
+        at_least("row_version_positive", br, "row_version", 1),
+        in_set("previous_status_valid", br, "previous_status", STATUSES),
+        in_set("decision_valid", ap, "decision", DECISIONS),
+        unique_together("one_approval_per_approver", ap, ("proposal_id", "approver_id")),
+        exists_in("approval_registry_exists", ap, "birth_registry_id", ("public", "birth_registry"), "id"),
+        exists_in("approval_approver_exists", ap, "approver_id", ("public", "directus_users"), "id"),
+        exists_in("revision_registry_exists", rev, "item", ("public", "birth_registry"), "id", ref_as_text=True,
+                  where=lambda: cmp(col("collection"), "=", lit("birth_registry"))),
+        in_set("severity_valid", iss, "severity", SEVERITIES),
+        rows_where("resolved_after_opened", iss, ("resolved_at", "opened_at"),
+                   lambda: cmp(col("resolved_at"), "<", col("opened_at"))),
+    ]
+    return {r.rule: r for r in rules}
 
 
-KNOWN_DATA_RULES = tuple(_data_rule_builders(dt.datetime.now(dt.timezone.utc)))
+KNOWN_DATA_RULES = tuple(_data_rule_counts(dt.datetime.now(dt.timezone.utc)))
+
+
+def data_rule_counts(contract: Contract, dump_time: dt.datetime) -> list[RuleCount]:
+    """The counts behind the rules the contract names, on the tables it names; `dump_time` bounds every
+    timestamp. An unknown rule name fails closed."""
+    if dump_time.tzinfo is None:
+        raise ValueError("dump_time must be timezone-aware")
+    known = _data_rule_counts(dump_time)
+    unknown = sorted(set(contract.data_rules) - set(known))
+    if unknown:
+        raise Fix7Error(f"The contract names data rules this version does not know: {', '.join(unknown)}. "
+                        f"Known rules: {', '.join(known)}.", EXIT_USAGE, rule="contract")
+    return [known[rule].on((spec or {}).get("table", known[rule].table)) for rule, spec in contract.data_rules.items()]
 
 
 def data_rules_expectations(contract: Contract, dump_time: dt.datetime) -> list[RuleExpectation]:
-    """The `data_rules` suite for the rules the contract names; `dump_time` bounds every timestamp."""
-    if dump_time.tzinfo is None:
-        raise ValueError("dump_time must be timezone-aware")
-    builders = _data_rule_builders(dump_time)
-    unknown = sorted(set(contract.data_rules) - set(builders))
-    if unknown:
-        raise Fix7Error(f"The contract names data rules this version does not know: {', '.join(unknown)}. "
-                        f"Known rules: {', '.join(builders)}.", EXIT_USAGE, rule="contract")
-    out = []
-    for rule, spec in contract.data_rules.items():
-        table, build = builders[rule]
-        out.append(RuleExpectation(rule, (spec or {}).get("table", table), build()))
-    return out
+    """The `data_rules` suite: per rule, GX expects the most violating rows its count found to be 0."""
+    gxe = import_expectations()
+    return [RuleExpectation(c.rule, c.table, gxe.ExpectColumnMaxToBeBetween(column=c.rule, max_value=0))
+            for c in data_rule_counts(contract, dump_time)]
 
 
 FINDING_COLUMNS = ("gate", "rule", "family", "source", "table", "column", "place")
@@ -137,9 +134,26 @@ def sanitization_expectations(findings: list[Finding], contract: Contract,
     return out
 
 
-def run_data_rules(source, contract: Contract, dump_time: dt.datetime) -> dict:
-    """The contract's data rules as a GX suite on `source` (server.SqlAlchemySource)."""
-    return run_suite(source, "data_rules", data_rules_expectations(contract, dump_time))
+def run_data_rules(connect: Callable[[str], psycopg.Connection], contract: Contract, dump_time: dt.datetime, *,
+                   jobs: int = 2, server: str = "the rehearsal server") -> dict:
+    """The contract's data rules: violating rows counted in one pass per table on `jobs` read-only sessions
+    (`connect(purpose)`), then gated by a GX suite over the counts (one row, a column per rule), as the
+    sanitization suite gates the scan's findings. A rule that could not be counted fails with the reason."""
+    import pandas as pd
+
+    expectations = data_rules_expectations(contract, dump_time)
+    counted, not_counted = count_violations(connect, data_rule_counts(contract, dump_time), jobs=jobs, server=server)
+    gated = [r for r in expectations if r.rule in counted]
+    frame = pd.DataFrame([{r.rule: counted[r.rule] for r in gated}], columns=[r.rule for r in gated], dtype="int64")
+    rows = {e["rule"]: e for e in run_frame_suite("data_rules", frame, gated)["expectations"]} if gated else {}
+    for r in expectations:
+        if r.rule not in rows:
+            rows[r.rule] = {"rule": r.rule, "table": r.table, "expectation": type(r.expectation).__name__,
+                            "success": False, "error": not_counted.get(r.rule, "not counted")}
+    summary = [rows[r.rule] for r in expectations]
+    failed = [e for e in summary if not e["success"]]
+    return {"suite": "data_rules", "success": bool(summary) and not failed, "evaluated": len(summary),
+            "failed": len(failed), "expectations": summary}
 
 
 def run_sanitization(findings: list[Finding], contract: Contract, present_tables: set[str]) -> dict:

@@ -9,6 +9,7 @@ example values, and the summary keeps only rule, table, expectation type, succes
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,8 @@ def _split(table: str) -> tuple[str, str]:
 def _count(result: dict) -> int | None:
     for key in ("unexpected_count", "observed_value"):
         v = (result or {}).get(key)
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):  # numpy's too: a frame's max
+            return int(v)
     return None
 
 
