@@ -225,16 +225,17 @@ def bare(server, dump: Path, apply_sql: Path, rollback_sql: Path, statement_time
 
 
 def sanitization_parts(server, dump: Path) -> dict:
-    """Where the sanitization stage's time goes: the dump restored as the isolation stage restores it, then
-    the stage's three calls one by one, in its order, on the same cold (never vacuumed) clone."""
+    """Where the sanitization stage's time goes: the dump restored as the isolation stage restores it, then the
+    stage's two parts on the same cold (never vacuumed) clone: the scan of every place that holds text (tables,
+    large objects, catalog, settings) and the GX suite over its findings."""
     import secrets as pysecrets
 
-    from fix7_pipeline.core.intake.contract_load import load_contract
-    from fix7_pipeline.core.shape import data_rules
-    from fix7_pipeline.core.sanitization import secrets
-    from fix7_pipeline.core.dumps.identify import inspect_dump
     from fix7_pipeline.core.clone.restore import restore
+    from fix7_pipeline.core.dumps.identify import inspect_dump
+    from fix7_pipeline.core.intake.contract_load import load_contract
     from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
+    from fix7_pipeline.core.sanitization import secrets
+    from fix7_pipeline.core.shape import data_rules
 
     contract = load_contract(None)
     tw = create_throwaway(server)
@@ -243,18 +244,12 @@ def sanitization_parts(server, dump: Path) -> dict:
         restore(server, tw, inspect_dump(dump, verify_data=False))
         parts = {"restore_s": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"), tw.database, contract,
-                             pysecrets.token_hex(16))
+        scan = secrets.scan_secrets(lambda db: server.connect(db, tw.login, purpose="secret scan"), tw.database,
+                                    contract, pysecrets.token_hex(16))
         parts["scan_secrets_s"] = time.perf_counter() - t0
-        with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
-            t0 = time.perf_counter()
-            if hasattr(secrets, "scan_catalog"):
-                secrets.scan_catalog(conn)
-            parts["scan_catalog_s"] = time.perf_counter() - t0
-            url = server.sqlalchemy_source(tw.database, tw.login, "great expectations: sanitization suite")
-            t0 = time.perf_counter()
-            data_rules.run_sanitization(url, conn, contract)
-            parts["gx_sanitization_suite_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        data_rules.run_sanitization(list(scan), contract, scan.present_tables)
+        parts["gx_sanitization_suite_s"] = time.perf_counter() - t0
     finally:
         drop_throwaway(server, tw)
     return {k: round(v, 2) for k, v in parts.items()}
