@@ -254,52 +254,79 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
                or t.typcategory = 'S')
         order by 1, 2, a.attnum""").fetchall()
     out: list[Finding] = []
-    pk_cache: dict[tuple[str, str], sql.Composable] = {}
-    out_of_line: dict[tuple[str, str], bool] = {}
+    by_table: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for schema, table, column, type_oid in cols:
-        if (schema, table) not in pk_cache:
-            pk_cache[(schema, table)] = _pk_expr(conn, schema, table)
-        v = as_text(sql.Identifier(column), type_oid)
-        # A value longer than LARGE_VALUE_BYTES is matched in overlapping windows: the server's regex works on
-        # four bytes a character, and refuses a text of more than 256 MB.
-        large = sql.SQL("coalesce(pg_catalog.octet_length({v}) > {lim}, false)").format(
-            v=v, lim=sql.Literal(LARGE_VALUE_BYTES))
-        if type_oid not in (25, 1043):  # text, varchar: the length is read from the stored header; else only a
-            # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
-            large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
-                            "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
-        if (schema, table) not in out_of_line:
-            out_of_line[(schema, table)] = _holds_out_of_line(conn, schema, table)
-        if not out_of_line[(schema, table)]:  # every value is in its row: none can be large, one scan
-            large = sql.SQL("false")
-        q = sql.SQL("""
-            select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
-            from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
-                  union all
-                  select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
-                  (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
-                  cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
-                  where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
-            cross join lateral regexp_matches(v, {rx}, 'gi') m
-            group by 1 order by 1""").format(
-            pk=pk_cache[(schema, table)], v=v, tbl=sql.Identifier(schema, table), large=large,
-            rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS), w=sql.Literal(VALUE_WINDOW), ov=sql.Literal(VALUE_OVERLAP))
-        history = (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES
-        for host, count, keys in conn.execute(q).fetchall():
-            hit = policy.production_match(host) or "a production pattern"
-            if history:
-                out.append(Finding("production_host_in_history", f"{table}.{column} records production host {host} "
-                                   f"as history in {count} row(s) (first {sorted(keys)[0]}); history is not a "
-                                   "pointer.", severity="note", table=table, column=column,
-                                   row_key=sorted(keys)[0], extra={"host": host, "rows": count, "pattern": hit}))
-                continue
-            keys = sorted(keys)
-            out.append(Finding("production_host", f"{table}.{column} names production host {host} (pattern "
-                               f"{hit!r}) in {count} row(s), first {keys[0]}; a clone must not point at production.",
-                               table=table, column=column, row_key=keys[0],
-                               extra={"isolation": True, "host": host, "rows": count, "row_keys": keys,
-                                      "pattern": hit}))
+        by_table.setdefault((schema, table), []).append((column, type_oid))
+    for (schema, table), columns in by_table.items():
+        pk = _pk_expr(conn, schema, table)
+        if _holds_out_of_line(conn, schema, table):
+            hits = [(column, *hit) for column, type_oid in columns
+                    for hit in _column_scan(conn, schema, table, column, type_oid, pk, rx)]
+        else:  # every value is in its row: none can be large, one scan for all its columns
+            hits = _one_scan(conn, schema, table, columns, pk, rx)
+        out += [_production_finding(policy, table, column, host, count, keys) for column, host, count, keys in hits]
     return out
+
+
+def _column_scan(conn, schema: str, table: str, column: str, type_oid: int, pk: sql.Composable,
+                 rx: str) -> list[tuple[str, int, list]]:
+    """(host, rows, sample keys) for every production host in one column of a table that stores values out of
+    line; a value longer than LARGE_VALUE_BYTES is matched in overlapping windows: the server's regex works on
+    four bytes a character, and refuses a text of more than 256 MB."""
+    v = as_text(sql.Identifier(column), type_oid)
+    large = sql.SQL("coalesce(pg_catalog.octet_length({v}) > {lim}, false)").format(
+        v=v, lim=sql.Literal(LARGE_VALUE_BYTES))
+    if type_oid not in (25, 1043):  # text, varchar: the length is read from the stored header; else only a
+        # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
+        large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
+                        "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
+    q = sql.SQL("""
+        select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
+        from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
+              union all
+              select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
+              (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
+              cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
+              where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
+        cross join lateral regexp_matches(v, {rx}, 'gi') m
+        group by 1 order by 1""").format(
+        pk=pk, v=v, tbl=sql.Identifier(schema, table), large=large,
+        rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS), w=sql.Literal(VALUE_WINDOW), ov=sql.Literal(VALUE_OVERLAP))
+    return conn.execute(q).fetchall()
+
+
+def _one_scan(conn, schema: str, table: str, columns: list[tuple[str, int]], pk: sql.Composable,
+              rx: str) -> list[tuple[str, str, int, list]]:
+    """(column, host, rows, sample keys) for every production host in any of `columns`, in one scan of a table
+    whose values are all in their rows (none large), each row's key made once; in column, then host order."""
+    values = sql.SQL(", ").join(sql.SQL("({}, s.{})").format(sql.Literal(i), sql.Identifier(f"v{i}"))
+                                for i in range(len(columns)))
+    texts = sql.SQL(", ").join(sql.SQL("{} as {}").format(as_text(sql.Identifier(c), t), sql.Identifier(f"v{i}"))
+                               for i, (c, t) in enumerate(columns))
+    q = sql.SQL("""
+        select u.i, lower(m[1]) as host, count(distinct s.row_key), (array_agg(distinct s.row_key))[1:{n}]
+        from (select {pk} as row_key, {texts} from {tbl}) s
+        cross join lateral (values {values}) u(i, v)
+        cross join lateral regexp_matches(u.v, {rx}, 'gi') m
+        where u.v ~* {rx}
+        group by 1, 2 order by 1, 2""").format(
+        pk=pk, texts=texts, tbl=sql.Identifier(schema, table), values=values, rx=sql.Literal(rx),
+        n=sql.Literal(SAMPLE_KEYS))
+    return [(columns[i][0], host, count, keys) for i, host, count, keys in conn.execute(q).fetchall()]
+
+
+def _production_finding(policy: HostPolicy, table: str, column: str, host: str, count: int, keys: list) -> Finding:
+    hit = policy.production_match(host) or "a production pattern"
+    keys = sorted(keys)
+    if (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES:
+        return Finding("production_host_in_history", f"{table}.{column} records production host {host} "
+                       f"as history in {count} row(s) (first {keys[0]}); history is not a pointer.",
+                       severity="note", table=table, column=column, row_key=keys[0],
+                       extra={"host": host, "rows": count, "pattern": hit})
+    return Finding("production_host", f"{table}.{column} names production host {host} (pattern "
+                   f"{hit!r}) in {count} row(s), first {keys[0]}; a clone must not point at production.",
+                   table=table, column=column, row_key=keys[0],
+                   extra={"isolation": True, "host": host, "rows": count, "row_keys": keys, "pattern": hit})
 
 
 def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,
