@@ -68,9 +68,14 @@ def list_archive(path: Path, fmt: str | None = None, timeout: float = 300) -> tu
                             timed_out="pg_restore could not list its table of contents within {t} s",
                             failed=f"pg_restore cannot read it as a {fmt or 'pg_dump'} archive ({{first}})",
                             supply="Supply the complete, unmodified archive as pg_dump wrote it.", rule="dump_corrupt")
+    return parse_listing(path, r.stdout)
+
+
+def parse_listing(path: Path, listing: str) -> tuple[dict, list[TocEntry]]:
+    """Header fields and TOC entries of `pg_restore -l` output."""
     header: dict = {}
     entries: list[TocEntry] = []
-    for ln in r.stdout.splitlines():
+    for ln in listing.splitlines():
         if ln.startswith(";"):
             m = re.match(r"^;\s+([A-Za-z_ ]+):\s*(.*)$", ln)
             if m:
