@@ -129,7 +129,8 @@ def test_one_scan_of_a_table_finds_each_column_s_hosts_apart(conn):
         (2, null, 'x db1.prod.corp.internal and db2.prod.corp.internal', 'db3.prod.corp.internal', null, null,
          'bot db4.prod.corp.internal', null),
         (3, 'db1.prod.corp.internal', 'db2.prod.corp.internal', null, '{"h": "db5.prod.corp.internal"}',
-         'db6.prod.corp.internal', null, 'db7.prod.corp.internal')""")
+         'db6.prod.corp.internal', null, 'db7.prod.corp.internal'),
+        (4, 'ssh ops@DB8.Prod.Corp.Internal', 'café db9.prod.corp.internal', null, null, null, null, null)""")
     scanned = []
     one_scan = isolation._one_scan
     isolation._one_scan = lambda c, schema, table, *a: scanned.append(table) or one_scan(c, schema, table, *a)
@@ -139,9 +140,12 @@ def test_one_scan_of_a_table_finds_each_column_s_hosts_apart(conn):
         isolation._one_scan = one_scan
     assert scanned.count("iso_wide") == 1
     got = [(f.column, f.extra["host"], f.extra["rows"], f.row_key, f.rule) for f in findings]
+    # upper case and a value beyond ASCII pass the cheap first test (isolation._prefilter) to the regex
     assert got == [("a", "db1.prod.corp.internal", 2, "1", "production_host"),
+                   ("a", "db8.prod.corp.internal", 1, "4", "production_host"),
                    ("b", "db1.prod.corp.internal", 1, "2", "production_host"),
                    ("b", "db2.prod.corp.internal", 2, "2", "production_host"),
+                   ("b", "db9.prod.corp.internal", 1, "4", "production_host"),
                    ("c", "db3.prod.corp.internal", 1, "2", "production_host"),
                    ("d", "db5.prod.corp.internal", 1, "3", "production_host"),
                    ("e", "db6.prod.corp.internal", 1, "3", "production_host"),

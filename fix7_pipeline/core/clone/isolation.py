@@ -51,7 +51,38 @@ def production_regex(policy: HostPolicy) -> str | None:
     if not policy.production_patterns:
         return None
     cores = "|".join(f"(?:{_glob_core(p)})" for p in policy.production_patterns)
-    return f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
+    rx = f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
+    _PREFILTER[rx] = _literal_runs(policy.production_patterns)
+    return rx
+
+
+# regex -> each glob's longest run without a wildcard: a value the full regex matches holds one of them
+_PREFILTER: dict[str, tuple[str, ...] | None] = {}
+
+
+def _literal_runs(patterns) -> tuple[str, ...] | None:
+    """Each glob's longest run without a wildcard, or None when a glob has no such run or one that is not plain
+    ASCII (then every value goes to the full regex)."""
+    runs = []
+    for p in patterns:
+        run = max(re.split(r"[*?]", p.strip().lower()), key=len)
+        if not run or not run.isascii():
+            return None
+        runs.append(run)
+    return tuple(runs)
+
+
+def _prefilter(v: sql.Composable, runs: tuple[str, ...] | None) -> sql.Composable:
+    """A test cheaper than the regex that no value the regex matches fails: a value with any character beyond
+    ASCII always goes on to the regex (its collation may case-fold it in ways ASCII lower-casing does not), and
+    an ASCII one only if, lower-cased byte by byte (collation C), it holds one of the literal runs."""
+    if not runs:
+        return sql.SQL("")
+    ascii_lower = sql.SQL('pg_catalog.lower({} COLLATE pg_catalog."C")').format(v)
+    holds = sql.SQL(" or ").join(sql.SQL("pg_catalog.strpos({}, {}) > 0").format(ascii_lower, sql.Literal(r))
+                                 for r in runs)
+    return sql.SQL("(pg_catalog.octet_length({v}) <> pg_catalog.char_length({v}) or {holds}) and ").format(
+        v=v, holds=holds)
 
 
 def display_url(url: str) -> str:
@@ -298,19 +329,27 @@ def _column_scan(conn, schema: str, table: str, column: str, type_oid: int, pk: 
 def _one_scan(conn, schema: str, table: str, columns: list[tuple[str, int]], pk: sql.Composable,
               rx: str) -> list[tuple[str, str, int, list]]:
     """(column, host, rows, sample keys) for every production host in any of `columns`, in one scan of a table
-    whose values are all in their rows (none large), each row's key made once; in column, then host order."""
-    values = sql.SQL(", ").join(sql.SQL("({}, s.{})").format(sql.Literal(i), sql.Identifier(f"v{i}"))
+    whose values are all in their rows (none large): each row is read once and tested column by column until one
+    matches; only the rows that matched are read again (by ctid) for their key and hosts. In column, then host
+    order."""
+    tbl = sql.Identifier(schema, table)
+    texts = [as_text(sql.Identifier(c), t) for c, t in columns]
+    runs = _PREFILTER.get(rx)
+    any_match = sql.SQL(" or ").join(sql.SQL("({}{} ~* {})").format(_prefilter(v, runs), v, sql.Literal(rx))
+                                     for v in texts)
+    named = sql.SQL(", ").join(sql.SQL("{} as {}").format(v, sql.Identifier(f"v{i}")) for i, v in enumerate(texts))
+    values = sql.SQL(", ").join(sql.SQL("({}, k.{})").format(sql.Literal(i), sql.Identifier(f"v{i}"))
                                 for i in range(len(columns)))
-    texts = sql.SQL(", ").join(sql.SQL("{} as {}").format(as_text(sql.Identifier(c), t), sql.Identifier(f"v{i}"))
-                               for i, (c, t) in enumerate(columns))
     q = sql.SQL("""
-        select u.i, lower(m[1]) as host, count(distinct s.row_key), (array_agg(distinct s.row_key))[1:{n}]
-        from (select {pk} as row_key, {texts} from {tbl}) s
+        with hits as (select ctid as fix7_tid from {tbl} where {any_match})
+        select u.i, lower(m[1]) as host, count(distinct k.row_key), (array_agg(distinct k.row_key))[1:{n}]
+        from hits h
+        cross join lateral (select {pk} as row_key, {named} from {tbl}
+                            where ctid OPERATOR(pg_catalog.=) h.fix7_tid) k
         cross join lateral (values {values}) u(i, v)
         cross join lateral regexp_matches(u.v, {rx}, 'gi') m
-        where u.v ~* {rx}
         group by 1, 2 order by 1, 2""").format(
-        pk=pk, texts=texts, tbl=sql.Identifier(schema, table), values=values, rx=sql.Literal(rx),
+        tbl=tbl, any_match=any_match, pk=pk, named=named, values=values, rx=sql.Literal(rx),
         n=sql.Literal(SAMPLE_KEYS))
     return [(columns[i][0], host, count, keys) for i, host, count, keys in conn.execute(q).fetchall()]
 
