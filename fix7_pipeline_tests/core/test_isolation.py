@@ -130,7 +130,8 @@ def test_one_scan_of_a_table_finds_each_column_s_hosts_apart(conn):
          'bot db4.prod.corp.internal', null),
         (3, 'db1.prod.corp.internal', 'db2.prod.corp.internal', null, '{"h": "db5.prod.corp.internal"}',
          'db6.prod.corp.internal', null, 'db7.prod.corp.internal'),
-        (4, 'ssh ops@DB8.Prod.Corp.Internal', 'café db9.prod.corp.internal', null, null, null, null, null)""")
+        (4, 'ssh ops@DB8.Prod.Corp.Internal', 'café db9.prod.corp.internal', null, null, null, null, null),
+        (5, null, null, null, null, 'DB10.PROD.CORP.INTERNAL', null, null)""")
     scanned = []
     one_scan = isolation._one_scan
     isolation._one_scan = lambda c, schema, table, *a: scanned.append(table) or one_scan(c, schema, table, *a)
@@ -148,6 +149,7 @@ def test_one_scan_of_a_table_finds_each_column_s_hosts_apart(conn):
                    ("b", "db9.prod.corp.internal", 1, "4", "production_host"),
                    ("c", "db3.prod.corp.internal", 1, "2", "production_host"),
                    ("d", "db5.prod.corp.internal", 1, "3", "production_host"),
+                   ("e", "db10.prod.corp.internal", 1, "5", "production_host"),
                    ("e", "db6.prod.corp.internal", 1, "3", "production_host"),
                    ("user_agent", "db4.prod.corp.internal", 1, "2", "production_host_in_history"),
                    ("n", "db7.prod.corp.internal", 1, "3", "production_host")]
