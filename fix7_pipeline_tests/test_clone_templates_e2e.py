@@ -156,6 +156,7 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
     stage = packet["stages"]["snapshot_anchor"]
     assert stage["status"] == "passed" and "proven with the clone template check" in stage["reason"], stage
     assert "carried" not in packet["clone_reuse"]  # the fingerprint is the record's, never the packet's
+    assert packet["clone_reuse"]["anchor_fingerprint"].startswith("carried from the template check")
     assert seen["carried"] == seen["full"] and fingerprint.anchor_id(seen["full"]) == packet["anchor_id"]
     # owners are in the fingerprint: the run's role owns the copy, so its anchor is not the gating run's id
     assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["proven_anchor_id"]
@@ -199,6 +200,8 @@ def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_fu
     assert packet["clone_reuse"]["reused"] is True
     stage = packet["stages"]["snapshot_anchor"]
     assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
+    why = packet["clone_reuse"]["anchor_fingerprint"]
+    assert why.startswith("read in full: ") and ("opened again" in why) == (window == "written_while_sealed"), why
     assert second["verdict"] == "REHEARSAL_PASSED"
 
 

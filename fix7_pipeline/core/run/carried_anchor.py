@@ -95,3 +95,14 @@ def take_anchor(ctx, carried: dict) -> Anchor | None:
     fp = carried["fingerprint"]
     return Anchor(database=anchor_name(tw.tag), anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
                   database_properties=database_properties(server, tw.database))
+
+
+def how_read(carried: dict | None, record) -> str:
+    """For the packet: whether the anchor carries the template check's fingerprint, and if not, why."""
+    if record.carried_anchor is not None:
+        return "carried from the template check (the clone sealed between them)"
+    if carried is not None:
+        return ("read in full: the sealed clone was opened again or had a session between the template check and "
+                "the anchor copy")
+    return ("read in full: another session was on the copy when the template check sealed it, or handing its "
+            "objects over changed more than owners")

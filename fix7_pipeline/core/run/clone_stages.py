@@ -59,6 +59,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         if reuse.get("reused"):
             if carried is not None:  # the anchor copied now, while the clone is as the check proved it
                 ctx.put(carried_anchor=carried_anchor.take_anchor(ctx, carried))
+            ctx.journal.put(["clone_reuse", "anchor_fingerprint"], carried_anchor.how_read(carried, ctx.record))
             return StageOutcome(status=PASSED, reason=clone_templates.reused_reason(reuse),
                                 details={"reused_clone": reuse, "restoring_role": attrs, "contract": used})
         try:
