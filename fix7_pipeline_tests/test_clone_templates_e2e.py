@@ -142,8 +142,8 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
     seen = {}
     take = carried_anchor.take_anchor
 
-    def take_and_read(ctx, carried):
-        anchor = take(ctx, carried)
+    def take_and_read(ctx, carried, how):
+        anchor = take(ctx, carried, how)
         with superuser(server, anchor.database) as c:
             seen["full"] = fingerprint.fingerprint(c)
         seen["carried"] = anchor.fingerprint
@@ -175,7 +175,7 @@ def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_fu
     if window == "written_while_sealed":
         take = carried_anchor.take_anchor
 
-        def write_then_take(ctx, carried):
+        def write_then_take(ctx, carried, how):
             name = sql.Identifier(ctx.record.throwaway.database)
             with superuser(server, server.admin_db) as c:
                 c.execute(sql.SQL("alter database {} with allow_connections true").format(name))
@@ -184,7 +184,7 @@ def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_fu
                           "where ctid = (select ctid from public.birth_registry limit 1)")
             with superuser(server, server.admin_db) as c:
                 c.execute(sql.SQL("alter database {} with allow_connections false").format(name))
-            return take(ctx, carried)
+            return take(ctx, carried, how)
 
         monkeypatch.setattr(carried_anchor, "take_anchor", write_then_take)
     else:

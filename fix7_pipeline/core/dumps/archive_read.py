@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..postgres.pg_tools import pg_tool
-from .archive import _tool_env, parse_listing
+from .archive import offline_env, parse_listing
 from .formats import TocEntry, refuse
 
 CHUNK = 4 * 1024 * 1024
@@ -127,7 +127,7 @@ def _read_through(toc: list[TocEntry], name: str, fd: int, tmp: Path, deadline: 
 def _run(args: list[str], fd: int, deadline: float, *, stdout) -> subprocess.CompletedProcess:
     """The wheel's pg_restore, offline, reading the open file `fd`."""
     return subprocess.run([pg_tool("pg_restore"), *args], stdin=subprocess.DEVNULL, stdout=stdout,
-                          stderr=subprocess.PIPE, env=_tool_env(), pass_fds=(fd,),
+                          stderr=subprocess.PIPE, env=offline_env(), pass_fds=(fd,),
                           timeout=max(1.0, deadline - time.monotonic()))
 
 

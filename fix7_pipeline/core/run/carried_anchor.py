@@ -33,15 +33,6 @@ def anchor_name(tag: str) -> str:
     return f"fix7_anchor_{tag}"
 
 
-def copy_strategy(server, c: psycopg.Connection, database: str) -> str | None:
-    """How to copy `database` (CREATE DATABASE … STRATEGY): by its size, as a clone template is copied. A 1.4 GB
-    clone copies in about a third of the time by FILE_COPY, which writes no WAL of its blocks."""
-    from .clone_templates import strategy  # clone_templates imports this module
-
-    size = c.execute("select pg_catalog.pg_database_size(%s)", (database,)).fetchone()[0]
-    return strategy(server, int(size or 0))
-
-
 def seal(c: psycopg.Connection, database: str, own: list[psycopg.Connection]) -> str | None:
     """Close `database` to new sessions; its pg_database row version if `own` are then its only sessions."""
     c.execute(sql.SQL("alter database {} with allow_connections false").format(sql.Identifier(database)))
@@ -76,9 +67,10 @@ def after_handover(owner_session: psycopg.Connection, proven: dict) -> dict | No
     return {**proven, "schema": schema}
 
 
-def take_anchor(ctx, carried: dict) -> Anchor | None:
-    """The anchor copy of the sealed clone, its fingerprint the carried one; the clone opened again either way.
-    None (the anchor stage then copies and fingerprints as ever) if the seal did not hold."""
+def take_anchor(ctx, carried: dict, how: str | None) -> Anchor | None:
+    """The anchor copy (CREATE DATABASE … STRATEGY `how`) of the sealed clone, its fingerprint the carried one; the
+    clone opened again either way. None (the anchor stage then copies and fingerprints as ever) if the seal did
+    not hold."""
     server = ctx.server
     tw = ctx.throwaway()
     with server.connect(purpose="anchor with the template check: the sealed clone") as c:
@@ -86,8 +78,7 @@ def take_anchor(ctx, carried: dict) -> Anchor | None:
             intact = _row_version(c, tw.database) == carried["sealed_row"] and not c.execute(
                 "select count(*) from pg_catalog.pg_stat_activity where datname = %s", (tw.database,)).fetchone()[0]
             if intact:
-                ctx.new_database(anchor_name(tw.tag), template=tw.database, read_only=True,
-                                 strategy=copy_strategy(server, c, tw.database))
+                ctx.new_database(anchor_name(tw.tag), template=tw.database, read_only=True, strategy=how)
         finally:
             unseal(c, tw.database)
     if not intact:

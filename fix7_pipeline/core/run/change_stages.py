@@ -15,7 +15,7 @@ from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from . import carried_anchor
+from . import clone_templates
 from .run_record import Anchor, RunRecord
 from .stage_run import ServerSource, StageContext, error_outcome, run_stage
 
@@ -38,9 +38,8 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
                                          "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
-        with server.connect(purpose="anchor: the clone's size") as c:
-            how = carried_anchor.copy_strategy(server, c, tw.database)
-        ctx.new_database(anchor_db, template=tw.database, read_only=True, strategy=how)
+        ctx.new_database(anchor_db, template=tw.database, read_only=True,
+                         strategy=clone_templates.copy_strategy(server, tw.database))
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])

@@ -240,6 +240,14 @@ def strategy(server, size: int) -> str | None:
     return "file_copy" if size >= FILE_COPY_FROM_BYTES else "wal_log"
 
 
+def copy_strategy(server, database: str) -> str | None:
+    """How to copy a clone database (its anchor): by its size, as a template is. A 1.37 GB clone copied in 3.1 s by
+    FILE_COPY and 9.6 s by WAL_LOG (embedded PostgreSQL 18, 2 busy cores)."""
+    with server.connect(purpose="copy strategy: the database's size") as c:
+        size = c.execute("select pg_catalog.pg_database_size(%s)", (database,)).fetchone()[0]
+    return strategy(server, int(size or 0))
+
+
 def _grant_objects(c: psycopg.Connection, server, objects_role: str, role: str) -> None:
     how = sql.SQL(" with inherit true, set false") if server.version() >= 160000 else sql.SQL("")
     c.execute(sql.SQL("grant {} to {}").format(sql.Identifier(objects_role), sql.Identifier(role)) + how)
