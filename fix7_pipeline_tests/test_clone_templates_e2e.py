@@ -16,7 +16,8 @@ from psycopg import sql
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.core.evidence import audit
-from fix7_pipeline.core.run import clone_template_key, clone_templates as templates
+from fix7_pipeline.core.anchor import fingerprint
+from fix7_pipeline.core.run import carried_anchor, clone_template_key, clone_templates as templates
 from fix7_pipeline.core.shared.errors import Fix7Error
 from fix7_pipeline.core.postgres.throwaways import create_throwaway, drop_throwaway
 from fix7_pipeline.core.shared.model import STAGES
@@ -130,6 +131,78 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     (after,) = templates.list_templates(server)
     assert after.sound and after.facts["uses"] == 1 and after.facts["anchor_id"] == gating["anchor_id"]
     assert audit.verify_chain().ok
+
+
+def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_read_confirms(
+        on, instance, dump, server, tmp_path, monkeypatch):
+    """The anchor of a reused clone is not fingerprinted again: its fingerprint is the template check's, its
+    schema part read again after REASSIGN OWNED. A full read of the anchor copy gives the same anchor id."""
+    first = _rehearse(instance, dump, tmp_path / "first")
+    assert first["verdict"] == "REHEARSAL_PASSED"
+    seen = {}
+    take = carried_anchor.take_anchor
+
+    def take_and_read(ctx, carried, how):
+        anchor = take(ctx, carried, how)
+        with superuser(server, anchor.database) as c:
+            seen["full"] = fingerprint.fingerprint(c)
+        seen["carried"] = anchor.fingerprint
+        return anchor
+
+    monkeypatch.setattr(carried_anchor, "take_anchor", take_and_read)
+    second = _rehearse(instance, dump, tmp_path / "second")
+    packet = second["packet"]
+    assert second["verdict"] == "REHEARSAL_PASSED"
+    stage = packet["stages"]["snapshot_anchor"]
+    assert stage["status"] == "passed" and "proven with the clone template check" in stage["reason"], stage
+    assert "carried" not in packet["clone_reuse"]  # the fingerprint is the record's, never the packet's
+    assert packet["clone_reuse"]["anchor_fingerprint"].startswith("carried from the template check")
+    assert seen["carried"] == seen["full"] and fingerprint.anchor_id(seen["full"]) == packet["anchor_id"]
+    # owners are in the fingerprint: the run's role owns the copy, so its anchor is not the gating run's id
+    assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["proven_anchor_id"]
+    assert packet["restore_diff"]["tables"] == [] and packet["restore_diff"]["schema"] == []
+    with superuser(server, server.admin_db) as c:  # no clone is left sealed
+        assert c.execute("select count(*) from pg_database where not datallowconn and datname like 'fix7_%' "
+                         "and not datistemplate").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("window", ["written_while_sealed", "session_at_the_seal"])
+def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_full(
+        window, on, instance, dump, server, tmp_path, monkeypatch):
+    """An admin who opens the sealed clone, writes and closes it again, or a session already on the copy when
+    the check seals it: nothing is carried, the anchor is read in full and describes the copy as it is."""
+    _rehearse(instance, dump, tmp_path / "first")
+    if window == "written_while_sealed":
+        take = carried_anchor.take_anchor
+
+        def write_then_take(ctx, carried, how):
+            name = sql.Identifier(ctx.record.throwaway.database)
+            with superuser(server, server.admin_db) as c:
+                c.execute(sql.SQL("alter database {} with allow_connections true").format(name))
+            with superuser(server, ctx.record.throwaway.database) as c:
+                c.execute("update public.birth_registry set row_version = row_version + 1 "
+                          "where ctid = (select ctid from public.birth_registry limit 1)")
+            with superuser(server, server.admin_db) as c:
+                c.execute(sql.SQL("alter database {} with allow_connections false").format(name))
+            return take(ctx, carried, how)
+
+        monkeypatch.setattr(carried_anchor, "take_anchor", write_then_take)
+    else:
+        seal = carried_anchor.seal
+
+        def seal_with_a_stranger(c, database, own):
+            with superuser(server, database):
+                return seal(c, database, own)
+
+        monkeypatch.setattr(carried_anchor, "seal", seal_with_a_stranger)
+    second = _rehearse(instance, dump, tmp_path / "second")
+    packet = second["packet"]
+    assert packet["clone_reuse"]["reused"] is True
+    stage = packet["stages"]["snapshot_anchor"]
+    assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
+    why = packet["clone_reuse"]["anchor_fingerprint"]
+    assert why.startswith("read in full: ") and ("opened again" in why) == (window == "written_while_sealed"), why
+    assert second["verdict"] == "REHEARSAL_PASSED"
 
 
 @pytest.mark.parametrize("what", ["contract", *(pytest.param(w, marks=pytest.mark.slow)  # test-slow: the same key

@@ -188,6 +188,27 @@ def test_truncated_custom_archive_is_refused(demo_dumps, tmp_path):
     assert str(tmp_path) not in e.message.split("cannot be used:")[1]
 
 
+def test_a_custom_archive_damaged_in_any_one_data_block_is_refused_and_its_hash_is_the_file_s(demo_dumps, tmp_path):
+    """Intake reads each data block through on its own (archive_read.py): a block damaged anywhere, the first,
+    one in the middle or the last, is refused; what it hashes is the whole file, in its one pass."""
+    import hashlib
+
+    from fix7_pipeline.core.dumps.archive import list_archive
+
+    source = demo_dumps["custom"]
+    raw = source.read_bytes()
+    info = inspect_dump(source)
+    assert info.sha256 == hashlib.sha256(raw).hexdigest() and info.bytes == len(raw)
+    assert [e.line for e in info.toc] == [e.line for e in list_archive(source, "custom")[1]]
+    # where compressed data lies: the registry's COPY rows are the bulk of the archive, placed after its schema
+    for where in (0.3, 0.6, 0.97):
+        at = int(len(raw) * where)
+        damaged = tmp_path / f"damaged-{where}.dump"
+        damaged.write_bytes(raw[:at] + bytes(b ^ 0x5A for b in raw[at:at + 512]) + raw[at + 512:])
+        e = refused(damaged)
+        assert e.rule in ("dump_truncated", "dump_corrupt"), (where, e.rule, e.message)
+
+
 def test_truncated_plain_dump_is_refused_by_screening(demo_dumps, tmp_path):
     text = demo_dumps["plain"].read_text()
     cut = tmp_path / "cut.sql"

@@ -115,6 +115,46 @@ def test_a_production_host_in_a_large_value_is_found_across_a_window_edge(conn, 
     assert sorted((f.extra["host"], f.row_key) for f in errs) == [("db2.prod.corp.internal", "2"),
                                                                    ("db9.prod.corp.internal", "1")]
 
+def test_one_scan_of_a_table_finds_each_column_s_hosts_apart(conn):
+    """A table whose values all sit in their rows is read once for all its text columns (isolation._one_scan):
+    each column's hosts, row counts and first keys come out as a scan per column would give them, whatever the
+    type (text, varchar, char, jsonb, a domain over text, name), and a history column stays a note."""
+    from fix7_pipeline.core.clone import isolation
+
+    conn.execute("create domain public.iso_label as text")
+    conn.execute("create table public.iso_wide (id int primary key, a text, b varchar(80), c char(40), d jsonb, "
+                 "e public.iso_label, user_agent text, n name)")
+    conn.execute("""insert into public.iso_wide values
+        (1, 'see db1.prod.corp.internal', null, null, null, null, null, null),
+        (2, null, 'x db1.prod.corp.internal and db2.prod.corp.internal', 'db3.prod.corp.internal', null, null,
+         'bot db4.prod.corp.internal', null),
+        (3, 'db1.prod.corp.internal', 'db2.prod.corp.internal', null, '{"h": "db5.prod.corp.internal"}',
+         'db6.prod.corp.internal', null, 'db7.prod.corp.internal'),
+        (4, 'ssh ops@DB8.Prod.Corp.Internal', 'café db9.prod.corp.internal', null, null, null, null, null),
+        (5, null, null, null, null, 'DB10.PROD.CORP.INTERNAL', null, null)""")
+    scanned = []
+    one_scan = isolation._one_scan
+    isolation._one_scan = lambda c, schema, table, *a: scanned.append(table) or one_scan(c, schema, table, *a)
+    try:
+        findings = [f for f in prove_isolation(conn, PROD) if f.table == "iso_wide"]
+    finally:
+        isolation._one_scan = one_scan
+    assert scanned.count("iso_wide") == 1
+    got = [(f.column, f.extra["host"], f.extra["rows"], f.row_key, f.rule) for f in findings]
+    # upper case and a value beyond ASCII pass the cheap first test (isolation._prefilter) to the regex
+    assert got == [("a", "db1.prod.corp.internal", 2, "1", "production_host"),
+                   ("a", "db8.prod.corp.internal", 1, "4", "production_host"),
+                   ("b", "db1.prod.corp.internal", 1, "2", "production_host"),
+                   ("b", "db2.prod.corp.internal", 2, "2", "production_host"),
+                   ("b", "db9.prod.corp.internal", 1, "4", "production_host"),
+                   ("c", "db3.prod.corp.internal", 1, "2", "production_host"),
+                   ("d", "db5.prod.corp.internal", 1, "3", "production_host"),
+                   ("e", "db10.prod.corp.internal", 1, "5", "production_host"),
+                   ("e", "db6.prod.corp.internal", 1, "3", "production_host"),
+                   ("user_agent", "db4.prod.corp.internal", 1, "2", "production_host_in_history"),
+                   ("n", "db7.prod.corp.internal", 1, "3", "production_host")]
+
+
 def test_catalog_pointers_are_found_without_printing_credentials(server, clone):
     """Foreign servers and user mappings need a superuser to plant; the proof's queries are what is tested."""
     conn = superuser(server, clone.database, autocommit=False)

@@ -51,7 +51,38 @@ def production_regex(policy: HostPolicy) -> str | None:
     if not policy.production_patterns:
         return None
     cores = "|".join(f"(?:{_glob_core(p)})" for p in policy.production_patterns)
-    return f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
+    rx = f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
+    _PREFILTER[rx] = _literal_runs(policy.production_patterns)
+    return rx
+
+
+# regex -> each glob's longest run without a wildcard: a value the full regex matches holds one of them
+_PREFILTER: dict[str, tuple[str, ...] | None] = {}
+
+
+def _literal_runs(patterns) -> tuple[str, ...] | None:
+    """Each glob's longest run without a wildcard, or None when a glob has no such run or one that is not plain
+    ASCII (then every value goes to the full regex)."""
+    runs = []
+    for p in patterns:
+        run = max(re.split(r"[*?]", p.strip().lower()), key=len)
+        if not run or not run.isascii():
+            return None
+        runs.append(run)
+    return tuple(runs)
+
+
+def _prefilter(v: sql.Composable, runs: tuple[str, ...] | None) -> sql.Composable:
+    """A test cheaper than the regex that no value the regex matches fails: a value with any character beyond
+    ASCII always goes on to the regex (its collation may case-fold it in ways ASCII lower-casing does not), and
+    an ASCII one only if, lower-cased byte by byte (collation C), it holds one of the literal runs."""
+    if not runs:
+        return sql.SQL("")
+    ascii_lower = sql.SQL('pg_catalog.lower({} COLLATE pg_catalog."C")').format(v)
+    holds = sql.SQL(" or ").join(sql.SQL("pg_catalog.strpos({}, {}) > 0").format(ascii_lower, sql.Literal(r))
+                                 for r in runs)
+    return sql.SQL("(pg_catalog.octet_length({v}) <> pg_catalog.char_length({v}) or {holds}) and ").format(
+        v=v, holds=holds)
 
 
 def display_url(url: str) -> str:
@@ -254,52 +285,87 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
                or t.typcategory = 'S')
         order by 1, 2, a.attnum""").fetchall()
     out: list[Finding] = []
-    pk_cache: dict[tuple[str, str], sql.Composable] = {}
-    out_of_line: dict[tuple[str, str], bool] = {}
+    by_table: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for schema, table, column, type_oid in cols:
-        if (schema, table) not in pk_cache:
-            pk_cache[(schema, table)] = _pk_expr(conn, schema, table)
-        v = as_text(sql.Identifier(column), type_oid)
-        # A value longer than LARGE_VALUE_BYTES is matched in overlapping windows: the server's regex works on
-        # four bytes a character, and refuses a text of more than 256 MB.
-        large = sql.SQL("coalesce(pg_catalog.octet_length({v}) > {lim}, false)").format(
-            v=v, lim=sql.Literal(LARGE_VALUE_BYTES))
-        if type_oid not in (25, 1043):  # text, varchar: the length is read from the stored header; else only a
-            # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
-            large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
-                            "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
-        if (schema, table) not in out_of_line:
-            out_of_line[(schema, table)] = _holds_out_of_line(conn, schema, table)
-        if not out_of_line[(schema, table)]:  # every value is in its row: none can be large, one scan
-            large = sql.SQL("false")
-        q = sql.SQL("""
-            select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
-            from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
-                  union all
-                  select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
-                  (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
-                  cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
-                  where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
-            cross join lateral regexp_matches(v, {rx}, 'gi') m
-            group by 1 order by 1""").format(
-            pk=pk_cache[(schema, table)], v=v, tbl=sql.Identifier(schema, table), large=large,
-            rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS), w=sql.Literal(VALUE_WINDOW), ov=sql.Literal(VALUE_OVERLAP))
-        history = (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES
-        for host, count, keys in conn.execute(q).fetchall():
-            hit = policy.production_match(host) or "a production pattern"
-            if history:
-                out.append(Finding("production_host_in_history", f"{table}.{column} records production host {host} "
-                                   f"as history in {count} row(s) (first {sorted(keys)[0]}); history is not a "
-                                   "pointer.", severity="note", table=table, column=column,
-                                   row_key=sorted(keys)[0], extra={"host": host, "rows": count, "pattern": hit}))
-                continue
-            keys = sorted(keys)
-            out.append(Finding("production_host", f"{table}.{column} names production host {host} (pattern "
-                               f"{hit!r}) in {count} row(s), first {keys[0]}; a clone must not point at production.",
-                               table=table, column=column, row_key=keys[0],
-                               extra={"isolation": True, "host": host, "rows": count, "row_keys": keys,
-                                      "pattern": hit}))
+        by_table.setdefault((schema, table), []).append((column, type_oid))
+    for (schema, table), columns in by_table.items():
+        pk = _pk_expr(conn, schema, table)
+        if _holds_out_of_line(conn, schema, table):
+            hits = [(column, *hit) for column, type_oid in columns
+                    for hit in _column_scan(conn, schema, table, column, type_oid, pk, rx)]
+        else:  # every value is in its row: none can be large, one scan for all its columns
+            hits = _one_scan(conn, schema, table, columns, pk, rx)
+        out += [_production_finding(policy, table, column, host, count, keys) for column, host, count, keys in hits]
     return out
+
+
+def _column_scan(conn, schema: str, table: str, column: str, type_oid: int, pk: sql.Composable,
+                 rx: str) -> list[tuple[str, int, list]]:
+    """(host, rows, sample keys) for every production host in one column of a table that stores values out of
+    line; a value longer than LARGE_VALUE_BYTES is matched in overlapping windows: the server's regex works on
+    four bytes a character, and refuses a text of more than 256 MB."""
+    v = as_text(sql.Identifier(column), type_oid)
+    large = sql.SQL("coalesce(pg_catalog.octet_length({v}) > {lim}, false)").format(
+        v=v, lim=sql.Literal(LARGE_VALUE_BYTES))
+    if type_oid not in (25, 1043):  # text, varchar: the length is read from the stored header; else only a
+        # value stored larger than 16 kB is printed to be measured (a smaller one is at most a few MB)
+        large = sql.SQL("case when coalesce(pg_catalog.pg_column_size({c}) > {small}, false) then {large} "
+                        "else false end").format(c=sql.Identifier(column), small=sql.Literal(16 << 10), large=large)
+    q = sql.SQL("""
+        select lower(m[1]) as host, count(distinct row_key), (array_agg(distinct row_key))[1:{n}]
+        from (select {pk} as row_key, {v} as v from {tbl} where case when {large} then false else {v} ~* {rx} end
+              union all
+              select s.row_key, pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) from
+              (select {pk} as row_key, {v} operator(pg_catalog.||) '' as v from {tbl} where {large} offset 0) s
+              cross join lateral pg_catalog.generate_series(1, pg_catalog.length(s.v), {w}) o
+              where pg_catalog.substr(s.v, o::pg_catalog.int4, {w} + {ov}) ~* {rx}) s
+        cross join lateral regexp_matches(v, {rx}, 'gi') m
+        group by 1 order by 1""").format(
+        pk=pk, v=v, tbl=sql.Identifier(schema, table), large=large,
+        rx=sql.Literal(rx), n=sql.Literal(SAMPLE_KEYS), w=sql.Literal(VALUE_WINDOW), ov=sql.Literal(VALUE_OVERLAP))
+    return conn.execute(q).fetchall()
+
+
+def _one_scan(conn, schema: str, table: str, columns: list[tuple[str, int]], pk: sql.Composable,
+              rx: str) -> list[tuple[str, str, int, list]]:
+    """(column, host, rows, sample keys) for every production host in any of `columns`, in one scan of a table
+    whose values are all in their rows (none large): each row is read once and tested column by column until one
+    matches; only the rows that matched are read again (by ctid) for their key and hosts. In column, then host
+    order."""
+    tbl = sql.Identifier(schema, table)
+    texts = [as_text(sql.Identifier(c), t) for c, t in columns]
+    runs = _PREFILTER.get(rx)
+    any_match = sql.SQL(" or ").join(sql.SQL("({}{} ~* {})").format(_prefilter(v, runs), v, sql.Literal(rx))
+                                     for v in texts)
+    named = sql.SQL(", ").join(sql.SQL("{} as {}").format(v, sql.Identifier(f"v{i}")) for i, v in enumerate(texts))
+    values = sql.SQL(", ").join(sql.SQL("({}, k.{})").format(sql.Literal(i), sql.Identifier(f"v{i}"))
+                                for i in range(len(columns)))
+    q = sql.SQL("""
+        with hits as (select ctid as fix7_tid from {tbl} where {any_match})
+        select u.i, lower(m[1]) as host, count(distinct k.row_key), (array_agg(distinct k.row_key))[1:{n}]
+        from hits h
+        cross join lateral (select {pk} as row_key, {named} from {tbl}
+                            where ctid OPERATOR(pg_catalog.=) h.fix7_tid) k
+        cross join lateral (values {values}) u(i, v)
+        cross join lateral regexp_matches(u.v, {rx}, 'gi') m
+        group by 1, 2 order by 1, 2""").format(
+        tbl=tbl, any_match=any_match, pk=pk, named=named, values=values, rx=sql.Literal(rx),
+        n=sql.Literal(SAMPLE_KEYS))
+    return [(columns[i][0], host, count, keys) for i, host, count, keys in conn.execute(q).fetchall()]
+
+
+def _production_finding(policy: HostPolicy, table: str, column: str, host: str, count: int, keys: list) -> Finding:
+    hit = policy.production_match(host) or "a production pattern"
+    keys = sorted(keys)
+    if (table, column) in HISTORY_COLUMNS or column in HISTORY_COLUMN_NAMES:
+        return Finding("production_host_in_history", f"{table}.{column} records production host {host} "
+                       f"as history in {count} row(s) (first {keys[0]}); history is not a pointer.",
+                       severity="note", table=table, column=column, row_key=keys[0],
+                       extra={"host": host, "rows": count, "pattern": hit})
+    return Finding("production_host", f"{table}.{column} names production host {host} (pattern "
+                   f"{hit!r}) in {count} row(s), first {keys[0]}; a clone must not point at production.",
+                   table=table, column=column, row_key=keys[0],
+                   extra={"isolation": True, "host": host, "rows": count, "row_keys": keys, "pattern": hit})
 
 
 def prove_isolation(conn: psycopg.Connection, policy: HostPolicy,

@@ -32,7 +32,7 @@ def version_major(version: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _tool_env() -> dict:
+def offline_env() -> dict:
     """No libpq settings leak into offline tool runs (pg_restore -l never needs a server)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
@@ -68,9 +68,14 @@ def list_archive(path: Path, fmt: str | None = None, timeout: float = 300) -> tu
                             timed_out="pg_restore could not list its table of contents within {t} s",
                             failed=f"pg_restore cannot read it as a {fmt or 'pg_dump'} archive ({{first}})",
                             supply="Supply the complete, unmodified archive as pg_dump wrote it.", rule="dump_corrupt")
+    return parse_listing(path, r.stdout)
+
+
+def parse_listing(path: Path, listing: str) -> tuple[dict, list[TocEntry]]:
+    """Header fields and TOC entries of `pg_restore -l` output."""
     header: dict = {}
     entries: list[TocEntry] = []
-    for ln in r.stdout.splitlines():
+    for ln in listing.splitlines():
         if ln.startswith(";"):
             m = re.match(r"^;\s+([A-Za-z_ ]+):\s*(.*)$", ln)
             if m:
@@ -99,7 +104,7 @@ def _pg_restore_offline(path: Path, args: list[str], timeout: float, *, stdout, 
     """The wheel's pg_restore with no server (list or read to /dev/null); a failure refuses the dump."""
     try:
         r = subprocess.run([pg_tool("pg_restore"), *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
-                           errors="replace", timeout=timeout, env=_tool_env(), stdin=subprocess.DEVNULL)
+                           errors="replace", timeout=timeout, env=offline_env(), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise refuse(path, timed_out.format(t=f"{timeout:.0f}"), rule="dump_unreadable") from None
     if r.returncode != 0:

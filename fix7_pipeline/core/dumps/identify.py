@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..postgres.pg_tools import wheel_major
 from ..postgres.sql_lexer import COPY_FROM_STDIN, copy_target
+from . import archive_read
 from .archive import version_major, list_archive, tables_from_toc, verify_archive_data
 from .formats import (CUSTOM, DEFAULT_MAX_GZIP_RATIO, DEFAULT_MAX_PLAIN_BYTES, DIRECTORY, PLAIN, PLAIN_GZIP, TAR,
                       DumpInfo, TocEntry, refuse)
@@ -147,7 +148,8 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                          rule="dump_unsupported_compression")
         if kind == "sqlite":
             raise refuse(real, "it is a SQLite database, not a PostgreSQL dump", rule="dump_not_pg_dump")
-        digest, size = (None, st.st_size) if kind in ("gzip", "text?") else hash_file(real)
+        # a custom archive is hashed in the one pass that also lists and reads it through (archive_read.py)
+        digest, size = (None, st.st_size) if kind in ("gzip", "text?", "pgdmp") else hash_file(real)
         if kind == "pgdmp":
             if len(head) < 11:
                 raise refuse(real, "its archive header is truncated", rule="dump_truncated")
@@ -197,6 +199,20 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
                          rule="dump_not_pg_dump")
         got["screen"].hand_written = info.hand_written
         info.screened = tuple(got["screen"].finish())
+    elif fmt == CUSTOM:
+        info.sha256, info.bytes, header, toc, unread = archive_read.read_custom(real, timeout, verify=verify_data)
+        if info.bytes != st.st_size:
+            raise refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
+                         "rehearsal runs.", rule="dump_changed")
+        info.pg_dump_version = header.get("Dumped by pg_dump version")
+        info.server_version = header.get("Dumped from database version")
+        info.archive_version = header.get("Dump Version")
+        info.toc = toc
+        info.tables, info.tables_with_data = tables_from_toc(toc)
+        _check_newer(real, info.pg_dump_version)
+        if unread is not None:
+            raise refuse(real, f"its data cannot be read to the end ({unread}); it is truncated or damaged",
+                         "Supply the complete archive as pg_dump wrote it.", rule="dump_truncated")
     else:
         header, toc = list_archive(real, fmt, timeout=min(timeout, 600))
         info.pg_dump_version = header.get("Dumped by pg_dump version")

@@ -94,7 +94,7 @@ def _create_role(c: psycopg.Connection, role: str, password: str | None) -> None
 
 
 def create_database(server: RehearsalServer, name: str, login: Login, *, template: str | None = None,
-                    read_only: bool = False, owned: bool = False) -> None:
+                    read_only: bool = False, owned: bool = False, strategy: str | None = None) -> None:
     """A throwaway database of the admin's that only `login` may connect to.
 
     With `template` it is a physical copy (the anchor, a probe), the admin's unless `owned`; without, an
@@ -104,9 +104,11 @@ def create_database(server: RehearsalServer, name: str, login: Login, *, templat
         if template:
             c.execute(sql.SQL("select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity "
                               "where datname = {}").format(sql.Literal(template)))
-            c.execute(sql.SQL("create database {} template {}{}").format(
+            c.execute(sql.SQL("create database {} template {}{}{}").format(
                 sql.Identifier(name), sql.Identifier(template),
-                sql.SQL(" owner {}").format(sql.Identifier(login.role)) if owned else sql.SQL("")))
+                sql.SQL(" owner {}").format(sql.Identifier(login.role)) if owned else sql.SQL(""),
+                sql.SQL(" strategy {}").format(sql.SQL({"wal_log": "wal_log", "file_copy": "file_copy"}[strategy]))
+                if strategy else sql.SQL("")))
         else:
             c.execute(sql.SQL("create database {} owner {} template template0 encoding 'UTF8'").format(
                 sql.Identifier(name), sql.Identifier(login.role)))

@@ -15,6 +15,7 @@ from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
+from . import clone_templates
 from .run_record import Anchor, RunRecord
 from .stage_run import ServerSource, StageContext, error_outcome, run_stage
 
@@ -23,9 +24,22 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
     def body(ctx: StageContext) -> StageOutcome:
         server = ctx.server
         tw = ctx.throwaway()
+        carried = ctx.record.carried_anchor
+        if carried is not None and carried.database in ctx.record.throwaway.extra_databases:
+            ctx.put(anchor=carried)
+            ctx.journal.set(anchor_id=carried.anchor_id)
+            fp = carried.fingerprint
+            return StageOutcome(status=PASSED, reason=f"anchor {carried.anchor_id}: physical copy {carried.database} "
+                                "+ logical fingerprint, proven with the clone template check",
+                                details={"anchor_id": carried.anchor_id, "physical_copy": carried.database,
+                                         "fingerprint": "carried from the template check (the clone sealed "
+                                                        "between them; schema read again after REASSIGN OWNED)",
+                                         "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
+                                         "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
         anchor_db = f"fix7_anchor_{tw.tag}"
         properties = database_properties(server, tw.database)
-        ctx.new_database(anchor_db, template=tw.database, read_only=True)
+        ctx.new_database(anchor_db, template=tw.database, read_only=True,
+                         strategy=clone_templates.copy_strategy(server, tw.database))
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])

@@ -24,7 +24,7 @@ from ..shape import data_rules
 from ..shape import schema_shape as shape
 from ..shape.data_rules import data_rules_findings, gate_of
 from ..shared.model import PASSED, Finding, StageOutcome
-from . import clone_templates
+from . import carried_anchor, clone_templates
 from .run_record import RunRecord
 from .stage_run import ServerSource, StageContext, run_stage
 
@@ -55,8 +55,13 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         used = {"source": contract.source, "tables": len(contract.tables),
                 "derived_from_schema": ctx.record.contract_derived_from_schema}
         reuse = clone_templates.reuse(server, ctx.record, tw, ctx.journal, contract)  # a verified template of it
+        carried = reuse.pop(clone_templates.CARRIED, None)
         ctx.journal.set(clone_reuse=reuse)
         if reuse.get("reused"):
+            if carried is not None:  # the anchor copied now, while the clone is as the check proved it
+                how = clone_templates.copy_strategy(server, tw.database)
+                ctx.put(carried_anchor=carried_anchor.take_anchor(ctx, carried, how))
+            ctx.journal.put(["clone_reuse", "anchor_fingerprint"], carried_anchor.how_read(carried, ctx.record))
             return StageOutcome(status=PASSED, reason=clone_templates.reused_reason(reuse),
                                 details={"reused_clone": reuse, "restoring_role": attrs, "contract": used})
         try:

@@ -50,6 +50,8 @@ class RunRecord:
     contract_derived_from_schema: bool = False
     throwaway: ThrowawayNames | None = None
     anchor: Anchor | None = None
+    # a reused clone's anchor, copied and proven with the template check; the anchor stage records it
+    carried_anchor: Anchor | None = None
     restore: dict | None = None  # the restore's outcome (StageOutcome.as_dict), for the isolation gate's entry
     redacted_names: dict | None = None  # RedactedNames.as_state(), from the secret scan on
     witness: dict | None = None  # the seal's witness, when this stage sealed the packet
@@ -69,6 +71,7 @@ class RunRecord:
         out["contract"] = {"source": self.contract.source, "data": self.contract.as_dict()} if self.contract else None
         out["throwaway"] = asdict(self.throwaway) if self.throwaway else None
         out["anchor"] = asdict(self.anchor) if self.anchor else None
+        out["carried_anchor"] = asdict(self.carried_anchor) if self.carried_anchor else None
         return out
 
     @classmethod
@@ -82,7 +85,8 @@ class RunRecord:
                       "contract": contract_from_dict(c["data"], c["source"]) if c else None,
                       "throwaway": ThrowawayNames(**{**tw, "extra_databases": tuple(tw["extra_databases"])})
                       if tw else None,
-                      "anchor": Anchor(**data["anchor"]) if data.get("anchor") else None})
+                      "anchor": Anchor(**data["anchor"]) if data.get("anchor") else None,
+                      "carried_anchor": Anchor(**data["carried_anchor"]) if data.get("carried_anchor") else None})
 
 
 def _dump_json(info: DumpInfo | None) -> dict | None:

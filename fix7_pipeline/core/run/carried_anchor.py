@@ -1,0 +1,99 @@
+"""The anchor of a run that starts from a verified clone template, without fingerprinting its rows a second time.
+
+The template check (clone_templates._copy_and_prove) reads every row of the run's copy to prove it is the anchor
+the gating packet sealed. The anchor stage would read them all again, on a physical copy of the same database.
+It need not, provided nothing can change the clone between that proof and the anchor copy:
+
+- fix7's own step in between, REASSIGN OWNED, changes owners, and the fingerprint holds owners (each object's
+  `owner` and, through acldefault, its `privileges`). So the schema part is read again after it, in the same
+  sealed window, and it may differ from the proven one in those two attributes only; rows, sequence positions
+  and large objects' contents are what REASSIGN cannot touch, and are carried forward as proven.
+- the write window: before the proof the clone is sealed (ALLOW_CONNECTIONS false, which binds superusers too)
+  while fix7's own three sessions are its only ones, checked by backend pid; the anchor is copied before it is
+  opened again, after checking that no session is on it and that its pg_database row is the version the seal
+  wrote (an admin who opened, wrote and closed it again made a newer one).
+
+If any of that does not hold, nothing is carried and the anchor stage fingerprints the anchor in full, as on the
+first rehearsal. The restore diff's after-rollback fingerprint is always a full read.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ..anchor import fingerprint
+from ..postgres.throwaways import database_properties
+from .run_record import Anchor
+
+OWNER_ATTRIBUTES = frozenset({"owner", "privileges"})  # what REASSIGN OWNED may change in the schema part
+
+
+def anchor_name(tag: str) -> str:
+    return f"fix7_anchor_{tag}"
+
+
+def seal(c: psycopg.Connection, database: str, own: list[psycopg.Connection]) -> str | None:
+    """Close `database` to new sessions; its pg_database row version if `own` are then its only sessions."""
+    c.execute(sql.SQL("alter database {} with allow_connections false").format(sql.Identifier(database)))
+    pids = {row[0] for row in c.execute("select pid from pg_catalog.pg_stat_activity where datname = %s",
+                                        (database,))}
+    if pids - {s.info.backend_pid for s in own}:
+        return None
+    return _row_version(c, database)
+
+
+def unseal(c: psycopg.Connection, database: str) -> None:
+    c.execute(sql.SQL("alter database {} with allow_connections true").format(sql.Identifier(database)))
+
+
+def _row_version(c: psycopg.Connection, database: str) -> str | None:
+    row = c.execute("select xmin::text, datallowconn from pg_catalog.pg_database where datname = %s",
+                    (database,)).fetchone()
+    return row[0] if row is not None and row[1] is False else None
+
+
+def after_handover(owner_session: psycopg.Connection, proven: dict) -> dict | None:
+    """The proven fingerprint with its schema part read again after REASSIGN OWNED (in `owner_session`, the
+    sealed clone's one remaining session), or None if anything but owners and privileges moved."""
+    with fingerprint.snapshot(owner_session):
+        schema = fingerprint.schema_objects(owner_session)
+    if set(schema) != set(proven["schema"]):
+        return None
+    for key, attrs in schema.items():
+        before = proven["schema"][key]
+        if set(attrs) != set(before) or any(attrs[a] != before[a] for a in attrs if a not in OWNER_ATTRIBUTES):
+            return None
+    return {**proven, "schema": schema}
+
+
+def take_anchor(ctx, carried: dict, how: str | None) -> Anchor | None:
+    """The anchor copy (CREATE DATABASE … STRATEGY `how`) of the sealed clone, its fingerprint the carried one; the
+    clone opened again either way. None (the anchor stage then copies and fingerprints as ever) if the seal did
+    not hold."""
+    server = ctx.server
+    tw = ctx.throwaway()
+    with server.connect(purpose="anchor with the template check: the sealed clone") as c:
+        try:
+            intact = _row_version(c, tw.database) == carried["sealed_row"] and not c.execute(
+                "select count(*) from pg_catalog.pg_stat_activity where datname = %s", (tw.database,)).fetchone()[0]
+            if intact:
+                ctx.new_database(anchor_name(tw.tag), template=tw.database, read_only=True, strategy=how)
+        finally:
+            unseal(c, tw.database)
+    if not intact:
+        return None
+    fp = carried["fingerprint"]
+    return Anchor(database=anchor_name(tw.tag), anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
+                  database_properties=database_properties(server, tw.database))
+
+
+def how_read(carried: dict | None, record) -> str:
+    """For the packet: whether the anchor carries the template check's fingerprint, and if not, why."""
+    if record.carried_anchor is not None:
+        return "carried from the template check (the clone sealed between them)"
+    if carried is not None:
+        return ("read in full: the sealed clone was opened again or had a session between the template check and "
+                "the anchor copy")
+    return ("read in full: another session was on the copy when the template check sealed it, or handing its "
+            "objects over changed more than owners")
