@@ -19,13 +19,11 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from .provider_keys import (GENERATED_VALUE, PREFIXED_TOKEN, PROVIDER_ASSIGNMENT, generated_value_plausible,
-                            prefixed_token_plausible)
+from .generated_values import GENERATED_VALUE, looks_generated
 
 # Rules that judge by context or look rather than by a provider's format: a word before the value, or what the
 # value looks like. They rank after a provider's pattern, and a contract's look-alike column silences them.
-KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header", PROVIDER_ASSIGNMENT, PREFIXED_TOKEN,
-                   GENERATED_VALUE)
+KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header", GENERATED_VALUE)
 
 # the key right before a value: `key=`, `"key": "`, `key => '`, `\"key\": \"` (JSON inside a string)
 _KEY_BEFORE = re.compile(rb"([A-Za-z0-9_.-]{1,80})(?:\\?[\"']){0,3}\s*(?:=|:|=>)\s*(?:\\?[\"']){0,3}\s*$")
@@ -75,17 +73,14 @@ def value_can_be_secret(value: bytes) -> bool:
 
 def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     """Whether a match of a word-keyed rule, `data[start:end]`, can be a secret (other rules: always)."""
-    if rule_id == PREFIXED_TOKEN:
-        return prefixed_token_plausible(data[start:end]) and key_names_a_secret(key_before(data, start))
     if rule_id == GENERATED_VALUE:
         value = data[start:end]
-        return (generated_value_plausible(value) and value_can_be_secret(value)
-                and key_names_a_secret(key_before(data, start)))
+        return looks_generated(value) and value_can_be_secret(value) and key_names_a_secret(key_before(data, start))
     if rule_id not in KEYED_ON_A_WORD:
         return True
     value = data[start:end]
     if not value_can_be_secret(value):
         return False
-    if rule_id in ("fix7.secret-assignment", PROVIDER_ASSIGNMENT):
+    if rule_id == "fix7.secret-assignment":
         return key_names_a_secret(key_before(data, start))
     return True
