@@ -82,3 +82,33 @@ def test_each_secret_is_planted_under_every_key_style_and_no_tuning_kind():
     tuned = {k.name for k in bench_corpus.SECRET_KINDS} | {k.name for k in bench_corpus.LOOKALIKE_KINDS}
     assert not {p.kind.split("|")[1] for p in plants} & tuned
     assert sum(p.group == "lookalike" for p in plants) == 20 + 10 * len(v2.LOOKALIKES_V2)
+
+
+def test_a_small_run_scores_every_scanner_and_shows_no_value(tmp_path, monkeypatch, capsys):
+    """The whole v2 benchmark on made-up sources (fix7 and Kingfisher alone): scored per key style and context,
+    and neither the output nor the results file carries a planted value."""
+    from benchmarks import scan as bench
+    from fix7_pipeline_tests.e2e_support import rnd
+
+    entries = [{"source": "ripsecrets", "part": "secret", "kind": f"ripsecrets:acme{i}", "provider": "acme",
+                "value": f"acme_{rnd(28)}"} for i in range(40)]
+    entries += [{"source": "ripsecrets", "part": "negative", "kind": "ripsecrets-none", "provider": "service",
+                 "value": f"settings.ACME_{i}_NAME"} for i in range(10)]
+    manifest = json.loads(v2.MANIFEST.read_text())
+    for s in manifest["sources"]:
+        if s["name"] in v2.SOURCES_V2:
+            s["sha256"] = v2.h1.corpus_digest(entries if s["name"] == "ripsecrets-tests" else [])
+            (tmp_path / "heldout").mkdir(exist_ok=True)
+            (tmp_path / "heldout" / f"{s['name']}-{s['commit'][:12]}.json").write_text(
+                json.dumps(entries if s["name"] == "ripsecrets-tests" else []))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(v2, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setattr(bench, "bench_dir", lambda: tmp_path)
+    result = v2.run(rows=1000, peers=(), out=tmp_path / "r.json")
+    ours = result["scanners"]["fix7"]
+    assert ours["planted"] == 120 and ours["lookalikes"] == 10 + 10 * len(v2.LOOKALIKES_V2)
+    assert set(ours["recall_by_key_style"]) == set(v2.KEY_STYLES)
+    assert ours["recall"] >= 0.8, ours["recall_by_key_style"]
+    assert result["scanners"]["kingfisher_alone"]["planted"] == 120
+    text = v2.render_text(result) + (tmp_path / "r.json").read_text() + str(capsys.readouterr())
+    assert [e["kind"] for e in entries if e["value"] in text or e["value"][5:17] in text] == []
