@@ -34,7 +34,11 @@ _OTHER_THING = re.compile(
     r"length|len|size|count|expiry|expires|expires_at|expires_in|expiration|ttl|lifetime|format|prefix|hint|ref|"
     r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
-    r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|image|img|icon|logo|avatar|photo|thumbnail)$")
+    r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|"
+    r"image|img|icon|logo|avatar|photo|thumbnail|"
+    # a key of a data structure, not a credential (added after v2's held-out measurement)
+    r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"
+    r"group|order|composite|natural|surrogate|unique|storage|s3|blob)_key)$")
 _PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
