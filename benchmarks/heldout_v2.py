@@ -21,7 +21,6 @@ never a value.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
