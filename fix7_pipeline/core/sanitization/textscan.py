@@ -41,8 +41,10 @@ class Hit:
 
 def _preference(rule: str) -> tuple:
     """Which rule reports an occurrence several matched: a provider's own pattern (Kingfisher's, then
-    detect-secrets') before fix7's, and fix7's specific rules before the ones keyed on a word (`token =`, `Bearer`)."""
-    return (rule.startswith("fix7."), rule.startswith(field_detectors.PREFIX), rule in keyvalue.KEYED_ON_A_WORD, rule)
+    detect-secrets') before fix7's, fix7's specific rules before the ones keyed on a word (`token =`, `Bearer`),
+    and a value's mere look (`fix7.generated-value`) last."""
+    return (rule.startswith("fix7."), rule.startswith(field_detectors.PREFIX), rule in keyvalue.KEYED_ON_A_WORD,
+            rule == keyvalue.GENERATED_VALUE, rule)
 
 
 def merge(hits: list[Hit]) -> list[Hit]:
