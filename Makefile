@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -76,6 +76,10 @@ bench-corpus: install
 # Held-out corpus (issue 26): TruffleHog's detector tests at the commit benchmarks/heldout.json fixes, beside the tuning corpus.
 bench-heldout: install
 	$(BIN)/python -m benchmarks.heldout $(if $(TRUFFLEHOG_GIT),--trufflehog-git $(TRUFFLEHOG_GIT))
+
+# Held-out corpus v2 (issue 26): secretlint, semgrep-rules and ripsecrets tests at the commits heldout.json fixes.
+bench-heldout-v2: install
+	$(BIN)/python -m benchmarks.heldout_v2
 
 bench-rehearsal: install
 	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)

@@ -313,6 +313,8 @@ def _shape_of(value: str) -> str:
 
 
 _KEY_SUFFIXES = ("key", "token", "secret", "api_key", "credential", "auth", "password")
+# `--keys neutral` (tuning, added with held-out v2): a word that says nothing of a secret, or only "auth"
+_NEUTRAL_KEYS = ("auth", "credential", "value", "data", "conn", "login")
 
 
 def _provider(detector: str, keyword: str) -> str:
@@ -348,6 +350,8 @@ def heldout_plants(entries: list[dict], seed: int, taken: int = 0, keys: str = "
         key = f"{_provider(e['detector'], e['keyword'])}_{rng.choice(_KEY_SUFFIXES)}"
         if keys == "bare":
             key = _provider(e["detector"], e["keyword"])
+        elif keys == "neutral":
+            key = rng.choice(_NEUTRAL_KEYS)
         for attempt in range(len(allowed)):
             ctx = allowed[(i + attempt) % len(allowed)]
             text = bc.render(ctx, shape, key, value, "secret", i)
@@ -489,9 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="detect-secrets,gitleaks", help="comma-separated, or none")
     ap.add_argument("--trufflehog-git", default=None, help="a TruffleHog git directory holding the manifest's commit")
     ap.add_argument("--no-tuning", action="store_true", help="plant the held-out part only")
-    ap.add_argument("--keys", choices=("provider", "bare"), default="provider",
+    ap.add_argument("--keys", choices=("provider", "bare", "neutral"), default="provider",
                     help="held-out keys: <provider>_<secret word> (the fixed measurement) or the provider's name "
-                         "alone (a stress variant added after tuning)")
+                         "alone (a stress variant added after tuning) or a neutral word (value, data, auth, ...)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     peers = tuple(p for p in a.peers.split(",") if p and p != "none")

@@ -47,7 +47,10 @@ def test_manifest_splits_by_source_and_fixes_the_corpus():
         for n in parts[part]:
             assert by_name[n]["part"] == part
     th = by_name["trufflehog-detector-tests"]
-    assert len(th["commit"]) == 40 and len(th["sha256"]) == 64 and th["part"] == "heldout"
+    assert len(th["commit"]) == 40 and len(th["sha256"]) == 64 and th["part"] == "tuning"  # looked at: v1 only
+    for name in ("secretlint-rule-tests", "semgrep-rules-secrets-tests", "ripsecrets-tests"):
+        assert by_name[name]["part"] == "heldout" and name in parts["heldout"]
+        assert len(by_name[name]["commit"]) == 40 and len(by_name[name]["sha256"]) == 64
 
 
 def test_a_changed_corpus_is_refused(tmp_path):

@@ -19,7 +19,11 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header")
+from .generated_values import GENERATED_VALUE, looks_generated
+
+# Rules that judge by context or look rather than by a provider's format: a word before the value, or what the
+# value looks like. They rank after a provider's pattern, and a contract's look-alike column silences them.
+KEYED_ON_A_WORD = ("fix7.secret-assignment", "fix7.authorization-header", GENERATED_VALUE)
 
 # the key right before a value: `key=`, `"key": "`, `key => '`, `\"key\": \"` (JSON inside a string)
 _KEY_BEFORE = re.compile(rb"([A-Za-z0-9_.-]{1,80})(?:\\?[\"']){0,3}\s*(?:=|:|=>)\s*(?:\\?[\"']){0,3}\s*$")
@@ -30,7 +34,11 @@ _OTHER_THING = re.compile(
     r"length|len|size|count|expiry|expires|expires_at|expires_in|expiration|ttl|lifetime|format|prefix|hint|ref|"
     r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
-    r"username|login|email|created|created_at|updated_at|last_used|source|description)$")
+    r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|"
+    r"image|img|icon|logo|avatar|photo|thumbnail|"
+    # a key of a data structure, not a credential (added after v2's held-out measurement)
+    r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"
+    r"group|order|composite|natural|surrogate|unique|storage|s3|blob)_key)$")
 _PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
@@ -69,6 +77,9 @@ def value_can_be_secret(value: bytes) -> bool:
 
 def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     """Whether a match of a word-keyed rule, `data[start:end]`, can be a secret (other rules: always)."""
+    if rule_id == GENERATED_VALUE:
+        value = data[start:end]
+        return looks_generated(value) and value_can_be_secret(value) and key_names_a_secret(key_before(data, start))
     if rule_id not in KEYED_ON_A_WORD:
         return True
     value = data[start:end]

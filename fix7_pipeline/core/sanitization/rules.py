@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..shared.paths import state_dir
-from . import field_detectors
+from . import field_detectors, generated_values
 from .keyvalue import KEYED_ON_A_WORD
 
 KINGFISHER = "kingfisher"
@@ -108,7 +108,8 @@ def engine() -> Engine:
     import kingfisher_sdk as kf
 
     cache = cache_dir()
-    files = [str(rule_path(n)) for n in RULE_FILES] + [str(field_detectors.rule_file(cache))]
+    files = [str(rule_path(n)) for n in RULE_FILES] + [str(field_detectors.rule_file(cache)),
+                                                       str(generated_values.rule_file(cache))]
     rules = kf.Rules(files, builtins=True, confidence=CONFIDENCE, cache_dir=str(cache))
     headers = kf.Rules([str(rule_path(HEADER_RULE_FILE))], builtins=False, confidence=CONFIDENCE,
                        cache_dir=str(cache))

@@ -41,8 +41,10 @@ class Hit:
 
 def _preference(rule: str) -> tuple:
     """Which rule reports an occurrence several matched: a provider's own pattern (Kingfisher's, then
-    detect-secrets') before fix7's, and fix7's specific rules before the ones keyed on a word (`token =`, `Bearer`)."""
-    return (rule.startswith("fix7."), rule.startswith(field_detectors.PREFIX), rule in keyvalue.KEYED_ON_A_WORD, rule)
+    detect-secrets') before fix7's, fix7's specific rules before the ones keyed on a word (`token =`, `Bearer`),
+    and a value's mere look (`fix7.generated-value`) last."""
+    return (rule.startswith("fix7."), rule.startswith(field_detectors.PREFIX), rule in keyvalue.KEYED_ON_A_WORD,
+            rule == keyvalue.GENERATED_VALUE, rule)
 
 
 def merge(hits: list[Hit]) -> list[Hit]:
@@ -83,15 +85,17 @@ def scan_value(data: bytes, salt: str, *, headers: bool = False) -> list[Hit]:
     view = decode.views(data)
     text = data + b"\n" + view if view else data
     out: list[Hit] = []
-    seen: list[bytes] = []  # what the value and the views before showed: a view repeats each level's secrets
+    # what the value and the views before showed (a view repeats each level's secrets); the same span matched
+    # by several rules is one occurrence, kept with every rule
+    seen: list[tuple[bytes, int, int]] = []
     for rule, s, e in sorted(_raw_hits(scanner, text), key=lambda h: (h[1] >= len(data), h[1])):
         s, e = max(0, s), min(len(text), max(e, s))
         if not keyvalue.plausible(rule, text, s, e) or not field_detectors.confirm(rule, text, s, e):
             continue
         found = text[s:e]
-        if s >= len(data) and any(found in o or o in found for o in seen):
+        if s >= len(data) and any((found in o or o in found) and (os_, oe) != (s, e) for o, os_, oe in seen):
             continue
-        seen.append(found)
+        seen.append((found, s, e))
         out.append(Hit(rule, s, e, fingerprint(salt, found)))
     return merge(out)
 

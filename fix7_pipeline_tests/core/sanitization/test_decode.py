@@ -30,7 +30,8 @@ def test_json_strings_at_any_depth():
         found = _found(_nest({"note": "rotated", "gitlab": value}, depth).encode())
         assert len(found) == 1 and any("gitlab" in r.lower() for r in found[0]), (depth, found)
     for depth in range(1, 4):  # an assignment whose quotes are escaped: its key is read through them
-        found = _found(_nest({"auth": rnd(24)}, depth).encode())
+        # (letters of one case, no digit: only the key can say this value is a secret)
+        found = _found(_nest({"auth": rnd(24, "abcdefghjkmnpq")}, depth).encode())
         assert len(found) == 1 and "fix7.secret-assignment" in found[0], (depth, found)
 
 

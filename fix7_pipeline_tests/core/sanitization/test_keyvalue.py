@@ -79,3 +79,12 @@ def test_key_before_reads_every_shape():
         assert keyvalue.key_before(text, len(text)) == key, text
     assert keyvalue.key_names_a_secret("aiven_credential") and keyvalue.key_names_a_secret(None)
     assert not keyvalue.key_names_a_secret("token_id") and not keyvalue.key_names_a_secret("publishable_key")
+
+
+@pytest.mark.parametrize("key", ["cache_key", "idempotency_key", "partition_key", "s3_key", "sort_key"])
+def test_a_data_structure_key_is_no_credential_key(key):
+    """The word `key` of a cache, an idempotency token or an index names no secret (a UUID or a hex run there)."""
+    import uuid
+    for value in (str(uuid.uuid4()), "v2:" + rnd(32, "0123456789abcdef")):
+        assert _rules(json.dumps({key: value})) == [], key
+    assert _rules(json.dumps({"api_key": str(uuid.uuid4())}))  # the same value under a credential key is found
