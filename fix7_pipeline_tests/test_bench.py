@@ -260,12 +260,12 @@ def test_rehearsal_bench_at_20000_rows(tmp_path):
 MEMORY_GOAL_MB = 400  # peak RSS of the bench process tree during a rehearsal (docs/BENCHMARK.md, docs/SCALE.md)
 
 
-def _quoted_table(heading: str) -> list[list[str]]:
-    """The first table under a heading of docs/BENCHMARK.md, as cells with Markdown emphasis dropped: the figures
-    the documentation quotes, read where they are written."""
+def _quoted_table(heading: str, document: str = "docs/BENCHMARK.md") -> list[list[str]]:
+    """The first table under a heading of a document (docs/BENCHMARK.md unless named), as cells with Markdown
+    emphasis dropped: the figures the documentation quotes, read where they are written."""
     from fix7_pipeline.core.shared.paths import project_dir
 
-    text = (project_dir() / "docs" / "BENCHMARK.md").read_text()
+    text = (project_dir() / document).read_text()
     section = text[text.index(heading + "\n"):]
     rows = []
     for line in section.splitlines()[1:]:
@@ -294,39 +294,65 @@ def _rehearsal_result(column_header: str) -> dict:
     return json.loads((project_dir() / "docs" / "bench" / f"rehearsal-{size.lower()}-{commit}.json").read_text())
 
 
-SUMMARY_ROWS = {  # the summary table's rows, and where each figure is in a results file
-    "bare restore + apply + rollback": lambda r: r["bare"]["total_s"],
-    "whole rehearsal (REHEARSAL_PASSED)": lambda r: r["rehearsal"]["wall_s"],
-    "rehearsal / bare": lambda r: r["ratios"]["rehearsal_vs_bare"],
-    "sanitization stage": lambda r: r["rehearsal"]["stages_s"]["sanitization"],
+SUMMARY_ROWS = {  # the summary table's rows, and where each figure is in a results file (None: not run)
+    "bare `pg_restore` + light apply + rollback": lambda r: r["bare"]["total_s"],
+    "bare `pg_restore -j 2` + light apply + rollback": lambda r: r["bare_j2"]["total_s"],
+    "first rehearsal (the whole `fix7 rehearse` process)": lambda r: r["rehearsal"]["process_s"],
+    "first / bare `-j 2`": lambda r: r["ratios"]["rehearsal_vs_bare_j2"],
+    "first / bare": lambda r: r["ratios"]["rehearsal_vs_bare"],
+    "repeat rehearsal (another change, from the verified clone)": lambda r: r["second_rehearsal"]["process_s"],
+    "repeat / bare `-j 2`": lambda r: r["ratios"]["second_rehearsal_vs_bare_j2"],
     "sanitization / bare `pg_restore`": lambda r: r["ratios"]["sanitization_vs_bare_restore"],
-    "peak RSS, bench process tree": lambda r: r["memory"]["peaks_by_phase"]["rehearsal"]["bench_tree_rss_mb"],
+    "heavy change: first / bare `-j 2`": lambda r: (r["heavy"] or {}).get("rehearsal_vs_bare_j2"),
+    "peak RSS, a rehearsal's process tree": lambda r: r["memory"]["peak_rehearsal_rss_mb"],
 }
+GOAL_ROWS = {"first / bare `-j 2`": "rehearsal_vs_bare_j2", "first / bare": "rehearsal_vs_bare",
+             "repeat / bare `-j 2`": "second_rehearsal_vs_bare_j2",
+             "sanitization / bare `pg_restore`": "sanitization_vs_bare_restore"}
 
 
-def test_the_recorded_large_runs_meet_the_goals_and_are_the_figures_the_docs_quote():
-    """The 1M and 10M results files behind docs/BENCHMARK.md's summary: each goal met, and every figure of the table
-    (and of section 2's results table) is the one in its results file."""
+def test_the_recorded_large_runs_are_the_figures_the_docs_quote_met_or_not():
+    """The 1M and 10M results files behind docs/BENCHMARK.md's summary: every figure of the table is the one in its
+    results file, each goal is the benchmark's, and a cell says "not met" exactly where the run missed it."""
     header, *rows = _quoted_table("### At 1M and 10M registry rows (`make bench-rehearsal`, `make bench-10m`)")
     assert [r[0] for r in rows] == list(SUMMARY_ROWS)
     results = [_rehearsal_result(column) for column in header[1:3]]
     assert len(results) == 2
     for result in results:
-        goal, ratios = result["goal"], result["ratios"]
-        assert result["rehearsal"]["verdict"] == "REHEARSAL_PASSED"
-        assert goal["rehearsal_met"] is True and ratios["rehearsal_vs_bare"] <= goal["rehearsal_vs_bare_at_most"] == 3.0
-        assert goal["sanitization_met"] is True and \
-            ratios["sanitization_vs_bare_restore"] <= goal["sanitization_vs_bare_restore_at_most"] == 1.0
-        assert result["memory"]["peaks_by_phase"]["rehearsal"]["bench_tree_rss_mb"] <= MEMORY_GOAL_MB
+        assert result["rehearsal"]["verdict"] == result["second_rehearsal"]["verdict"] == "REHEARSAL_PASSED"
+        assert result["second_rehearsal"]["clone_reuse"]["reused"] is True
     for name, *quoted in rows:
         for figure, result in zip(quoted, results):
-            assert _same(figure, SUMMARY_ROWS[name](result)), (name, figure, SUMMARY_ROWS[name](result))
-    _, *section_2 = _quoted_table("### Results — the Kingfisher detector, 1M and 10M rows")
-    assert [r[0] for r in section_2] == ["1M rows", "10M rows"]
-    for (_, ratio, sanitization, peak), result in zip(section_2, results):
-        assert _same(ratio, result["ratios"]["rehearsal_vs_bare"])
-        assert _same(sanitization, result["ratios"]["sanitization_vs_bare_restore"])
-        assert _same(peak, result["memory"]["peaks_by_phase"]["rehearsal"]["bench_tree_rss_mb"])
+            measured = SUMMARY_ROWS[name](result)
+            if measured is None:
+                assert figure == "not run", (name, figure)
+                continue
+            assert _same(figure, measured), (name, figure, measured)
+            if name in GOAL_ROWS:
+                assert ("not met" in figure) == (not result["goal"]["met"][GOAL_ROWS[name]]), (name, figure)
+                assert _same(quoted[2], result["goal"]["at_most"][GOAL_ROWS[name]]), (name, quoted[2])
+            if name.startswith("peak RSS"):
+                assert ("not met" in figure) == (not result["goal"]["peak_rss_met"]), (name, figure)
+
+
+README_ROWS = {  # the README's speed table: row -> where its figure is in a results file
+    "first rehearsal / bare `pg_restore -j 2` + apply + rollback (light change)":
+        lambda r: r["ratios"]["rehearsal_vs_bare_j2"],
+    "repeat rehearsal, another change, from the verified clone / the same bare run":
+        lambda r: r["ratios"]["second_rehearsal_vs_bare_j2"],
+    "sanitization stage / bare `pg_restore`": lambda r: r["ratios"]["sanitization_vs_bare_restore"],
+}
+
+
+def test_the_readme_quotes_the_recorded_runs():
+    """README.md's speed table: the same results files as docs/BENCHMARK.md's summary, figure for figure."""
+    header, *_ = _quoted_table("### At 1M and 10M registry rows (`make bench-rehearsal`, `make bench-10m`)")
+    results = [_rehearsal_result(column) for column in header[1:3]]
+    _, *rows = _quoted_table("## Speed and recall, as measured", "README.md")
+    assert [r[0] for r in rows] == list(README_ROWS)
+    for name, *quoted in rows:
+        for figure, result in zip(quoted, results):
+            assert _same(figure, README_ROWS[name](result)), (name, figure)
 
 
 def test_the_recorded_memory_run_is_the_one_the_docs_quote():
@@ -341,3 +367,19 @@ def test_the_recorded_memory_run_is_the_one_the_docs_quote():
     assert found[0].startswith("both tokens found") and found[2].startswith("yes")
     assert result["both_tokens_found"] is True and result["stages"]["sanitization"] == "blocked"
     assert _same(re.search(r"whole rehearsal ([0-9.]+) s", found[2]).group(1), result["rehearsal_s"])
+
+
+def test_the_readme_quotes_the_held_out_measurement():
+    """README.md's held-out sentence: fix7's recall and look-alike rate and gitleaks' recall, as the one held-out
+    run of corpus v2 recorded them (docs/heldout/results-v2-heldout.json)."""
+    from fix7_pipeline.core.shared.paths import project_dir
+
+    readme = (project_dir() / "README.md").read_text()
+    scanners = json.loads((project_dir() / "docs" / "heldout" / "results-v2-heldout.json").read_text())["scanners"]
+    said = re.search(r"finds ([0-9.]+) % of the secrets\s+and flags ([0-9.]+) % of the look-alikes.*?gitleaks finds "
+                     r"([0-9.]+) %", readme, re.S)
+    assert said, "README.md no longer states the held-out figures"
+    recall, lookalikes, gitleaks = said.groups()
+    assert _same(recall, 100 * scanners["fix7"]["recall"]) and _same(lookalikes,
+                                                                     scanners["fix7"]["lookalikes_flagged_pct"])
+    assert _same(gitleaks, 100 * scanners["gitleaks"]["recall"])
