@@ -111,6 +111,16 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
             "sha256": raw.sha.hexdigest(), "bytes": raw.n, "screen": screen}
 
 
+
+def _take_listing(info: DumpInfo, path: Path, header: dict, toc) -> None:
+    """An archive's header and table of contents into `info`; a dump newer than the wheel's tools is refused."""
+    info.pg_dump_version = header.get("Dumped by pg_dump version")
+    info.server_version = header.get("Dumped from database version")
+    info.archive_version = header.get("Dump Version")
+    info.toc = toc
+    info.tables, info.tables_with_data = tables_from_toc(toc)
+    _check_newer(path, info.pg_dump_version)
+
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
                  max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO, verify_data: bool = True,
                  timeout: float = 3600, schema_sql: bool = False) -> DumpInfo:
@@ -204,23 +214,13 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         if info.bytes != st.st_size:
             raise refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
                          "rehearsal runs.", rule="dump_changed")
-        info.pg_dump_version = header.get("Dumped by pg_dump version")
-        info.server_version = header.get("Dumped from database version")
-        info.archive_version = header.get("Dump Version")
-        info.toc = toc
-        info.tables, info.tables_with_data = tables_from_toc(toc)
-        _check_newer(real, info.pg_dump_version)
+        _take_listing(info, real, header, toc)
         if unread is not None:
             raise refuse(real, f"its data cannot be read to the end ({unread}); it is truncated or damaged",
                          "Supply the complete archive as pg_dump wrote it.", rule="dump_truncated")
     else:
         header, toc = list_archive(real, fmt, timeout=min(timeout, 600))
-        info.pg_dump_version = header.get("Dumped by pg_dump version")
-        info.server_version = header.get("Dumped from database version")
-        info.archive_version = header.get("Dump Version")
-        info.toc = toc
-        info.tables, info.tables_with_data = tables_from_toc(toc)
-        _check_newer(real, info.pg_dump_version)
+        _take_listing(info, real, header, toc)
         if verify_data:
             verify_archive_data(real, fmt, timeout=timeout)
     _check_newer(real, info.pg_dump_version)

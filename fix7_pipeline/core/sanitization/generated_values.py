@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from pathlib import Path
+
+from .rule_files import cached_rule_file, yaml_str
 
 GENERATED_VALUE = "fix7.generated-value"
 # the value after `=` or `:` and its quotes; the key is read back in Python (a pattern that starts at every word
@@ -32,10 +33,6 @@ MIN_MIXED_DISTINCT = 14
 MIN_ONE_CASE_DISTINCT = 20
 
 
-def _yaml_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def rule_file(cache: Path) -> Path:
     """The rule as a Kingfisher rule file under `cache` (named by its content's digest)."""
     text = "\n".join([
@@ -43,16 +40,11 @@ def rule_file(cache: Path) -> Path:
         "rules:",
         "  - name: a generated-looking value (letters and digits, high entropy) under any key",
         f"    id: {GENERATED_VALUE}",
-        f"    pattern: {_yaml_str(PATTERN)}",
+        f"    pattern: {yaml_str(PATTERN)}",
         f"    min_entropy: {MIN_ENTROPY}",
         "    confidence: low",
     ]) + "\n"
-    path = cache / f"fix7-generated-values-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yml"
-    if not path.is_file():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return path
+    return cached_rule_file(cache, "fix7-generated-values", text)
 
 
 def _encodes_text(value: bytes) -> bool:
