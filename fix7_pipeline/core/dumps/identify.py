@@ -111,7 +111,6 @@ def _inspect_plain(path: Path, gzipped: bool, max_bytes: int, max_ratio: int, ha
             "sha256": raw.sha.hexdigest(), "bytes": raw.n, "screen": screen}
 
 
-
 def _take_listing(info: DumpInfo, path: Path, header: dict, toc) -> None:
     """An archive's header and table of contents into `info`; a dump newer than the wheel's tools is refused."""
     info.pg_dump_version = header.get("Dumped by pg_dump version")
@@ -120,6 +119,7 @@ def _take_listing(info: DumpInfo, path: Path, header: dict, toc) -> None:
     info.toc = toc
     info.tables, info.tables_with_data = tables_from_toc(toc)
     _check_newer(path, info.pg_dump_version)
+
 
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
                  max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO, verify_data: bool = True,
