@@ -81,8 +81,10 @@ def _prefilter(v: sql.Composable, runs: tuple[str, ...] | None) -> sql.Composabl
     ascii_lower = sql.SQL('pg_catalog.lower({} COLLATE pg_catalog."C")').format(v)
     holds = sql.SQL(" or ").join(sql.SQL("pg_catalog.strpos({}, {}) > 0").format(ascii_lower, sql.Literal(r))
                                  for r in runs)
-    return sql.SQL("(pg_catalog.octet_length({v}) <> pg_catalog.char_length({v}) or {holds}) and ").format(
-        v=v, holds=holds)
+    # not char_length: a SQL_ASCII dump restored as UTF8 can hold bytes that are no character, and counting
+    # characters raises on them, where the regex, lower (collation C) and strpos read them as they are
+    return sql.SQL("({v} OPERATOR(pg_catalog.~) {beyond_ascii} or {holds}) and ").format(
+        v=v, beyond_ascii=sql.Literal(r"[^\x01-\x7f]"), holds=holds)
 
 
 def display_url(url: str) -> str:
