@@ -335,6 +335,30 @@ def test_the_recorded_large_runs_are_the_figures_the_docs_quote_met_or_not():
                 assert ("not met" in figure) == (not result["goal"]["peak_rss_met"]), (name, figure)
 
 
+def test_the_three_1m_runs_are_the_ones_recorded_and_the_summary_shows_their_median():
+    """docs/BENCHMARK.md's "Three runs at 1M": each row is its results file (`<commit>` or `<commit>`, again: the
+    file with `-2`), and the summary's 1M column is the run whose every ratio is the median of the three."""
+    _, *rows = _quoted_table("#### Three runs at 1M")
+    names = {"first / bare `-j 2`": "rehearsal_vs_bare_j2", "first / bare": "rehearsal_vs_bare",
+             "repeat / bare `-j 2`": "second_rehearsal_vs_bare_j2",
+             "sanitization / bare `pg_restore`": "sanitization_vs_bare_restore"}
+    header = _quoted_table("#### Three runs at 1M")[0]
+    assert header[1:6] == [*names, "peak RSS"]
+    results = []
+    for label, *figures in rows:
+        commit = re.search(r"`([0-9a-f]{7})`", label).group(1)
+        result = _rehearsal_result(f"1M rows `{commit}`") if "again" not in label else json.loads(
+            (Path(__file__).resolve().parents[1] / "docs" / "bench" / f"rehearsal-1m-{commit}-2.json").read_text())
+        for figure, key in zip(figures, names.values()):
+            assert _same(figure, result["ratios"][key]), (label, key, figure)
+        assert _same(figures[4], result["memory"]["peak_rehearsal_rss_mb"])
+        results.append(result)
+    summary = _quoted_table("### At 1M and 10M registry rows (`make bench-rehearsal`, `make bench-10m`)")[0]
+    shown = _rehearsal_result(summary[1])
+    for key in names.values():
+        assert sorted(r["ratios"][key] for r in results)[1] == shown["ratios"][key], key
+
+
 README_ROWS = {  # the README's speed table: row -> where its figure is in a results file
     "first rehearsal / bare `pg_restore -j 2` + apply + rollback (light change)":
         lambda r: r["ratios"]["rehearsal_vs_bare_j2"],
