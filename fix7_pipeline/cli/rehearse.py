@@ -169,6 +169,7 @@ def request_config(args: argparse.Namespace) -> dict:
 
 STORAGE_CONNECTIONS = 4  # beyond the one kept open: the run, its event writes and the follower at once
 
+
 def run_rehearsal(config: dict, *, instance=None, echo: bool = True, tags: dict | None = None,
                   junit: str | None = None, progress: Progress | None = None, on_stage=None) -> dict:
     """Run the fix7_rehearsal job through the Dagster instance; returns verdict, evidence dir and run id.

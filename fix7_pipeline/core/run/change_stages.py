@@ -15,9 +15,20 @@ from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from . import clone_templates
+from . import carried_anchor, clone_templates
 from .run_record import Anchor, RunRecord
 from .stage_run import ServerSource, StageContext, error_outcome, run_stage
+
+
+def _anchored(anchor: Anchor, how: str = "") -> StageOutcome:
+    fp = anchor.fingerprint
+    details = {"anchor_id": anchor.anchor_id, "physical_copy": anchor.database,
+               "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
+               "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())}
+    if how:
+        details["fingerprint"] = how
+    return StageOutcome(status=PASSED, reason=f"anchor {anchor.anchor_id}: physical copy {anchor.database} + logical "
+                        "fingerprint" + (", proven with the clone template check" if how else ""), details=details)
 
 
 def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> tuple[RunRecord, StageOutcome]:
@@ -28,28 +39,20 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
         if carried is not None and carried.database in ctx.record.throwaway.extra_databases:
             ctx.put(anchor=carried)
             ctx.journal.set(anchor_id=carried.anchor_id)
-            fp = carried.fingerprint
-            return StageOutcome(status=PASSED, reason=f"anchor {carried.anchor_id}: physical copy {carried.database} "
-                                "+ logical fingerprint, proven with the clone template check",
-                                details={"anchor_id": carried.anchor_id, "physical_copy": carried.database,
-                                         "fingerprint": "carried from the template check (the clone sealed "
-                                                        "between them; schema read again after REASSIGN OWNED)",
-                                         "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
-                                         "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
-        anchor_db = f"fix7_anchor_{tw.tag}"
+            return _anchored(carried, "carried from the template check (the clone sealed between them; schema read "
+                                      "again after REASSIGN OWNED)")
+        anchor_db = carried_anchor.anchor_name(tw.tag)
         properties = database_properties(server, tw.database)
         ctx.new_database(anchor_db, template=tw.database, read_only=True,
                          strategy=clone_templates.copy_strategy(server, tw.database))
         with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
                 server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
             fp = fingerprint.fingerprint(conn, [helper])
-        anchor = fingerprint.anchor_id(fp)
-        ctx.put(anchor=Anchor(database=anchor_db, anchor_id=anchor, fingerprint=fp, database_properties=properties))
-        ctx.journal.set(anchor_id=anchor)
-        return StageOutcome(status=PASSED, reason=f"anchor {anchor}: physical copy {anchor_db} + logical fingerprint",
-                            details={"anchor_id": anchor, "physical_copy": anchor_db,
-                                     "tables": len(fp.get("tables", {})), "schema_objects": len(fp.get("schema", {})),
-                                     "rows": sum(t.get("rows", 0) for t in fp.get("tables", {}).values())})
+        anchor = Anchor(database=anchor_db, anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
+                        database_properties=properties)
+        ctx.put(anchor=anchor)
+        ctx.journal.set(anchor_id=anchor.anchor_id)
+        return _anchored(anchor)
 
     return run_stage(record, "snapshot_anchor", body, servers)
 
