@@ -51,17 +51,11 @@ def production_regex(policy: HostPolicy) -> str | None:
     if not policy.production_patterns:
         return None
     cores = "|".join(f"(?:{_glob_core(p)})" for p in policy.production_patterns)
-    rx = f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
-    _PREFILTER[rx] = _literal_runs(policy.production_patterns)
-    return rx
-
-
-# regex -> each glob's longest run without a wildcard: a value the full regex matches holds one of them
-_PREFILTER: dict[str, tuple[str, ...] | None] = {}
+    return f"(?:^|[^{_HOST_CHARS}])({cores})(?=$|[^{_HOST_CHARS}])"
 
 
 def _literal_runs(patterns) -> tuple[str, ...] | None:
-    """Each glob's longest run without a wildcard, or None when a glob has no such run or one that is not plain
+    """Each glob's longest run without a wildcard (a value the full regex matches holds one of them), or None when a glob has no such run or one that is not plain
     ASCII (then every value goes to the full regex)."""
     runs = []
     for p in patterns:
@@ -290,13 +284,14 @@ def _production_scan(conn, policy: HostPolicy) -> list[Finding]:
     by_table: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for schema, table, column, type_oid in cols:
         by_table.setdefault((schema, table), []).append((column, type_oid))
+    runs = _literal_runs(policy.production_patterns)
     for (schema, table), columns in by_table.items():
         pk = _pk_expr(conn, schema, table)
         if _holds_out_of_line(conn, schema, table):
             hits = [(column, *hit) for column, type_oid in columns
                     for hit in _column_scan(conn, schema, table, column, type_oid, pk, rx)]
         else:  # every value is in its row: none can be large, one scan for all its columns
-            hits = _one_scan(conn, schema, table, columns, pk, rx)
+            hits = _one_scan(conn, schema, table, columns, pk, rx, runs)
         out += [_production_finding(policy, table, column, host, count, keys) for column, host, count, keys in hits]
     return out
 
@@ -329,14 +324,13 @@ def _column_scan(conn, schema: str, table: str, column: str, type_oid: int, pk: 
 
 
 def _one_scan(conn, schema: str, table: str, columns: list[tuple[str, int]], pk: sql.Composable,
-              rx: str) -> list[tuple[str, str, int, list]]:
+              rx: str, runs: tuple[str, ...] | None) -> list[tuple[str, str, int, list]]:
     """(column, host, rows, sample keys) for every production host in any of `columns`, in one scan of a table
     whose values are all in their rows (none large): each row is read once and tested column by column until one
     matches; only the rows that matched are read again (by ctid) for their key and hosts. In column, then host
     order."""
     tbl = sql.Identifier(schema, table)
     texts = [as_text(sql.Identifier(c), t) for c, t in columns]
-    runs = _PREFILTER.get(rx)
     any_match = sql.SQL(" or ").join(sql.SQL("({}{} ~* {})").format(_prefilter(v, runs), v, sql.Literal(rx))
                                      for v in texts)
     named = sql.SQL(", ").join(sql.SQL("{} as {}").format(v, sql.Identifier(f"v{i}")) for i, v in enumerate(texts))
