@@ -59,7 +59,7 @@ def restore_clone(record: RunRecord, servers: ServerSource | None = None) -> tup
         ctx.journal.set(clone_reuse=reuse)
         if reuse.get("reused"):
             if carried is not None:  # the anchor copied now, while the clone is as the check proved it
-                how = clone_templates.copy_strategy(server, tw.database)
+                how = clone_templates.strategy(server, reuse["template_bytes"])  # the copy is the template's size
                 ctx.put(carried_anchor=carried_anchor.take_anchor(ctx, carried, how))
             ctx.journal.put(["clone_reuse", "anchor_fingerprint"], carried_anchor.how_read(carried, ctx.record))
             return StageOutcome(status=PASSED, reason=clone_templates.reused_reason(reuse),
