@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-heldout-v3 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -80,6 +80,10 @@ bench-heldout: install
 # Held-out corpus v2 (issue 26): secretlint, semgrep-rules and ripsecrets tests at the commits heldout.json fixes.
 bench-heldout-v2: install
 	$(BIN)/python -m benchmarks.heldout_v2
+
+# Held-out corpus v3 (issue 26): whispers, earlybird and ggshield tests at the commits heldout.json fixes.
+bench-heldout-v3: install
+	$(BIN)/python -m benchmarks.heldout_v3
 
 bench-rehearsal: install
 	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)

@@ -227,9 +227,14 @@ def _dedup(entries: list[dict]) -> list[dict]:
 
 def load_v2(manifest: dict, cache: Path) -> dict[str, list[dict]]:
     """Each v2 source's entries, extracted once into `cache` and checked against the manifest's digest."""
+    return load_sources(manifest, cache, SOURCES_V2, EXTRACTORS)
+
+
+def load_sources(manifest: dict, cache: Path, names: tuple[str, ...], extractors: dict) -> dict[str, list[dict]]:
+    """The named sources' entries, extracted once into `cache` and checked against the manifest's digest."""
     out = {}
     for src in manifest["sources"]:
-        if src["name"] not in SOURCES_V2:
+        if src["name"] not in names:
             continue
         path = cache / f"{src['name']}-{src['commit'][:12]}.json"
         if path.is_file():
@@ -240,7 +245,7 @@ def load_v2(manifest: dict, cache: Path) -> dict[str, list[dict]]:
                 raise SystemExit(f"The held-out source {src['name']} is not extracted yet and no git copy is at "
                                  f"{git_dir}: fetch {src['repo']} (commit {src['commit']}) there, or set "
                                  "FIX7_HELDOUT_MIRROR.")
-            entries = _dedup(EXTRACTORS[src["name"]](git_dir, src["commit"]))
+            entries = _dedup(extractors[src["name"]](git_dir, src["commit"]))
             cache.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(entries))
             os.chmod(path, 0o600)
@@ -284,7 +289,14 @@ _ISSUE_ROWS = 295
 
 
 def plants_v2(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
-    rng = random.Random(f"fix7-heldout-v2:{seed}")
+    return plant_all(sources, seed, SOURCES_V2, LOOKALIKES_V2, "v2")
+
+
+def plant_all(sources: dict[str, list[dict]], seed: int, names: tuple[str, ...],
+              lookalikes: tuple[tuple[str, str, object], ...], tag: str) -> list[bc.Plant]:
+    """Each secret three times (one per key style), each negative once under a neutral key, each look-alike
+    class HELDOUT_LOOKALIKE_COPIES times under its own key; contexts spread by index, seeded by `tag`."""
+    rng = random.Random(f"fix7-heldout-{tag}:{seed}")
     issues = [0]
     plants: list[bc.Plant] = []
 
@@ -307,19 +319,20 @@ def plants_v2(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
                 return
 
     n = 0
-    for name in SOURCES_V2:
+    for name in names:
         for e in sources.get(name, []):
             if e["part"] == "secret":
                 for s, style in enumerate(KEY_STYLES):
-                    place(f"v2s-{n:04d}-{s}", "secret", f"{style}|{e['kind']}", e["value"],
+                    place(f"{tag}s-{n:04d}-{s}", "secret", f"{style}|{e['kind']}", e["value"],
                           _plant_key(style, e["provider"], rng), n + s)
             else:
-                place(f"v2n-{n:04d}", "lookalike", f"negative|{e['kind']}", e["value"], rng.choice(NEGATIVE_KEYS), n)
+                place(f"{tag}n-{n:04d}", "lookalike", f"negative|{e['kind']}", e["value"], rng.choice(NEGATIVE_KEYS),
+                      n)
             n += 1
-    for c, (name, key, make) in enumerate(LOOKALIKES_V2):
+    for c, (name, key, make) in enumerate(lookalikes):
         for j in range(h1.HELDOUT_LOOKALIKE_COPIES):
-            g = bc.Gen(random.Random(f"fix7-heldout-v2-lookalike:{seed}:{name}:{j}"))
-            place(f"v2l-{c:02d}-{j:02d}", "lookalike", f"class|{name}", make(g), key, c + j)
+            g = bc.Gen(random.Random(f"fix7-heldout-{tag}-lookalike:{seed}:{name}:{j}"))
+            place(f"{tag}l-{c:02d}-{j:02d}", "lookalike", f"class|{name}", make(g), key, c + j)
     return plants
 
 
@@ -371,13 +384,21 @@ def _score(rows: dict, plants: list[bc.Plant], where: dict) -> dict:
 def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
         peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
     from benchmarks.scan import bench_dir
-    from fix7_pipeline.core.sanitization import rules as fix7_rules
 
     manifest = json.loads(MANIFEST.read_text())
     out = Path(out) if out else bench_dir() / "heldout-v2-results.json"
     sources = load_v2(manifest, bench_dir() / "heldout")
-    plants = plants_v2(sources, seed)
-    work = Path(tempfile.mkdtemp(prefix="fix7-heldout-v2-", dir=bench_dir()))
+    return measure("fix7 held-out corpus v2 benchmark", sources, plants_v2(sources, seed),
+                   [s for s in manifest["sources"] if s["name"] in SOURCES_V2], rows, seed, peers, out)
+
+
+def measure(kind: str, sources: dict[str, list[dict]], plants: list[bc.Plant], manifest_sources: list[dict],
+            rows: int, seed: int, peers: tuple[str, ...], out: Path) -> dict:
+    """Plant `plants` in one clone, run fix7 and the peers on the same dump, write counts (no value) to `out`."""
+    from benchmarks.scan import bench_dir
+    from fix7_pipeline.core.sanitization import rules as fix7_rules
+
+    work = Path(tempfile.mkdtemp(prefix="fix7-heldout-", dir=bench_dir()))
     scanners: dict[str, dict] = {}
     try:
         bc._log(f"building a {rows}-row clone and planting {len(plants)} values")
@@ -424,8 +445,8 @@ def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
         shutil.rmtree(work, ignore_errors=True)
     secrets_ = [p for p in plants if p.group == "secret"]
     result = {
-        "kind": "fix7 held-out corpus v2 benchmark", "seed": seed,
-        "manifest_sources": [s for s in manifest["sources"] if s["name"] in SOURCES_V2],
+        "kind": kind, "seed": seed,
+        "manifest_sources": manifest_sources,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "corpus": {"secret_values": sum(1 for e in (x for v in sources.values() for x in v) if e["part"] == "secret"),
                    "secret_plants": len(secrets_), "secret_kinds": len({p.kind.split("|")[1] for p in secrets_}),
@@ -443,7 +464,7 @@ def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
 def render_text(result: dict) -> str:
     ran = {n: s for n, s in result["scanners"].items() if s["status"] == "ran"}
     c = result["corpus"]
-    lines = [f"held-out v2: {c['secret_values']} secrets ({c['secret_plants']} plants, {c['secret_kinds']} kinds), "
+    lines = [f"{result['kind']}: {c['secret_values']} secrets ({c['secret_plants']} plants, {c['secret_kinds']} kinds), "
              f"{c['lookalike_plants']} look-alikes", f"  {'':<24}" + "".join(f"{n:>20}" for n in ran)]
 
     def pct(a: int, b: int) -> str:

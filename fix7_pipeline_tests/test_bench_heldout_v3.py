@@ -1,0 +1,81 @@
+"""Held-out corpus v3: whispers' fixtures by its own oracle, earlybird's rule examples by category, ggshield's
+recorded matches by type; each source fixed by a digest. No real test data here: made-up repositories."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+from benchmarks import corpus as bench_corpus, heldout_v2 as v2, heldout_v3 as v3
+from fix7_pipeline_tests.test_bench_heldout_v2 import SECRET, _repo
+
+
+def test_whispers_values_are_split_by_its_oracle_and_tags_carry_none(tmp_path):
+    encoded = base64.b64encode(b"x-hardcoded-y-1").decode()
+    git, commit = _repo(tmp_path, {
+        "tests/fixtures/passwords.yml": "db_password: hardcoded_pw1\nname: service-name-1\n",
+        "tests/fixtures/apikeys.json": f'{{"apikey": "{encoded}"}}\n',
+        "tests/fixtures/placeholders.xml": "<password>\n${DB_PASSWORD}\n</password>\n<key>short</key>\n",
+        "tests/fixtures/falsepositive.yml": "url: http://{host}/path_{id}\nhardcoded: hardcoded_v4lue\n",
+        "tests/fixtures/creditcards.yml": "card: hardcoded-4111\n",
+    })
+    got = [(e["part"], e["value"]) for e in v3.extract_whispers(git, commit)]
+    assert got == [("secret", "hardcoded_pw1"), ("negative", "${DB_PASSWORD}"), ("secret", encoded),
+                   ("negative", "http://{host}/path_{id}"), ("secret", "hardcoded_v4lue")]
+
+
+def test_earlybird_examples_by_category_and_ggshield_matches_by_type(tmp_path):
+    rules = {"rules": [
+        {"Caption": "Acme key", "Category": "password-secret", "Example": f"acme_key = '{SECRET}'"},
+        {"Caption": "Potential URL in file", "Category": "infrastructure", "Example": "https://host.test/a"},
+        {"Caption": "Potential SSN in file", "Category": "pii", "Example": "123-45-6789"},
+    ]}
+    cassette = {"interactions": [{"response": {"body": {"string": json.dumps([{"policy_breaks": [
+        {"type": "MySQL Assignment", "detector_name": "mysql_assignment", "detector_group_name": "mysql_credentials",
+         "matches": [{"type": "host", "match": "db.internal.test"}, {"type": "password", "match": SECRET + "1"},
+                     {"type": "client_id", "match": "client-id-12345"}]}]}])}}}]}
+    git, commit = _repo(tmp_path, {
+        "config/rules/password-secret.yaml": yaml.safe_dump(rules),
+        "config/rules/filename.yaml": yaml.safe_dump({"rules": [{"Caption": "key file", "Category": "key",
+                                                                 "Example": "server.key.pem"}]}),
+        "tests/unit/cassettes/one.yaml": yaml.safe_dump(cassette),
+    })
+    eb = v3.extract_earlybird(git, commit)
+    assert [(e["part"], e["value"], e["provider"]) for e in eb] == [("secret", SECRET, "acme"),
+                                                                    ("negative", "https://host.test/a", "url")]
+    gg = v3.extract_ggshield(git, commit)
+    assert [(e["part"], e["value"], e["kind"]) for e in gg] == [("secret", SECRET + "1", "ggshield:mysql_assignment")]
+
+
+def test_v3_is_held_out_and_v2_is_tuning_now():
+    m = json.loads(v3.MANIFEST.read_text())
+    by_name = {s["name"]: s for s in m["sources"]}
+    for name in v3.SOURCES_V3:
+        s = by_name[name]
+        assert s["part"] == "heldout" and name in m["split"]["heldout"]
+        assert len(s["commit"]) == 40 and len(s["sha256"]) == 64 and s["secrets"] > 0
+    for name in v2.SOURCES_V2:
+        assert by_name[name]["part"] == "tuning" and name in m["split"]["tuning"]
+
+
+def test_a_changed_v3_source_is_refused(tmp_path):
+    m = json.loads(v3.MANIFEST.read_text())
+    src = next(s for s in m["sources"] if s["name"] == "earlybird-rule-examples")
+    (tmp_path / f"earlybird-rule-examples-{src['commit'][:12]}.json").write_text(json.dumps([{"value": "x"}]))
+    with pytest.raises(SystemExit, match="does not match the manifest"):
+        v3.load_v3({"sources": [src]}, tmp_path)
+
+
+def test_v3_plants_every_key_style_and_its_own_lookalike_classes():
+    entries = [{"source": "x", "part": "secret", "kind": f"x:k{i}", "provider": "acme",
+                "value": f"acme_{i:04d}Kx7Lp2Qm9Rk4"} for i in range(30)]
+    plants = v3.plants_v3({"ggshield-cassettes": entries}, 7)
+    assert sum(p.group == "secret" for p in plants) == 90
+    classes = {p.kind for p in plants if p.group == "lookalike"}
+    assert classes == {f"class|{name}" for name, _, _ in v3.LOOKALIKES_V3}
+    earlier = {name for name, _, _ in v2.LOOKALIKES_V2} | {k.name for k in bench_corpus.LOOKALIKE_KINDS}
+    assert not {name for name, _, _ in v3.LOOKALIKES_V3} & earlier
+    assert v3.masked("Ab1-x") == "A1a1d1-a1"
