@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+from .documentation_values import is_documentation
 from .generated_values import GENERATED_VALUE, looks_generated
 
 # Rules that judge by context or look rather than by a provider's format: a word before the value, or what the
@@ -38,10 +39,13 @@ _OTHER_THING = re.compile(
     r"image|img|icon|logo|avatar|photo|thumbnail|"
     # a key of a data structure, not a credential (added after v2's held-out measurement)
     r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"
-    r"group|order|composite|natural|surrogate|unique|storage|s3|blob)_key)$")
+    r"group|order|composite|natural|surrogate|unique|storage|s3|blob)_key|"
+    # an object of commerce: a Stripe-style typed id (`price_1Nx…`), not a credential (tuning, v2's classes)
+    r"price|prices|product|products|plan|sku|invoice|customer|subscription|charge|coupon)$")
 _PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
+_DIGEST_LABEL = re.compile(rb"^(?:sha1|sha224|sha256|sha384|sha512|md5)[-:]", re.I)  # sha256-AP1A…= (SRI): a digest
 _PATH = re.compile(rb"^[\w.-]*(?:/[\w.-]+)+\.[A-Za-z][A-Za-z0-9]{1,4}$")  # uploads/2024/a1b2.png: an object key
 # Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
 # (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
@@ -69,14 +73,17 @@ def value_can_be_secret(value: bytes) -> bool:
     URL encoding: a query string carries `%24%7BVAR%7D`)."""
     if b"%" in value:
         value = unquote_to_bytes(value)
-    if (b"://" in value or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value) or _MASK.search(value)
-            or _PATH.match(value)):
+    if (b"://" in value or value.startswith(b"//") or _WORD_PHRASE.fullmatch(value) or _REFERENCE.search(value)
+            or _MASK.search(value) or _PATH.match(value) or _DIGEST_LABEL.match(value)):
         return False
     return len(set(value)) >= MIN_DISTINCT
 
 
 def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
-    """Whether a match of a word-keyed rule, `data[start:end]`, can be a secret (other rules: always)."""
+    """Whether a match, `data[start:end]`, can be a secret: not a documentation value (any rule), and for a
+    word-keyed rule a value and key that can hold one."""
+    if is_documentation(rule_id, data, start, end, generic=rule_id in KEYED_ON_A_WORD):
+        return False
     if rule_id == GENERATED_VALUE:
         value = data[start:end]
         return looks_generated(value) and value_can_be_secret(value) and key_names_a_secret(key_before(data, start))

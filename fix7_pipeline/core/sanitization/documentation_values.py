@@ -1,0 +1,111 @@
+"""Values a reviewer reads as documentation or a placeholder, not as a credential, whatever rule matched them.
+
+Scanners' own test data and docs are full of values shaped like a secret but written by hand: a URL whose
+password is `password`, the user's name again, `YOUR_PASSWORD`, `{{pass}}` or a mask; a token with the
+alphabet or the digits in order (`aBcDeFgH…1234567890`), a short unit repeated (`abababab…`), or a marker word
+(`EXAMPLE`, `NotAReal`); a JWT whose header is no JSON (`keyJob.start()` holds `eyJ`). A generated credential
+holds none of these by chance (an 8-long run in order has odds of about 1e-10 in a 40-character token).
+
+The shape checks silence only the generic rules (a value under a secret word, a generated-looking value; a run
+in order only the latter): a near-miss of a provider's prefix (`gsk_…` one character too long) is what they
+flag. A provider's own pattern is trusted with its format. The URL checks are for the rules that match a URL's user and password, the JWT
+check for detect-secrets' JWT pattern (which has no boundary). Decided per hit, never per value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from .generated_values import GENERATED_VALUE
+
+# rules (by prefix) that match credentials in a URL's user information (`scheme://user:password@host`)
+URL_CREDENTIAL_RULES = ("detect-secrets.BasicAuthDetector", "betterleaks.generic-credential-uri",
+                        "betterleaks.mongodb-connection-string", "betterleaks.sidekiq-sensitive-url",
+                        "fix7.connection-string-password")
+JWT_RULES = ("detect-secrets.JwtTokenDetector",)
+
+_USERINFO = re.compile(rb"://([^:/?#@\s]{0,128}):([^@/?#\s]{0,256})@([^/?#:\s]{1,255})")
+# a word for a password, alone or behind `your`/`my`/`replace with` (`mypassword`, `YOUR_PASSWORD`, `pass`);
+# with anything more (`mySecret789`, `secret123`) it is a password, however weak
+_PLACEHOLDER_WORD = re.compile(
+    rb"(?:(?:your|my|the|db|user|admin|replace[_-]?with|insert|enter|change)[_-]?(?:own[_-]?)?)?"
+    rb"(?:password|passwd|pass|pwd|secret|pw)(?:[_-]?here)?|changeme|redacted|hidden|none|null", re.I)
+_TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
+_MASK = re.compile(rb"^(?:[*xX#.]|\xe2\x80\xa2)+$")  # ****, xxxx, •••• (U+2022)
+_MARKER = re.compile(rb"example|sample|notareal|notreal|placeholder|dummy", re.I)
+_MIN_PASSWORD_DISTINCT = 5
+_RUN = 8          # characters in alphabetical or numeric order
+_PERIOD = 8       # the longest repeated unit
+_PERIODIC_SHARE = 0.6
+
+
+def url_credentials_are_placeholders(data: bytes, start: int, end: int) -> bool:
+    """The URL around the match `data[start:end]` (a rule may match the password alone) has a placeholder
+    password: a word for a password, the user's name, a template, a mask, too few distinct characters. Not its
+    host: a sanitized dump rewrites hosts to `example.test` and may keep the password."""
+    lo = max(0, start - 300)
+    m = next((m for m in _USERINFO.finditer(data, lo, min(len(data), end + 300))
+              if m.start() < end and m.end() > start), None)
+    if not m:
+        return False
+    user, password, host = m.groups()
+    if b"%" in password:
+        from urllib.parse import unquote_to_bytes
+        password = unquote_to_bytes(password)
+    return (password == user or _PLACEHOLDER_WORD.fullmatch(password) is not None or _TEMPLATE.match(password)
+            is not None or _MASK.match(password) is not None or len(set(password)) < _MIN_PASSWORD_DISTINCT)
+
+
+def _in_order(span: bytes) -> bool:
+    """A run of _RUN characters each one past the one before (`abcdefgh`, `12345678`, `aAbBcC…` read
+    without case and doubled letters)."""
+    s = re.sub(rb"(.)\1+", rb"\1", span.lower())
+    run = 1
+    for a, b in zip(s, s[1:]):
+        run = run + 1 if b == a + 1 and (chr(b).isalnum()) else 1
+        if run >= _RUN:
+            return True
+    return False
+
+
+def _periodic(span: bytes) -> bool:
+    """Most of the span one short unit repeated (`abab…`, `abcd1234abcd1234…`)."""
+    n = len(span)
+    if n < 16:
+        return False
+    for p in range(1, _PERIOD + 1):
+        run = best = 0
+        for i in range(p, n):
+            run = run + 1 if span[i] == span[i - p] else 0
+            best = max(best, run)
+        if best + p >= max(16, _PERIODIC_SHARE * n):
+            return True
+    return False
+
+
+def _jwt_header_is_json(span: bytes) -> bool:
+    head = span.split(b".", 1)[0]
+    try:
+        return isinstance(json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4))), dict)
+    except (binascii.Error, ValueError):
+        return False
+
+
+def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic: bool) -> bool:
+    """Whether the match `data[start:end]` is a documentation value or a placeholder rather than a credential.
+    The shape checks (a marker, a repeated unit) are for `generic` rules only, a run in order for a value's
+    mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
+    scanners' tests hold hand-written values in a valid format."""
+    span = data[start:end]
+    if generic and (_MARKER.search(span) or _periodic(span)):
+        return True
+    if rule_id == GENERATED_VALUE and _in_order(span):
+        return True  # under a secret word a run in order is kept: the key vouches more than the look
+    if rule_id.startswith(URL_CREDENTIAL_RULES) and url_credentials_are_placeholders(data, start, end):
+        return True
+    if rule_id.startswith(JWT_RULES) and not _jwt_header_is_json(span):
+        return True
+    return False

@@ -1,0 +1,71 @@
+"""Documentation values and placeholders: a URL whose password is a placeholder, a hand-written run in order
+or a repeated unit under a generic rule, a JWT whose header is no JSON are not findings; the same shapes with
+a generated password or token are. Values are random per run where they stand for a secret; assertions
+compare counts and rule names only."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from fix7_pipeline.core.sanitization import documentation_values as dv, textscan
+from fix7_pipeline_tests.e2e_support import rnd
+
+SALT = "doc-test"
+
+
+def _found(text: str) -> int:
+    return len(textscan.scan_value(text.encode(), SALT))
+
+
+@pytest.mark.parametrize("password", ["password", "mypassword", "YOUR_PASSWORD", "REPLACE_WITH_PASSWORD", "pass",
+                                      "{{pass}}", "${DB_PASSWORD}", "********", "1111", "svc_reporting"])
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql", "mongodb", "https"])
+def test_a_url_with_a_placeholder_password_is_no_finding(scheme, password):
+    assert _found(json.dumps({"value": f"{scheme}://svc_reporting:{password}@db.internal.test:5432/app"})) == 0
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql", "mongodb", "https"])
+def test_a_url_with_a_real_password_is_found_whatever_its_host(scheme):
+    for host in ("db.internal.test", "db.example.com", "localhost"):
+        password = rnd(18)
+        assert _found(json.dumps({"value": f"{scheme}://svc_reporting:{password}@{host}:5432/app"})) == 1, host
+    # a weak password is a password: a word with more to it than the placeholder
+    assert _found(json.dumps({"value": f"{scheme}://svc:mySecret{rnd(3)}2024@db.internal.test/app"})) == 1
+
+
+def test_a_generated_look_in_order_is_documentation_under_a_neutral_key():
+    doc = "zq_12345678901aBcDeFgHiJkLmNoPqRsT1234567890abcde"
+    assert _found(json.dumps({"data": doc})) == 0
+    assert _found(json.dumps({"data": "zq_" + rnd(46)})) == 1
+    # under a secret word the key vouches: kept
+    assert _found(json.dumps({"zq_token": doc})) == 1
+
+
+def test_a_repeated_unit_or_a_marker_is_documentation_for_generic_rules_only():
+    assert _found(json.dumps({"api_token": "abcd1234" * 8})) == 0
+    assert _found(json.dumps({"api_token": "ssk-NotARealKeyButLooksLike" + rnd(8)})) == 0
+    assert _found(json.dumps({"api_token": rnd(40)})) == 1
+    # a provider's own pattern keeps a hand-written value in its format (GitHub's ghp_ and 36)
+    assert _found(json.dumps({"value": "ghp_" + "ab" * 18})) == 1
+
+
+def test_a_jwt_pattern_inside_a_word_is_no_jwt():
+    assert _found("keyJob.start(); foreignKeyJsonObject.get(name)") == 0
+    b64 = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+    token = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64({'sub': rnd(12)})}.{rnd(43)}"
+    assert _found(f"session={token}") >= 1
+
+
+def test_a_typed_object_id_and_an_sri_digest_are_no_credentials():
+    assert _found(json.dumps({"price": "price_" + rnd(24)})) == 0
+    assert _found(json.dumps({"auth": "sha256-" + base64.b64encode(rnd(32).encode()).decode()})) == 0
+
+
+def test_the_checks_read_only_the_match():
+    assert dv._in_order(b"xxabcdefghxx") and dv._in_order(b"aAbBcCdDeEfFgGhH") and not dv._in_order(b"Zq81xLmW4pT7")
+    assert dv._periodic(b"ab" * 12) and not dv._periodic(b"AKIA" + b"Q7" * 3)
+    assert dv.url_credentials_are_placeholders(b"x mysql://app:app@h/db", 6, 18)
+    assert not dv.url_credentials_are_placeholders(b"mysql://app:Zq81xLmW4p@h/db", 0, 20)
