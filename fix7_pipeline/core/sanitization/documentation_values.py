@@ -100,7 +100,8 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
     mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
     scanners' tests hold hand-written values in a valid format."""
     span = data[start:end]
-    if generic and (_MARKER.search(span) or _periodic(span)):
+    # a marker in a URL is its host's or path's word (`db.example.com`), judged by the URL checks instead
+    if generic and ((b"://" not in span and _MARKER.search(span)) or _periodic(span)):
         return True
     if rule_id == GENERATED_VALUE and _in_order(span):
         return True  # under a secret word a run in order is kept: the key vouches more than the look
