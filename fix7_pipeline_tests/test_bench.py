@@ -395,11 +395,12 @@ def test_the_recorded_memory_run_is_the_one_the_docs_quote():
 
 def test_the_readme_quotes_the_held_out_measurement():
     """README.md's held-out sentence: fix7's recall and look-alike rate and gitleaks' recall, as the one held-out
-    run of corpus v2 recorded them (docs/heldout/results-v2-heldout.json)."""
+    run of corpus v3 recorded them (docs/heldout/results-v3-heldout.json)."""
     from fix7_pipeline.core.shared.paths import project_dir
 
     readme = (project_dir() / "README.md").read_text()
-    scanners = json.loads((project_dir() / "docs" / "heldout" / "results-v2-heldout.json").read_text())["scanners"]
+    scanners = json.loads((project_dir() / "docs" / "heldout" / "results-v3-heldout.json").read_text())["scanners"]
+    assert "(v3:" in readme
     said = re.search(r"finds ([0-9.]+) % of the secrets\s+and flags ([0-9.]+) % of the look-alikes.*?gitleaks finds "
                      r"([0-9.]+) %", readme, re.S)
     assert said, "README.md no longer states the held-out figures"

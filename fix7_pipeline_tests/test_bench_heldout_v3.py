@@ -79,3 +79,30 @@ def test_v3_plants_every_key_style_and_its_own_lookalike_classes():
     earlier = {name for name, _, _ in v2.LOOKALIKES_V2} | {k.name for k in bench_corpus.LOOKALIKE_KINDS}
     assert not {name for name, _, _ in v3.LOOKALIKES_V3} & earlier
     assert v3.masked("Ab1-x") == "A1a1d1-a1"
+
+
+def test_a_small_v3_run_scores_every_scanner_and_shows_no_value(tmp_path, monkeypatch, capsys):
+    """The whole v3 benchmark on a made-up source (fix7 and Kingfisher alone), through v2's measuring code:
+    scored per key style, and neither the output nor the results file carries a planted value."""
+    from benchmarks import scan as bench
+    from fix7_pipeline_tests.e2e_support import rnd
+
+    entries = [{"source": "ggshield", "part": "secret", "kind": f"ggshield:acme{i}", "provider": "acme",
+                "value": f"acme_{rnd(28)}"} for i in range(20)]
+    manifest = json.loads(v3.MANIFEST.read_text())
+    (tmp_path / "heldout").mkdir()
+    for s in manifest["sources"]:
+        if s["name"] in v3.SOURCES_V3:
+            mine = entries if s["name"] == "ggshield-cassettes" else []
+            s["sha256"] = v2.h1.corpus_digest(mine)
+            (tmp_path / "heldout" / f"{s['name']}-{s['commit'][:12]}.json").write_text(json.dumps(mine))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(v3, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setattr(bench, "bench_dir", lambda: tmp_path)
+    result = v3.run(rows=1000, peers=(), out=tmp_path / "r.json")
+    ours = result["scanners"]["fix7"]
+    assert result["kind"] == "fix7 held-out corpus v3 benchmark"
+    assert ours["planted"] == 60 and ours["lookalikes"] == 10 * len(v3.LOOKALIKES_V3)
+    assert ours["recall"] >= 0.8, ours["recall_by_key_style"]
+    text = v2.render_text(result) + (tmp_path / "r.json").read_text() + str(capsys.readouterr())
+    assert [e["kind"] for e in entries if e["value"] in text or e["value"][5:17] in text] == []
