@@ -40,6 +40,7 @@ _MIN_PASSWORD_DISTINCT = 5
 _RUN = 8          # characters in alphabetical or numeric order
 _PERIOD = 8       # the longest repeated unit
 _PERIODIC_SHARE = 0.6
+_READ = 512       # of a match, the bytes the shape checks read (a word-keyed match can run long)
 
 
 def url_credentials_are_placeholders(data: bytes, start: int, end: int) -> bool:
@@ -99,7 +100,7 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
     The shape checks (a marker, a repeated unit) are for `generic` rules only, a run in order for a value's
     mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
     scanners' tests hold hand-written values in a valid format."""
-    span = data[start:end]
+    span = data[start:min(end, start + _READ)]
     # a marker in a URL is its host's or path's word (`db.example.com`), judged by the URL checks instead
     if generic and ((b"://" not in span and _MARKER.search(span)) or _periodic(span)):
         return True
@@ -107,6 +108,6 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
         return True  # under a secret word a run in order is kept: the key vouches more than the look
     if rule_id.startswith(URL_CREDENTIAL_RULES) and url_credentials_are_placeholders(data, start, end):
         return True
-    if rule_id.startswith(JWT_RULES) and not _jwt_header_is_json(span):
+    if rule_id.startswith(JWT_RULES) and not _jwt_header_is_json(data[start:end]):  # a header can carry x5c
         return True
     return False

@@ -57,6 +57,10 @@ def test_a_jwt_pattern_inside_a_word_is_no_jwt():
     b64 = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
     token = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64({'sub': rnd(12)})}.{rnd(43)}"
     assert _found(f"session={token}") >= 1
+    # a header longer than the shape checks read (a certificate chain in x5c) is still read whole
+    long_header = b64({"alg": "RS256", "x5c": [rnd(700)]})
+    span = f"{long_header}.{b64({'sub': rnd(12)})}.{rnd(43)}".encode()
+    assert not dv.is_documentation("detect-secrets.JwtTokenDetector.0", span, 0, len(span), generic=False)
 
 
 def test_a_typed_object_id_and_an_sri_digest_are_no_credentials():
