@@ -106,3 +106,20 @@ def test_a_small_v3_run_scores_every_scanner_and_shows_no_value(tmp_path, monkey
     assert ours["recall"] >= 0.8, ours["recall_by_key_style"]
     text = v2.render_text(result) + (tmp_path / "r.json").read_text() + str(capsys.readouterr())
     assert [e["kind"] for e in entries if e["value"] in text or e["value"][5:17] in text] == []
+
+
+def test_the_tuning_figures_count_per_rule_and_show_no_value():
+    """benchmarks.heldout_tuning on made-up plants: a random token under a secret word is found, a placeholder
+    URL is not, and the figures name rules and kinds only."""
+    from benchmarks import heldout_tuning
+    from fix7_pipeline_tests.e2e_support import rnd
+
+    entries = [{"source": "x", "part": "secret", "kind": f"x:k{i}", "provider": "acme", "value": rnd(32)}
+               for i in range(5)]
+    entries += [{"source": "x", "part": "negative", "kind": "x-ok", "provider": "acme",
+                 "value": f"postgresql://app{i}:password@db.internal.test/app"} for i in range(5)]
+    plants = v2.plant_all({"x": entries}, 7, ("x",), (), "t")
+    fig = heldout_tuning.figures("made-up", plants)
+    assert fig["recall"].split("/")[1] == "15" and int(fig["recall"].split("/")[0]) >= 5
+    assert fig["lookalikes"] == "0/5"
+    assert not [e for e in entries if e["value"] in json.dumps(fig)]
