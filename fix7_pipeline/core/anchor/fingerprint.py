@@ -11,7 +11,7 @@ stay apart, and no session setting enters), hashed as a row by hash_record_exten
 hashbyteaextended. A column goes this way only when its type's send function is built in (pg_catalog, an
 OID below 16384), returns bytea and takes exactly that type (or is enum_send, which sends the label): so
 no function the dump defined is ever called, and none is reached through an array, composite, range or
-domain. Every other column (json, arrays, composites, domains, extension types) goes as the row text of
+domain. Every other column (arrays, composites, ranges, domains, extension types) goes as the row text of
 those columns, as before. The last mix matters: hash_record_extended combines its columns linearly, so
 without it the table's sum would be a sum of per-column sums, blind to values swapped between rows.
 It costs about a third of md5 over the row text (1M-row clone: 1.6 s against 5.4 s for the four big tables).
