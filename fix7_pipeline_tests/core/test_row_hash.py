@@ -67,8 +67,8 @@ def test_only_built_in_send_functions_of_exactly_the_type(server, throwaway):
                   "create type pair as (a int, b text)")
         c.execute("create function public.int4send(integer) returns bytea language plpgsql as "
                   "$$ begin raise exception 'the dump''s int4send was called'; end $$")
-        c.execute("create function public.hashbyteaextended(bytea, bigint) returns bigint language plpgsql as "
-                  "$$ begin raise exception 'the dump''s hashbyteaextended was called'; end $$")
+        c.execute("create function public.hashtextextended(text, bigint) returns bigint language plpgsql as "
+                  "$$ begin raise exception 'the dump''s hashtextextended was called'; end $$")
         c.execute("create table odd (id int primary key, p pos, m mood, r pair, a int[], j json, f fake4)")
         c.execute("insert into odd values (1, 5, 'ok', (1, 'x'), '{1,2}', '{\"k\": 1}', '7')")
         c.execute("set search_path = public, pg_catalog")
