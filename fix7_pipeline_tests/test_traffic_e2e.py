@@ -65,12 +65,13 @@ def test_a_three_second_lock_on_a_hot_table_fails_max_blocked_ms_naming_the_stat
     registry = next(t for t in traffic["tables"] if t["table"] == "public.birth_registry")
     assert registry["max_blocked_ms"] >= 2500 and registry["worst"]["by"]["line"] == 1
     assert registry["lock_timeout_fired"] >= 1
-    assert traffic["chart"] == "traffic-apply.png"
-    png = ev / "traffic-apply.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert packet["files"]["traffic-apply.png"]["sha256"] == sha256_file(png)  # sealed with the packet
+    assert traffic["chart"] == "traffic-apply.svg"
+    svg = ev / "traffic-apply.svg"
+    chart = ET.fromstring(svg.read_bytes())
+    assert chart.tag == "{http://www.w3.org/2000/svg}svg" and len(chart.findall(".//*[@class='waited']")) >= 1
+    assert packet["files"]["traffic-apply.svg"]["sha256"] == sha256_file(svg)  # sealed with the packet
     report = (ev / "rehearsal-report.md").read_text()
-    assert "#### Traffic probe: apply" in report and "![probe latency over time, apply](traffic-apply.png)" in report
+    assert "#### Traffic probe: apply" in report and "![probe latency over time, apply](traffic-apply.svg)" in report
     assert "ACCESS EXCLUSIVE from line 1 (LOCK TABLE)" in report
 
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().find("testsuite").findall("testcase")}
@@ -92,7 +93,7 @@ def test_without_the_flag_the_lock_change_passes_and_the_packet_shows_the_waits(
     assert r.returncode == 0 and "verdict: REHEARSAL_PASSED" in r.stdout, out
     packet = load_packet(ev)
     assert packet["impact"]["apply"]["traffic"]["max_blocked_ms"] >= 2500
-    assert (ev / "traffic-apply.png").exists() and (ev / "traffic-rollback.png").exists()
+    assert (ev / "traffic-apply.svg").exists() and (ev / "traffic-rollback.svg").exists()
 
 
 def _contract(path) -> str:

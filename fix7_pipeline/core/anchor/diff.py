@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg import sql
 
-from .fingerprint import qualified, row_hash, row_text, snapshot
+from .fingerprint import column_senders, qualified, row_hash, row_text, snapshot
 
 EXAMPLES = 5
 STREAM_ROWS = 20000
@@ -77,14 +77,21 @@ def bucket_hex_digits(rows: int) -> int:
     return 3 if rows <= 65536 else 4
 
 
-def _bucket_source(t: dict, columns: list[str], key: list[str] | None, digits: int) -> sql.Composable:
+def _bucket_source(t: dict, senders: dict[str, str | None], key: list[str] | None, digits: int) -> sql.Composable:
     """(bucket, key hash, row hash) per row; without a primary key the whole row is the key."""
-    key_text = row_text("t", key) if key else row_text("t", columns)
+    key_text = row_text("t", key) if key else row_text("t", sorted(senders))
     return sql.SQL(
         "select ('x' || pg_catalog.substr(pg_catalog.md5({kt}), 1, {digits}))::pg_catalog.bit({bits})::pg_catalog.int4 "
         "as b, pg_catalog.md5({kt})::pg_catalog.uuid as k, {h} as h "
         "from only {tab} t").format(digits=sql.Literal(digits), bits=sql.Literal(4 * digits), kt=key_text,
-                               h=row_hash(row_text("t", columns)), tab=qualified(t["schema"], t["name"]))
+                               h=row_hash("t", senders), tab=qualified(t["schema"], t["name"]))
+
+
+def compared_senders(a: dict, b: dict, columns: list[str]) -> dict[str, str | None]:
+    """How each compared column is hashed on both sides: in its send form where both sides have the same one,
+    else as text, so a column whose type changed (a schema difference) does not make its equal values differ."""
+    a_by, b_by = a.get("hashed_by") or {}, b.get("hashed_by") or {}
+    return column_senders(columns, [a_by.get(c) if a_by.get(c) == b_by.get(c) else None for c in columns])
 
 
 def _bucket_summaries(conn: psycopg.Connection, source: sql.Composable) -> dict[int, tuple]:
@@ -189,7 +196,8 @@ def table_row_diff(anchor_conn: psycopg.Connection, after_conn: psycopg.Connecti
     columns = sorted(set(a["columns"]) & set(b["columns"]))
     key = a["key"] if a["key"] and a["key"] == b["key"] and set(a["key"]) <= set(columns) else None
     digits = bucket_hex_digits(max(a["rows"], b["rows"]))
-    anchor_source, after_source = _bucket_source(a, columns, key, digits), _bucket_source(b, columns, key, digits)
+    senders = compared_senders(a, b, columns)
+    anchor_source, after_source = _bucket_source(a, senders, key, digits), _bucket_source(b, senders, key, digits)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fix7-diff") as pool:  # one side per core
         a_job = pool.submit(_bucket_summaries, anchor_conn, anchor_source)
         b_sum = _bucket_summaries(after_conn, after_source)

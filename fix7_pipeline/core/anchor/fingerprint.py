@@ -2,8 +2,27 @@
 
 Four parts: every schema object (`catalog.py`: keyed by name, hashed definition), every user table's
 and populated materialized view's row count and order-independent content hash (a sum of 64-bit row
-hashes, so no sort), every sequence's position, and every large object's size and content hash. The fingerprint is small JSON; its sha256 is the anchor id. Rows never
-leave the server.
+hashes, so no sort), every sequence's position, and every large object's size and content hash. The
+fingerprint is small JSON; its sha256 is the anchor id. Rows never leave the server.
+
+The row hash (`ROW_HASH`, recorded in the fingerprint so fingerprints made another way never compare
+equal): each column's value in its type's binary send form (exact: 1.0 and 1.00, -0 and 0, '1 day' and
+'24 hours' stay apart, and no session setting enters), hashed as a row by hash_record_extended and mixed
+once more by hashtextextended of that hash's decimal text (hashbyteaextended would do, but PostgreSQL 15
+lacks it). A column goes this way only when its type's send function is built in (pg_catalog, an OID below
+16384), returns bytea and takes exactly that type (or is enum_send, which sends the label): so no function
+the dump defined is ever called, and none is reached through an array, composite, range or domain. Every
+other column (arrays, composites, ranges, domains, extension types) goes as the row text of those columns,
+as before. The last mix matters: hash_record_extended combines its columns linearly, so without it the
+table's sum would be a sum of per-column sums, blind to values swapped between rows. The whole fingerprint
+of the 1M-row benchmark clone takes about a third of the time md5 over the row text took (1.4 s, was 4.3).
+
+Threat model: a sum of 64-bit row hashes is not collision-resistant against someone who crafts rows (a
+generalised birthday attack finds rows with the same sum, and neither truncated md5 nor PostgreSQL's hash
+functions resist a crafted pair either). The fingerprint detects accidental differences, such as a rollback
+that misses, adds or alters a row, each with a 2^-64 chance of going unseen; any well-mixed 64-bit row hash
+with this order-independent sum has that strength. It is no defence against a dump or a change written to
+hide a difference from it, and was not before.
 """
 
 from __future__ import annotations
@@ -11,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +45,14 @@ with ns as ({USER_SCHEMAS})
 select n.nspname, c.relname,
   (select array_agg(a.attname::text order by a.attname)
    from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
+  (select array_agg(case when p.oid < 16384 and p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+                          and p.pronargs = 1 and p.prorettype = 'pg_catalog.bytea'::pg_catalog.regtype
+                          and (p.proargtypes[0] = a.atttypid
+                               or (ty.typtype = 'e' and p.proname = 'enum_send'
+                                   and p.proargtypes[0] = 'pg_catalog.anyenum'::pg_catalog.regtype))
+                     then p.proname::text end order by a.attname)
+   from pg_attribute a join pg_type ty on ty.oid = a.atttypid left join pg_proc p on p.oid = ty.typsend
+   where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as senders,
   (select array_agg(a.attname::text order by k.ord)
    from pg_constraint co cross join lateral unnest(co.conkey) with ordinality k(attnum, ord)
    join pg_attribute a on a.attrelid = co.conrelid and a.attnum = k.attnum
@@ -58,10 +86,28 @@ def row_text(alias: str, columns: list[str]) -> sql.Composable:
         sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in cols))
 
 
-def row_hash(text_expr: sql.Composable) -> sql.Composable:
-    """A row's 64-bit hash: the first 64 bits of md5 of its text, as a signed bigint."""
-    return sql.SQL("('x' || pg_catalog.substr(pg_catalog.md5({}), 1, 16))::pg_catalog.bit(64)::pg_catalog.int8").format(
-        text_expr)
+ROW_HASH = "2: send form or row text, hash_record_extended, hashtextextended, seed 7"
+SEED = 7
+SENDER = re.compile(r"[a-z0-9_]+send")
+
+
+def column_senders(columns: list[str], senders: Sequence[str | None] | None) -> dict[str, str | None]:
+    """{column: its type's built-in send function, or None for the row text}, from TABLES_SQL's aligned arrays."""
+    senders = list(senders or [None] * len(columns))
+    return {c: (f if f and SENDER.fullmatch(f) else None) for c, f in zip(columns, senders)}
+
+
+def row_hash(alias: str, senders: dict[str, str | None]) -> sql.Composable:
+    """A row's 64-bit hash over the named columns in name order (see the module's docstring): stable under column
+    order and dropped columns, and it calls only built-in functions."""
+    parts: list[sql.Composable] = [
+        sql.SQL("pg_catalog.{}({}.{})").format(sql.Identifier(f), sql.Identifier(alias), sql.Identifier(c))
+        for c, f in sorted(senders.items()) if f]
+    as_text = sorted(c for c, f in senders.items() if not f)
+    if as_text:
+        parts.append(sql.SQL("pg_catalog.textsend({})").format(row_text(alias, as_text)))
+    return sql.SQL("pg_catalog.hashtextextended(pg_catalog.hash_record_extended(row({}), {s})::pg_catalog.text "
+                   "collate pg_catalog.\"C\", {s})").format(sql.SQL(", ").join(parts), s=sql.Literal(SEED))
 
 
 TEXT_SETTINGS = {"search_path": "pg_catalog, pg_temp", "timezone": "UTC", "datestyle": "ISO, YMD", "intervalstyle": "postgres",
@@ -98,11 +144,11 @@ def schema_objects(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
     return dict(sorted(out.items()))
 
 
-def table_content(conn: psycopg.Connection, schema: str, name: str, columns: list[str]) -> tuple[int, str]:
+def table_content(conn: psycopg.Connection, schema: str, name: str, senders: dict[str, str | None]) -> tuple[int, str]:
     """(row count, content hash) of one table over the given columns, computed in the server."""
     q = sql.SQL("select pg_catalog.count(*), pg_catalog.md5(pg_catalog.count(*) || ':' || "
                 "coalesce(pg_catalog.sum({h}), 0)) from only {t} t").format(
-        h=row_hash(row_text("t", columns)), t=qualified(schema, name))
+        h=row_hash("t", senders), t=qualified(schema, name))
     count, digest = conn.execute(q).fetchone()
     return int(count), digest
 
@@ -119,13 +165,15 @@ def table_fingerprints(conn: psycopg.Connection, helpers: Sequence[psycopg.Conne
     def work(c: psycopg.Connection) -> None:
         while True:
             try:
-                schema, name, columns, key, _size = todo.get_nowait()
+                schema, name, columns, senders, key, _size = todo.get_nowait()
             except queue.Empty:
                 return
             columns = list(columns or [])
-            rows, digest = table_content(c, schema, name, columns)
+            by = column_senders(columns, senders)
+            rows, digest = table_content(c, schema, name, by)
             out[f"{schema}.{name}"] = {"schema": schema, "name": name, "rows": rows, "hash": digest,
-                                       "key": list(key) if key else None, "columns": columns}
+                                       "key": list(key) if key else None, "columns": columns,
+                                       "hashed_by": {c: f or "text" for c, f in by.items()}}
 
     if helpers:
         exported = conn.execute("select pg_catalog.pg_export_snapshot()").fetchone()[0]
@@ -169,7 +217,7 @@ def fingerprint(conn: psycopg.Connection, helpers: Sequence[psycopg.Connection] 
     """Schema objects, table and materialized-view contents, sequence positions and large objects, from one
     snapshot (tables shared with `helpers`, idle sessions on the same database)."""
     with snapshot(conn):
-        return {"schema": schema_objects(conn), "tables": table_fingerprints(conn, helpers),
+        return {"row_hash": ROW_HASH, "schema": schema_objects(conn), "tables": table_fingerprints(conn, helpers),
                 "sequences": sequence_positions(conn), "large_objects": large_objects(conn)}
 
 

@@ -9,7 +9,7 @@ MD_ROWS = 60
 
 
 def chart_name(label: str) -> str:
-    return f"traffic-{label}.png"
+    return f"traffic-{label}.svg"
 
 
 def _ms(v) -> str:
