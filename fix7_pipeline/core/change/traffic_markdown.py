@@ -23,7 +23,7 @@ def _at(d: dict | None) -> str:
 
 
 def traffic_lines(label: str, impact: dict, *, heading: str = "####") -> list[str]:
-    """The probe's tables, its chart where the packet has one (core/change/chart.py), and the estimates."""
+    """The probe's tables, its chart where the packet has one (core/evidence/charts.py), and the estimates."""
     tr = impact.get("traffic")
     lines: list[str] = []
     if tr is not None:
