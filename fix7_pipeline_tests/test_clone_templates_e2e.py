@@ -107,7 +107,12 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
         == entry["packet_sha256"]
     assert reuse["gating_packet"]["chain_seq"] == entry["seq"]
     assert reuse["gating_packet"]["chain_entry_sha256"] == audit.entry_sha256(entry)
-    assert reuse["proven_anchor_id"] == gating["anchor_id"]
+    assert reuse["carried_anchor_id"] == gating["anchor_id"] and reuse["check"] == templates.BY_SEAL
+    # checked by its seal, which the gating packet holds with the fingerprint its anchor id hashes
+    assert reuse["seal"] == {"oid": kept["oid"], "row_version": kept["row_version"]} == {
+        "oid": t.oid, "row_version": t.row_version}
+    assert fingerprint.anchor_id(gating[templates.FINGERPRINT_FIELD]) == gating["anchor_id"]
+    assert templates.fingerprint_sha256(gating[templates.FINGERPRINT_FIELD]) == kept["anchor_fingerprint_sha256"]
     for stage in ("isolation", "sanitization", "schema_shape"):
         assert packet["stages"][stage]["status"] == "passed"
         assert packet["stages"][stage]["reason"].startswith(f"reused verified clone {reuse['key'][:12]}")
@@ -159,7 +164,7 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
     assert packet["clone_reuse"]["anchor_fingerprint"].startswith("carried from the template check")
     assert seen["carried"] == seen["full"] and fingerprint.anchor_id(seen["full"]) == packet["anchor_id"]
     # owners are in the fingerprint: the run's role owns the copy, so its anchor is not the gating run's id
-    assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["proven_anchor_id"]
+    assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["carried_anchor_id"]
     assert packet["restore_diff"]["tables"] == [] and packet["restore_diff"]["schema"] == []
     with superuser(server, server.admin_db) as c:  # no clone is left sealed
         assert c.execute("select count(*) from pg_database where not datallowconn and datname like 'fix7_%' "
@@ -248,8 +253,11 @@ def test_a_template_the_admin_altered_is_detected_and_not_used(on, instance, dum
     second = _rehearse(instance, dump, tmp_path / "second")
     reuse = second["packet"]["clone_reuse"]
     assert reuse["reused"] is False and reuse["discarded"] is True, reuse
-    assert "changed behind fix7's back" in reuse["why"] and reuse["recorded_anchor_id"] == first["packet"]["anchor_id"]
-    assert reuse["found_anchor_id"] != reuse["recorded_anchor_id"]
+    # told by its pg_database row, before any copy: nothing was fingerprinted
+    assert "changed behind fix7's back" in reuse["why"] and "found_anchor_id" not in reuse
+    kept = first["packet"]["clone_template"]
+    assert reuse["recorded_seal"] == {"oid": kept["oid"], "row_version": kept["row_version"]}
+    assert reuse["found_seal"]["oid"] == kept["oid"] and reuse["found_seal"]["row_version"] != kept["row_version"]
     # the full path ran on the dump itself, passed, and its gated anchor is the template now
     assert second["verdict"] == "REHEARSAL_PASSED"
     assert second["packet"]["stages"]["isolation"]["restore"]["tool"]

@@ -1,20 +1,23 @@
-"""The anchor of a run that starts from a verified clone template, without fingerprinting its rows a second time.
+"""The anchor of a run that starts from a verified clone template, without fingerprinting its rows at all.
 
-The template check (clone_templates._copy_and_prove) reads every row of the run's copy to prove it is the anchor
-the gating packet sealed. The anchor stage would read them all again, on a physical copy of the same database.
-It need not, provided nothing can change the clone between that proof and the anchor copy:
+The template is checked by its seal (clone_templates._copy_and_prove: its pg_database row as its gating packet
+sealed it), and that packet seals the anchor fingerprint the template was kept with. The anchor stage would read
+every row of a physical copy of the same database. It need not, provided nothing can change the clone between
+the copy and the anchor copy:
 
 - fix7's own step in between, REASSIGN OWNED, changes owners, and the fingerprint holds owners (each object's
   `owner` and, through acldefault, its `privileges`). So the schema part is read again after it, in the same
-  sealed window, and it may differ from the proven one in those two attributes only; rows, sequence positions
-  and large objects' contents are what REASSIGN cannot touch, and are carried forward as proven.
-- the write window: before the proof the clone is sealed (ALLOW_CONNECTIONS false, which binds superusers too)
-  while fix7's own three sessions are its only ones, checked by backend pid; the anchor is copied before it is
+  sealed window, and it may differ from the sealed one in those two attributes only (else the template is
+  discarded); rows, sequence positions and large objects' contents are what REASSIGN cannot touch, and are
+  carried forward as sealed.
+- the write window: right after the copy the clone is sealed (ALLOW_CONNECTIONS false, which binds superusers
+  too) while fix7's own session is its only one, checked by backend pid; the anchor is copied before it is
   opened again, after checking that no session is on it and that its pg_database row is the version the seal
   wrote (an admin who opened, wrote and closed it again made a newer one).
 
-If any of that does not hold, nothing is carried and the anchor stage fingerprints the anchor in full, as on the
-first rehearsal. The restore diff's after-rollback fingerprint is always a full read.
+If any of that does not hold, nothing is carried and the anchor stage fingerprints the anchor in full. The
+restore diff's after-rollback fingerprint is always a full read, against the carried fingerprint: a copy that was
+not the sealed state fails it (core/run/template_fault.py says which it was).
 """
 
 from __future__ import annotations
@@ -95,5 +98,4 @@ def how_read(carried: dict | None, record) -> str:
     if carried is not None:
         return ("read in full: the sealed clone was opened again or had a session between the template check and "
                 "the anchor copy")
-    return ("read in full: another session was on the copy when the template check sealed it, or handing its "
-            "objects over changed more than owners")
+    return "read in full: another session was on the copy when the template check sealed it"

@@ -15,7 +15,7 @@ from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from . import carried_anchor, clone_templates
+from . import carried_anchor, clone_templates, template_fault
 from .run_record import Anchor, RunRecord
 from .stage_run import ServerSource, StageContext, error_outcome, run_stage
 
@@ -128,6 +128,12 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
+            fault, note = template_fault.check(ctx)  # a clone copied from a template: the rollback, or the template?
+            if fault is not None:
+                ctx.journal.set(restore_diff=ctx.redacted_names().scrub_obj(result))
+                return StageOutcome(status=FAILED, reason=fault.message, findings=[fault], details=details)
+            if note is not None:
+                details["template_check"] = note
             details["anchor_restore_path"] = _prove_anchor_restore(ctx)
         diff = ctx.redacted_names().scrub_obj(result)
         ctx.journal.set(restore_diff=diff)

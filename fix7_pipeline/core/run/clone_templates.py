@@ -9,8 +9,20 @@ the host policy the isolation gate applied. The next rehearsal with the same key
 
 - the sealed packet that gated it is intact in the audit chain (core.audit), passed every gate and names this
   template and this anchor id;
-- the copy's fingerprint, recomputed now, is that anchor id: a template changed behind fix7's back (an admin
-  who let connections in and edited it) is discarded and the full path runs.
+- the template's seal holds: its oid and its pg_database row version (`xmin`) are the ones that packet sealed.
+  To change a template's content through PostgreSQL an admin must first change that row (ALLOW_CONNECTIONS,
+  rename, owner; drop and create is a new oid), and any change of the row is a new version (a freeze or a VACUUM
+  FULL keeps the raw xmin: checked on PostgreSQL 15 and 18). A template whose row moved was changed behind fix7's
+  back: discarded before the copy, and the full path runs. The copy is not read in full: the anchor fingerprint
+  the packet sealed is carried to the run's anchor (core/run/carried_anchor.py), its schema part read again
+  after REASSIGN OWNED.
+
+What the seal does not see: a template edited outside PostgreSQL (its files written, the server started in
+single-user mode, which ignores ALLOW_CONNECTIONS), or a session an admin held on it from before it was locked.
+Such a template can still never pass a rehearsal: the restore diff reads the rolled-back clone in full and
+compares it with the carried (sealed) fingerprint, so an altered copy differs; on that failure the run reads
+its anchor copy in full once, and says which it was (core/run/template_fault.py): "template altered outside
+PostgreSQL; discarded" (a fault of the server, no verdict on the change) or "the rollback did not restore".
 
 Runs cannot change a template: it has ALLOW_CONNECTIONS false, IS_TEMPLATE true, and belongs to fix7's own
 role `fix7_templates` (NOLOGIN), never to a run's; the objects inside it belong to the gating run's restoring
@@ -27,6 +39,7 @@ the chain entry and the sealed packet it names are checked at every use.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import time
@@ -44,6 +57,7 @@ from ..evidence.report import EvidencePacket
 from ..evidence.verdicts import SAFE_CLONE
 from ..postgres.server import SCRATCH
 from ..postgres.throwaways import throwaway_mark
+from ..sanitization.redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from ..storage.store import evidence_path
 from ..shared.errors import Fix7Error
 from ..shared.names import BLOCKING_STAGES
@@ -62,6 +76,9 @@ MARK = "fix7-template "
 OBJECTS_MARK = "fix7-template-objects "
 GATE_STAGES = (*BLOCKING_STAGES, "snapshot_anchor")  # what a template spares a rehearsal
 CARRIED = "carried"  # reuse()'s fingerprint for the anchor: for the run record, never the packet
+FINGERPRINT = "fingerprint"  # gating_evidence()'s sealed fingerprint: for the run record, never the packet
+# the gating packet's field holding its anchor's full fingerprint, sealed with it (set when a template is kept)
+FINGERPRINT_FIELD = "clone_template_fingerprint"
 
 
 def enabled() -> bool:
@@ -89,6 +106,8 @@ class Template:
     owner: str
     allow_connections: bool
     is_template: bool
+    oid: int = 0
+    row_version: str = ""  # its pg_database row's xmin: any ALTER DATABASE makes a new one
 
     @property
     def sound(self) -> bool:
@@ -111,17 +130,18 @@ def list_templates(server) -> list[Template]:
         rows = c.execute(
             "select d.datname, pg_catalog.shobj_description(d.oid, 'pg_database'), "
             "pg_catalog.pg_database_size(d.oid), pg_catalog.pg_get_userbyid(d.datdba), d.datallowconn, "
-            "d.datistemplate from pg_catalog.pg_database d where d.datname like %s order by 1",
-            (PREFIX.replace("_", "\\_") + "%",)).fetchall()
+            "d.datistemplate, d.oid::pg_catalog.int8, d.xmin::pg_catalog.text from pg_catalog.pg_database d "
+            "where d.datname like %s order by 1", (PREFIX.replace("_", "\\_") + "%",)).fetchall()
     out = []
-    for name, comment, size, owner, allow, is_template in rows:
+    for name, comment, size, owner, allow, is_template, oid, row_version in rows:
         facts = {}
         if comment and comment.startswith(MARK):
             try:
                 facts = json.loads(comment[len(MARK):])
             except ValueError:
                 facts = {}
-        out.append(Template(name, facts, int(size or 0), owner, bool(allow), bool(is_template)))
+        out.append(Template(name, facts, int(size or 0), owner, bool(allow), bool(is_template), int(oid),
+                            row_version))
     return out
 
 
@@ -202,7 +222,9 @@ def gating_evidence(template: Template) -> tuple[dict | None, str | None, bool]:
     """(the witness of the sealed packet that gated `template`, None) or (None, why not, whether to discard it).
 
     Not yet sealed (its run goes on) is no reason to discard it; a packet missing, edited, not vouching for every
-    gate or naming another template or anchor is."""
+    gate, naming another template or anchor, or not sealing the template's row and anchor fingerprint is. The
+    witness holds that seal (`seal`: oid and row version) and, under FINGERPRINT, the sealed fingerprint (for the
+    run record, never the packet)."""
 
     facts = template.facts
     entry = audit.chain_by_run().get(facts.get("gating_run_id"))
@@ -216,14 +238,32 @@ def gating_evidence(template: Template) -> tuple[dict | None, str | None, bool]:
     if data.get("clone_verdict") != SAFE_CLONE or failed:
         return None, f"its gating packet does not pass every gate ({', '.join(failed) or data.get('clone_verdict')})", \
             True
+    kept = data.get("clone_template") or {}
     if not (data.get("anchor_id") == entry.get("anchor_id") == facts.get("anchor_id")) or \
-            (data.get("clone_template") or {}).get("database") != template.name:
+            kept.get("database") != template.name:
         return None, "its gating packet names another anchor or template", True
+    fp = data.get(FINGERPRINT_FIELD)
+    if not isinstance(kept.get("oid"), int) or not kept.get("row_version") or not isinstance(fp, dict) or \
+            fingerprint.anchor_id(fp) != data.get("anchor_id") or fingerprint_sha256(fp) != kept.get(
+                "anchor_fingerprint_sha256"):
+        return None, "its gating packet does not seal the template's pg_database row and anchor fingerprint", True
     w = audit.witness(entry)
     return {"run_id": entry.get("run_id"), "evidence_dir": entry["evidence_dir"],
             "packet_sha256": w["packet_sha256"], "chain_entry_sha256": w["chain_entry_sha256"],
-            "chain_seq": int(w["chain_seq"]), "verdict": w["verdict"], "anchor_id": entry.get("anchor_id")}, \
-        None, False
+            "chain_seq": int(w["chain_seq"]), "verdict": w["verdict"], "anchor_id": entry.get("anchor_id"),
+            "seal": {"oid": kept["oid"], "row_version": kept["row_version"]}, FINGERPRINT: fp}, None, False
+
+
+def fingerprint_sha256(fp: dict) -> str:
+    """The full sha256 of an anchor fingerprint (the anchor id keeps 64 bits of it)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _row(c: psycopg.Connection, name: str) -> tuple[int, str] | None:
+    """A database's (oid, pg_database row version)."""
+    row = c.execute("select oid::pg_catalog.int8, xmin::pg_catalog.text from pg_catalog.pg_database "
+                    "where datname = %s", (name,)).fetchone()
+    return (int(row[0]), row[1]) if row else None
 
 
 # -- use ---------------------------------------------------------------------------------
@@ -290,25 +330,34 @@ def _reuse(server, record, tw, packet, contract) -> dict:
             discard, why = True, "the template was unlocked or relabelled behind fix7's back"
         else:
             gating, why, discard = gating_evidence(found)
+        if gating is not None and (found.oid, found.row_version) != (gating["seal"]["oid"],
+                                                                     gating["seal"]["row_version"]):
+            why = _moved(gating["seal"], found.oid, found.row_version)
+            facts.update(discarded=True, recorded_seal=gating["seal"],
+                         found_seal={"oid": found.oid, "row_version": found.row_version})
+            gating, discard = None, True
         if gating is None:
             c.execute("select pg_catalog.pg_advisory_unlock_all()")
             if discard:
                 drop_template(server, name, only_if_run=found.facts.get("gating_run_id"))
             return {**facts, "why": why + ("; discarded" if discard else ""), "discarded": discard}
-        proven, copied_s, verified_s, carried = _copy_and_prove(c, server, found, tw, gating)
-        if proven != gating["anchor_id"]:
+        sealed_fp = gating.pop(FINGERPRINT)
+        got = _copy_and_prove(c, server, found, tw, gating, sealed_fp)
+        if got.why is not None:
             c.execute("select pg_catalog.pg_advisory_unlock_all()")
             drop_template(server, name, only_if_run=found.facts.get("gating_run_id"))
-            return {**facts, "discarded": True, "found_anchor_id": proven, "recorded_anchor_id": gating["anchor_id"],
-                    "why": f"the template was changed behind fix7's back (its copy fingerprints to {proven}, "
-                           f"its gating packet recorded {gating['anchor_id']}): discarded"}
+            return {**facts, "discarded": True, **got.evidence, "why": got.why + ": discarded"}
         _count_use(c, name)
     how = strategy(server, found.bytes)
     return {"reused": True, "key": key, "template": name, "key_parts": parts, "gating_packet": gating,
-            "proven_anchor_id": proven, "copy": {"strategy": how or "wal_log (server default)",
-                                                  "seconds": round(copied_s, 3)},
-            "fingerprint_check_s": round(verified_s, 3), "template_bytes": found.bytes,
-            CARRIED: carried}
+            "carried_anchor_id": gating["anchor_id"], "check": got.check, "seal": gating["seal"],
+            "copy": {"strategy": how or "wal_log (server default)", "seconds": round(got.copied_s, 3)},
+            "fingerprint_check_s": round(got.checked_s, 3), "template_bytes": found.bytes, CARRIED: got.carried}
+
+
+def _moved(seal: dict, oid: int, row_version: str) -> str:
+    return (f"the template was changed behind fix7's back: its pg_database row is oid {oid} version "
+            f"{row_version}, its gating packet sealed oid {seal['oid']} version {seal['row_version']}")
 
 
 # -- keep --------------------------------------------------------------------------------
@@ -354,6 +403,12 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
             packet.set(clone_template={"kept": False, "database": name, "key": key,
                                        "why": "a template of this key is already on the server"})
             return None, False
+        if RedactedNames.from_state({REDACTED_NAMES: record.redacted_names}).scrub_obj(anchor.fingerprint) != \
+                anchor.fingerprint:
+            packet.set(clone_template={"kept": False, "database": name, "key": key,
+                                       "why": "its anchor fingerprint names an object whose name matched a secret "
+                                              "rule, and the packet that must seal it never prints such a name"})
+            return None, False
         _ensure_owner_role(c)
         for attempt in range(50):  # the run's last sessions on the anchor may still be ending
             c.execute("select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity "
@@ -374,10 +429,17 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
         ident = sql.Identifier(name)
         try:
             _lock_template(c, name, role, facts)
+            oid, row_version = _close_sessions(c, name)
         except psycopg.Error:  # never half a template
             c.execute(sql.SQL("alter database {} is_template false").format(ident))
             c.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
             raise
+        # its seal, with the fingerprint its anchor id hashes, in the packet before the packet is sealed: a reuse
+        # checks the template's row against this (the database comment alone an admin could rewrite)
+        packet.put(["clone_template", "oid"], oid)
+        packet.put(["clone_template", "row_version"], row_version)
+        packet.put(["clone_template", "anchor_fingerprint_sha256"], fingerprint_sha256(anchor.fingerprint))
+        packet.set(**{FINGERPRINT_FIELD: anchor.fingerprint})
     dropped = enforce_budget(server, max_bytes(), keep=name)
     if dropped:
         packet.put(["clone_template", "evicted"], dropped)
@@ -402,6 +464,23 @@ def _lock_template(c: psycopg.Connection, name: str, role: str, facts: dict) -> 
         c.execute(statement)
 
 
+def _close_sessions(c: psycopg.Connection, name: str) -> tuple[int, str]:
+    """End any session still on the locked template (one opened before it was locked could write into it later
+    without touching its row) and wait until none is left; its (oid, row version) then."""
+    for _ in range(100):
+        if not c.execute("select count(*) from pg_catalog.pg_stat_activity where datname = %s", (name,)).fetchone()[0]:
+            break
+        c.execute("select pg_catalog.pg_terminate_backend(pid, 1000) from pg_catalog.pg_stat_activity "
+                  "where datname = %s and pid <> pg_catalog.pg_backend_pid()", (name,))
+        time.sleep(0.05)
+    else:
+        raise psycopg.errors.ObjectInUse("a session on the template did not end")
+    row = _row(c, name)
+    if row is None:
+        raise psycopg.errors.UndefinedObject("the template is gone")
+    return row
+
+
 def _ensure_owner_role(c: psycopg.Connection) -> None:
     if not c.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (OWNER_ROLE,)).fetchone():
         try:
@@ -415,50 +494,95 @@ def _ensure_owner_role(c: psycopg.Connection) -> None:
             pass
 
 
-def _copy_and_prove(c: psycopg.Connection, server, found: Template, tw,
-                    gating: dict) -> tuple[str, float, float, dict | None]:
-    """Copy the template into the run's clone database and fingerprint the copy as its objects' owner would;
-    when it is the anchor the gating packet sealed, its objects become the run role's (in this copy only).
-    A copy that is not is left empty again. Returns (its anchor id, copy seconds, fingerprint seconds, the
-    fingerprint carried to the anchor with the clone still sealed, or None: core/run/carried_anchor.py)."""
+@dataclass
+class _Copied:
+    why: str | None = None   # the copy is not the sealed anchor (the template is discarded), else None
+    evidence: dict | None = None
+    check: str = ""
+    copied_s: float = 0.0
+    checked_s: float = 0.0
+    carried: dict | None = None
+
+
+BY_SEAL = ("by its seal: oid and pg_database row version as its gating packet sealed them; the anchor fingerprint "
+           "carried from that packet, its schema part read again after REASSIGN OWNED")
+IN_FULL = ("in full: another session was on the copy when it was sealed, so the copy was fingerprinted and its "
+           "anchor id compared with the gating packet's")
+
+
+def _copy_and_prove(c: psycopg.Connection, server, found: Template, tw, gating: dict, sealed_fp: dict) -> _Copied:
+    """Copy the template into the run's clone database and hand its objects to the run role (in this copy only).
+
+    The copy is not read in full when it can be sealed at once (no session but fix7's own on it): the template's
+    row is checked again after the copy (an admin who opened, edited and closed it meanwhile made a new row
+    version), REASSIGN OWNED runs, the schema part is read again and may differ from the sealed fingerprint in
+    owners alone (core/run/carried_anchor.py); the sealed fingerprint is carried to the anchor. Otherwise the copy
+    is fingerprinted in full, as its objects' owner would, and must be the sealed anchor id. A copy that is not
+    the sealed anchor is left empty again."""
 
     objects_role, role, how = found.facts["objects_role"], tw.login.role, strategy(server, found.bytes)
     started = time.monotonic()
     if c.execute("select count(*) from pg_catalog.pg_database where datdba = "
                  "(select oid from pg_catalog.pg_roles where rolname = %s)", (objects_role,)).fetchone()[0]:
-        return "the template's object role owns a database", 0.0, 0.0, None  # REASSIGN OWNED would take it over
+        return _Copied(why="the template's object role owns a database")  # REASSIGN OWNED would take it over
     c.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(tw.database)))
     c.execute(sql.SQL("create database {} template {} owner {}{}").format(
         sql.Identifier(tw.database), sql.Identifier(found.name), sql.Identifier(role),
         sql.SQL(" strategy {}").format(sql.SQL(how)) if how else sql.SQL("")))
     copied_s = time.monotonic() - started
+    now = _row(c, found.name)
+    if now != (gating["seal"]["oid"], gating["seal"]["row_version"]):  # changed between the check and the copy
+        recreate_empty(c, tw.database, role, throwaway_mark())
+        return _Copied(why=_moved(gating["seal"], *(now or (0, "dropped"))),
+                       evidence={"recorded_seal": gating["seal"],
+                                 "found_seal": {"oid": now[0], "row_version": now[1]} if now else None})
     c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(tw.database),
                                                              sql.Literal(throwaway_mark())))
     c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(tw.database)))
     _grant_objects(c, server, objects_role, role)
-    carried = None
+    out = _Copied(copied_s=copied_s)
     try:
         # the owner session is pinned like the proofs, writable for REASSIGN OWNED alone
-        with server.connect(tw.database, tw.login, purpose="clone template: fingerprint of the copy") as conn, \
-                server.connect(tw.database, tw.login, purpose="clone template: fingerprint (second core)") as h, \
-                server.connect(tw.database, tw.login, purpose="clone template: take over the copy's objects",
-                               session=SCRATCH) as owner:
-            sealed = carried_anchor.seal(c, tw.database, [conn, h, owner])
-            fp = fingerprint.fingerprint(conn, [h])
-            proven = fingerprint.anchor_id(fp)
-            if proven == gating["anchor_id"]:
-                owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role),
-                                                                           sql.Identifier(role)))
-                handed = carried_anchor.after_handover(owner, fp) if sealed else None
-                carried = {"fingerprint": handed, "sealed_row": sealed} if handed is not None else None
+        with server.connect(tw.database, tw.login, purpose="clone template: take over the copy's objects",
+                            session=SCRATCH) as owner:
+            sealed = carried_anchor.seal(c, tw.database, [owner])
+            if sealed is not None:
+                out.check = BY_SEAL
+                handed = _hand_over(owner, objects_role, role, sealed_fp)
+                if handed is None:
+                    out.why = ("the template was changed behind fix7's back: its copy's schema differs from the "
+                               "anchor fingerprint its gating packet sealed in more than owners")
+                else:
+                    out.carried = {"fingerprint": handed, "sealed_row": sealed}
+            else:
+                out.check = IN_FULL
+                carried_anchor.unseal(c, tw.database)
+                with server.connect(tw.database, tw.login, purpose="clone template: fingerprint of the copy") as \
+                        conn, server.connect(tw.database, tw.login,
+                                             purpose="clone template: fingerprint (second core)") as h:
+                    proven = fingerprint.anchor_id(fingerprint.fingerprint(conn, [h]))
+                if proven != gating["anchor_id"]:
+                    out.why = (f"the template was changed behind fix7's back (its copy fingerprints to {proven}, its "
+                               f"gating packet recorded {gating['anchor_id']})")
+                    out.evidence = {"found_anchor_id": proven, "recorded_anchor_id": gating["anchor_id"]}
+                else:
+                    owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role),
+                                                                               sql.Identifier(role)))
     finally:
         c.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
-        if carried is None:
+        if out.carried is None:
             carried_anchor.unseal(c, tw.database)
-    verified_s = time.monotonic() - started - copied_s
-    if proven != gating["anchor_id"]:
+    out.checked_s = time.monotonic() - started - copied_s
+    if out.why is not None:
         recreate_empty(c, tw.database, role, throwaway_mark())
-    return proven, copied_s, verified_s, carried
+    return out
+
+
+def _hand_over(owner: psycopg.Connection, objects_role: str, role: str, sealed_fp: dict) -> dict | None:
+    """REASSIGN OWNED in the sealed copy, then its schema read again: the sealed fingerprint with the new owners,
+    or None if the schema differs from the sealed one in more than owners."""
+    owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
+    return carried_anchor.after_handover(owner, sealed_fp)
 
 
 def _count_use(c: psycopg.Connection, name: str) -> None:
@@ -476,5 +600,5 @@ def _count_use(c: psycopg.Connection, name: str) -> None:
 def reused_reason(facts: dict) -> str:
     g = facts["gating_packet"]
     return (f"reused verified clone {facts['key'][:12]} ({facts['template']}): gated by sealed packet "
-            f"{g['packet_sha256'][:12]} (audit chain #{g['chain_seq']}), anchor {facts['proven_anchor_id']} "
-            "proven equal on the copy")
+            f"{g['packet_sha256'][:12]} (audit chain #{g['chain_seq']}), anchor {facts['carried_anchor_id']} "
+            + ("carried by its seal" if facts.get("check") == BY_SEAL else "proven equal on the copy"))
