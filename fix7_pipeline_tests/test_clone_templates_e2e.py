@@ -277,6 +277,88 @@ def test_a_template_whose_gating_packet_was_edited_is_not_used(on, instance, dum
     assert t.facts["gating_run_id"] == second["run_id"] != first["run_id"]
 
 
+def test_a_gating_packet_whose_recorded_row_version_was_edited_is_not_used(on, instance, dump, server, tmp_path):
+    """An admin who altered the template (a new row version) and wrote that version into its gating packet: the
+    packet's seal in the audit chain breaks, and the template is discarded."""
+    first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    name = kept["database"]
+    with superuser(server, server.admin_db) as c:
+        c.execute(sql.SQL("alter database {} with allow_connections true").format(sql.Identifier(name)))
+        c.execute(sql.SQL("alter database {} with allow_connections false").format(sql.Identifier(name)))
+        moved = c.execute("select xmin::text from pg_database where datname = %s", (name,)).fetchone()[0]
+    assert moved != kept["row_version"]
+    report = tmp_path / "first" / "rehearsal-report.json"
+    text = report.read_text()
+    recorded = f'"row_version": "{kept["row_version"]}"'
+    assert text.count(recorded) == 1
+    report.write_text(text.replace(recorded, f'"row_version": "{moved}"'))
+    second = _rehearse(instance, dump, tmp_path / "second")
+    reuse = second["packet"]["clone_reuse"]
+    assert reuse["reused"] is False and reuse["discarded"] is True and "packet edited" in reuse["why"], reuse
+    assert second["verdict"] == "REHEARSAL_PASSED" and second["packet"]["stages"]["isolation"]["restore"]["tool"]
+
+
+def _alter_as_a_file_edit_would(monkeypatch, server):
+    """The template's content made to differ from the fingerprint its packet seals while its pg_database row is the
+    one sealed: what an edit of its files or a change in single-user mode leaves. Done honestly through a session
+    on the anchor between its fingerprint and its lock (a session an admin held there), so the row version fix7
+    records is the template's real one and nothing of fix7's check is bypassed."""
+    lock = templates._lock_template
+
+    def write_then_lock(c, name, role, facts):
+        with superuser(server, name) as s:
+            s.execute("set default_transaction_read_only = off")  # the anchor is read-only for the run's role
+            s.execute("update public.birth_registry set row_version = row_version + 1 "
+                      "where ctid = (select ctid from public.birth_registry limit 1)")
+        return lock(c, name, role, facts)
+
+    monkeypatch.setattr(templates, "_lock_template", write_then_lock)
+
+
+def test_a_template_altered_outside_postgresql_fails_the_restore_diff_as_a_server_fault_and_is_discarded(
+        on, instance, dump, server, tmp_path, monkeypatch):
+    from fix7_pipeline.core.run import template_fault
+
+    with monkeypatch.context() as m:
+        _alter_as_a_file_edit_would(m, server)
+        first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    assert kept["kept"] is True
+    second = _rehearse(instance, dump, tmp_path / "second")
+    packet = second["packet"]
+    assert packet["clone_reuse"]["reused"] is True and packet["clone_reuse"]["check"] == templates.BY_SEAL  # unseen
+    stage = packet["stages"]["restore_diff"]
+    assert stage["status"] == "failed" and [f["rule"] for f in stage["findings"]] == [template_fault.RULE], stage
+    assert stage["reason"].startswith("Template altered outside PostgreSQL; discarded"), stage["reason"]
+    assert stage["findings"][0]["extra"]["found_anchor_id"] != stage["findings"][0]["extra"]["carried_anchor_id"]
+    assert second["verdict"] == "REHEARSAL_SERVER_FAULT"  # no verdict on the change
+    assert "anchor_restore_path" not in stage  # the dump is not restored again to prove a rollback not judged
+    assert templates.list_templates(server) == []  # discarded: the next run restores and gates the dump afresh
+    third = _rehearse(instance, dump, tmp_path / "third")
+    assert third["verdict"] == "REHEARSAL_PASSED" and third["packet"]["clone_reuse"]["reused"] is False
+
+
+def test_a_reused_clone_whose_rollback_does_not_restore_is_told_apart_from_an_altered_template(
+        on, instance, dump, server, tmp_path):
+    from fix7_pipeline.core.run import template_fault
+
+    first = _rehearse(instance, dump, tmp_path / "first")
+    assert first["packet"]["clone_template"]["kept"] is True
+    apply_sql = tmp_path / "apply.sql"
+    apply_sql.write_text(dump["change"][0].read_text() + "\ncreate table public.fix7_t_left_behind (x integer);\n")
+    out = run_rehearsal(config(dump["dump"], apply_sql, dump["change"][1], tmp_path / "second"), instance=instance,
+                        echo=False)
+    packet = out["packet"]
+    assert packet["clone_reuse"]["reused"] is True
+    stage = packet["stages"]["restore_diff"]
+    assert stage["status"] == "failed" and template_fault.RULE not in {f["rule"] for f in stage["findings"]}
+    assert stage["template_check"] == template_fault.ROLLBACK and stage["anchor_restore_path"]["proven"] is True
+    assert out["verdict"] == "REHEARSAL_FAILED"
+    (t,) = templates.list_templates(server)  # the template holds: it stays
+    assert t.facts["gating_run_id"] == first["run_id"]
+
+
 @pytest.mark.slow
 def test_an_unlocked_template_is_not_used(on, instance, dump, server, tmp_path):
     first = _rehearse(instance, dump, tmp_path / "first")

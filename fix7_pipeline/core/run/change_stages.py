@@ -100,6 +100,12 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
+        # the row diff reads the anchor copy: rows equal to it but not to its fingerprint mean the copy is not the state
+        # the fingerprint recorded (written after it was taken, or a clone template altered where its seal is blind)
+        findings += [Finding(rule="anchor_not_its_fingerprint", table=t,
+                             message=f"{t}: after rollback its rows are the anchor copy's, yet not the anchor "
+                                     "fingerprint's: the anchor copy is not the state its fingerprint recorded")
+                     for t in _unexplained(anchor.fingerprint, after_fp, result)]
         findings += [Finding(rule="schema_differs", message=f"schema object {o['object']} {o['change']} after rollback"
                              + (f" ({', '.join(o['attributes'])})" if o.get("attributes") else ""),
                              extra={"attributes": o["attributes"]} if o.get("attributes") else {})
@@ -148,6 +154,14 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
 RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha256 taken at intake, restored again "
                         "the isolation stage's way (screened, as the least-privileged restoring role) into a fresh "
                         "database; its fingerprint compared with the anchor's recorded fingerprint")
+
+
+def _unexplained(anchor_fp: dict, after_fp: dict, result: dict) -> list[str]:
+    """Tables whose fingerprint differs from the anchor's where the row diff against the anchor copy found none."""
+    a, b = anchor_fp["tables"], after_fp["tables"]
+    listed = {t["table"] for t in result["tables"]}
+    return [n for n in sorted(set(a) & set(b)) if n not in listed and
+            (a[n]["rows"], a[n]["hash"], a[n]["columns"]) != (b[n]["rows"], b[n]["hash"], b[n]["columns"])]
 
 
 def _prove_anchor_restore(ctx: StageContext) -> dict:
