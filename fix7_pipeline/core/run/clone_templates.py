@@ -422,7 +422,7 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
                     raise
                 time.sleep(0.1)
         facts = {"key": key, "parts": parts, "gating_run_id": record.run_id, "anchor_id": anchor.anchor_id,
-                 "objects_role": role, "created_at": _now()}
+                 "objects_role": role, "created_at": _now(), "dump_bytes": record.clone.get("bytes")}
         # named in the packet before the seal, so the sealed packet vouches for this template and no other
         packet.set(clone_template={"kept": True, "database": name, "key": key, "anchor_id": anchor.anchor_id,
                                    "objects_role": role})
