@@ -180,8 +180,10 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
 @pytest.mark.parametrize("window", ["written_while_sealed", "session_at_the_seal"])
 def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_full(
         window, on, instance, dump, server, tmp_path, monkeypatch):
-    """An admin who opens the sealed clone, writes and closes it again, or a session already on the copy when
-    the check seals it: nothing is carried, the anchor is read in full and describes the copy as it is."""
+    """An admin who opens the sealed clone, writes and closes it again: nothing is carried, the anchor is read in
+    full and, not being the sealed state, stops the run as a server fault (no verdict on the change). A session
+    already on the copy when the check seals it: the copy is fingerprinted in full, proven, and the anchor read in
+    full."""
     _rehearse(instance, dump, tmp_path / "first")
     if window == "written_while_sealed":
         take = carried_anchor.take_anchor
@@ -210,10 +212,17 @@ def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_fu
     packet = second["packet"]
     assert packet["clone_reuse"]["reused"] is True
     stage = packet["stages"]["snapshot_anchor"]
-    assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
     why = packet["clone_reuse"]["anchor_fingerprint"]
-    assert why.startswith("read in full: ") and ("opened again" in why) == (window == "written_while_sealed"), why
-    assert second["verdict"] == "REHEARSAL_PASSED"
+    assert why.startswith("read in full") and ("opened again" in why) == (window == "written_while_sealed"), why
+    if window == "written_while_sealed":
+        assert packet["clone_reuse"]["check"] == templates.BY_SEAL
+        assert [f["rule"] for f in stage["findings"]] == [carried_anchor.NOT_AS_SEALED], stage
+        assert "is not the state its gating packet sealed" in stage["reason"]
+        assert second["verdict"] == "REHEARSAL_SERVER_FAULT"
+    else:
+        assert packet["clone_reuse"]["check"] == templates.IN_FULL
+        assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
+        assert second["verdict"] == "REHEARSAL_PASSED"
 
 
 @pytest.mark.parametrize("what", ["contract", *(pytest.param(w, marks=pytest.mark.slow)  # test-slow: the same key
@@ -306,7 +315,11 @@ def test_a_gating_packet_whose_recorded_row_version_was_edited_is_not_used(on, i
     assert second["verdict"] == "REHEARSAL_PASSED" and second["packet"]["stages"]["isolation"]["restore"]["tool"]
 
 
-def _alter_as_a_file_edit_would(monkeypatch, server):
+ROW_EDIT = ("update public.birth_registry set row_version = row_version + 1 "
+            "where ctid = (select ctid from public.birth_registry limit 1)")
+
+
+def _alter_as_a_file_edit_would(monkeypatch, server, statement: str = ROW_EDIT):
     """The template's content made to differ from the fingerprint its packet seals while its pg_database row is the
     one sealed: what an edit of its files or a change in single-user mode leaves. Done honestly through a session
     on the anchor between its fingerprint and its lock (a session an admin held there), so the row version fix7
@@ -316,8 +329,7 @@ def _alter_as_a_file_edit_would(monkeypatch, server):
     def write_then_lock(c, name, role, facts):
         with superuser(server, name) as s:
             s.execute("set default_transaction_read_only = off")  # the anchor is read-only for the run's role
-            s.execute("update public.birth_registry set row_version = row_version + 1 "
-                      "where ctid = (select ctid from public.birth_registry limit 1)")
+            s.execute(statement)
         return lock(c, name, role, facts)
 
     monkeypatch.setattr(templates, "_lock_template", write_then_lock)
@@ -344,6 +356,23 @@ def test_a_template_altered_outside_postgresql_fails_the_restore_diff_as_a_serve
     assert templates.list_templates(server) == []  # discarded: the next run restores and gates the dump afresh
     third = _rehearse(instance, dump, tmp_path / "third")
     assert third["verdict"] == "REHEARSAL_PASSED" and third["packet"]["clone_reuse"]["reused"] is False
+
+
+def test_a_template_whose_schema_was_altered_where_its_seal_is_blind_is_discarded_at_the_handover(
+        on, instance, dump, server, tmp_path, monkeypatch):
+    """The schema part is read again after REASSIGN OWNED: one that differs from the sealed fingerprint in more
+    than owners is a template altered, found before anything is rehearsed on it."""
+    with monkeypatch.context() as m:
+        _alter_as_a_file_edit_would(m, server, "create index fix7_t_added on public.birth_registry (row_version)")
+        first = _rehearse(instance, dump, tmp_path / "first")
+    assert first["packet"]["clone_template"]["kept"] is True
+    second = _rehearse(instance, dump, tmp_path / "second")
+    reuse = second["packet"]["clone_reuse"]
+    assert reuse["reused"] is False and reuse["discarded"] is True, reuse
+    assert "schema differs from the anchor fingerprint its gating packet sealed in more than owners" in reuse["why"]
+    assert second["verdict"] == "REHEARSAL_PASSED" and second["packet"]["stages"]["isolation"]["restore"]["tool"]
+    (t,) = templates.list_templates(server)
+    assert t.facts["gating_run_id"] == second["run_id"]
 
 
 def test_a_reused_clone_whose_rollback_does_not_restore_is_told_apart_from_an_altered_template(

@@ -36,7 +36,7 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
         server = ctx.server
         tw = ctx.throwaway()
         carried = ctx.record.carried_anchor
-        if carried is not None and carried.database in ctx.record.throwaway.extra_databases:
+        if carried is not None and carried.database and carried.database in ctx.record.throwaway.extra_databases:
             ctx.put(anchor=carried)
             ctx.journal.set(anchor_id=carried.anchor_id)
             return _anchored(carried, "carried from the template check (the clone sealed between them; schema read "
@@ -50,6 +50,9 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
             fp = fingerprint.fingerprint(conn, [helper])
         anchor = Anchor(database=anchor_db, anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
                         database_properties=properties)
+        sealed = carried_anchor.expected(ctx.record)  # a reused clone whose seal did not hold to the anchor copy
+        if sealed is not None and anchor.anchor_id != sealed.anchor_id:
+            raise carried_anchor.not_as_sealed(anchor.anchor_id, sealed.anchor_id)
         ctx.put(anchor=anchor)
         ctx.journal.set(anchor_id=anchor.anchor_id)
         return _anchored(anchor)

@@ -346,7 +346,7 @@ def _reuse(server, record, tw, packet, contract) -> dict:
         if got.why is not None:
             c.execute("select pg_catalog.pg_advisory_unlock_all()")
             drop_template(server, name, only_if_run=found.facts.get("gating_run_id"))
-            return {**facts, "discarded": True, **got.evidence, "why": got.why + ": discarded"}
+            return {**facts, "discarded": True, **(got.evidence or {}), "why": got.why + ": discarded"}
         _count_use(c, name)
     how = strategy(server, found.bytes)
     return {"reused": True, "key": key, "template": name, "key_parts": parts, "gating_packet": gating,
