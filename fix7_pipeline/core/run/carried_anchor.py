@@ -1,6 +1,6 @@
 """The anchor of a run that starts from a verified clone template, without fingerprinting its rows at all.
 
-The template is checked by its seal (clone_templates._copy_and_prove: its pg_database row as its gating packet
+The template is checked by its seal (template_seal.copy_and_prove: its pg_database row as its gating packet
 sealed it), and that packet seals the anchor fingerprint the template was kept with. The anchor stage would read
 every row of a physical copy of the same database. It need not, provided nothing can change the clone between
 the copy and the anchor copy:
