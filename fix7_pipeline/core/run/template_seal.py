@@ -74,7 +74,7 @@ def fingerprint_sha256(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
-def row(c: psycopg.Connection, name: str) -> tuple[int, str] | None:
+def row_of(c: psycopg.Connection, name: str) -> tuple[int, str] | None:
     """A database's (oid, pg_database row version)."""
     row = c.execute("select oid::pg_catalog.int8, xmin::pg_catalog.text from pg_catalog.pg_database "
                     "where datname = %s", (name,)).fetchone()
@@ -92,7 +92,7 @@ def close_sessions(c: psycopg.Connection, name: str) -> tuple[int, str]:
         time.sleep(0.05)
     else:
         raise psycopg.errors.ObjectInUse("a session on the template did not end")
-    row = row(c, name)
+    row = row_of(c, name)
     if row is None:
         raise psycopg.errors.UndefinedObject("the template is gone")
     return row
@@ -144,7 +144,7 @@ def copy_and_prove(c: psycopg.Connection, server, found, tw, gating: dict, seale
         sql.Identifier(tw.database), sql.Identifier(found.name), sql.Identifier(role),
         sql.SQL(" strategy {}").format(sql.SQL(how)) if how else sql.SQL("")))
     copied_s = time.monotonic() - started
-    now = row(c, found.name)
+    now = row_of(c, found.name)
     if now != (gating["seal"]["oid"], gating["seal"]["row_version"]):  # changed between the check and the copy
         recreate_empty(c, tw.database, role, throwaway_mark())
         return Copied(why=moved(gating["seal"], *(now or (0, "dropped"))),
