@@ -406,6 +406,26 @@ def test_an_unlocked_template_is_not_used(on, instance, dump, server, tmp_path):
     assert second["verdict"] == "REHEARSAL_PASSED"
 
 
+def test_no_template_is_kept_whose_fingerprint_would_print_a_name_a_secret_rule_matched(on, instance, dump, server,
+                                                                                         tmp_path, monkeypatch):
+    """The gating packet must seal the anchor's full fingerprint, which names objects; a name the scan redacted is
+    never printed, so such an anchor is not kept as a template (a slower next run, never a leak)."""
+    from fix7_pipeline.core.sanitization.redact import RedactedNames
+
+    def with_a_redacted_table(state):
+        names = RedactedNames()
+        names.add("public.birth_registry")
+        return names
+
+    monkeypatch.setattr(templates.RedactedNames, "from_state", staticmethod(with_a_redacted_table))
+    first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    assert kept["kept"] is False and "matched a secret rule" in kept["why"], kept
+    assert templates.FINGERPRINT_FIELD not in first["packet"] and templates.list_templates(server) == []
+    assert "public.birth_registry" not in (tmp_path / "first" / "rehearsal-report.json").read_text().split(
+        '"clone_template"')[1]
+
+
 def test_fresh_clone_forces_the_full_path(on, instance, dump, server, tmp_path):
     first = _rehearse(instance, dump, tmp_path / "first")
     second = _rehearse(instance, dump, tmp_path / "second", fresh_clone=True)
