@@ -106,8 +106,19 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert reuse["gating_packet"]["packet_sha256"] == _sha256(tmp_path / "first" / "rehearsal-report.json") \
         == entry["packet_sha256"]
     assert reuse["gating_packet"]["chain_seq"] == entry["seq"]
+    # intake hashed and listed the dump but did not read its data through again: the gating packet vouched for it
+    assert gating["clone"]["data"]["read_through"] is True
+    assert packet["clone"]["sha256"] == gating["clone"]["sha256"]
+    assert packet["clone"]["data"]["read_through"] is False
+    assert packet["clone"]["data"]["vouched_by"] == {"template": t.name, "run_id": first["run_id"],
+                                                     "packet_sha256": entry["packet_sha256"], "chain_seq": entry["seq"]}
     assert reuse["gating_packet"]["chain_entry_sha256"] == audit.entry_sha256(entry)
-    assert reuse["proven_anchor_id"] == gating["anchor_id"]
+    assert reuse["carried_anchor_id"] == gating["anchor_id"] and reuse["check"] == templates.BY_SEAL
+    # checked by its seal, which the gating packet holds with the fingerprint its anchor id hashes
+    assert reuse["seal"] == {"oid": kept["oid"], "row_version": kept["row_version"]} == {
+        "oid": t.oid, "row_version": t.row_version}
+    assert fingerprint.anchor_id(gating[templates.FINGERPRINT_FIELD]) == gating["anchor_id"]
+    assert templates.fingerprint_sha256(gating[templates.FINGERPRINT_FIELD]) == kept["anchor_fingerprint_sha256"]
     for stage in ("isolation", "sanitization", "schema_shape"):
         assert packet["stages"][stage]["status"] == "passed"
         assert packet["stages"][stage]["reason"].startswith(f"reused verified clone {reuse['key'][:12]}")
@@ -159,7 +170,7 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
     assert packet["clone_reuse"]["anchor_fingerprint"].startswith("carried from the template check")
     assert seen["carried"] == seen["full"] and fingerprint.anchor_id(seen["full"]) == packet["anchor_id"]
     # owners are in the fingerprint: the run's role owns the copy, so its anchor is not the gating run's id
-    assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["proven_anchor_id"]
+    assert packet["anchor_id"] != first["packet"]["anchor_id"] == packet["clone_reuse"]["carried_anchor_id"]
     assert packet["restore_diff"]["tables"] == [] and packet["restore_diff"]["schema"] == []
     with superuser(server, server.admin_db) as c:  # no clone is left sealed
         assert c.execute("select count(*) from pg_database where not datallowconn and datname like 'fix7_%' "
@@ -169,8 +180,10 @@ def test_the_reused_clone_s_anchor_carries_the_proven_fingerprint_which_a_full_r
 @pytest.mark.parametrize("window", ["written_while_sealed", "session_at_the_seal"])
 def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_full(
         window, on, instance, dump, server, tmp_path, monkeypatch):
-    """An admin who opens the sealed clone, writes and closes it again, or a session already on the copy when
-    the check seals it: nothing is carried, the anchor is read in full and describes the copy as it is."""
+    """An admin who opens the sealed clone, writes and closes it again: nothing is carried, the anchor is read in
+    full and, not being the sealed state, stops the run as a server fault (no verdict on the change). A session
+    already on the copy when the check seals it: the copy is fingerprinted in full, proven, and the anchor read in
+    full."""
     _rehearse(instance, dump, tmp_path / "first")
     if window == "written_while_sealed":
         take = carried_anchor.take_anchor
@@ -199,10 +212,17 @@ def test_a_clone_touched_between_the_check_and_the_anchor_is_fingerprinted_in_fu
     packet = second["packet"]
     assert packet["clone_reuse"]["reused"] is True
     stage = packet["stages"]["snapshot_anchor"]
-    assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
     why = packet["clone_reuse"]["anchor_fingerprint"]
-    assert why.startswith("read in full: ") and ("opened again" in why) == (window == "written_while_sealed"), why
-    assert second["verdict"] == "REHEARSAL_PASSED"
+    assert why.startswith("read in full") and ("opened again" in why) == (window == "written_while_sealed"), why
+    if window == "written_while_sealed":
+        assert packet["clone_reuse"]["check"] == templates.BY_SEAL
+        assert [f["rule"] for f in stage["findings"]] == [carried_anchor.NOT_AS_SEALED], stage
+        assert "is not the state its gating packet sealed" in stage["reason"]
+        assert second["verdict"] == "REHEARSAL_SERVER_FAULT"
+    else:
+        assert packet["clone_reuse"]["check"] == templates.IN_FULL
+        assert stage["status"] == "passed" and "template check" not in stage["reason"], stage
+        assert second["verdict"] == "REHEARSAL_PASSED"
 
 
 @pytest.mark.parametrize("what", ["contract", *(pytest.param(w, marks=pytest.mark.slow)  # test-slow: the same key
@@ -248,8 +268,11 @@ def test_a_template_the_admin_altered_is_detected_and_not_used(on, instance, dum
     second = _rehearse(instance, dump, tmp_path / "second")
     reuse = second["packet"]["clone_reuse"]
     assert reuse["reused"] is False and reuse["discarded"] is True, reuse
-    assert "changed behind fix7's back" in reuse["why"] and reuse["recorded_anchor_id"] == first["packet"]["anchor_id"]
-    assert reuse["found_anchor_id"] != reuse["recorded_anchor_id"]
+    # told by its pg_database row, before any copy: nothing was fingerprinted
+    assert "changed behind fix7's back" in reuse["why"] and "found_anchor_id" not in reuse
+    kept = first["packet"]["clone_template"]
+    assert reuse["recorded_seal"] == {"oid": kept["oid"], "row_version": kept["row_version"]}
+    assert reuse["found_seal"]["oid"] == kept["oid"] and reuse["found_seal"]["row_version"] != kept["row_version"]
     # the full path ran on the dump itself, passed, and its gated anchor is the template now
     assert second["verdict"] == "REHEARSAL_PASSED"
     assert second["packet"]["stages"]["isolation"]["restore"]["tool"]
@@ -264,9 +287,112 @@ def test_a_template_whose_gating_packet_was_edited_is_not_used(on, instance, dum
     second = _rehearse(instance, dump, tmp_path / "second")
     reuse = second["packet"]["clone_reuse"]
     assert reuse["reused"] is False and reuse["discarded"] is True and "packet edited" in reuse["why"], reuse
+    assert second["packet"]["clone"]["data"]["read_through"] is True  # a packet that does not hold vouches for nothing
     assert second["verdict"] == "REHEARSAL_PASSED"
     (t,) = templates.list_templates(server)  # the new gated clone replaced it
     assert t.facts["gating_run_id"] == second["run_id"] != first["run_id"]
+
+
+def test_a_gating_packet_whose_recorded_row_version_was_edited_is_not_used(on, instance, dump, server, tmp_path):
+    """An admin who altered the template (a new row version) and wrote that version into its gating packet: the
+    packet's seal in the audit chain breaks, and the template is discarded."""
+    first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    name = kept["database"]
+    with superuser(server, server.admin_db) as c:
+        c.execute(sql.SQL("alter database {} with allow_connections true").format(sql.Identifier(name)))
+        c.execute(sql.SQL("alter database {} with allow_connections false").format(sql.Identifier(name)))
+        moved = c.execute("select xmin::text from pg_database where datname = %s", (name,)).fetchone()[0]
+    assert moved != kept["row_version"]
+    report = tmp_path / "first" / "rehearsal-report.json"
+    text = report.read_text()
+    recorded = f'"row_version": "{kept["row_version"]}"'
+    assert text.count(recorded) == 1
+    report.write_text(text.replace(recorded, f'"row_version": "{moved}"'))
+    second = _rehearse(instance, dump, tmp_path / "second")
+    reuse = second["packet"]["clone_reuse"]
+    assert reuse["reused"] is False and reuse["discarded"] is True and "packet edited" in reuse["why"], reuse
+    assert second["verdict"] == "REHEARSAL_PASSED" and second["packet"]["stages"]["isolation"]["restore"]["tool"]
+
+
+ROW_EDIT = ("update public.birth_registry set row_version = row_version + 1 "
+            "where ctid = (select ctid from public.birth_registry limit 1)")
+
+
+def _alter_as_a_file_edit_would(monkeypatch, server, statement: str = ROW_EDIT):
+    """The template's content made to differ from the fingerprint its packet seals while its pg_database row is the
+    one sealed: what an edit of its files or a change in single-user mode leaves. Done honestly through a session
+    on the anchor between its fingerprint and its lock (a session an admin held there), so the row version fix7
+    records is the template's real one and nothing of fix7's check is bypassed."""
+    lock = templates._lock_template
+
+    def write_then_lock(c, name, role, facts):
+        with superuser(server, name) as s:
+            s.execute("set default_transaction_read_only = off")  # the anchor is read-only for the run's role
+            s.execute(statement)
+        return lock(c, name, role, facts)
+
+    monkeypatch.setattr(templates, "_lock_template", write_then_lock)
+
+
+def test_a_template_altered_outside_postgresql_fails_the_restore_diff_as_a_server_fault_and_is_discarded(
+        on, instance, dump, server, tmp_path, monkeypatch):
+    from fix7_pipeline.core.run import template_fault
+
+    with monkeypatch.context() as m:
+        _alter_as_a_file_edit_would(m, server)
+        first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    assert kept["kept"] is True
+    second = _rehearse(instance, dump, tmp_path / "second")
+    packet = second["packet"]
+    assert packet["clone_reuse"]["reused"] is True and packet["clone_reuse"]["check"] == templates.BY_SEAL  # unseen
+    stage = packet["stages"]["restore_diff"]
+    assert stage["status"] == "failed" and [f["rule"] for f in stage["findings"]] == [template_fault.RULE], stage
+    assert stage["reason"].startswith("Template altered outside PostgreSQL; discarded"), stage["reason"]
+    assert stage["findings"][0]["extra"]["found_anchor_id"] != stage["findings"][0]["extra"]["carried_anchor_id"]
+    assert second["verdict"] == "REHEARSAL_SERVER_FAULT"  # no verdict on the change
+    assert "anchor_restore_path" not in stage  # the dump is not restored again to prove a rollback not judged
+    assert templates.list_templates(server) == []  # discarded: the next run restores and gates the dump afresh
+    third = _rehearse(instance, dump, tmp_path / "third")
+    assert third["verdict"] == "REHEARSAL_PASSED" and third["packet"]["clone_reuse"]["reused"] is False
+
+
+def test_a_template_whose_schema_was_altered_where_its_seal_is_blind_is_discarded_at_the_handover(
+        on, instance, dump, server, tmp_path, monkeypatch):
+    """The schema part is read again after REASSIGN OWNED: one that differs from the sealed fingerprint in more
+    than owners is a template altered, found before anything is rehearsed on it."""
+    with monkeypatch.context() as m:
+        _alter_as_a_file_edit_would(m, server, "create index fix7_t_added on public.birth_registry (row_version)")
+        first = _rehearse(instance, dump, tmp_path / "first")
+    assert first["packet"]["clone_template"]["kept"] is True
+    second = _rehearse(instance, dump, tmp_path / "second")
+    reuse = second["packet"]["clone_reuse"]
+    assert reuse["reused"] is False and reuse["discarded"] is True, reuse
+    assert "schema differs from the anchor fingerprint its gating packet sealed in more than owners" in reuse["why"]
+    assert second["verdict"] == "REHEARSAL_PASSED" and second["packet"]["stages"]["isolation"]["restore"]["tool"]
+    (t,) = templates.list_templates(server)
+    assert t.facts["gating_run_id"] == second["run_id"]
+
+
+def test_a_reused_clone_whose_rollback_does_not_restore_is_told_apart_from_an_altered_template(
+        on, instance, dump, server, tmp_path):
+    from fix7_pipeline.core.run import template_fault
+
+    first = _rehearse(instance, dump, tmp_path / "first")
+    assert first["packet"]["clone_template"]["kept"] is True
+    apply_sql = tmp_path / "apply.sql"
+    apply_sql.write_text(dump["change"][0].read_text() + "\ncreate table public.fix7_t_left_behind (x integer);\n")
+    out = run_rehearsal(config(dump["dump"], apply_sql, dump["change"][1], tmp_path / "second"), instance=instance,
+                        echo=False)
+    packet = out["packet"]
+    assert packet["clone_reuse"]["reused"] is True
+    stage = packet["stages"]["restore_diff"]
+    assert stage["status"] == "failed" and template_fault.RULE not in {f["rule"] for f in stage["findings"]}
+    assert stage["template_check"] == template_fault.ROLLBACK and stage["anchor_restore_path"]["proven"] is True
+    assert out["verdict"] == "REHEARSAL_FAILED"
+    (t,) = templates.list_templates(server)  # the template holds: it stays
+    assert t.facts["gating_run_id"] == first["run_id"]
 
 
 @pytest.mark.slow
@@ -280,6 +406,26 @@ def test_an_unlocked_template_is_not_used(on, instance, dump, server, tmp_path):
     assert second["verdict"] == "REHEARSAL_PASSED"
 
 
+def test_no_template_is_kept_whose_fingerprint_would_print_a_name_a_secret_rule_matched(on, instance, dump, server,
+                                                                                         tmp_path, monkeypatch):
+    """The gating packet must seal the anchor's full fingerprint, which names objects; a name the scan redacted is
+    never printed, so such an anchor is not kept as a template (a slower next run, never a leak)."""
+    from fix7_pipeline.core.sanitization.redact import RedactedNames
+
+    def with_a_redacted_table(state):
+        names = RedactedNames()
+        names.add("public.birth_registry")
+        return names
+
+    monkeypatch.setattr(templates.RedactedNames, "from_state", staticmethod(with_a_redacted_table))
+    first = _rehearse(instance, dump, tmp_path / "first")
+    kept = first["packet"]["clone_template"]
+    assert kept["kept"] is False and "matched a secret rule" in kept["why"], kept
+    assert templates.FINGERPRINT_FIELD not in first["packet"] and templates.list_templates(server) == []
+    assert "public.birth_registry" not in (tmp_path / "first" / "rehearsal-report.json").read_text().split(
+        '"clone_template"')[1]
+
+
 def test_fresh_clone_forces_the_full_path(on, instance, dump, server, tmp_path):
     first = _rehearse(instance, dump, tmp_path / "first")
     second = _rehearse(instance, dump, tmp_path / "second", fresh_clone=True)
@@ -287,6 +433,7 @@ def test_fresh_clone_forces_the_full_path(on, instance, dump, server, tmp_path):
                                                  "template": first["packet"]["clone_template"]["database"],
                                                  "why": "--fresh-clone: restored and gated again"}
     assert second["packet"]["stages"]["isolation"]["restore"]["tool"]
+    assert second["packet"]["clone"]["data"]["read_through"] is True
     assert second["packet"]["clone_template"]["kept"] is False  # the one there stays
     (t,) = templates.list_templates(server)
     assert t.facts["gating_run_id"] == first["run_id"]

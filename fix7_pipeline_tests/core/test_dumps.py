@@ -354,3 +354,28 @@ def test_toc_line_parsing_handles_multiword_kinds_and_spaces():
     assert (e.kind, e.schema, e.name, e.owner) == ("TABLE DATA", "public", "my table", "directus")
     e = parse_toc_line("2676; 0 0 COMMENT - EXTENSION hstore ")
     assert (e.kind, e.name, e.owner) == ("COMMENT", "EXTENSION hstore", None)
+
+
+def test_a_vouched_archive_is_hashed_and_listed_but_not_read_through_and_only_for_the_vouched_sha256(demo_dumps,
+                                                                                                      tmp_path):
+    """Intake's read-through skipped when a verified template's sealed packet vouches for these very bytes
+    (core/run/intake_vouch.py): the sha256 asked about is the file's, the size is the file's, and a vouch for any
+    other sha256 leaves the read-through as it was: a block damaged in the data is refused."""
+    import hashlib
+
+    raw = demo_dumps["custom"].read_bytes()
+    at = int(len(raw) * 0.97)  # in the last data block, past the table of contents
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes(raw[:at] + bytes(b ^ 0x5A for b in raw[at:at + 512]) + raw[at + 512:])
+    sha = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    asked = []
+
+    def vouch(size):
+        asked.append(size)
+        return lambda got: asked.append(got) or got == sha
+
+    info = inspect_dump(damaged, vouch=vouch)  # vouched: listed and hashed, its data not read through
+    assert asked == [len(raw), sha] and info.sha256 == sha and info.toc
+    e = refused(damaged, vouch=lambda size: (lambda got: got == "0" * 64))  # a vouch for other bytes: read through
+    assert e.rule in ("dump_truncated", "dump_corrupt")
+    assert refused(damaged, vouch=lambda size: None).rule in ("dump_truncated", "dump_corrupt")

@@ -368,7 +368,10 @@ class EvidencePacket:
         if (d.get("clone_reuse") or {}).get("reused"):
             steps += (f", copied from the verified clone template {d['clone_reuse']['template']} whose gates passed "
                       f"in the sealed packet {d['clone_reuse']['gating_packet']['packet_sha256'][:12]}, its anchor "
-                      "fingerprint proven equal on the copy")
+                      + ("fingerprint carried from that packet (the template's pg_database row as sealed; the restore "
+                         "diff reads the rolled-back clone in full against it)"
+                         if str(d["clone_reuse"].get("check", "")).startswith("by its seal")
+                         else "fingerprint proven equal on the copy"))
         elif d["stages"]["isolation"]["status"] != SKIPPED:
             steps += (f", restored by a least-privileged role into a throwaway database on the {kind} rehearsal "
                       "server, and gated for isolation, sanitization and schema shape")

@@ -1,20 +1,23 @@
-"""The anchor of a run that starts from a verified clone template, without fingerprinting its rows a second time.
+"""The anchor of a run that starts from a verified clone template, without fingerprinting its rows at all.
 
-The template check (clone_templates._copy_and_prove) reads every row of the run's copy to prove it is the anchor
-the gating packet sealed. The anchor stage would read them all again, on a physical copy of the same database.
-It need not, provided nothing can change the clone between that proof and the anchor copy:
+The template is checked by its seal (template_seal.copy_and_prove: its pg_database row as its gating packet
+sealed it), and that packet seals the anchor fingerprint the template was kept with. The anchor stage would read
+every row of a physical copy of the same database. It need not, provided nothing can change the clone between
+the copy and the anchor copy:
 
 - fix7's own step in between, REASSIGN OWNED, changes owners, and the fingerprint holds owners (each object's
   `owner` and, through acldefault, its `privileges`). So the schema part is read again after it, in the same
-  sealed window, and it may differ from the proven one in those two attributes only; rows, sequence positions
-  and large objects' contents are what REASSIGN cannot touch, and are carried forward as proven.
-- the write window: before the proof the clone is sealed (ALLOW_CONNECTIONS false, which binds superusers too)
-  while fix7's own three sessions are its only ones, checked by backend pid; the anchor is copied before it is
+  sealed window, and it may differ from the sealed one in those two attributes only (else the template is
+  discarded); rows, sequence positions and large objects' contents are what REASSIGN cannot touch, and are
+  carried forward as sealed.
+- the write window: right after the copy the clone is sealed (ALLOW_CONNECTIONS false, which binds superusers
+  too) while fix7's own session is its only one, checked by backend pid; the anchor is copied before it is
   opened again, after checking that no session is on it and that its pg_database row is the version the seal
   wrote (an admin who opened, wrote and closed it again made a newer one).
 
-If any of that does not hold, nothing is carried and the anchor stage fingerprints the anchor in full, as on the
-first rehearsal. The restore diff's after-rollback fingerprint is always a full read.
+If the write window does not hold, nothing is carried: the anchor stage fingerprints the anchor in full, and it
+must be the sealed fingerprint (else the run stops as a server fault, not a verdict). The restore diff's after-rollback fingerprint is always a full read, against the carried fingerprint: a copy that was
+not the sealed state fails it (core/run/template_fault.py says which it was).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from psycopg import sql
 
 from ..anchor import fingerprint
 from ..postgres.throwaways import database_properties
+from ..shared.errors import Fix7Error
 from .run_record import Anchor
 
+NOT_AS_SEALED = "server.clone_not_as_sealed"  # a fault of the server (another session), no verdict on the change
 OWNER_ATTRIBUTES = frozenset({"owner", "privileges"})  # what REASSIGN OWNED may change in the schema part
 
 
@@ -67,10 +72,11 @@ def after_handover(owner_session: psycopg.Connection, proven: dict) -> dict | No
     return {**proven, "schema": schema}
 
 
-def take_anchor(ctx, carried: dict, how: str | None) -> Anchor | None:
+def take_anchor(ctx, carried: dict, how: str | None) -> Anchor:
     """The anchor copy (CREATE DATABASE … STRATEGY `how`) of the sealed clone, its fingerprint the carried one; the
-    clone opened again either way. None (the anchor stage then copies and fingerprints as ever) if the seal did
-    not hold."""
+    clone opened again either way. If the seal did not hold, an Anchor with no database (`expected`): the anchor
+    stage copies and fingerprints the clone as ever, and its fingerprint must be the carried one, for nothing else
+    vouches that this copy of the template is the sealed state."""
     server = ctx.server
     tw = ctx.throwaway()
     with server.connect(purpose="anchor with the template check: the sealed clone") as c:
@@ -81,19 +87,31 @@ def take_anchor(ctx, carried: dict, how: str | None) -> Anchor | None:
                 ctx.new_database(anchor_name(tw.tag), template=tw.database, read_only=True, strategy=how)
         finally:
             unseal(c, tw.database)
-    if not intact:
-        return None
     fp = carried["fingerprint"]
-    return Anchor(database=anchor_name(tw.tag), anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
-                  database_properties=database_properties(server, tw.database))
+    return Anchor(database=anchor_name(tw.tag) if intact else "", anchor_id=fingerprint.anchor_id(fp),
+                  fingerprint=fp, database_properties=database_properties(server, tw.database))
+
+
+def expected(record) -> Anchor | None:
+    """The sealed fingerprint a reused clone's anchor must have when it could not be carried (take_anchor)."""
+    a = record.carried_anchor
+    return a if a is not None and not a.database else None
+
+
+def not_as_sealed(found: str, sealed: str) -> Fix7Error:
+    return Fix7Error(
+        f"The clone copied from the verified template is not the state its gating packet sealed: its anchor "
+        f"fingerprints to {found}, the sealed fingerprint (with this run's owners) is {sealed}. Another session "
+        "opened the sealed clone between its copy and its anchor copy (its pg_database row changed), and it, or "
+        "the template altered outside PostgreSQL, changed its content. Nothing is judged about the change: "
+        "rehearse again.", rule=NOT_AS_SEALED)
 
 
 def how_read(carried: dict | None, record) -> str:
     """For the packet: whether the anchor carries the template check's fingerprint, and if not, why."""
-    if record.carried_anchor is not None:
+    if record.carried_anchor is not None and record.carried_anchor.database:
         return "carried from the template check (the clone sealed between them)"
     if carried is not None:
-        return ("read in full: the sealed clone was opened again or had a session between the template check and "
-                "the anchor copy")
-    return ("read in full: another session was on the copy when the template check sealed it, or handing its "
-            "objects over changed more than owners")
+        return ("read in full, and must be the sealed fingerprint: the sealed clone was opened again or had a "
+                "session between the template check and the anchor copy")
+    return "read in full: another session was on the copy when the template check sealed it"

@@ -15,7 +15,7 @@ from ..change.probe import probing
 from ..postgres.throwaways import Throwaway, database_properties, planted_settings
 from ..shared.errors import Fix7Error
 from ..shared.model import FAILED, PASSED, Finding, StageOutcome
-from . import carried_anchor, clone_templates
+from . import carried_anchor, clone_templates, template_fault
 from .run_record import Anchor, RunRecord
 from .stage_run import ServerSource, StageContext, error_outcome, run_stage
 
@@ -36,7 +36,7 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
         server = ctx.server
         tw = ctx.throwaway()
         carried = ctx.record.carried_anchor
-        if carried is not None and carried.database in ctx.record.throwaway.extra_databases:
+        if carried is not None and carried.database and carried.database in ctx.record.throwaway.extra_databases:
             ctx.put(anchor=carried)
             ctx.journal.set(anchor_id=carried.anchor_id)
             return _anchored(carried, "carried from the template check (the clone sealed between them; schema read "
@@ -50,6 +50,9 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
             fp = fingerprint.fingerprint(conn, [helper])
         anchor = Anchor(database=anchor_db, anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
                         database_properties=properties)
+        sealed = carried_anchor.expected(ctx.record)  # a reused clone whose seal did not hold to the anchor copy
+        if sealed is not None and anchor.anchor_id != sealed.anchor_id:
+            raise carried_anchor.not_as_sealed(anchor.anchor_id, sealed.anchor_id)
         ctx.put(anchor=anchor)
         ctx.journal.set(anchor_id=anchor.anchor_id)
         return _anchored(anchor)
@@ -100,6 +103,12 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
         findings = [Finding(rule="rows_differ", table=t["table"],
                             message=f"{t['table']}: {t['added']} added, {t['removed']} removed, {t['changed']} "
                                     "changed after rollback") for t in result["tables"]]
+        # the row diff reads the anchor copy: rows equal to it but not to its fingerprint mean the copy is not the state
+        # the fingerprint recorded (written after it was taken, or a clone template altered where its seal is blind)
+        findings += [Finding(rule="anchor_not_its_fingerprint", table=t,
+                             message=f"{t}: after rollback its rows are the anchor copy's, yet not the anchor "
+                                     "fingerprint's: the anchor copy is not the state its fingerprint recorded")
+                     for t in _unexplained(anchor.fingerprint, after_fp, result)]
         findings += [Finding(rule="schema_differs", message=f"schema object {o['object']} {o['change']} after rollback"
                              + (f" ({', '.join(o['attributes'])})" if o.get("attributes") else ""),
                              extra={"attributes": o["attributes"]} if o.get("attributes") else {})
@@ -128,6 +137,12 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
                                     extra={"object": f.extra.get("object")}))
         details: dict = {"after_fingerprint_id": fingerprint.anchor_id(after_fp)}
         if any(f.is_error for f in findings):
+            fault, note = template_fault.check(ctx)  # a clone copied from a template: the rollback, or the template?
+            if fault is not None:
+                ctx.journal.set(restore_diff=ctx.redacted_names().scrub_obj(result))
+                return StageOutcome(status=FAILED, reason=fault.message, findings=[fault], details=details)
+            if note is not None:
+                details["template_check"] = note
             details["anchor_restore_path"] = _prove_anchor_restore(ctx)
         diff = ctx.redacted_names().scrub_obj(result)
         ctx.journal.set(restore_diff=diff)
@@ -142,6 +157,14 @@ def restore_diff(record: RunRecord, servers: ServerSource | None = None) -> tupl
 RESTORE_PROOF_METHOD = ("the clone's dump, re-read and checked against the sha256 taken at intake, restored again "
                         "the isolation stage's way (screened, as the least-privileged restoring role) into a fresh "
                         "database; its fingerprint compared with the anchor's recorded fingerprint")
+
+
+def _unexplained(anchor_fp: dict, after_fp: dict, result: dict) -> list[str]:
+    """Tables whose fingerprint differs from the anchor's where the row diff against the anchor copy found none."""
+    a, b = anchor_fp["tables"], after_fp["tables"]
+    listed = {t["table"] for t in result["tables"]}
+    return [n for n in sorted(set(a) & set(b)) if n not in listed and
+            (a[n]["rows"], a[n]["hash"], a[n]["columns"]) != (b[n]["rows"], b[n]["hash"], b[n]["columns"])]
 
 
 def _prove_anchor_restore(ctx: StageContext) -> dict:

@@ -1,8 +1,8 @@
 """The clone gates of a run that started from a verified clone template (clone_templates.py): not run again.
 
 Each gate's stage is recorded as passed with the reason that says so, "reused verified clone <key>", citing the
-sealed packet that gated the template (its sha256 and audit chain entry) and the anchor fingerprint proven equal
-on this run's copy; the packet's `clone_reuse` holds the same facts in full.
+sealed packet that gated the template (its sha256 and audit chain entry) and the anchor fingerprint carried from
+it (the template's seal held) or proven equal on this run's copy; the packet's `clone_reuse` holds the same facts in full.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def gates(record: RunRecord, servers: ServerSource | None, result) -> Iterator[t
             if stage == "isolation":
                 ctx.journal.set(isolation_proven=True)  # proven on the template's gating run, for these very bytes
             return StageOutcome(status=PASSED, reason=reason,
-                                details={"reused_clone": {k: facts[k] for k in ("key", "template", "gating_packet",
-                                                                                 "proven_anchor_id")}})
+                                details={"reused_clone": {k: facts.get(k) for k in (
+                                    "key", "template", "gating_packet", "carried_anchor_id", "check")}})
 
         record, outcome = run_stage(record, stage, body, servers, earlier_s=earlier if stage == "isolation" else 0.0)
         if outcome.status != PASSED:  # the server failed while recording: the stage said why and sealed

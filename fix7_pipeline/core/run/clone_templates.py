@@ -9,8 +9,20 @@ the host policy the isolation gate applied. The next rehearsal with the same key
 
 - the sealed packet that gated it is intact in the audit chain (core.audit), passed every gate and names this
   template and this anchor id;
-- the copy's fingerprint, recomputed now, is that anchor id: a template changed behind fix7's back (an admin
-  who let connections in and edited it) is discarded and the full path runs.
+- the template's seal holds: its oid and its pg_database row version (`xmin`) are the ones that packet sealed.
+  To change a template's content through PostgreSQL an admin must first change that row (ALLOW_CONNECTIONS,
+  rename, owner; drop and create is a new oid), and any change of the row is a new version (a freeze or a VACUUM
+  FULL keeps the raw xmin: checked on PostgreSQL 15 and 18). A template whose row moved was changed behind fix7's
+  back: discarded before the copy, and the full path runs. The copy is not read in full: the anchor fingerprint
+  the packet sealed is carried to the run's anchor (core/run/carried_anchor.py), its schema part read again
+  after REASSIGN OWNED.
+
+What the seal does not see: a template edited outside PostgreSQL (its files written, the server started in
+single-user mode, which ignores ALLOW_CONNECTIONS), or a session an admin held on it from before it was locked.
+Such a template can still never pass a rehearsal: the restore diff reads the rolled-back clone in full and
+compares it with the carried (sealed) fingerprint, so an altered copy differs; on that failure the run reads
+its anchor copy in full once, and says which it was (core/run/template_fault.py): "template altered outside
+PostgreSQL; discarded" (a fault of the server, no verdict on the change) or "the rollback did not restore".
 
 Runs cannot change a template: it has ALLOW_CONNECTIONS false, IS_TEMPLATE true, and belongs to fix7's own
 role `fix7_templates` (NOLOGIN), never to a run's; the objects inside it belong to the gating run's restoring
@@ -35,19 +47,14 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..anchor import fingerprint
-from . import carried_anchor
 from ..clone.restore_jobs import recreate_empty
-from ..evidence import audit
-from ..evidence.packet_files import REPORT
 from ..evidence.report import EvidencePacket
-from ..evidence.verdicts import SAFE_CLONE
-from ..postgres.server import SCRATCH
 from ..postgres.throwaways import throwaway_mark
-from ..storage.store import evidence_path
+from ..sanitization.redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from ..shared.errors import Fix7Error
-from ..shared.names import BLOCKING_STAGES
 from .clone_template_key import key_parts, template_key
+from .template_seal import (BY_SEAL, FINGERPRINT, FINGERPRINT_FIELD, GATE_STAGES, IN_FULL, close_sessions,  # noqa: F401
+                            copy_and_prove, fingerprint_sha256, gating_evidence, moved)
 
 ENV = "FIX7_CLONE_TEMPLATES"            # "off": no template is kept nor used
 BUDGET_ENV = "FIX7_CLONE_TEMPLATES_MAX_BYTES"
@@ -60,7 +67,6 @@ PREFIX = "fix7_template_"
 OWNER_ROLE = "fix7_templates"
 MARK = "fix7-template "
 OBJECTS_MARK = "fix7-template-objects "
-GATE_STAGES = (*BLOCKING_STAGES, "snapshot_anchor")  # what a template spares a rehearsal
 CARRIED = "carried"  # reuse()'s fingerprint for the anchor: for the run record, never the packet
 
 
@@ -89,6 +95,8 @@ class Template:
     owner: str
     allow_connections: bool
     is_template: bool
+    oid: int = 0
+    row_version: str = ""  # its pg_database row's xmin: any ALTER DATABASE makes a new one
 
     @property
     def sound(self) -> bool:
@@ -111,17 +119,18 @@ def list_templates(server) -> list[Template]:
         rows = c.execute(
             "select d.datname, pg_catalog.shobj_description(d.oid, 'pg_database'), "
             "pg_catalog.pg_database_size(d.oid), pg_catalog.pg_get_userbyid(d.datdba), d.datallowconn, "
-            "d.datistemplate from pg_catalog.pg_database d where d.datname like %s order by 1",
-            (PREFIX.replace("_", "\\_") + "%",)).fetchall()
+            "d.datistemplate, d.oid::pg_catalog.int8, d.xmin::pg_catalog.text from pg_catalog.pg_database d "
+            "where d.datname like %s order by 1", (PREFIX.replace("_", "\\_") + "%",)).fetchall()
     out = []
-    for name, comment, size, owner, allow, is_template in rows:
+    for name, comment, size, owner, allow, is_template, oid, row_version in rows:
         facts = {}
         if comment and comment.startswith(MARK):
             try:
                 facts = json.loads(comment[len(MARK):])
             except ValueError:
                 facts = {}
-        out.append(Template(name, facts, int(size or 0), owner, bool(allow), bool(is_template)))
+        out.append(Template(name, facts, int(size or 0), owner, bool(allow), bool(is_template), int(oid),
+                            row_version))
     return out
 
 
@@ -196,36 +205,6 @@ def enforce_budget(server, budget: int, keep: str | None = None) -> list[str]:
     return dropped
 
 
-# -- the gating evidence -------------------------------------------------------------------
-
-def gating_evidence(template: Template) -> tuple[dict | None, str | None, bool]:
-    """(the witness of the sealed packet that gated `template`, None) or (None, why not, whether to discard it).
-
-    Not yet sealed (its run goes on) is no reason to discard it; a packet missing, edited, not vouching for every
-    gate or naming another template or anchor is."""
-
-    facts = template.facts
-    entry = audit.chain_by_run().get(facts.get("gating_run_id"))
-    if entry is None:
-        return None, "the run that gated it has not sealed its packet in this audit chain", False
-    problems = audit.check_packet(entry)
-    if problems:
-        return None, f"its gating packet does not hold: {problems[0]}", True
-    data = json.loads((evidence_path(entry["evidence_dir"]) / REPORT).read_text(encoding="utf-8"))
-    failed = [s for s in GATE_STAGES if data["stages"][s]["status"] != "passed"]
-    if data.get("clone_verdict") != SAFE_CLONE or failed:
-        return None, f"its gating packet does not pass every gate ({', '.join(failed) or data.get('clone_verdict')})", \
-            True
-    if not (data.get("anchor_id") == entry.get("anchor_id") == facts.get("anchor_id")) or \
-            (data.get("clone_template") or {}).get("database") != template.name:
-        return None, "its gating packet names another anchor or template", True
-    w = audit.witness(entry)
-    return {"run_id": entry.get("run_id"), "evidence_dir": entry["evidence_dir"],
-            "packet_sha256": w["packet_sha256"], "chain_entry_sha256": w["chain_entry_sha256"],
-            "chain_seq": int(w["chain_seq"]), "verdict": w["verdict"], "anchor_id": entry.get("anchor_id")}, \
-        None, False
-
-
 # -- use ---------------------------------------------------------------------------------
 
 def strategy(server, size: int) -> str | None:
@@ -246,11 +225,6 @@ def copy_strategy(server, database: str) -> str | None:
     with server.connect(purpose="copy strategy: the database's size") as c:
         size = c.execute("select pg_catalog.pg_database_size(%s)", (database,)).fetchone()[0]
     return strategy(server, int(size or 0))
-
-
-def _grant_objects(c: psycopg.Connection, server, objects_role: str, role: str) -> None:
-    how = sql.SQL(" with inherit true, set false") if server.version() >= 160000 else sql.SQL("")
-    c.execute(sql.SQL("grant {} to {}").format(sql.Identifier(objects_role), sql.Identifier(role)) + how)
 
 
 def reuse(server, record, tw, packet, contract) -> dict:
@@ -290,25 +264,29 @@ def _reuse(server, record, tw, packet, contract) -> dict:
             discard, why = True, "the template was unlocked or relabelled behind fix7's back"
         else:
             gating, why, discard = gating_evidence(found)
+        if gating is not None and (found.oid, found.row_version) != (gating["seal"]["oid"],
+                                                                     gating["seal"]["row_version"]):
+            why = moved(gating["seal"], found.oid, found.row_version)
+            facts.update(discarded=True, recorded_seal=gating["seal"],
+                         found_seal={"oid": found.oid, "row_version": found.row_version})
+            gating, discard = None, True
         if gating is None:
             c.execute("select pg_catalog.pg_advisory_unlock_all()")
             if discard:
                 drop_template(server, name, only_if_run=found.facts.get("gating_run_id"))
             return {**facts, "why": why + ("; discarded" if discard else ""), "discarded": discard}
-        proven, copied_s, verified_s, carried = _copy_and_prove(c, server, found, tw, gating)
-        if proven != gating["anchor_id"]:
+        sealed_fp = gating.pop(FINGERPRINT)
+        got = copy_and_prove(c, server, found, tw, gating, sealed_fp, strategy(server, found.bytes))
+        if got.why is not None:
             c.execute("select pg_catalog.pg_advisory_unlock_all()")
             drop_template(server, name, only_if_run=found.facts.get("gating_run_id"))
-            return {**facts, "discarded": True, "found_anchor_id": proven, "recorded_anchor_id": gating["anchor_id"],
-                    "why": f"the template was changed behind fix7's back (its copy fingerprints to {proven}, "
-                           f"its gating packet recorded {gating['anchor_id']}): discarded"}
+            return {**facts, "discarded": True, **(got.evidence or {}), "why": got.why + ": discarded"}
         _count_use(c, name)
     how = strategy(server, found.bytes)
     return {"reused": True, "key": key, "template": name, "key_parts": parts, "gating_packet": gating,
-            "proven_anchor_id": proven, "copy": {"strategy": how or "wal_log (server default)",
-                                                  "seconds": round(copied_s, 3)},
-            "fingerprint_check_s": round(verified_s, 3), "template_bytes": found.bytes,
-            CARRIED: carried}
+            "carried_anchor_id": gating["anchor_id"], "check": got.check, "seal": gating["seal"],
+            "copy": {"strategy": how or "wal_log (server default)", "seconds": round(got.copied_s, 3)},
+            "fingerprint_check_s": round(got.checked_s, 3), "template_bytes": found.bytes, CARRIED: got.carried}
 
 
 # -- keep --------------------------------------------------------------------------------
@@ -354,6 +332,12 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
             packet.set(clone_template={"kept": False, "database": name, "key": key,
                                        "why": "a template of this key is already on the server"})
             return None, False
+        if RedactedNames.from_state({REDACTED_NAMES: record.redacted_names}).scrub_obj(anchor.fingerprint) != \
+                anchor.fingerprint:
+            packet.set(clone_template={"kept": False, "database": name, "key": key,
+                                       "why": "its anchor fingerprint names an object whose name matched a secret "
+                                              "rule, and the packet that must seal it never prints such a name"})
+            return None, False
         _ensure_owner_role(c)
         for attempt in range(50):  # the run's last sessions on the anchor may still be ending
             c.execute("select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity "
@@ -367,17 +351,24 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
                     raise
                 time.sleep(0.1)
         facts = {"key": key, "parts": parts, "gating_run_id": record.run_id, "anchor_id": anchor.anchor_id,
-                 "objects_role": role, "created_at": _now()}
+                 "objects_role": role, "created_at": _now(), "dump_bytes": record.clone.get("bytes")}
         # named in the packet before the seal, so the sealed packet vouches for this template and no other
         packet.set(clone_template={"kept": True, "database": name, "key": key, "anchor_id": anchor.anchor_id,
                                    "objects_role": role})
         ident = sql.Identifier(name)
         try:
             _lock_template(c, name, role, facts)
+            oid, row_version = close_sessions(c, name)
         except psycopg.Error:  # never half a template
             c.execute(sql.SQL("alter database {} is_template false").format(ident))
             c.execute(sql.SQL("drop database if exists {} with (force)").format(ident))
             raise
+        # its seal, with the fingerprint its anchor id hashes, in the packet before the packet is sealed: a reuse
+        # checks the template's row against this (the database comment alone an admin could rewrite)
+        packet.put(["clone_template", "oid"], oid)
+        packet.put(["clone_template", "row_version"], row_version)
+        packet.put(["clone_template", "anchor_fingerprint_sha256"], fingerprint_sha256(anchor.fingerprint))
+        packet.set(**{FINGERPRINT_FIELD: anchor.fingerprint})
     dropped = enforce_budget(server, max_bytes(), keep=name)
     if dropped:
         packet.put(["clone_template", "evicted"], dropped)
@@ -415,52 +406,6 @@ def _ensure_owner_role(c: psycopg.Connection) -> None:
             pass
 
 
-def _copy_and_prove(c: psycopg.Connection, server, found: Template, tw,
-                    gating: dict) -> tuple[str, float, float, dict | None]:
-    """Copy the template into the run's clone database and fingerprint the copy as its objects' owner would;
-    when it is the anchor the gating packet sealed, its objects become the run role's (in this copy only).
-    A copy that is not is left empty again. Returns (its anchor id, copy seconds, fingerprint seconds, the
-    fingerprint carried to the anchor with the clone still sealed, or None: core/run/carried_anchor.py)."""
-
-    objects_role, role, how = found.facts["objects_role"], tw.login.role, strategy(server, found.bytes)
-    started = time.monotonic()
-    if c.execute("select count(*) from pg_catalog.pg_database where datdba = "
-                 "(select oid from pg_catalog.pg_roles where rolname = %s)", (objects_role,)).fetchone()[0]:
-        return "the template's object role owns a database", 0.0, 0.0, None  # REASSIGN OWNED would take it over
-    c.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(tw.database)))
-    c.execute(sql.SQL("create database {} template {} owner {}{}").format(
-        sql.Identifier(tw.database), sql.Identifier(found.name), sql.Identifier(role),
-        sql.SQL(" strategy {}").format(sql.SQL(how)) if how else sql.SQL("")))
-    copied_s = time.monotonic() - started
-    c.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(tw.database),
-                                                             sql.Literal(throwaway_mark())))
-    c.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(tw.database)))
-    _grant_objects(c, server, objects_role, role)
-    carried = None
-    try:
-        # the owner session is pinned like the proofs, writable for REASSIGN OWNED alone
-        with server.connect(tw.database, tw.login, purpose="clone template: fingerprint of the copy") as conn, \
-                server.connect(tw.database, tw.login, purpose="clone template: fingerprint (second core)") as h, \
-                server.connect(tw.database, tw.login, purpose="clone template: take over the copy's objects",
-                               session=SCRATCH) as owner:
-            sealed = carried_anchor.seal(c, tw.database, [conn, h, owner])
-            fp = fingerprint.fingerprint(conn, [h])
-            proven = fingerprint.anchor_id(fp)
-            if proven == gating["anchor_id"]:
-                owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role),
-                                                                           sql.Identifier(role)))
-                handed = carried_anchor.after_handover(owner, fp) if sealed else None
-                carried = {"fingerprint": handed, "sealed_row": sealed} if handed is not None else None
-    finally:
-        c.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
-        if carried is None:
-            carried_anchor.unseal(c, tw.database)
-    verified_s = time.monotonic() - started - copied_s
-    if proven != gating["anchor_id"]:
-        recreate_empty(c, tw.database, role, throwaway_mark())
-    return proven, copied_s, verified_s, carried
-
-
 def _count_use(c: psycopg.Connection, name: str) -> None:
     """The template's last use and count, for the budget's eviction order; concurrent uses each count."""
     with c.transaction():
@@ -476,5 +421,5 @@ def _count_use(c: psycopg.Connection, name: str) -> None:
 def reused_reason(facts: dict) -> str:
     g = facts["gating_packet"]
     return (f"reused verified clone {facts['key'][:12]} ({facts['template']}): gated by sealed packet "
-            f"{g['packet_sha256'][:12]} (audit chain #{g['chain_seq']}), anchor {facts['proven_anchor_id']} "
-            "proven equal on the copy")
+            f"{g['packet_sha256'][:12]} (audit chain #{g['chain_seq']}), anchor {facts['carried_anchor_id']} "
+            + ("carried by its seal" if facts.get("check") == BY_SEAL else "proven equal on the copy"))

@@ -30,7 +30,8 @@ from ..shared.paths import project_dir
 from ..storage import s3_store
 from ..storage.run_outputs import share_change_copy
 from ..storage.store import evidence_root as env_evidence_root, is_remote
-from . import interrupts
+from . import clone_templates, interrupts
+from .intake_vouch import READ_THROUGH, Voucher
 from .preload import start_preloading
 from .run_record import RunRecord
 from .stage_run import ServerSource, interrupted, render_packet, server_source
@@ -101,9 +102,12 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     started = time.monotonic()
     findings: list[Finding] = []
     info = None
+    server = _open_early(request, servers)
+    voucher = Voucher(server, request) if server is not None else None
     try:
         roots = [Path(r) for r in request.allowed_roots] or None
-        info = identify.inspect_dump(Path(request.clone_path), allowed_roots=roots)
+        info = identify.inspect_dump(Path(request.clone_path), allowed_roots=roots,
+                                     vouch=voucher.for_size if voucher is not None else None)
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
     sha = getattr(info, "sha256", None)
@@ -136,6 +140,9 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
     if info is not None:
         judge_names(dump_names(info), names)
         clone.update(names.scrub_obj(info.as_dict()))
+        if info.is_archive:
+            clone["data"] = voucher.as_packet() if voucher is not None else {"read_through": True,
+                                                                            "how": READ_THROUGH}
         findings.extend(screening.screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",
@@ -170,7 +177,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
                        changes=tuple(changes), contract=contract, redacted_names=names.as_state())
     # Sweeping leftovers of crashed runs is the first thing every rehearsal does on the server.
     try:
-        server = servers.open(request)
+        server = server or servers.open(request)
         swept, left = sweep_leftovers(server) if outcome.status == PASSED else ([], [])
         packet.throwaways("swept", swept)
         if left:
@@ -191,6 +198,18 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         record = record.with_(witness=witness(packet.sealed))
     outcome.duration_s = time.monotonic() - started
     return record, outcome
+
+
+def _open_early(request: RehearsalRequest, servers: ServerSource):
+    """The run's server before the dump is read, to ask it for a template that vouches for the dump's data
+    (intake_vouch.py); None when templates are not used or it cannot be opened (opened again after the dump is
+    read, where a failure is told as ever)."""
+    if not clone_templates.enabled() or request.fresh_clone:
+        return None
+    try:
+        return servers.open(request)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
 
 
 def redact_dump(info, names: RedactedNames):
