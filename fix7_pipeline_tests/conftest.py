@@ -23,7 +23,8 @@ def throwaway(server):
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_instance_env(tmp_path_factory):
-    """Tests never write into the project's own Dagster history or audit chain, in-process or in subprocesses."""
+    """Tests never write into the project's own Dagster history, audit chain or evidence folder, in-process or in
+    subprocesses."""
     import os
 
     from fix7_pipeline.core.postgres.embedded import embedded_dagster_url
@@ -31,12 +32,13 @@ def isolated_instance_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("session_dagster_home")
     keys = ("DAGSTER_HOME", "FIX7_DAGSTER_PG_URL", "FIX7_DAGSTER_ARTIFACTS", "FIX7_DAGSTER_COMPUTE_LOGS",
             "FIX7_AUDIT_CHAIN")
-    keys += ("FIX7_CLONE_TEMPLATES",)
+    keys += ("FIX7_CLONE_TEMPLATES", "FIX7_EVIDENCE_ROOT")
     saved = {k: os.environ.get(k) for k in keys}
     # Clone templates (core/run/clone_templates.py) would carry one test's gated clone into the next test of the same
     # dump: off, except in the tests of templates themselves (test_clone_templates_e2e.py).
     os.environ.update(DAGSTER_HOME=str(home), FIX7_DAGSTER_PG_URL=embedded_dagster_url("dagster_tests"),
-                      FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"), FIX7_CLONE_TEMPLATES="off")
+                      FIX7_AUDIT_CHAIN=str(home / "audit-chain.jsonl"), FIX7_CLONE_TEMPLATES="off",
+                      FIX7_EVIDENCE_ROOT=str(home / "evidence"))  # a refused run's packet, never the project's evidence/
     yield home
     for k, v in saved.items():
         if v is None:

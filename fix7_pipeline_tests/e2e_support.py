@@ -415,12 +415,15 @@ def tiny_change(directory: Path) -> tuple[Path, Path]:
     return apply_sql, rollback_sql
 
 
-def files_below(root: Path, prefix: str) -> dict[str, bytes]:
-    """Like files_under, for a tree other processes may be writing (the embedded server's data directory)."""
+def files_below(root: Path, prefix: str, since: float | None = None) -> dict[str, bytes]:
+    """Like files_under, for a tree other processes may be writing (the embedded server's data directory).
+
+    `since` (a time.time()): only files written at or after it. A value first made after that moment can be in no
+    other file, and the server's data directory holds every earlier test's databases (hundreds of MB to search)."""
     out = {}
     for f in sorted(Path(root).rglob("*")):
         try:
-            if f.is_file() and not f.is_symlink():
+            if f.is_file() and not f.is_symlink() and (since is None or f.stat().st_mtime >= since):
                 out[f"{prefix}/{f.relative_to(root)}"] = f.read_bytes()
         except OSError:  # removed or rotated while we read
             continue

@@ -15,7 +15,7 @@ import pytest
 
 from fix7_pipeline.cli.rehearse import run_rehearsal
 from fix7_pipeline.demo import builder
-from fix7_pipeline_tests.e2e_support import DagsterHome
+from fix7_pipeline_tests.e2e_support import DagsterHome, dumped_variant
 
 MARKER = Path("/tmp") / f"fix7-steer-marker-{secrets.token_hex(6)}"
 
@@ -130,17 +130,16 @@ def instance(tmp_path_factory):
 def dumps(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("steer")
     made = {}
-    for label, attack in (("honest", ""), ("shadows", SHADOWS), ("at_restore", AT_RESTORE),
-                          ("during_apply", DURING_APPLY), ("prod_operation", PROD_OPERATION),
-                          ("lying_cast", LYING_CAST)):
-        name = f"fix7_t_steer_{label}"
-        builder.build_clone(name, registry_rows=300, seed=5)
-        try:
-            if attack:
-                builder.run_sql(name, attack.format(marker=MARKER))
-            made[label] = builder.dump_clone(name, "custom", out / f"{label}.dump")
-        finally:
-            builder.drop_clone(name)
+    source = "fix7_t_steer_honest"
+    builder.build_clone(source, registry_rows=300, seed=5)  # built once; each attack runs in a copy of it
+    try:
+        made["honest"] = builder.dump_clone(source, "custom", out / "honest.dump")
+        for label, attack in (("shadows", SHADOWS), ("at_restore", AT_RESTORE), ("during_apply", DURING_APPLY),
+                              ("prod_operation", PROD_OPERATION), ("lying_cast", LYING_CAST)):
+            made[label] = dumped_variant(source, f"fix7_t_steer_{label}", attack.format(marker=MARKER),
+                                         out / f"{label}.dump")
+    finally:
+        builder.drop_clone(source)
     return made
 
 
@@ -166,6 +165,12 @@ def _rehearse(instance, tmp_path, clone: Path, change: tuple[Path, Path]) -> dic
     return out
 
 
+@pytest.fixture(scope="module")
+def honest_sloppy(instance, tmp_path_factory, dumps, changes) -> dict:
+    """The honest dump under the rollback that forgets two rows: what each attack is compared with, rehearsed once."""
+    return _rehearse(instance, tmp_path_factory.mktemp("honest_sloppy"), dumps["honest"], changes["sloppy"])
+
+
 def _rows(packet: dict) -> dict:
     return {t["table"]: (t["added"], t["removed"], t["changed"]) for t in packet["restore_diff"]["tables"]}
 
@@ -174,8 +179,8 @@ def _stages(packet: dict) -> str:
     return json.dumps({k: (v["status"], v["reason"]) for k, v in packet["stages"].items()}, indent=1)
 
 
-def test_shadows_casts_operators_and_triggers_change_nothing(instance, tmp_path, dumps, changes):
-    honest = _rehearse(instance, tmp_path, dumps["honest"], changes["sloppy"])
+def test_shadows_casts_operators_and_triggers_change_nothing(instance, tmp_path, dumps, changes, honest_sloppy):
+    honest = honest_sloppy
     assert honest["verdict"] == "REHEARSAL_FAILED" and _rows(honest["packet"]), _stages(honest["packet"])
     passed = _rehearse(instance, tmp_path, dumps["shadows"], changes["correct"])
     assert passed["verdict"] == "REHEARSAL_PASSED", _stages(passed["packet"])
@@ -199,8 +204,8 @@ def test_a_search_path_planted_at_restore_is_an_isolation_finding(instance, tmp_
     assert all("search_path" in f["message"] and "public, pg_catalog" not in f["message"] for f in planted)
 
 
-def test_a_setting_planted_during_apply_cannot_hide_a_residue(instance, tmp_path, dumps, changes):
-    honest = _rehearse(instance, tmp_path, dumps["honest"], changes["sloppy"])
+def test_a_setting_planted_during_apply_cannot_hide_a_residue(instance, tmp_path, dumps, changes, honest_sloppy):
+    honest = honest_sloppy
     out = _rehearse(instance, tmp_path, dumps["during_apply"], changes["sloppy"])
     packet = out["packet"]
     assert out["verdict"] == "REHEARSAL_FAILED", _stages(packet)

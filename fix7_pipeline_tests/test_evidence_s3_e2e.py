@@ -137,7 +137,23 @@ def test_a_missing_bucket_is_refused_before_any_run(home, s3, tmp_path, monkeypa
 
 # -- evidence in the bucket ----------------------------------------------------------------------
 
-def test_rehearsals_seal_their_packets_in_the_bucket_and_audit_verifies_them(home, s3, tmp_path):
+def _verify_here(home, monkeypatch, capsys):
+    """`fix7 audit --verify` in this process with the module's Dagster home (the real CLI's run is the first)."""
+    import types
+
+    from fix7_pipeline.cli.main import main
+
+    with monkeypatch.context() as mp:
+        for k, v in home.env.items():
+            mp.setenv(k, v)
+        capsys.readouterr()
+        code = main(["audit", "--verify"])
+        captured = capsys.readouterr()
+    return types.SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
+def test_rehearsals_seal_their_packets_in_the_bucket_and_audit_verifies_them(home, s3, tmp_path, monkeypatch,
+                                                                             capsys):
     client, bucket = s3
     dump, apply_sql, rollback_sql = built_clone(tmp_path, "fix7_t_s3_src", seed=28, rows=100)
     passing_url = f"s3://{bucket}/named/pass"
@@ -188,14 +204,14 @@ def test_rehearsals_seal_their_packets_in_the_bucket_and_audit_verifies_them(hom
     entry_key = "rehearsals/audit-chain/00000001.json"
     entry = client.get_object(Bucket=bucket, Key=entry_key)["Body"].read()
     client.put_object(Bucket=bucket, Key=entry_key, Body=entry.replace(b'"seq":1', b'"seq":1,"note":"x"'))
-    broken = home.cli("audit", "--verify")
+    broken = _verify_here(home, monkeypatch, capsys)
     assert broken.returncode == 1 and "chain entry differs from Dagster's record" in broken.stderr, broken.stderr
     client.put_object(Bucket=bucket, Key=entry_key, Body=entry)
-    assert home.cli("audit", "--verify").returncode == 0
+    assert _verify_here(home, monkeypatch, capsys).returncode == 0
 
     # an object edited behind fix7's back (a plain PUT, no condition) is found by --verify
     client.put_object(Bucket=bucket, Key=f"named/pass/{REPORT}", Body=sealed.replace(b"REHEARSAL_PASSED", b"REHEARSAL_PASSEDX"))
-    broken = home.cli("audit", "--verify")
+    broken = _verify_here(home, monkeypatch, capsys)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "packet edited" in broken.stderr and passing_url in broken.stderr
     assert SECRET_KEY not in broken.stdout + broken.stderr

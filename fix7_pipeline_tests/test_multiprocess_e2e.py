@@ -59,12 +59,31 @@ def dumps(tmp_path_factory):
     return {"clean": clean, "planted": leaky, "token": token, "change": (apply_sql, rollback_sql)}
 
 
+def _throwaway_key():
+    """A planted secret as the process's throwaway key: every step process inherits it, nothing may keep it."""
+    return planted("throwaway key", "Tk-", (rnd(32), True))
+
+
 @pytest.fixture
 def throwaway_key(monkeypatch):
-    """A planted secret as the process's throwaway key: every step process inherits it, nothing may keep it."""
-    key = planted("throwaway key", "Tk-", (rnd(32), True))
+    key = _throwaway_key()
     monkeypatch.setenv(THROWAWAY_KEY_ENV, key.value)
     return key
+
+
+@pytest.fixture(scope="module")
+def runs(home, dumps, server, tmp_path_factory):
+    """A passing rehearsal, then a blocked one, in the module's Dagster home, each under a throwaway key of its own:
+    run once, read by the tests of each run and by the catalog test of the pair (the blocked after the passing)."""
+    out = {}
+    for label, dump in (("passing", dumps["clean"]), ("blocked", dumps["planted"])):
+        key = _throwaway_key()
+        ev = tmp_path_factory.mktemp(f"multiprocess_{label}") / "ev"
+        with pytest.MonkeyPatch.context() as mp, left_on_server(server) as left:
+            mp.setenv(THROWAWAY_KEY_ENV, key.value)
+            result, tags, starts = _run(home, config(dump, *dumps["change"], ev))
+        out[label] = {"result": result, "tags": tags, "starts": starts, "ev": ev, "left": left, "key": key}
+    return out
 
 
 def _run(home: DagsterHome, cfg: dict):
@@ -87,10 +106,9 @@ def _secrets_kept(home: DagsterHome, evidence_dir, secrets: list) -> list[str]:
     return find_leaks(blobs, secrets)
 
 
-def test_a_passing_rehearsal_under_the_multiprocess_executor(home, dumps, server, tmp_path, throwaway_key):
-    ev = tmp_path / "ev"
-    with left_on_server(server) as left:
-        result, tags, starts = _run(home, config(dumps["clean"], *dumps["change"], ev))
+def test_a_passing_rehearsal_under_the_multiprocess_executor(home, runs):
+    result, tags, starts, ev, left, throwaway_key = (runs["passing"][k] for k in ("result", "tags", "starts", "ev",
+                                                                                   "left", "key"))
     packet = load_packet(ev)
     assert result.success, packet["stages"]
     assert tags["fix7/verdict"] == packet["verdict"] == "REHEARSAL_PASSED"
@@ -105,10 +123,9 @@ def test_a_passing_rehearsal_under_the_multiprocess_executor(home, dumps, server
     assert _secrets_kept(home, ev, [throwaway_key]) == []
 
 
-def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server, tmp_path, throwaway_key):
-    ev = tmp_path / "ev"
-    with left_on_server(server) as left:
-        result, tags, starts = _run(home, config(dumps["planted"], *dumps["change"], ev))
+def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, runs):
+    result, tags, starts, ev, left, throwaway_key = (runs["blocked"][k] for k in ("result", "tags", "starts", "ev",
+                                                                                   "left", "key"))
     packet = load_packet(ev)
     assert result.success  # the failed gate handed no clone on: the run reached its verdict
     assert tags["fix7/verdict"] == packet["verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
@@ -133,7 +150,7 @@ def test_a_blocked_rehearsal_under_the_multiprocess_executor(home, dumps, server
     assert _secrets_kept(home, ev, [throwaway_key]) == []
 
 
-def test_a_blocked_rehearsal_after_a_passing_one_leaves_the_catalog_showing_the_passing_one(home, dumps, tmp_path):
+def test_a_blocked_rehearsal_after_a_passing_one_leaves_the_catalog_showing_the_passing_one(home, runs):
     """Issue 21.3, as the UI's catalog reads it (Dagster's partition status, the assets' latest materializations,
     the checks' execution records): the blocked rehearsal fails no partition of any asset, materializes nothing
     after intake, leaves the gates it never ran Skipped (planned in a run that succeeded), and every stage's
@@ -142,8 +159,7 @@ def test_a_blocked_rehearsal_after_a_passing_one_leaves_the_catalog_showing_the_
 
     from fix7_pipeline.defs.partitions import REHEARSALS
 
-    _run(home, config(dumps["clean"], *dumps["change"], tmp_path / "ev-pass"))
-    blocked, tags, _ = _run(home, config(dumps["planted"], *dumps["change"], tmp_path / "ev-blocked"))
+    blocked, tags = runs["blocked"]["result"], runs["blocked"]["tags"]
     assert tags["fix7/verdict"] == "NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE"
     key = tags[PARTITION_NAME_TAG]
     with home.instance() as inst:
