@@ -16,17 +16,14 @@ import os
 from psycopg import sql
 
 from ..postgres.throwaways import throwaway_mark
+from ..shared.cores import usable_cores
 
 ENV = "FIX7_RESTORE_JOBS"
 MAX_DEFAULT_JOBS = 8
 
 
 def default_jobs() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_JOBS))
+    return min(usable_cores(), MAX_DEFAULT_JOBS)
 
 
 def restore_jobs(fmt: str, schema_only: bool = False) -> int:

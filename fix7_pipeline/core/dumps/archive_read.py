@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..postgres.pg_tools import pg_tool
+from ..shared.cores import usable_cores
 from .archive import offline_env, parse_listing
 from .formats import TocEntry, refuse
 
@@ -30,7 +31,7 @@ _DATA_KINDS = {"TABLE DATA", "BLOBS", "BLOB", "LARGE OBJECT", "LARGE OBJECTS"}
 
 
 def _workers() -> int:
-    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(2, usable_cores())
 
 
 def read_custom(path: Path, timeout: float, verify: bool = True,
