@@ -10,6 +10,9 @@ The shape checks silence only the generic rules (a value under a secret word, a 
 in order only the latter): a near-miss of a provider's prefix (`gsk_…` one character too long) is what they
 flag. A provider's own pattern is trusted with its format. The URL checks are for the rules that match a URL's user and password, the JWT
 check for detect-secrets' JWT pattern (which has no boundary). Decided per hit, never per value.
+
+The price: a real password that holds a marker word (`Example2024!`) under a secret word is no finding of
+the generic rules any more; a provider's own pattern still finds a provider's key that does.
 """
 
 from __future__ import annotations
