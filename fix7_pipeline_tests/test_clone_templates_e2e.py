@@ -118,7 +118,7 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert reuse["seal"] == {"oid": kept["oid"], "row_version": kept["row_version"]} == {
         "oid": t.oid, "row_version": t.row_version}
     assert fingerprint.anchor_id(gating[templates.FINGERPRINT_FIELD]) == gating["anchor_id"]
-    assert templates.fingerprint_sha256(gating[templates.FINGERPRINT_FIELD]) == kept["anchor_fingerprint_sha256"]
+    assert fingerprint.digest(gating[templates.FINGERPRINT_FIELD]) == kept["anchor_fingerprint_sha256"]
     for stage in ("isolation", "sanitization", "schema_shape"):
         assert packet["stages"][stage]["status"] == "passed"
         assert packet["stages"][stage]["reason"].startswith(f"reused verified clone {reuse['key'][:12]}")

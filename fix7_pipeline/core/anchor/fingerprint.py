@@ -221,6 +221,18 @@ def fingerprint(conn: psycopg.Connection, helpers: Sequence[psycopg.Connection] 
                 "sequences": sequence_positions(conn), "large_objects": large_objects(conn)}
 
 
+def of_database(server, database: str, login, purpose: str) -> dict:
+    """The fingerprint of `database`, read on two sessions of one snapshot (one per core)."""
+    with server.connect(database, login, purpose=purpose) as conn, \
+            server.connect(database, login, purpose=f"{purpose} (second core)") as helper:
+        return fingerprint(conn, [helper])
+
+
+def digest(fp: dict) -> str:
+    """The full sha256 of a fingerprint's canonical JSON."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 def anchor_id(fp: dict) -> str:
-    canonical = json.dumps(fp, sort_keys=True, separators=(",", ":"), default=str)
-    return "anc-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """The anchor id: 64 bits of the fingerprint's digest."""
+    return "anc-" + digest(fp)[:16]

@@ -45,9 +45,7 @@ def snapshot_anchor(record: RunRecord, servers: ServerSource | None = None) -> t
         properties = database_properties(server, tw.database)
         ctx.new_database(anchor_db, template=tw.database, read_only=True,
                          strategy=clone_templates.copy_strategy(server, tw.database))
-        with server.connect(anchor_db, tw.login, purpose="anchor fingerprint") as conn, \
-                server.connect(anchor_db, tw.login, purpose="anchor fingerprint (second core)") as helper:
-            fp = fingerprint.fingerprint(conn, [helper])
+        fp = fingerprint.of_database(server, anchor_db, tw.login, "anchor fingerprint")
         anchor = Anchor(database=anchor_db, anchor_id=fingerprint.anchor_id(fp), fingerprint=fp,
                         database_properties=properties)
         sealed = carried_anchor.expected(ctx.record)  # a reused clone whose seal did not hold to the anchor copy

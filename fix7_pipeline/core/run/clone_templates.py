@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ..anchor import fingerprint
 from ..clone.restore_jobs import recreate_empty
 from ..evidence.report import EvidencePacket
 from ..postgres.throwaways import throwaway_mark
@@ -54,7 +55,7 @@ from ..sanitization.redact import STATE_KEY as REDACTED_NAMES, RedactedNames
 from ..shared.errors import Fix7Error
 from .clone_template_key import key_parts, template_key
 from .template_seal import (BY_SEAL, FINGERPRINT, FINGERPRINT_FIELD, GATE_STAGES, IN_FULL, close_sessions,  # noqa: F401
-                            copy_and_prove, fingerprint_sha256, gating_evidence, moved)
+                            copy_and_prove, gating_evidence, moved)
 
 ENV = "FIX7_CLONE_TEMPLATES"            # "off": no template is kept nor used
 BUDGET_ENV = "FIX7_CLONE_TEMPLATES_MAX_BYTES"
@@ -367,7 +368,7 @@ def _adopt(server, record, packet) -> tuple[str | None, bool]:
         # checks the template's row against this (the database comment alone an admin could rewrite)
         packet.put(["clone_template", "oid"], oid)
         packet.put(["clone_template", "row_version"], row_version)
-        packet.put(["clone_template", "anchor_fingerprint_sha256"], fingerprint_sha256(anchor.fingerprint))
+        packet.put(["clone_template", "anchor_fingerprint_sha256"], fingerprint.digest(anchor.fingerprint))
         packet.set(**{FINGERPRINT_FIELD: anchor.fingerprint})
     dropped = enforce_budget(server, max_bytes(), keep=name)
     if dropped:

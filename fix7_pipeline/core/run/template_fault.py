@@ -27,9 +27,8 @@ def check(ctx) -> tuple[Finding | None, str | None]:
     if not reuse.get("reused") or anchor is None or carried is None or anchor.database != carried.database:
         return None, None
     server, tw = ctx.server, ctx.throwaway()
-    with server.connect(anchor.database, tw.login, purpose="restore diff: the anchor copy read in full") as conn, \
-            server.connect(anchor.database, tw.login, purpose="restore diff: the anchor copy (second core)") as h:
-        found = fingerprint.anchor_id(fingerprint.fingerprint(conn, [h]))
+    found = fingerprint.anchor_id(fingerprint.of_database(server, anchor.database, tw.login,
+                                                          "restore diff: the anchor copy read in full"))
     if found == anchor.anchor_id:
         return None, ROLLBACK
     dropped = clone_templates.drop_template(server, reuse["template"],

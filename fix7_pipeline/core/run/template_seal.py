@@ -8,7 +8,6 @@ when it cannot be sealed at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ def gating_evidence(template) -> tuple[dict | None, str | None, bool]:
         return None, "its gating packet names another anchor or template", True
     fp = data.get(FINGERPRINT_FIELD)
     if not isinstance(kept.get("oid"), int) or not kept.get("row_version") or not isinstance(fp, dict) or \
-            fingerprint.anchor_id(fp) != data.get("anchor_id") or fingerprint_sha256(fp) != kept.get(
+            fingerprint.anchor_id(fp) != data.get("anchor_id") or fingerprint.digest(fp) != kept.get(
                 "anchor_fingerprint_sha256"):
         return None, "its gating packet does not seal the template's pg_database row and anchor fingerprint", True
     w = audit.witness(entry)
@@ -67,11 +66,6 @@ def gating_evidence(template) -> tuple[dict | None, str | None, bool]:
             "packet_sha256": w["packet_sha256"], "chain_entry_sha256": w["chain_entry_sha256"],
             "chain_seq": int(w["chain_seq"]), "verdict": w["verdict"], "anchor_id": entry.get("anchor_id"),
             "seal": {"oid": kept["oid"], "row_version": kept["row_version"]}, FINGERPRINT: fp}, None, False
-
-
-def fingerprint_sha256(fp: dict) -> str:
-    """The full sha256 of an anchor fingerprint (the anchor id keeps 64 bits of it)."""
-    return hashlib.sha256(json.dumps(fp, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def row_of(c: psycopg.Connection, name: str) -> tuple[int, str] | None:
@@ -171,17 +165,14 @@ def copy_and_prove(c: psycopg.Connection, server, found, tw, gating: dict, seale
             else:
                 out.check = IN_FULL
                 carried_anchor.unseal(c, tw.database)
-                with server.connect(tw.database, tw.login, purpose="clone template: fingerprint of the copy") as \
-                        conn, server.connect(tw.database, tw.login,
-                                             purpose="clone template: fingerprint (second core)") as h:
-                    proven = fingerprint.anchor_id(fingerprint.fingerprint(conn, [h]))
+                proven = fingerprint.anchor_id(fingerprint.of_database(server, tw.database, tw.login,
+                                                                       "clone template: fingerprint of the copy"))
                 if proven != gating["anchor_id"]:
                     out.why = (f"the template was changed behind fix7's back (its copy fingerprints to {proven}, its "
                                f"gating packet recorded {gating['anchor_id']})")
                     out.evidence = {"found_anchor_id": proven, "recorded_anchor_id": gating["anchor_id"]}
                 else:
-                    owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role),
-                                                                               sql.Identifier(role)))
+                    reassign(owner, objects_role, role)
     finally:
         c.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
         if out.carried is None:
@@ -195,5 +186,9 @@ def copy_and_prove(c: psycopg.Connection, server, found, tw, gating: dict, seale
 def hand_over(owner: psycopg.Connection, objects_role: str, role: str, sealed_fp: dict) -> dict | None:
     """REASSIGN OWNED in the sealed copy, then its schema read again: the sealed fingerprint with the new owners,
     or None if the schema differs from the sealed one in more than owners."""
-    owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
+    reassign(owner, objects_role, role)
     return carried_anchor.after_handover(owner, sealed_fp)
+
+
+def reassign(owner: psycopg.Connection, objects_role: str, role: str) -> None:
+    owner.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(objects_role), sql.Identifier(role)))
