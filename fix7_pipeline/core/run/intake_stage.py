@@ -81,7 +81,6 @@ def intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | None
     Interrupted once the packet exists, it is sealed REHEARSAL_INTERRUPTED (no throwaway exists yet).
     `on_packet(evidence_dir)` is called as soon as the packet exists (the Dagster layer tags the run with it).
     """
-    start_preloading()
     progress: dict = {}
     started = time.monotonic()
     position = interrupts.mark()
@@ -110,6 +109,8 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
                                      vouch=voucher.for_size if voucher is not None else None)
     except Fix7Error as e:
         findings.append(Finding(rule=e.rule, message=e.message))
+    if info is not None and (voucher is None or voucher.vouched_by is None):
+        start_preloading()  # a dump no verified clone vouched for is restored and gated: the gates need GX
     sha = getattr(info, "sha256", None)
     root = evidence_root or env_evidence_root(project_dir() / "evidence")
     fallback = default_evidence_dir(root, sha, run_id)
