@@ -323,11 +323,13 @@ def rehearse(dump: Path, apply_sql: Path, rollback_sql: Path, statement_timeout_
 
 def worker(args: dict) -> int:
     """`--worker`: one rehearsal here, its result as the last line of standard output."""
+    from fix7_pipeline.cli.main import leave
+
     r = rehearse_here(Path(args["dump"]), Path(args["apply_sql"]), Path(args["rollback_sql"]),
                       int(args["statement_timeout_s"]), **args["extra"])
     r["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(r))
-    return 0
+    leave(0)  # as `fix7 rehearse` ends
 
 
 LIGHT_ANCHOR = "where a.birth_registry_id = r.id and a.decision <> 'approved');\n"
