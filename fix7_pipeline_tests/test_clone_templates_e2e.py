@@ -449,14 +449,13 @@ def _start(home: DagsterHome, dump: dict, ev) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-# `fix7 …` as `python -m fix7_pipeline.cli` runs it, then a last line on stderr: was Great Expectations imported?
+# `fix7 …` as `python -m fix7_pipeline.cli` runs it, with an exit handler saying last, on stderr, whether Great
+# Expectations was imported (fix7 leaves by os._exit after running the exit handlers: cli/main.py's `leave`)
 _CLI_SAYING_WHETHER_GX_WAS_IMPORTED = (
-    "import runpy, sys\n"
+    "import atexit, runpy, sys\n"
     "sys.argv[0] = 'fix7'\n"
-    "try:\n"
-    "    runpy.run_module('fix7_pipeline.cli', run_name='__main__', alter_sys=True)\n"
-    "finally:\n"
-    "    print('gx imported:', 'great_expectations' in sys.modules, file=sys.stderr)\n")
+    "atexit.register(lambda: print('gx imported:', 'great_expectations' in sys.modules, file=sys.stderr))\n"
+    "runpy.run_module('fix7_pipeline.cli', run_name='__main__', alter_sys=True)\n")
 
 
 def test_two_rehearsals_of_one_dump_at_once_share_one_template(on, home, instance, dump, server, tmp_path):
