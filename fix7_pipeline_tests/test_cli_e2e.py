@@ -260,3 +260,27 @@ def test_a_reader_that_goes_away_is_no_internal_error(tmp_path):
                        capture_output=True, text=True, timeout=120, env={**os.environ, "FIX7_DEBUG": ""})
     assert r.stdout.lstrip().startswith(("[", "{")) and r.stdout.rstrip().endswith("exit=141"), r.stdout[-500:]
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr and "Exception" not in r.stderr, r.stderr
+
+
+def test_a_custom_archive_cut_short_or_damaged_in_its_data_is_no_safe_clone_and_nothing_is_kept(home, dumps, server,
+                                                                                                 tmp_path):
+    """Intake hashes and lists a custom archive; the restore reads its data blocks (core/run/intake_vouch.py). A
+    block cut short or damaged stops the restore as the dump's fault: exit 3, the fix named, nothing left."""
+    from fix7_pipeline_tests.e2e_support import left_on_server
+
+    raw = dumps["clean"].read_bytes()
+    at = int(len(raw) * 0.97)  # in the last data block, past the table of contents
+    cases = {"cut": raw[:int(len(raw) * 0.8)], "damaged": raw[:at] + bytes(b ^ 0x5A for b in raw[at:at + 512]) + raw[at + 512:]}
+    for name, data in cases.items():
+        dump, ev = tmp_path / f"{name}.dump", tmp_path / f"ev-{name}"
+        dump.write_bytes(data)
+        with left_on_server(server) as left:
+            stdout = _ok(home.cli(*rehearse_args(dump, dumps["change"], ev)), 3)
+        assert "verdict: NO_SAFE_PRODUCTION_SHAPED_CLONE_AVAILABLE" in stdout, stdout
+        packet = load_packet(ev)
+        assert packet["stages"]["intake"]["status"] == "passed"
+        assert packet["clone"]["data"]["read_by"] == "restore" and packet["clone"]["data"]["read_through"] is False
+        (f,) = findings(packet, "isolation")
+        assert f["rule"] == "dump_truncated" and "Supply the complete archive" in f["message"], f
+        assert packet["stages"]["sanitization"]["status"] != "passed"
+        assert left == set()

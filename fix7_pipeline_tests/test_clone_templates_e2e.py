@@ -106,10 +106,10 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert reuse["gating_packet"]["packet_sha256"] == _sha256(tmp_path / "first" / "rehearsal-report.json") \
         == entry["packet_sha256"]
     assert reuse["gating_packet"]["chain_seq"] == entry["seq"]
-    # intake hashed and listed the dump but did not read its data through again: the gating packet vouched for it
-    assert gating["clone"]["data"]["read_through"] is True
+    # intake hashed and listed the dump; its data was read by the gating run's restore, whose packet vouches for it
+    assert gating["clone"]["data"]["read_by"] == "restore"
     assert packet["clone"]["sha256"] == gating["clone"]["sha256"]
-    assert packet["clone"]["data"]["read_through"] is False
+    assert packet["clone"]["data"]["read_by"] == "the gating run's restore"
     assert packet["clone"]["data"]["vouched_by"] == {"template": t.name, "run_id": first["run_id"],
                                                      "packet_sha256": entry["packet_sha256"], "chain_seq": entry["seq"]}
     assert reuse["gating_packet"]["chain_entry_sha256"] == audit.entry_sha256(entry)
@@ -287,7 +287,7 @@ def test_a_template_whose_gating_packet_was_edited_is_not_used(on, instance, dum
     second = _rehearse(instance, dump, tmp_path / "second")
     reuse = second["packet"]["clone_reuse"]
     assert reuse["reused"] is False and reuse["discarded"] is True and "packet edited" in reuse["why"], reuse
-    assert second["packet"]["clone"]["data"]["read_through"] is True  # a packet that does not hold vouches for nothing
+    assert "vouched_by" not in second["packet"]["clone"]["data"]  # a packet that does not hold vouches for nothing
     assert second["verdict"] == "REHEARSAL_PASSED"
     (t,) = templates.list_templates(server)  # the new gated clone replaced it
     assert t.facts["gating_run_id"] == second["run_id"] != first["run_id"]
@@ -433,7 +433,7 @@ def test_fresh_clone_forces_the_full_path(on, instance, dump, server, tmp_path):
                                                  "template": first["packet"]["clone_template"]["database"],
                                                  "why": "--fresh-clone: restored and gated again"}
     assert second["packet"]["stages"]["isolation"]["restore"]["tool"]
-    assert second["packet"]["clone"]["data"]["read_through"] is True
+    assert second["packet"]["clone"]["data"]["read_by"] == "restore"
     assert second["packet"]["clone_template"]["kept"] is False  # the one there stays
     (t,) = templates.list_templates(server)
     assert t.facts["gating_run_id"] == first["run_id"]

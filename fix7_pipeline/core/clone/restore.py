@@ -164,7 +164,7 @@ def _restore_archive_direct(server, tw, info, options, listing, timeout, tmp: Pa
     if r.returncode != 0:
         if jobs > 1:
             empty_again(server, tw)
-        raise restore_failed(server, "pg_restore", clean_error_lines(stderr), r.returncode)
+        raise restore_failed(server, "pg_restore", clean_error_lines(stderr), r.returncode, info)
     return " ".join(["pg_restore", *options, *how, "-L", "<filtered toc>", "-d", tw.database, "<dump>"])
 
 
@@ -208,7 +208,7 @@ def _restore_archive_through_psql(server, tw, info, options, listing, lacking, t
         err_r.seek(0), err_p.seek(0)
         stderr = err_p.read(1024 * 1024) + "\n" + err_r.read(1024 * 1024)
     if rc_p != 0 or rc_r != 0:
-        raise restore_failed(server, "pg_restore | psql", clean_error_lines(stderr), rc_p or rc_r)
+        raise restore_failed(server, "pg_restore | psql", clean_error_lines(stderr), rc_p or rc_r, info)
     left_out = ", ".join(lacking)
     return " ".join(["pg_restore", *options, "-L", "<filtered toc>", "-f", "-", "<dump>", "|",
                      f"(without SET {left_out})", "|", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from ..dumps.archive import version_major
-from ..dumps.formats import DumpInfo
+from ..dumps.formats import DumpInfo, refuse
 from ..postgres import extensions
 from ..postgres.server import RehearsalServer
 from ..postgres.server_faults import from_tool_lines
@@ -82,11 +82,26 @@ def missing_dependencies(lines: list[str]) -> list[str]:
     return out
 
 
-def restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None) -> Fix7Error:
-    """What stopped the restore: the server (its fault, not the clone's), else the dump."""
+# pg_restore's own words (never the server's: those follow "could not execute query:") for an archive it cannot
+# read to the end; intake does not read the data blocks through, the restore does (core/run/intake_vouch.py)
+_ARCHIVE_DAMAGED = re.compile(
+    r"^pg_restore: error: (?:could not uncompress data|could not decompress data|could not find block ID|"
+    r"found unexpected block ID|unrecognized data block type|could not read from input file: end of file|"
+    r"unexpected end of file|could not read input file: end of file|corrupt tar header)")
+
+
+def restore_failed(server: RehearsalServer, tool: str, lines: list[str], rc: int | None,
+                   dump: DumpInfo | None = None) -> Fix7Error:
+    """What stopped the restore: the server (its fault, not the clone's), else the dump: an archive `dump` that
+    cannot be read to the end (truncated or damaged), or what it holds."""
     fault = from_tool_lines(lines, server.describe())
     if fault is not None:
         return fault
+    damaged = next((ln for ln in lines if _ARCHIVE_DAMAGED.match(ln)), None)
+    if damaged is not None and dump is not None:
+        return refuse(dump.path, f"its data cannot be read to the end ({damaged.removeprefix('pg_restore: error: ')}"
+                      "); it is truncated or damaged, and nothing of it was kept", "Supply the complete archive as "
+                      "pg_dump wrote it.", rule="dump_truncated")
     quoted = " | ".join(lines[:3]) if lines else f"{tool} exited with status {rc} and printed no error"
     return RestoreFailed(f"The dump did not restore into the throwaway clone ({tool} stopped at the first error, "
                          f"nothing was kept): {quoted}. Supply a dump that restores without superuser rights, or fix "

@@ -1,4 +1,5 @@
-"""A custom-format archive read at intake at the disk's and both cores' speed: hashed, listed and read through.
+"""A custom-format archive read at the disk's and both cores' speed: hashed, listed and read through (a
+rehearsal's intake only hashes and lists it: its restore reads the data blocks, core/run/intake_vouch.py).
 
 The file is opened once; pg_restore reads it through that open file (`/dev/fd/N`: the same inode, whatever the
 path names meanwhile), so the listing and the data check judge the file that is hashed. The sha256 (large reads)
@@ -16,7 +17,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ..postgres.pg_tools import pg_tool
@@ -34,15 +34,12 @@ def _workers() -> int:
     return min(2, usable_cores())
 
 
-def read_custom(path: Path, timeout: float, verify: bool = True,
-                vouched: Callable[[str], bool] | None = None) -> tuple[str, int, dict, list[TocEntry], str | None]:
+def read_custom(path: Path, timeout: float, verify: bool = True) -> tuple[str, int, dict, list[TocEntry], str | None]:
     """(sha256, bytes, header, table of contents, why the data could not be read through or None).
 
     A listing pg_restore refuses raises (rule dump_corrupt) as `list_archive` does; a data failure is returned for
-    the caller to refuse after it has judged the header (a newer pg_dump is the truer reason).
-    `vouched(sha256)`: whether these very bytes were read through already (a sealed packet of a verified clone
-    template of them, core/run/intake_vouch.py); given, the hash is finished first and the read-through runs only
-    if it says no."""
+    the caller to refuse after it has judged the header (a newer pg_dump is the truer reason). `verify=False`:
+    hashed and listed only (a rehearsal's restore reads the data blocks, core/clone/restore_failures.py)."""
     deadline = time.monotonic() + timeout
     try:
         f = open(path, "rb", buffering=0)
@@ -67,10 +64,6 @@ def read_custom(path: Path, timeout: float, verify: bool = True,
                          f"{_first(listed.stderr, path)})", "Supply the complete, unmodified archive as pg_dump "
                          "wrote it.", rule="dump_corrupt")
         header, toc = parse_listing(path, listed.stdout.decode("utf-8", "surrogateescape"))
-        if verify and vouched is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if not thread.is_alive() and hashed.error is None and vouched(hashed.sha.hexdigest()):
-                verify = False
         failed = _read_through(toc, name, fd, Path(tmp), deadline, path) if verify else None
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive() or failed == "timeout":

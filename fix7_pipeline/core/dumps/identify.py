@@ -7,7 +7,6 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 from ..postgres.pg_tools import wheel_major
@@ -124,12 +123,14 @@ def _take_listing(info: DumpInfo, path: Path, header: dict, toc) -> None:
 
 def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES,
                  max_gzip_ratio: int = DEFAULT_MAX_GZIP_RATIO, verify_data: bool = True,
-                 timeout: float = 3600, schema_sql: bool = False,
-                 vouch: Callable[[int], Callable[[str], bool] | None] | None = None) -> DumpInfo:
+                 timeout: float = 3600, schema_sql: bool = False, restore_reads_custom_data: bool = False) -> DumpInfo:
     """Identify a dump (format, versions, TOC, sha256) without restoring it; refuse anything unusable.
 
-    `vouch(bytes)`: None, or a check of the sha256 saying these bytes were read through already, so their data
-    blocks need not be read through again (an archive's; a plain dump is read whole to be screened anyway).
+    An archive's data blocks are read through unless `verify_data` is False; `restore_reads_custom_data` leaves a
+    custom archive's to the restore that follows (pg_restore reads each block it restores, and a block cut short or
+    damaged stops it, told as the dump's fault: core/clone/restore_failures.py). A directory or tar archive is still
+    read through: pg_restore feeds a tar member cut short to the server as rows. A plain dump is read whole to be
+    screened anyway.
 
     `schema_sql` also takes plain SQL that pg_dump did not write (a contract's schema source): it is screened
     and restored like any plain dump, only pg_dump's banner, version line and closing line are not required.
@@ -216,7 +217,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
         info.screened = tuple(got["screen"].finish())
     elif fmt == CUSTOM:
         info.sha256, info.bytes, header, toc, unread = archive_read.read_custom(
-            real, timeout, verify=verify_data, vouched=vouch(st.st_size) if vouch is not None else None)
+            real, timeout, verify=verify_data and not restore_reads_custom_data)
         if info.bytes != st.st_size:
             raise refuse(real, "it changed size while it was being read", "Leave the dump untouched while the "
                          "rehearsal runs.", rule="dump_changed")
@@ -227,8 +228,7 @@ def inspect_dump(path, *, allowed_roots: list[Path] | None = None, max_plain_byt
     else:
         header, toc = list_archive(real, fmt, timeout=min(timeout, 600))
         _take_listing(info, real, header, toc)
-        vouched = vouch(size) if vouch is not None and verify_data else None
-        if verify_data and not (vouched is not None and vouched(digest)):
+        if verify_data:
             verify_archive_data(real, fmt, timeout=timeout)
     _check_newer(real, info.pg_dump_version)
     info.schema_only = not info.tables_with_data and not any(e.kind == "TABLE DATA" for e in info.toc)

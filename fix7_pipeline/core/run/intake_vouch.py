@@ -1,47 +1,47 @@
-"""Intake's read-through of a dump's data, vouched for by a verified clone template of the same bytes (issue 25).
+"""Where a rehearsal's dump data is read: by the restore, or by the restore of the run that gated its template.
 
-Intake reads every data block of an archive through, so a truncated or damaged one is refused before anything
-is restored. A verified clone template of the same dump was gated by a run that restored those very bytes (its
-restore checked them against the sha256 it hashed; pg_restore read every block) and sealed its packet. When such a
-template is on the server, with fix7's code and rule set unchanged, and its gating packet holds in the audit chain,
-intake hashes the dump (the sha256 is the key, and always computed), lists its table of contents, and skips the
-read-through, naming the packet that vouched for it. No template, templates off or --fresh-clone: the read-through
-runs beside the hash, as ever. The restore, if one runs, hashes the archive again before pg_restore reads it.
+Intake hashes a custom archive and lists its table of contents; it does not read the data blocks through. The
+restore does: pg_restore reads each block it restores, and a truncated or damaged one stops the restore as the
+dump's fault (rule dump_truncated, core/clone/restore_failures.py), with nothing kept. Reading every block at intake
+as well was a second decompression of the whole archive before the restore made its own (2.2 s of a 1M-row first
+rehearsal, 18 s at 10M). Directory and tar archives are still read through at intake (core/dumps/identify.py).
+
+A rehearsal that reuses a verified clone template restores nothing: its data was read by the restore of the run
+that gated the template, whose sealed packet, when it holds in the audit chain, vouches for these very bytes (the
+same sha256). Intake names that packet, and then knows the run will not restore or gate (so the gates' library is
+not loaded for it: core/run/preload.py). Whether the template is in the end reused is the restore stage's decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from . import clone_template_key, clone_templates
 
 READ_THROUGH = "every data block read through at intake"
+READ_BY_RESTORE = ("not read through at intake: pg_restore reads each data block as it restores it, and a "
+                   "truncated or damaged block stops the restore as the dump's fault (dump_truncated), nothing kept")
 
 
 class Voucher:
-    """`for_size(bytes)` for core.dumps.identify.inspect_dump; `vouched_by` what vouched, once it did."""
+    """`check(bytes, sha256)` after intake hashed the dump; `vouched_by` what vouched, once one did."""
 
     def __init__(self, server, request):
         self.server, self.request = server, request
         self.vouched_by: dict | None = None
 
-    def for_size(self, size: int) -> Callable[[str], bool] | None:
-        """A check of the dump's sha256, or None (the read-through then runs beside the hash, not after it) when
-        no sound template of a dump of this size, this fix7 and this rule set is on the server."""
+    def check(self, size: int, sha: str) -> bool:
+        """Whether a sound template of these bytes, this fix7 and this rule set is on the server and the sealed
+        packet that gated it holds."""
         if not clone_templates.enabled() or self.request.fresh_clone:
-            return None
+            return False
         try:
             found = clone_templates.list_templates(self.server)
-        except Exception:  # noqa: BLE001 - the read-through runs; the server's fault is told where it is opened
-            return None
-        candidates = [t for t in found if t.sound and t.facts.get("dump_bytes") == size
-                      and (t.facts.get("parts") or {}).get("fix7_version") == clone_template_key.fix7_version()
-                      and (t.facts.get("parts") or {}).get("rule_set") == clone_template_key.rule_set_version()]
-        return (lambda sha: self._vouch(candidates, sha)) if candidates else None
-
-    def _vouch(self, candidates, sha: str) -> bool:
-        for t in candidates:
-            if (t.facts.get("parts") or {}).get("dump_sha256") != sha:
+        except Exception:  # noqa: BLE001 - the run restores; the server's fault is told where it is opened
+            return False
+        for t in found:
+            parts = t.facts.get("parts") or {}
+            if not (t.sound and t.facts.get("dump_bytes") == size and parts.get("dump_sha256") == sha
+                    and parts.get("fix7_version") == clone_template_key.fix7_version()
+                    and parts.get("rule_set") == clone_template_key.rule_set_version()):
                 continue
             gating, _, _ = clone_templates.gating_evidence(t)
             if gating is not None:
@@ -50,10 +50,13 @@ class Voucher:
                 return True
         return False
 
-    def as_packet(self) -> dict:
-        if self.vouched_by is None:
+    def as_packet(self, dump_format: str) -> dict:
+        if dump_format != "custom":
             return {"read_through": True, "how": READ_THROUGH}
-        return {"read_through": False, "vouched_by": self.vouched_by,
-                "how": f"not read through again: the same bytes (sha256) were restored and gated by run "
+        if self.vouched_by is None:
+            return {"read_through": False, "read_by": "restore", "how": READ_BY_RESTORE}
+        return {"read_through": False, "read_by": "the gating run's restore", "vouched_by": self.vouched_by,
+                "how": f"not read through: the same bytes (sha256) were restored and gated by run "
                        f"{self.vouched_by['run_id']}, whose sealed packet {self.vouched_by['packet_sha256'][:12]} "
-                       f"(audit chain #{self.vouched_by['chain_seq']}) keeps the template {self.vouched_by['template']}"}
+                       f"(audit chain #{self.vouched_by['chain_seq']}) keeps the template {self.vouched_by['template']}"
+                       "; if this run restores after all, its pg_restore reads every block it restores"}
