@@ -108,6 +108,7 @@ def test_second_rehearsal_reuses_the_verified_clone_and_cites_its_gating_packet(
     assert reuse["gating_packet"]["chain_seq"] == entry["seq"]
     # intake hashed and listed the dump; its data was read by the gating run's restore, whose packet vouches for it
     assert gating["clone"]["data"]["read_by"] == "restore"
+    assert gating["stages"]["isolation"]["restore"]["statistics"]["analyzed"] is True  # the template plans as production
     assert packet["clone"]["sha256"] == gating["clone"]["sha256"]
     assert packet["clone"]["data"]["read_by"] == "the gating run's restore"
     assert packet["clone"]["data"]["vouched_by"] == {"template": t.name, "run_id": first["run_id"],
