@@ -303,6 +303,8 @@ SUMMARY_ROWS = {  # the summary table's rows, and where each figure is in a resu
     "first rehearsal (the whole `fix7 rehearse` process)": lambda r: r["rehearsal"]["process_s"],
     "first / bare `-j 2`": lambda r: r["ratios"]["rehearsal_vs_bare_j2"],
     "first / bare": lambda r: r["ratios"]["rehearsal_vs_bare"],
+    "first, its change statements at the bare side's time / bare `-j 2`":
+        lambda r: r["ratios"]["rehearsal_at_bare_change_time_vs_bare_j2"],
     "repeat rehearsal (another change, from the verified clone)": lambda r: r["second_rehearsal"]["process_s"],
     "repeat / bare `-j 2`": lambda r: r["ratios"]["second_rehearsal_vs_bare_j2"],
     "sanitization / bare `pg_restore`": lambda r: r["ratios"]["sanitization_vs_bare_restore"],
