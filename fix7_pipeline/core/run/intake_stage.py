@@ -31,7 +31,7 @@ from ..storage import s3_store
 from ..storage.run_outputs import share_change_copy
 from ..storage.store import evidence_root as env_evidence_root, is_remote
 from . import clone_templates, interrupts
-from .intake_vouch import Voucher
+from .intake_vouch import Voucher, data_read
 from .preload import start_preloading
 from .run_record import RunRecord
 from .stage_run import ServerSource, interrupted, render_packet, server_source
@@ -142,7 +142,7 @@ def _intake(request: RehearsalRequest, run_id: str, *, evidence_root: Path | Non
         judge_names(dump_names(info), names)
         clone.update(names.scrub_obj(info.as_dict()))
         if info.is_archive:
-            clone["data"] = (voucher or Voucher(None, request)).as_packet(info.format)
+            clone["data"] = data_read(info.format, voucher.vouched_by if voucher is not None else None)
         findings.extend(screening.screen_dump(info))
     if not attestation["attested_by"]:
         findings.append(Finding(rule="attestation_missing",

@@ -22,7 +22,7 @@ READ_BY_RESTORE = ("not read through at intake: pg_restore reads each data block
 
 
 class Voucher:
-    """`check(bytes, sha256)` after intake hashed the dump; `vouched_by` what vouched, once one did."""
+    """`check(bytes, sha256)` after intake hashed the dump; `vouched_by` what vouched (for `data_read`), once one did."""
 
     def __init__(self, server, request):
         self.server, self.request = server, request
@@ -50,13 +50,15 @@ class Voucher:
                 return True
         return False
 
-    def as_packet(self, dump_format: str) -> dict:
-        if dump_format != "custom":
-            return {"read_through": True, "how": READ_THROUGH}
-        if self.vouched_by is None:
-            return {"read_through": False, "read_by": "restore", "how": READ_BY_RESTORE}
-        return {"read_through": False, "read_by": "the gating run's restore", "vouched_by": self.vouched_by,
-                "how": f"not read through: the same bytes (sha256) were restored and gated by run "
-                       f"{self.vouched_by['run_id']}, whose sealed packet {self.vouched_by['packet_sha256'][:12]} "
-                       f"(audit chain #{self.vouched_by['chain_seq']}) keeps the template {self.vouched_by['template']}"
-                       "; if this run restores after all, its pg_restore reads every block it restores"}
+
+def data_read(dump_format: str, vouched_by: dict | None) -> dict:
+    """The packet's `clone.data`: which restore read the dump's data blocks (`vouched_by`: Voucher's, or None)."""
+    if dump_format != "custom":
+        return {"read_through": True, "how": READ_THROUGH}
+    if vouched_by is None:
+        return {"read_through": False, "read_by": "restore", "how": READ_BY_RESTORE}
+    return {"read_through": False, "read_by": "the gating run's restore", "vouched_by": vouched_by,
+            "how": f"not read through: the same bytes (sha256) were restored and gated by run "
+                   f"{vouched_by['run_id']}, whose sealed packet {vouched_by['packet_sha256'][:12]} "
+                   f"(audit chain #{vouched_by['chain_seq']}) keeps the template {vouched_by['template']}"
+                   "; if this run restores after all, its pg_restore reads every block it restores"}
