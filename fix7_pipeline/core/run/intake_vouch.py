@@ -22,7 +22,7 @@ READ_BY_RESTORE = ("not read through at intake: pg_restore reads each data block
 
 
 class Voucher:
-    """`check(bytes, sha256)` after intake hashed the dump; `vouched_by` what vouched (for `data_read`), once one did."""
+    """`check(bytes, sha256)` after intake hashed the dump; then `vouched_by` is what vouched (for `data_read`)."""
 
     def __init__(self, server, request):
         self.server, self.request = server, request
