@@ -2,7 +2,8 @@
 key says nothing (`"value": ...`, `"data": ...`, `"aiven": ...`).
 
 One pattern, `fix7.generated-value`, compiled with the catalog from a rule file written under the rule cache:
-after `=` or `:` and their quotes, a run of 20 to 129 letters, digits, `_` and `-` with a letter past `f` in it
+after `=` or `:` and their quotes, a run of 20 to 650 letters, digits, `_ - + /` (`. ~` inside, `=` padding at
+the end) with a letter past `f` in it
 (a hex digest or a UUID, which a clone holds by the million, never becomes a candidate), at 3.8 bits/char or more.
 Each match is then judged here and in `keyvalue.plausible`: letters of both cases and digits with 14 distinct
 characters, or one case and digits with 20 (more than hex can have); not base64 of text (a pagination cursor
@@ -27,7 +28,8 @@ from .rule_files import cached_rule_file, yaml_str
 GENERATED_VALUE = "fix7.generated-value"
 # the value after `=` or `:` and its quotes; the key is read back in Python (a pattern that starts at every word
 # of a clone costs more than the rest of the catalog)
-PATTERN = r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_-]{10,64}[g-zG-Z][A-Za-z0-9_-]{9,64})(?:[^A-Za-z0-9_+/=.-]|$)"""
+PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-][A-Za-z0-9_+/-]{9,200}[g-zG-Z][A-Za-z0-9_+/-]{8,200}"""
+           r"""[A-Za-z0-9_+/-]={0,2})(?:[^A-Za-z0-9_+/=.~-]|$)""")
 MIN_ENTROPY = 3.8
 MIN_MIXED_DISTINCT = 14
 MIN_ONE_CASE_DISTINCT = 20
@@ -55,12 +57,27 @@ def _encodes_text(value: bytes) -> bool:
     return len(raw) >= 12 and all(32 <= c < 127 for c in raw)
 
 
+_BINARY_FILE = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"RIFF", b"\x00\x00\x00")
+
+
+def _encodes_a_file(value: bytes) -> bool:
+    """base64 of an image, a PDF or an archive (its magic number): inline file data, not a credential."""
+    try:
+        head = base64.b64decode(value[:24] + b"=" * (-len(value[:24]) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return head.startswith(_BINARY_FILE)
+
+
 def looks_generated(value: bytes) -> bool:
     """Digits and letters of both cases with 14 distinct characters, or of one case with 20 (more than any hex
-    digest or UUID has); not base64 of text."""
-    if _encodes_text(value) or re.search(rb"[0-9]", value) is None:
+    digest or UUID has); not base64 of text nor of a file. A value with a dot or a tilde in it (`sl.4ihq…`,
+    `GN.7Q~4Ak…`) must have both cases: a host name, a file name or a version never has."""
+    if _encodes_text(value) or _encodes_a_file(value) or re.search(rb"[0-9]", value) is None:
         return False
     lower, upper = re.search(rb"[a-z]", value) is not None, re.search(rb"[A-Z]", value) is not None
     if lower and upper:
         return len(set(value)) >= MIN_MIXED_DISTINCT
+    if b"." in value or b"~" in value:
+        return False
     return len(value) >= 24 and len(set(value)) >= MIN_ONE_CASE_DISTINCT

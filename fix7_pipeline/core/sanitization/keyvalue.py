@@ -16,6 +16,8 @@ shape, the same in a JSON object, a config line, a URL query or a header:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -35,14 +37,16 @@ _OTHER_THING = re.compile(
     r"length|len|size|count|expiry|expires|expires_at|expires_in|expiration|ttl|lifetime|format|prefix|hint|ref|"
     r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
-    r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|"
+    r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|nonce|salt|iv|h1|"
     r"image|img|icon|logo|avatar|photo|thumbnail|"
     # a key of a data structure, not a credential (added after v2's held-out measurement)
     r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"
     r"group|order|composite|natural|surrogate|unique|storage|s3|blob)_key|"
     # an object of commerce: a Stripe-style typed id (`price_1Nx…`), not a credential (tuning, v2's classes)
     r"price|prices|product|products|plan|sku|invoice|customer|subscription|charge|coupon)$")
-_PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author")
+_ACCOUNT_NAME = re.compile(r"(?:^|_)(?:user|username|login|email)$")
+# a public half, or a public JSON Web Key's parts (its modulus `n`, exponent `e`, curve point `x`/`y`, certificates)
+_PUBLIC = re.compile(r"public|publishable|(?:^|_)pub(?:$|_)|author|^(?:n|e|x|y|x5c|x5t|x5t_s256)$")
 _REFERENCE = re.compile(rb"^(?:\$\{|\$\(|\{\{|%\(|<|arn:|vault:|op://|ref\+|env:|secret/|ssm:|sm://|awssm)|\}\}?$|>$")
 _MASK = re.compile(rb"(.)\1{5,}")
 _DIGEST_LABEL = re.compile(rb"^(?:sha1|sha224|sha256|sha384|sha512|md5)[-:]", re.I)  # sha256-AP1A…= (SRI): a digest
@@ -51,6 +55,13 @@ _PATH = re.compile(rb"^[\w.-]*(?:/[\w.-]+)+\.[A-Za-z][A-Za-z0-9]{1,4}$")  # uplo
 # (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
 _WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
 MIN_DISTINCT = 6
+# A value shorter than these is kept only under a key that names a credential outright (`password`, `token`,
+# `api_key`, `secret`, `credential`: not `auth`, nor `key` alone) or in an Authorization header, and only when it is
+# more than a word: a default like `changeme` stays a placeholder, `kafka123` or `hardcoded0` is a password.
+SHORT_ASSIGNMENT, SHORT_HEADER = 12, 16
+_STRONG_KEY = re.compile(r"(?:^|_)(?:password|passwd|pwd|pass|passphrase|secret|token|api_key|apikey|credential|"
+                         r"credentials|creds)(?:$|_)")
+_MORE_THAN_A_WORD = re.compile(rb"[A-Za-z]").search, re.compile(rb"[^A-Za-z]").search
 
 
 def key_before(data: bytes, start: int) -> str | None:
@@ -61,10 +72,15 @@ def key_before(data: bytes, start: int) -> str | None:
     return re.sub(r"[-.]", "_", _CAMEL.sub("_", m.group(1).decode("ascii", "replace"))).lower()
 
 
-def key_names_a_secret(key: str | None) -> bool:
-    """A key some secret word matched that still names something else (an id, a URL, a public half)."""
+def key_names_a_secret(key: str | None, *, generated: bool = False) -> bool:
+    """A key some secret word matched that still names something else (an id, a URL, a public half).
+
+    `generated`: the value looks generated, which no user name or e-mail address does, so a key naming one
+    (`login`, `user`) says nothing about it."""
     if key is None:
         return True
+    if generated:
+        key = _ACCOUNT_NAME.sub("", key)
     return not (_OTHER_THING.search(key) or _PUBLIC.search(key))
 
 
@@ -79,19 +95,47 @@ def value_can_be_secret(value: bytes) -> bool:
     return len(set(value)) >= MIN_DISTINCT
 
 
+def key_names_a_credential(key: str | None) -> bool:
+    """A key that names a credential outright, so that a short value under it is one."""
+    return key is not None and _STRONG_KEY.search(key) is not None and key_names_a_secret(key)
+
+
+def more_than_a_word(value: bytes) -> bool:
+    return all(test(value) for test in _MORE_THAN_A_WORD)
+
+
+BASIC_CREDENTIALS = "fix7.basic-credentials"
+
+
+def basic_credentials(value: bytes) -> bool:
+    """base64 of `user:password` (RFC 7617): printable, a colon with something on each side."""
+    try:
+        raw = base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, colon, password = raw.partition(b":")
+    return bool(colon and user and password) and all(32 <= c < 127 for c in raw)
+
+
 def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     """Whether a match, `data[start:end]`, can be a secret: not a documentation value (any rule), and for a
     word-keyed rule a value and key that can hold one."""
     if is_documentation(rule_id, data, start, end, generic=rule_id in KEYED_ON_A_WORD):
         return False
+    if rule_id == BASIC_CREDENTIALS:
+        return basic_credentials(data[start:end])
     if rule_id == GENERATED_VALUE:
         value = data[start:end]
-        return looks_generated(value) and value_can_be_secret(value) and key_names_a_secret(key_before(data, start))
+        return looks_generated(value) and value_can_be_secret(value) and \
+            key_names_a_secret(key_before(data, start), generated=True)
     if rule_id not in KEYED_ON_A_WORD:
         return True
     value = data[start:end]
     if not value_can_be_secret(value):
         return False
     if rule_id == "fix7.secret-assignment":
-        return key_names_a_secret(key_before(data, start))
-    return True
+        key = key_before(data, start)
+        if len(value) < SHORT_ASSIGNMENT:
+            return more_than_a_word(value) and key_names_a_credential(key)
+        return key_names_a_secret(key)
+    return len(value) >= SHORT_HEADER or more_than_a_word(value)

@@ -86,3 +86,48 @@ def test_a_digest_or_uuid_never_becomes_a_candidate():
               f"ETAG={_rand(32, '0123456789abcdef')}"]
     chunk = b"\x00".join(f.encode() for f in fields) + b"\x00"
     assert textscan._plain_candidates(chunk, rules.engine().scanner) == []
+
+
+def _base64_key(n: int) -> str:
+    while True:  # random bytes in base64 with + or / in it: an AWS secret key, a storage account key
+        v = base64.b64encode(_rng.randbytes(n)).decode()
+        if ("+" in v or "/" in v) and any(c.isdigit() for c in v):
+            return v
+
+
+@pytest.mark.parametrize("what", ["40 characters", "88 with padding", "300 characters"])
+def test_a_base64_or_long_generated_value_is_found(what):
+    value = {"40 characters": lambda: _base64_key(30), "88 with padding": lambda: _base64_key(64),
+             "300 characters": lambda: _generated("mixed") * 9 + _rand(12, ALPHABETS["mixed"])}[what]()
+    for shape, text in _shapes("data", value).items():
+        if shape in ("header", "url query"):
+            continue
+        assert RULE in _rules(text), (what, shape)
+
+
+@pytest.mark.parametrize("key", ["login", "user", "username"])
+def test_a_generated_value_under_an_account_key_is_found(key):
+    """A user name is never generated-looking: under `login` a random 32-character run is a credential."""
+    assert RULE in _rules(json.dumps({key: _generated("mixed")})), key
+    assert RULE not in _rules(json.dumps({f"{key}_id": _generated("mixed")})), key
+
+
+@pytest.mark.parametrize("what", ["png", "jpeg", "pdf", "gzip"])
+def test_base64_of_a_file_is_left_alone(what):
+    magic = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff\xe0", "pdf": b"%PDF-1.7\n", "gzip": b"\x1f\x8b\x08"}
+    value = base64.b64encode(magic[what] + _rng.randbytes(60)).decode()
+    assert RULE not in _rules(json.dumps({"data": value})), what
+    assert RULE in _rules(json.dumps({"data": base64.b64encode(b"\x07" + _rng.randbytes(60)).decode()}))
+
+
+@pytest.mark.parametrize("part", ["n", "e", "x", "y"])
+def test_a_public_json_web_keys_parts_are_left_alone(part):
+    """A JWK's modulus and curve point are public; its private exponent `d` is not."""
+    value = base64.urlsafe_b64encode(_rng.randbytes(64)).decode().rstrip("=")
+    assert RULE not in _rules(json.dumps({"kty": "RSA", part: value})), part
+    assert RULE in _rules(json.dumps({"kty": "RSA", "d": value}))
+
+
+@pytest.mark.parametrize("key", ["nonce", "csp_nonce", "salt", "h1"])
+def test_a_nonce_or_salt_or_module_hash_is_left_alone(key):
+    assert RULE not in _rules(json.dumps({key: _base64_key(24)})), key

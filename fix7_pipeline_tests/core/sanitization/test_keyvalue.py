@@ -88,3 +88,54 @@ def test_a_data_structure_key_is_no_credential_key(key):
     for value in (str(uuid.uuid4()), "v2:" + rnd(32, "0123456789abcdef")):
         assert _rules(json.dumps({key: value})) == [], key
     assert _rules(json.dumps({"api_key": str(uuid.uuid4())}))  # the same value under a credential key is found
+
+
+@pytest.mark.parametrize("key", ["db_password", "service_token", "acme_api_key", "client_secret", "credential",
+                                 "PASSWD"])
+def test_a_short_credential_under_a_credential_key_is_found(key):
+    """8 to 11 characters, more than a word (`kafka123`): found under a key that names a credential outright."""
+    value = rnd(6, "abcdefghjkmnpqrstuvwxyz") + rnd(3, "0123456789")
+    for shape in ("json value", "nested json", "config line", "url query", "yaml"):
+        found = _rules(_shapes(key, value)[shape])
+        assert len(found) == 1 and ASSIGN in found[0], (key, shape, found)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("auth", "kafka123x"),           # `auth` alone names a scheme as often as a credential
+    ("api_key_version", "v2.10.3a"),  # a key naming something else
+    ("db_password", "changeme"),      # a bare word: a default, a placeholder
+    ("session_token", "12345678"),    # digits only
+])
+def test_a_short_value_that_is_no_credential_is_left_alone(key, value):
+    assert _rules(json.dumps({key: value})) == [], key
+
+
+def test_a_short_bearer_token_is_found_and_a_word_is_not():
+    value = rnd(7, "abcdefghjkmnpqrstuvwxyz") + rnd(3, "0123456789")
+    found = _rules(f"POST /flows/trigger Authorization: Bearer {value}")
+    assert any("fix7.authorization-header" in f for f in found), found
+    assert _rules("Authorization: Bearer undefined") == []
+
+
+def test_basic_credentials_are_found_where_they_decode_to_user_and_password():
+    import base64
+    creds = base64.b64encode(f"svc_{rnd(5)}:{rnd(12)}".encode()).decode()
+    found = _rules(json.dumps({"upstream": f"Basic {creds}"}))
+    assert any(keyvalue.BASIC_CREDENTIALS in f for f in found), found
+    not_creds = base64.b64encode(rnd(18).encode()).decode()  # no colon: not user:password
+    assert not any(keyvalue.BASIC_CREDENTIALS in f for f in _rules(f"note: Basic {not_creds}"))
+
+
+@pytest.mark.parametrize("sep", ["&", "&amp;"])
+@pytest.mark.parametrize("name", ["password", "pwd", "userpass", "pass"])
+def test_a_password_in_a_url_query_is_found_behind_an_html_escaped_ampersand(sep, name):
+    url = f"jdbc:mysql://db.internal.test/births?user=app{sep}{name}={rnd(6)}7x"
+    found = _rules(url)
+    assert any("fix7.connection-string-password.url-query" in f for f in found), (name, sep, found)
+
+
+@pytest.mark.parametrize("value", ["svc:$apr1$Jq3kT9zw$" + "Xb7Lp2Qm9Rk4Zt8WvB3nQ.",
+                                   "{SSHA}" + "Xb7Lp2Qm9Rk4Zt8WvB3nQaYdK2sP"])
+def test_apache_and_ldap_password_hashes_are_found(value):
+    found = _rules(json.dumps({"note": value}))
+    assert any("fix7.password-hash" in f for f in found), found
