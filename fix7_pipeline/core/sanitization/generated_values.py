@@ -32,7 +32,7 @@ PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-][A-Za-z0-9_+/-]{9,200}[g-z
            r"""[A-Za-z0-9_+/-]={0,2})(?:[^A-Za-z0-9_+/=.~-]|$)""")
 MIN_ENTROPY = 3.8
 MIN_MIXED_DISTINCT = 14
-MIN_ONE_CASE_DISTINCT = 20
+MIN_ONE_CASE_DISTINCT = 17
 
 
 def rule_file(cache: Path) -> Path:
@@ -80,4 +80,4 @@ def looks_generated(value: bytes) -> bool:
         return len(set(value)) >= MIN_MIXED_DISTINCT
     if b"." in value or b"~" in value:
         return False
-    return len(value) >= 24 and len(set(value)) >= MIN_ONE_CASE_DISTINCT
+    return len(value) >= 20 and len(set(value)) >= MIN_ONE_CASE_DISTINCT
