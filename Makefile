@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-heldout-v3 bench-heldout-v4 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-heldout-v3 bench-heldout-v4 bench-heldout-v5 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -88,6 +88,10 @@ bench-heldout-v3: install
 # Held-out corpus v4 (issue 26): trivy's and checkov's secret tests at the commits heldout.json fixes.
 bench-heldout-v4: install
 	$(BIN)/python -m benchmarks.heldout_v4
+
+# Held-out corpus v5 (issue 26): SonarSource's secret specifications' examples at the commit heldout.json fixes.
+bench-heldout-v5: install
+	$(BIN)/python -m benchmarks.heldout_v5
 
 bench-rehearsal: install
 	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)

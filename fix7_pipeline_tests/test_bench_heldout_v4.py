@@ -110,12 +110,12 @@ def test_checkov_sanity_values_by_file_and_its_prose_left_out(tmp_path):
     assert got == [("secret", SECRET, "acme"), ("negative", "REF-2024-000123", "service")]
 
 
-def test_v4_is_held_out_and_v3_is_tuning_now():
+def test_v4_stays_fixed_and_is_tuning_now_as_v3_is():
     m = json.loads(v4.MANIFEST.read_text())
     by_name = {s["name"]: s for s in m["sources"]}
-    for name in v4.SOURCES_V4:
+    for name in v4.SOURCES_V4:  # measured once (results-v4-heldout.json), then looked at in v5's round
         s = by_name[name]
-        assert s["part"] == "heldout" and name in m["split"]["heldout"]
+        assert s["part"] == "tuning" and name in m["split"]["tuning"]
         assert len(s["commit"]) == 40 and len(s["sha256"]) == 64 and s["secrets"] > 0
     for name in (*v3.SOURCES_V3, *v2.SOURCES_V2):
         assert by_name[name]["part"] == "tuning" and name in m["split"]["tuning"]
