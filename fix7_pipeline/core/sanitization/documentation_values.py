@@ -39,6 +39,8 @@ _PLACEHOLDER_WORD = re.compile(
 _TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
 _MASK = re.compile(rb"^(?:[*xX#.]|\xe2\x80\xa2)+$")  # ****, xxxx, •••• (U+2022)
 _MARKER = re.compile(rb"example|sample|notareal|notreal|placeholder|dummy", re.I)
+# the key pair AWS publishes in its documentation (gitleaks allows it too): never live, whatever rule matched it
+_PUBLISHED = re.compile(rb"AKIAIOSFODNN7EXAMPLE|wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 _MIN_PASSWORD_DISTINCT = 5
 _RUN = 8          # characters in alphabetical or numeric order
 _PERIOD = 8       # the longest repeated unit
@@ -104,6 +106,8 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
     mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
     scanners' tests hold hand-written values in a valid format."""
     span = data[start:min(end, start + _READ)]
+    if _PUBLISHED.search(span):
+        return True
     # a marker in a URL is its host's or path's word (`db.example.com`), judged by the URL checks instead
     if generic and ((b"://" not in span and _MARKER.search(span)) or _periodic(span)):
         return True

@@ -73,3 +73,11 @@ def test_the_checks_read_only_the_match():
     assert dv._periodic(b"ab" * 12) and not dv._periodic(b"AKIA" + b"Q7" * 3)
     assert dv.url_credentials_are_placeholders(b"x mysql://app:app@h/db", 6, 18)
     assert not dv.url_credentials_are_placeholders(b"mysql://app:Zq81xLmW4p@h/db", 0, 20)
+
+
+def test_the_key_pair_aws_publishes_is_documentation_for_every_rule():
+    """AWS's documented pair matches provider patterns as well as the generic rules: never a finding. A key
+    id of the same shape is."""
+    doc = "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    assert _found(doc) == 0
+    assert _found("aws_access_key_id = AKIA" + rnd(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")) == 1
