@@ -29,18 +29,28 @@ URL_CREDENTIAL_RULES = ("detect-secrets.BasicAuthDetector", "betterleaks.generic
                         "betterleaks.mongodb-connection-string", "betterleaks.sidekiq-sensitive-url",
                         "fix7.connection-string-password")
 JWT_RULES = ("detect-secrets.JwtTokenDetector",)
+CONNECTION_STRING_RULES = ("fix7.connection-string-password",)  # their match is the password alone
 
-_USERINFO = re.compile(rb"://([^:/?#@\s]{0,128}):([^@/?#\s]{0,256})@([^/?#:\s]{1,255})")
+_USERINFO = re.compile(rb"://([^:/?#@\s]{0,128}):([^@/?#\s]{0,256})@([^/?#:\s]{0,255})")
+# what GitHub and GitLab take as the password when the user part carries the token
+_FIXED_PASSWORDS = (b"x-oauth-basic", b"x-access-token")
 # a word for a password, alone or behind `your`/`my`/`replace with` (`mypassword`, `YOUR_PASSWORD`, `pass`);
 # with anything more (`mySecret789`, `secret123`) it is a password, however weak
 _PLACEHOLDER_WORD = re.compile(
     rb"(?:(?:your|my|the|db|user|admin|replace[_-]?with|insert|enter|change)[_-]?(?:own[_-]?)?)?"
-    rb"(?:password|passwd|pass|pwd|secret|pw)(?:[_-]?here)?|changeme|redacted|hidden|none|null", re.I)
+    rb"(?:password|passwd|pass|pwd|secret|pw)(?:[_-]?here)?|changeme|changeit|redacted|hidden|none|null", re.I)
 _TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
 _MASK = re.compile(rb"^(?:[*xX#.]|\xe2\x80\xa2)+$")  # ****, xxxx, •••• (U+2022)
 _MARKER = re.compile(rb"example|sample|notareal|notreal|placeholder|dummy", re.I)
 # the key pair AWS publishes in its documentation (gitleaks allows it too): never live, whatever rule matched it
-_PUBLISHED = re.compile(rb"AKIAIOSFODNN7EXAMPLE|wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+# and the storage key Microsoft publishes for its emulator (Azurite, the Azure Storage Emulator)
+_PUBLISHED = re.compile(rb"AKIAIOSFODNN7EXAMPLE|wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY|"
+                        rb"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+# one character a dozen times in a row over half the match: a placeholder in any format
+# (`glpat-aaaaaaaaaaaaaaaaaaaa`); a Twitter bearer token's leading run of `A`s is a fifth of it
+_FILLER = re.compile(rb"(.)\1{11,}")
+# a private key block whose body is a template: `-----BEGIN PRIVATE KEY-----\n${ENV_PRIVATE_KEY}\n-----END…`
+_PEM_TEMPLATE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:\s|\\[nr])*(?:\$\{|\{\{|<|%\()")
 _MIN_PASSWORD_DISTINCT = 5
 _RUN = 8          # characters in alphabetical or numeric order
 _PERIOD = 8       # the longest repeated unit
@@ -58,11 +68,20 @@ def url_credentials_are_placeholders(data: bytes, start: int, end: int) -> bool:
     if not m:
         return False
     user, password, host = m.groups()
+    if password in _FIXED_PASSWORDS and _TEMPLATE.match(user):
+        return True  # `https://${GITHUB_TOKEN}:x-oauth-basic@github.com`: the token is the template's
+    return password_is_placeholder(password, user)
+
+
+def password_is_placeholder(password: bytes, user: bytes | None = None) -> bool:
+    """A password that is a word for one, the user's name again, a template, a mask, a marker word or of too
+    few distinct characters: in a URL's user information or after `password=` in a connection string."""
     if b"%" in password:
         from urllib.parse import unquote_to_bytes
         password = unquote_to_bytes(password)
     return (password == user or _PLACEHOLDER_WORD.fullmatch(password) is not None or _TEMPLATE.match(password)
-            is not None or _MASK.match(password) is not None or len(set(password)) < _MIN_PASSWORD_DISTINCT)
+            is not None or _MASK.match(password) is not None or _MARKER.search(password) is not None
+            or len(set(password)) < _MIN_PASSWORD_DISTINCT)
 
 
 def _in_order(span: bytes) -> bool:
@@ -106,7 +125,10 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
     mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
     scanners' tests hold hand-written values in a valid format."""
     span = data[start:min(end, start + _READ)]
-    if _PUBLISHED.search(span):
+    if _PUBLISHED.search(span) or any(len(m.group(0)) * 2 >= len(span) for m in _FILLER.finditer(span)):
+        return True
+    if b"PRIVATE KEY" in data[max(0, start - 64):end + 64] and _PEM_TEMPLATE.search(data, max(0, start - 64),
+                                                                                     min(len(data), end + 200)):
         return True
     # a marker in a URL is its host's or path's word (`db.example.com`), judged by the URL checks instead
     if generic and ((b"://" not in span and _MARKER.search(span)) or _periodic(span)):
@@ -115,6 +137,8 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
         return True  # under a secret word a run in order is kept: the key vouches more than the look
     if rule_id.startswith(URL_CREDENTIAL_RULES) and url_credentials_are_placeholders(data, start, end):
         return True
+    if rule_id.startswith(CONNECTION_STRING_RULES) and password_is_placeholder(data[start:end]):
+        return True  # `password={PASSWORD_HERE}`, `Password=PLACEHOLDER;`, `?password=password`
     if rule_id.startswith(JWT_RULES) and not _jwt_header_is_json(data[start:end]):  # a header can carry x5c
         return True
     return False

@@ -2,7 +2,7 @@
 key says nothing (`"value": ...`, `"data": ...`, `"aiven": ...`).
 
 One pattern, `fix7.generated-value`, compiled with the catalog from a rule file written under the rule cache:
-after `=` or `:` and their quotes, a run of 20 to 650 letters, digits, `_ - + /` (`. ~` inside, `=` padding at
+after `=` or `:` and their quotes, a run of 20 or more letters, digits, `_ - + /` (`. ~` inside, `=` padding at
 the end) with a letter past `f` in it
 (a hex digest or a UUID, which a clone holds by the million, never becomes a candidate), at 3.8 bits/char or more.
 Each match is then judged here and in `keyvalue.plausible`: letters of both cases and digits with 14 distinct
@@ -28,7 +28,7 @@ from .rule_files import cached_rule_file, yaml_str
 GENERATED_VALUE = "fix7.generated-value"
 # the value after `=` or `:` and its quotes; the key is read back in Python (a pattern that starts at every word
 # of a clone costs more than the rest of the catalog)
-PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-][A-Za-z0-9_+/-]{9,200}[g-zG-Z][A-Za-z0-9_+/-]{8,200}"""
+PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-][A-Za-z0-9_+/-]{9,}[g-zG-Z][A-Za-z0-9_+/-]{8,}"""
            r"""[A-Za-z0-9_+/-]={0,2})(?:[^A-Za-z0-9_+/=.~-]|$)""")
 MIN_ENTROPY = 3.8
 MIN_MIXED_DISTINCT = 14
@@ -69,11 +69,41 @@ def _encodes_a_file(value: bytes) -> bool:
     return head.startswith(_BINARY_FILE)
 
 
+# DER of a SubjectPublicKeyInfo (SEQUENCE { SEQUENCE { algorithm OID … }, BIT STRING }): a public key in base64,
+# `MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A…` (RSA), `MFkwEwYHKoZIzj0CAQYI…` (EC). A private key's DER starts with an INTEGER.
+_ALGORITHMS = (b"\x2a\x86\x48\x86\xf7\x0d\x01\x01", b"\x2a\x86\x48\xce\x3d\x02\x01", b"\x2b\x65\x70",
+               b"\x2b\x65\x6e", b"\x2a\x86\x48\xce\x38\x04\x01")  # rsaEncryption, id-ecPublicKey, Ed25519, X25519, DSA
+
+
+def _der_length(raw: bytes, at: int) -> int | None:
+    """The offset just past a DER length at `at`, or None."""
+    if at >= len(raw):
+        return None
+    n = raw[at]
+    return at + 1 if n < 0x80 else (at + 1 + (n & 0x7F) if 0 < n & 0x7F <= 4 else None)
+
+
+def public_key_info(value: bytes) -> bool:
+    """base64 of a DER SubjectPublicKeyInfo: a public key, which no secret scan should report."""
+    try:
+        raw = base64.b64decode(value[:64] + b"=" * (-len(value[:64]) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    if raw[:1] != b"\x30":
+        return False
+    inner = _der_length(raw, 1)
+    if inner is None or raw[inner:inner + 1] != b"\x30":
+        return False  # PKCS#8 and SEC1 private keys start with an INTEGER here
+    algo = _der_length(raw, inner + 1)
+    return algo is not None and raw[algo:algo + 1] == b"\x06" and any(
+        raw[algo + 2:algo + 2 + len(o)] == o for o in _ALGORITHMS)
+
+
 def looks_generated(value: bytes) -> bool:
     """Digits and letters of both cases with 14 distinct characters, or of one case with 20 (more than any hex
     digest or UUID has); not base64 of text nor of a file. A value with a dot or a tilde in it (`sl.4ihq…`,
     `GN.7Q~4Ak…`) must have both cases: a host name, a file name or a version never has."""
-    if _encodes_text(value) or _encodes_a_file(value) or re.search(rb"[0-9]", value) is None:
+    if _encodes_text(value) or _encodes_a_file(value) or public_key_info(value) or re.search(rb"[0-9]", value) is None:
         return False
     lower, upper = re.search(rb"[a-z]", value) is not None, re.search(rb"[A-Z]", value) is not None
     if lower and upper:

@@ -38,6 +38,7 @@ _OTHER_THING = re.compile(
     r"reference|policy|scope|scopes|provider|issuer|audience|header|field|column|label|mode|method|algorithm|alg|"
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
     r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|nonce|salt|iv|h1|"
+    r"subject|sub|claim|claims|aud|iss|"
     r"image|img|icon|logo|avatar|photo|thumbnail|"
     # a key of a data structure, not a credential (added after v2's held-out measurement)
     r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"
@@ -54,6 +55,9 @@ _PATH = re.compile(rb"^[\w.-]*(?:/[\w.-]+)+\.[A-Za-z][A-Za-z0-9]{1,4}$")  # uplo
 # Words (a version suffix, short numbers) joined by - _ . : the name of a secret ("birth-cdn-credentials-84"), not one
 # (a word longer than 12 letters is a random run: hf_ and 34 letters is a Hugging Face token).
 _WORD_PHRASE = re.compile(rb"[A-Za-z]{2,12}(?:[-_.](?:[A-Za-z]{1,12}[0-9]{0,3}|[0-9]{1,4}))+")
+# a value that is itself an assignment (`Server=127.0.0.1`, `--password=password`): never base64's end padding
+_ASSIGNMENT = re.compile(rb"^-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)=(?!=*$)")
+_SECRET_WORD = re.compile(r"password|passwd|pwd|passphrase|secret|token|key|auth|credential|creds")
 MIN_DISTINCT = 6
 # A value shorter than these is kept only under a key that names a credential outright (`password`, `token`,
 # `api_key`, `secret`, `credential`: not `auth`, nor `key` alone) or in an Authorization header, and only when it is
@@ -69,7 +73,17 @@ def key_before(data: bytes, start: int) -> str | None:
     m = _KEY_BEFORE.search(data, max(0, start - 120), start)
     if not m:
         return None
-    return re.sub(r"[-.]", "_", _CAMEL.sub("_", m.group(1).decode("ascii", "replace"))).lower()
+    return _normal(m.group(1))
+
+
+def _normal(key: bytes) -> str:
+    return re.sub(r"[-.]", "_", _CAMEL.sub("_", key.decode("ascii", "replace"))).lower()
+
+
+def key_is_a_reference(data: bytes, start: int) -> bool:
+    """The word before the value is a variable's name read, not a key written (`$GITHUB_TOKEN:x-oauth-basic@`)."""
+    m = _KEY_BEFORE.search(data, max(0, start - 120), start)
+    return m is not None and data[max(0, m.start() - 1):m.start()] in (b"$", b"{", b"%")
 
 
 def key_names_a_secret(key: str | None, *, generated: bool = False) -> bool:
@@ -117,6 +131,16 @@ def basic_credentials(value: bytes) -> bool:
     return bool(colon and user and password) and all(32 <= c < 127 for c in raw)
 
 
+_TOKEN_EDGE = re.compile(rb"[\s\"'=,;(\[{]")
+
+
+def _inside_arn(data: bytes, start: int) -> bool:
+    """The match's key and value lie inside one Amazon Resource Name (a reference to a secret, never one)."""
+    lo = max(0, start - 200)
+    edges = [m.end() for m in _TOKEN_EDGE.finditer(data, lo, start)]
+    return data.startswith(b"arn:", edges[-1] if edges else lo)
+
+
 def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     """Whether a match, `data[start:end]`, can be a secret: not a documentation value (any rule), and for a
     word-keyed rule a value and key that can hold one."""
@@ -124,6 +148,8 @@ def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
         return False
     if rule_id == BASIC_CREDENTIALS:
         return basic_credentials(data[start:end])
+    if rule_id in KEYED_ON_A_WORD and _inside_arn(data, start):
+        return False  # `arn:aws:secretsmanager:…:secret:dev/db-AbCdEf` names a secret, it holds none
     if rule_id == GENERATED_VALUE:
         value = data[start:end]
         return looks_generated(value) and value_can_be_secret(value) and \
@@ -131,10 +157,20 @@ def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     if rule_id not in KEYED_ON_A_WORD:
         return True
     value = data[start:end]
+    key = None
+    if rule_id == "fix7.secret-assignment" and (inner := _ASSIGNMENT.match(value)) and \
+            not looks_generated(inner.group(1)):  # `Ci0a2bSpRy…=XVoh…` is a token with `=` in it
+        # the value is an assignment itself (`DB_PASSWORD=hardcoded4` under `passwords`): its own key decides
+        key = _normal(inner.group(1))
+        if not _SECRET_WORD.search(key):
+            return False  # `Server=127.0.0.1;…` under `auth`
+        value, start = value[inner.end():], start + inner.end()
     if not value_can_be_secret(value):
         return False
     if rule_id == "fix7.secret-assignment":
-        key = key_before(data, start)
+        if key_is_a_reference(data, start):
+            return False
+        key = key or key_before(data, start)
         if len(value) < SHORT_ASSIGNMENT:
             return more_than_a_word(value) and key_names_a_credential(key)
         return key_names_a_secret(key)

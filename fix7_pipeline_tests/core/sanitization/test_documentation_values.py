@@ -81,3 +81,33 @@ def test_the_key_pair_aws_publishes_is_documentation_for_every_rule():
     doc = "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     assert _found(doc) == 0
     assert _found("aws_access_key_id = AKIA" + rnd(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")) == 1
+
+
+@pytest.mark.parametrize("password", ["{PASSWORD_HERE}", "PLACEHOLDER", "{2}", "<YourStrong@Passw0rd>", "DBPASSWORD",
+                                      "changeit"])
+def test_a_connection_string_with_a_placeholder_password_is_no_finding(password):
+    for text in (f"Server=db.internal.test;Database=births;User Id=app;Password={password};",
+                 f"jdbc:postgresql://db.internal.test/births?user=app&password={password}"):
+        assert _found(json.dumps({"value": text})) == 0, text
+    real = rnd(14)
+    assert _found(json.dumps({"value": f"Server=db.internal.test;Database=births;User Id=app;Password={real};"})) >= 1
+
+
+def test_a_template_user_with_githubs_fixed_password_is_no_finding_and_a_token_there_is():
+    assert _found("git remote add origin https://${GITHUB_TOKEN}:x-oauth-basic@github.com/acme/births.git") == 0
+    token = "ghp_" + rnd(36)
+    assert _found(f"git remote add origin https://{token}:x-oauth-basic@github.com/acme/births.git") >= 1
+
+
+def test_a_placeholder_run_is_documentation_and_a_twitter_bearer_tokens_leading_run_is_not():
+    assert _found(json.dumps({"value": "glpat-" + "a" * 20})) == 0
+    assert _found(json.dumps({"twitter_bearer_token": "A" * 22 + rnd(90)})) >= 1
+
+
+def test_a_private_key_block_whose_body_is_a_template_is_no_finding():
+    assert _found(json.dumps({"setting": "-----BEGIN PRIVATE KEY-----\n${ENV_PRIVATE_KEY}\n-----END PRIVATE KEY-----"})) == 0
+
+
+def test_the_storage_emulators_published_key_is_documentation():
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    assert _found(f"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={key};") == 0

@@ -131,3 +131,18 @@ def test_a_public_json_web_keys_parts_are_left_alone(part):
 @pytest.mark.parametrize("key", ["nonce", "csp_nonce", "salt", "h1"])
 def test_a_nonce_or_salt_or_module_hash_is_left_alone(key):
     assert RULE not in _rules(json.dumps({key: _base64_key(24)})), key
+
+
+def test_a_public_key_in_base64_is_left_alone_and_a_private_one_is_not():
+    """DER SubjectPublicKeyInfo (SEQUENCE { SEQUENCE { algorithm }, BIT STRING }) is public; PKCS#8 is not."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    for key in (rsa.generate_private_key(public_exponent=65537, key_size=2048), ec.generate_private_key(ec.SECP384R1())):
+        public = base64.b64encode(key.public_key().public_bytes(ser.Encoding.DER,
+                                                                ser.PublicFormat.SubjectPublicKeyInfo)).decode()
+        private = base64.b64encode(key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8,
+                                                     ser.NoEncryption())).decode()
+        assert not generated_values.public_key_info(private.encode())
+        assert RULE not in _rules(json.dumps({"data": public})), "a public key was reported"
+        assert RULE in _rules(json.dumps({"data": private})), "a private key in base64 was not found"

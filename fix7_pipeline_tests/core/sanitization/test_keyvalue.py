@@ -139,3 +139,22 @@ def test_a_password_in_a_url_query_is_found_behind_an_html_escaped_ampersand(sep
 def test_apache_and_ldap_password_hashes_are_found(value):
     found = _rules(json.dumps({"note": value}))
     assert any("fix7.password-hash" in f for f in found), found
+
+
+def test_a_secret_named_inside_an_arn_is_no_finding():
+    arn = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:births/db-" + rnd(6)
+    assert _rules(json.dumps({"data": arn})) == []
+    assert _rules(f"DATA={arn}\nPOOL_SIZE=5") == []
+
+
+@pytest.mark.parametrize("key", ["token_subject", "sub", "aud"])
+def test_a_claim_name_is_no_credential_key(key):
+    assert _rules(json.dumps({key: "system:serviceaccount:births:" + rnd(6, "abcdefghjkmnpqrstuvwxyz") + "-writer"})) == []
+
+
+def test_a_value_that_is_an_assignment_is_judged_by_its_own_key():
+    assert _rules(json.dumps({"auth": "Server=127.0.0.1;User ID=sa;Initial Catalog=births"})) == []
+    found = _rules(json.dumps({"passwords": "DB_PASSWORD=" + rnd(7, "abcdefghjkmnpqrstuvwxyz") + "42"}))
+    assert len(found) == 1 and ASSIGN in found[0], found
+    token = rnd(30) + "=" + rnd(40)  # a token with `=` inside is no assignment
+    assert any(ASSIGN in f for f in _rules(json.dumps({"acme_token": token})))
