@@ -785,6 +785,29 @@ def fix7_detector() -> dict:
     return info
 
 
+def _fingerprinted_keys(conn, salt: str, tables: set[str]) -> dict[str, str]:
+    """{"fingerprint:…": row key} for every row of `tables`: a finding shows a row's key as its salted fingerprint
+    when a match touched the key's field (a private key's pattern can run on past its own value), and the score
+    must still find the row it was planted in. The bench knows the run's salt; a finding never does."""
+    from psycopg import sql as psql
+    from fix7_pipeline.core.sanitization.textscan import fingerprint
+
+    out: dict[str, str] = {}
+    for table in sorted(tables):  # the clone's tables are public's (the session's search_path is pinned)
+        schema, _, name = table.rpartition(".")
+        schema = schema or "public"
+        pk = conn.execute("select a.attname from pg_catalog.pg_index i join pg_catalog.pg_attribute a "
+                          "on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
+                          "where i.indrelid = pg_catalog.to_regclass(%s) and i.indisprimary",
+                          (f'"{schema}"."{name}"',)).fetchall()
+        if len(pk) != 1:
+            continue
+        for (key,) in conn.execute(psql.SQL("select {}::text from {}").format(psql.Identifier(pk[0][0]),
+                                                                              psql.Identifier(schema, name))):
+            out["fingerprint:" + fingerprint(salt, key.encode())] = key
+    return out
+
+
 def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict]:
     """Restore the custom dump as a rehearsal does and run the sanitization stage's secret scan.
 
@@ -817,9 +840,12 @@ def run_fix7(work: Path) -> tuple[list[tuple[str, str | None, str]], float, dict
             with server.connect(tw.database, tw.login, purpose="catalog secrets") as conn:
                 findings += secrets.scan_catalog(conn)
         took = time.perf_counter() - t0
+        with server.connect(tw.database, tw.login, purpose="bench: row keys read back") as conn:
+            back = _fingerprinted_keys(conn, salt, {f.table for f in findings if getattr(f, "table", None)
+                                                    and str(f.row_key or "").startswith("fingerprint:")})
     finally:
         drop_throwaway(server, tw)
-    hits = [(f.table, f.row_key, rule) for f in findings if getattr(f, "table", None)
+    hits = [(f.table, back.get(f.row_key, f.row_key), rule) for f in findings if getattr(f, "table", None)
             for rule in ((getattr(f, "extra", None) or {}).get("rules") or [f.rule])]  # every rule of one finding
     return hits, took, {"version": fix7_detector(), "call": "scan_secrets(conn_factory, database, contract, salt"
                         + "".join(f", {k}=all" for k in kw) + ") + scan_catalog, on the restored custom dump"}
