@@ -24,7 +24,6 @@ tuning (`LOOKALIKES_V3`). Results name sources, kinds, contexts and counts, neve
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
@@ -38,6 +37,7 @@ import yaml
 from benchmarks import corpus as bc
 from benchmarks import heldout as h1
 from benchmarks import heldout_v2 as h2
+from benchmarks import heldout_versions as hv
 
 MANIFEST = h1.MANIFEST
 SOURCES_V3 = ("whispers-fixtures", "earlybird-rule-examples", "ggshield-cassettes")
@@ -219,61 +219,16 @@ def plants_v3(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
 
 def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
         peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    from benchmarks.scan import bench_dir
-
-    manifest = json.loads(MANIFEST.read_text())
-    out = Path(out) if out else bench_dir() / "heldout-v3-results.json"
-    sources = load_v3(manifest, bench_dir() / "heldout")
-    return h2.measure("fix7 held-out corpus v3 benchmark", sources, plants_v3(sources, seed),
-                      [s for s in manifest["sources"] if s["name"] in SOURCES_V3], rows, seed, peers, out)
+    return hv.run_version("fix7 held-out corpus v3 benchmark", MANIFEST, SOURCES_V3, load_v3, plants_v3,
+                          "heldout-v3-results.json", rows, seed, peers, out)
 
 
-def masked(v: str) -> str:
-    """A value's shape without the value: character classes run-length coded (`A4a10d2=1`)."""
-    cls = lambda ch: "A" if ch.isupper() else "a" if ch.islower() else "d" if ch.isdigit() else ch  # noqa: E731
-    out, prev, n = [], None, 0
-    for ch in v:
-        c = cls(ch)
-        if c == prev:
-            n += 1
-            continue
-        if prev is not None:
-            out.append(f"{prev}{n}" if prev in "Aad" else prev * n)
-        prev, n = c, 1
-    if prev is not None:
-        out.append(f"{prev}{n}" if prev in "Aad" else prev * n)
-    return "".join(out)
+masked = hv.masked  # the shape printer every version's --masked uses
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout_v3", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=h1.DEFAULT_ROWS)
-    ap.add_argument("--seed", type=int, default=bc.DEFAULT_SEED)
-    ap.add_argument("--peers", default="detect-secrets,gitleaks", help="comma-separated, or none")
-    ap.add_argument("--digests", action="store_true",
-                    help="extract the sources and print each one's entry count and sha256 (no value), then stop")
-    ap.add_argument("--masked", action="store_true",
-                    help="with --digests: each entry's kind and masked shape (no value), to check the extractor")
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args(argv)
-    if a.digests:
-        from benchmarks.scan import bench_dir
-        manifest = json.loads(MANIFEST.read_text())
-        for s in manifest["sources"]:
-            s.pop("sha256", None) if s["name"] in SOURCES_V3 else None
-        for name, entries in load_v3(manifest, bench_dir() / "heldout").items():
-            print(f"{name}: {sum(e['part'] == 'secret' for e in entries)} secrets, "
-                  f"{sum(e['part'] == 'negative' for e in entries)} negatives, sha256 {h1.corpus_digest(entries)}")
-            if a.masked:
-                for e in entries:
-                    print(f"  {e['part']:<8} {e['kind'][:50]:<50} {masked(e['value'])[:60]}")
-        return 0
-    peers = tuple(p for p in a.peers.split(",") if p and p != "none")
-    unknown = set(peers) - {"detect-secrets", "gitleaks"}
-    if unknown:
-        ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
-    print(h2.render_text(run(a.rows, a.seed, peers, a.out)))
-    return 0
+    return hv.main_for("python -m benchmarks.heldout_v3", __doc__.splitlines()[0], MANIFEST, SOURCES_V3, load_v3, run,
+                       argv)
 
 
 if __name__ == "__main__":

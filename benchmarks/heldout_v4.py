@@ -22,7 +22,6 @@ sources, kinds, contexts and counts, never a value.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -33,7 +32,7 @@ import yaml
 from benchmarks import corpus as bc
 from benchmarks import heldout as h1
 from benchmarks import heldout_v2 as h2
-from benchmarks.heldout_v3 import masked
+from benchmarks import heldout_versions as hv
 
 MANIFEST = h1.MANIFEST
 SOURCES_V4 = ("trivy-secret-tests", "checkov-secret-sanity-tests")
@@ -255,44 +254,13 @@ def plants_v4(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
 
 def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
         peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    from benchmarks.scan import bench_dir
-
-    manifest = json.loads(MANIFEST.read_text())
-    out = Path(out) if out else bench_dir() / "heldout-v4-results.json"
-    sources = load_v4(manifest, bench_dir() / "heldout")
-    return h2.measure("fix7 held-out corpus v4 benchmark", sources, plants_v4(sources, seed),
-                      [s for s in manifest["sources"] if s["name"] in SOURCES_V4], rows, seed, peers, out)
+    return hv.run_version("fix7 held-out corpus v4 benchmark", MANIFEST, SOURCES_V4, load_v4, plants_v4,
+                          "heldout-v4-results.json", rows, seed, peers, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout_v4", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=h1.DEFAULT_ROWS)
-    ap.add_argument("--seed", type=int, default=bc.DEFAULT_SEED)
-    ap.add_argument("--peers", default="detect-secrets,gitleaks", help="comma-separated, or none")
-    ap.add_argument("--digests", action="store_true",
-                    help="extract the sources and print each one's entry count and sha256 (no value), then stop")
-    ap.add_argument("--masked", action="store_true",
-                    help="with --digests: each entry's kind and masked shape (no value), to check the extractor")
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args(argv)
-    if a.digests:
-        from benchmarks.scan import bench_dir
-        manifest = json.loads(MANIFEST.read_text())
-        for s in manifest["sources"]:
-            s.pop("sha256", None) if s["name"] in SOURCES_V4 else None
-        for name, entries in load_v4(manifest, bench_dir() / "heldout").items():
-            print(f"{name}: {sum(e['part'] == 'secret' for e in entries)} secrets, "
-                  f"{sum(e['part'] == 'negative' for e in entries)} negatives, sha256 {h1.corpus_digest(entries)}")
-            if a.masked:
-                for e in entries:
-                    print(f"  {e['part']:<8} {e['kind'][:50]:<50} {masked(e['value'])[:60]}")
-        return 0
-    peers = tuple(p for p in a.peers.split(",") if p and p != "none")
-    unknown = set(peers) - {"detect-secrets", "gitleaks"}
-    if unknown:
-        ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
-    print(h2.render_text(run(a.rows, a.seed, peers, a.out)))
-    return 0
+    return hv.main_for("python -m benchmarks.heldout_v4", __doc__.splitlines()[0], MANIFEST, SOURCES_V4, load_v4, run,
+                       argv)
 
 
 if __name__ == "__main__":
