@@ -72,6 +72,26 @@ def _aws_pair() -> list:
             "\naws_secret_access_key = ", (rnd(40, B64), True)]
 
 
+def _short_password() -> list:
+    """Ten distinct characters, letters and digits: a short credential only its key makes one."""
+    chars = secrets.SystemRandom().sample(string.ascii_lowercase, 7) + secrets.SystemRandom().sample(string.digits, 3)
+    return ["db_password=", ("".join(chars), True)]
+
+
+def _basic_credentials() -> list:
+    """HTTP Basic credentials: base64 of user:password, after the word Basic."""
+    return ["Basic ", (base64.b64encode(f"svc_{rnd(6)}:{rnd(14)}".encode()).decode(), True)]
+
+
+def _generated_base64() -> list:
+    """A generated-looking base64 run under a key that names an account (a storage key, an AWS-style secret)."""
+    while True:
+        v = rnd(40, B64)
+        if ("+" in v or "/" in v) and any(c.isdigit() for c in v) and any(c.islower() for c in v) and \
+                any(c.isupper() for c in v) and len(set(v)) >= 14:
+            return ["login=", (v, True)]
+
+
 # plant -> (the rule that must report it, by column kind; how to make it). Every format is one Kingfisher (or a
 # fix7 rule) reports on its own: test_each_plant_fires_its_rule checks that first.
 MAKERS = {
@@ -92,6 +112,9 @@ MAKERS = {
     "password_hash": (lambda k: "fix7.password-hash",
                       lambda k: ["$argon2id$v=19$m=65536,t=3,p=4$", (rnd(22, B64), True), "$", (rnd(43, B64), True)]),
     "secret_assignment": (lambda k: "fix7.secret-assignment", lambda k: _secret_assignment()),
+    "short_password": (lambda k: "fix7.secret-assignment", lambda k: _short_password()),
+    "basic_credentials": (lambda k: "fix7.basic-credentials", lambda k: _basic_credentials()),
+    "generated_base64": (lambda k: "fix7.generated-value", lambda k: _generated_base64()),
 }
 
 
