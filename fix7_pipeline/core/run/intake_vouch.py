@@ -14,6 +14,7 @@ not loaded for it: core/run/preload.py). Whether the template is in the end reus
 
 from __future__ import annotations
 
+from ..dumps.formats import CUSTOM
 from . import clone_template_key, clone_templates
 
 READ_THROUGH = "every data block read through at intake"
@@ -53,7 +54,7 @@ class Voucher:
 
 def data_read(dump_format: str, vouched_by: dict | None) -> dict:
     """The packet's `clone.data`: which restore read the dump's data blocks (`vouched_by`: Voucher's, or None)."""
-    if dump_format != "custom":
+    if dump_format != CUSTOM:
         return {"read_through": True, "how": READ_THROUGH}
     if vouched_by is None:
         return {"read_through": False, "read_by": "restore", "how": READ_BY_RESTORE}

@@ -2,11 +2,11 @@
 key says nothing (`"value": ...`, `"data": ...`, `"aiven": ...`).
 
 One pattern, `fix7.generated-value`, compiled with the catalog from a rule file written under the rule cache:
-after `=` or `:` and their quotes, a run of 20 or more letters, digits, `_ - + /` (`. ~` inside, `=` padding at
-the end) with a letter past `f` in it
+after `=` or `:` and their quotes, a run of 20 or more letters, digits, `_ - + /` (`=` padding at the end, and
+not followed by a dot or a tilde) with a letter past `f` in it
 (a hex digest or a UUID, which a clone holds by the million, never becomes a candidate), at 3.8 bits/char or more.
 Each match is then judged here and in `keyvalue.plausible`: letters of both cases and digits with 14 distinct
-characters, or one case and digits with 20 (more than hex can have); not base64 of text (a pagination cursor
+characters, or one case and digits with 17 in 20 or more (more than hex can have); not base64 of text (a pagination cursor
 `eyJ...` is JSON); a key that does not name something else (an id, a hash, a cursor, an image); a value that
 is not a reference, a placeholder, a mask or a phrase. It is a word-keyed rule for ranking and for the
 contract's look-alike columns, which silence it.
@@ -28,8 +28,8 @@ from .rule_files import cached_rule_file, yaml_str
 GENERATED_VALUE = "fix7.generated-value"
 # the value after `=` or `:` and its quotes; the key is read back in Python (a pattern that starts at every word
 # of a clone costs more than the rest of the catalog)
-PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-][A-Za-z0-9_+/-]{9,}[g-zG-Z][A-Za-z0-9_+/-]{8,}"""
-           r"""[A-Za-z0-9_+/-]={0,2})(?:[^A-Za-z0-9_+/=.~-]|$)""")
+PATTERN = (r"""[=:]\s*(?:\\?["']){0,3}([A-Za-z0-9_+/-]{10,}[g-zG-Z][A-Za-z0-9_+/-]{9,}={0,2})"""
+           r"""(?:[^A-Za-z0-9_+/=.~-]|$)""")
 MIN_ENTROPY = 3.8
 MIN_MIXED_DISTINCT = 14
 MIN_ONE_CASE_DISTINCT = 17
@@ -100,8 +100,8 @@ def public_key_info(value: bytes) -> bool:
 
 
 def looks_generated(value: bytes) -> bool:
-    """Digits and letters of both cases with 14 distinct characters, or of one case with 20 (more than any hex
-    digest or UUID has); not base64 of text nor of a file. A value with a dot or a tilde in it (`sl.4ihq…`,
+    """Digits and letters of both cases with 14 distinct characters, or of one case with 17 in 20 or more (more than
+    any hex digest or UUID has); not base64 of text, of a file or of a public key. A value with a dot or a tilde in it (`sl.4ihq…`,
     `GN.7Q~4Ak…`) must have both cases: a host name, a file name or a version never has."""
     if _encodes_text(value) or _encodes_a_file(value) or public_key_info(value) or re.search(rb"[0-9]", value) is None:
         return False

@@ -70,20 +70,20 @@ _MORE_THAN_A_WORD = re.compile(rb"[A-Za-z]").search, re.compile(rb"[^A-Za-z]").s
 
 def key_before(data: bytes, start: int) -> str | None:
     """The key a value at `start` is assigned to, lower case with camelCase split by `_` (None: no key)."""
+    return _key_and_reference(data, start)[0]
+
+
+def _key_and_reference(data: bytes, start: int) -> tuple[str | None, bool]:
+    """(key_before's key, whether that word is a variable's name read rather than a key written:
+    `$GITHUB_TOKEN:x-oauth-basic@`)."""
     m = _KEY_BEFORE.search(data, max(0, start - 120), start)
     if not m:
-        return None
-    return _normal(m.group(1))
+        return None, False
+    return _normal(m.group(1)), data[max(0, m.start() - 1):m.start()] in (b"$", b"{", b"%")
 
 
 def _normal(key: bytes) -> str:
     return re.sub(r"[-.]", "_", _CAMEL.sub("_", key.decode("ascii", "replace"))).lower()
-
-
-def key_is_a_reference(data: bytes, start: int) -> bool:
-    """The word before the value is a variable's name read, not a key written (`$GITHUB_TOKEN:x-oauth-basic@`)."""
-    m = _KEY_BEFORE.search(data, max(0, start - 120), start)
-    return m is not None and data[max(0, m.start() - 1):m.start()] in (b"$", b"{", b"%")
 
 
 def key_names_a_secret(key: str | None, *, generated: bool = False) -> bool:
@@ -168,9 +168,10 @@ def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
     if not value_can_be_secret(value):
         return False
     if rule_id == "fix7.secret-assignment":
-        if key_is_a_reference(data, start):
+        written, reference = _key_and_reference(data, start)
+        if reference:
             return False
-        key = key or key_before(data, start)
+        key = key or written
         if len(value) < SHORT_ASSIGNMENT:
             return more_than_a_word(value) and key_names_a_credential(key)
         return key_names_a_secret(key)
