@@ -8,7 +8,7 @@ EXT_DIR := $(VENV)/fix7-extensions
 EXT_STAMP := $(EXT_DIR)/.installed
 EXT_DL := $(VENV)/fix7-extensions-download
 
-.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-heldout-v3 bench-heldout-v4 bench-heldout-v5 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
+.PHONY: install demo test test-slow browser bench bench-corpus bench-heldout bench-heldout-v2 bench-heldout-v3 bench-heldout-v4 bench-heldout-v5 bench-heldout-v6 bench-rehearsal bench-10m bench-scan bench-diff bench-memory bench-traffic ui clean system-pg extensions
 
 install: $(STAMP) $(EXT_STAMP)
 
@@ -92,6 +92,10 @@ bench-heldout-v4: install
 # Held-out corpus v5 (issue 26): SonarSource's secret specifications' examples at the commit heldout.json fixes.
 bench-heldout-v5: install
 	$(BIN)/python -m benchmarks.heldout_v5
+
+# Held-out corpus v6 (issue 26): CredSweeper's samples by its own expected reports at the commit heldout.json fixes.
+bench-heldout-v6: install
+	$(BIN)/python -m benchmarks.heldout_v6
 
 bench-rehearsal: install
 	$(BIN)/python -m benchmarks.rehearsal --rows $(or $(ROWS),1000000)

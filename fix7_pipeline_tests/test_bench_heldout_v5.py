@@ -51,12 +51,12 @@ def test_sonar_examples_by_their_oracle_and_each_negative_by_its_longest_value(t
                    ("negative", "sonar-ok:acme-token", "https://api.acme.test/v2/items")]
 
 
-def test_v5_is_held_out_and_v4_is_tuning_now():
+def test_v5_stays_fixed_and_is_tuning_now_with_v4():
     m = json.loads(v5.MANIFEST.read_text())
     by_name = {s["name"]: s for s in m["sources"]}
-    for name in v5.SOURCES_V5:
+    for name in v5.SOURCES_V5:  # measured once (results-v5-heldout.json), then looked at in v5's own round
         s = by_name[name]
-        assert s["part"] == "heldout" and name in m["split"]["heldout"]
+        assert s["part"] == "tuning" and name in m["split"]["tuning"]
         assert len(s["commit"]) == 40 and len(s["sha256"]) == 64 and s["secrets"] > 0
     for name in (*v4.SOURCES_V4, *v3.SOURCES_V3, *v2.SOURCES_V2):
         assert by_name[name]["part"] == "tuning" and name in m["split"]["tuning"]
