@@ -39,16 +39,20 @@ _FIXED_PASSWORDS = (b"x-oauth-basic", b"x-access-token")
 _PLACEHOLDER_WORD = re.compile(
     rb"(?:(?:your|my|the|db|user|admin|replace[_-]?with|insert|enter|change)[_-]?(?:own[_-]?)?)?"
     rb"(?:password|passwd|pass|pwd|secret|pw)(?:[_-]?here)?|changeme|changeit|redacted|hidden|none|null", re.I)
-_TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
+_TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$[A-Za-z_]*\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
 _MASK = re.compile(rb"^(?:[*xX#.]|\xe2\x80\xa2)+$")  # ****, xxxx, •••• (U+2022)
 _MARKER = re.compile(rb"example|sample|notareal|notreal|placeholder|dummy", re.I)
 # the key pair AWS publishes in its documentation (gitleaks allows it too): never live, whatever rule matched it
 # and the storage key Microsoft publishes for its emulator (Azurite, the Azure Storage Emulator)
 _PUBLISHED = re.compile(rb"AKIAIOSFODNN7EXAMPLE|wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY|"
                         rb"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
-# one character a dozen times in a row over half the match: a placeholder in any format
-# (`glpat-aaaaaaaaaaaaaaaaaaaa`); a Twitter bearer token's leading run of `A`s is a fifth of it
+# one character a dozen times in a row over half its token: a placeholder in any format
+# (`glpat-aaaaaaaaaaaaaaaaaaaa`, `npm_000…0` behind a registry URL); a Twitter bearer token's leading run of `A`s
+# is a fifth of it
 _FILLER = re.compile(rb"(.)\1{11,}")
+_TOKEN_CHARS = re.compile(rb"[A-Za-z0-9_+/=.-]+")
+# a token whose end is masked: `sk-EUk0…fAxxxxxxx`, `…000000`
+_MASKED_TAIL = re.compile(rb"(?:x{6,}|X{6,}|0{6,}|\*{4,})$")
 # a private key block whose body is a template: `-----BEGIN PRIVATE KEY-----\n${ENV_PRIVATE_KEY}\n-----END…`
 _PEM_TEMPLATE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:\s|\\[nr])*(?:\$\{|\{\{|<|%\()")
 _MIN_PASSWORD_DISTINCT = 5
@@ -111,6 +115,16 @@ def _periodic(span: bytes) -> bool:
     return False
 
 
+def _filled(span: bytes) -> bool:
+    """A token of the span that is mostly one character, or whose end is masked."""
+    for tok in _TOKEN_CHARS.finditer(span):
+        t = tok.group(0)
+        if len(t) >= 16 and (_MASKED_TAIL.search(t) or any(len(m.group(0)) * 2 >= len(t)
+                                                           for m in _FILLER.finditer(t))):
+            return True
+    return False
+
+
 def _jwt_header_is_json(span: bytes) -> bool:
     head = span.split(b".", 1)[0]
     try:
@@ -125,7 +139,7 @@ def is_documentation(rule_id: str, data: bytes, start: int, end: int, *, generic
     mere look (`fix7.generated-value`) only: a provider's own pattern knows its prefix and length, and
     scanners' tests hold hand-written values in a valid format."""
     span = data[start:min(end, start + _READ)]
-    if _PUBLISHED.search(span) or any(len(m.group(0)) * 2 >= len(span) for m in _FILLER.finditer(span)):
+    if _PUBLISHED.search(span) or _filled(span):
         return True
     if b"PRIVATE KEY" in data[max(0, start - 64):end + 64] and _PEM_TEMPLATE.search(data, max(0, start - 64),
                                                                                      min(len(data), end + 200)):

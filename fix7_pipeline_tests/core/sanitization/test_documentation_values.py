@@ -104,6 +104,18 @@ def test_a_placeholder_run_is_documentation_and_a_twitter_bearer_tokens_leading_
     assert _found(json.dumps({"twitter_bearer_token": "A" * 22 + rnd(90)})) >= 1
 
 
+def test_a_token_filled_or_masked_within_a_longer_match_is_documentation():
+    # the run is judged against its token, not against the registry URL a rule matched with it
+    assert _found(json.dumps({"data": "//registry.npmjs.org/:_authToken=npm_" + "0" * 36})) == 0
+    assert _found(json.dumps({"data": "ghp_" + rnd(30) + "x" * 6})) == 0
+    assert _found(json.dumps({"data": "//registry.npmjs.org/:_authToken=npm_" + rnd(36)})) >= 1
+    assert _found(json.dumps({"data": "ghp_" + rnd(33) + "x" * 3})) >= 1
+
+
+def test_a_template_password_behind_a_named_expansion_is_no_finding():
+    assert _found(json.dumps({"value": "redis://admin:$env{admin_pwd}@cache.internal.test"})) == 0
+
+
 def test_a_private_key_block_whose_body_is_a_template_is_no_finding():
     assert _found(json.dumps({"setting": "-----BEGIN PRIVATE KEY-----\n${ENV_PRIVATE_KEY}\n-----END PRIVATE KEY-----"})) == 0
 
