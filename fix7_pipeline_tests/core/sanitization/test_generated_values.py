@@ -59,6 +59,7 @@ LOOKALIKES = {
         json.dumps({"after": str(uuid.uuid4()), "limit": 50}).encode()).decode().rstrip("="),
     "words": lambda: "birth-registry-backfill-2024-final",
     "one case, few characters": lambda: _rand(30, "abcdefgh0123"),
+    "hex behind 0x": lambda: "0x" + _rand(40, "0123456789abcdef"),
 }
 
 
@@ -70,6 +71,17 @@ def test_what_only_looks_generated_is_left_alone(what):
             if shape == "header":
                 continue
             assert RULE not in _rules(text), (what, key, shape)
+
+
+def test_a_sixteen_character_generated_password_is_found_and_one_case_ids_of_that_length_are_not():
+    while True:
+        value = _rand(16, ALPHABETS["mixed"])
+        if len(set(value)) >= 13 and any(c.isdigit() for c in value) and value.lower() != value != value.upper():
+            break
+    for key in ("value", "postgresql", "conn"):
+        assert RULE in _rules(json.dumps({key: value})), key
+    assert RULE not in _rules(json.dumps({"value": _rand(16, ALPHABETS["lower"])}))
+    assert RULE not in _rules(json.dumps({"value": _rand(15, ALPHABETS["mixed"])}))
 
 
 @pytest.mark.parametrize("key", ["request_id", "git_commit", "next_cursor", "avatar", "content_hash"])
