@@ -61,11 +61,18 @@ _SECRET_WORD = re.compile(r"password|passwd|pwd|passphrase|secret|token|key|auth
 MIN_DISTINCT = 6
 # A value shorter than these is kept only under a key that names a credential outright (`password`, `token`,
 # `api_key`, `secret`, `credential`: not `auth`, nor `key` alone) or in an Authorization header, and only when it is
-# more than a word: a default like `changeme` stays a placeholder, `kafka123` or `hardcoded0` is a password.
+# more than a word (`kafka123`, `hardcoded0`) or a word that is no state or stand-in (`petclinic` is a password,
+# `changeme`, `required`, `redacted` are not); digits alone are not.
 SHORT_ASSIGNMENT, SHORT_HEADER = 12, 16
 _STRONG_KEY = re.compile(r"(?:^|_)(?:password|passwd|pwd|pass|passphrase|secret|token|api_key|apikey|credential|"
                          r"credentials|creds)(?:$|_)")
 _MORE_THAN_A_WORD = re.compile(rb"[A-Za-z]").search, re.compile(rb"[^A-Za-z]").search
+# a word under a password key that says how the password is kept, or stands in for one, rather than being one
+_STATE_WORD = re.compile(
+    rb"(?:(?:your|my|the|db|user|admin|new|old|default)_?)?(?:password|passwd|passphrase|secret|token|credential)s?|"
+    rb"changeme|changeit|required|optional|enabled|disabled|inherit|inherited|external|generated|rotated|expired|"
+    rb"revoked|pending|invalid|missing|notset|unset|redacted|removed|masked|hidden|provided|supplied|encrypted|"
+    rb"placeholder|undefined|anonymous|readonly|letmein|qwertyuiop|nopassword", re.I)
 
 
 def key_before(data: bytes, start: int) -> str | None:
@@ -173,6 +180,7 @@ def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
             return False
         key = key or written
         if len(value) < SHORT_ASSIGNMENT:
-            return more_than_a_word(value) and key_names_a_credential(key)
+            return key_names_a_credential(key) and (more_than_a_word(value) or (
+                value.isalpha() and not _STATE_WORD.fullmatch(value)))
         return key_names_a_secret(key)
     return len(value) >= SHORT_HEADER or more_than_a_word(value)

@@ -105,11 +105,23 @@ def test_a_short_credential_under_a_credential_key_is_found(key):
 @pytest.mark.parametrize("key,value", [
     ("auth", "kafka123x"),           # `auth` alone names a scheme as often as a credential
     ("api_key_version", "v2.10.3a"),  # a key naming something else
-    ("db_password", "changeme"),      # a bare word: a default, a placeholder
+    ("db_password", "changeme"),      # a default, a placeholder
+    ("db_password", "required"),      # how the password is kept, not a password
+    ("api_token", "disabled"),
+    ("client_secret", "redacted"),
     ("session_token", "12345678"),    # digits only
 ])
 def test_a_short_value_that_is_no_credential_is_left_alone(key, value):
     assert _rules(json.dumps({key: value})) == [], key
+
+
+@pytest.mark.parametrize("value", ["petclinic", "sunflower", "awfasefsd", "Bluebird"])
+def test_a_word_password_under_a_password_key_is_found(value):
+    """A word is a (weak) password when a key names a credential outright and the word is no state or stand-in."""
+    for key in ("db_password", "redis_secret", "mysql_token"):
+        found = _rules(json.dumps({key: value}))
+        assert len(found) == 1 and ASSIGN in found[0], (key, value)
+    assert _rules(json.dumps({"note": value})) == []
 
 
 def _short() -> str:
