@@ -1,10 +1,10 @@
 """Per-rule look-alike and recall figures on the tuning sources, in process and without a clone.
 
-`python -m benchmarks.heldout_tuning` renders every plant of the tuning sources (held-out v2 to v5, now tuning;
+`python -m benchmarks.heldout_tuning` renders every plant of the tuning sources (held-out v2 to v6, now tuning;
 TruffleHog's detector tests with each key style; the project's corpus v1) as its cell text and scans it with
 `textscan.scan_value`, the check every batched candidate of the real scan is confirmed against. It shows which
 rule flags which look-alike class and what each rule finds alone, in seconds, to tune by; the figures that count
-are the clone benchmarks' (`make bench-heldout-v4`, `make bench-corpus`). It never reads held-out v6. Counts and
+are the clone benchmarks' (`make bench-heldout-v4`, `make bench-corpus`). It reads no held-out part. Counts and
 kinds only, never a value.
 """
 
@@ -21,6 +21,7 @@ from benchmarks import heldout_v2 as h2
 from benchmarks import heldout_v3 as h3
 from benchmarks import heldout_v4 as h4
 from benchmarks import heldout_v5 as h5
+from benchmarks import heldout_v6 as h6
 
 
 def _text(p: bc.Plant) -> bytes:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout_tuning", description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=bc.DEFAULT_SEED)
-    ap.add_argument("--parts", default="v2,v3,v4,v5,trufflehog-neutral,corpus-v1")
+    ap.add_argument("--parts", default="v2,v3,v4,v5,v6,trufflehog-neutral,corpus-v1")
     a = ap.parse_args(argv)
     manifest = json.loads(h1.MANIFEST.read_text())
     out = []
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             plants = h3.plants_v3(h3.load_v3(manifest, bench_dir() / "heldout"), a.seed)
         elif part == "v4":
             plants = h4.plants_v4(h4.load_v4(manifest, bench_dir() / "heldout"), a.seed)
+        elif part == "v6":
+            plants = h6.plants_v6(h6.load_v6(manifest, bench_dir() / "heldout"), a.seed)
         elif part == "v5":
             plants = h5.plants_v5(h5.load_v5(manifest, bench_dir() / "heldout"), a.seed)
         elif part.startswith("trufflehog-"):

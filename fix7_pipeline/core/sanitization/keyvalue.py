@@ -39,6 +39,8 @@ _OTHER_THING = re.compile(
     r"strategy|status|state|enabled|required|rotation|rotated_at|location|region|template|type_id|owner|user|"
     r"username|login|email|created|created_at|updated_at|last_used|source|description|commit|revision|rev|cursor|nonce|salt|iv|h1|"
     r"subject|sub|claim|claims|aud|iss|"
+    # a public address or a content address: whom a message goes to, where a payment lands, what a file hashes to
+    r"recipient|recipients|sender|address|wallet|cid|did|"
     r"image|img|icon|logo|avatar|photo|thumbnail|"
     # a key of a data structure, not a credential (added after v2's held-out measurement)
     r"(?:cache|idempotency|partition|sort|primary|foreign|routing|dedup|dedupe|lookup|object|row|map|index|shard|"

@@ -84,7 +84,8 @@ def test_a_sixteen_character_generated_password_is_found_and_one_case_ids_of_tha
     assert RULE not in _rules(json.dumps({"value": _rand(15, ALPHABETS["mixed"])}))
 
 
-@pytest.mark.parametrize("key", ["request_id", "git_commit", "next_cursor", "avatar", "content_hash"])
+@pytest.mark.parametrize("key", ["request_id", "git_commit", "next_cursor", "avatar", "content_hash", "recipient", "cid",
+                                 "wallet_address"])
 def test_a_key_naming_something_else_silences_it(key):
     value = _generated("mixed")
     assert RULE not in _rules(json.dumps({key: value})), key
