@@ -37,8 +37,9 @@ _FIXED_PASSWORDS = (b"x-oauth-basic", b"x-access-token")
 # a word for a password, alone or behind `your`/`my`/`replace with` (`mypassword`, `YOUR_PASSWORD`, `pass`);
 # with anything more (`mySecret789`, `secret123`) it is a password, however weak
 _PLACEHOLDER_WORD = re.compile(
-    rb"(?:(?:your|my|the|db|user|admin|replace[_-]?with|insert|enter|change)[_-]?(?:own[_-]?)?)?"
-    rb"(?:password|passwd|pass|pwd|secret|pw)(?:[_-]?here)?|changeme|changeit|redacted|hidden|none|null", re.I)
+    rb"(?:(?:your|my|the|db|user|admin|new|old|default|replace[_-]?with|insert|enter|change)[_-]?(?:own[_-]?)?)?"
+    rb"(?:password|passwd|passphrase|pass|pwd|secret|token|credential|pw)s?(?:[_-]?here)?|changeme|changeit|redacted|"
+    rb"hidden|none|null", re.I)
 _TEMPLATE = re.compile(rb"^(?:\{\{?.*\}\}?|\$[A-Za-z_]*\{.*\}|\$\(.*\)|<.*>|%\(.*\)s|%[A-Za-z_]+%|\$[A-Za-z_]+)$")
 _MASK = re.compile(rb"^(?:[*xX#.]|\xe2\x80\xa2)+$")  # ****, xxxx, •••• (U+2022)
 _MARKER = re.compile(rb"example|sample|notareal|notreal|placeholder|dummy", re.I)
@@ -77,13 +78,18 @@ def url_credentials_are_placeholders(data: bytes, start: int, end: int) -> bool:
     return password_is_placeholder(password, user)
 
 
+def is_placeholder_word(value: bytes) -> bool:
+    """A word for a password alone or behind `your`/`my`/`replace with`, or a stand-in (`changeme`, `redacted`)."""
+    return _PLACEHOLDER_WORD.fullmatch(value) is not None
+
+
 def password_is_placeholder(password: bytes, user: bytes | None = None) -> bool:
     """A password that is a word for one, the user's name again, a template, a mask, a marker word or of too
     few distinct characters: in a URL's user information or after `password=` in a connection string."""
     if b"%" in password:
         from urllib.parse import unquote_to_bytes
         password = unquote_to_bytes(password)
-    return (password == user or _PLACEHOLDER_WORD.fullmatch(password) is not None or _TEMPLATE.match(password)
+    return (password == user or is_placeholder_word(password) or _TEMPLATE.match(password)
             is not None or _MASK.match(password) is not None or _MARKER.search(password) is not None
             or len(set(password)) < _MIN_PASSWORD_DISTINCT)
 

@@ -106,9 +106,10 @@ def public_key_info(value: bytes) -> bool:
 
 
 def looks_generated(value: bytes) -> bool:
-    """Digits and letters of both cases with 14 distinct characters (four fewer than its length when shorter), or of one case with 17 in 20 or more (more than
-    any hex digest or UUID has); not base64 of text, of a file or of a public key. A value with a dot or a tilde in it (`sl.4ihq…`,
-    `GN.7Q~4Ak…`) must have both cases: a host name, a file name or a version never has."""
+    """Digits and letters of both cases with 14 distinct characters (four fewer than its length when shorter), or
+    of one case with 17 in 20 or more (more than any hex digest or UUID has); not base64 of text, of a file or of a
+    public key. A value with a dot or a tilde in it (`sl.4ihq…`, `GN.7Q~4Ak…`) must have both cases: a host name, a
+    file name or a version never has."""
     if (_encodes_text(value) or _encodes_a_file(value) or public_key_info(value) or re.search(rb"[0-9]", value) is None
             or re.fullmatch(rb"0x[0-9a-fA-F]+", value)):  # hex behind its prefix: an address, a hash
         return False

@@ -21,7 +21,7 @@ import binascii
 import re
 from urllib.parse import unquote_to_bytes
 
-from .documentation_values import is_documentation
+from .documentation_values import is_documentation, is_placeholder_word
 from .generated_values import GENERATED_VALUE, looks_generated
 
 # Rules that judge by context or look rather than by a provider's format: a word before the value, or what the
@@ -69,12 +69,11 @@ SHORT_ASSIGNMENT, SHORT_HEADER = 12, 16
 _STRONG_KEY = re.compile(r"(?:^|_)(?:password|passwd|pwd|pass|passphrase|secret|token|api_key|apikey|credential|"
                          r"credentials|creds)(?:$|_)")
 _MORE_THAN_A_WORD = re.compile(rb"[A-Za-z]").search, re.compile(rb"[^A-Za-z]").search
-# a word under a password key that says how the password is kept, or stands in for one, rather than being one
+# a word under a password key that says how the password is kept rather than being one (a stand-in for one, like
+# `changeme`, is documentation_values' placeholder word)
 _STATE_WORD = re.compile(
-    rb"(?:(?:your|my|the|db|user|admin|new|old|default)_?)?(?:password|passwd|passphrase|secret|token|credential)s?|"
-    rb"changeme|changeit|required|optional|enabled|disabled|inherit|inherited|external|generated|rotated|expired|"
-    rb"revoked|pending|invalid|missing|notset|unset|redacted|removed|masked|hidden|provided|supplied|encrypted|"
-    rb"placeholder|undefined|anonymous|readonly|letmein|qwertyuiop|nopassword", re.I)
+    rb"required|optional|enabled|disabled|inherit|inherited|external|generated|rotated|expired|revoked|pending|"
+    rb"invalid|missing|notset|unset|removed|masked|provided|supplied|encrypted|undefined|anonymous|readonly", re.I)
 
 
 def key_before(data: bytes, start: int) -> str | None:
@@ -183,6 +182,6 @@ def plausible(rule_id: str, data: bytes, start: int, end: int) -> bool:
         key = key or written
         if len(value) < SHORT_ASSIGNMENT:
             return key_names_a_credential(key) and (more_than_a_word(value) or (
-                value.isalpha() and not _STATE_WORD.fullmatch(value)))
+                value.isalpha() and not _STATE_WORD.fullmatch(value) and not is_placeholder_word(value)))
         return key_names_a_secret(key)
     return len(value) >= SHORT_HEADER or more_than_a_word(value)
