@@ -92,10 +92,7 @@ EXTRACTORS_V6 = {"credsweeper-samples": extract_credsweeper}
 
 # -- look-alike classes v6, written down with the source, before any tuning of this round ----------------
 
-def _hex(g: bc.Gen, n: int) -> str:
-    return g.chars(bc.ALPHABETS["H"], n)
-
-
+_hex = h2._hex
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BASE32_LOWER = "abcdefghijklmnopqrstuvwxyz234567"
 
