@@ -209,26 +209,9 @@ LOOKALIKES_V3: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def load_v3(manifest: dict, cache: Path) -> dict[str, list[dict]]:
-    return h2.load_sources(manifest, cache, SOURCES_V3, EXTRACTORS_V3)
-
-
-def plants_v3(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
-    return h2.plant_all(sources, seed, SOURCES_V3, LOOKALIKES_V3, "v3")
-
-
-def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
-        peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    return hv.run_version("fix7 held-out corpus v3 benchmark", MANIFEST, SOURCES_V3, load_v3, plants_v3,
-                          "heldout-v3-results.json", rows, seed, peers, out)
-
-
+VERSION = hv.Version("v3", SOURCES_V3, EXTRACTORS_V3, LOOKALIKES_V3, __doc__.splitlines()[0])
+load_v3, plants_v3, run, main = VERSION.load, VERSION.plants, VERSION.run, VERSION.main
 masked = hv.masked  # the shape printer every version's --masked uses
-
-
-def main(argv: list[str] | None = None) -> int:
-    return hv.main_for("python -m benchmarks.heldout_v3", __doc__.splitlines()[0], MANIFEST, SOURCES_V3, load_v3, run,
-                       argv)
 
 
 if __name__ == "__main__":

@@ -244,23 +244,8 @@ LOOKALIKES_V4: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def load_v4(manifest: dict, cache: Path) -> dict[str, list[dict]]:
-    return h2.load_sources(manifest, cache, SOURCES_V4, EXTRACTORS_V4)
-
-
-def plants_v4(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
-    return h2.plant_all(sources, seed, SOURCES_V4, LOOKALIKES_V4, "v4")
-
-
-def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
-        peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    return hv.run_version("fix7 held-out corpus v4 benchmark", MANIFEST, SOURCES_V4, load_v4, plants_v4,
-                          "heldout-v4-results.json", rows, seed, peers, out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return hv.main_for("python -m benchmarks.heldout_v4", __doc__.splitlines()[0], MANIFEST, SOURCES_V4, load_v4, run,
-                       argv)
+VERSION = hv.Version("v4", SOURCES_V4, EXTRACTORS_V4, LOOKALIKES_V4, __doc__.splitlines()[0])
+load_v4, plants_v4, run, main = VERSION.load, VERSION.plants, VERSION.run, VERSION.main
 
 
 if __name__ == "__main__":

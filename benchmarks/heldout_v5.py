@@ -115,23 +115,8 @@ LOOKALIKES_V5: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def load_v5(manifest: dict, cache: Path) -> dict[str, list[dict]]:
-    return h2.load_sources(manifest, cache, SOURCES_V5, EXTRACTORS_V5)
-
-
-def plants_v5(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
-    return h2.plant_all(sources, seed, SOURCES_V5, LOOKALIKES_V5, "v5")
-
-
-def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
-        peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    return hv.run_version("fix7 held-out corpus v5 benchmark", MANIFEST, SOURCES_V5, load_v5, plants_v5,
-                          "heldout-v5-results.json", rows, seed, peers, out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return hv.main_for("python -m benchmarks.heldout_v5", __doc__.splitlines()[0], MANIFEST, SOURCES_V5, load_v5, run,
-                       argv)
+VERSION = hv.Version("v5", SOURCES_V5, EXTRACTORS_V5, LOOKALIKES_V5, __doc__.splitlines()[0])
+load_v5, plants_v5, run, main = VERSION.load, VERSION.plants, VERSION.run, VERSION.main
 
 
 if __name__ == "__main__":

@@ -112,23 +112,8 @@ LOOKALIKES_V6: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def load_v6(manifest: dict, cache: Path) -> dict[str, list[dict]]:
-    return h2.load_sources(manifest, cache, SOURCES_V6, EXTRACTORS_V6)
-
-
-def plants_v6(sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
-    return h2.plant_all(sources, seed, SOURCES_V6, LOOKALIKES_V6, "v6")
-
-
-def run(rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
-        peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
-    return hv.run_version("fix7 held-out corpus v6 benchmark", MANIFEST, SOURCES_V6, load_v6, plants_v6,
-                          "heldout-v6-results.json", rows, seed, peers, out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return hv.main_for("python -m benchmarks.heldout_v6", __doc__.splitlines()[0], MANIFEST, SOURCES_V6, load_v6, run,
-                       argv)
+VERSION = hv.Version("v6", SOURCES_V6, EXTRACTORS_V6, LOOKALIKES_V6, __doc__.splitlines()[0])
+load_v6, plants_v6, run, main = VERSION.load, VERSION.plants, VERSION.run, VERSION.main
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """What every held-out corpus version from v3 on shares: its run (extract, plant, measure) and its command line.
 
-Each version module (`heldout_v3`, `heldout_v4`, `heldout_v5`) keeps its own sources, extractors and look-alike
-classes, and hands them here."""
+Each version module (`heldout_v3` to `heldout_v6`) keeps its own sources, extractors and look-alike classes, and
+hands them here as one `Version`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import corpus as bc
@@ -76,3 +77,29 @@ def main_for(prog: str, description: str, manifest_path: Path, names: tuple[str,
         ap.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
     print(h2.render_text(run(a.rows, a.seed, peers, a.out)))
     return 0
+
+
+@dataclass(frozen=True)
+class Version:
+    """One held-out corpus version: its sources (by manifest name), how each is extracted, its own look-alike classes
+    (name, key, generator) and the tag that seeds its planting (`v5`)."""
+    tag: str
+    sources: tuple[str, ...]
+    extractors: dict[str, Callable]
+    lookalikes: tuple[tuple[str, str, object], ...]
+    description: str
+
+    def load(self, manifest: dict, cache: Path) -> dict[str, list[dict]]:
+        return h2.load_sources(manifest, cache, self.sources, self.extractors)
+
+    def plants(self, sources: dict[str, list[dict]], seed: int) -> list[bc.Plant]:
+        return h2.plant_all(sources, seed, self.sources, self.lookalikes, self.tag)
+
+    def run(self, rows: int = h1.DEFAULT_ROWS, seed: int = bc.DEFAULT_SEED,
+            peers: tuple[str, ...] = ("detect-secrets", "gitleaks"), out: Path | None = None) -> dict:
+        return run_version(f"fix7 held-out corpus {self.tag} benchmark", h1.MANIFEST, self.sources, self.load,
+                           self.plants, f"heldout-{self.tag}-results.json", rows, seed, peers, out)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        return main_for(f"python -m benchmarks.heldout_{self.tag}", self.description, h1.MANIFEST, self.sources,
+                        self.load, self.run, argv)
