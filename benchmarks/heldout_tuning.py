@@ -23,6 +23,8 @@ from benchmarks import heldout_v4 as h4
 from benchmarks import heldout_v5 as h5
 from benchmarks import heldout_v6 as h6
 
+VERSIONS = {v.tag: v for v in (h3.VERSION, h4.VERSION, h5.VERSION, h6.VERSION)}
+
 
 def _text(p: bc.Plant) -> bytes:
     t = p.text if isinstance(p.text, str) else json.dumps(p.text)
@@ -65,14 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     for part in a.parts.split(","):
         if part == "v2":
             plants = h2.plants_v2(h2.load_v2(manifest, bench_dir() / "heldout"), a.seed)
-        elif part == "v3":
-            plants = h3.plants_v3(h3.load_v3(manifest, bench_dir() / "heldout"), a.seed)
-        elif part == "v4":
-            plants = h4.plants_v4(h4.load_v4(manifest, bench_dir() / "heldout"), a.seed)
-        elif part == "v6":
-            plants = h6.plants_v6(h6.load_v6(manifest, bench_dir() / "heldout"), a.seed)
-        elif part == "v5":
-            plants = h5.plants_v5(h5.load_v5(manifest, bench_dir() / "heldout"), a.seed)
+        elif part in VERSIONS:
+            plants = VERSIONS[part].plants(VERSIONS[part].load(manifest, bench_dir() / "heldout"), a.seed)
         elif part.startswith("trufflehog-"):
             entries = h1.load_heldout(manifest, None, bench_dir() / "heldout")
             plants = h1.heldout_plants(entries, a.seed, keys=part.split("-", 1)[1])
