@@ -34,6 +34,24 @@ def test_the_first_entry_creates_the_journal_exclusively(tmp_path):
     assert journal.fold(journal.read(tmp_path / "ev")) == {"run_id": "first"}
 
 
+def test_the_journal_appears_with_its_first_entry_and_leaves_no_draft(tmp_path, monkeypatch):
+    """A reader (audit, a test polling a run) never finds the journal empty: it is linked in already written."""
+    seen = []
+    real_link = journal.os.link
+
+    def link(src, dst):
+        seen.append((journal.JOURNAL in str(dst), (tmp_path / "ev" / journal.JOURNAL).exists()))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(journal.os, "link", link)
+    journal.create(tmp_path / "ev", {"run_id": "first"})
+    assert seen == [(True, False)]  # the name did not exist until the written draft was linked to it
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [journal.JOURNAL]
+    with pytest.raises(journal.JournalTaken):
+        journal.create(tmp_path / "ev", {"run_id": "second"})
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [journal.JOURNAL]
+
+
 def _append_many(directory, worker: int, n: int) -> None:
     j = journal.Journal(directory)
     for i in range(n):

@@ -3,8 +3,8 @@
 Every stage appends what it learnt as JSON lines to `rehearsal-journal.jsonl`; nothing rewrites a line. Each
 entry is one `write()` of one line on an O_APPEND descriptor, fsynced before the stage goes on, so stages in
 several processes may append at once and a crash (even kill -9) leaves every entry written so far, readable.
-The first entry (the packet's starting fields) creates the file exclusively: of two runs naming one directory,
-one gets it. The packet files are rendered from the journal once, when the run ends (core/evidence/report.render).
+The first entry (the packet's starting fields) creates the file exclusively and whole (written aside, then
+linked in): of two runs naming one directory, one gets it, and no reader sees a journal without it. The packet files are rendered from the journal once, when the run ends (core/evidence/report.render).
 
 An entry is {"op": "set" | "extend" | "extend_new" | "pop", "path": [...], "value": ...}: `fold` applies them
 in order to the first entry's fields, giving exactly the data rehearsal-report.json is rendered from.
@@ -16,6 +16,7 @@ import copy
 import errno
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from ..storage import s3_store
@@ -40,7 +41,7 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def create(directory: Path, fields: dict) -> Path:
-    """The journal, created exclusively (O_EXCL), holding `fields` as its first entry."""
+    """The journal, created exclusively (link() refuses a name that exists), holding `fields` as its first entry."""
     directory = evidence_path(directory)
     path = directory / JOURNAL
     if is_remote(directory):  # in S3 one object per entry (core/storage/s3_store.py)
@@ -52,14 +53,22 @@ def create(directory: Path, fields: dict) -> Path:
         return path
     with writing(path):
         directory.mkdir(parents=True, exist_ok=True)
+        # written whole under a name of its own, then linked in: the journal is never seen (nor left by a kill)
+        # empty, and link() fails where a name exists, as O_EXCL does
+        fd, name = tempfile.mkstemp(prefix=f".{JOURNAL}.", suffix=".draft", dir=directory)
+        draft = Path(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        except FileExistsError:
-            raise JournalTaken(str(path)) from None
-        try:
-            _write(fd, _line({"op": "start", "value": fields}))
+            try:
+                os.fchmod(fd, 0o644)
+                _write(fd, _line({"op": "start", "value": fields}))
+            finally:
+                os.close(fd)
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                raise JournalTaken(str(path)) from None
         finally:
-            os.close(fd)
+            draft.unlink(missing_ok=True)
         _fsync_dir(directory)
     return path
 
